@@ -1,0 +1,1 @@
+"""Source adapters for cme-batch: each implements cme_batch.sources.Source."""

@@ -1,0 +1,1 @@
+"""Source adapter: arbor (see README.md beside this file)."""

@@ -1,0 +1,1 @@
+"""Source adapter: ctf (see README.md beside this file)."""

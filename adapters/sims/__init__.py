@@ -1,0 +1,1 @@
+"""Source adapter: sims (see README.md beside this file)."""

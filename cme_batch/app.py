@@ -1,0 +1,77 @@
+"""The application context shared by CLI commands: configuration, store, school, clock, logger.
+
+Built lazily so ``--help`` works without a config file. Only the CLI and ``nightly`` build it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+
+from cme_batch import config as config_mod
+from cme_batch import log
+from cme_batch.config import Config
+from cme_batch.store import ingest, migrate, open_store, require_current
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class App:
+    config_path: str | None
+    clock: Callable[[], datetime] = utcnow
+    _config: Config | None = None
+    _engine: Engine | None = None
+    _school_id: int | None = None
+    run_id: str = field(default_factory=log.new_run_id)
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = config_mod.load(self.config_path)
+            log.configure(self._config.logging.level, self._config.logging.format)
+            log.bind_run(self.run_id)
+        return self._config
+
+    def engine(self, *, for_init: bool = False) -> Engine:
+        if self._engine is None:
+            eng = open_store(self.config.database_url, create=for_init)
+            if not for_init:
+                require_current(eng)
+            self._engine = eng
+        return self._engine
+
+    def init_store(self) -> list[str]:
+        eng = self.engine(for_init=True)
+        applied = migrate(eng)
+        self._school_id = None
+        return applied
+
+    @property
+    def school_id(self) -> int:
+        if self._school_id is None:
+            s = self.config.school
+            with self.engine().begin() as conn:
+                self._school_id = ingest.ensure_school(conn, s.la_number, s.establishment_number, s.name)
+        return self._school_id
+
+    def now(self) -> datetime:
+        return self.clock()
+
+    def default_as_of(self) -> date:
+        """Yesterday, in the school's local date (the registers of today are not complete)."""
+        return (self.now().astimezone().date()) - timedelta(days=1)
+
+    @property
+    def state_dir(self) -> Path:
+        return self.config.state_dir
+
+    def log(self, **kw: Any) -> Any:
+        return log.get("cme_batch").bind(**kw)

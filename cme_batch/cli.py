@@ -1,0 +1,188 @@
+"""The command line: a thin shell that parses, builds, calls, and maps errors to exit codes.
+
+Exit codes: 0 ok; 1 a stage failed (others still ran); 2 bad configuration or input.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from cme_batch import __version__
+from cme_batch.app import App
+from cme_batch.errors import CmeError, ConfigError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def handle_errors(fn: F) -> F:
+    """Turn our errors into a message on stderr and the right exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ConfigError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_BAD_INPUT)
+        except CmeError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def as_of_option(fn: F) -> F:
+    return click.option(
+        "--as-of", "as_of", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
+        help="Evaluate as of this date (YYYY-MM-DD). Default: yesterday, the last day with complete registers.",
+    )(fn)
+
+
+def as_of_date(app: App, value: Any) -> date:
+    return value.date() if value is not None else app.default_as_of()
+
+
+def format_option(choices: tuple[str, ...] = ("table", "json"), default: str = "table") -> Callable[[F], F]:
+    return click.option("--format", "fmt", type=click.Choice(choices), default=default, show_default=True,
+                        help="Output format: a table for people, JSON for scripts.")
+
+
+def echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
+
+
+pass_app = click.make_pass_decorator(App)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), envvar="CME_BATCH_CONFIG",
+              help="Configuration file (TOML). Default: $CME_BATCH_CONFIG.")
+@click.version_option(__version__, prog_name="cme-batch")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None) -> None:
+    """cme-batch: the nightly watch for Children Missing Education.
+
+    Reads admissions and attendance from the school's MIS, counts each pupil's continuous
+    absence in school days, opens and advances CME cases, emails the office and the DSL each
+    morning, and sends DSL-confirmed referrals, encrypted, to the local authority.
+
+    Exit codes: 0 ok, 1 a stage failed (the others still ran), 2 bad configuration or input.
+    """
+    ctx.obj = App(config_path)
+
+
+@cli.command("check-config")
+@pass_app
+@handle_errors
+def check_config(app: App) -> None:
+    """Validate the configuration file and every configured source; list every problem found."""
+    from cme_batch.sources import build_source
+
+    cfg = app.config
+    problems: list[str] = []
+    for s in cfg.sources:
+        try:
+            build_source(s)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+        except CmeError as exc:
+            problems.append(f"sources.{s.name}: {exc}")
+    if problems:
+        raise ConfigError(problems, str(cfg.path))
+    click.echo(f"{cfg.path}: configuration valid")
+    click.echo(f"  school: {cfg.school.name} ({cfg.school.la_number}/{cfg.school.establishment_number})")
+    click.echo(f"  database: {_safe_url(cfg.database_url)}")
+    click.echo(f"  sources: {', '.join(f'{s.name} ({s.adapter})' for s in cfg.sources) or 'none'}")
+    if not cfg.calendar.terms:
+        click.echo("  warning: no term dates configured; school days will be inferred from the registers")
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@cli.command("init")
+@pass_app
+@handle_errors
+def init(app: App) -> None:
+    """Create the database (or bring its schema up to date). Safe to run again."""
+    applied = app.init_store()
+    _ = app.school_id
+    if applied:
+        click.echo(f"database ready at {_safe_url(app.config.database_url)}: applied {', '.join(applied)}")
+    else:
+        click.echo(f"database at {_safe_url(app.config.database_url)} is already up to date")
+
+
+@cli.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["sims-xml", "ctf"]), default=None,
+              help="File format. Default: detected from the root element.")
+@pass_app
+@handle_errors
+def import_cmd(app: App, file: Path, fmt: str | None) -> None:
+    """Import one SIMS CommandReporter XML export or Common Transfer File, all or nothing."""
+    from cme_batch.importer import import_file
+
+    result = import_file(app, file, fmt)
+    if result.status == "skipped":
+        click.echo(f"{file}: already imported (same checksum); nothing changed")
+        return
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(result.counts.items())) or "nothing new"
+    click.echo(f"{file}: imported ({counts}); {len(result.warnings)} warning(s)")
+    for w in result.warnings[:20]:
+        click.echo(f"  warning: {w.where + ': ' if w.where else ''}{w.message}")
+    if len(result.warnings) > 20:
+        click.echo(f"  ... and {len(result.warnings) - 20} more (see 'cme-batch status')")
+
+
+@cli.command("ingest")
+@click.option("--source", "only", multiple=True, help="Only this configured source (repeatable).")
+@pass_app
+@handle_errors
+def ingest_cmd(app: App, only: tuple[str, ...]) -> None:
+    """Read every configured source (drop folders, Arbor API) into the store."""
+    from cme_batch.importer import ingest_sources
+
+    outcomes = ingest_sources(app, only)
+    failed = False
+    for o in outcomes:
+        click.echo(f"{o.source}: {o.status}{' - ' + o.detail if o.detail else ''}")
+        failed = failed or o.status == "failed"
+    if failed:
+        sys.exit(EXIT_FAILED)
+
+
+def register(*commands: click.Command) -> None:
+    for c in commands:
+        cli.add_command(c)
+
+
+def _register_all() -> None:
+    """Commands that live beside the parts they drive."""
+    from cme_batch import cli_status
+
+    register(*cli_status.COMMANDS)
+
+
+_register_all()
+
+
+def main() -> None:
+    cli(prog_name="cme-batch")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

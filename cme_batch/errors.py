@@ -1,0 +1,56 @@
+"""The one error tree of cme-batch.
+
+Errors are named for what the caller must do: fix the input, try again later, or stop.
+Third-party exceptions are translated into these at the boundary; only the CLI turns them
+into exit codes. Messages never carry a pupil's name, UPN or date of birth.
+"""
+
+from __future__ import annotations
+
+
+class CmeError(Exception):
+    """Root of every error cme-batch raises on purpose."""
+
+    exit_code = 1
+
+
+class BadInputError(CmeError):
+    """The data or configuration is wrong: a person must fix it. Nothing was changed."""
+
+    exit_code = 2
+
+
+class ConfigError(BadInputError):
+    """The configuration file is invalid. Carries every problem found, not just the first."""
+
+    def __init__(self, problems: list[str], path: str | None = None) -> None:
+        self.problems = list(problems)
+        self.path = path
+        where = f" in {path}" if path else ""
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"configuration invalid{where} ({len(self.problems)} problem(s)):\n{lines}")
+
+
+class ImportRejected(BadInputError):
+    """An import file was refused whole. Each problem names file, record number, field and value."""
+
+    def __init__(self, file: str, problems: list[str]) -> None:
+        self.file = file
+        self.problems = list(problems)
+        shown = "\n".join(f"  - {p}" for p in self.problems[:50])
+        more = f"\n  ... and {len(self.problems) - 50} more" if len(self.problems) > 50 else ""
+        super().__init__(f"{file}: rejected, nothing imported ({len(self.problems)} problem(s)):\n{shown}{more}")
+
+
+class RetriableError(CmeError):
+    """A temporary failure (network, server busy): the same call may succeed later."""
+
+
+class FatalError(CmeError):
+    """A failure that retrying will not fix (bad credentials, permission refused): stop and report."""
+
+
+class LockHeld(CmeError):
+    """Another run holds the run lock. Not a failure: the caller should exit 0."""
+
+    exit_code = 0

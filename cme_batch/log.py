@@ -1,0 +1,61 @@
+"""Logging: structlog configured once. JSON lines for the journal, readable lines on a terminal.
+
+Pupils appear in logs only by internal id or case reference. ``bind_run`` attaches a run id
+(and the stage) to every line of one run.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import uuid
+from typing import Any, TextIO
+
+import structlog
+
+_configured = False
+
+
+def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
+    """Configure structlog and the standard library's root logger. Safe to call again."""
+    global _configured
+    stream = stream or sys.stdout
+    if fmt == "auto":
+        fmt = "console" if stream.isatty() else "json"
+    renderer: Any = (structlog.processors.JSONRenderer(sort_keys=True) if fmt == "json"
+                     else structlog.dev.ConsoleRenderer(colors=False))
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        *extra_processors,
+        structlog.processors.format_exc_info,
+        renderer,
+    ]
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper(), logging.INFO)),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        cache_logger_on_first_use=False,
+    )
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    _configured = True
+
+
+#: Processors inserted before rendering (the personal-data filter of the running-on-a-server work).
+extra_processors: list[Any] = []
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def bind_run(run_id: str, **kw: Any) -> None:
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(run_id=run_id, **kw)
+
+
+def get(name: str | None = None) -> Any:
+    if not _configured:
+        configure()
+    return structlog.get_logger(name)

@@ -1,0 +1,1 @@
+"""Mail: the outbox, its transports, S/MIME and the reply mailbox."""

@@ -1,0 +1,178 @@
+"""Core model records: what source adapters yield and what the core reasons about.
+
+Plain frozen dataclasses, no I/O. A pupil is identified within one source by ``pupil_key``
+(the MIS's own id: SIMS Adno / person id, Arbor student id, or the UPN for a CTF); the store
+matches records across sources by UPN first, then by key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Literal, Union
+
+Session = Literal["AM", "PM"]
+SESSIONS: tuple[Session, Session] = ("AM", "PM")
+
+#: Vulnerability flag kinds the core knows (DOMAIN.md 5 and 6). Adapters map their MIS's flags onto these.
+FLAG_KINDS: frozenset[str] = frozenset(
+    {
+        "child_protection_plan",
+        "looked_after",
+        "domestic_abuse",
+        "highly_mobile",  # armed forces, Gypsy, Roma and Traveller families
+        "young_carer",
+        "permanently_excluded",
+        "medical_emotional",  # long-term medical or emotional problems
+        "parent_mental_health",
+        "parent_learning_difficulty",
+        "sen_support",
+        "ehcp",
+        "child_in_need",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Address:
+    lines: tuple[str, ...] = ()
+    postcode: str | None = None
+
+    def one_line(self) -> str:
+        parts = [p for p in self.lines if p]
+        if self.postcode:
+            parts.append(self.postcode)
+        return ", ".join(parts)
+
+    def match_key(self) -> str | None:
+        """A normalised key for 'same address' (siblings): first line plus postcode, no spaces, lower case."""
+        if not self.postcode or not self.lines:
+            return None
+        return (self.lines[0] + "|" + self.postcode).replace(" ", "").lower()
+
+
+@dataclass(frozen=True)
+class PupilRecord:
+    pupil_key: str
+    upn: str | None = None
+    legal_surname: str | None = None
+    legal_forename: str | None = None
+    preferred_surname: str | None = None
+    preferred_forename: str | None = None
+    middle_names: str | None = None
+    dob: date | None = None
+    sex: str | None = None
+    year_group: str | None = None  # normalised: "R", "1".."6", "N1", ...
+    reg_group: str | None = None
+    address: Address | None = None
+    phones: tuple[str, ...] = ()
+    emails: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class EnrolmentRecord:
+    """One admission of a pupil to this school, from offer to leaving."""
+
+    pupil_key: str
+    admission_date: date | None = None  # the agreed first day (an allocated place)
+    entry_date: date | None = None  # the date the pupil actually went on roll
+    leaving_date: date | None = None
+    leaving_reason: str | None = None
+    destination: str | None = None  # destination school (name or LA/estab), None when unknown
+    withdrawn: bool = False  # an admission withdrawn before the child started
+
+
+@dataclass(frozen=True)
+class ContactRecord:
+    pupil_key: str
+    contact_key: str  # stable id within the source, e.g. the MIS contact id or "order:1"
+    priority: int | None = None  # 1 = first emergency contact
+    title: str | None = None
+    surname: str | None = None
+    forename: str | None = None
+    relationship: str | None = None
+    parental_responsibility: bool | None = None
+    lives_with: bool | None = None
+    phones: tuple[str, ...] = ()
+    emails: tuple[str, ...] = ()
+    address: Address | None = None
+
+
+@dataclass(frozen=True)
+class FlagRecord:
+    pupil_key: str
+    kind: str  # one of FLAG_KINDS
+    start: date | None = None
+    end: date | None = None
+    detail: str | None = None
+
+
+@dataclass(frozen=True)
+class MarksRecord:
+    """Session marks for one pupil over a run of consecutive sessions.
+
+    ``codes[i]`` is the mark of session ``i`` counted from the AM session of ``start``
+    (even i: AM, odd i: PM, day ``start + i // 2``). A code is the mark as the MIS wrote it
+    (``"/"``, ``"N"``, ``"C1"``, ``"#"``, ``"-"`` for "no mark recorded"); ``""`` means this record
+    says nothing about that session, so whatever the store has is kept.
+    One record can carry a single mark (SIMS rows) or a whole year (a CTF marks string).
+    """
+
+    pupil_key: str
+    start: date
+    codes: tuple[str, ...]
+
+    @classmethod
+    def single(cls, pupil_key: str, day: date, session: Session, code: str) -> MarksRecord:
+        if session == "AM":
+            return cls(pupil_key, day, (code,))
+        return cls(pupil_key, day, ("", code))
+
+
+@dataclass(frozen=True)
+class SchoolInfo:
+    """What a source says about the school it came from (for cross-checking the config)."""
+
+    la_number: str | None = None
+    establishment_number: str | None = None
+    name: str | None = None
+
+
+Record = Union[PupilRecord, EnrolmentRecord, ContactRecord, FlagRecord, MarksRecord, SchoolInfo]
+
+
+@dataclass(frozen=True)
+class Warning_:
+    """A data-quality warning: kept with the ingest run and shown in the summary; never a failure.
+
+    ``where`` names file and record number (never a pupil's name); ``pupil_key`` lets the store
+    attach it to a pupil without putting identity into the text.
+    """
+
+    code: str  # e.g. "unknown_code", "bad_upn", "mark_outside_calendar", "duplicate_pupil"
+    message: str
+    where: str | None = None
+    pupil_key: str | None = None
+
+
+@dataclass
+class SourceBatch:
+    """One unit a source delivers, stored all or nothing: one export file, one API pull.
+
+    ``records`` may be a generator (the store consumes it once, inside one transaction);
+    ``warnings`` may grow while it is consumed. ``replaces`` names the kinds of record
+    (``"contacts"``, ``"flags"``, ``"enrolments"``) of which this batch holds the complete list
+    for every pupil it carries a ``PupilRecord`` for: the store then deletes that pupil's
+    records of that kind from this source which the batch no longer has.
+    """
+
+    source: str
+    origin: str  # file name or URL host
+    checksum: str | None = None
+    records: Iterable[Record] = ()
+    warnings: list[Warning_] = field(default_factory=list)
+    cursor: str | None = None  # e.g. the Arbor changelog revision reached
+    replaces: frozenset[str] = frozenset()
+    path: Path | None = None  # the file read, for a file adapter's archive step

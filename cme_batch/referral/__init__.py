@@ -1,0 +1,1 @@
+"""The referral bundle sent to the local authority: content, JSON, PDF, encryption."""
