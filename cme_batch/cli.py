@@ -171,10 +171,14 @@ def register(*commands: click.Command) -> None:
 
 
 def _register_all() -> None:
-    """Commands that live beside the parts they drive."""
-    from cme_batch import cli_status
+    """Commands live beside the parts they drive, in modules ``cme_batch/cli_*.py`` with a COMMANDS list."""
+    import importlib
+    import pkgutil
 
-    register(*cli_status.COMMANDS)
+    import cme_batch
+
+    for mod in sorted(m.name for m in pkgutil.iter_modules(cme_batch.__path__) if m.name.startswith("cli_")):
+        register(*importlib.import_module(f"cme_batch.{mod}").COMMANDS)
 
 
 _register_all()
