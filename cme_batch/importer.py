@@ -47,7 +47,10 @@ def file_format(path: Path, fmt: str | None) -> Any:
         return load_factory(fmt)
     root = root_element(path)
     for name in available_adapters():
-        factory = load_factory(name)
+        try:
+            factory = load_factory(name)
+        except BadInputError:  # a broken third-party adapter must not stop files it does not read
+            continue
         if root in getattr(factory, "root_elements", ()):
             return factory
     raise ImportRejected(str(path), [f"unknown file format: root element <{root}>; use --format sims-xml or ctf"])
