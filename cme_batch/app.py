@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from cme_batch import config as config_mod
-from cme_batch import log
+from cme_batch import log, logfilter
 from cme_batch.config import Config
 from cme_batch.store import ingest, migrate, open_store, require_current
 
@@ -45,6 +45,7 @@ class App:
             eng = open_store(self.config.database_url, create=for_init)
             if not for_init:
                 require_current(eng)
+                logfilter.install(eng)
             self._engine = eng
         return self._engine
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import timezone
 from pathlib import Path
 from typing import Any
 
@@ -113,3 +114,19 @@ def ingest_sources(app: App, only: Iterable[str] = ()) -> list[Outcome]:
             log.error("source failed", error=str(exc).splitlines()[0])
             outcomes.append(Outcome(scfg.name, "failed", str(exc)))
     return outcomes
+
+
+def stale_sources(app: App) -> list[str]:
+    """Configured sources with no successful ingest within ``thresholds.stale_hours`` (or never)."""
+    limit = app.config.thresholds.stale_hours * 3600
+    now = app.now()
+    stale = []
+    with app.engine().connect() as conn:
+        seen = {r.source: r.last_success_at for r in conn.execute(select(t.source_state)).all()}
+    for s in app.config.sources:
+        last = seen.get(s.name)
+        if last is not None and last.tzinfo is None:  # SQLite gives back naive UTC
+            last = last.replace(tzinfo=timezone.utc)
+        if last is None or (now - last).total_seconds() > limit:
+            stale.append(s.name)
+    return stale

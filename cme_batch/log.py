@@ -18,7 +18,8 @@ _configured = False
 
 def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
     """Configure structlog and the standard library's root logger. Safe to call again."""
-    global _configured
+    global _configured, _last
+    _last = (level, fmt, stream)
     stream = stream or sys.stdout
     if fmt == "auto":
         fmt = "console" if stream.isatty() else "json"
@@ -42,8 +43,14 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
     _configured = True
 
 
-#: Processors inserted before rendering (the personal-data filter of the running-on-a-server work).
+#: Processors inserted before rendering (the personal-data filter, ``cme_batch.logfilter``).
 extra_processors: list[Any] = []
+_last: tuple[str, str, TextIO | None] = ("info", "auto", None)
+
+
+def reconfigure() -> None:
+    """Apply a change to ``extra_processors`` with the settings last configured."""
+    configure(*_last)
 
 
 def new_run_id() -> str:

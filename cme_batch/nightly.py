@@ -1,0 +1,141 @@
+"""The nightly run: the only place that wires the stages together.
+
+    ingest -> detect -> replies -> referrals -> summary -> send
+
+Each stage is recorded in ``stage_runs`` (outcome and duration, for ``status``). A stage that
+fails is reported and the others still run on the data there is (a failed ingest must not
+stop the morning summary, which must say that the data is stale). The run holds the run lock
+throughout, so two runs never overlap.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from sqlalchemy import insert, update
+
+from cme_batch import logfilter
+from cme_batch.app import App
+from cme_batch.errors import CmeError
+from cme_batch.runlock import run_lock
+from cme_batch.store import tables as t
+
+
+@dataclass
+class StageResult:
+    name: str
+    outcome: str  # ok, failed, skipped
+    detail: str = ""
+    seconds: float = 0.0
+
+
+@dataclass
+class NightlyReport:
+    as_of: date
+    stages: list[StageResult] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return any(s.outcome == "failed" for s in self.stages)
+
+
+class StageFailed(CmeError):
+    """A stage ran but could not do all its work (e.g. a source is stale); the others still run."""
+
+
+def _ingest(app: App, as_of: date) -> str:
+    from cme_batch.importer import ingest_sources, stale_sources
+
+    outcomes = ingest_sources(app)
+    failed = [o for o in outcomes if o.status == "failed"]
+    stale = stale_sources(app)
+    detail = "; ".join(f"{o.source}: {o.status}" for o in outcomes) or "no sources configured"
+    if failed or stale:
+        parts = [f"{o.source} failed" for o in failed] + [f"{s} stale" for s in stale if
+                                                           s not in {o.source for o in failed}]
+        raise StageFailed(", ".join(parts))
+    return detail
+
+
+def _call(path: str) -> Callable[[App, date], Any]:
+    module, fn = path.split(":")
+    return getattr(importlib.import_module(module), fn)  # type: ignore[no-any-return]
+
+
+def _detect(app: App, as_of: date) -> str:
+    return str(_call("cme_batch.detect:run_detect")(app, as_of))
+
+
+def _replies(app: App, as_of: date) -> str:
+    return str(_call("cme_batch.replies.process:run_replies")(app, as_of))
+
+
+def _referrals(app: App, as_of: date) -> str:
+    return str(_call("cme_batch.dispatch:queue_confirmed_referrals")(app, as_of))
+
+
+def _summary(app: App, as_of: date) -> str:
+    return str(_call("cme_batch.summary:queue_morning_mail")(app, as_of))
+
+
+def _send(app: App, as_of: date) -> str:
+    return str(_call("cme_batch.mail.sender:send_stage")(app, as_of))
+
+
+STAGES: list[tuple[str, Callable[[App, date], str]]] = [
+    ("ingest", _ingest),
+    ("detect", _detect),
+    ("replies", _replies),
+    ("referrals", _referrals),
+    ("summary", _summary),
+    ("send", _send),
+]
+
+
+def run_stage(app: App, name: str, fn: Callable[[App, date], str], as_of: date) -> StageResult:
+    """Run one stage, record it in stage_runs, and turn its errors into an outcome."""
+    engine = app.engine()
+    log = app.log(stage=name)
+    with engine.begin() as conn:
+        row_id = conn.execute(insert(t.stage_runs).values(
+            run_id=app.run_id, stage=name, started_at=app.now(), outcome="running")).inserted_primary_key[0]
+    start = time.monotonic()
+    try:
+        detail = fn(app, as_of)
+        outcome = "ok"
+    except ModuleNotFoundError as exc:
+        if not (exc.name or "").startswith("cme_batch"):
+            raise
+        outcome, detail = "skipped", f"not available in this version ({exc.name})"
+    except CmeError as exc:
+        outcome, detail = "failed", str(exc).splitlines()[0]
+    except Exception as exc:  # a bug in one stage must not stop the others
+        outcome, detail = "failed", f"internal error {exc.__class__.__name__} (see the log)"
+        log.exception("stage crashed")
+    secs = time.monotonic() - start
+    with engine.begin() as conn:
+        conn.execute(update(t.stage_runs).where(t.stage_runs.c.id == row_id).values(
+            finished_at=app.now(), outcome=outcome, detail=detail[:2000]))
+    log.info("stage finished", outcome=outcome, seconds=round(secs, 3), detail=detail[:200])
+    return StageResult(name, outcome, detail, secs)
+
+
+def run_nightly(app: App, as_of: date, only: tuple[str, ...] = ()) -> NightlyReport:
+    """Run every stage (or those named) under the run lock."""
+    report = NightlyReport(as_of)
+    with run_lock(app.engine(), app.state_dir):
+        app.log(stage="nightly").info("nightly started", as_of=as_of.isoformat())
+        for name, fn in STAGES:
+            if only and name not in only:
+                continue
+            report.stages.append(run_stage(app, name, fn, as_of))
+        guard = logfilter.active()
+        app.log(stage="nightly").info(
+            "nightly finished", failed=[s.name for s in report.stages if s.outcome == "failed"],
+            log_values_withheld=guard.withheld if guard else 0)
+    return report

@@ -1,0 +1,36 @@
+"""The log filter withholds any value carrying a pupil's name, UPN or date of birth, and counts it."""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import date
+
+import structlog
+
+from cme_batch import log
+from cme_batch.logfilter import WITHHELD, IdentityFilter, _date_forms
+
+
+def test_values_with_identity_are_withheld_and_counted() -> None:
+    f = IdentityFilter(["A123456789012", "Zoë", "Smith-Jones", *_date_forms(date(2018, 5, 1))])
+    event = {"event": "import done", "level": "info", "file": "pupils.xml", "pupil": "zoë smith-jones",
+             "nested": {"upn": "A123456789012"}, "dob": "01/05/2018", "count": 3, "ok": ["fine", "words"]}
+    out = f(None, "info", dict(event))
+    assert out["pupil"] == WITHHELD and out["nested"]["upn"] == WITHHELD and out["dob"] == WITHHELD
+    assert out["file"] == "pupils.xml" and out["count"] == 3 and out["ok"] == ["fine", "words"]
+    assert f.withheld == 3
+
+
+def test_filter_runs_in_the_configured_logger() -> None:
+    stream = io.StringIO()
+    f = IdentityFilter(["Ravensworth"])
+    log.extra_processors.append(f)
+    try:
+        log.configure("info", "json", stream)
+        structlog.get_logger().info("case opened", ref="CME-2025-0001", note="Ravensworth family away")
+    finally:
+        log.extra_processors.remove(f)
+        log.configure("info", "json")
+    line = json.loads(stream.getvalue().strip())
+    assert line["ref"] == "CME-2025-0001" and line["note"] == WITHHELD
