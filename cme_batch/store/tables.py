@@ -265,6 +265,11 @@ outbox = Table(
     Column("maybe_duplicate", Boolean, nullable=False, default=False),
     _ts("created_at", False),
     _ts("sent_at"),
+    # added by 0002_mail: who is sending a row now, when it was last tried, when its problem was reported
+    Column("claimed_by", String(40)),
+    _ts("claimed_at"),
+    _ts("last_attempt_at"),
+    _ts("reported_at"),
     Index("ix_outbox_status", "status"),
 )
 
