@@ -1,0 +1,268 @@
+"""What a referral says (DOMAIN.md 6), gathered from the store for one case into a plain dict.
+
+The dict is the JSON document (``referral.schema.json``) and the PDF is drawn from it, so both
+always say the same. The store is read, never written. Columns read:
+
+- ``cases``: ref, pupil_id, kind, status, stage, episode_start, opened_on, closed_on,
+  closed_reason, school_days, last_attended, referral_due, register_gaps (JSON list of ISO
+  dates), alerts (JSON list of names or of ``{"kind": ...}``), confirmed_at, confirmed_by,
+  confirmation_message_id, referred_at;
+- ``case_events``: at, as_of, kind, actor, detail. Events of kind ``action`` or ``note`` are the
+  actions log. Their ``detail`` is ``{"action": ACTION, "outcome": "what happened",
+  "who": "optional, defaults to the event's actor", "date": "optional ISO date, defaults to
+  as_of, then the date of at"}``, with ACTION one of ``ACTIONS`` (an unknown name is kept as
+  written); a note without ``action`` is shown with its ``text`` as the outcome.
+  The latest ``as_of`` of any event is the date the case was evaluated on;
+- ``pupils``, ``contacts``, ``flags``, ``enrolments``, ``mark_strips`` and ``mark_alphabet``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from cme_batch import marks as mk
+from cme_batch.config import Config
+from cme_batch.errors import BadInputError
+from cme_batch.referral import attendance
+from cme_batch.referral.people import address_dict, contact_entries, full_name, siblings
+from cme_batch.store import tables as t
+from cme_batch.store.ingest import load_alphabet
+
+SCHEMA_VERSION = "1.0"
+
+#: Actions the policy asks for (steps III-VII), with the label the form shows.
+ACTIONS: dict[str, str] = {
+    "first_day_call": "First-day call to parents",
+    "emergency_contacts": "Every emergency contact tried",
+    "home_visit": "Home visit",
+    "social_media_search": "Social media searches",
+    "other_agencies": "Other agencies and school community asked",
+    "social_care": "Social Care informed",
+    "note": "Note",
+}
+CHECKLIST = ("first_day_call", "emergency_contacts", "home_visit", "social_media_search", "other_agencies")
+
+#: The LA form's three criteria, by case kind (repeated missing episodes are unexplained absence).
+CRITERIA: dict[str, tuple[str, str]] = {
+    "unexplained_absence": ("continuous_absence",
+                            "10 or more days of continuous absence without explanation; attempts to contact failed"),
+    "repeat_missing": ("continuous_absence", "Repeated episodes of unexplained absence; attempts to contact failed"),
+    "place_not_taken_up": ("place_not_taken_up",
+                           "Has not taken up an allocated school place; attempts to contact failed"),
+    "destination_unknown": ("destination_unknown", "Left the school suddenly; destination school and address unknown"),
+}
+
+FLAG_LABELS: dict[str, str] = {
+    "child_protection_plan": "Child protection plan", "looked_after": "Looked after (in care)",
+    "child_in_need": "Child in need", "sen_support": "SEN support", "ehcp": "Education, health and care plan",
+    "young_carer": "Young carer", "domestic_abuse": "Family fleeing domestic abuse",
+    "highly_mobile": "Highly mobile family (armed forces, Gypsy, Roma, Traveller)",
+    "permanently_excluded": "Permanently excluded", "medical_emotional": "Long-term medical or emotional needs",
+    "parent_mental_health": "Parent with mental health problems",
+    "parent_learning_difficulty": "Parent with learning difficulties",
+}
+
+
+def _iso(v: date | datetime | None) -> str | None:
+    if v is None:
+        return None
+    if isinstance(v, datetime):
+        return (v if v.tzinfo else v.replace(tzinfo=timezone.utc)).astimezone(timezone.utc).isoformat()
+    return v.isoformat()
+
+
+def _day(v: Any) -> date | None:
+    if v is None or isinstance(v, date) and not isinstance(v, datetime):
+        return v
+    if isinstance(v, datetime):
+        return v.date()
+    return date.fromisoformat(str(v)[:10])
+
+
+def load_case(conn: Connection, case_id: int) -> Mapping[str, Any]:
+    row = conn.execute(select(t.cases).where(t.cases.c.id == case_id)).mappings().first()
+    if row is None:
+        raise BadInputError(f"no case with id {case_id}")
+    return row
+
+
+def _events(conn: Connection, case_id: int) -> list[Mapping[str, Any]]:
+    return list(conn.execute(select(t.case_events).where(t.case_events.c.case_id == case_id)
+                             .order_by(t.case_events.c.at, t.case_events.c.id)).mappings())
+
+
+def evaluation_date(case: Mapping[str, Any], events: list[Mapping[str, Any]], now: datetime) -> date:
+    """The date the case's facts are as of: its closing date, else the engine's latest run."""
+    if case["closed_on"]:
+        return _day(case["closed_on"]) or now.date()
+    days = [d for d in (_day(e["as_of"]) for e in events) if d]
+    return max(days) if days else now.date()
+
+
+def sessions(conn: Connection, pupil_id: int, start: date, end: date) -> Iterator[tuple[date, str, str]]:
+    """Every (day, session, code) from ``start`` to ``end`` inclusive, ``-`` where nothing is recorded."""
+    years = range(mk.academic_year_of(start), mk.academic_year_of(end) + 1)
+    strips = dict(conn.execute(select(t.mark_strips.c.academic_year, t.mark_strips.c.marks).where(
+        t.mark_strips.c.pupil_id == pupil_id, t.mark_strips.c.academic_year.in_(list(years)))).all())
+    alphabet = load_alphabet(conn)
+    day = start
+    while day <= end:
+        strip = strips.get(mk.academic_year_of(day))
+        for s in ("AM", "PM"):
+            code = alphabet.code_for(strip[mk.position(day, s)]) if strip else mk.NO_MARK
+            yield day, s, code
+        day += timedelta(days=1)
+
+
+def _school(cfg: Config) -> dict[str, Any]:
+    s, dsl = cfg.school, cfg.staff.dsl
+    return {"name": s.name, "la_number": s.la_number, "establishment_number": s.establishment_number,
+            "address": list(s.address), "postcode": s.postcode, "phone": s.phone, "email": s.email,
+            "dsl": {"name": dsl.name, "phone": dsl.phone, "email": dsl.email}}
+
+
+def _latest_enrolment(conn: Connection, pupil_id: int) -> Mapping[str, Any] | None:
+    rows = list(conn.execute(select(t.enrolments).where(t.enrolments.c.pupil_id == pupil_id)).mappings())
+    rows.sort(key=lambda e: (e["entry_date"] or e["admission_date"] or date.min, e["id"]))
+    return rows[-1] if rows else None
+
+
+def _child(p: Mapping[str, Any], enrol: Mapping[str, Any] | None, as_of: date) -> dict[str, Any]:
+    e = enrol or {}
+    return {
+        "legal_forename": p["legal_forename"], "legal_surname": p["legal_surname"],
+        "middle_names": p["middle_names"],
+        "preferred_forename": p["preferred_forename"], "preferred_surname": p["preferred_surname"],
+        "date_of_birth": _iso(p["dob"]), "sex": p["sex"], "upn": p["upn"],
+        "year_group": p["year_group"], "reg_group": p["reg_group"], "address": address_dict(p["address"]),
+        "phones": list(p["phones"] or []), "emails": list(p["emails"] or []),
+        "admission_date": _iso(e.get("admission_date")), "entry_date": _iso(e.get("entry_date")),
+        "leaving_date": _iso(e.get("leaving_date")), "leaving_reason": e.get("leaving_reason"),
+        "destination": e.get("destination"),
+        "compulsory_school_age": attendance.compulsory_school_age(p["dob"], as_of),
+    }
+
+
+def _vulnerability(conn: Connection, pupil_id: int, case: Mapping[str, Any], as_of: date) -> dict[str, Any]:
+    flags = []
+    for f in conn.execute(select(t.flags).where(t.flags.c.pupil_id == pupil_id).order_by(
+            t.flags.c.kind, t.flags.c.start_date)).mappings():
+        if (f["start_date"] and f["start_date"] > as_of) or (f["end_date"] and f["end_date"] < as_of):
+            continue
+        flags.append({"kind": f["kind"], "label": FLAG_LABELS.get(f["kind"], f["kind"]),
+                      "since": _iso(f["start_date"]), "detail": f["detail"]})
+    kinds = {f["kind"] for f in flags}
+    alerts = [a.get("kind", str(a)) if isinstance(a, dict) else str(a) for a in (case["alerts"] or [])]
+    return {"child_protection_plan": "child_protection_plan" in kinds, "looked_after": "looked_after" in kinds,
+            "sen": "ehcp" if "ehcp" in kinds else "sen_support" if "sen_support" in kinds else "none",
+            "young_carer": "young_carer" in kinds, "flags": flags, "alerts": alerts}
+
+
+def _actions(events: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for e in events:
+        if e["kind"] not in ("action", "note"):
+            continue
+        d = e["detail"] if isinstance(e["detail"], dict) else {}
+        action = str(d.get("action") or "note")
+        when = _day(d.get("date")) or _day(e["as_of"]) or _day(e["at"])
+        out.append({"date": _iso(when), "action": action, "label": ACTIONS.get(action, action),
+                    "who": d.get("who") or e["actor"], "outcome": d.get("outcome") or d.get("text") or ""})
+    return out
+
+
+def _checklist(actions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"action": a, "label": ACTIONS[a],
+             "dates": sorted({x["date"] for x in actions if x["action"] == a and x["date"]})} for a in CHECKLIST]
+
+
+def _last_attended(conn: Connection, pupil_id: int, since: date | None, until: date) -> date | None:
+    if since is None:
+        return None
+    seen = [d for d, _s, c in sessions(conn, pupil_id, since, until)
+            if attendance.session_class(c, d) in ("present", "late_after_close", "educational_activity")]
+    return max(seen) if seen else None
+
+
+def _update(conn: Connection, case: Mapping[str, Any], enrol: Mapping[str, Any] | None, as_of: date
+            ) -> dict[str, Any]:
+    referred = _day(case["referred_at"])
+    destination = (enrol or {}).get("destination")
+    returned = _last_attended(conn, case["pupil_id"], referred, as_of)
+    if destination and case["kind"] == "destination_unknown" or case["closed_reason"] == "destination_known":
+        reason = "destination_known"
+    elif returned or case["closed_reason"] == "returned":
+        reason = "returned"
+    else:
+        reason = "closed" if case["status"] == "closed" else "other"
+    return {"reason": reason, "referred_on": _iso(referred), "closed_on": _iso(case["closed_on"]),
+            "closed_reason": case["closed_reason"], "last_attended": _iso(returned or case["last_attended"]),
+            "destination": destination, "leaving_date": _iso((enrol or {}).get("leaving_date"))}
+
+
+def build_document(conn: Connection, case_id: int, cfg: Config, now: datetime, kind: str = "referral"
+                   ) -> dict[str, Any]:
+    """The referral (or update) document for one case, as plain JSON-ready data."""
+    if kind not in ("referral", "update"):
+        raise ValueError(f"unknown bundle kind {kind!r}")
+    case = load_case(conn, case_id)
+    if kind == "update" and case["referred_at"] is None:
+        raise BadInputError(f"case {case['ref']} was never referred, so there is nothing to update")
+    events = _events(conn, case_id)
+    as_of = evaluation_date(case, events, now)
+    pupil = conn.execute(select(t.pupils).where(t.pupils.c.id == case["pupil_id"])).mappings().one()
+    enrol = _latest_enrolment(conn, pupil["id"])
+    criterion, criterion_text = CRITERIA.get(case["kind"], ("continuous_absence", case["kind"]))
+    year = mk.academic_year_of(as_of)
+    att = attendance.summarise(sessions(conn, pupil["id"], mk.year_start(year), as_of), year, as_of,
+                               cfg.codes.local, cfg.codes.subcodes)
+    ref = cfg.referral
+    doc: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "kind": kind,
+        "generated_at": _iso(now),
+        "to": {"name": ref.la_name, "address": list(ref.la_address), "phone": ref.la_phone, "email": ref.la_email},
+        "school": _school(cfg),
+        "case": {
+            "ref": case["ref"], "kind": case["kind"], "criterion": criterion, "criterion_text": criterion_text,
+            "status": case["status"], "stage": case["stage"], "opened_on": _iso(case["opened_on"]),
+            "evaluated_on": as_of.isoformat(), "episode_start": _iso(case["episode_start"]),
+            "last_attended": _iso(case["last_attended"]), "school_days_missed": case["school_days"],
+            "referral_due": _iso(case["referral_due"]),
+            "register_gaps": [str(g) for g in (case["register_gaps"] or [])],
+            "referred_at": _iso(case["referred_at"]),
+        },
+        "child": _child(pupil, enrol, as_of),
+        "attendance": att.as_dict(),
+        "confirmation": {"confirmed": case["confirmed_at"] is not None, "by": case["confirmed_by"],
+                         "at": _iso(case["confirmed_at"]), "message_id": case["confirmation_message_id"]},
+    }
+    if kind == "update":
+        doc["update"] = _update(conn, case, enrol, as_of)
+        return doc
+    contact_rows = list(conn.execute(select(t.contacts).where(t.contacts.c.pupil_id == pupil["id"])).mappings())
+    contacts = contact_entries(contact_rows)
+    actions = _actions(events)
+    start = _day(case["episode_start"])
+    gaps = set(doc["case"]["register_gaps"])
+    doc.update({
+        "contacts": contacts,
+        "lives_with": [c["name"] for c in contacts if c["lives_with"]],
+        "siblings": siblings(conn, pupil, contact_rows, as_of),
+        "vulnerability": _vulnerability(conn, pupil["id"], case, as_of),
+        "actions": actions,
+        "checklist": _checklist(actions),
+        "evidence": [{"date": d.isoformat(), "session": s, "code": c}
+                     for d, s, c in (sessions(conn, pupil["id"], start, as_of) if start else ())
+                     if c != mk.NO_MARK or d.isoformat() in gaps],
+    })
+    return doc
+
+
+def child_display_name(doc: Mapping[str, Any]) -> str:
+    c = doc["child"]
+    return full_name(c["legal_forename"], c["legal_surname"])

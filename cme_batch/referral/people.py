@@ -1,0 +1,118 @@
+"""The people in a referral: the child's parents and carers, and siblings on roll.
+
+Siblings are other pupils of the same school, on roll on the evaluation date, who share a
+contact or a home address with the child. Sources rarely link siblings explicitly, so "share a
+contact" means the same MIS contact id from the same source (SIMS and Arbor give one id per
+person, shared by all the children they are linked to), or the same phone number or e-mail
+address on a contact. Per-pupil positional keys (``order:1``), which say nothing about who the
+person is, are not used for matching.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from datetime import date
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from cme_batch.store import tables as t
+from cme_batch.store.ingest import address_from_json
+
+
+def address_dict(raw: Any) -> dict[str, Any] | None:
+    a = address_from_json(raw)
+    return None if a is None else {"lines": list(a.lines), "postcode": a.postcode}
+
+
+def full_name(*parts: str | None) -> str:
+    return " ".join(p.strip() for p in parts if p and p.strip())
+
+
+def _flag(value: bool | None) -> bool | None:
+    return None if value is None else bool(value)
+
+
+def contact_entries(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Parents and carers in priority order, as the referral states them."""
+    ordered = sorted(rows, key=lambda r: (r["priority"] is None, r["priority"] or 0, r["id"]))
+    return [{
+        "name": full_name(r["title"], r["forename"], r["surname"]),
+        "forename": r["forename"], "surname": r["surname"], "title": r["title"],
+        "relationship": r["relationship"], "priority": r["priority"],
+        "parental_responsibility": _flag(r["parental_responsibility"]), "lives_with": _flag(r["lives_with"]),
+        "phones": list(r["phones"] or []), "emails": list(r["emails"] or []),
+        "address": address_dict(r["address"]),
+    } for r in ordered]
+
+
+def _phone_key(phone: str) -> str | None:
+    digits = re.sub(r"\D", "", phone)
+    if digits.startswith("44"):
+        digits = "0" + digits[2:]
+    return digits if len(digits) >= 7 else None
+
+
+def contact_keys(row: Mapping[str, Any]) -> set[tuple[str, ...]]:
+    """What identifies the person behind one contact row, for matching across pupils."""
+    keys: set[tuple[str, ...]] = set()
+    ck = row["contact_key"] or ""
+    if ck and not ck.startswith("order:"):
+        keys.add(("id", row["source"], ck))
+    for p in row["phones"] or []:
+        k = _phone_key(str(p))
+        if k:
+            keys.add(("phone", k))
+    for e in row["emails"] or []:
+        if str(e).strip():
+            keys.add(("email", str(e).strip().lower()))
+    return keys
+
+
+def _address_key(raw: Any) -> str | None:
+    a = address_from_json(raw)
+    return a.match_key() if a else None
+
+
+def _on_roll(enrolments: list[Mapping[str, Any]], as_of: date) -> bool:
+    """On roll unless every known admission was withdrawn or ended on or before ``as_of``."""
+    if not enrolments:
+        return True
+    return any(not e["withdrawn"] and (e["leaving_date"] is None or e["leaving_date"] > as_of)
+               for e in enrolments)
+
+
+def siblings(conn: Connection, pupil: Mapping[str, Any], own_contacts: list[Mapping[str, Any]],
+             as_of: date) -> list[dict[str, Any]]:
+    """Other pupils on roll sharing a contact or the home address with ``pupil``."""
+    mine: set[tuple[str, ...]] = set()
+    for c in own_contacts:
+        mine |= contact_keys(c)
+    home = _address_key(pupil["address"])
+    links: dict[int, set[str]] = defaultdict(set)
+    others = t.pupils.c.school_id == pupil["school_id"], t.pupils.c.id != pupil["id"]
+    if mine:
+        q = select(t.contacts).join(t.pupils, t.pupils.c.id == t.contacts.c.pupil_id).where(*others)
+        for row in conn.execute(q).mappings():
+            if contact_keys(row) & mine:
+                links[row["pupil_id"]].add("contact")
+    if home:
+        for pid, addr in conn.execute(select(t.pupils.c.id, t.pupils.c.address).where(*others)).all():
+            if _address_key(addr) == home:
+                links[pid].add("address")
+    if not links:
+        return []
+    enrol: dict[int, list[Mapping[str, Any]]] = defaultdict(list)
+    for e in conn.execute(select(t.enrolments).where(t.enrolments.c.pupil_id.in_(list(links)))).mappings():
+        enrol[e["pupil_id"]].append(e)
+    rows = conn.execute(select(t.pupils).where(t.pupils.c.id.in_(list(links))).order_by(
+        t.pupils.c.dob, t.pupils.c.id)).mappings().all()
+    return [{
+        "name": full_name(r["legal_forename"], r["legal_surname"]),
+        "preferred_name": full_name(r["preferred_forename"], r["preferred_surname"]) or None,
+        "date_of_birth": r["dob"].isoformat() if r["dob"] else None,
+        "year_group": r["year_group"],
+        "link": sorted(links[r["id"]]),
+    } for r in rows if _on_roll(enrol[r["id"]], as_of)]
