@@ -218,7 +218,34 @@ cases = Table(
     Column("referred_at", DateTime(timezone=True)),
     Column("hold_reason", Text),
     _ts("updated_at", False),
+    # added by 0002_engine: is the child of compulsory school age on the last evaluation (None: no DOB)
+    Column("compulsory_school_age", Boolean),
     Index("ix_cases_status_kind", "status", "kind"),
+)
+
+# added by 0002_engine: one row per detect run (its evaluation date refuses going backwards)
+detect_runs = Table(
+    "detect_runs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("as_of", Date, nullable=False, index=True),
+    _ts("at", False),
+    Column("run_id", String(40)),
+    Column("counts", JSON),
+    Column("warnings", JSON),
+)
+
+# added by 0002_engine: the LA 10-day return, one row per pupil per unauthorised episode
+la_returns = Table(
+    "la_returns",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("pupil_id", ForeignKey("pupils.id", ondelete="CASCADE"), nullable=False),
+    Column("episode_start", Date, nullable=False),
+    Column("reached_on", Date, nullable=False),
+    Column("listed_on", Date, nullable=False, index=True),
+    Column("school_days", Integer, nullable=False),
+    UniqueConstraint("pupil_id", "episode_start"),
 )
 
 case_events = Table(
