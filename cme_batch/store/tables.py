@@ -327,6 +327,7 @@ replies = Table(
     Column("reason", Text),
     Column("command", String(20)),
     Column("case_id", ForeignKey("cases.id"), nullable=True),
+    _ts("shown_at"),  # when a reply kept for review went out in a DSL digest (migration 0002_replies)
 )
 
 reply_tokens = Table(

@@ -1,0 +1,143 @@
+"""Where replies are read from: the ``Mailbox`` protocol and its simple implementations.
+
+A mailbox lists the messages waiting in it, hands over one message's raw bytes, and is told
+when a message has been stored (``done``) so it can mark it read or move it away. Storing
+comes first and ``done`` second: if ``done`` never happens, the next run finds the message
+again, sees its id already in the store, and only repeats ``done``. So every id a mailbox
+gives must stay the same for the same message across runs.
+
+IMAP and Microsoft Graph live in ``imap.py`` and ``graph.py``; ``build_mailbox`` picks one
+from the configuration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mailbox as stdlib_mailbox
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Protocol
+
+from cme_batch.errors import BadInputError, RetriableError
+from cme_batch.replies_settings import RepliesConfig
+
+MAX_UID = 200  # the width of replies.mailbox_uid
+
+
+class Mailbox(Protocol):
+    """A folder of replies. ``name`` distinguishes mailboxes so their message ids never collide."""
+
+    name: str
+
+    def waiting(self) -> list[str]:
+        """Ids of the messages now in the folder, oldest first."""
+        ...
+
+    def fetch(self, uid: str) -> bytes:
+        """The whole message, exactly as received (RFC 5322 bytes)."""
+        ...
+
+    def done(self, uid: str) -> None:
+        """The message is safely stored: mark it read, or move it to the processed folder."""
+        ...
+
+    def close(self) -> None:
+        ...
+
+
+def store_uid(mailbox: Mailbox, uid: str) -> str:
+    """The key a message is stored under: mailbox name and id, hashed only if too long for the column."""
+    key = f"{mailbox.name}:{uid}"
+    if len(key) <= MAX_UID:
+        return key
+    return f"{mailbox.name[:100]}:sha256:{hashlib.sha256(key.encode()).hexdigest()}"
+
+
+class MemoryMailbox:
+    """An in-memory mailbox for tests: messages in, and a record of which were marked done."""
+
+    def __init__(self, messages: Iterable[bytes] = (), name: str = "memory") -> None:
+        self.name = name
+        self.messages: dict[str, bytes] = {}
+        self.processed: list[str] = []
+        for raw in messages:
+            self.add(raw)
+
+    def add(self, raw: bytes) -> str:
+        uid = str(len(self.messages) + 1)
+        self.messages[uid] = raw
+        return uid
+
+    def waiting(self) -> list[str]:
+        return [u for u in self.messages if u not in self.processed]
+
+    def fetch(self, uid: str) -> bytes:
+        return self.messages[uid]
+
+    def done(self, uid: str) -> None:
+        if uid not in self.processed:
+            self.processed.append(uid)
+
+    def close(self) -> None:
+        pass
+
+
+class MaildirMailbox:
+    """A Maildir the mail server delivers into (Postfix, Dovecot LDA, fetchmail...).
+
+    Waiting messages are those in ``new/``; ``done`` moves one to ``cur/`` with the Seen flag,
+    as a mail client would, so the Maildir stays readable by people too.
+    """
+
+    def __init__(self, path: Path) -> None:
+        if not (path / "new").is_dir() or not (path / "cur").is_dir():
+            raise BadInputError(f"replies.maildir.path: {path} is not a Maildir (it needs new/ and cur/)")
+        self.path = path
+        self.name = f"maildir:{path.name}"
+        self._md = stdlib_mailbox.Maildir(str(path), factory=None, create=False)
+
+    def waiting(self) -> list[str]:
+        try:
+            entries = sorted((p.stat().st_mtime, p.name) for p in (self.path / "new").iterdir()
+                             if not p.name.startswith("."))
+        except OSError as exc:
+            raise RetriableError(f"cannot read Maildir {self.path}: {exc.strerror}") from exc
+        return [name.split(":", 1)[0] for _, name in entries]
+
+    def fetch(self, uid: str) -> bytes:
+        try:
+            return self._md.get_bytes(uid)
+        except (KeyError, OSError) as exc:
+            raise RetriableError(f"cannot read message {uid} from Maildir {self.path}") from exc
+
+    def done(self, uid: str) -> None:
+        src = self.path / "new" / uid
+        if src.exists():
+            src.rename(self.path / "cur" / f"{uid}:2,S")
+
+    def close(self) -> None:
+        pass
+
+
+def build_mailbox(cfg: RepliesConfig) -> Mailbox | None:
+    """The configured mailbox, ready to read; None when replies are not read by this installation."""
+    if cfg.mailbox == "maildir" and cfg.maildir is not None:
+        return MaildirMailbox(cfg.maildir)
+    if cfg.mailbox == "imap" and cfg.imap is not None:
+        from cme_batch.replies.imap import ImapMailbox
+        from cme_batch.replies.msauth import MicrosoftToken
+
+        s = cfg.imap
+        if s.auth == "xoauth2-microsoft":
+            assert cfg.microsoft is not None
+            return ImapMailbox(s, oauth_token=MicrosoftToken(cfg.microsoft, MicrosoftToken.IMAP_SCOPE))
+        assert s.password is not None
+        return ImapMailbox(s, password=s.password.reveal)
+    if cfg.mailbox == "graph" and cfg.graph is not None:
+        from cme_batch.replies.graph import GraphMailbox
+        from cme_batch.replies.msauth import MicrosoftToken
+
+        assert cfg.microsoft is not None
+        return GraphMailbox(cfg.graph, MicrosoftToken(cfg.microsoft, MicrosoftToken.graph_scope(cfg.graph.base_url)),
+                            ca_file=cfg.microsoft.ca_file)
+    return None

@@ -1,0 +1,87 @@
+"""Building blocks for reply tests: a case in a real store, and replies as a mail client writes them."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import date, datetime, timedelta
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from typing import Any
+
+from sqlalchemy import Engine, insert, select
+
+from cme_batch.model import PupilRecord, SourceBatch
+from cme_batch.replies import Tokens, subject_for
+from cme_batch.replies.tokens import KeyRing
+from cme_batch.store import ingest
+from cme_batch.store import tables as t
+
+KEY_ENV = "CME_TEST_REPLY_KEY"
+KEY = "test-reply-key-0123456789abcdef"  # the value tests put in KEY_ENV
+DSL, DEPUTY, OFFICE = "dsl@school.example", "deputy@school.example", "office@school.example"
+MX = "mx.school.example"  # the authserv-id of "our" receiving server in tests
+
+_pupils = itertools.count(1)
+
+
+def make_tokens(lifetime_days: int = 14) -> Tokens:
+    return Tokens(KeyRing([("k1", KEY.encode())]), timedelta(days=lifetime_days))
+
+
+def make_case(engine: Engine, ref: str, now: datetime, *, status: str = "open") -> int:
+    """A pupil loaded through the ingest path, and one open case for them; the case's id."""
+    n = next(_pupils)
+    with engine.begin() as conn:
+        school_id = ingest.ensure_school(conn, "916", "2999", "The John Moore Primary School")
+    key = f"R{n}-{ref}"
+    batch = SourceBatch(source="test", origin="replies-test", records=[PupilRecord(
+        key, legal_surname="Testchild", legal_forename="Alex", dob=date(2017, 5, 1), year_group="3")])
+    ingest.apply_batch(engine, school_id, batch, now)
+    with engine.begin() as conn:
+        pupil_id = conn.execute(select(t.pupil_keys.c.pupil_id).where(t.pupil_keys.c.pupil_key == key)).scalar_one()
+        return int(conn.execute(insert(t.cases).values(
+            ref=ref, pupil_id=pupil_id, kind="unexplained_absence", status=status, stage="referral_prepare",
+            episode_start=date(2025, 11, 17), opened_on=date(2025, 11, 17), school_days=8,
+            updated_at=now)).inserted_primary_key[0])
+
+
+def issue(engine: Engine, toks: Tokens, case_id: int, recipient: str, now: datetime) -> str:
+    with engine.begin() as conn:
+        return toks.issue(conn, case_id, recipient, now)
+
+
+def reply(sender: str, subject: str, body: str | None, *, html: str | None = None,
+          attachment: bytes | None = None, auth_results: list[str] | None = None,
+          when: datetime | None = None) -> bytes:
+    """A reply as a mail client sends it. ``auth_results`` are header values, topmost first."""
+    msg = EmailMessage()
+    for value in auth_results or []:
+        msg["Authentication-Results"] = value
+    msg["From"] = f"Staff Member <{sender}>"
+    msg["To"] = "cme-bot@school.example"
+    msg["Subject"] = subject
+    msg["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2])
+    if when is not None:
+        msg["Date"] = format_datetime(when)
+    if body is not None:
+        msg.set_content(body)
+        if html is not None:
+            msg.add_alternative(html, subtype="html")
+    elif html is not None:
+        msg.set_content(html, subtype="html")
+    if attachment is not None:
+        msg.add_attachment(attachment, maintype="application", subtype="pdf", filename="scan.pdf")
+    return msg.as_bytes()
+
+
+def dsl_reply(command: str, token: str, case_ref: str, *, sender: str = DSL, **kw: Any) -> bytes:
+    """A top-posted reply to the message we sent about ``case_ref``: command first, our text quoted."""
+    body = (f"{command}\n\nDee Ess-Ell\nDesignated Safeguarding Lead\n\n"
+            f"On Mon, 1 Dec 2025 at 06:00, cme-batch wrote:\n> Case {case_ref} is ready for referral.\n"
+            f"> Reply CONFIRM {case_ref} to send it to the local authority.\n")
+    return reply(sender, "Re: " + subject_for(case_ref, token), body, **kw)
+
+
+def trusted_pass(domain: str = "school.example") -> str:
+    return f"{MX}; dkim=pass header.d={domain} header.s=sel1; spf=pass smtp.mailfrom={domain}; " \
+           f"dmarc=pass (p=reject) header.from={domain}"
