@@ -1,1 +1,5 @@
-"""Source adapter: arbor (see README.md beside this file)."""
+"""Source adapter ``arbor``: pulls a school's data from the Arbor MIS API (see README.md beside this file)."""
+
+from adapters.arbor.source import ArborSource
+
+__all__ = ["ArborSource"]

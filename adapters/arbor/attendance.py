@@ -1,0 +1,144 @@
+"""Arbor roll-call attendance: wire shapes of marks, their national codes, and the cross-check.
+
+Arbor names each mark type by its own id (``PRESENT``, ``LATE``...) and carries the national
+code in ``attendanceMark.code``: that code is what the adapter stores. Arbor also flags each
+mark type as statistically present, authorised absent and so on; those flags are kept only to
+cross-check the code against the class DOMAIN.md section 2 gives it, and a disagreement becomes
+a data-quality warning (a school's local code, or a mark type set up wrongly in Arbor).
+This is the attendance half of ``mapping``: it shares the same UNCONFIRMED status.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import date
+from adapters.arbor.mapping import Row, parse_date, ref_id
+from cme_batch.model import MarksRecord, Warning_
+
+#: The day the 2024 national codes came in (DOMAIN.md 2): earlier marks use the legacy set.
+NEW_CODES_FROM = date(2024, 8, 19)
+
+_CLASSES_2024 = {
+    "present": "/ \\ L", "late_after_close": "U", "educational_activity": "K V P W B D",
+    "authorised": "C C1 C2 E I M J1 R S T", "unauthorised_explained": "G", "unexplained": "N O",
+    "unable_pupil": "Q Y5 Y7", "neutral": "X Y1 Y2 Y3 Y4 Y6 Z #", "no_mark": "-",
+}
+_CLASSES_LEGACY = {
+    "present": "/ \\ L", "late_after_close": "U", "educational_activity": "B D J P V W",
+    "authorised": "C E F H I M R S T", "unauthorised_explained": "G", "unexplained": "N O",
+    "neutral": "X Y Z #", "no_mark": "-",
+}
+
+
+def _invert(table: Mapping[str, str]) -> dict[str, str]:
+    return {code: cls for cls, codes in table.items() for code in codes.split()}
+
+
+CODE_CLASS = {True: _invert(_CLASSES_2024), False: _invert(_CLASSES_LEGACY)}
+
+
+def code_class(code: str, day: date) -> str:
+    """The DOMAIN.md class of a code on a date; ``unknown`` for local codes."""
+    return CODE_CLASS[day >= NEW_CODES_FROM].get(code, "unknown")
+
+
+#: What Arbor's statistical flags say, as the set of DOMAIN classes each reading allows.
+_FLAG_GROUPS: tuple[tuple[str, str, frozenset[str]], ...] = (
+    ("isStatisticalPresent", "present", frozenset({"present"})),
+    ("isStatisticalApprovedEducationalActivity", "approved educational activity",
+     frozenset({"educational_activity"})),
+    ("isStatisticalAuthorizedAbsent", "authorised absence", frozenset({"authorised"})),
+    ("isStatisticalUnauthorizedAbsent", "unauthorised absence",
+     frozenset({"unexplained", "unauthorised_explained", "late_after_close"})),
+)
+# D (dual registered) is an educational activity for us but not a possible session in statistics.
+_NOT_POSSIBLE = ("not a possible session", frozenset({"neutral", "unable_pupil", "no_mark", "educational_activity"}))
+
+
+def arbor_reading(mark: Row) -> tuple[str, frozenset[str]]:
+    """What Arbor's flags on a mark type say it is, and which DOMAIN classes agree with that."""
+    for flag, label, classes in _FLAG_GROUPS:
+        if mark.get(flag):
+            return label, classes
+    if mark.get("isStatisticalPossibleAttendance") is False:
+        return _NOT_POSSIBLE
+    return "nothing", frozenset()
+
+
+def cross_check(mark: Row, day: date) -> Warning_ | None:
+    """A warning when Arbor's own flags on a mark type disagree with the national code's class."""
+    code = str(mark.get("code") or "")
+    cls = code_class(code, day)
+    label, allowed = arbor_reading(mark)
+    if not allowed:
+        return None
+    if cls == "unknown":
+        return Warning_("arbor_local_code",
+                        f"Arbor mark type {mark.get('id')} has code {code!r}, not a national code; Arbor counts "
+                        f"it as {label}: map it in [codes.local] (it is treated as neutral until then)",
+                        where="arbor attendance marks")
+    if cls not in allowed:
+        return Warning_("arbor_mark_disagrees",
+                        f"Arbor mark type {mark.get('id')} (code {code!r}) is flagged by Arbor as {label}, "
+                        f"but code {code!r} is '{cls}' in the national set; the code is used",
+                        where="arbor attendance marks")
+    return None
+
+
+def session_of(roll_call: Row) -> str | None:
+    """AM or PM from the roll call's register type; None for a roll call that is neither."""
+    rt = roll_call.get("attendanceRegisterType") or {}
+    if rt.get("isMorning"):
+        return "AM"
+    if rt.get("isAfternoon"):
+        return "PM"
+    return None
+
+
+def marks_records(records: Iterable[Row], roll_calls: Sequence[Row], marks: Sequence[Row],
+                  warnings: list[Warning_]) -> list[MarksRecord]:
+    """One MarksRecord per pupil, spanning its marked sessions; unmarked sessions in between say nothing.
+
+    A roll-call record without a mark is a register gap (``-``). Where two records share a
+    session, the one with the higher revision wins. Cross-check warnings are added once per
+    mark type and code set.
+    """
+    sessions = {str(r["id"]): session_of(r) for r in roll_calls}
+    by_id = {str(m["id"]): m for m in marks}
+    best: dict[str, dict[tuple[date, str], tuple[int, str]]] = defaultdict(dict)
+    checked: set[tuple[str, bool]] = set()
+    skipped = 0
+    for r in records:
+        sid, day = ref_id(r.get("student")), parse_date(r.get("recordDate"))
+        sess = sessions.get(ref_id(r.get("attendanceRollCall")) or "")
+        if sid is None or day is None or sess is None:
+            skipped += 1
+            continue
+        mid = ref_id(r.get("attendanceMark"))
+        code = "-"
+        if mid is not None:
+            mark = by_id.get(mid)
+            code = str((mark or {}).get("code") or "") or "-"
+            if mark is not None and (mid, day >= NEW_CODES_FROM) not in checked:
+                checked.add((mid, day >= NEW_CODES_FROM))
+                if (w := cross_check(mark, day)) is not None:
+                    warnings.append(w)
+        rev = int(r.get("revisionId") or 0)
+        cur = best[sid].get((day, sess))
+        if cur is None or rev >= cur[0]:
+            best[sid][(day, sess)] = (rev, code)
+    if skipped:
+        warnings.append(Warning_("arbor_roll_call_skipped",
+                                 f"{skipped} roll-call record(s) had no pupil, date or AM/PM register and "
+                                 "were left out", where="arbor attendance"))
+    return [_strip(sid, cells) for sid, cells in best.items()]
+
+
+def _strip(pupil_key: str, cells: Mapping[tuple[date, str], tuple[int, str]]) -> MarksRecord:
+    first = min(d for d, _ in cells)
+    last = max(d for d, _ in cells)
+    codes = [""] * (2 * ((last - first).days + 1))
+    for (day, sess), (_rev, code) in cells.items():
+        codes[2 * (day - first).days + (0 if sess == "AM" else 1)] = code
+    return MarksRecord(pupil_key, first, tuple(codes))

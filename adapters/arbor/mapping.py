@@ -1,0 +1,378 @@
+"""Every Arbor wire shape the adapter relies on, in one place.
+
+Paths, GraphQL entity and field names, filter arguments, date encodings, the changelog and
+error envelopes, and the translation of GraphQL rows into core model records. Most shapes
+come from Arbor's SDKs and third-party code, not from a live school: the ones marked
+UNCONFIRMED in ``README.md`` are expected to change once tried against a sandbox, and this
+module is the only one that should need editing when they do.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from cme_batch.model import Address, ContactRecord, EnrolmentRecord, FlagRecord, PupilRecord
+
+Row = dict[str, Any]
+
+GRAPHQL_PATH = "/graphql/query"
+REST_PREFIX = "/rest-v2"
+#: UNCONFIRMED: where the current (head) revision is read before a full pull.
+HEAD_REVISION_PATH = "/rest-v2/revisions/latest"
+
+# -- GraphQL entities and the fields read from each ----------------------------------------
+STUDENT = "Student"
+UPN = "UkDfe_UpnAssignment"
+ENROLMENT = "EducationalInstitutionEnrolment"
+DESTINATION = "StudentDestination"
+RELATIONSHIP = "StudentGuardianRelationship"
+GUARDIAN = "Guardian"
+PHONE = "TelephoneNumber"
+EMAIL = "EmailAddress"
+OCCUPANCY = "PostalAddressOccupancy"
+CHILD_PROTECTION = "ChildProtectionStatusAssignment"
+IN_CARE = "InCareStatusAssignment"
+SEN = "SenStatusAssignment"
+YOUNG_CARER = "UkDfe_YoungCarerStatusAssignment"
+ROLL_CALL_RECORD = "AttendanceRollCallRecord"
+ROLL_CALL = "AttendanceRollCall"
+MARK = "AttendanceMark"
+
+SELECTIONS: dict[str, str] = {
+    STUDENT: "id revisionId person { id } legalFirstName legalMiddleNames legalLastName preferredFirstName "
+             "preferredLastName dateOfBirth gender displayAcademicLevel { displayName } "
+             "registrationForm { displayName }",
+    UPN: "id revisionId student { id } upn startDatetime endDatetime",
+    ENROLMENT: "id revisionId student { id } entryDate leavingDate unenrolmentReason { code unenrolmentReason }",
+    DESTINATION: "id revisionId student { id } startDate studentDestinationType { code label } "
+                 "linkedRecord { displayName }",
+    RELATIONSHIP: "id revisionId student { id } guardian { id } guardianRelationshipType { relationshipName } "
+                  "emergencyContactPriority isLegalGuardian",
+    GUARDIAN: "id revisionId person { id title legalFirstName legalLastName }",
+    PHONE: "id revisionId numberOwner { id } number telephoneNumberRanking",
+    EMAIL: "id revisionId emailAddressOwner { id } emailAddress dataOrder",
+    OCCUPANCY: "id revisionId occupant { id } effectiveDate endDate "
+               "postalAddress { id address1 address2 address3 postalTown postalCode }",
+    CHILD_PROTECTION: "id revisionId student { id } startDate endDate childProtectionStatus { code }",
+    IN_CARE: "id revisionId student { id } startDate endDate inCareStatus { code countsAsInCareStatus }",
+    SEN: "id revisionId student { id } startDate endDate senStatus { code }",
+    YOUNG_CARER: "id revisionId student { id } startDate endDate",
+    ROLL_CALL_RECORD: "id revisionId student { id } recordDate attendanceRollCall { id } attendanceMark { id }",
+    ROLL_CALL: "id attendanceRegisterType { isMorning isAfternoon }",
+    MARK: "id code isStatisticalPresent isStatisticalApprovedEducationalActivity isStatisticalAuthorizedAbsent "
+          "isStatisticalUnauthorizedAbsent isStatisticalPossibleAttendance",
+}
+
+#: Entities that hang off a student, read with a ``student__id_in`` filter for a few pupils.
+STUDENT_SCOPED = (UPN, ENROLMENT, DESTINATION, RELATIONSHIP, CHILD_PROTECTION, IN_CARE, SEN, YOUNG_CARER)
+#: Entities owned by a person (a pupil's or a guardian's), and the field naming the owner.
+PERSON_OWNED = {PHONE: "numberOwner", EMAIL: "emailAddressOwner", OCCUPANCY: "occupant"}
+
+#: The REST resource (for ``/rest-v2/{resource}/changelog``) of every entity the pull follows.
+REST_RESOURCES: dict[str, str] = {
+    STUDENT: "students", UPN: "uk-dfe_upn-assignments", ENROLMENT: "educational-institution-enrolments",
+    DESTINATION: "student-destinations", RELATIONSHIP: "student-guardian-relationships",
+    GUARDIAN: "guardians", PHONE: "telephone-numbers", EMAIL: "email-addresses",
+    OCCUPANCY: "postal-address-occupancies", "PostalAddress": "postal-addresses",
+    CHILD_PROTECTION: "child-protection-status-assignments", IN_CARE: "in-care-status-assignments",
+    SEN: "sen-status-assignments", YOUNG_CARER: "uk-dfe_young-carer-status-assignments",
+    ROLL_CALL_RECORD: "attendance-roll-call-records",
+}
+
+#: Codes of child protection statuses, SEN statuses, and what core flag each one is (UNCONFIRMED codes).
+CHILD_PROTECTION_KINDS = {"CPP": "child_protection_plan", "CIN": "child_in_need"}
+SEN_KINDS = {"K": "sen_support", "E": "ehcp"}
+#: Unenrolment reason codes meaning "the admission was withdrawn before the child started" (UNCONFIRMED).
+WITHDRAWN_REASONS = frozenset({"ADMISSION_WITHDRAWN"})
+
+
+def graphql_query(entity: str, args: Mapping[str, Any]) -> str:
+    """The text of one GraphQL read: ``{ Entity(arg: value, ...) { fields } }``."""
+    rendered = ", ".join(f"{k}: {_arg(v)}" for k, v in args.items())
+    head = f"{entity}({rendered})" if rendered else entity
+    return "{ " + head + " { " + SELECTIONS[entity] + " } }"
+
+
+def _arg(v: Any) -> str:
+    if isinstance(v, (list, tuple, set, frozenset)):
+        return "[" + ", ".join(_arg(x) for x in sorted(v, key=str)) + "]"
+    if isinstance(v, str) and v.isdigit():
+        return v  # Arbor ids are numbers
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return str(v)
+    if isinstance(v, date):
+        return json.dumps(v.isoformat())
+    return json.dumps(v)
+
+
+def page_args(page_size: int, page_num: int) -> dict[str, int]:
+    """GraphQL paging: page size and a 0-based page number (REST uses dashes and 1-based pages)."""
+    return {"page_size": page_size, "page_num": page_num}
+
+
+def id_filter(path: str = "") -> str:
+    """The argument filtering an entity by the ids of a related object: ``student__id_in``, ``id_in``."""
+    return f"{path}__id_in" if path else "id_in"
+
+
+def marks_window(first: date, last: date) -> dict[str, str]:
+    """Roll-call records dated ``first``..``last`` (the filters are exclusive, so widen by a day)."""
+    from datetime import timedelta
+
+    return {"recordDate_after": (first - timedelta(days=1)).isoformat(),
+            "recordDate_before": (last + timedelta(days=1)).isoformat()}
+
+
+def graphql_rows(body: Any, entity: str) -> list[Row]:
+    """The list of rows under ``data.<Entity>``; ``None`` when the envelope is not that shape."""
+    data = body.get("data") if isinstance(body, dict) else None
+    rows = data.get(entity) if isinstance(data, dict) else None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise ValueError(f"GraphQL answer has no list under data.{entity}")
+    return rows
+
+
+_DENIED = re.compile(r"do not have access to `?([A-Za-z_]+\.[A-Za-z_]+)`?")
+
+
+def graphql_errors(body: Any) -> tuple[list[str], list[str]]:
+    """(fields access was refused to, other error messages) from a GraphQL ``errors`` list."""
+    errors = body.get("errors") if isinstance(body, dict) else None
+    denied, other = [], []
+    for e in errors or []:
+        msg = str(e.get("message", e)) if isinstance(e, dict) else str(e)
+        m = _DENIED.search(msg)
+        (denied if m else other).append(m.group(1) if m else msg[:200])
+    return denied, other
+
+
+def error_reason(body: Any) -> str | None:
+    """The reason of Arbor's error envelope ``{"response": {"code", "reason", "errors": [...]}}``."""
+    resp = body.get("response") if isinstance(body, dict) else None
+    if not isinstance(resp, dict):
+        return None
+    parts = [str(resp.get("reason") or "")]
+    for e in resp.get("errors") or []:
+        if isinstance(e, dict) and e.get("message"):
+            parts.append(str(e["message"]))
+    text = ": ".join(p for p in parts if p)
+    return text[:300] or None
+
+
+# -- REST changelog --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Change:
+    change_type: str  # create, update, delete
+    entity_id: str
+    revision: int
+
+
+def changelog_path(entity: str) -> str:
+    return f"{REST_PREFIX}/{REST_RESOURCES[entity]}/changelog"
+
+
+def changelog_params(from_revision: int, page_size: int, page_number: int) -> dict[str, str]:
+    """REST paging: ``page-number`` is 1-based (UNCONFIRMED), ``page-size`` rows per page."""
+    return {"from-revision": str(from_revision), "page-size": str(page_size), "page-number": str(page_number)}
+
+
+def parse_changelog(body: Any) -> list[Change]:
+    """``{"changes": [{"changeType", "toRevision", "changedObject": {"href": ".../16"}}]}``."""
+    changes = body.get("changes") if isinstance(body, dict) else None
+    if not isinstance(changes, list):
+        raise ValueError("changelog answer has no 'changes' list")
+    out = []
+    for c in changes:
+        href = str(((c or {}).get("changedObject") or {}).get("href") or "")
+        out.append(Change(str(c.get("changeType", "")).lower(), href.rstrip("/").rsplit("/", 1)[-1],
+                          int(c.get("toRevision") or 0)))
+    return out
+
+
+def parse_head_revision(body: Any) -> int:
+    """``{"revision": {"revisionId": 1234}}`` (UNCONFIRMED shape)."""
+    return int(body["revision"]["revisionId"])
+
+
+# -- values ------------------------------------------------------------------------------------
+def parse_date(v: Any) -> date | None:
+    """A date in either encoding Arbor is seen to use: ``"2025-09-01"`` (optionally with a time)
+    or ``{"entityType": "date", "date": "2025-09-01 00:00:00"}``."""
+    if v is None or v == "":
+        return None
+    if isinstance(v, dict):
+        v = v.get("date")
+        if not isinstance(v, str):
+            raise ValueError(f"date object without a 'date' string: {v!r}")
+    if not isinstance(v, str):
+        raise ValueError(f"not a date: {v!r}")
+    text = v.strip()
+    if len(text) == 10:
+        return date.fromisoformat(text)
+    return datetime.fromisoformat(text[:19].replace("T", " ")).date()
+
+
+def ref_id(v: Any) -> str | None:
+    """The id of a nested object ``{"id": 16}``, as a string; None when absent."""
+    if isinstance(v, dict) and v.get("id") is not None:
+        return str(v["id"])
+    return None
+
+
+def _text(v: Any) -> str | None:
+    return None if v is None or v == "" else str(v)
+
+
+_LEVELS = {"reception": "R", "nursery": "N1"}
+
+
+def year_group(display: str | None) -> str | None:
+    """``"Year 3"`` -> ``"3"``, ``"Reception"`` -> ``"R"``, ``"Nursery 2"`` -> ``"N2"``."""
+    if not display:
+        return None
+    low = display.strip().lower()
+    if m := re.fullmatch(r"year\s*(\d+)", low):
+        return m.group(1)
+    if m := re.fullmatch(r"nursery\s*(\d)", low):
+        return f"N{m.group(1)}"
+    return _LEVELS.get(low, display.strip())
+
+
+def sex(gender: Any) -> str | None:
+    g = str(gender or "").strip().upper()
+    return {"MALE": "M", "M": "M", "FEMALE": "F", "F": "F"}.get(g, g or None)
+
+
+def _current(rows: Iterable[Row], start: str, end: str, today: date) -> Row | None:
+    """The row in force today (latest start wins), else the latest one."""
+    rows = list(rows)
+    live = [r for r in rows if (parse_date(r.get(end)) or date.max) >= today]
+    pool = live or rows
+    return max(pool, key=lambda r: (parse_date(r.get(start)) or date.min, int(r.get("id") or 0)), default=None)
+
+
+def _address(row: Row | None) -> Address | None:
+    pa = (row or {}).get("postalAddress")
+    if not isinstance(pa, dict):
+        return None
+    lines = tuple(str(pa[k]) for k in ("address1", "address2", "address3", "postalTown") if pa.get(k))
+    return Address(lines, _text(pa.get("postalCode")))
+
+
+# -- rows -> model records -------------------------------------------------------------------
+class PeopleIndex:
+    """Phones, emails and current addresses by owning person id."""
+
+    def __init__(self, rows: Mapping[str, Sequence[Row]], today: date) -> None:
+        self.phones: dict[str, list[Row]] = defaultdict(list)
+        self.emails: dict[str, list[Row]] = defaultdict(list)
+        occ: dict[str, list[Row]] = defaultdict(list)
+        for r in rows.get(PHONE, ()):
+            self.phones[ref_id(r.get("numberOwner")) or ""].append(r)
+        for r in rows.get(EMAIL, ()):
+            self.emails[ref_id(r.get("emailAddressOwner")) or ""].append(r)
+        for r in rows.get(OCCUPANCY, ()):
+            occ[ref_id(r.get("occupant")) or ""].append(r)
+        self.home = {p: _current(rs, "effectiveDate", "endDate", today) for p, rs in occ.items()}
+
+    def phone_list(self, person: str | None) -> tuple[str, ...]:
+        rows = sorted(self.phones.get(person or "", ()), key=lambda r: (r.get("telephoneNumberRanking") or 99))
+        return tuple(str(r["number"]) for r in rows if r.get("number"))
+
+    def email_list(self, person: str | None) -> tuple[str, ...]:
+        rows = sorted(self.emails.get(person or "", ()), key=lambda r: (r.get("dataOrder") or 99))
+        return tuple(str(r["emailAddress"]) for r in rows if r.get("emailAddress"))
+
+    def address_id(self, person: str | None) -> str | None:
+        return ref_id((self.home.get(person or "") or {}).get("postalAddress"))
+
+    def address(self, person: str | None) -> Address | None:
+        return _address(self.home.get(person or ""))
+
+
+def pupil_records(rows: Mapping[str, Sequence[Row]], people: PeopleIndex, today: date) -> list[PupilRecord]:
+    upns: dict[str, list[Row]] = defaultdict(list)
+    for r in rows.get(UPN, ()):
+        upns[ref_id(r.get("student")) or ""].append(r)
+    out = []
+    for s in rows.get(STUDENT, ()):
+        sid, person = str(s["id"]), ref_id(s.get("person"))
+        upn_row = _current(upns.get(sid, ()), "startDatetime", "endDatetime", today)
+        out.append(PupilRecord(
+            pupil_key=sid, upn=_text((upn_row or {}).get("upn")),
+            legal_surname=_text(s.get("legalLastName")), legal_forename=_text(s.get("legalFirstName")),
+            preferred_surname=_text(s.get("preferredLastName")),
+            preferred_forename=_text(s.get("preferredFirstName")),
+            middle_names=_text(s.get("legalMiddleNames")), dob=parse_date(s.get("dateOfBirth")),
+            sex=sex(s.get("gender")),
+            year_group=year_group((s.get("displayAcademicLevel") or {}).get("displayName")),
+            reg_group=_text((s.get("registrationForm") or {}).get("displayName")),
+            address=people.address(person), phones=people.phone_list(person), emails=people.email_list(person)))
+    return out
+
+
+def enrolment_records(rows: Mapping[str, Sequence[Row]]) -> list[EnrolmentRecord]:
+    """One record per enrolment; the pupil's latest destination goes on the enrolment that ended."""
+    dest: dict[str, Row] = {}
+    for d in rows.get(DESTINATION, ()):
+        sid = ref_id(d.get("student")) or ""
+        if sid not in dest or (parse_date(d.get("startDate")) or date.min) >= (
+                parse_date(dest[sid].get("startDate")) or date.min):
+            dest[sid] = d
+    out = []
+    for e in rows.get(ENROLMENT, ()):
+        sid = ref_id(e.get("student")) or ""
+        entry, leaving = parse_date(e.get("entryDate")), parse_date(e.get("leavingDate"))
+        reason = e.get("unenrolmentReason") or {}
+        d = dest.get(sid) if leaving else None
+        destination = _text(((d or {}).get("linkedRecord") or {}).get("displayName"))
+        out.append(EnrolmentRecord(
+            pupil_key=sid, admission_date=entry, entry_date=entry, leaving_date=leaving,
+            leaving_reason=_text(reason.get("unenrolmentReason") or reason.get("code")),
+            destination=destination, withdrawn=reason.get("code") in WITHDRAWN_REASONS))
+    return out
+
+
+def contact_records(rows: Mapping[str, Sequence[Row]], people: PeopleIndex,
+                    student_person: Mapping[str, str | None]) -> list[ContactRecord]:
+    guardians = {str(g["id"]): g for g in rows.get(GUARDIAN, ())}
+    out = []
+    for rel in rows.get(RELATIONSHIP, ()):
+        sid, gid = ref_id(rel.get("student")) or "", ref_id(rel.get("guardian")) or ""
+        person = (guardians.get(gid) or {}).get("person") or {}
+        pid = ref_id(person)
+        home, child_home = people.address_id(pid), people.address_id(student_person.get(sid))
+        out.append(ContactRecord(
+            pupil_key=sid, contact_key=gid, priority=rel.get("emergencyContactPriority"),
+            title=_text(person.get("title")), surname=_text(person.get("legalLastName")),
+            forename=_text(person.get("legalFirstName")),
+            relationship=_text((rel.get("guardianRelationshipType") or {}).get("relationshipName")),
+            parental_responsibility=rel.get("isLegalGuardian"),
+            lives_with=None if home is None or child_home is None else home == child_home,
+            phones=people.phone_list(pid), emails=people.email_list(pid), address=people.address(pid)))
+    return out
+
+
+def flag_records(rows: Mapping[str, Sequence[Row]]) -> list[FlagRecord]:
+    out = []
+
+    def add(r: Row, kind: str | None, detail: str | None = None) -> None:
+        if kind:
+            out.append(FlagRecord(ref_id(r.get("student")) or "", kind, parse_date(r.get("startDate")),
+                                  parse_date(r.get("endDate")), detail))
+
+    for r in rows.get(CHILD_PROTECTION, ()):
+        add(r, CHILD_PROTECTION_KINDS.get(str((r.get("childProtectionStatus") or {}).get("code"))))
+    for r in rows.get(IN_CARE, ()):
+        add(r, "looked_after" if (r.get("inCareStatus") or {}).get("countsAsInCareStatus") else None)
+    for r in rows.get(SEN, ()):
+        add(r, SEN_KINDS.get(str((r.get("senStatus") or {}).get("code"))))
+    for r in rows.get(YOUNG_CARER, ()):
+        add(r, "young_carer")
+    return out

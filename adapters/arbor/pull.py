@@ -1,0 +1,151 @@
+"""What one Arbor pull reads: everything (full), or only what the changelog says changed.
+
+A full pull reads every student with their UPN, enrolments, destinations, guardians and
+relationships, phones, emails, addresses and vulnerability assignments, plus the roll-call
+marks from the start of the academic year to today.
+
+An incremental pull reads each followed resource's REST changelog from the stored revision.
+Changed roll-call records are fetched by id and only those marks are stored. Any other change
+(a student, an enrolment, a guardian's phone...) is traced back to the pupils it concerns, and
+those pupils are read again whole: their contacts, flags and enrolments replace the stored
+ones. A deletion cannot be traced (the object is gone, and with it the pupil it belonged to),
+so a changelog with deletions makes the pull a full one, and says so in the log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from adapters.arbor import attendance, mapping
+from adapters.arbor.client import ArborClient
+from adapters.arbor.mapping import Row
+from cme_batch.model import MarksRecord, Record, Warning_
+
+ID_CHUNK = 100  # ids per ``..._in`` filter, to keep each query short
+
+
+def _chunks(ids: Iterable[str], size: int = ID_CHUNK) -> Iterator[list[str]]:
+    items = sorted(set(ids), key=lambda x: (len(x), x))
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+@dataclass
+class Changes:
+    """What the changelog says changed since a revision, traced back to pupils where it can be."""
+
+    students: set[str] = field(default_factory=set)
+    roll_call_records: set[str] = field(default_factory=set)
+    fallback_reason: str | None = None
+    last_revision: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+class Reader:
+    """Reads one school through an ArborClient, remembering the newest revision it saw."""
+
+    def __init__(self, client: ArborClient, today: date, warnings: list[Warning_]) -> None:
+        self.client = client
+        self.today = today
+        self.warnings = warnings
+        self.max_revision = 0
+        self._lookups: tuple[list[Row], list[Row]] | None = None
+
+    # -- reading rows ----------------------------------------------------------------------------
+    def _seen(self, rows: Iterable[Row]) -> list[Row]:
+        out = list(rows)
+        for r in out:
+            self.max_revision = max(self.max_revision, int(r.get("revisionId") or 0))
+        return out
+
+    def all(self, entity: str, filters: dict[str, Any] | None = None) -> list[Row]:
+        return self._seen(self.client.graphql_all(entity, filters))
+
+    def by_ids(self, entity: str, path: str, ids: Iterable[str]) -> list[Row]:
+        """Rows whose ``path`` object (or the row itself, for ``""``) has one of the ids."""
+        out: list[Row] = []
+        for chunk in _chunks(ids):
+            out += self.all(entity, {mapping.id_filter(path): chunk})
+        return out
+
+    # -- pupils and everything that hangs off them -----------------------------------------------
+    def pupils(self, students: set[str] | None) -> list[Record]:
+        """Pupils with their enrolments, contacts and flags: all of them, or just these student ids."""
+        rows: dict[str, list[Row]] = {}
+        if students is None:
+            rows[mapping.STUDENT] = self.all(mapping.STUDENT)
+            for entity in mapping.STUDENT_SCOPED:
+                rows[entity] = self.all(entity)
+        else:
+            rows[mapping.STUDENT] = self.by_ids(mapping.STUDENT, "", students)
+            for entity in mapping.STUDENT_SCOPED:
+                rows[entity] = self.by_ids(entity, "student", students)
+        guardian_ids = {g for r in rows[mapping.RELATIONSHIP] if (g := mapping.ref_id(r.get("guardian")))}
+        rows[mapping.GUARDIAN] = self.by_ids(mapping.GUARDIAN, "", guardian_ids)
+        student_person = {str(s["id"]): mapping.ref_id(s.get("person")) for s in rows[mapping.STUDENT]}
+        persons = {p for p in student_person.values() if p} | {
+            p for g in rows[mapping.GUARDIAN] if (p := mapping.ref_id(g.get("person")))}
+        for entity, owner in mapping.PERSON_OWNED.items():
+            rows[entity] = self.by_ids(entity, owner, persons)
+        people = mapping.PeopleIndex(rows, self.today)
+        known = set(student_person)
+        records: list[Record] = list(mapping.pupil_records(rows, people, self.today))
+        for rec in (*mapping.enrolment_records(rows), *mapping.contact_records(rows, people, student_person),
+                    *mapping.flag_records(rows)):
+            if rec.pupil_key in known:  # a row naming a student outside this read is left for that pupil's read
+                records.append(rec)
+        return records
+
+    # -- marks ------------------------------------------------------------------------------------
+    def _mark_lookups(self) -> tuple[list[Row], list[Row]]:
+        if self._lookups is None:
+            self._lookups = (self.all(mapping.ROLL_CALL), self.all(mapping.MARK))
+        return self._lookups
+
+    def marks_between(self, first: date, last: date) -> list[MarksRecord]:
+        rows = self.all(mapping.ROLL_CALL_RECORD, mapping.marks_window(first, last))
+        return attendance.marks_records(rows, *self._mark_lookups(), self.warnings)
+
+    def marks_by_ids(self, ids: set[str]) -> list[MarksRecord]:
+        rows = self.by_ids(mapping.ROLL_CALL_RECORD, "", ids)
+        return attendance.marks_records(rows, *self._mark_lookups(), self.warnings)
+
+    # -- the changelog ------------------------------------------------------------------------------
+    def changes_since(self, revision: int) -> Changes:
+        """Read every followed changelog, then trace each change back to the pupils it concerns."""
+        ch = Changes(last_revision=revision)
+        changed: dict[str, set[str]] = {}
+        for entity in mapping.REST_RESOURCES:
+            ids: set[str] = set()
+            for c in self.client.changelog(entity, revision):
+                ch.last_revision = max(ch.last_revision, c.revision)
+                if c.change_type not in ("create", "update"):
+                    ch.fallback_reason = (f"the {mapping.REST_RESOURCES[entity]} changelog has a "
+                                          f"{c.change_type or 'blank'} change, which cannot be traced to a pupil")
+                ids.add(c.entity_id)
+            changed[entity] = ids
+            ch.counts[mapping.REST_RESOURCES[entity]] = len(ids)
+        if ch.fallback_reason:
+            return ch
+        ch.roll_call_records = changed.pop(mapping.ROLL_CALL_RECORD)
+        ch.students = set(changed.pop(mapping.STUDENT))
+        for entity in mapping.STUDENT_SCOPED:
+            ch.students |= self._refs(self.by_ids(entity, "", changed.pop(entity)), "student")
+        persons: set[str] = set()
+        for entity, owner in mapping.PERSON_OWNED.items():
+            persons |= self._refs(self.by_ids(entity, "", changed.pop(entity)), owner)
+        addresses = changed.pop("PostalAddress")
+        persons |= self._refs(self.by_ids(mapping.OCCUPANCY, "postalAddress", addresses), "occupant")
+        guardians = changed.pop(mapping.GUARDIAN)
+        ch.students |= {str(s["id"]) for s in self.by_ids(mapping.STUDENT, "person", persons)}
+        guardians |= {str(g["id"]) for g in self.by_ids(mapping.GUARDIAN, "person", persons)}
+        ch.students |= self._refs(self.by_ids(mapping.RELATIONSHIP, "guardian", guardians), "student")
+        assert not changed, f"changelog entities not traced: {sorted(changed)}"
+        return ch
+
+    @staticmethod
+    def _refs(rows: Iterable[Row], key: str) -> set[str]:
+        return {i for r in rows if (i := mapping.ref_id(r.get(key)))}

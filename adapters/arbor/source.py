@@ -1,0 +1,153 @@
+"""ArborSource: the ``arbor`` adapter, built from its ``[sources.NAME]`` table.
+
+Each run yields one SourceBatch holding everything the pull read, with ``cursor`` set to the
+revision it reached; the store applies it in one transaction, so a run that fails anywhere
+leaves the store and the stored revision as they were, and the next run starts again from
+there. With no stored revision the pull is full; with one it follows the changelog (see
+``pull``). The password is read from the secret store only when a pull starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date
+from ipaddress import ip_address
+from urllib.parse import urlsplit
+
+from adapters.arbor.client import ArborClient, ClientSettings
+from adapters.arbor.pull import Reader
+from cme_batch import log
+from cme_batch.config import SourceConfig
+from cme_batch.errors import ConfigError
+from cme_batch.model import Record, SourceBatch, Warning_
+from cme_batch.settings import Problems, SecretRef, Table
+from cme_batch.sources import SourceContext
+
+REPLACES = frozenset({"contacts", "flags", "enrolments"})
+LOOPBACK_NAMES = frozenset({"localhost"})
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _base_url(t: Table, allow_loopback_http: bool) -> str | None:
+    """The school's host as ``scheme://host[:port]``: https, or http on loopback when allowed."""
+    raw = t.str("base_url", required=True, right="the school's Arbor address, e.g. https://myschool.uk.arbor.sc")
+    if raw is None:
+        return None
+    parts = urlsplit(raw.strip())
+    host = parts.hostname or ""
+    if not host or parts.scheme not in ("https", "http") or parts.path.strip("/") or parts.query:
+        t.problems.add(t.key("base_url"), f"is {raw!r}", "a bare address like https://myschool.uk.arbor.sc "
+                       "(no path: /rest-v2 and /graphql are added by the adapter)")
+        return None
+    if parts.scheme == "http" and not (allow_loopback_http and _is_loopback(host)):
+        t.problems.add(t.key("base_url"), f"is {raw!r}",
+                       "an https:// address (plain http is only allowed for 127.0.0.1/localhost with "
+                       "allow_insecure_loopback = true, for tests)")
+        return None
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+@dataclass(frozen=True)
+class ArborSource:
+    """A configured Arbor school. Holds no secret: ``password`` is a reference."""
+
+    name: str
+    client_settings: ClientSettings
+    password: SecretRef
+    academic_year_start: date | None = None
+    incremental: bool = True
+
+    @classmethod
+    def from_config(cls, cfg: SourceConfig) -> ArborSource:
+        problems = Problems()
+        t = Table(cfg.settings, f"sources.{cfg.name}", problems)
+        loopback = t.bool("allow_insecure_loopback", False)
+        base_url = _base_url(t, loopback)
+        username = t.str("username", required=True, right="the Arbor app's username")
+        password = t.secret("password", required=True)
+        ca_bundle = t.path("ca_bundle", cfg.base_dir)
+        if ca_bundle is not None and not ca_bundle.is_file():
+            problems.add(t.key("ca_bundle"), f"names {str(ca_bundle)!r}, which is not a readable file",
+                         "a PEM file of CA certificates")
+        d = ClientSettings(base_url="", username="")
+        settings = ClientSettings(
+            base_url=base_url or "", username=username or "", ca_bundle=ca_bundle,
+            timeout=t.float("timeout_seconds", d.timeout, min=0.01) or d.timeout,
+            max_retries=t.int("max_retries", d.max_retries, min=0, max=20) or 0,
+            backoff=t.float("backoff_seconds", d.backoff, min=0.0) or 0.0,
+            max_backoff=t.float("max_backoff_seconds", d.max_backoff, min=0.0) or 0.0,
+            page_size=t.int("page_size", d.page_size, min=1, max=5000) or d.page_size,
+            user_agent=t.str("user_agent", d.user_agent) or d.user_agent)
+        start = t.date("academic_year_start")
+        incremental = t.bool("incremental", True)
+        t.unknown_keys()
+        if problems.items:
+            raise ConfigError(problems.items)
+        assert password is not None
+        return cls(cfg.name, settings, password, start, incremental)
+
+    def __repr__(self) -> str:
+        return f"ArborSource({self.name!r}, {self.client_settings.base_url!r})"
+
+    def committed(self, batch: SourceBatch) -> None:
+        """Nothing to do: the stored cursor is the only state, and the store keeps it."""
+
+    def batches(self, ctx: SourceContext) -> Iterator[SourceBatch]:
+        """One batch: a full pull, or the changes since the stored revision."""
+        client = ArborClient(self.client_settings, self.password.reveal())
+        try:
+            yield self._pull(client, ctx)
+        finally:
+            client.close()
+
+    def _pull(self, client: ArborClient, ctx: SourceContext) -> SourceBatch:
+        logger = log.get("cme_batch.arbor").bind(source=self.name, host=client.host)
+        today = ctx.now.date()
+        warnings: list[Warning_] = []
+        reader = Reader(client, today, warnings)
+        head = client.head_revision()  # read first: anything changed after it is read again next run
+        since = self._stored_revision(ctx, logger)
+        records: list[Record]
+        changes = reader.changes_since(since) if since is not None else None
+        if changes is not None and changes.fallback_reason:
+            logger.warning("arbor changelog cannot be followed, doing a full pull instead",
+                           reason=changes.fallback_reason, from_revision=since)
+        if changes is None or changes.fallback_reason:
+            mode = "full"
+            first = self.academic_year_start or date(today.year if today.month >= 8 else today.year - 1, 8, 1)
+            records = [*reader.pupils(None), *reader.marks_between(first, today)]
+            reached = head if head is not None else reader.max_revision
+        else:
+            mode = "incremental"
+            records = reader.pupils(changes.students) if changes.students else []
+            if changes.roll_call_records:
+                records += reader.marks_by_ids(changes.roll_call_records)
+            reached = head if head is not None else max(changes.last_revision, since or 0)
+        if head is None:
+            logger.info("arbor has no head revision endpoint; cursor taken from the data read",
+                        cursor=reached)
+        logger.info("arbor pull read", mode=mode, from_revision=since, to_revision=reached,
+                    records=len(records), warnings=len(warnings), requests=client.requests_made,
+                    **({"changed": changes.counts} if changes is not None and mode == "incremental" else {}))
+        return SourceBatch(source=self.name, origin=client.host, records=records, warnings=warnings,
+                           cursor=str(reached), replaces=REPLACES)
+
+    def _stored_revision(self, ctx: SourceContext, logger: object) -> int | None:
+        cur = ctx.state.cursor
+        if not self.incremental or cur is None:
+            return None
+        try:
+            return int(cur)
+        except ValueError:
+            logger.warning("stored arbor revision is not a number; doing a full pull",  # type: ignore[attr-defined]
+                           cursor=cur[:40])
+            return None
