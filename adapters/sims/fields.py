@@ -1,0 +1,150 @@
+"""The SIMS report fields cme-batch understands, by their SIMS display names.
+
+CommandReporter names each element after the field's display name, and the same field is
+called differently in different SIMS versions and by different report writers
+(``LegalSurname`` vs ``Legal Surname``). Each field here has a canonical key, the display
+name the README tells schools to use, and aliases seen in the wild; names are compared
+after ``_xHHHH_`` decoding, ignoring case, spaces and underscores. A school whose names
+differ maps them in its config: ``fields = { legal_surname = "Surname (legal)" }``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from cme_batch.xmlstream import field_key
+
+#: canonical key -> (display name, aliases...). The first name is the one the README documents.
+FIELDS: dict[str, tuple[str, ...]] = {
+    # identity (every report)
+    "adno": ("Adno", "Admission Number", "Adm No"),
+    "person_id": ("Person ID", "primary_id", "ID"),
+    "upn": ("UPN", "Unique Pupil Number"),
+    "legal_surname": ("Legal Surname", "Surname"),
+    "legal_forename": ("Legal Forename", "Forename"),
+    "preferred_surname": ("Preferred Surname",),
+    "preferred_forename": ("Preferred Forename", "Chosen Name"),
+    "middle_names": ("Middle Name(s)", "Middle Names", "Middle Name"),
+    "dob": ("Date of Birth", "DOB"),
+    "sex": ("Gender", "Sex"),
+    "year_group": ("Year Group", "Year", "Year Taught In"),
+    "reg_group": ("Reg Group", "Reg", "Registration Group"),
+    # pupils report: address and contact details of the pupil
+    "house_name": ("House Name",),
+    "house_number": ("House Number",),
+    "street": ("Street",),
+    "district": ("District", "Locality"),
+    "town": ("Town",),
+    "county": ("County",),
+    "postcode": ("Postcode", "Post Code"),
+    "telephone": ("Telephone", "Home Telephone"),
+    "email": ("Email", "Primary Email"),
+    # pupils report: one row per contact
+    "contact_id": ("Contact ID",),
+    "contact_priority": ("Contact Priority", "Priority"),
+    "contact_title": ("Contact Title",),
+    "contact_surname": ("Contact Surname",),
+    "contact_forename": ("Contact Forename",),
+    "contact_relationship": ("Contact Relationship", "Relationship"),
+    "contact_responsibility": ("Parental Responsibility",),
+    "contact_lives_with": ("Lives With Pupil", "Pupil Lives With"),
+    "contact_telephone": ("Contact Telephone",),
+    "contact_mobile": ("Contact Mobile",),
+    "contact_email": ("Contact Email",),
+    "contact_address": ("Contact Address",),
+    "contact_postcode": ("Contact Postcode",),
+    # pupils report: vulnerability flags (Yes/No) and SEN status
+    "in_care": ("In Care", "Looked After"),
+    "child_protection_plan": ("Child Protection Plan",),
+    "child_in_need": ("Child In Need",),
+    "young_carer": ("Young Carer",),
+    "service_child": ("Service Child",),
+    "traveller": ("Traveller", "GRT"),
+    "sen_status": ("SEN Status", "SEN Provision"),
+    # admissions and leavers reports
+    "agreed_start": ("Agreed Start Date", "Expected Start Date"),
+    "admission_date": ("Admission Date", "Date of Admission"),
+    "application_status": ("Application Status",),
+    "leaving_date": ("Leaving Date", "Date of Leaving"),
+    "leaving_reason": ("Reason for Leaving", "Leaving Reason"),
+    "destination": ("Destination", "Destination School", "Next School"),
+    # attendance marks report: one row per pupil per session
+    "date": ("Date", "Attendance Date"),
+    "session": ("Session", "Session Name"),
+    "mark": ("Mark", "Attendance Mark", "Session Mark"),
+}
+
+#: Yes/No fields and the flag each one raises.
+FLAG_FIELDS: dict[str, str] = {
+    "in_care": "looked_after",
+    "child_protection_plan": "child_protection_plan",
+    "child_in_need": "child_in_need",
+    "young_carer": "young_carer",
+    "service_child": "highly_mobile",
+    "traveller": "highly_mobile",
+}
+
+#: SEN status codes (current and legacy) and the flag each one raises; N means none.
+SEN_FLAGS = {"E": "ehcp", "S": "ehcp", "K": "sen_support", "A": "sen_support", "P": "sen_support", "N": None}
+
+#: Fields whose values are personal data and never appear in an error message.
+PERSONAL = frozenset({"upn", "legal_surname", "legal_forename", "preferred_surname", "preferred_forename",
+                      "middle_names", "dob", "contact_surname", "contact_forename", "contact_telephone",
+                      "contact_mobile", "contact_email", "contact_address", "contact_postcode", "house_name",
+                      "house_number", "street", "district", "town", "county", "postcode", "telephone", "email"})
+
+#: The four reports, in the order a drop folder is read (pupils before what refers to them).
+KINDS = ("pupils", "admissions", "leavers", "marks")
+REPLACES = {"pupils": frozenset({"contacts", "flags"})}
+
+
+class FieldMap:
+    """Resolves raw element names (``Legal_x0020_Surname``) to canonical keys, once per name."""
+
+    def __init__(self, overrides: Mapping[str, str] | None = None,
+                 extra_flags: Mapping[str, str] | None = None) -> None:
+        self.by_key: dict[str, str] = {}
+        for key, names in FIELDS.items():
+            for n in reversed(names):  # the documented name wins over an alias with the same key
+                self.by_key[field_key(n)] = key
+        for key, name in (overrides or {}).items():
+            self.by_key[field_key(name)] = key
+        self.extra_flags = {field_key(n): kind for n, kind in (extra_flags or {}).items()}
+        for n in self.extra_flags:
+            self.by_key[n] = "flag:" + n
+        self._cache: dict[str, str | None] = {}
+
+    def canonical(self, raw: str) -> str | None:
+        try:
+            return self._cache[raw]
+        except KeyError:
+            key = self.by_key.get(field_key(raw))
+            self._cache[raw] = key
+            return key
+
+    def record(self, raw: Mapping[str, str]) -> dict[str, str]:
+        """The record's known fields by canonical key, values stripped, empty values left out."""
+        out: dict[str, str] = {}
+        for name, value in raw.items():
+            key = self.canonical(name)
+            if key is not None:
+                v = value.strip()
+                if v:
+                    out[key] = v
+        return out
+
+
+def display(key: str) -> str:
+    """The documented display name of a canonical key (for messages)."""
+    return FIELDS[key][0] if key in FIELDS else key.removeprefix("flag:")
+
+
+def kind_of_fields(keys: set[str]) -> str:
+    """Which report a record comes from, judged by the fields it carries."""
+    if {"date", "session"} <= keys:
+        return "marks"
+    if "leaving_date" in keys:
+        return "leavers"
+    if keys & {"agreed_start", "application_status"}:
+        return "admissions"
+    return "pupils"

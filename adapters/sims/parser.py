@@ -1,0 +1,303 @@
+"""Reading one SIMS CommandReporter export file into model records.
+
+The file is streamed record by record (``cme_batch.xmlstream.iter_flat``): a 100 MB marks
+export never sits in memory. Every bad value is collected with its record number and field;
+once the last record has been read, any problem rejects the whole file (the store rolls back
+the transaction that was consuming the records). Data-quality issues the MIS should fix but
+that do not make the data wrong to store (unknown codes, bad UPN check letters, marks on
+closed days, one pupil under two ids) become warnings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from adapters.sims.fields import FLAG_FIELDS, KINDS, PERSONAL, REPLACES, SEN_FLAGS, FieldMap, display, kind_of_fields
+from cme_batch import upn as upn_mod
+from cme_batch.dropfolder import group_of
+from cme_batch.errors import ImportRejected
+from cme_batch.model import (
+    Address,
+    ContactRecord,
+    EnrolmentRecord,
+    FlagRecord,
+    MarksRecord,
+    PupilRecord,
+    Record,
+    SourceBatch,
+    Warning_,
+)
+from cme_batch.xmlstream import (
+    FileReport,
+    MarkCheck,
+    Prepared,
+    XmlRefused,
+    iter_flat,
+    parse_bool,
+    parse_date,
+    prepare,
+)
+from cme_batch.xmlstream import year_group as norm_year
+
+ROOTS = ("SuperStarReport",)
+PATH = ("SuperStarReport", "Record")
+WITHDRAWN = {"withdrawn", "declined", "refused", "cancelled", "rejected"}
+UNKNOWN_DESTINATION = {"unknown", "not known", "n/a", "mmm", "mmmm", "mmm/mmmm"}
+SESSIONS = {"AM": 0, "A": 0, "MORNING": 0, "PM": 1, "P": 1, "AFTERNOON": 1}
+MAX_GAP = 14  # sessions: a pupil's marks closer than a week apart stay in one record
+
+
+def detect_kind(prep: Prepared, fmap: FieldMap) -> str:
+    """The report a file holds: from its name when the scheduled task named it, else from its
+    first record's fields."""
+    group = group_of(prep.path.name)
+    if group in KINDS:
+        return group
+    for raw in iter_flat(prep, ROOTS, PATH):
+        return kind_of_fields(set(fmap.record(raw)))
+    return "pupils"
+
+
+def read_file(path: Path, options: Mapping[str, Any], source: str = "sims-xml",
+              kind: str | None = None, prep: Prepared | None = None) -> SourceBatch:
+    """A SourceBatch over one export file; its records are read lazily, all or nothing.
+
+    ``options``: ``codes`` (CodesConfig: sub-codes, local codes), ``calendar`` (for marks on
+    closed days), ``fields_map`` (a FieldMap with the school's own names), ``seen`` (shared
+    between the files of one run, to warn about one pupil in two files).
+    """
+    fmap = options.get("fields_map") or FieldMap()
+    try:
+        prep = prep or prepare(path)
+        kind = kind or detect_kind(prep, fmap)
+    except XmlRefused as exc:
+        raise ImportRejected(path.name, [str(exc)]) from None
+    batch = SourceBatch(source=source, origin=path.name, checksum=prep.checksum,
+                        replaces=REPLACES.get(kind, frozenset()), path=path)
+    batch.warnings.extend(Warning_("encoding", w, path.name) for w in prep.warnings)
+    reader = _Reader(prep, kind, fmap, batch, options)
+    batch.records = reader.records()
+    return batch
+
+
+class _Reader:
+    def __init__(self, prep: Any, kind: str, fmap: FieldMap, batch: SourceBatch, options: Mapping[str, Any]) -> None:
+        self.prep, self.kind, self.fmap, self.batch = prep, kind, fmap, batch
+        self.file = prep.path.name
+        self.report = FileReport(self.file, PERSONAL)
+        self.check = MarkCheck(options.get("codes"), options.get("calendar"))
+        self.seen_elsewhere: dict[tuple[str, str], str] = options.get("seen", {})  # type: ignore[assignment]
+        self.pupils: dict[str, str | None] = {}  # key -> UPN
+        self.by_upn: dict[str, str] = {}
+        self.done: set[tuple[str, ...]] = set()  # contacts, flags, enrolments already yielded
+        self.runs: dict[str, list[Any]] = {}  # key -> [first session index, codes]
+
+    def warn(self, code: str, message: str, n: int, key: str | None) -> None:
+        self.batch.warnings.append(Warning_(code, message, f"{self.file} record {n}", key))
+
+    def records(self) -> Iterator[Record]:
+        n = 0
+        try:
+            for raw in iter_flat(self.prep, ROOTS, PATH):
+                n += 1
+                yield from self.row(self.fmap.record(raw), n)
+        except XmlRefused as exc:
+            self.report.problem(None, None, f"after record {n}: {exc}")
+        for key, run in self.runs.items():
+            yield self.flush(key, run)
+        if self.report.problems:
+            raise ImportRejected(self.file, self.report.all_problems())
+        if n == 0:
+            self.warn("empty_file", f"the {self.kind} export holds no records", 0, None)
+        self.batch.warnings.extend(self.check.warnings(self.file))
+
+    # -- one row -----------------------------------------------------------------------------
+    def row(self, rec: dict[str, str], n: int) -> Iterator[Record]:
+        key = self.key(rec, n)
+        if key is None:
+            return
+        if key not in self.pupils:
+            pupil = self.pupil(rec, key, n)
+            if pupil is None:
+                return
+            yield pupil
+        if self.kind == "pupils":
+            yield from self.contact(rec, key, n)
+            if ("flags", key) not in self.done:
+                self.done.add(("flags", key))
+                yield from self.flags(rec, key, n)
+        if self.kind != "marks" and ("admission_date" in rec or "agreed_start" in rec or "leaving_date" in rec):
+            yield from self.enrolment(rec, key, n)
+        if self.kind == "marks":
+            yield from self.mark(rec, key, n)
+
+    def key(self, rec: dict[str, str], n: int) -> str | None:
+        adno = rec.get("adno")
+        if adno:
+            return adno.lstrip("0") or "0"
+        if rec.get("person_id"):
+            return "id:" + rec["person_id"]
+        self.report.problem(n, display("adno"), "is missing: every row needs the pupil's Adno")
+        return None
+
+    def date(self, rec: dict[str, str], fld: str, n: int) -> date | None:
+        v = rec.get(fld)
+        if v is None:
+            return None
+        try:
+            return parse_date(v)
+        except ValueError:
+            self.report.problem(n, display(fld), "is not a date (YYYY-MM-DD or DD/MM/YYYY)", v)
+            return None
+
+    def pupil(self, rec: dict[str, str], key: str, n: int) -> PupilRecord | None:
+        upn = upn_mod.normalise(rec.get("upn"))
+        if upn is not None and (why := upn_mod.problem(upn)):
+            self.warn("bad_upn", f"UPN: {why}", n, key)
+            if len(upn) != 13:
+                upn = None
+        ident = upn or key
+        other = self.by_upn.get(upn) if upn else None
+        if other is not None and other != key:
+            self.warn("duplicate_pupil", "the same UPN is on two different Adnos in this file", n, key)
+        elsewhere = self.seen_elsewhere.get((self.kind, ident))
+        if elsewhere and elsewhere != self.file:
+            self.warn("duplicate_pupil", f"this pupil is also in {elsewhere}", n, key)
+        self.seen_elsewhere[(self.kind, ident)] = self.file
+        self.pupils[key] = upn
+        if upn:
+            self.by_upn[upn] = key
+        lines = tuple(x for x in (rec.get("house_name"), " ".join(
+            x for x in (rec.get("house_number"), rec.get("street")) if x) or None,
+            rec.get("district"), rec.get("town"), rec.get("county")) if x)
+        address = Address(lines, rec.get("postcode")) if lines or rec.get("postcode") else None
+        sex = rec.get("sex")
+        return PupilRecord(
+            pupil_key=key, upn=upn, legal_surname=rec.get("legal_surname"), legal_forename=rec.get("legal_forename"),
+            preferred_surname=rec.get("preferred_surname"), preferred_forename=rec.get("preferred_forename"),
+            middle_names=rec.get("middle_names"), dob=self.date(rec, "dob", n),
+            sex=sex[0].upper() if sex and sex.lower() in ("male", "female", "m", "f") else sex,
+            year_group=norm_year(rec["year_group"]) if "year_group" in rec else None,
+            reg_group=rec.get("reg_group"), address=address,
+            phones=tuple(x for x in (rec.get("telephone"),) if x), emails=tuple(x for x in (rec.get("email"),) if x))
+
+    def bool(self, rec: dict[str, str], fld: str, n: int) -> bool | None:
+        v = rec.get(fld)
+        if v is None:
+            return None
+        try:
+            return parse_bool(v)
+        except ValueError:
+            self.report.problem(n, display(fld), "is not Yes/No (or True/False)", v)
+            return None
+
+    def contact(self, rec: dict[str, str], key: str, n: int) -> Iterator[ContactRecord]:
+        if not any(k.startswith("contact_") for k in rec):
+            return
+        prio_raw = rec.get("contact_priority")
+        priority = None
+        if prio_raw is not None:
+            if prio_raw.isdigit():
+                priority = int(prio_raw)
+            else:
+                self.report.problem(n, display("contact_priority"), "is not a whole number", prio_raw)
+        ckey = (rec.get("contact_id") or (f"priority:{priority}" if priority is not None else None)
+                or f"name:{rec.get('contact_forename', '')}|{rec.get('contact_surname', '')}")
+        if ("contact", key, ckey) in self.done:
+            return
+        self.done.add(("contact", key, ckey))
+        addr = rec.get("contact_address")
+        address = None
+        if addr or rec.get("contact_postcode"):
+            address = Address(tuple(x.strip() for x in (addr or "").split(",") if x.strip()), rec.get("contact_postcode"))
+        yield ContactRecord(
+            pupil_key=key, contact_key=ckey, priority=priority, title=rec.get("contact_title"),
+            surname=rec.get("contact_surname"), forename=rec.get("contact_forename"),
+            relationship=rec.get("contact_relationship"),
+            parental_responsibility=self.bool(rec, "contact_responsibility", n),
+            lives_with=self.bool(rec, "contact_lives_with", n),
+            phones=tuple(x for x in (rec.get("contact_telephone"), rec.get("contact_mobile")) if x),
+            emails=tuple(x for x in (rec.get("contact_email"),) if x), address=address)
+
+    def flags(self, rec: dict[str, str], key: str, n: int) -> Iterator[FlagRecord]:
+        kinds: list[str] = []
+        for fld, kind in FLAG_FIELDS.items():
+            if self.bool(rec, fld, n):
+                kinds.append(kind)
+        for fld in rec:
+            if fld.startswith("flag:"):
+                name = fld[5:]
+                try:
+                    if parse_bool(rec[fld]):
+                        kinds.append(self.fmap.extra_flags[name])
+                except ValueError:
+                    self.report.problem(n, display(fld), "is not Yes/No (or True/False)", rec[fld])
+        sen = rec.get("sen_status")
+        if sen is not None:
+            code = sen.strip().upper()[:1]
+            if code in SEN_FLAGS:
+                if SEN_FLAGS[code]:
+                    kinds.append(SEN_FLAGS[code])  # type: ignore[arg-type]
+            else:
+                self.warn("unknown_sen_status", f"SEN status {sen!r} is not E, K or N; ignored", n, key)
+        for kind in dict.fromkeys(kinds):
+            yield FlagRecord(key, kind)
+
+    def enrolment(self, rec: dict[str, str], key: str, n: int) -> Iterator[EnrolmentRecord]:
+        dest = rec.get("destination")
+        status = rec.get("application_status", "").lower()
+        e = EnrolmentRecord(
+            pupil_key=key, admission_date=self.date(rec, "agreed_start", n),
+            entry_date=self.date(rec, "admission_date", n), leaving_date=self.date(rec, "leaving_date", n),
+            leaving_reason=rec.get("leaving_reason"),
+            destination=None if dest is None or dest.lower() in UNKNOWN_DESTINATION else dest,
+            withdrawn=status in WITHDRAWN)
+        ident = ("enrolment", key, str(e.admission_date), str(e.entry_date))
+        if ident not in self.done:
+            self.done.add(ident)
+            yield e
+
+    # -- marks -------------------------------------------------------------------------------
+    def mark(self, rec: dict[str, str], key: str, n: int) -> Iterator[MarksRecord]:
+        day = self.date(rec, "date", n)
+        sess_raw = rec.get("session")
+        sess = SESSIONS.get(sess_raw.upper()) if sess_raw else None
+        if day is None or sess is None:
+            if day is None and "date" not in rec:
+                self.report.problem(n, display("date"), "is missing")
+            if sess is None:
+                self.report.problem(n, display("session"), "is not AM or PM" if sess_raw else "is missing",
+                                    sess_raw)
+            return
+        code = self.check.code(rec.get("mark", "-"), n)
+        self.check.day(day, code, n)
+        idx = day.toordinal() * 2 + sess
+        run = self.runs.get(key)
+        if run is None:
+            self.runs[key] = [idx, [code]]
+            return
+        start, codes = run
+        last = start + len(codes) - 1
+        if last < idx <= last + MAX_GAP:
+            codes.extend([""] * (idx - last - 1))
+            codes.append(code)
+        elif start <= idx <= last:
+            have = codes[idx - start]
+            if have == "":
+                codes[idx - start] = code
+            elif have != code:
+                self.report.problem(n, display("mark"), f"contradicts an earlier row for the same session "
+                                    f"({have!r} then {code!r})")
+        else:
+            yield self.flush(key, run)
+            self.runs[key] = [idx, [code]]
+
+    @staticmethod
+    def flush(key: str, run: list[Any]) -> MarksRecord:
+        start, codes = run
+        if start % 2:
+            codes = ["", *codes]
+        return MarksRecord(key, date.fromordinal(start // 2), tuple(codes))

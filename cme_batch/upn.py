@@ -1,0 +1,73 @@
+"""The Unique Pupil Number: shape and check letter.
+
+A UPN is 13 characters: a check letter, then twelve characters (LA number, establishment
+number, year of allocation, serial). A temporary UPN ends in a letter instead of a digit.
+The check letter is a weighted sum of characters 2 to 13 (weights 2 to 13) modulo 23,
+written with the 23-letter alphabet that leaves out I, O and S; a letter in position 13
+counts as its index in that same alphabet.
+
+A bad UPN is a data-quality warning, never a reason to reject a record: the MIS is the
+authority on its own pupils, and we only point out the mistake (without printing the UPN).
+"""
+
+from __future__ import annotations
+
+import re
+
+#: The letters a check letter (and a temporary UPN's last character) can be, in value order.
+ALPHABET = "ABCDEFGHJKLMNPQRTUVWXYZ"
+_SHAPE = re.compile(r"[A-Z]\d{11}[0-9A-Z]")
+
+
+def normalise(raw: str | None) -> str | None:
+    """Upper-case, no spaces; ``None`` for an empty value."""
+    if raw is None:
+        return None
+    v = "".join(raw.split()).upper()
+    return v or None
+
+
+def check_letter(body: str) -> str:
+    """The check letter for the twelve characters after it.
+
+    Raises ``ValueError`` when ``body`` is not 11 digits followed by a digit or a letter
+    of the check alphabet.
+    """
+    if len(body) != 12 or not body[:11].isdigit():
+        raise ValueError("a UPN body is 11 digits followed by a digit or letter")
+    last = body[11]
+    if last.isdigit():
+        values = [int(c) for c in body]
+    elif last in ALPHABET:
+        values = [int(c) for c in body[:11]] + [ALPHABET.index(last)]
+    else:
+        raise ValueError("the last character of a temporary UPN must be a check-alphabet letter")
+    total = sum(v * w for v, w in zip(values, range(2, 14)))
+    return ALPHABET[total % 23]
+
+
+def problem(upn: str) -> str | None:
+    """What is wrong with a (normalised) UPN, or ``None`` when it is valid.
+
+    The text never contains the UPN itself, so it is safe in a warning.
+    """
+    if len(upn) != 13:
+        return f"a UPN has 13 characters, this one has {len(upn)}"
+    if not _SHAPE.fullmatch(upn):
+        return "a UPN is a letter, 11 digits, then a digit or letter"
+    try:
+        want = check_letter(upn[1:])
+    except ValueError as exc:
+        return str(exc)
+    if upn[0] != want:
+        return "the check letter does not match the rest of the UPN"
+    return None
+
+
+def is_valid(upn: str) -> bool:
+    return problem(upn) is None
+
+
+def make(body: str) -> str:
+    """A full UPN for twelve characters (for test data and the demo school)."""
+    return check_letter(body) + body
