@@ -1,57 +1,23 @@
 """Attendance facts a referral states: this year's attendance and compulsory school age.
 
-Both are pure functions of plain data. The session classes follow DOMAIN.md 2 (codes are
-classified by their date: the 2024 set from 19 August 2024, the older set before). The engine's
-own classifier (``cme_batch.codes``) was not in the tree when this was written; once it is, the
-``session_class`` function below should delegate to it so there is one table of codes.
+Both are pure functions of plain data. Marks are classified by ``cme_batch.codes`` (the one
+table of codes, by date); this module adds only the statistical rule of which sessions count
+as possible, and the compulsory-school-age rule of DOMAIN.md 5.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 
-NEW_CODES_FROM = date(2024, 8, 19)
-
-_CLASSES_2024: dict[str, tuple[str, ...]] = {
-    "present": ("/", "\\", "L"),
-    "late_after_close": ("U",),
-    "educational_activity": ("K", "V", "P", "W", "B", "D"),
-    "authorised": ("C", "C1", "C2", "E", "I", "M", "J1", "R", "S", "T"),
-    "unauthorised_explained": ("G",),
-    "unexplained": ("N", "O"),
-    "unable_pupil": ("Q", "Y5", "Y7"),
-    "neutral": ("X", "Y1", "Y2", "Y3", "Y4", "Y6", "Z", "#"),
-}
-_CLASSES_LEGACY: dict[str, tuple[str, ...]] = {
-    "present": ("/", "\\", "L"),
-    "late_after_close": ("U",),
-    "educational_activity": ("B", "D", "J", "P", "V", "W"),
-    "authorised": ("C", "E", "F", "H", "I", "M", "R", "S", "T"),
-    "unauthorised_explained": ("G",),
-    "unexplained": ("N", "O"),
-    "neutral": ("X", "Y", "Z", "#"),
-}
-_BY_CODE_2024 = {c: k for k, codes in _CLASSES_2024.items() for c in codes}
-_BY_CODE_LEGACY = {c: k for k, codes in _CLASSES_LEGACY.items() for c in codes}
+from cme_batch import codes
 
 #: Codes national statistics do not count as possible sessions (DOMAIN.md 2, statistical notes).
 NOT_POSSIBLE = frozenset({"D", "X", "Z", "#", "Q", "Y", "Y1", "Y2", "Y3", "Y4", "Y5", "Y6", "Y7"})
-ATTENDED_CLASSES = frozenset({"present", "educational_activity"})
-UNAUTHORISED_CLASSES = frozenset({"late_after_close", "unauthorised_explained", "unexplained"})
-
-
-def session_class(code: str, day: date, local: Mapping[str, str] | None = None,
-                  subcodes: Mapping[str, str] | None = None) -> str:
-    """The class of one mark on ``day`` (``no_mark`` for ``-`` or blank, ``unknown`` for anything else)."""
-    if not code or not code.strip() or code == "-":
-        return "no_mark"
-    code = (subcodes or {}).get(code, code)
-    table = _BY_CODE_2024 if day >= NEW_CODES_FROM else _BY_CODE_LEGACY
-    if code in table:
-        return table[code]
-    return (local or {}).get(code, "unknown")
+ATTENDED_CLASSES = frozenset({codes.PRESENT, codes.EDUCATIONAL})
+UNAUTHORISED_CLASSES = frozenset({codes.LATE_AFTER_CLOSE, codes.UNAUTHORISED_EXPLAINED, codes.UNEXPLAINED})
+NOT_COUNTED = frozenset({codes.NO_MARK, codes.UNKNOWN, codes.NEUTRAL})
 
 
 @dataclass(frozen=True)
@@ -82,8 +48,7 @@ class AttendanceSummary:
 
 
 def summarise(sessions: Iterable[tuple[date, str, str]], academic_year: int, until: date,
-              local: Mapping[str, str] | None = None, subcodes: Mapping[str, str] | None = None
-              ) -> AttendanceSummary:
+              classifier: codes.Classifier) -> AttendanceSummary:
     """Count possible, attended and absent sessions from ``(day, session, code)`` up to ``until``.
 
     A session is possible unless it has no mark, an unknown code or a code national statistics
@@ -95,15 +60,14 @@ def summarise(sessions: Iterable[tuple[date, str, str]], academic_year: int, unt
     for day, _session, code in sessions:
         if day > until:
             continue
-        cls = session_class(code, day, local, subcodes)
-        national = (subcodes or {}).get(code, code)
-        if cls in ("no_mark", "unknown", "neutral") or national in NOT_POSSIBLE:
+        cls = classifier.class_of(code, day)
+        if cls in NOT_COUNTED or classifier.subcodes.get(code, code) in NOT_POSSIBLE:
             continue
         possible += 1
         first = day if first is None or day < first else first
         if cls in ATTENDED_CLASSES:
             attended += 1
-        elif cls == "authorised":
+        elif cls == codes.AUTHORISED:
             authorised += 1
         elif cls in UNAUTHORISED_CLASSES:
             unauthorised += 1

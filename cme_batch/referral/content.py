@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
+from cme_batch import codes
 from cme_batch import marks as mk
 from cme_batch.config import Config
 from cme_batch.errors import BadInputError
@@ -180,20 +181,20 @@ def _checklist(actions: list[dict[str, Any]]) -> list[dict[str, Any]]:
              "dates": sorted({x["date"] for x in actions if x["action"] == a and x["date"]})} for a in CHECKLIST]
 
 
-def _last_attended(conn: Connection, pupil_id: int, since: date | None, until: date) -> date | None:
+def _last_attended(conn: Connection, pupil_id: int, since: date | None, until: date,
+                   classifier: codes.Classifier) -> date | None:
     if since is None:
         return None
-    seen = [d for d, _s, c in sessions(conn, pupil_id, since, until)
-            if attendance.session_class(c, d) in ("present", "late_after_close", "educational_activity")]
+    seen = [d for d, _s, c in sessions(conn, pupil_id, since, until) if classifier.class_of(c, d) in codes.ATTENDED]
     return max(seen) if seen else None
 
 
-def _update(conn: Connection, case: Mapping[str, Any], enrol: Mapping[str, Any] | None, as_of: date
-            ) -> dict[str, Any]:
+def _update(conn: Connection, case: Mapping[str, Any], enrol: Mapping[str, Any] | None, as_of: date,
+            classifier: codes.Classifier) -> dict[str, Any]:
     referred = _day(case["referred_at"])
     destination = (enrol or {}).get("destination")
-    returned = _last_attended(conn, case["pupil_id"], referred, as_of)
-    if destination and case["kind"] == "destination_unknown" or case["closed_reason"] == "destination_known":
+    returned = _last_attended(conn, case["pupil_id"], referred, as_of, classifier)
+    if (destination and case["kind"] == "destination_unknown") or case["closed_reason"] == "destination_known":
         reason = "destination_known"
     elif returned or case["closed_reason"] == "returned":
         reason = "returned"
@@ -218,8 +219,8 @@ def build_document(conn: Connection, case_id: int, cfg: Config, now: datetime, k
     enrol = _latest_enrolment(conn, pupil["id"])
     criterion, criterion_text = CRITERIA.get(case["kind"], ("continuous_absence", case["kind"]))
     year = mk.academic_year_of(as_of)
-    att = attendance.summarise(sessions(conn, pupil["id"], mk.year_start(year), as_of), year, as_of,
-                               cfg.codes.local, cfg.codes.subcodes)
+    classifier = codes.Classifier(cfg.codes.local, cfg.codes.subcodes, load_alphabet(conn))
+    att = attendance.summarise(sessions(conn, pupil["id"], mk.year_start(year), as_of), year, as_of, classifier)
     ref = cfg.referral
     doc: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
@@ -242,7 +243,7 @@ def build_document(conn: Connection, case_id: int, cfg: Config, now: datetime, k
                          "at": _iso(case["confirmed_at"]), "message_id": case["confirmation_message_id"]},
     }
     if kind == "update":
-        doc["update"] = _update(conn, case, enrol, as_of)
+        doc["update"] = _update(conn, case, enrol, as_of, classifier)
         return doc
     contact_rows = list(conn.execute(select(t.contacts).where(t.contacts.c.pupil_id == pupil["id"])).mappings())
     contacts = contact_entries(contact_rows)

@@ -1,0 +1,307 @@
+"""The referral as a PDF laid out like an LA referral form, drawn from the referral document.
+
+Everything printed comes from the dict that is also sent as JSON, so the two cannot disagree.
+Sections follow the older Gloucestershire form and DOMAIN.md 6: school, child, parents and
+carers, siblings, criterion and dates, vulnerability, actions taken, evidence, confirmation.
+Fonts ship with the package (``fonts/``), so every machine draws the same glyphs, including
+names with accents. ``build_pdf`` returns the unfinished ``FPDF`` so ``pdfcrypt`` can add an
+attachment and encryption before it is written out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from fpdf import FPDF
+from fpdf.fonts import FontFace
+
+FONTS = Path(__file__).with_name("fonts")
+FAMILY = "DejaVuCond"
+MARKING = "OFFICIAL-SENSITIVE"
+SHADE = (226, 232, 240)
+BAND = (31, 56, 100)
+WARN = (170, 20, 20)
+LABEL_W = 52
+
+
+def fmt_date(value: str | None) -> str:
+    """An ISO date as the form shows it (``14 Mar 2017``); blank when unknown."""
+    if not value:
+        return ""
+    if "T" in value:
+        moment = datetime.fromisoformat(value)
+        return f"{moment:%d %b %Y %H:%M} UTC"
+    return f"{date.fromisoformat(value):%d %b %Y}"
+
+
+def yes_no(value: bool | None) -> str:
+    return "not recorded" if value is None else ("Yes" if value else "No")
+
+
+def _join(items: Iterable[str | None], sep: str = "\n") -> str:
+    return sep.join(i for i in items if i)
+
+
+def _address(a: Mapping[str, Any] | None) -> str:
+    if not a:
+        return ""
+    return ", ".join([*a.get("lines", []), a.get("postcode") or ""]).strip(", ")
+
+
+class ReferralPDF(FPDF):
+    """A4 portrait with the protective marking, case reference and page count on every page."""
+
+    def __init__(self, doc: Mapping[str, Any]) -> None:
+        super().__init__(orientation="P", unit="mm", format="A4")
+        self.doc = doc
+        self.add_font(FAMILY, "", str(FONTS / "DejaVuSansCondensed.ttf"))
+        self.add_font(FAMILY, "B", str(FONTS / "DejaVuSansCondensed-Bold.ttf"))
+        self.set_margins(15, 18, 15)
+        self.set_auto_page_break(True, margin=16)
+        self.set_font(FAMILY, size=9)
+        ref = doc["case"]["ref"]
+        # Metadata names the case only: a PDF's info dictionary is easy to read without opening it.
+        self.set_title(f"CME {doc['kind']} {ref}")
+        self.set_subject("Children Missing Education")
+        self.set_author(doc["school"]["name"])
+        self.set_creator("cme-batch")
+
+    def header(self) -> None:
+        self.set_font(FAMILY, "B", 8)
+        self.set_text_color(*WARN)
+        self.cell(0, 4, MARKING, align="C", new_x="LMARGIN", new_y="NEXT")
+        self.set_text_color(0)
+        self.set_font(FAMILY, "", 8)
+        self.cell(0, 4, f"CME {self.doc['kind']} {self.doc['case']['ref']}  ·  {self.doc['school']['name']}",
+                  align="C", new_x="LMARGIN", new_y="NEXT")
+        self.ln(2)
+        self.set_font(FAMILY, "", 9)
+
+    def footer(self) -> None:
+        self.set_y(-12)
+        self.set_font(FAMILY, "", 7.5)
+        self.cell(0, 4, f"{MARKING}  ·  generated {fmt_date(self.doc['generated_at'])}  ·  schema "
+                  f"{self.doc['schema_version']}  ·  page {self.page_no()} of {{nb}}", align="C")
+
+    # -- building blocks ------------------------------------------------------------------
+    def section(self, title: str) -> None:
+        if self.get_y() > self.h - 45:
+            self.add_page()
+        self.ln(3)
+        self.set_fill_color(*BAND)
+        self.set_text_color(255)
+        self.set_font(FAMILY, "B", 10)
+        self.cell(0, 6.5, f"  {title}", fill=True, new_x="LMARGIN", new_y="NEXT")
+        self.set_fill_color(255)
+        self.set_text_color(0)
+        self.set_font(FAMILY, "", 9)
+        self.ln(1)
+
+    def note(self, text: str, colour: tuple[int, int, int] | None = None, bold: bool = False) -> None:
+        if colour:
+            self.set_text_color(*colour)
+        self.set_font(FAMILY, "B" if bold else "", 9)
+        self.multi_cell(0, 4.5, text, new_x="LMARGIN", new_y="NEXT")
+        self.set_text_color(0)
+        self.set_font(FAMILY, "", 9)
+
+    def fields(self, rows: Sequence[tuple[str, str | None]]) -> None:
+        """Label and value pairs, like the boxes of a paper form."""
+        label = FontFace(emphasis="BOLD", fill_color=SHADE)
+        with self.table(col_widths=(LABEL_W, self.epw - LABEL_W), first_row_as_headings=False,
+                        line_height=4.6, text_align="LEFT", padding=1.2) as table:
+            for name, value in rows:
+                row = table.row()
+                row.cell(name, style=label)
+                row.cell(value or "")
+
+    def grid(self, headings: Sequence[str], rows: Sequence[Sequence[str]], widths: Sequence[float],
+             empty: str) -> None:
+        """A table with a heading row repeated on each page; ``empty`` is printed when there are no rows."""
+        if not rows:
+            self.note(empty)
+            return
+        heading = FontFace(emphasis="BOLD", fill_color=SHADE)
+        with self.table(col_widths=tuple(widths), headings_style=heading, line_height=4.6,
+                        text_align="LEFT", padding=1.2, repeat_headings=1) as table:
+            head = table.row()
+            for h in headings:
+                head.cell(h)
+            for values in rows:
+                row = table.row()
+                for v in values:
+                    row.cell(v)
+
+
+def _title(pdf: ReferralPDF, doc: Mapping[str, Any]) -> None:
+    to = doc["to"]
+    pdf.set_font(FAMILY, "B", 15)
+    title = "Children Missing Education: referral" if doc["kind"] == "referral" else \
+        "Children Missing Education: update to a referral"
+    pdf.cell(0, 8, title, new_x="LMARGIN", new_y="NEXT")
+    pdf.set_font(FAMILY, "", 9)
+    pdf.multi_cell(0, 4.5, f"To: {to['name']}, {', '.join(to['address'])}. Tel {to['phone']}. {to['email']}",
+                   new_x="LMARGIN", new_y="NEXT")
+    pdf.fields([("Case reference", doc["case"]["ref"]), ("Date of this form", fmt_date(doc["generated_at"]))])
+    if not doc["confirmation"]["confirmed"] and doc["kind"] == "referral":
+        pdf.ln(2)
+        pdf.note("DRAFT: not yet confirmed by the Designated Safeguarding Lead. Do not send.", WARN, bold=True)
+    csa = doc["child"]["compulsory_school_age"]
+    if csa["status"] == "below_compulsory_school_age":
+        pdf.ln(2)
+        pdf.note(f"The child is below compulsory school age (reached on {fmt_date(csa['from'])}).", WARN, bold=True)
+
+
+def _school(pdf: ReferralPDF, s: Mapping[str, Any]) -> None:
+    pdf.section("A. Referring school")
+    pdf.fields([
+        ("School", s["name"]), ("LA and establishment number", f"{s['la_number']}/{s['establishment_number']}"),
+        ("Address", ", ".join([*s["address"], s["postcode"]])), ("Phone", s["phone"]), ("Email", s["email"]),
+        ("Designated Safeguarding Lead", _join([s["dsl"]["name"], s["dsl"]["phone"], s["dsl"]["email"]], ", ")),
+    ])
+
+
+def _child(pdf: ReferralPDF, c: Mapping[str, Any], short: bool = False) -> None:
+    pdf.section("B. Child")
+    csa = c["compulsory_school_age"]
+    csa_text = {"of_compulsory_school_age": f"Of compulsory school age (since {fmt_date(csa['from'])})",
+                "below_compulsory_school_age": f"BELOW compulsory school age (reached {fmt_date(csa['from'])})",
+                "unknown": "Unknown (no date of birth)"}[csa["status"]]
+    rows = [
+        ("Legal name", _join([c["legal_forename"], c["middle_names"], c["legal_surname"]], " ")),
+        ("Preferred name", _join([c["preferred_forename"], c["preferred_surname"]], " ")),
+        ("Date of birth", fmt_date(c["date_of_birth"])), ("Sex", c["sex"]), ("UPN", c["upn"]),
+        ("Year group", _join([c["year_group"], c["reg_group"] and f"(registration group {c['reg_group']})"], " ")),
+        ("Address", _address(c["address"])),
+    ]
+    if not short:
+        rows += [("Phone", ", ".join(c["phones"])), ("Email", ", ".join(c["emails"])),
+                 ("Admission date", fmt_date(c["admission_date"])), ("Compulsory school age", csa_text)]
+    if c["leaving_date"] or c["destination"]:
+        rows += [("Left on", fmt_date(c["leaving_date"])), ("Leaving reason", c["leaving_reason"]),
+                 ("Destination", c["destination"] or "unknown")]
+    pdf.fields(rows)
+
+
+def _people(pdf: ReferralPDF, doc: Mapping[str, Any]) -> None:
+    pdf.section("C. Parents and carers")
+    if doc["lives_with"]:
+        pdf.note("The child lives with: " + ", ".join(doc["lives_with"]))
+        pdf.ln(1)
+    pdf.grid(["Name", "Relationship", "Parental resp.", "Lives with", "Phone", "Email", "Address"],
+             [[c["name"], c["relationship"] or "", yes_no(c["parental_responsibility"]), yes_no(c["lives_with"]),
+               "\n".join(c["phones"]), "\n".join(c["emails"]), _address(c["address"])] for c in doc["contacts"]],
+             (29, 23, 16, 13, 24, 37, 38), "No parents or carers are recorded for this child.")
+    pdf.section("D. Siblings (other pupils on roll sharing a contact or the address)")
+    pdf.grid(["Name", "Date of birth", "Year group", "Shares"],
+             [[s["name"], fmt_date(s["date_of_birth"]), s["year_group"] or "", " and ".join(s["link"])]
+              for s in doc["siblings"]], (70, 35, 30, 45), "No siblings found on roll at this school.")
+
+
+def _criterion(pdf: ReferralPDF, doc: Mapping[str, Any]) -> None:
+    case, att = doc["case"], doc["attendance"]
+    pdf.section("E. CME criterion and dates")
+    for code, text in (("continuous_absence", "10 or more school days of continuous absence without explanation"),
+                       ("place_not_taken_up", "Has not taken up an allocated school place"),
+                       ("destination_unknown", "Left the school suddenly and the destination is unknown")):
+        pdf.note(("☒ " if case["criterion"] == code else "☐ ") + text, bold=case["criterion"] == code)
+    pdf.ln(1)
+    pct = "not known" if att["attendance_percent"] is None else f"{att['attendance_percent']}%"
+    pdf.fields([
+        ("Case", f"{case['criterion_text']} ({case['kind'].replace('_', ' ')})"),
+        ("Episode started", fmt_date(case["episode_start"])), ("Date last attended", fmt_date(case["last_attended"])),
+        ("School days missed", "" if case["school_days_missed"] is None else str(case["school_days_missed"])),
+        ("Referral due by", fmt_date(case["referral_due"])), ("Facts as of", fmt_date(case["evaluated_on"])),
+        ("Days with no register mark", ", ".join(fmt_date(g) for g in case["register_gaps"]) or "none"),
+        (f"Attendance {att['academic_year']}",
+         f"{pct}: attended {att['attended_sessions']} of {att['possible_sessions']} possible sessions; "
+         f"{att['authorised_absence_sessions']} authorised and {att['unauthorised_absence_sessions']} unauthorised "
+         f"absence sessions ({fmt_date(att['from'])} to {fmt_date(att['to'])})"),
+    ])
+
+
+def _vulnerability(pdf: ReferralPDF, v: Mapping[str, Any]) -> None:
+    pdf.section("F. Vulnerability")
+    if v["child_protection_plan"] or v["looked_after"]:
+        pdf.note("Child protection plan or looked after: Social Care must be informed immediately.", WARN, bold=True)
+    sen = {"none": "No", "sen_support": "SEN support", "ehcp": "Education, health and care plan"}[v["sen"]]
+    pdf.fields([
+        ("Child protection plan", yes_no(v["child_protection_plan"])), ("Looked after", yes_no(v["looked_after"])),
+        ("SEN or EHCP", sen), ("Young carer", yes_no(v["young_carer"])),
+        ("Also recorded", "\n".join(f"{f['label']}{' (' + f['detail'] + ')' if f['detail'] else ''}"
+                                    for f in v["flags"]) or "nothing else"),
+        ("Alerts raised", ", ".join(a.replace("_", " ") for a in v["alerts"]) or "none"),
+    ])
+
+
+def _actions(pdf: ReferralPDF, doc: Mapping[str, Any]) -> None:
+    pdf.section("G. Actions taken")
+    pdf.grid(["Step", "Done on"],
+             [[c["label"], ", ".join(fmt_date(d) for d in c["dates"]) or "not recorded"] for c in doc["checklist"]],
+             (90, 90), "")
+    pdf.ln(2)
+    pdf.grid(["Date", "Action", "Who", "Outcome"],
+             [[fmt_date(a["date"]), a["label"], a["who"], a["outcome"]] for a in doc["actions"]],
+             (22, 38, 40, 80), "No actions are recorded on this case.")
+
+
+def _evidence(pdf: ReferralPDF, evidence: Sequence[Mapping[str, str]]) -> None:
+    pdf.section("H. Evidence: register marks of the episode")
+    by_day: dict[str, dict[str, str]] = {}
+    for e in evidence:
+        by_day.setdefault(e["date"], {})[e["session"]] = e["code"]
+    pdf.grid(["Date", "AM", "PM"], [[fmt_date(d), s.get("AM", ""), s.get("PM", "")] for d, s in by_day.items()],
+             (60, 60, 60), "No register marks fall in this episode.")
+    pdf.note("'-' means no mark was recorded for that session.")
+
+
+def _confirmation(pdf: ReferralPDF, c: Mapping[str, Any], heading: str) -> None:
+    pdf.section(heading)
+    if not c["confirmed"]:
+        pdf.note("Not confirmed by the Designated Safeguarding Lead.", WARN, bold=True)
+        return
+    pdf.fields([("Confirmed by", c["by"]), ("Confirmed at", fmt_date(c["at"])), ("Reply Message-ID", c["message_id"])])
+
+
+def _update(pdf: ReferralPDF, doc: Mapping[str, Any]) -> None:
+    u, att = doc["update"], doc["attendance"]
+    pdf.section("C. What has changed")
+    reason = {"returned": "The child has returned to school", "destination_known": "The destination is now known",
+              "closed": "The school has closed the case", "other": "Other change"}[u["reason"]]
+    pct = "not known" if att["attendance_percent"] is None else f"{att['attendance_percent']}%"
+    pdf.fields([("Update", reason), ("Referred on", fmt_date(u["referred_on"])),
+                ("Date last attended", fmt_date(u["last_attended"])), ("Destination", u["destination"] or ""),
+                ("Left on", fmt_date(u["leaving_date"])), ("Case closed on", fmt_date(u["closed_on"])),
+                ("Closing reason", (u["closed_reason"] or "").replace("_", " ")),
+                (f"Attendance {att['academic_year']}", pct)])
+
+
+def build_pdf(doc: Mapping[str, Any], created: datetime) -> ReferralPDF:
+    """Lay the document out; the caller outputs it (plain, or with attachments and encryption)."""
+    pdf = ReferralPDF(doc)
+    pdf.set_creation_date(created)
+    pdf.add_page()
+    _title(pdf, doc)
+    _school(pdf, doc["school"])
+    if doc["kind"] == "update":
+        _child(pdf, doc["child"], short=True)
+        _update(pdf, doc)
+        if doc["confirmation"]["confirmed"]:
+            _confirmation(pdf, doc["confirmation"], "D. Original referral confirmed")
+        return pdf
+    _child(pdf, doc["child"])
+    _people(pdf, doc)
+    _criterion(pdf, doc)
+    _vulnerability(pdf, doc["vulnerability"])
+    _actions(pdf, doc)
+    _evidence(pdf, doc["evidence"])
+    _confirmation(pdf, doc["confirmation"], "I. Confirmed by the Designated Safeguarding Lead")
+    return pdf
+
+
+def render_pdf(doc: Mapping[str, Any], created: datetime) -> bytes:
+    """The unencrypted PDF (it only ever leaves the school inside an encrypted envelope)."""
+    return bytes(build_pdf(doc, created).output())
