@@ -1,0 +1,73 @@
+"""Compare the cases the engine opened for the demo school with the cases the demo planted.
+
+Used by ``cme-batch demo`` to say, in one line per difference, whether the engine found every
+planted case and opened nothing else. Pupils are named only by their demo key (``ADNO0042``)
+and the story they belong to, never by name or UPN.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from sqlalchemy import Engine, select
+
+from cme_batch.demo.generator import DemoSchool
+from cme_batch.store import tables as t
+
+
+@dataclass
+class CheckResult:
+    found: int = 0
+    expected: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and self.found == self.expected
+
+
+def stored_cases(engine: Engine, source: str) -> list[dict[str, Any]]:
+    """Every case of the demo's pupils, with the pupil's key in the demo source."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(t.pupil_keys.c.pupil_key, t.cases.c.kind, t.cases.c.status, t.cases.c.stage,
+                   t.cases.c.episode_start, t.cases.c.school_days, t.cases.c.closed_reason)
+            .join(t.pupil_keys, t.pupil_keys.c.pupil_id == t.cases.c.pupil_id)
+            .where(t.pupil_keys.c.source == source)).mappings().all()
+    return [dict(r) for r in rows]
+
+
+def _same_episode(case: dict[str, Any], start: date | None) -> bool:
+    return start is None or case["episode_start"] in (None, start)
+
+
+def compare(school: DemoSchool, cases: list[dict[str, Any]]) -> CheckResult:
+    """Every planted case present (open ones still open, at the planted stage), nothing unplanted open."""
+    result = CheckResult(expected=len(school.planted))
+    for want in school.planted:
+        label = f"{want.role} ({want.pupil_key}, {want.kind})"
+        match = [c for c in cases if c["pupil_key"] == want.pupil_key and c["kind"] == want.kind
+                 and _same_episode(c, want.streak_start)]
+        if not match:
+            result.problems.append(f"missing: {label}")
+            continue
+        case = match[0]
+        if want.open_at_as_of and case["status"] != "open":
+            result.problems.append(f"{label}: expected open, is {case['status']}")
+        elif not want.open_at_as_of and case["status"] == "open":
+            result.problems.append(f"{label}: expected closed ({want.closed_reason}), is open")
+        elif want.stage and case["stage"] != want.stage:
+            result.problems.append(f"{label}: expected stage {want.stage}, is {case['stage']}")
+        else:
+            result.found += 1
+    planted_open = {(c.pupil_key, c.kind) for c in school.planted if c.open_at_as_of}
+    for case in cases:
+        if case["status"] == "open" and (case["pupil_key"], case["kind"]) not in planted_open:
+            result.problems.append(f"unplanted open case: {case['pupil_key']} {case['kind']}")
+    for no in school.no_case:
+        if any(c["pupil_key"] == no.pupil_key and c["kind"] == no.kind and (no.never or c["status"] == "open")
+               for c in cases):
+            result.problems.append(f"should have no {no.kind} case: {no.role} ({no.pupil_key}): {no.why}")
+    return result

@@ -1,0 +1,169 @@
+"""Run the demo: make the folder, load the demo school into a fresh store, replay the term's nights.
+
+The folder holds ``cme-batch.toml`` (the demo configuration), ``state/`` (the database),
+``mail/`` (the maildrop) and ``expected-cases.json`` (what the engine should find). A re-run
+starts clean: it removes ``state/`` and ``mail/``, and only in a folder an earlier demo made.
+
+The store is loaded with ``--source direct``: the generated records go in as one batch of
+source ``demo`` (``store.ingest.apply_batch``), and the "newer export" that corrects a mark
+goes in before the night it arrives. Then every school night up to ``as_of`` is replayed with
+the detect stage, so cases open, advance and close as they would have over the term, and the
+last night runs the whole nightly pipeline. Stages that do not exist yet are reported as
+skipped by ``nightly``; nothing here names them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, timezone
+from pathlib import Path
+
+from cme_batch.app import App
+from cme_batch.demo.check import CheckResult, compare, stored_cases
+from cme_batch.demo.generator import DemoSchool, generate
+from cme_batch.errors import BadInputError
+from cme_batch.model import Record, SourceBatch
+from cme_batch.nightly import NightlyReport, run_nightly
+from cme_batch.store import ingest, sqlite_path
+
+MARKER = ".cme-batch-demo"
+SOURCE = "demo"
+SOURCES = ("direct", "files", "arbor")
+Echo = Callable[[str], None]
+
+
+@dataclass
+class DemoResult:
+    config_path: Path
+    database: str
+    maildrop: Path | None
+    expectations: Path
+    nights: int = 0
+    final: NightlyReport | None = None
+    failed_nights: list[str] = field(default_factory=list)
+    check: CheckResult | None = None
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.failed_nights) or (self.final is not None and self.final.failed)
+
+
+class NightClock:
+    """The demo's clock: early on the morning after the night being replayed."""
+
+    def __init__(self, day: date) -> None:
+        self.set(day)
+
+    def set(self, day: date) -> None:
+        self.at = datetime.combine(day + timedelta(days=1), time(5, 30), tzinfo=timezone.utc)
+
+    def __call__(self) -> datetime:
+        return self.at
+
+
+def prepare_dir(out: Path, echo: Echo) -> None:
+    """Create the folder, or clear an earlier demo's state and mail; refuse a folder the demo did not make."""
+    if out.exists() and any(out.iterdir()) and not (out / MARKER).exists():
+        raise BadInputError(f"{out} is not empty and was not made by 'cme-batch demo'; choose another --dir")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("made by cme-batch demo: re-running the demo clears state/ and mail/\n",
+                              encoding="utf-8")
+    for name in ("state", "mail"):
+        if (out / name).exists():
+            echo(f"Removing the previous demo's {out / name} (the demo starts clean)")
+            shutil.rmtree(out / name)
+
+
+def check_source(source: str) -> None:
+    if source == "files":
+        raise BadInputError("--source files is not available yet: the demo does not write SIMS/CTF export "
+                            "files until the export writers are wired in; use --source direct")
+    if source == "arbor":
+        raise BadInputError("--source arbor is not available yet: the demo has no Arbor API stand-in wired in; "
+                            "use --source direct")
+    if source not in SOURCES:
+        raise BadInputError(f"--source must be one of {', '.join(SOURCES)}")
+
+
+def load(app: App, records: list[Record], label: str, echo: Echo, complete: bool = False) -> None:
+    """Store one batch of demo records (``complete``: it holds every contact, flag and enrolment)."""
+    batch = SourceBatch(source=SOURCE, origin=f"demo generator, {label}", records=records,
+                        replaces=frozenset({"contacts", "flags", "enrolments"}) if complete else frozenset())
+    result = ingest.apply_batch(app.engine(), app.school_id, batch, app.now())
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(result.counts.items()))
+    echo(f"Loaded the {label} (source {SOURCE}): {counts}")
+
+
+def run_demo(out: Path, seed: int = 2025, pupils: int = 420, source: str = "direct",
+             echo: Echo = print) -> DemoResult:
+    check_source(source)
+    school = generate(seed, pupils)
+    echo(f"Demo school: The John Moore Primary School (fictional data, seed {seed}): "
+         f"{len(school.pupil_keys())} pupils, {len(school.school_days)} school days of autumn 2025, "
+         f"{len(school.planted)} planted cases, evaluated as of {school.as_of}")
+    prepare_dir(out, echo)
+    config_path = out / "cme-batch.toml"
+    config_path.write_text(school.config_toml("state", "mail"), encoding="utf-8")
+    expectations = out / "expected-cases.json"
+    expectations.write_text(json.dumps(school.expectations(), indent=2) + "\n", encoding="utf-8")
+
+    clock = NightClock(school.school_days[0] - timedelta(days=1))
+    app = App(str(config_path), clock=clock)
+    applied = app.init_store()
+    echo(f"Database created ({len(applied)} migration(s) applied)")
+    load(app, school.records, "first export", echo, complete=True)
+
+    maildrop = getattr(app.config.mail, "maildrop_dir", None)
+    result = DemoResult(config_path, app.config.database_url, maildrop, expectations)
+    detect_available = True
+    for day in school.school_days:
+        if day == school.corrections_on:
+            clock.set(day - timedelta(days=1))
+            load(app, school.corrections, f"newer export correcting marks, before the night of {day}", echo)
+        if day >= school.as_of or not detect_available:
+            continue
+        clock.set(day)
+        night = run_nightly(app, day, only=("detect",))
+        result.nights += 1
+        stage = night.stages[0]
+        if stage.outcome == "skipped":
+            detect_available = False
+            echo(f"Replay of the term skipped: detect {stage.detail}")
+        elif stage.outcome == "failed":
+            result.failed_nights.append(f"{day}: {stage.detail}")
+    if detect_available:
+        echo(f"Replayed detect for {result.nights} school nights ({school.school_days[0]} .. "
+             f"{school.school_days[result.nights - 1]})")
+    for failure in result.failed_nights[:5]:
+        echo(f"  detect failed on the night of {failure}")
+    clock.set(school.as_of)
+    result.final = run_nightly(app, school.as_of)
+    echo(f"Nightly run as of {school.as_of}:")
+    for s in result.final.stages:
+        echo(f"  {s.name:<10} {s.outcome:<8} {s.detail}")
+    if detect_available:
+        result.check = compare(school, stored_cases(app.engine(), SOURCE))
+    app.engine().dispose()
+    return result
+
+
+def describe_output(result: DemoResult, echo: Echo) -> None:
+    """Say where everything went, and how the engine did against the planted cases."""
+    if result.check is not None:
+        c = result.check
+        echo(f"Planted cases found as expected: {c.found} of {c.expected}"
+             + ("" if c.ok else f"; {len(c.problems)} difference(s):"))
+        for p in c.problems[:30]:
+            echo(f"  {p}")
+    db = sqlite_path(result.database)
+    echo("Output:")
+    echo(f"  configuration  {result.config_path}")
+    echo(f"  database       {db if db is not None else result.database}")
+    if result.maildrop is not None:
+        n = len(list(result.maildrop.glob("**/*.eml"))) if result.maildrop.exists() else 0
+        echo(f"  mail (maildrop) {result.maildrop} ({n} message(s))")
+    echo(f"  expected cases {result.expectations}")
+    echo(f"Try: cme-batch --config {result.config_path} status")
