@@ -10,22 +10,7 @@ import click
 
 from cme_batch.app import App
 from cme_batch.cli import echo_json, format_option, handle_errors, pass_app
-from cme_batch.replies.mailbox import build_mailbox
-from cme_batch.replies.process import Policy, RepliesReport, run
-from cme_batch.replies.tokens import Tokens
-
-
-def read_replies(app: App) -> RepliesReport | None:
-    """Run the stage over the configured mailbox; None when no mailbox is configured."""
-    cfg = app.config
-    mailbox = build_mailbox(cfg.replies)
-    if mailbox is None:
-        return None
-    try:
-        toks = Tokens.from_config(cfg.replies)
-        return run(app.engine(), mailbox, Policy.from_config(cfg), toks, app.now())
-    finally:
-        mailbox.close()
+from cme_batch.replies.process import read_replies
 
 
 @click.command("replies")

@@ -87,7 +87,7 @@ def parse(value: str) -> AuthResults | None:
     authserv_id = _unquote(_split(segments[0], None)[0]).lower()
     results = []
     for seg in segments[1:]:
-        words = _split(" ".join(p.strip() for p in _split_eq(seg)), None)
+        words = _split(_tighten(seg), None)
         if not words or "=" not in words[0]:
             continue  # "none", or something unparseable: carries no verdict
         method, _, result = words[0].partition("=")
@@ -100,9 +100,22 @@ def parse(value: str) -> AuthResults | None:
     return AuthResults(authserv_id, tuple(results))
 
 
-def _split_eq(seg: str) -> list[str]:
-    """Join 'a = b' into 'a=b' (RFC 8601 allows whitespace around '=')."""
-    return ["=".join(p.strip() for p in seg.split("="))] if '"' not in seg else [seg]
+def _tighten(seg: str) -> str:
+    """Drop whitespace around '=' outside quoted strings (RFC 8601 allows 'dkim = pass')."""
+    out: list[str] = []
+    quoted, skip_space = False, False
+    for ch in seg:
+        if skip_space and ch.isspace():
+            continue
+        skip_space = False
+        if ch == '"':
+            quoted = not quoted
+        elif ch == "=" and not quoted:
+            while out and out[-1].isspace():
+                out.pop()
+            skip_space = True
+        out.append(ch)
+    return "".join(out)
 
 
 def _aligned(domain: str, from_domain: str) -> bool:

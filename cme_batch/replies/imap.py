@@ -22,6 +22,7 @@ from cme_batch.errors import FatalError, RetriableError
 from cme_batch.replies_settings import ImapSettings
 
 UIDVALIDITY_RE = re.compile(rb"UIDVALIDITY (\d+)")
+DELIMITER_RE = re.compile(rb'\) "(.)" ')
 
 
 def _quote(folder: str) -> str:
@@ -43,6 +44,7 @@ class ImapMailbox:
         self._conn: imaplib.IMAP4 | None = None
         self._uidvalidity = ""
         self._processed_ready = False
+        self._delimiter: str | None = None
 
     # -- connection -------------------------------------------------------------------------
 
@@ -77,7 +79,7 @@ class ImapMailbox:
             _shutdown(conn)
             raise FatalError(f"{self._where()}: login refused for {s.username} (check the password or the app's "
                              "IMAP permission)") from exc
-        typ, data = self._call(conn.select, _quote(s.folder))
+        typ, data = self._call(conn.select, _quote(self._server_path(conn, s.folder)))
         if typ != "OK":
             _shutdown(conn)
             raise FatalError(f"{self._where()}: cannot open folder {s.folder!r}: {_text(data)}")
@@ -131,6 +133,7 @@ class ImapMailbox:
         target = self.s.processed_folder
         if not target:
             return
+        target = self._server_path(conn, target)
         if not self._processed_ready:
             self._call(conn.create, _quote(target))  # "already exists" is fine
             self._processed_ready = True
@@ -143,6 +146,14 @@ class ImapMailbox:
                 self._call(conn.expunge)
         if typ != "OK":
             raise RetriableError(f"{self._where()}: cannot move message to {target!r}: {_text(data)}")
+
+    def _server_path(self, conn: imaplib.IMAP4, folder: str) -> str:
+        """A folder path written with '/' between levels, in the server's own hierarchy delimiter."""
+        if self._delimiter is None:
+            typ, data = self._call(conn.list, '""', '""')
+            m = DELIMITER_RE.search(data[0]) if typ == "OK" and data and isinstance(data[0], bytes) else None
+            self._delimiter = m.group(1).decode() if m else "/"
+        return folder.replace("/", self._delimiter) if self._delimiter else folder
 
     def close(self) -> None:
         if self._conn is not None:

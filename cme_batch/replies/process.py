@@ -24,9 +24,10 @@ from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from cme_batch import log
+from cme_batch.app import App
 from cme_batch.config import Config
 from cme_batch.replies import authres, parse, tokens
-from cme_batch.replies.mailbox import Mailbox, store_uid
+from cme_batch.replies.mailbox import Mailbox, build_mailbox, store_uid
 from cme_batch.store import tables as t
 
 UNPARSEABLE = "message cannot be parsed"
@@ -182,6 +183,18 @@ def run(engine: Engine, mailbox: Mailbox, policy: Policy, toks: tokens.Tokens, n
             report.seen_before += 1
         mailbox.done(uid)
     return report
+
+
+def read_replies(app: App) -> RepliesReport | None:
+    """The stage as the CLI and the nightly run call it; None when no mailbox is configured."""
+    cfg = app.config
+    mailbox = build_mailbox(cfg.replies)
+    if mailbox is None:
+        return None
+    try:
+        return run(app.engine(), mailbox, Policy.from_config(cfg), tokens.Tokens.from_config(cfg.replies), app.now())
+    finally:
+        mailbox.close()
 
 
 def _store(conn: Connection, key: str, raw: bytes, d: Decision, now: datetime) -> int:
