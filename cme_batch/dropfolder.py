@@ -15,13 +15,17 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from cme_batch.config import SourceConfig
 from cme_batch.errors import RetriableError
+from cme_batch.model import SourceBatch
 from cme_batch.settings import Table
+from cme_batch.xmlstream import Prepared, XmlRefused, prepare
 
 TEMP_SUFFIXES = (".tmp", ".part", ".partial", ".filepart", ".crdownload", ".download")
 _STAMP = re.compile(r"[-_ .]*\d[\d\-_T.:]*$")
@@ -107,11 +111,11 @@ class DropFolder:
             if when is None:
                 problems.append(f"no '{g}' export has ever arrived in {self.s.drop_dir}")
                 continue
-            age = (now - datetime.fromtimestamp(when, timezone.utc)).total_seconds() / 3600
+            age = (now - datetime.fromtimestamp(when, UTC)).total_seconds() / 3600
             if age > self.s.max_age_hours:
                 problems.append(f"the newest '{g}' export is {age:.0f} hours old (limit {self.s.max_age_hours})")
         if not self.s.groups and latest:
-            age = (now - datetime.fromtimestamp(max(latest.values()), timezone.utc)).total_seconds() / 3600
+            age = (now - datetime.fromtimestamp(max(latest.values()), UTC)).total_seconds() / 3600
             if age > self.s.max_age_hours:
                 problems.append(f"the newest export is {age:.0f} hours old (limit {self.s.max_age_hours})")
         if problems:
@@ -135,3 +139,27 @@ class DropFolder:
 
 def _mtime_then_name(p: Path) -> tuple[float, str]:
     return (p.stat().st_mtime, p.name)
+
+
+def file_batches(folder: DropFolder, ctx: Any, read: Callable[..., SourceBatch], options: dict[str, Any],
+                 order: tuple[str, ...] = ()) -> Iterator[SourceBatch]:
+    """The batches of a file adapter's configured source: the newest file of each group not yet
+    imported (``read(path, options, prep=...)`` builds each), then the freshness check.
+
+    Superseded and already-imported files go straight to the archive. ``options`` is shared
+    by the files of this run (a ``seen`` map lets the reader warn about one pupil in two files).
+    """
+    files, older = folder.ready(order)
+    for p in older:
+        folder.archive(p)
+    opts = {**(getattr(ctx, "options", None) or {}), **options, "seen": {}}
+    for path in files:
+        try:
+            prep: Prepared | None = prepare(path)
+        except XmlRefused:
+            prep = None  # the reader reports the refusal with the file's name
+        if prep is not None and prep.checksum in ctx.state.imported_checksums:
+            folder.archive(path)
+            continue
+        yield read(path, opts, prep=prep)
+    folder.check_fresh(ctx.now)

@@ -25,7 +25,7 @@ import hashlib
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 from xml.etree.ElementTree import Element, SubElement
@@ -367,8 +367,7 @@ def text_of(el: Element | None) -> str | None:
 
 # -- values and problems shared by the file adapters ----------------------------------------------
 #: Every national code, 2024 set and the set before it, plus '#', and '-' (SIMS: no mark recorded).
-NATIONAL_CODES = frozenset("/ \\ L U K V P W B D C C1 C2 E I M J1 R S T G N O Q Y1 Y2 Y3 Y4 Y5 Y6 Y7 "
-                           "X Z # J F H Y -".split())
+NATIONAL_CODES = frozenset(["/", "\\", "L", "U", "K", "V", "P", "W", "B", "D", "C", "C1", "C2", "E", "I", "M", "J1", "R", "S", "T", "G", "N", "O", "Q", "Y1", "Y2", "Y3", "Y4", "Y5", "Y6", "Y7", "X", "Z", "#", "J", "F", "H", "Y", "-"])
 _TRUE = {"true", "t", "yes", "y", "1"}
 _FALSE = {"false", "f", "no", "n", "0"}
 
@@ -441,33 +440,65 @@ def year_group(v: str) -> str:
 class MarkCheck:
     """Maps MIS sub-codes to national codes and counts what deserves a warning: codes neither
     national nor configured, and real marks on days the school cannot be open (weekends, and
-    days outside the configured terms when a calendar is given)."""
+    closures or days outside the terms when a calendar is given)."""
 
     def __init__(self, codes: Any = None, calendar: Any = None) -> None:
         self.subcodes: dict[str, str] = dict(getattr(codes, "subcodes", {}) or {})
         self.known = NATIONAL_CODES | set(getattr(codes, "local", {}) or {})
-        terms = getattr(calendar, "terms", ()) or ()
-        self.terms = [(t.start, t.end) for t in terms]
-        self.closures = set(getattr(calendar, "closures", ()) or ())
+        self.terms = sorted((t.start, t.end) for t in (getattr(calendar, "terms", ()) or ()))
+        self.closures = sorted(set(getattr(calendar, "closures", ()) or ()))
         self.unknown: dict[str, list[int]] = {}
-        self.outside: list[int] = []  # [count, first record]
+        self.outside = [0, 0]  # count, first record
+        self._intervals: dict[tuple[date, int], list[tuple[int, int]]] = {}
 
-    def code(self, raw: str, record: int) -> str:
+    def code(self, raw: str, record: int, count: int = 1) -> str:
         code = self.subcodes.get(raw, raw)
         if code not in self.known:
             seen = self.unknown.setdefault(code, [0, record])
-            seen[0] += 1
+            seen[0] += count
         return code
 
+    def _out(self, n: int, record: int) -> None:
+        if n:
+            if not self.outside[0]:
+                self.outside[1] = record
+            self.outside[0] += n
+
+    def closed(self, day: date) -> bool:
+        return day.weekday() >= 5 or day in self.closures or bool(
+            self.terms and not any(a <= day <= b for a, b in self.terms))
+
     def day(self, day: date, code: str, record: int) -> None:
-        if code in ("-", "#", ""):
-            return
-        open_day = day.weekday() < 5 and day not in self.closures and (
-            not self.terms or any(a <= day <= b for a, b in self.terms))
-        if not open_day:
-            if not self.outside:
-                self.outside = [0, record]
-            self.outside[0] += 1
+        """One mark (SIMS rows)."""
+        if code not in ("-", "#", "") and self.closed(day):
+            self._out(1, record)
+
+    def strip(self, start: date, marks: str, record: int) -> None:
+        """A whole CTF marks string (two characters a day from ``start``), at C speed."""
+        for ch in set(marks):
+            if ch not in self.known:
+                self.code(ch, record, marks.count(ch))
+        self._out(_weekend_real(start, marks), record)
+        for a, b in self._weekday_closures(start, len(marks) // 2):
+            part = marks[2 * a:2 * b]
+            self._out(_real(part) - _weekend_real(start + timedelta(days=a), part), record)
+
+    def _weekday_closures(self, start: date, days: int) -> list[tuple[int, int]]:
+        """Day-offset intervals [a, b) that hold closures or fall outside every term."""
+        key = (start, days)
+        if key not in self._intervals:
+            out = [((d - start).days, (d - start).days + 1) for d in self.closures if 0 <= (d - start).days < days]
+            if self.terms:
+                edge = 0
+                for a, b in self.terms:
+                    lo, hi = (a - start).days, (b - start).days + 1
+                    if lo > edge:
+                        out.append((edge, min(lo, days)))
+                    edge = max(edge, hi)
+                if edge < days:
+                    out.append((edge, days))
+            self._intervals[key] = [(a, b) for a, b in out if a < b and b > 0]
+        return self._intervals[key]
 
     def warnings(self, file: str) -> list[Any]:
         from cme_batch.model import Warning_
@@ -475,8 +506,22 @@ class MarkCheck:
         out = [Warning_("unknown_code", f"attendance code {code!r} is neither national nor configured: "
                         f"{n} mark(s), kept and treated as neutral", f"{file} record {first}")
                for code, (n, first) in sorted(self.unknown.items())]
-        if self.outside:
+        if self.outside[0]:
             out.append(Warning_("mark_outside_calendar", f"{self.outside[0]} mark(s) fall on days the school "
                                 "is not open (weekends, closures or outside term)",
                                 f"{file} record {self.outside[1]}"))
         return out
+
+
+def _real(s: str) -> int:
+    """How many characters of a marks string are real marks (not '#' closed, not '-' no mark)."""
+    return len(s) - s.count("#") - s.count("-")
+
+
+def _weekend_real(start: date, marks: str) -> int:
+    wd = start.weekday()
+    n = 0
+    for weekend_day in (5, 6):
+        d0 = (weekend_day - wd) % 7
+        n += _real(marks[2 * d0::14]) + _real(marks[2 * d0 + 1::14])
+    return n

@@ -15,7 +15,16 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from adapters.sims.fields import FLAG_FIELDS, KINDS, PERSONAL, REPLACES, SEN_FLAGS, FieldMap, display, kind_of_fields
+from adapters.sims.fields import (
+    FLAG_FIELDS,
+    KINDS,
+    PERSONAL,
+    REPLACES,
+    SEN_FLAGS,
+    FieldMap,
+    display,
+    kind_of_fields,
+)
 from cme_batch import upn as upn_mod
 from cme_batch.dropfolder import group_of
 from cme_batch.errors import ImportRejected

@@ -13,18 +13,17 @@ Configuration (``[sources.NAME]`` with ``adapter = "sims-xml"``)::
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
-from typing import Any
 
 from adapters.sims.fields import FIELDS, KINDS, FieldMap
 from adapters.sims.parser import read_file
 from cme_batch.config import SourceConfig
-from cme_batch.dropfolder import DropFolder, DropSettings, parse_settings
+from cme_batch.dropfolder import DropFolder, DropSettings, file_batches, parse_settings
 from cme_batch.errors import ConfigError
 from cme_batch.model import FLAG_KINDS, SourceBatch
 from cme_batch.settings import Problems, Table
 from cme_batch.sources import SourceContext
-from cme_batch.xmlstream import XmlRefused, prepare
 
 
 class SimsXmlSource:
@@ -67,21 +66,8 @@ class SimsXmlSource:
 
     def batches(self, ctx: SourceContext) -> Iterator[SourceBatch]:
         """One batch per newest report file not yet imported; then complain about silence."""
-        files, older = self.drop.ready(KINDS)
-        for p in older:
-            self.drop.archive(p)
-        options = dict(getattr(ctx, "options", None) or {})
-        options.update(fields_map=self.fields_map, seen={})
-        for path in files:
-            try:
-                prep = prepare(path)
-            except XmlRefused:
-                prep = None  # read_file reports the refusal with the file's name
-            if prep and prep.checksum in ctx.state.imported_checksums:
-                self.drop.archive(path)
-                continue
-            yield read_file(path, options, source=self.name, prep=prep)
-        self.drop.check_fresh(ctx.now)
+        return file_batches(self.drop, ctx, partial(read_file, source=self.name),
+                            {"fields_map": self.fields_map}, KINDS)
 
     def committed(self, batch: SourceBatch) -> None:
         if batch.path is not None and batch.path.exists():

@@ -1,0 +1,296 @@
+"""Reading one Common Transfer File into model records.
+
+Any CTF version (CTF 24, 25 and older): elements are matched by local name, so a file with
+the 2010 schema namespace and one without read the same; ``Sex`` and ``Gender`` are both
+accepted, as are ``AttendanceStartDate`` and ``AttendStartDate``. Pupils are streamed one
+``Pupil`` element at a time. Problems are collected per record (the pupil's position in the
+file, never their name or UPN) and reject the whole file at the end; data-quality issues
+become warnings.
+
+"This school" is the school whose enrolments and attendance are kept: the ``school`` option
+(LA, establishment) when given, else the file's ``SourceSchool``. School history entries and
+``YearData`` of other schools are history, not ours, and are skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from datetime import date
+from pathlib import Path
+from typing import Any
+from xml.etree.ElementTree import Element
+
+from adapters.ctf.marks import decode_marks
+from cme_batch import upn as upn_mod
+from cme_batch.errors import ImportRejected
+from cme_batch.model import (
+    Address,
+    ContactRecord,
+    EnrolmentRecord,
+    FlagRecord,
+    MarksRecord,
+    PupilRecord,
+    Record,
+    SchoolInfo,
+    SourceBatch,
+    Warning_,
+)
+from cme_batch.xmlstream import (
+    FileReport,
+    MarkCheck,
+    Prepared,
+    XmlRefused,
+    iter_elements,
+    parse_bool,
+    parse_date,
+    prepare,
+    text_of,
+    year_group,
+)
+
+ROOTS = ("CTfile",)
+HEADER = ("CTfile", "Header")
+PUPIL = ("CTfile", "CTFpupilData", "Pupil")
+PERSONAL = frozenset({"UPN", "Surname", "Forename", "DOB", "PreferredSurname", "PreferredForename",
+                      "MiddleNames", "PhoneNo", "Email", "AddressLine1", "PostCode"})
+SEN_FLAGS = {"E": "ehcp", "S": "ehcp", "K": "sen_support", "A": "sen_support", "P": "sen_support", "N": None}
+PLACEHOLDER_SCHOOLS = {"MMM", "MMMM", "XXX", "XXXX", ""}
+BS7666 = ("SAON", "PAON", "Street", "Locality", "Town", "AdministrativeArea", "PostTown")
+
+
+def read_file(path: Path, options: Mapping[str, Any], source: str = "ctf", prep: Prepared | None = None
+              ) -> SourceBatch:
+    """A SourceBatch over one CTF; its records are read lazily, all or nothing.
+
+    ``options``: ``codes`` and ``calendar`` (for warnings), ``school`` (an object with
+    ``la_number`` and ``establishment_number``: this school), ``seen`` (shared between the
+    files of one run, to warn about one pupil in two files).
+    """
+    try:
+        prep = prep or prepare(path)
+    except XmlRefused as exc:
+        raise ImportRejected(path.name, [str(exc)]) from None
+    batch = SourceBatch(source=source, origin=path.name, checksum=prep.checksum, path=path,
+                        replaces=frozenset({"contacts", "flags", "enrolments"}))
+    batch.warnings.extend(Warning_("encoding", w, path.name) for w in prep.warnings)
+    batch.records = _Reader(prep, batch, options).records()
+    return batch
+
+
+def child(el: Element, *names: str) -> Element | None:
+    """The first child with one of ``names`` (alternatives, e.g. ``Sex``, ``Gender``)."""
+    for n in names:
+        c = el.find(n)
+        if c is not None:
+            return c
+    return None
+
+
+def child_ci(el: Element, name: str) -> Element | None:
+    """A child matched ignoring case (header names vary: ``CTFversion`` / ``CTFVersion``)."""
+    low = name.lower()
+    return next((c for c in el if c.tag.lower() == low), None)
+
+
+class _Reader:
+    def __init__(self, prep: Prepared, batch: SourceBatch, options: Mapping[str, Any]) -> None:
+        self.prep, self.batch, self.file = prep, batch, prep.path.name
+        self.report = FileReport(self.file, PERSONAL)
+        self.check = MarkCheck(options.get("codes"), options.get("calendar"))
+        school = options.get("school")
+        self.ours: tuple[str, str] | None = (
+            (str(school.la_number), str(school.establishment_number)) if school is not None else None)
+        self.dest: str | None = None
+        self.seen: dict[Any, str] = options.get("seen", {})  # type: ignore[assignment]
+        self.in_file: set[str] = set()
+        self.n = 0
+
+    def warn(self, code: str, message: str) -> None:
+        self.batch.warnings.append(Warning_(code, message, f"{self.file} record {self.n}"))
+
+    def records(self) -> Iterator[Record]:
+        try:
+            for path, el in iter_elements(self.prep, ROOTS, (HEADER, PUPIL)):
+                if path == HEADER:
+                    yield from self.header(el)
+                else:
+                    self.n += 1
+                    yield from self.pupil(el)
+        except XmlRefused as exc:
+            self.report.problem(None, None, f"after record {self.n}: {exc}")
+        if self.report.problems:
+            raise ImportRejected(self.file, self.report.all_problems())
+        self.batch.warnings.extend(self.check.warnings(self.file))
+
+    def header(self, h: Element) -> Iterator[Record]:
+        version = text_of(child_ci(h, "CTFversion"))
+        if version is None:
+            self.warn("ctf_version", "the header has no CTFversion")
+        qualifier = (text_of(child_ci(h, "DocumentQualifier")) or "full").lower()
+        if qualifier == "partial":  # a partial file need not list every contact, flag or enrolment
+            self.batch.replaces = frozenset()
+        src = child_ci(h, "SourceSchool")
+        if src is not None:
+            la, estab = text_of(child_ci(src, "LEA")), text_of(child_ci(src, "Estab"))
+            if self.ours is None and la and estab:
+                self.ours = (la, estab)
+            yield SchoolInfo(la, estab, text_of(child_ci(src, "SchoolName")))
+        dst = child_ci(h, "DestSchool")
+        if dst is not None:
+            la, estab = text_of(child_ci(dst, "LEA")) or "", text_of(child_ci(dst, "Estab")) or ""
+            if la.upper() not in PLACEHOLDER_SCHOOLS and estab.upper() not in PLACEHOLDER_SCHOOLS and (
+                    (la, estab) != self.ours):
+                self.dest = f"{la}/{estab}"
+
+    # -- values ------------------------------------------------------------------------------
+    def date(self, el: Element | None, fld: str) -> date | None:
+        v = text_of(el)
+        if v is None:
+            return None
+        try:
+            return parse_date(v)
+        except ValueError:
+            self.report.problem(self.n, fld, "is not a date YYYY-MM-DD", v)
+            return None
+
+    def bool(self, el: Element | None, fld: str) -> bool | None:
+        v = text_of(el)
+        if v is None:
+            return None
+        try:
+            return parse_bool(v)
+        except ValueError:
+            self.report.problem(self.n, fld, "is not true or false", v)
+            return None
+
+    def is_ours(self, el: Element) -> bool:
+        la, estab = text_of(el.find("LEA")), text_of(el.find("Estab"))
+        return la is None or estab is None or self.ours is None or (la, estab) == self.ours
+
+    def address(self, el: Element | None) -> Address | None:
+        if el is None:
+            return None
+        bs = el.find("BS7666Address")
+        lines: list[str] = []
+        if bs is not None:
+            saon, paon, street = (text_of(bs.find(n)) for n in BS7666[:3])
+            lines = [x for x in (saon, " ".join(x for x in (paon, street) if x) or None,
+                                 *(text_of(bs.find(n)) for n in BS7666[3:])) if x]
+        al = el.find("AddressLines")
+        if al is not None:
+            lines += [v for i in range(1, 6) if (v := text_of(al.find(f"AddressLine{i}")))]
+        post = text_of(el.find("PostCode"))
+        return Address(tuple(lines), post) if lines or post else None
+
+    @staticmethod
+    def phones(el: Element) -> tuple[str, ...]:
+        return tuple(v for p in el.findall("Phones/Phone") if (v := text_of(p.find("PhoneNo"))))
+
+    # -- one pupil ---------------------------------------------------------------------------
+    def pupil(self, p: Element) -> Iterator[Record]:
+        raw = text_of(p.find("UPN"))
+        if raw is None:
+            self.report.problem(self.n, "UPN", "is missing: a CTF identifies each pupil by UPN")
+            return
+        key = upn_mod.normalise(raw) or raw
+        upn: str | None = key
+        if why := upn_mod.problem(key):
+            self.warn("bad_upn", f"UPN: {why}")
+            if len(key) != 13:
+                upn = None
+        if key in self.in_file:
+            self.warn("duplicate_pupil", "this pupil appears twice in this file; the later entry wins")
+        elsewhere = self.seen.get(key)
+        if elsewhere and elsewhere != self.file:
+            self.warn("duplicate_pupil", f"this pupil is also in {elsewhere}")
+        self.in_file.add(key)
+        self.seen[key] = self.file
+        basic = p.find("BasicDetails")
+        b = (lambda n: text_of(basic.find(n))) if basic is not None else (lambda n: None)
+        ncy = b("NCyearActual")
+        address = self.address(p.find("Address"))
+        yield PupilRecord(
+            pupil_key=key, upn=upn, legal_surname=text_of(p.find("Surname")),
+            legal_forename=text_of(p.find("Forename")), preferred_surname=b("PreferredSurname"),
+            preferred_forename=b("PreferredForename"), middle_names=b("MiddleNames"),
+            dob=self.date(p.find("DOB"), "DOB"), sex=text_of(child(p, "Sex", "Gender")),
+            year_group=year_group(ncy) if ncy else None, address=address, phones=self.phones(p),
+            emails=tuple(v for e in p.findall("Email") if (v := text_of(e))))
+        yield from self.contacts(p, key, address)
+        yield from self.flags(p, key)
+        yield from self.history(p, key)
+        yield from self.attendance(p, key)
+
+    def contacts(self, p: Element, key: str, pupil_address: Address | None) -> Iterator[ContactRecord]:
+        keys: set[str] = set()
+        for i, c in enumerate(p.findall("Contacts/Contact"), 1):
+            order_raw = text_of(c.find("Order"))
+            order = int(order_raw) if order_raw and order_raw.isdigit() else None
+            if order_raw and order is None:
+                self.report.problem(self.n, f"Contact {i} Order", "is not a whole number", order_raw)
+            ckey = f"order:{order}" if order is not None else f"contact:{i}"
+            if ckey in keys:
+                ckey = f"contact:{i}"
+            keys.add(ckey)
+            as_pupil = self.bool(c.find("AddressAsPupil"), f"Contact {i} AddressAsPupil")
+            yield ContactRecord(
+                pupil_key=key, contact_key=ckey, priority=order, title=text_of(c.find("Title")),
+                surname=text_of(c.find("Surname")), forename=text_of(c.find("Forename")),
+                relationship=text_of(c.find("Relationship")),
+                parental_responsibility=self.bool(c.find("Responsibility"), f"Contact {i} Responsibility"),
+                phones=self.phones(c), emails=tuple(v for e in c.findall("Email") if (v := text_of(e))),
+                address=pupil_address if as_pupil else self.address(c.find("Address")))
+
+    def flags(self, p: Element, key: str) -> Iterator[FlagRecord]:
+        la = p.find("LookedAfter")
+        if la is not None and self.bool(la.find("InCare"), "LookedAfter/InCare"):
+            yield FlagRecord(key, "looked_after", detail=text_of(la.find("CareAuthority")))
+        done: set[tuple[str, date | None]] = set()
+        for sen in p.findall("SENhistory/SEN"):
+            prov = (text_of(sen.find("SENprovision")) or "").upper()
+            if prov not in SEN_FLAGS:
+                self.warn("unknown_sen_status", f"SENprovision {prov!r} is not E, K or N; ignored")
+                continue
+            kind = SEN_FLAGS[prov]
+            start = self.date(sen.find("StartDate"), "SEN/StartDate")
+            if kind and (kind, start) not in done:
+                done.add((kind, start))
+                yield FlagRecord(key, kind, start=start)
+
+    def history(self, p: Element, key: str) -> Iterator[EnrolmentRecord]:
+        done: set[Any] = set()
+        for s in p.findall("SchoolHistory/School"):
+            if not self.is_ours(s) or text_of(s.find("LEA")) is None:
+                continue
+            entry = self.date(s.find("EntryDate"), "SchoolHistory/EntryDate")
+            leaving = self.date(s.find("LeavingDate"), "SchoolHistory/LeavingDate")
+            if (None, entry) in done:
+                continue
+            done.add((None, entry))
+            yield EnrolmentRecord(pupil_key=key, entry_date=entry, leaving_date=leaving,
+                                  leaving_reason=text_of(s.find("LeavingReason")),
+                                  destination=self.dest if leaving else None)
+
+    def attendance(self, p: Element, key: str) -> Iterator[MarksRecord]:
+        for yd in p.findall("Attendance/YearData"):
+            if not self.is_ours(yd):
+                continue
+            box = yd.find("AttendSessions")
+            box = yd if box is None else box
+            marks = text_of(box.find("AttendanceMarks"))
+            start_el = child(box, "AttendanceStartDate", "AttendStartDate")
+            if marks is None and start_el is None:
+                continue  # summary counts only: nothing to store per session
+            start = self.date(start_el, start_el.tag if start_el is not None else "AttendanceStartDate")
+            if start is None or marks is None:
+                if start_el is None or marks is None:
+                    self.report.problem(self.n, "AttendanceMarks" if marks is None else "AttendanceStartDate",
+                                        "is missing while the rest of the session detail is there")
+                continue
+            try:
+                start, codes = decode_marks(start, marks)
+            except ValueError as exc:
+                self.report.problem(self.n, "AttendanceMarks", str(exc))
+                continue
+            self.check.strip(start, "".join(codes), self.n)
+            yield MarksRecord(key, start, codes)

@@ -1,0 +1,71 @@
+"""``CtfSource``: the ``ctf`` adapter, for ``import`` and for a configured drop folder.
+
+Configuration (``[sources.NAME]`` with ``adapter = "ctf"``)::
+
+    drop_dir = "drop/ctf"         # where the MIS writes its CTF exports
+    archive_dir = "drop/ctf/archive"   # optional; default: drop_dir/archive
+    max_age_hours = 26            # the newest CTF must be younger than this (0: no check, e.g. for
+                                  # a folder of incoming CTFs that arrive when pupils join)
+    school = "916/2999"           # optional: LA/establishment whose enrolments and marks are kept
+                                  # (default: each file's SourceSchool)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+
+from adapters.ctf.parser import read_file
+from cme_batch.config import SourceConfig
+from cme_batch.dropfolder import DropFolder, DropSettings, file_batches, parse_settings
+from cme_batch.errors import ConfigError
+from cme_batch.model import SourceBatch
+from cme_batch.settings import Problems, Table
+from cme_batch.sources import SourceContext
+
+
+class _School:
+    def __init__(self, la: str, estab: str) -> None:
+        self.la_number, self.establishment_number = la, estab
+
+
+class CtfSource:
+    """DfE Common Transfer Files (root ``CTfile``), any recent version, with or without namespace."""
+
+    format_name = "ctf"
+    root_elements = ("CTfile",)
+
+    def __init__(self, name: str, drop: DropSettings, school: _School | None) -> None:
+        self.name = name
+        self.drop = DropFolder(drop, name)
+        self.school = school
+
+    @classmethod
+    def parse_file(cls, path: Path, options: dict[str, object]) -> SourceBatch:
+        """Read one CTF given by hand (``cme-batch import``)."""
+        return read_file(path, options, source=cls.format_name)
+
+    @classmethod
+    def from_config(cls, cfg: SourceConfig) -> CtfSource:
+        problems = Problems()
+        t = Table(cfg.settings, f"sources.{cfg.name}", problems)
+        drop = parse_settings(t, cfg)
+        school_raw = t.str("school", pattern=r"\d{3}/\d{4}", right='LA/establishment, e.g. "916/2999"')
+        t.unknown_keys()
+        if problems.items:
+            raise ConfigError(problems.items)
+        school = _School(*school_raw.split("/")) if school_raw else None
+        return cls(cfg.name, drop, school)
+
+    def batches(self, ctx: SourceContext) -> Iterator[SourceBatch]:
+        """One batch per CTF not yet imported (newest of each name group); then the age check."""
+        options: dict[str, object] = {"school": self.school} if self.school else {}
+        return file_batches(self.drop, ctx, partial(read_file, source=self.name), options)
+
+    def committed(self, batch: SourceBatch) -> None:
+        if batch.path is not None and batch.path.exists():
+            self.drop.archive(batch.path)
+
+
+
