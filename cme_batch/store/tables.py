@@ -228,7 +228,8 @@ detect_runs = Table(
     "detect_runs",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("as_of", Date, nullable=False, index=True),
+    Column("school_id", ForeignKey("schools.id"), nullable=False, index=True),
+    Column("as_of", Date, nullable=False),
     _ts("at", False),
     Column("run_id", String(40)),
     Column("counts", JSON),
@@ -292,7 +293,9 @@ outbox = Table(
     Column("maybe_duplicate", Boolean, nullable=False, default=False),
     _ts("created_at", False),
     _ts("sent_at"),
-    # added by 0002_mail: who is sending a row now, when it was last tried, when its problem was reported
+    # added by 0002_mail: when it (re-)entered the queue, who is sending it now, when it was last
+    # tried, and when its problem was reported in a summary
+    _ts("queued_at"),
     Column("claimed_by", String(40)),
     _ts("claimed_at"),
     _ts("last_attempt_at"),

@@ -1,0 +1,314 @@
+"""The outbox: every email cme-batch sends, written in the same transaction as its cause.
+
+A stage that decides to send mail (a case reaching a stage, a referral confirmed, the morning
+summary) calls ``enqueue`` on the connection of its own transaction: if that transaction rolls
+back, no message exists; if it commits, the message will be sent by ``cme-batch send`` however
+often that stage or ``send`` is run. Nothing is sent from anywhere else.
+
+API for other stages::
+
+    enqueue(conn, *, idempotency_key, purpose, recipients, subject, message, case_id=None,
+            from_address) -> outbox id
+        ``idempotency_key``: one message per cause, e.g. "referral:<case ref>"; when the key
+        exists, the existing id is returned and nothing changes. ``message``: an
+        ``email.message.EmailMessage`` (or its bytes), stored exactly and sent unchanged; only
+        Message-ID, Date and From are added when missing. An already encrypted S/MIME message
+        (body application/pkcs7-mime) goes out byte for byte. The Message-ID is derived from
+        the key and the sender's domain, so it is stable across retries. ``subject`` is for
+        display (``outbox``, ``status``): like the message's Subject, never a pupil's name.
+    problems(conn) -> list[Problem]   failed, partly refused and maybe-duplicate messages
+    mark_reported(conn, ids, now)     called by the summary that reported them
+    counts(conn) -> dict[status, n]   queued, sending, sent, failed
+
+Statuses: ``queued`` -> ``sending`` (claimed by one ``send`` run, committed before the
+transport is called) -> ``sent``; a temporary failure puts it back to ``queued`` with
+``next_attempt_at``; a permanent one makes it ``failed`` (kept, reported, ``requeue``-able).
+A row found ``sending`` when a ``send`` run starts (under the send lock) belongs to a run that
+died between the hand-over and the bookkeeping: it is queued again with ``maybe_duplicate``
+set, resent with the same Message-ID, and reported as possibly delivered twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.message import Message
+from email.parser import BytesHeaderParser
+from email.policy import default as default_policy
+from email.utils import format_datetime, parseaddr
+from typing import Any
+
+from sqlalchemy import Connection, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from cme_batch.errors import BadInputError
+from cme_batch.settings import EMAIL_RE
+from cme_batch.store import tables as t
+
+STATUSES = ("queued", "sending", "sent", "failed")
+_OB = t.outbox
+
+
+def utc(dt: datetime | None) -> datetime | None:
+    """A stored moment as an aware UTC datetime (SQLite hands back naive UTC)."""
+    if dt is None:
+        return None
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+
+
+def message_id_for(idempotency_key: str, from_address: str) -> str:
+    """A Message-ID that depends only on the key and the sender's domain: the same on every retry."""
+    domain = from_address.rsplit("@", 1)[-1].strip().strip(">").lower() or "localhost"
+    digest = hashlib.sha256(idempotency_key.encode("utf-8")).hexdigest()[:32]
+    return f"<cme.{digest}@{domain}>"
+
+
+def _serialise(message: Message | bytes) -> bytes:
+    """The message's bytes with CRLF line ends, as SMTP carries them; the body is not re-encoded."""
+    if isinstance(message, (bytes, bytearray)):
+        return re.sub(rb"\r?\n", b"\r\n", bytes(message))
+    return message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
+
+
+def prepare(message: Message | bytes, *, idempotency_key: str, from_address: str,
+            now: datetime) -> tuple[bytes, str]:
+    """The bytes to store and the Message-ID, adding Message-ID, Date and From only when missing."""
+    raw = _serialise(message)
+    headers = BytesHeaderParser(policy=default_policy).parsebytes(raw)
+    added: list[str] = []
+    message_id = (headers.get("Message-ID") or "").strip()
+    if not message_id:
+        message_id = message_id_for(idempotency_key, from_address)
+        added.append(f"Message-ID: {message_id}")
+    if headers.get("Date") is None:
+        added.append(f"Date: {format_datetime(now.astimezone(UTC))}")
+    if headers.get("From") is None:
+        added.append(f"From: {from_address}")
+    prefix = "".join(f"{line}\r\n" for line in added).encode("ascii")
+    return prefix + raw, message_id
+
+
+def _insert_once(conn: Connection, values: dict[str, Any]) -> None:
+    """Insert unless a row with the same key (or Message-ID) exists, without aborting the transaction."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(postgresql.insert(_OB).values(**values).on_conflict_do_nothing())
+    elif conn.dialect.name == "sqlite":
+        conn.execute(sqlite.insert(_OB).values(**values).on_conflict_do_nothing())
+    else:  # pragma: no cover - only SQLite and PostgreSQL are supported stores
+        conn.execute(insert(_OB).values(**values))
+
+
+def enqueue(conn: Connection, *, idempotency_key: str, purpose: str, recipients: Sequence[str], subject: str,
+            message: Message | bytes, case_id: int | None = None, from_address: str,
+            now: datetime | None = None) -> int:
+    """Queue one message inside the caller's transaction; return its outbox id (see the module doc)."""
+    if not idempotency_key or len(idempotency_key) > 200:
+        raise BadInputError("outbox: the idempotency key must be 1 to 200 characters")
+    existing = conn.execute(select(_OB.c.id).where(_OB.c.idempotency_key == idempotency_key)).scalar()
+    if existing is not None:
+        return int(existing)
+    rcpts = [r.strip() for r in recipients]
+    if not rcpts or not all(EMAIL_RE.match(r) for r in rcpts):
+        raise BadInputError(f"outbox: a {purpose} message needs recipients that are email addresses")
+    if not EMAIL_RE.match(parseaddr(from_address)[1] or ""):
+        raise BadInputError(f"outbox: the sender {from_address!r} is not an email address")
+    moment = (now or datetime.now(UTC)).astimezone(UTC)
+    raw, message_id = prepare(message, idempotency_key=idempotency_key, from_address=from_address, now=moment)
+    _insert_once(conn, {
+        "idempotency_key": idempotency_key, "message_id": message_id, "purpose": purpose, "case_id": case_id,
+        "recipients": rcpts, "subject": subject[:300], "mime": raw, "status": "queued", "attempts": 0,
+        "maybe_duplicate": False, "created_at": moment, "queued_at": moment})
+    got = conn.execute(select(_OB.c.id).where(_OB.c.idempotency_key == idempotency_key)).scalar()
+    if got is None:
+        raise BadInputError(f"outbox: Message-ID {message_id} is already used by another message")
+    return int(got)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One outbox row as status, ``outbox`` and the sender see it (without the message bytes)."""
+
+    id: int
+    status: str
+    purpose: str
+    case_id: int | None
+    subject: str
+    recipients: tuple[str, ...]
+    message_id: str
+    attempts: int
+    maybe_duplicate: bool
+    last_error: str | None
+    created_at: datetime
+    queued_at: datetime
+    next_attempt_at: datetime | None
+    last_attempt_at: datetime | None
+    sent_at: datetime | None
+
+    def as_dict(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d["recipients"] = list(self.recipients)
+        for k, v in d.items():
+            if isinstance(v, datetime):
+                d[k] = v.isoformat()
+        return d
+
+
+_ENTRY_COLS = [_OB.c[n] for n in Entry.__dataclass_fields__]
+
+
+def _entry(row: Any) -> Entry:
+    m = row._mapping
+    created = utc(m["created_at"])
+    assert created is not None
+    return Entry(
+        id=m["id"], status=m["status"], purpose=m["purpose"], case_id=m["case_id"], subject=m["subject"],
+        recipients=tuple(m["recipients"] or ()), message_id=m["message_id"], attempts=m["attempts"] or 0,
+        maybe_duplicate=bool(m["maybe_duplicate"]), last_error=m["last_error"], created_at=created,
+        queued_at=utc(m["queued_at"]) or created, next_attempt_at=utc(m["next_attempt_at"]),
+        last_attempt_at=utc(m["last_attempt_at"]), sent_at=utc(m["sent_at"]))
+
+
+def get(conn: Connection, outbox_id: int) -> Entry | None:
+    row = conn.execute(select(*_ENTRY_COLS).where(_OB.c.id == outbox_id)).first()
+    return _entry(row) if row else None
+
+
+def raw_message(conn: Connection, outbox_id: int) -> bytes:
+    """The stored bytes, exactly as they will be (or were) handed to the transport."""
+    return bytes(conn.execute(select(_OB.c.mime).where(_OB.c.id == outbox_id)).scalar_one())
+
+
+def listing(conn: Connection, statuses: Iterable[str] = (), limit: int = 500) -> list[Entry]:
+    """Messages, newest first, optionally only those in the given statuses."""
+    q = select(*_ENTRY_COLS).order_by(_OB.c.id.desc()).limit(limit)
+    wanted = list(statuses)
+    if wanted:
+        q = q.where(_OB.c.status.in_(wanted))
+    return [_entry(r) for r in conn.execute(q)]
+
+
+def counts(conn: Connection) -> dict[str, int]:
+    """How many messages are in each status (every status present, zero included)."""
+    out = {s: 0 for s in STATUSES}
+    for status, n in conn.execute(select(_OB.c.status, func.count()).group_by(_OB.c.status)):
+        out[status] = int(n)
+    return out
+
+
+def due(conn: Connection, now: datetime, *, ignore_backoff: bool = False) -> list[int]:
+    """Ids of queued messages whose wait (if any) is over, oldest first."""
+    q = select(_OB.c.id).where(_OB.c.status == "queued").order_by(_OB.c.id)
+    if not ignore_backoff:
+        q = q.where(or_(_OB.c.next_attempt_at.is_(None), _OB.c.next_attempt_at <= now))
+    return [int(i) for i in conn.execute(q).scalars()]
+
+
+def recover_interrupted(conn: Connection, now: datetime) -> list[int]:
+    """Queue again, flagged as possible duplicates, the rows a dead run left in ``sending``.
+
+    Only call this while holding the send lock: then no live run can own a ``sending`` row.
+    """
+    ids = [int(i) for i in conn.execute(select(_OB.c.id).where(_OB.c.status == "sending")).scalars()]
+    if ids:
+        conn.execute(update(_OB).where(_OB.c.id.in_(ids), _OB.c.status == "sending").values(
+            status="queued", maybe_duplicate=True, claimed_by=None, next_attempt_at=None, reported_at=None,
+            last_error=f"a send run stopped at {now.isoformat(timespec='seconds')} before recording the "
+                       "outcome: sent again with the same Message-ID, so it may arrive twice"))
+    return ids
+
+
+def claim(conn: Connection, outbox_id: int, *, run_id: str, now: datetime) -> bool:
+    """Take a queued row for this run; False when another run took it first or it is not queued."""
+    res = conn.execute(update(_OB).where(_OB.c.id == outbox_id, _OB.c.status == "queued").values(
+        status="sending", claimed_by=run_id, claimed_at=now))
+    return res.rowcount == 1
+
+
+def note_attempt(conn: Connection, outbox_id: int, now: datetime) -> None:
+    """Count one hand-over to the transport (recorded before the transport is called)."""
+    conn.execute(update(_OB).where(_OB.c.id == outbox_id).values(
+        attempts=_OB.c.attempts + 1, last_attempt_at=now))
+
+
+def mark_sent(conn: Connection, outbox_id: int, now: datetime, note: str | None = None) -> None:
+    """The server accepted it. ``note`` records recipients it refused (reported as a problem)."""
+    conn.execute(update(_OB).where(_OB.c.id == outbox_id).values(
+        status="sent", sent_at=now, claimed_by=None, next_attempt_at=None, last_error=note,
+        reported_at=None))
+
+
+def mark_deferred(conn: Connection, outbox_id: int, error: str, next_attempt_at: datetime) -> None:
+    """A temporary failure: back in the queue, not to be tried again before ``next_attempt_at``."""
+    conn.execute(update(_OB).where(_OB.c.id == outbox_id).values(
+        status="queued", claimed_by=None, last_error=error, next_attempt_at=next_attempt_at))
+
+
+def release(conn: Connection, outbox_id: int, error: str) -> None:
+    """Nothing was handed over (the run stopped on a fault of ours): queued again, no wait."""
+    conn.execute(update(_OB).where(_OB.c.id == outbox_id).values(
+        status="queued", claimed_by=None, last_error=error))
+
+
+def mark_failed(conn: Connection, outbox_id: int, error: str) -> None:
+    """A permanent failure: kept, not retried, reported until a person requeues it."""
+    conn.execute(update(_OB).where(_OB.c.id == outbox_id).values(
+        status="failed", claimed_by=None, last_error=error, next_attempt_at=None, reported_at=None))
+
+
+def requeue(conn: Connection, outbox_id: int, now: datetime) -> bool:
+    """Put a failed message back in the queue (after the cause was fixed). False if it was not failed."""
+    res = conn.execute(update(_OB).where(_OB.c.id == outbox_id, _OB.c.status == "failed").values(
+        status="queued", queued_at=now, next_attempt_at=None, reported_at=None))
+    return res.rowcount == 1
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A message the next summary must mention: ``kind`` is failed, partial or maybe_duplicate."""
+
+    id: int
+    kind: str
+    purpose: str
+    case_id: int | None
+    message_id: str
+    error: str | None
+
+    @property
+    def text(self) -> str:
+        what = f"Message {self.id} ({self.purpose})"
+        if self.kind == "failed":
+            return (f"{what} could not be sent: {self.error}. It is kept; after fixing the cause run "
+                    f"'cme-batch outbox --requeue {self.id}'.")
+        if self.kind == "partial":
+            return f"{what} was sent, but some recipients were refused: {self.error}."
+        return (f"{what} may have arrived twice: a send run stopped after handing it over, so it was sent "
+                f"again with the same Message-ID {self.message_id}.")
+
+
+def problems(conn: Connection, *, include_reported: bool = True) -> list[Problem]:
+    """Failed, partly refused and possibly duplicated messages, oldest first.
+
+    With ``include_reported=False`` only those not yet passed to ``mark_reported``.
+    """
+    cond = or_(_OB.c.status == "failed",
+               (_OB.c.status == "sent") & (_OB.c.maybe_duplicate.is_(True) | _OB.c.last_error.is_not(None)))
+    q = select(_OB.c.id, _OB.c.status, _OB.c.purpose, _OB.c.case_id, _OB.c.message_id, _OB.c.last_error,
+               _OB.c.maybe_duplicate).where(cond).order_by(_OB.c.id)
+    if not include_reported:
+        q = q.where(_OB.c.reported_at.is_(None))
+    out = []
+    for r in conn.execute(q):
+        kind = "failed" if r.status == "failed" else ("partial" if r.last_error and not r.maybe_duplicate
+                                                      else "maybe_duplicate")
+        out.append(Problem(r.id, kind, r.purpose, r.case_id, r.message_id, r.last_error))
+    return out
+
+
+def mark_reported(conn: Connection, ids: Iterable[int], now: datetime) -> None:
+    """Record that a summary has told people about these problems."""
+    wanted = list(ids)
+    if wanted:
+        conn.execute(update(_OB).where(_OB.c.id.in_(wanted)).values(reported_at=now))
