@@ -1,0 +1,127 @@
+"""The referrals stage: a confirmed case becomes an encrypted referral in the outbox.
+
+For each open case the DSL has confirmed and that has not been referred, one transaction
+builds the bundle, encrypts it, queues it for the LA, archives the sealed message with its
+hash, marks the case referred with an audit event, and queues a receipt for the DSL. Either
+all of that happens or none of it. When no encryption is configured the referral is held:
+an audit event records why (once per reason) and the digest shows it.
+
+When a referred child's case closes (the child returned, or a destination became known),
+the LA is sent an update bundle the same way, once per case.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from email.message import EmailMessage
+
+from sqlalchemy import Connection, insert, select, update
+
+from cme_batch.app import App
+from cme_batch.config import Config
+from cme_batch.errors import CmeError
+from cme_batch.mail import outbox
+from cme_batch.referral.bundle import Encrypted, Held, archive, build_bundle, encrypt_bundle
+from cme_batch.store import tables as t
+
+SYSTEM = "system"
+
+
+@dataclass
+class DispatchReport:
+    referred: list[str] = field(default_factory=list)
+    updates: list[str] = field(default_factory=list)
+    held: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        parts = [f"{len(self.referred)} referral(s) queued", f"{len(self.updates)} update(s) queued"]
+        if self.held:
+            parts.append(f"{len(self.held)} held ({', '.join(self.held)})")
+        if self.failed:
+            parts.append(f"{len(self.failed)} failed ({', '.join(self.failed)})")
+        return ", ".join(parts)
+
+
+def _event(conn: Connection, case_id: int, kind: str, now: datetime, as_of: date, detail: dict[str, object]) -> None:
+    conn.execute(insert(t.case_events).values(case_id=case_id, at=now, as_of=as_of, kind=kind, actor=SYSTEM,
+                                              detail=detail, evidence=None))
+
+
+def _last_held_reason(conn: Connection, case_id: int) -> str | None:
+    row = conn.execute(select(t.case_events.c.detail).where(
+        t.case_events.c.case_id == case_id, t.case_events.c.kind.in_(("referral_held", "referral_queued")))
+        .order_by(t.case_events.c.id.desc()).limit(1)).first()
+    return (row.detail or {}).get("reason") if row else None
+
+
+def _receipt(conn: Connection, config: Config, sealed: Encrypted, outbox_id: int, now: datetime) -> None:
+    dsl = [config.staff.dsl.email] + ([config.staff.deputy_dsl.email] if config.staff.deputy_dsl else [])
+    sender = config.mail.from_address or config.school.email or ""
+    what = "referral" if sealed.kind == "referral" else "referral update"
+    msg = EmailMessage()
+    msg["Subject"] = f"Receipt: CME {what} {sealed.ref} queued for the LA"
+    msg["From"] = sender
+    msg["To"] = ", ".join(dsl)
+    msg.set_content(
+        f"The {what} for case {sealed.ref} has been encrypted ({sealed.method}) and queued for "
+        f"{', '.join(sealed.recipients)}.\nArchived copy SHA-256: {sealed.sha256}\n"
+        f"Outbox message #{outbox_id}; 'cme-batch outbox' shows when it has been delivered.\n")
+    outbox.enqueue(conn, idempotency_key=f"receipt:{sealed.kind}:{sealed.ref}", purpose="receipt",
+                   recipients=dsl, subject=str(msg["Subject"]), message=msg, case_id=sealed.case_id,
+                   from_address=sender, now=now)
+
+
+def _send_one(conn: Connection, config: Config, case_id: int, ref: str, kind: str, as_of: date, now: datetime,
+              report: DispatchReport) -> None:
+    bundle = build_bundle(conn, case_id, config, now, kind)
+    sealed = encrypt_bundle(bundle, config)
+    if isinstance(sealed, Held):
+        if _last_held_reason(conn, case_id) != sealed.reason:
+            _event(conn, case_id, "referral_held", now, as_of, {"reason": sealed.reason, "bundle": kind})
+        report.held.append(ref)
+        return
+    sender = config.mail.from_address or config.school.email or ""
+    outbox_id = outbox.enqueue(conn, idempotency_key=f"{kind}:{ref}", purpose=kind, recipients=list(sealed.recipients),
+                               subject=sealed.subject, message=sealed.raw, case_id=case_id, from_address=sender,
+                               now=now)
+    archive_id = archive(conn, case_id, sealed, outbox_id)
+    _event(conn, case_id, f"{kind}_queued", now, as_of, {
+        "method": sealed.method, "sha256": sealed.sha256, "outbox_id": outbox_id, "archive_id": archive_id,
+        "schema_version": sealed.schema_version, "to": list(sealed.recipients)})
+    if kind == "referral":
+        conn.execute(update(t.cases).where(t.cases.c.id == case_id).values(referred_at=now, updated_at=now))
+        report.referred.append(ref)
+    else:
+        report.updates.append(ref)
+    _receipt(conn, config, sealed, outbox_id, now)
+
+
+def queue_confirmed_referrals(app: App, as_of: date) -> DispatchReport:
+    """The nightly 'referrals' stage: one transaction per case, so one bad case does not block the rest."""
+    c = t.cases.c
+    engine, config, now = app.engine(), app.config, app.now()
+    report = DispatchReport()
+    with engine.connect() as conn:
+        todo = [(r.id, r.ref, "referral") for r in conn.execute(select(c.id, c.ref).where(
+            c.status == "open", c.confirmed_at.is_not(None), c.referred_at.is_(None)).order_by(c.id))]
+        sent_updates = {r.case_id for r in conn.execute(select(t.referral_archive.c.case_id).where(
+            t.referral_archive.c.kind == "update"))}
+        todo += [(r.id, r.ref, "update") for r in conn.execute(select(c.id, c.ref).where(
+            c.status == "closed", c.referred_at.is_not(None)).order_by(c.id)) if r.id not in sent_updates]
+    log = app.log(stage="referrals")
+    for case_id, ref, kind in todo:
+        try:
+            with engine.begin() as conn:
+                _send_one(conn, config, case_id, ref, kind, as_of, now, report)
+        except CmeError as exc:
+            report.failed.append(ref)
+            log.error("referral not queued", case=ref, kind=kind, error=str(exc).splitlines()[0])
+    if report.failed:
+        raise ReferralStageFailed(str(report))
+    return report
+
+
+class ReferralStageFailed(CmeError):
+    """Some confirmed referrals could not be queued (their cases are named); the others were."""

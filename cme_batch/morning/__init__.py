@@ -1,0 +1,1 @@
+"""The morning emails: the office summary, the DSL digest and confirmation requests."""

@@ -1,0 +1,142 @@
+"""The office summary and the DSL digest as documents (rendered by ``cme_batch.report``).
+
+The office summary carries attendance facts: names, year groups, counts, steps and dates, and
+no safeguarding flags. The digest carries everything in the summary plus vulnerability,
+``immediate_social_care`` alerts first and in red, the cases awaiting the DSL's confirmation
+with how to answer, referrals held back, and replies kept for review. Subjects carry the
+school, the date and counts, never anything about a child.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+from cme_batch.morning.facts import FLAG_LABEL, KIND_LABEL, STAGE_LABEL, CaseFact, Facts
+from cme_batch.report import AMBER, RED, Document, Row, Section
+
+
+def _d(day: date | None) -> str:
+    return day.strftime("%a %d %b %Y") if day else "-"
+
+
+def _banners(f: Facts) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for s in f.stale_or_failed:
+        when = s.last_success.strftime("%d %b %Y %H:%M UTC") if s.last_success else "never"
+        why = f" Last error: {s.error}" if s.error else ""
+        out.append((RED, f"DATA NOT CURRENT: source '{s.name}' last read successfully {when}.{why} "
+                         "Absences since then are not counted here: check the MIS export."))
+    if not f.sources:
+        out.append((AMBER, "No MIS source is configured: only imported files are counted."))
+    return out
+
+
+def subject_counts(f: Facts) -> str:
+    calls = sum(1 for c in f.cases if c.stage == "first_day_call")
+    stale = " - DATA NOT CURRENT" if f.stale_or_failed else ""
+    return f"{len(f.cases)} open case(s), {calls} first-day call(s){stale}"
+
+
+def _stage_rows(cases: list[CaseFact], as_of: date) -> list[Row]:
+    rows = []
+    for c in cases:
+        overdue = c.next_due is not None and c.next_due < as_of
+        rows.append(Row([c.pupil, c.year_group, STAGE_LABEL.get(c.stage or "", c.stage or "-"),
+                         str(c.school_days), c.next_step, _d(c.next_due) + (" OVERDUE" if overdue else "")],
+                        RED if overdue else ""))
+    return rows
+
+
+def _common_sections(f: Facts) -> list[Section]:
+    absences = f.of_kind("unexplained_absence")
+    calls = [c for c in absences if c.stage == "first_day_call"]
+    sections = [
+        Section("First-day calls today", ["Pupil", "Year", "Class", "Absent since"],
+                [Row([c.pupil, c.year_group, c.reg_group, _d(c.streak_start)]) for c in calls],
+                intro="Call by 10:00 the parents or carers of each child below who has not reported the absence.",
+                empty="No first-day calls."),
+        Section("Unexplained absence: pupils at each step",
+                ["Pupil", "Year", "Step", "School days", "Next step", "Due"], _stage_rows(absences, f.as_of),
+                empty="No pupil has an unexplained absence streak."),
+        Section("Places not taken up", ["Pupil", "Year", "Agreed first day", "School days", "Referral due"],
+                [Row([c.pupil, c.year_group, _d(c.streak_start), str(c.school_days), _d(c.referral_due)])
+                 for c in f.of_kind("place_not_taken_up")], empty="None."),
+        Section("Left with destination unknown", ["Pupil", "Year", "Left", "Last attended"],
+                [Row([c.pupil, c.year_group, _d(c.streak_start), _d(c.last_attended)])
+                 for c in f.of_kind("destination_unknown")], empty="None."),
+        Section("Repeated missing episodes", ["Pupil", "Year", "Next step"],
+                [Row([c.pupil, c.year_group, c.next_step]) for c in f.of_kind("repeat_missing")], empty="None."),
+        Section("LA 10-day return: new entries", ["Pupil", "Year", "Unauthorised since", "School days"],
+                [Row([r["pupil"], r["year"], _d(r["start"]), str(r["days"])]) for r in f.la_returns],
+                intro="Pupils whose unauthorised absence reached 10 school days: list them in the return to the LA.",
+                empty="No new entries."),
+    ]
+    gaps = [Row([c.pupil, c.ref, ", ".join(c.register_gaps)]) for c in f.cases if c.register_gaps]
+    gap_section = Section("Register gaps and unknown codes", ["Pupil", "Case", "Days with no mark"], gaps,
+                          intro="A missing register never shortens a streak; please complete these registers.",
+                          empty="No register gaps in open cases.")
+    gap_section.notes = list(f.register_warnings)
+    sections.append(gap_section)
+    sections.append(Section(
+        "Email problems", ["Message", "Problem"],
+        [Row([f"#{p.id} {p.purpose}", p.text], RED if p.kind == "failed" else "") for p in f.outbox_problems],
+        empty="All email delivered."))
+    return sections
+
+
+def office_document(f: Facts) -> Document:
+    return Document(
+        title=f"CME summary: {f.school}",
+        subtitle=f"Registers as of {_d(f.as_of)}. {subject_counts(f)}.",
+        banners=_banners(f),
+        sections=_common_sections(f),
+        footer="Sent by cme-batch for the office. Safeguarding detail goes to the DSL only. "
+               "Reply to this message only to record an action: NOTE <case ref> <what was done>.")
+
+
+def _how_to_answer(c: CaseFact) -> str:
+    return (f"Reply to the confirmation request for {c.ref} with a first line of CONFIRM {c.ref} "
+            f"(or HOLD {c.ref} <reason>, CLOSE {c.ref} <reason>, NOTE {c.ref} <text>).")
+
+
+def dsl_document(f: Facts) -> Document:
+    alerts = [c for c in f.cases if any((a.get("kind") if isinstance(a, dict) else a) == "immediate_social_care"
+                                        for a in c.alerts)]
+    awaiting = [c for c in f.cases if c.awaiting_confirmation]
+    sections = [
+        Section("IMMEDIATE: inform Social Care", ["Pupil", "Year", "Case", "Vulnerability", "Absent since"],
+                [Row([c.pupil, c.year_group, c.ref, ", ".join(FLAG_LABEL.get(x, x) for x in c.flags),
+                      _d(c.streak_start)], RED) for c in alerts],
+                intro="Child protection plan or looked-after child absent without explanation: inform Social "
+                      "Care immediately and follow the safeguarding partnership's procedures.",
+                empty="No alerts.", tone=RED if alerts else ""),
+        Section("Awaiting your confirmation", ["Case", "Pupil", "Why", "School days", "Referral due"],
+                [Row([c.ref, c.pupil, KIND_LABEL.get(c.kind, c.kind), str(c.school_days),
+                      _d(c.referral_due) + (" OVERDUE" if c.referral_due and c.referral_due < f.as_of else "")],
+                     RED if c.referral_due and c.referral_due <= f.as_of else "") for c in awaiting],
+                intro="A referral is never sent without your confirmation. Each case has its own confirmation "
+                      "request email: reply to it.",
+                empty="No referral is waiting for you.",
+                notes=[_how_to_answer(c) for c in awaiting]),
+        Section("Referrals confirmed but not sent", ["Case", "Pupil", "Why not sent"],
+                [Row([c.ref, c.pupil, c.referral_held or ""], RED) for c in f.cases if c.referral_held],
+                empty="None."),
+        Section("Vulnerability of pupils with open cases", ["Case", "Pupil", "Recorded", "Compulsory school age"],
+                [Row([c.ref, c.pupil, ", ".join(FLAG_LABEL.get(x, x) for x in c.flags),
+                      {True: "yes", False: "no: below compulsory school age", None: "unknown"}[
+                          c.compulsory_school_age]]) for c in f.cases if c.flags or c.compulsory_school_age is False],
+                empty="No vulnerability recorded for pupils with open cases."),
+        Section("Replies kept for review (not acted on)", ["Received", "From", "Case", "Why kept"],
+                [Row([r["received_at"].strftime("%d %b %H:%M") if r.get("received_at") else "-",
+                      r.get("sender") or "-", r.get("case_ref") or "-", r.get("reason") or ""], RED)
+                 for r in f.review_replies], empty="None."),
+    ]
+    overdue = [c for c in awaiting if c.referral_due and c.referral_due < f.as_of]
+    banners = _banners(f)
+    if overdue:
+        banners.insert(0, (RED, f"{len(overdue)} referral(s) past the due date without your confirmation."))
+    return Document(
+        title=f"CME digest for the DSL: {f.school}",
+        subtitle=f"Registers as of {_d(f.as_of)}. {subject_counts(f)}, {len(awaiting)} awaiting confirmation.",
+        banners=banners, sections=sections + _common_sections(f),
+        footer="Sent by cme-batch to the DSL and deputy DSL only. Do not forward.")

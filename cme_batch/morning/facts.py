@@ -1,0 +1,198 @@
+"""What the morning emails say: the facts, read from the store in a few bulk queries.
+
+``gather`` returns plain data for one evaluation date: the freshness of every source, the open
+cases with their pupils, what each needs next and by when, LA 10-day return entries, register
+gaps and unknown codes, outbox problems and replies kept for review. The office summary and the
+DSL digest (``cme_batch.morning.documents``) are both built from it; the digest alone shows
+vulnerability and safeguarding detail.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from cme_batch.config import Config
+from cme_batch.criteria import STAGES
+from cme_batch.schoolcal import SchoolCalendar
+from cme_batch.store import tables as t
+
+#: The policy's next step once a case has reached a stage (DOMAIN.md 5, policy steps I-IX).
+NEXT_STEP = {
+    None: ("first_day_call", "Office: first-day call to parents who have not reported the absence, by 10:00"),
+    "first_day_call": ("contact_all", "Office: try every emergency contact, at different times of the morning"),
+    "contact_all": ("dsl_review", "DSL: check the CME criteria; siblings, other agencies, school community"),
+    "dsl_review": ("home_visit", "DSL: home visit within 5 school days; social media searches"),
+    "home_visit": ("referral_prepare", "DSL: referral drafted; confirm it by reply"),
+    "referral_prepare": ("referral_due", "DSL: confirm the referral; it must reach the LA by the due date"),
+    "referral_due": (None, "DSL: the referral is due to the LA now"),
+}
+STAGE_LABEL = {
+    "first_day_call": "1 first-day call", "contact_all": "2 contact all", "dsl_review": "3 DSL review",
+    "home_visit": "4 home visit", "referral_prepare": "5 referral prepared", "referral_due": "6 referral due",
+}
+KIND_LABEL = {
+    "unexplained_absence": "unexplained absence", "place_not_taken_up": "place not taken up",
+    "destination_unknown": "left, destination unknown", "repeat_missing": "repeated missing episodes",
+}
+FLAG_LABEL = {
+    "child_protection_plan": "child protection plan", "looked_after": "looked after (in care)",
+    "domestic_abuse": "domestic abuse", "highly_mobile": "highly mobile family", "young_carer": "young carer",
+    "permanently_excluded": "permanently excluded", "medical_emotional": "long-term medical/emotional needs",
+    "parent_mental_health": "parent: mental health", "parent_learning_difficulty": "parent: learning difficulty",
+    "sen_support": "SEN support", "ehcp": "EHCP", "child_in_need": "child in need",
+}
+
+
+def aware(dt: datetime | None) -> datetime | None:
+    if dt is None:
+        return None
+    return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt
+
+
+@dataclass
+class SourceFact:
+    name: str
+    last_success: datetime | None
+    stale: bool
+    error: str | None
+
+
+@dataclass
+class CaseFact:
+    id: int
+    ref: str
+    kind: str
+    stage: str | None
+    pupil: str  # "Forename Surname"
+    year_group: str
+    reg_group: str
+    school_days: int
+    streak_start: date | None
+    last_attended: date | None
+    referral_due: date | None
+    register_gaps: list[str]
+    alerts: list[Any]
+    flags: list[str]
+    confirmed: bool
+    held: str | None  # the DSL's HOLD reason
+    referral_held: str | None  # why a confirmed referral could not be sent
+    referred: bool
+    compulsory_school_age: bool | None
+    next_step: str = ""
+    next_due: date | None = None
+
+    @property
+    def awaiting_confirmation(self) -> bool:
+        return (not self.confirmed and not self.held and self.kind != "repeat_missing"
+                and self.stage in ("referral_prepare", "referral_due"))
+
+
+@dataclass
+class Facts:
+    school: str
+    as_of: date
+    generated_at: datetime
+    sources: list[SourceFact]
+    cases: list[CaseFact]
+    la_returns: list[dict[str, Any]]
+    register_warnings: list[str]
+    outbox_problems: list[Any] = field(default_factory=list)
+    review_replies: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def stale_or_failed(self) -> list[SourceFact]:
+        return [s for s in self.sources if s.stale or s.error]
+
+    def of_kind(self, kind: str) -> list[CaseFact]:
+        return [c for c in self.cases if c.kind == kind]
+
+
+def _sources(conn: Connection, config: Config, now: datetime) -> list[SourceFact]:
+    rows = {r.source: r for r in conn.execute(select(t.source_state)).all()}
+    limit = timedelta(hours=config.thresholds.stale_hours)
+    out = []
+    for s in config.sources:
+        r = rows.get(s.name)
+        last = aware(r.last_success_at) if r else None
+        failed_after = r is not None and r.last_error and (last is None or aware(r.last_attempt_at) > last)
+        out.append(SourceFact(s.name, last, last is None or now - last > limit,
+                              (r.last_error or "").splitlines()[0] if failed_after else None))
+    return out
+
+
+def _next_step(c: CaseFact, as_of: date, calendar: SchoolCalendar, config: Config) -> tuple[str, date | None]:
+    """The policy's next step for a case, and the school day by which it falls due."""
+    if c.kind == "repeat_missing":
+        return "DSL: review the pattern of absence; close the case by reply when resolved", None
+    if c.held:
+        return f"On hold by the DSL: {c.held}", None
+    if c.confirmed and not c.referred:
+        return "Referral confirmed: being sent to the LA", None
+    if c.referred:
+        return "Referred to the LA: watch for the child's return", None
+    if c.kind != "unexplained_absence":
+        return "DSL: confirm the referral to the LA at the earliest opportunity", c.referral_due
+    nxt, text = NEXT_STEP.get(c.stage, (None, ""))
+    if nxt is None:
+        return text, c.referral_due
+    day_no = getattr(config.thresholds, nxt)
+    ahead = day_no - c.school_days
+    due = calendar.nth_school_day_after(as_of, ahead) if ahead >= 1 else as_of
+    return text, due
+
+
+def gather(conn: Connection, config: Config, as_of: date, now: datetime, calendar: SchoolCalendar,
+           outbox_problems: list[Any] | None = None, review_replies: list[dict[str, Any]] | None = None) -> Facts:
+    """Everything both morning emails say, read in a handful of queries."""
+    p, c = t.pupils.c, t.cases.c
+    flags: dict[int, list[str]] = defaultdict(list)
+    for pid, kind, start, end in conn.execute(select(t.flags.c.pupil_id, t.flags.c.kind, t.flags.c.start_date,
+                                                     t.flags.c.end_date)):
+        if (start is None or start <= as_of) and (end is None or end >= as_of):
+            flags[pid].append(kind)
+    held_reason: dict[int, str] = {}
+    for case_id, detail in conn.execute(select(t.case_events.c.case_id, t.case_events.c.detail).where(
+            t.case_events.c.kind == "referral_held").order_by(t.case_events.c.id)):
+        held_reason[case_id] = (detail or {}).get("reason", "not sent")
+    rows = conn.execute(select(
+        c.id, c.ref, c.kind, c.stage, c.school_days, c.episode_start, c.last_attended, c.referral_due,
+        c.register_gaps, c.alerts, c.confirmed_at, c.hold_reason, c.referred_at, c.compulsory_school_age,
+        p.id.label("pupil_id"), p.legal_forename, p.legal_surname, p.preferred_forename, p.year_group,
+        p.reg_group).join(t.pupils, p.id == c.pupil_id).where(c.status == "open").order_by(c.ref)).all()
+    cases = []
+    for r in rows:
+        name = f"{r.preferred_forename or r.legal_forename or ''} {r.legal_surname or ''}".strip() or "(no name)"
+        cf = CaseFact(
+            r.id, r.ref, r.kind, r.stage, name, _year(r.year_group), r.reg_group or "", r.school_days or 0,
+            r.episode_start, r.last_attended, r.referral_due, list(r.register_gaps or []), list(r.alerts or []),
+            sorted(set(flags.get(r.pupil_id, []))), r.confirmed_at is not None, r.hold_reason,
+            held_reason.get(r.id) if r.confirmed_at is not None and r.referred_at is None else None,
+            r.referred_at is not None, r.compulsory_school_age)
+        cf.next_step, cf.next_due = _next_step(cf, as_of, calendar, config)
+        cases.append(cf)
+    cases.sort(key=lambda x: (-(STAGES.index(x.stage) if x.stage in STAGES else -1), -x.school_days, x.ref))
+    returns = [{"pupil": f"{r.legal_forename or ''} {r.legal_surname or ''}".strip(), "year": _year(r.year_group),
+                "start": r.episode_start, "days": r.school_days}
+               for r in conn.execute(select(t.la_returns.c.episode_start, t.la_returns.c.school_days,
+                                            p.legal_forename, p.legal_surname, p.year_group)
+                                     .join(t.pupils, p.id == t.la_returns.c.pupil_id)
+                                     .where(t.la_returns.c.listed_on == as_of))]
+    warnings: list[str] = []
+    run = conn.execute(select(t.detect_runs.c.warnings).where(t.detect_runs.c.as_of == as_of)
+                       .order_by(t.detect_runs.c.id.desc()).limit(1)).first()
+    if run and run.warnings:
+        warnings = [str(w.get("message", w)) if isinstance(w, dict) else str(w) for w in run.warnings]
+    return Facts(config.school.name, as_of, now, _sources(conn, config, now), cases, returns, warnings,
+                 list(outbox_problems or []), list(review_replies or []))
+
+
+def _year(year_group: str | None) -> str:
+    if not year_group:
+        return ""
+    return "Reception" if year_group.upper() in ("R", "REC", "RECEPTION") else (
+        f"Year {year_group}" if year_group.isdigit() else year_group)

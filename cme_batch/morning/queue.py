@@ -1,0 +1,145 @@
+"""The summary stage: queue the morning emails, and a confirmation request for each case that needs one.
+
+Everything is queued in one transaction with the bookkeeping it causes (outbox problems marked
+reported, review replies marked shown, reply tokens issued), so a crash leaves either all of it
+or none. Idempotency keys carry the evaluation date: running the stage twice for one date queues
+nothing the second time.
+
+A confirmation request goes to the DSL and to the deputy DSL separately, each with its own
+single-use reply token in the subject (``cme_batch.replies.tokens``): the reply is accepted only
+from the address the token was issued to. A new request is sent when the last one's token has
+expired or been used without a confirmation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from email.message import EmailMessage
+
+from sqlalchemy import Connection, select
+
+from cme_batch.app import App
+from cme_batch.config import Config
+from cme_batch.errors import BadInputError
+from cme_batch.mail import outbox
+from cme_batch.morning import documents
+from cme_batch.morning.facts import KIND_LABEL, CaseFact, Facts, gather
+from cme_batch.replies import process as replies_process
+from cme_batch.replies.tokens import Tokens
+from cme_batch.report import Document, render_html, render_text
+from cme_batch.schoolcal import SchoolCalendar, build
+from cme_batch.store import tables as t
+
+
+@dataclass
+class Queued:
+    summary: int | None = None
+    digest: int | None = None
+    requests: int = 0
+
+    def __str__(self) -> str:
+        return (f"summary #{self.summary}, digest #{self.digest}, {self.requests} confirmation request(s)"
+                if self.summary else "nothing new to queue")
+
+
+def email_for(doc: Document, subject: str, sender: str, recipients: list[str]) -> EmailMessage:
+    msg = EmailMessage()
+    msg["Subject"] = subject
+    msg["From"] = sender
+    msg["To"] = ", ".join(recipients)
+    msg.set_content(render_text(doc))
+    msg.add_alternative(render_html(doc), subtype="html")
+    return msg
+
+
+def calendar_for(config: Config, as_of: date) -> SchoolCalendar:
+    """School days around the evaluation date, for the due dates of next steps."""
+    return build(config.calendar, as_of - timedelta(days=400), as_of + timedelta(days=120))
+
+
+def _sender(config: Config) -> str:
+    if not config.mail.from_address:
+        raise BadInputError("mail.from is not set: the morning emails need a sender address")
+    return config.mail.from_address
+
+
+def dsl_addresses(config: Config) -> list[str]:
+    out = [config.staff.dsl.email]
+    if config.staff.deputy_dsl:
+        out.append(config.staff.deputy_dsl.email)
+    return out
+
+
+def _live_request(conn: Connection, case_id: int, recipient: str, now: datetime) -> bool:
+    rt = t.reply_tokens.c
+    rows = conn.execute(select(rt.expires_at, rt.used_at).where(
+        rt.case_id == case_id, rt.recipient == recipient.lower())).all()
+    return any(r.used_at is None and outbox.utc(r.expires_at) > now for r in rows)  # type: ignore[operator]
+
+
+def _request(conn: Connection, c: CaseFact, recipient: str, tokens: Tokens, config: Config, now: datetime,
+             as_of: date) -> None:
+    token = tokens.issue(conn, c.id, recipient, now)
+    subject = replies_process.subject_for(c.ref, token, "please confirm the referral")
+    doc = Document(
+        title=f"Confirm the CME referral {c.ref}",
+        subtitle=f"{config.school.name}. Registers as of {as_of:%d %b %Y}.",
+        sections=[documents.Section(
+            "The case", ["", ""], [documents.Row(["Pupil", c.pupil]), documents.Row(["Year", c.year_group]),
+                                   documents.Row(["Why", KIND_LABEL.get(c.kind, c.kind)]),
+                                   documents.Row(["School days", str(c.school_days)]),
+                                   documents.Row(["Referral due", f"{c.referral_due:%a %d %b %Y}"
+                                                  if c.referral_due else "-"])],
+            notes=[f"To send the referral to the LA, reply to this email with the first line: CONFIRM {c.ref}",
+                   f"Or: HOLD {c.ref} <reason> | CLOSE {c.ref} <reason> | NOTE {c.ref} <text>",
+                   "Keep the subject as it is: it carries the code that proves the reply is yours. "
+                   "Write plain text, with no attachments."])],
+        footer="Only the DSL and the deputy DSL receive this request, each with their own code.")
+    msg = email_for(doc, subject, _sender(config), [recipient])
+    outbox.enqueue(conn, idempotency_key=f"confirm:{c.ref}:{recipient.lower()}:{token.split('.')[1]}",
+                   purpose="confirm_request", recipients=[recipient], subject=subject, message=msg,
+                   case_id=c.id, from_address=_sender(config), now=now)
+
+
+def queue_morning(conn: Connection, config: Config, as_of: date, now: datetime, tokens: Tokens | None
+                  ) -> tuple[Queued, Facts]:
+    """Queue the summary, the digest and the confirmation requests in the caller's transaction."""
+    problems = outbox.problems(conn, include_reported=False)
+    review = replies_process.pending_review(conn)
+    facts = gather(conn, config, as_of, now, calendar_for(config, as_of), problems, review)
+    queued = Queued()
+    sender = _sender(config)
+    counts = documents.subject_counts(facts)
+    office_subject = f"CME summary {config.school.name} {as_of.isoformat()}: {counts}"
+    office = [p.email for p in config.staff.office]
+    queued.summary = outbox.enqueue(
+        conn, idempotency_key=f"summary:{as_of.isoformat()}", purpose="summary", recipients=office,
+        subject=office_subject, message=email_for(documents.office_document(facts), office_subject, sender, office),
+        from_address=sender, now=now)
+    dsl = dsl_addresses(config)
+    digest_subject = f"CME digest {config.school.name} {as_of.isoformat()}: {counts}"
+    queued.digest = outbox.enqueue(
+        conn, idempotency_key=f"digest:{as_of.isoformat()}", purpose="digest", recipients=dsl,
+        subject=digest_subject, message=email_for(documents.dsl_document(facts), digest_subject, sender, dsl),
+        from_address=sender, now=now)
+    outbox.mark_reported(conn, [p.id for p in problems], now)
+    replies_process.mark_shown(conn, [r["id"] for r in review], now)
+    if tokens is not None:
+        for c in facts.cases:
+            if c.awaiting_confirmation:
+                for addr in dsl:
+                    if not _live_request(conn, c.id, addr, now):
+                        _request(conn, c, addr, tokens, config, now, as_of)
+                        queued.requests += 1
+    return queued, facts
+
+
+def queue_morning_mail(app: App, as_of: date) -> str:
+    """The nightly 'summary' stage."""
+    config = app.config
+    tokens = Tokens.from_config(config.replies) if config.replies.token_keys else None
+    with app.engine().begin() as conn:
+        queued, facts = queue_morning(conn, config, as_of, app.now(), tokens)
+    note = "" if tokens else "; no reply token key configured, so no confirmation requests"
+    return f"{queued}{note}"
