@@ -11,6 +11,7 @@ ignores the page asked for is an error, never a silent loop or duplicate rows.
 from __future__ import annotations
 
 import email.utils
+import random
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -21,7 +22,6 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
-from tenacity.wait import wait_exponential_jitter
 
 from adapters.arbor import mapping
 from cme_batch import log
@@ -108,8 +108,8 @@ class ArborClient:
                                  "again)") from exc
 
     def _wait(self, state: RetryCallState) -> float:
-        expo = wait_exponential_jitter(initial=self.settings.backoff, max=self.settings.max_backoff,
-                                       jitter=self.settings.backoff)(state)
+        s = self.settings  # exponential, capped, plus up to one base delay of jitter
+        expo = min(s.max_backoff, s.backoff * 2 ** (state.attempt_number - 1)) + random.uniform(0, s.backoff)
         exc = state.outcome.exception() if state.outcome else None
         after = getattr(exc, "retry_after", None)
         return expo if after is None else max(min(after, MAX_RETRY_AFTER), expo)
