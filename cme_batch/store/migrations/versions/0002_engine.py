@@ -21,15 +21,17 @@ def upgrade() -> None:
     op.create_table(
         "detect_runs",
         sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("school_id", sa.Integer(), nullable=False),
         sa.Column("as_of", sa.Date(), nullable=False),
         sa.Column("at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("run_id", sa.String(length=40), nullable=True),
         sa.Column("counts", sa.JSON(), nullable=True),
         sa.Column("warnings", sa.JSON(), nullable=True),
+        sa.ForeignKeyConstraint(["school_id"], ["schools.id"], name=op.f("fk_detect_runs_school_id_schools")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_detect_runs")),
     )
     with op.batch_alter_table("detect_runs", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_detect_runs_as_of"), ["as_of"], unique=False)
+        batch_op.create_index(batch_op.f("ix_detect_runs_school_id"), ["school_id"], unique=False)
     op.create_table(
         "la_returns",
         sa.Column("id", sa.Integer(), nullable=False),
