@@ -94,22 +94,22 @@ def decide(conn: Connection, raw: bytes, policy: Policy, toks: tokens.Tokens, no
         sender = parse.sender_of(msg)
     except Exception:  # the email package copes with nearly anything; this is the rest
         return _review(UNPARSEABLE)
-    ids: dict[str, Any] = {"sender": sender, "message_id": message_id[:300] if message_id else None}
+    command, why = parse.command_of(msg)
+    case = None if command is None else conn.execute(
+        select(t.cases.c.id, t.cases.c.status, t.cases.c.confirmed_at).where(t.cases.c.ref == command.ref)).first()
+    # what the reply is about is recorded even when it is kept for review: the reviewer needs it
+    ids: dict[str, Any] = {"sender": sender, "message_id": message_id[:300] if message_id else None,
+                           "command": command, "case_id": case.id if case else None}
     if sender is None:
         return _review(NO_SENDER, **ids)
     if sender not in policy.dsl and sender not in policy.office:
         return _review(UNKNOWN_SENDER, **ids)
-    command, why = parse.command_of(msg)
     if command is None:
         return _review(why or parse.NOT_COMMAND, **ids)
-    ids["command"] = command
     if sender not in policy.dsl and command.verb != "NOTE":
         return _review(OFFICE_NOT_NOTE, **ids)
-    case = conn.execute(select(t.cases.c.id, t.cases.c.status, t.cases.c.confirmed_at)
-                        .where(t.cases.c.ref == command.ref)).first()
     if case is None:
         return _review(NO_CASE, **ids)
-    ids["case_id"] = case.id
     if case.status != "open" and command.verb != "NOTE":
         return _review(CASE_CLOSED, **ids)
     if command.verb == "CONFIRM" and case.confirmed_at is not None:
