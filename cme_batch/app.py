@@ -67,8 +67,16 @@ class App:
         return self.clock()
 
     def default_as_of(self) -> date:
-        """Yesterday, in the school's local date (the registers of today are not complete)."""
-        return (self.now().astimezone().date()) - timedelta(days=1)
+        """The last school day before today (local date): the last day whose registers are complete.
+
+        On a Monday that is the Friday before; after a half term, the last day before it. Without
+        a calendar that says otherwise, yesterday.
+        """
+        from cme_batch.schoolcal import build
+
+        yesterday = self.now().astimezone().date() - timedelta(days=1)
+        days = build(self.config.calendar, yesterday - timedelta(days=60), yesterday).days
+        return days[-1] if days else yesterday
 
     @property
     def state_dir(self) -> Path:

@@ -72,19 +72,28 @@ def _detect(app: App, as_of: date) -> str:
 
 
 def _replies(app: App, as_of: date) -> str:
-    return str(_call("cme_batch.replies.process:run_replies")(app, as_of))
+    from cme_batch.replies.process import read_replies
+
+    report = read_replies(app)
+    return "no reply mailbox configured" if report is None else str(report.as_dict())
 
 
 def _referrals(app: App, as_of: date) -> str:
-    return str(_call("cme_batch.dispatch:queue_confirmed_referrals")(app, as_of))
+    from cme_batch.dispatch import queue_confirmed_referrals
+
+    return str(queue_confirmed_referrals(app, as_of))
 
 
 def _summary(app: App, as_of: date) -> str:
-    return str(_call("cme_batch.summary:queue_morning_mail")(app, as_of))
+    from cme_batch.morning.queue import queue_morning_mail
+
+    return queue_morning_mail(app, as_of)
 
 
 def _send(app: App, as_of: date) -> str:
-    return str(_call("cme_batch.mail.sender:send_stage")(app, as_of))
+    from cme_batch.mail.sender import send_stage
+
+    return send_stage(app, as_of)
 
 
 STAGES: list[tuple[str, Callable[[App, date], str]]] = [
