@@ -1,0 +1,96 @@
+"""The morning emails: what the office sees, what only the DSL sees, and subjects without children."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+
+from cme_batch.mail.outbox import Problem
+from cme_batch.morning import documents
+from cme_batch.morning.facts import CaseFact, Facts, SourceFact
+from cme_batch.report import render_html, render_text
+
+AS_OF = date(2025, 12, 1)
+NOW = datetime(2025, 12, 2, 5, 30, tzinfo=timezone.utc)
+
+
+def _case(ref: str, kind: str, stage: str | None, pupil: str, days: int, **kw: object) -> CaseFact:
+    base = dict(id=int(ref[-4:]), ref=ref, kind=kind, stage=stage, pupil=pupil, year_group="Year 3",
+                reg_group="3B", school_days=days, streak_start=date(2025, 11, 17), last_attended=date(2025, 11, 14),
+                referral_due=date(2025, 11, 28), register_gaps=[], alerts=[], flags=[], confirmed=False, held=None,
+                referral_held=None, referred=False, compulsory_school_age=True, next_step="do it",
+                next_due=date(2025, 12, 2))
+    base.update(kw)
+    return CaseFact(**base)  # type: ignore[arg-type]
+
+
+def _facts(**kw: object) -> Facts:
+    cases = [
+        _case("CME-2025-0001", "unexplained_absence", "first_day_call", "Amara Okafor", 1),
+        _case("CME-2025-0002", "unexplained_absence", "referral_prepare", "Tobias Wren", 9,
+              flags=["child_protection_plan"], alerts=[{"kind": "immediate_social_care"}],
+              register_gaps=["2025-11-20"]),
+        _case("CME-2025-0003", "place_not_taken_up", "referral_prepare", "Lena Frost", 4),
+        _case("CME-2025-0004", "unexplained_absence", "home_visit", "Milo Hart", 6, next_due=date(2025, 11, 27)),
+    ]
+    base = dict(school="The John Moore Primary School", as_of=AS_OF, generated_at=NOW,
+                sources=[SourceFact("sims", NOW, False, None)], cases=cases, la_returns=[],
+                register_warnings=["unknown code '!' on 2 sessions"])
+    base.update(kw)
+    return Facts(**base)  # type: ignore[arg-type]
+
+
+def test_office_summary_has_names_but_no_safeguarding_flags() -> None:
+    doc = documents.office_document(_facts())
+    text, page = render_text(doc), render_html(doc)
+    for out in (text, page):
+        assert "Amara Okafor" in out and "Year 3" in out
+        assert "child protection" not in out.lower() and "social care" not in out.lower()
+    assert "First-day calls today" in text and text.index("Amara Okafor") < text.index("Unexplained absence")
+    assert "2025-11-20" in text and "unknown code '!'" in text
+
+
+def test_digest_puts_social_care_alerts_first_in_red() -> None:
+    doc = documents.dsl_document(_facts())
+    assert doc.sections[0].title.startswith("IMMEDIATE") and doc.sections[0].rows[0].tone == "red"
+    text = render_text(doc)
+    assert text.index("IMMEDIATE") < text.index("Awaiting your confirmation") < text.index("First-day calls")
+    assert "child protection plan" in text
+    page = render_html(doc)
+    assert "#b00020" in page and "Tobias Wren" in page
+
+
+def test_digest_marks_overdue_confirmations_and_says_how_to_answer() -> None:
+    doc = documents.dsl_document(_facts())
+    awaiting = next(s for s in doc.sections if s.title == "Awaiting your confirmation")
+    refs = [r.cells[0] for r in awaiting.rows]
+    assert refs == ["CME-2025-0002", "CME-2025-0003"]
+    assert all("OVERDUE" in r.cells[-1] and r.tone == "red" for r in awaiting.rows)
+    assert any("CONFIRM CME-2025-0002" in n for n in awaiting.notes)
+    assert doc.banners[0] == ("red", "2 referral(s) past the due date without your confirmation.")
+
+
+def test_stale_source_is_a_red_banner_in_both() -> None:
+    facts = _facts(sources=[SourceFact("sims", None, True, "no export newer than 26 hours")])
+    for doc in (documents.office_document(facts), documents.dsl_document(facts)):
+        assert any(tone == "red" and "DATA NOT CURRENT" in text and "no export newer" in text
+                   for tone, text in doc.banners)
+    assert "DATA NOT CURRENT" in documents.subject_counts(facts)
+
+
+def test_overdue_next_step_and_outbox_problems_are_shown() -> None:
+    problem = Problem(7, "failed", "summary", None, "<x@school.example>", "550 mailbox unavailable")
+    doc = documents.office_document(_facts(outbox_problems=[problem]))
+    text = render_text(doc)
+    assert "!! Milo Hart" in text and "OVERDUE" in text
+    assert "550 mailbox unavailable" in text and "--requeue 7" in text
+
+
+def test_subject_counts_carry_no_child() -> None:
+    subject = documents.subject_counts(_facts())
+    assert subject == "4 open case(s), 1 first-day call(s)"
+
+
+def test_html_escapes_what_it_shows() -> None:
+    facts = _facts(cases=[_case("CME-2025-0009", "unexplained_absence", "first_day_call", "<b>Evil</b>", 1)])
+    page = render_html(documents.office_document(facts))
+    assert "<b>Evil</b>" not in page and "&lt;b&gt;Evil&lt;/b&gt;" in page
