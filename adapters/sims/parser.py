@@ -96,7 +96,7 @@ class _Reader:
     def __init__(self, prep: Any, kind: str, fmap: FieldMap, batch: SourceBatch, options: Mapping[str, Any]) -> None:
         self.prep, self.kind, self.fmap, self.batch = prep, kind, fmap, batch
         self.file = prep.path.name
-        self.report = FileReport(self.file, PERSONAL)
+        self.report = FileReport(self.file, frozenset(display(k) for k in PERSONAL))
         self.check = MarkCheck(options.get("codes"), options.get("calendar"))
         self.seen_elsewhere: dict[tuple[str, str], str] = options.get("seen", {})  # type: ignore[assignment]
         self.pupils: dict[str, str | None] = {}  # key -> UPN

@@ -1,0 +1,209 @@
+"""The sims-xml adapter: CommandReporter quirks, all-or-nothing imports into a real store.
+
+Fixtures (tests/adapters/fixtures/sims-*.xml) are constructed, not real exports: the field
+names follow adapters/sims/README.md, the quirks follow formats.md 2.2 ([C]: `_x0020_`
+names, empty fields left out, iso-8859-1, `Year  9`; [U]: the marks report's field names).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, select
+
+from adapters.sims import SimsXmlSource
+from adapters.sims.writer import write_reports
+from cme_batch.config import CodesConfig, SourceConfig
+from cme_batch.errors import ImportRejected
+from cme_batch.model import ContactRecord, EnrolmentRecord, FlagRecord, MarksRecord, PupilRecord
+from cme_batch.store import ingest
+from cme_batch.store import tables as t
+from tests.adapters.contract import AdapterContract
+from tests.helpers import snapshot
+
+FIX = Path(__file__).with_name("fixtures")
+NOW = datetime(2025, 12, 1, 6, 0, tzinfo=timezone.utc)
+CODES = CodesConfig(local={}, subcodes={"I01": "I"})
+
+
+def parse(name: str, **options: object) -> tuple[list[object], list[object]]:
+    batch = SimsXmlSource.parse_file(FIX / name, {"codes": CODES, **options})
+    return list(batch.records), batch.warnings
+
+
+def store(engine: Engine, *names: str) -> int:
+    with engine.begin() as conn:
+        school = ingest.ensure_school(conn, "916", "2999", "Test School")
+    for n in names:
+        ingest.apply_batch(engine, school, SimsXmlSource.parse_file(FIX / n, {"codes": CODES}), NOW)
+    return school
+
+
+class TestSimsContract(AdapterContract):
+    adapter = "sims-xml"
+    bad_settings = [{"drop_dir": 5}, {"max_age_hours": -1}, {"reports": ["pupils", "timetable"]},
+                    {"fields": {"not_a_field": "X"}}, {"flag_fields": {"Domestic Abuse": "not_a_flag"}},
+                    {"drop_folder": "typo"}]
+
+    def make_config(self, tmp_path: Path) -> SourceConfig:
+        drop = tmp_path / "drop"
+        drop.mkdir(exist_ok=True)
+        for kind in ("pupils", "admissions", "leavers", "marks"):
+            shutil.copy(FIX / f"sims-{kind}.xml", drop / f"{kind}-20251201T0200.xml")
+        return SourceConfig("office-sims", "sims-xml", {"drop_dir": "drop", "max_age_hours": 26}, tmp_path)
+
+
+def test_marks_report_quirks() -> None:
+    records, warnings = parse("sims-marks.xml")
+    pupils = {r.pupil_key: r for r in records if isinstance(r, PupilRecord)}
+    marks = {r.pupil_key: r for r in records if isinstance(r, MarksRecord)}
+    assert set(pupils) == {"1234", "1235", "1236"}, "Adno is the key, leading zeros dropped"
+    assert pupils["1234"].year_group == "3" and pupils["1236"].year_group == "10"
+    m = marks["1234"]
+    assert m.start == date(2025, 11, 3)
+    # Mon AM N, PM no Mark element (-), Tue I01 mapped to I, PM a local '@'; Sat 8 Nov AM '/'
+    assert m.codes[:4] == ("N", "-", "I", "@")
+    assert m.codes[10] == "/" and all(c == "" for c in m.codes[4:10])
+    assert marks["1235"].codes == ("/", "-"), "a Mark of '-' is no mark"
+    assert marks["1236"].codes == ("C1", "L"), "multi-character codes are kept whole"
+    by_code = {w.code: w for w in warnings}
+    assert "'@'" in by_code["unknown_code"].message and "record 4" in by_code["unknown_code"].where
+    assert by_code["bad_upn"].where.endswith("record 8") and by_code["bad_upn"].pupil_key == "1236"
+    assert "1 mark(s)" in by_code["mark_outside_calendar"].message
+    for w in warnings:
+        assert "B234567890123" not in w.message + (w.where or "") and "Example" not in w.message
+
+
+def test_pupils_report_gives_contacts_flags_and_decoded_names() -> None:
+    records, warnings = parse("sims-pupils.xml")
+    assert not warnings
+    p = next(r for r in records if isinstance(r, PupilRecord) and r.pupil_key == "1234")
+    assert p.legal_forename == "Zoë", "iso-8859-1 decoded"
+    assert p.dob == date(2018, 5, 1) and p.sex == "F" and p.address is not None
+    assert p.address.postcode == "GL1 1AA" and p.address.lines[0] == "1 Example Street"
+    contacts = [r for r in records if isinstance(r, ContactRecord)]
+    assert [(c.contact_key, c.priority, c.parental_responsibility) for c in contacts] == [
+        ("501", 1, True), ("502", 2, False)]
+    assert contacts[0].lives_with is True and contacts[0].phones == ("07700 900123",)
+    flags = {(r.pupil_key, r.kind) for r in records if isinstance(r, FlagRecord)}
+    assert flags == {("1234", "looked_after"), ("1234", "young_carer"), ("1234", "sen_support"),
+                     ("1235", "child_protection_plan")}
+    assert [r.entry_date for r in records if isinstance(r, EnrolmentRecord)] == [date(2022, 9, 5)]
+
+
+def test_admissions_and_leavers() -> None:
+    records, _ = parse("sims-admissions.xml")
+    enrol = {r.pupil_key: r for r in records if isinstance(r, EnrolmentRecord)}
+    assert enrol["1240"].admission_date == date(2025, 11, 3) and not enrol["1240"].withdrawn
+    assert enrol["1241"].withdrawn
+    records, _ = parse("sims-leavers.xml")
+    (leaver,) = [r for r in records if isinstance(r, EnrolmentRecord)]
+    assert leaver.leaving_date == date(2025, 11, 14) and leaver.destination is None, "'Unknown' is no destination"
+
+
+def test_report_kind_is_found_from_fields_when_the_name_says_nothing(tmp_path: Path) -> None:
+    shutil.copy(FIX / "sims-leavers.xml", tmp_path / "export.xml")
+    batch = SimsXmlSource.parse_file(tmp_path / "export.xml", {})
+    assert any(isinstance(r, EnrolmentRecord) and r.leaving_date for r in batch.records)
+    shutil.copy(FIX / "sims-pupils.xml", tmp_path / "Student List.xml")
+    assert SimsXmlSource.parse_file(tmp_path / "Student List.xml", {}).replaces == {"contacts", "flags"}
+
+
+def test_school_specific_field_names_are_mapped(tmp_path: Path) -> None:
+    text = (FIX / "sims-pupils.xml").read_bytes().replace(b"Legal_x0020_Surname", b"Surname_x0020__x0028_legal_x0029_")
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    (drop / "pupils-1.xml").write_bytes(text.replace(b"Young_x0020_Carer", b"Domestic_x0020_Abuse"))
+    cfg = SourceConfig("sims", "sims-xml", {"drop_dir": "drop", "max_age_hours": 0, "reports": ["pupils"],
+                                            "fields": {"legal_surname": "Surname (legal)"},
+                                            "flag_fields": {"Domestic Abuse": "domestic_abuse"}}, tmp_path)
+    from cme_batch.sources import SourceContext, build_source
+
+    (batch,) = build_source(cfg).batches(SourceContext(now=NOW))
+    records = list(batch.records)
+    assert next(r for r in records if isinstance(r, PupilRecord)).legal_surname == "Example"
+    assert ("1234", "domestic_abuse") in {(r.pupil_key, r.kind) for r in records if isinstance(r, FlagRecord)}
+
+
+def test_utf8_without_declaration_and_names_without_spaces() -> None:
+    records, warnings = parse("sims-marks-utf8.xml")
+    assert not warnings
+    assert next(r for r in records if isinstance(r, PupilRecord)).legal_surname == "Exémple"
+
+
+def test_wrong_declared_encoding_is_read_and_warned() -> None:
+    records, warnings = parse("sims-wrong-encoding.xml")
+    assert next(r for r in records if isinstance(r, PupilRecord)).legal_surname == "Sampé"
+    assert [w.code for w in warnings] == ["encoding"] and "Windows-1252" in warnings[0].message
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("sims-truncated.xml", "not well-formed"),
+    ("sims-error.xml", "CommandReporter wrote an error"),
+    ("billion-laughs.xml", "DOCTYPE"),
+])
+def test_unreadable_files_are_rejected_and_change_nothing(engine: Engine, name: str, expected: str) -> None:
+    school = store(engine, "sims-pupils.xml", "sims-marks.xml")
+    before = snapshot(engine)
+    started = time.monotonic()
+    with pytest.raises(ImportRejected) as info:
+        ingest.apply_batch(engine, school, SimsXmlSource.parse_file(FIX / name, {}), NOW)
+    assert time.monotonic() - started < 2, "refused at once, never expanded"
+    assert expected in str(info.value) and name in str(info.value)
+    assert snapshot(engine) == before
+
+
+def test_bad_values_reject_the_whole_file_naming_record_and_field(engine: Engine) -> None:
+    school = store(engine)
+    with pytest.raises(ImportRejected) as info:
+        ingest.apply_batch(engine, school, SimsXmlSource.parse_file(FIX / "sims-bad-values.xml", {}), NOW)
+    problems = info.value.problems
+    assert any(p.startswith("record 2, field Date:") for p in problems)
+    assert any(p.startswith("record 3, field Session:") and "'Noon'" in p for p in problems)
+    assert any(p.startswith("record 4, field Adno:") for p in problems)
+    dob = next(p for p in problems if "Date of Birth" in p)
+    assert "2018" not in dob and "withheld" in dob, "a date of birth is never repeated"
+    with engine.connect() as conn:
+        assert conn.execute(select(t.pupils)).first() is None, "record 1 was good but nothing was stored"
+
+
+def test_later_export_updates_and_removes_what_the_mis_removed(engine: Engine) -> None:
+    store(engine, "sims-pupils.xml")
+    store(engine, "sims-pupils-later.xml")
+    with engine.connect() as conn:
+        contacts = conn.execute(select(t.contacts.c.contact_key)).scalars().all()
+        flags = set(conn.execute(select(t.flags.c.kind)).scalars().all())
+    assert contacts == ["501"]
+    assert flags == {"young_carer", "sen_support", "child_protection_plan"}, "In Care cleared in SIMS"
+
+
+def test_reimport_changes_nothing_and_a_corrected_mark_is_audited(engine: Engine) -> None:
+    store(engine, "sims-pupils.xml", "sims-marks.xml")
+    before = snapshot(engine)
+    store(engine, "sims-marks.xml")
+    assert snapshot(engine) == before
+    store(engine, "sims-marks-corrected.xml")
+    with engine.connect() as conn:
+        changes = conn.execute(select(t.mark_changes.c.day, t.mark_changes.c.session, t.mark_changes.c.old_code,
+                                      t.mark_changes.c.new_code)).all()
+        runs = conn.execute(select(t.ingest_runs.c.origin, t.ingest_runs.c.checksum, t.ingest_runs.c.counts)
+                            .where(t.ingest_runs.c.status == "ok")).all()
+    assert [tuple(c) for c in changes] == [(date(2025, 11, 3), "AM", "N", "I")]
+    assert [r.origin for r in runs] == ["sims-pupils.xml", "sims-marks.xml", "sims-marks-corrected.xml"]
+    assert all(len(r.checksum) == 64 for r in runs) and runs[1].counts["marks"] == 9
+
+
+def test_writer_round_trip(tmp_path: Path) -> None:
+    records, _ = parse("sims-pupils.xml")
+    marks, _ = parse("sims-marks.xml")
+    extra = [r for r in marks if isinstance(r, PupilRecord) and r.pupil_key == "1236"]
+    paths = write_reports(tmp_path, extra + records + [r for r in marks if isinstance(r, MarksRecord)])
+    again = list(SimsXmlSource.parse_file(paths["pupils"], {}).records)
+    assert set(again) == set(records) | set(extra)
+    written = [r for r in SimsXmlSource.parse_file(paths["marks"], {}).records if isinstance(r, MarksRecord)]
+    assert {(m.pupil_key, m.start, m.codes) for m in written} == {
+        (m.pupil_key, m.start, m.codes) for m in marks if isinstance(m, MarksRecord)}
