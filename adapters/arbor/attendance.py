@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date
+
 from adapters.arbor.mapping import Row, parse_date, ref_id
 from cme_batch.model import MarksRecord, Warning_
 

@@ -15,7 +15,7 @@ import random
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -66,8 +66,8 @@ def _retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 class ArborClient:
@@ -109,9 +109,9 @@ class ArborClient:
 
     def _wait(self, state: RetryCallState) -> float:
         s = self.settings  # exponential, capped, plus up to one base delay of jitter
-        expo = min(s.max_backoff, s.backoff * 2 ** (state.attempt_number - 1)) + random.uniform(0, s.backoff)
+        expo = min(s.max_backoff, s.backoff * 2.0 ** (state.attempt_number - 1)) + random.uniform(0, s.backoff)
         exc = state.outcome.exception() if state.outcome else None
-        after = getattr(exc, "retry_after", None)
+        after: float | None = getattr(exc, "retry_after", None)
         return expo if after is None else max(min(after, MAX_RETRY_AFTER), expo)
 
     def _before_sleep(self, state: RetryCallState) -> None:

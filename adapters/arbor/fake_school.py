@@ -35,6 +35,10 @@ _STAT_FLAGS = {  # DOMAIN class -> the Arbor statistical flag that is true for i
     "authorised": "isStatisticalAuthorizedAbsent", "unauthorised_explained": "isStatisticalUnauthorizedAbsent",
     "unexplained": "isStatisticalUnauthorizedAbsent",
 }
+#: The student tags this fake school uses for groups Arbor has no assignment for.
+TAGS = {"domestic_abuse": "Domestic abuse", "highly_mobile": "Traveller", "medical_emotional": "Medical or emotional needs",
+        "permanently_excluded": "Permanently excluded", "parent_mental_health": "Parent mental health",
+        "parent_learning_difficulty": "Parent learning difficulty"}
 STAT_FLAG_NAMES = ("isStatisticalPresent", "isStatisticalApprovedEducationalActivity",
                    "isStatisticalAuthorizedAbsent", "isStatisticalUnauthorizedAbsent")
 
@@ -76,6 +80,7 @@ class FakeSchool:
         self.changes: list[tuple[int, str, int, str]] = []  # (revision, entity, id, create/update/delete)
         self._keys: dict[tuple[str, Any], int] = {}
         self._next_id = 1000
+        self._tags: dict[str, list[str]] = {}  # pupil key -> student tags
         self._homes: dict[str, tuple[tuple[str, ...], str | None]] = {}  # pupil key -> address
         self.am = self._upsert("AttendanceRollCall", "AM", {
             "name": "Morning", "attendanceRegisterType": {"isMorning": True, "isAfternoon": False}})
@@ -138,6 +143,8 @@ class FakeSchool:
                     self._enrolment(r)
                 elif isinstance(r, FlagRecord) and r.kind in _FLAG_PLACES:
                     self._flag(r)
+                elif isinstance(r, FlagRecord) and r.kind in TAGS:
+                    self._tag(r.pupil_key, TAGS[r.kind])
                 elif isinstance(r, MarksRecord):
                     self._marks(r)
 
@@ -156,7 +163,8 @@ class FakeSchool:
             "dateOfBirth": r.dob, "gender": {"M": "Male", "F": "Female"}.get(r.sex or "", r.sex),
             "displayAcademicLevel": {"displayName": levels.get(r.year_group or "", f"Year {r.year_group}")}
             if r.year_group else None,
-            "registrationForm": {"displayName": r.reg_group} if r.reg_group else None})
+            "registrationForm": {"displayName": r.reg_group} if r.reg_group else None,
+            "userTags": self._tags.get(r.pupil_key, [])})
         if r.upn:
             self._upsert("UkDfe_UpnAssignment", r.pupil_key, {
                 "student": ref("Student", sid), "upn": r.upn,
@@ -220,6 +228,20 @@ class FakeSchool:
         if field:
             fields[field] = status
         self._upsert(entity, (r.pupil_key, r.kind, r.start), fields)
+
+    def _tag(self, pupil_key: str, tag: str) -> None:
+        tags = self._tags.setdefault(pupil_key, [])
+        if tag not in tags:
+            tags.append(tag)
+            student = self.get("Student", self.student(pupil_key)) or {}
+            self._upsert("Student", pupil_key, {**{k: v for k, v in student.items()
+                                                   if k not in ("entityType", "id", "revisionId")},
+                                                "userTags": list(tags)})
+
+    def key_map(self) -> dict[str, str]:
+        """Arbor student id -> the pupil key of the record the student was loaded from."""
+        with self.lock:
+            return {str(oid): key for (entity, key), oid in self._keys.items() if entity == "Student"}
 
     def mark_type(self, code: str, **flags: bool) -> int:
         """The AttendanceMark for a national code (flags as Arbor would set them, unless overridden)."""

@@ -19,12 +19,12 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from ipaddress import ip_address
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
 from adapters.arbor.fake_graphql import Executor, QueryError, parse
@@ -70,7 +70,7 @@ def make_tls(directory: Path) -> tuple[Path, Path, Path]:
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cme-batch fake Arbor test CA")])
     ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
@@ -140,7 +140,7 @@ class FakeArbor(ThreadingHTTPServer):
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Quiet: a client that gave up (timeout, refused certificate) is part of the tests."""
 
-    def start(self) -> FakeArbor:
+    def start(self) -> Self:
         self._thread = threading.Thread(target=self.serve_forever, name="fake-arbor", daemon=True)
         self._thread.start()
         return self
@@ -150,7 +150,7 @@ class FakeArbor(ThreadingHTTPServer):
         self.server_close()
         self._tmp.cleanup()
 
-    def __enter__(self) -> FakeArbor:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -187,7 +187,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def do_GET(self) -> None:
@@ -221,7 +221,9 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
-        entity, args, query_error = None, {}, None
+        entity: str | None = None
+        args: dict[str, Any] = {}
+        query_error: str | None = None
         if url.path == "/graphql/query":
             try:
                 entity, args, sel = parse(str(json.loads(raw or b"{}").get("query", "")))

@@ -21,6 +21,11 @@ from cme_batch.model import Address, ContactRecord, EnrolmentRecord, FlagRecord,
 
 Row = dict[str, Any]
 
+
+class BadShape(ValueError):
+    """An answer not in the shape this module expects. Its message never holds the value itself
+    (it could be a pupil's date of birth or name)."""
+
 GRAPHQL_PATH = "/graphql/query"
 REST_PREFIX = "/rest-v2"
 #: UNCONFIRMED: where the current (head) revision is read before a full pull.
@@ -47,7 +52,7 @@ MARK = "AttendanceMark"
 SELECTIONS: dict[str, str] = {
     STUDENT: "id revisionId person { id } legalFirstName legalMiddleNames legalLastName preferredFirstName "
              "preferredLastName dateOfBirth gender displayAcademicLevel { displayName } "
-             "registrationForm { displayName }",
+             "registrationForm { displayName } userTags",
     UPN: "id revisionId student { id } upn startDatetime endDatetime",
     ENROLMENT: "id revisionId student { id } entryDate leavingDate unenrolmentReason { code unenrolmentReason }",
     DESTINATION: "id revisionId student { id } startDate studentDestinationType { code label } "
@@ -88,6 +93,14 @@ REST_RESOURCES: dict[str, str] = {
 #: Codes of child protection statuses, SEN statuses, and what core flag each one is (UNCONFIRMED codes).
 CHILD_PROTECTION_KINDS = {"CPP": "child_protection_plan", "CIN": "child_in_need"}
 SEN_KINDS = {"K": "sen_support", "E": "ehcp"}
+#: Student tags (``userTags``, UNCONFIRMED as GraphQL strings) for groups Arbor has no assignment for;
+#: a school names its own tags in ``tag_flags``, these are the defaults.
+DEFAULT_TAG_FLAGS = {
+    "Domestic abuse": "domestic_abuse", "Service child": "highly_mobile", "Traveller": "highly_mobile",
+    "Gypsy, Roma and Traveller": "highly_mobile", "Medical or emotional needs": "medical_emotional",
+    "Permanently excluded": "permanently_excluded", "Parent mental health": "parent_mental_health",
+    "Parent learning difficulty": "parent_learning_difficulty",
+}
 #: Unenrolment reason codes meaning "the admission was withdrawn before the child started" (UNCONFIRMED).
 WITHDRAWN_REASONS = frozenset({"ADMISSION_WITHDRAWN"})
 
@@ -134,7 +147,7 @@ def graphql_rows(body: Any, entity: str) -> list[Row]:
     data = body.get("data") if isinstance(body, dict) else None
     rows = data.get(entity) if isinstance(data, dict) else None
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-        raise ValueError(f"GraphQL answer has no list under data.{entity}")
+        raise BadShape(f"GraphQL answer has no list under data.{entity}")
     return rows
 
 
@@ -144,7 +157,8 @@ _DENIED = re.compile(r"do not have access to `?([A-Za-z_]+\.[A-Za-z_]+)`?")
 def graphql_errors(body: Any) -> tuple[list[str], list[str]]:
     """(fields access was refused to, other error messages) from a GraphQL ``errors`` list."""
     errors = body.get("errors") if isinstance(body, dict) else None
-    denied, other = [], []
+    denied: list[str] = []
+    other: list[str] = []
     for e in errors or []:
         msg = str(e.get("message", e)) if isinstance(e, dict) else str(e)
         m = _DENIED.search(msg)
@@ -186,7 +200,7 @@ def parse_changelog(body: Any) -> list[Change]:
     """``{"changes": [{"changeType", "toRevision", "changedObject": {"href": ".../16"}}]}``."""
     changes = body.get("changes") if isinstance(body, dict) else None
     if not isinstance(changes, list):
-        raise ValueError("changelog answer has no 'changes' list")
+        raise BadShape("changelog answer has no 'changes' list")
     out = []
     for c in changes:
         href = str(((c or {}).get("changedObject") or {}).get("href") or "")
@@ -208,14 +222,15 @@ def parse_date(v: Any) -> date | None:
         return None
     if isinstance(v, dict):
         v = v.get("date")
-        if not isinstance(v, str):
-            raise ValueError(f"date object without a 'date' string: {v!r}")
     if not isinstance(v, str):
-        raise ValueError(f"not a date: {v!r}")
+        raise BadShape(f"a date is a {type(v).__name__}, not a string or date object")
     text = v.strip()
-    if len(text) == 10:
-        return date.fromisoformat(text)
-    return datetime.fromisoformat(text[:19].replace("T", " ")).date()
+    try:
+        if len(text) == 10:
+            return date.fromisoformat(text)
+        return datetime.fromisoformat(text[:19].replace("T", " ")).date()
+    except ValueError:
+        raise BadShape(f"a date string is not YYYY-MM-DD[ HH:MM:SS] ({len(text)} characters)") from None
 
 
 def ref_id(v: Any) -> str | None:
@@ -329,9 +344,9 @@ def enrolment_records(rows: Mapping[str, Sequence[Row]]) -> list[EnrolmentRecord
     for e in rows.get(ENROLMENT, ()):
         sid = ref_id(e.get("student")) or ""
         entry, leaving = parse_date(e.get("entryDate")), parse_date(e.get("leavingDate"))
-        reason = e.get("unenrolmentReason") or {}
-        d = dest.get(sid) if leaving else None
-        destination = _text(((d or {}).get("linkedRecord") or {}).get("displayName"))
+        reason: Row = e.get("unenrolmentReason") or {}
+        went = dest.get(sid) if leaving else None
+        destination = _text(((went or {}).get("linkedRecord") or {}).get("displayName"))
         out.append(EnrolmentRecord(
             pupil_key=sid, admission_date=entry, entry_date=entry, leaving_date=leaving,
             leaving_reason=_text(reason.get("unenrolmentReason") or reason.get("code")),
@@ -359,7 +374,8 @@ def contact_records(rows: Mapping[str, Sequence[Row]], people: PeopleIndex,
     return out
 
 
-def flag_records(rows: Mapping[str, Sequence[Row]]) -> list[FlagRecord]:
+def flag_records(rows: Mapping[str, Sequence[Row]], tag_flags: Mapping[str, str]) -> list[FlagRecord]:
+    """Flags from status assignments (with their dates) and from student tags (undated)."""
     out = []
 
     def add(r: Row, kind: str | None, detail: str | None = None) -> None:
@@ -375,4 +391,7 @@ def flag_records(rows: Mapping[str, Sequence[Row]]) -> list[FlagRecord]:
         add(r, SEN_KINDS.get(str((r.get("senStatus") or {}).get("code"))))
     for r in rows.get(YOUNG_CARER, ()):
         add(r, "young_carer")
+    for s in rows.get(STUDENT, ()):
+        kinds = {tag_flags[str(tag)] for tag in s.get("userTags") or () if str(tag) in tag_flags}
+        out += [FlagRecord(str(s["id"]), kind, detail="Arbor student tag") for kind in sorted(kinds)]
     return out

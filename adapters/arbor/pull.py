@@ -22,7 +22,7 @@ from typing import Any
 from adapters.arbor import attendance, mapping
 from adapters.arbor.client import ArborClient
 from adapters.arbor.mapping import Row
-from cme_batch.model import MarksRecord, Record, Warning_
+from cme_batch.model import ContactRecord, EnrolmentRecord, FlagRecord, MarksRecord, Record, Warning_
 
 ID_CHUNK = 100  # ids per ``..._in`` filter, to keep each query short
 
@@ -47,8 +47,10 @@ class Changes:
 class Reader:
     """Reads one school through an ArborClient, remembering the newest revision it saw."""
 
-    def __init__(self, client: ArborClient, today: date, warnings: list[Warning_]) -> None:
+    def __init__(self, client: ArborClient, today: date, warnings: list[Warning_],
+                 tag_flags: dict[str, str] | None = None) -> None:
         self.client = client
+        self.tag_flags = mapping.DEFAULT_TAG_FLAGS if tag_flags is None else tag_flags
         self.today = today
         self.warnings = warnings
         self.max_revision = 0
@@ -93,8 +95,10 @@ class Reader:
         people = mapping.PeopleIndex(rows, self.today)
         known = set(student_person)
         records: list[Record] = list(mapping.pupil_records(rows, people, self.today))
-        for rec in (*mapping.enrolment_records(rows), *mapping.contact_records(rows, people, student_person),
-                    *mapping.flag_records(rows)):
+        related: list[EnrolmentRecord | ContactRecord | FlagRecord] = [
+            *mapping.enrolment_records(rows), *mapping.contact_records(rows, people, student_person),
+            *mapping.flag_records(rows, self.tag_flags)]
+        for rec in related:
             if rec.pupil_key in known:  # a row naming a student outside this read is left for that pupil's read
                 records.append(rec)
         return records

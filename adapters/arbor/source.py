@@ -15,12 +15,13 @@ from datetime import date
 from ipaddress import ip_address
 from urllib.parse import urlsplit
 
+from adapters.arbor import mapping
 from adapters.arbor.client import ArborClient, ClientSettings
 from adapters.arbor.pull import Reader
 from cme_batch import log
 from cme_batch.config import SourceConfig
-from cme_batch.errors import ConfigError
-from cme_batch.model import Record, SourceBatch, Warning_
+from cme_batch.errors import ConfigError, FatalError
+from cme_batch.model import FLAG_KINDS, Record, SourceBatch, Warning_
 from cme_batch.settings import Problems, SecretRef, Table
 from cme_batch.sources import SourceContext
 
@@ -65,6 +66,7 @@ class ArborSource:
     password: SecretRef
     academic_year_start: date | None = None
     incremental: bool = True
+    tag_flags: tuple[tuple[str, str], ...] = tuple(mapping.DEFAULT_TAG_FLAGS.items())
 
     @classmethod
     def from_config(cls, cfg: SourceConfig) -> ArborSource:
@@ -89,11 +91,15 @@ class ArborSource:
             user_agent=t.str("user_agent", d.user_agent) or d.user_agent)
         start = t.date("academic_year_start")
         incremental = t.bool("incremental", True)
+        tags = t.str_map("tag_flags") if t.has("tag_flags") else dict(mapping.DEFAULT_TAG_FLAGS)
+        for tag, kind in tags.items():
+            if kind not in FLAG_KINDS:
+                problems.add(f"{t.key('tag_flags')}.{tag}", f"is {kind!r}", "one of " + ", ".join(sorted(FLAG_KINDS)))
         t.unknown_keys()
         if problems.items:
             raise ConfigError(problems.items)
         assert password is not None
-        return cls(cfg.name, settings, password, start, incremental)
+        return cls(cfg.name, settings, password, start, incremental, tuple(sorted(tags.items())))
 
     def __repr__(self) -> str:
         return f"ArborSource({self.name!r}, {self.client_settings.base_url!r})"
@@ -105,15 +111,23 @@ class ArborSource:
         """One batch: a full pull, or the changes since the stored revision."""
         client = ArborClient(self.client_settings, self.password.reveal())
         try:
-            yield self._pull(client, ctx)
+            batch = self._pull(client, ctx)
+        except mapping.BadShape as exc:
+            raise FatalError(f"Arbor's answer is not in the shape the adapter expects: {exc} "
+                             "(see adapters/arbor/mapping.py)") from exc
+        except (KeyError, TypeError, ValueError) as exc:  # a field missing or of another type
+            what = f"field {exc.args[0]!r} missing" if isinstance(exc, KeyError) else exc.__class__.__name__
+            raise FatalError(f"Arbor's answer is not in the shape the adapter expects ({what}); "
+                             "see adapters/arbor/mapping.py") from exc
         finally:
             client.close()
+        yield batch
 
     def _pull(self, client: ArborClient, ctx: SourceContext) -> SourceBatch:
         logger = log.get("cme_batch.arbor").bind(source=self.name, host=client.host)
         today = ctx.now.date()
         warnings: list[Warning_] = []
-        reader = Reader(client, today, warnings)
+        reader = Reader(client, today, warnings, dict(self.tag_flags))
         head = client.head_revision()  # read first: anything changed after it is read again next run
         since = self._stored_revision(ctx, logger)
         records: list[Record]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -23,10 +23,9 @@ from tests.adapters.arbor_helpers import PASSWORD, small_school, small_school_se
 from tests.adapters.contract import NOW, AdapterContract
 
 
-
 class TestArborContract(AdapterContract):
     adapter = "arbor"
-    bad_settings = [
+    bad_settings: ClassVar[list[dict[str, Any]]] = [
         {"base_url": "http://myschool.uk.arbor.sc"},  # plain http to a real host
         {"base_url": "https://myschool.uk.arbor.sc/rest-v2"},  # a path
         {"password": PASSWORD},  # a secret written into the file
