@@ -1,0 +1,92 @@
+"""``cme-batch referral``: the encrypted bundle as a file, and the private preview."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import stat
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import Engine, select
+
+from cme_batch.cli import cli
+from cme_batch.store import tables as t
+from tests.conftest import write_config
+from tests.referral_support import Family, make_pki, seed_case, smime_config
+from tests.servers import need_tool
+
+
+def _ref(engine: Engine, case_id: int) -> str:
+    with engine.connect() as conn:
+        return str(conn.execute(select(t.cases.c.ref).where(t.cases.c.id == case_id)).scalar_one())
+
+
+@pytest.fixture
+def setup(engine: Engine, store_url: str, tmp_path: Path) -> tuple[Path, Path]:
+    # The command runs on the real clock, so the certificates are made valid now.
+    pki = make_pki(tmp_path / "pki", datetime.now(timezone.utc))
+    return write_config(tmp_path, store_url, smime_config(pki)), pki.la.cert_path.parent
+
+
+def test_writes_the_encrypted_bundle_that_the_la_can_open(engine: Engine, setup: tuple[Path, Path],
+                                                          tmp_path: Path) -> None:
+    config, pki_dir = setup
+    ref = _ref(engine, seed_case(engine))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["--config", str(config), "referral", ref, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    path = out / f"{ref}-referral.eml"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    raw = path.read_bytes()
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    assert msg.get_content_type() == "application/pkcs7-mime"
+    assert b"Amelia" not in raw and "Amelia" not in result.output
+    openssl = need_tool("openssl", "openssl")
+    plain = subprocess.run([openssl, "cms", "-decrypt", "-in", str(path), "-recip", str(pki_dir / "la.pem"),
+                            "-inkey", str(pki_dir / "la.key")], capture_output=True)
+    assert plain.returncode == 0 and b"multipart/signed" in plain.stdout
+    again = CliRunner().invoke(cli, ["--config", str(config), "referral", ref, "--out", str(out)])
+    assert again.exit_code == 2 and "already exists" in again.output
+
+
+def test_preview_writes_pdf_and_json_into_a_new_private_directory_with_a_warning(
+        engine: Engine, setup: tuple[Path, Path], tmp_path: Path) -> None:
+    config, _ = setup
+    ref = _ref(engine, seed_case(engine, Family(confirmed=False)))
+    out = tmp_path / "previews"
+    result = CliRunner().invoke(cli, ["--config", str(config), "referral", ref, "--out", str(out), "--preview"])
+    assert result.exit_code == 0, result.output
+    (target,) = list(out.iterdir())
+    assert stat.S_IMODE(target.stat().st_mode) == 0o700
+    files = sorted(p.name for p in target.iterdir())
+    assert files == [f"{ref}-referral-note.txt", f"{ref}-referral.json", f"{ref}-referral.pdf"]
+    doc = json.loads((target / f"{ref}-referral.json").read_text())
+    assert doc["child"]["legal_forename"] == "Amelia" and doc["confirmation"]["confirmed"] is False
+    assert (target / f"{ref}-referral.pdf").read_bytes().startswith(b"%PDF")
+    assert "warning:" in result.stderr and "unencrypted" in result.stderr
+    assert "Amelia" not in result.output
+
+
+def test_an_unconfirmed_referral_is_not_written_encrypted(engine: Engine, setup: tuple[Path, Path],
+                                                          tmp_path: Path) -> None:
+    config, _ = setup
+    ref = _ref(engine, seed_case(engine, Family(confirmed=False)))
+    result = CliRunner().invoke(cli, ["--config", str(config), "referral", ref, "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert "never sent without" in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_an_unknown_case_and_a_missing_encryption_setup_are_input_errors(engine: Engine, store_url: str,
+                                                                         tmp_path: Path) -> None:
+    config = write_config(tmp_path, store_url)
+    result = CliRunner().invoke(cli, ["--config", str(config), "referral", "CME-1999-0001", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "no case CME-1999-0001" in result.output
+    ref = _ref(engine, seed_case(engine))
+    held = CliRunner().invoke(cli, ["--config", str(config), "referral", ref, "--out", str(tmp_path / "o")])
+    assert held.exit_code == 2 and "no encryption is configured" in held.output
