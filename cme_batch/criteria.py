@@ -1,0 +1,330 @@
+"""CME criteria and case decisions (DOMAIN.md 5): pure functions over plain facts.
+
+``decide`` takes one pupil's facts as of an evaluation date (streaks, admission, leaving,
+vulnerability flags, recent episodes) and the pupil's cases, and returns the ``Change`` list
+that brings the cases in line: open, update (stage, school days, due date...), close, reopen.
+Each change carries its audit events; an event names the first date whose marks are its
+evidence and the store side (``cme_batch.detect``) attaches those marks.
+
+Rules kept here, beyond the tables of DOMAIN.md 5:
+
+- one case per pupil per episode and never two open cases of one kind; a case that detect
+  closed is *reopened* when the same episode comes back (a correction undone); a case a person
+  closed is left closed for that episode;
+- ``place_not_taken_up`` takes precedence: an open ``unexplained_absence`` case of the same
+  child is closed ``superseded``;
+- a stage never moves backwards (a corrected mark may shorten a streak; the steps already
+  taken stay taken);
+- a child who leaves the roll closes an ``unexplained_absence`` case as ``left``
+  (``destination_unknown`` then applies if no destination is recorded).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any
+
+from cme_batch.config import Thresholds
+from cme_batch.schoolcal import SchoolCalendar
+from cme_batch.streaks import NO_STREAK, PupilStreaks, Streak
+
+STAGES = ("first_day_call", "contact_all", "dsl_review", "home_visit", "referral_prepare", "referral_due")
+
+UNEXPLAINED_ABSENCE = "unexplained_absence"
+PLACE_NOT_TAKEN_UP = "place_not_taken_up"
+DESTINATION_UNKNOWN = "destination_unknown"
+REPEAT_MISSING = "repeat_missing"
+KINDS = (UNEXPLAINED_ABSENCE, PLACE_NOT_TAKEN_UP, DESTINATION_UNKNOWN, REPEAT_MISSING)
+
+OPEN, CLOSED = "open", "closed"
+IMMEDIATE_SOCIAL_CARE = "immediate_social_care"
+SOCIAL_CARE_TEXT = ("inform Social Care immediately and follow the safeguarding partnership's procedures "
+                    "(child protection plan or looked-after child)")
+#: Flags that raise the immediate_social_care alert.
+SOCIAL_CARE_FLAGS = frozenset({"child_protection_plan", "looked_after"})
+#: The policy's vulnerable groups: dsl_review from the first day.
+EARLY_DSL_FLAGS = SOCIAL_CARE_FLAGS | frozenset({
+    "domestic_abuse", "highly_mobile", "young_carer", "permanently_excluded", "medical_emotional",
+    "parent_mental_health", "parent_learning_difficulty"})
+#: The reasons detect closes a case with (a case closed for any other reason was closed by a person).
+SYSTEM_CLOSE_REASONS = frozenset({"returned", "explained", "attended", "withdrawn", "destination_known", "left",
+                                  "superseded", "no_longer_applies"})
+_UNKNOWN_DESTINATION = re.compile(r"unknown|whereabouts|missing|not known", re.IGNORECASE)
+_PLACEHOLDER_DESTINATIONS = {"", "MMM", "MMMM", "XXX", "XXXX", "UNKNOWN", "N/A", "NA", "NONE"}
+
+
+# -- the rules, one small function each -----------------------------------------------------
+def stage_for(days: int, th: Thresholds, early_dsl: bool = False) -> str | None:
+    """The policy step an unexplained streak of ``days`` school days has reached."""
+    reached = [s for s in STAGES if days >= (1 if s == "dsl_review" and early_dsl else getattr(th, s))]
+    return reached[-1] if reached else None
+
+
+def stage_rank(stage: str | None) -> int:
+    return STAGES.index(stage) if stage in STAGES else -1
+
+
+def compulsory_school_age_start(dob: date) -> date:
+    """31 December, 31 March or 31 August, whichever comes first on or after the fifth birthday."""
+    try:
+        fifth = dob.replace(year=dob.year + 5)
+    except ValueError:  # born 29 February: the birthday falls on 1 March in other years
+        fifth = date(dob.year + 5, 3, 1)
+    y = fifth.year
+    return next(d for d in (date(y, 3, 31), date(y, 8, 31), date(y, 12, 31), date(y + 1, 3, 31)) if d >= fifth)
+
+
+def compulsory_school_age(dob: date | None, on: date) -> bool | None:
+    """Whether the child is of compulsory school age on ``on`` (None when the date of birth is unknown)."""
+    return None if dob is None else on >= compulsory_school_age_start(dob)
+
+
+def destination_unknown(destination: str | None, leaving_reason: str | None) -> bool:
+    """No destination recorded (or a placeholder), or a leaving reason that says it is unknown."""
+    if destination is None or destination.strip().upper() in _PLACEHOLDER_DESTINATIONS:
+        return True
+    return bool(leaving_reason and _UNKNOWN_DESTINATION.search(leaving_reason))
+
+
+def unexplained_due(streak: Streak, th: Thresholds, calendar: SchoolCalendar, as_of: date) -> date | None:
+    """The date of the streak's referral_due-th school day: past if reached, else projected by the calendar."""
+    if streak.days >= th.referral_due:
+        return streak.nth_day(th.referral_due)
+    return calendar.nth_school_day_after(as_of, th.referral_due - streak.days)
+
+
+# -- facts in, changes out --------------------------------------------------------------------
+@dataclass(frozen=True)
+class PupilFacts:
+    """What detect knows about one pupil as of the evaluation date (no names: ids only)."""
+
+    pupil_id: int
+    on_roll: bool
+    streaks: PupilStreaks = PupilStreaks(NO_STREAK, NO_STREAK, None)
+    dob: date | None = None
+    flags: frozenset[str] = frozenset()  # active on the evaluation date
+    admission_date: date | None = None  # the current admission's agreed first day
+    admission_withdrawn: bool = False
+    leaving_date: date | None = None  # of the latest admission, when on or before the evaluation date
+    leaving_reason: str | None = None
+    destination: str | None = None
+    repeat_episodes: tuple[Streak, ...] = ()  # unexplained episodes in the repeat window
+    upn: str | None = None
+
+
+@dataclass(frozen=True)
+class Context:
+    as_of: date
+    thresholds: Thresholds
+    calendar: SchoolCalendar
+    window_start: date  # the first date the marks read cover: older admissions and leavings are not judged
+
+
+@dataclass(frozen=True)
+class CaseState:
+    """A case as stored (the fields decisions depend on)."""
+
+    id: int
+    kind: str
+    status: str
+    stage: str | None
+    episode_start: date | None
+    opened_on: date
+    school_days: int | None = None
+    last_attended: date | None = None
+    referral_due: date | None = None
+    register_gaps: tuple[str, ...] = ()
+    alerts: tuple[dict[str, Any], ...] = ()
+    compulsory_school_age: bool | None = None
+    closed_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: str  # opened, stage, updated, alert, closed, reopened
+    stage: str | None
+    detail: dict[str, Any]
+    evidence_from: date | None = None  # the marks from this date to the evaluation date are its evidence
+
+
+@dataclass
+class Change:
+    action: str  # open, update, close, reopen
+    kind: str
+    case_id: int | None
+    values: dict[str, Any]
+    events: list[Event] = field(default_factory=list)
+
+
+TRACKED = ("stage", "episode_start", "school_days", "last_attended", "referral_due", "register_gaps",
+           "compulsory_school_age")
+
+
+def _json(v: Any) -> Any:
+    return v.isoformat() if isinstance(v, date) else list(v) if isinstance(v, tuple) else v
+
+
+def _current(c: CaseState) -> dict[str, Any]:
+    return {"stage": c.stage, "episode_start": c.episode_start, "school_days": c.school_days,
+            "last_attended": c.last_attended, "referral_due": c.referral_due,
+            "register_gaps": list(c.register_gaps), "compulsory_school_age": c.compulsory_school_age}
+
+
+def _alerts(f: PupilFacts, kind: str, existing: tuple[dict[str, Any], ...], as_of: date
+            ) -> tuple[list[dict[str, Any]], list[Event]]:
+    """The immediate_social_care alert, raised once per case for a child protection plan or looked-after child."""
+    flags = sorted(f.flags & SOCIAL_CARE_FLAGS)
+    if kind == REPEAT_MISSING or not flags or any(a.get("kind") == IMMEDIATE_SOCIAL_CARE for a in existing):
+        return list(existing), []
+    alert = {"kind": IMMEDIATE_SOCIAL_CARE, "raised_on": as_of.isoformat(), "flags": flags, "action": SOCIAL_CARE_TEXT}
+    return [*existing, alert], [Event("alert", None, {"alert": IMMEDIATE_SOCIAL_CARE, "flags": flags,
+                                                      "action": SOCIAL_CARE_TEXT})]
+
+
+def _ensure(f: PupilFacts, cases: list[CaseState], kind: str, target: dict[str, Any], ctx: Context,
+            evidence_from: date | None, why: dict[str, Any]) -> list[Change]:
+    """The criterion holds for the episode in ``target``: update its open case, reopen or open one."""
+    open_case = next((c for c in cases if c.kind == kind and c.status == OPEN), None)
+    if open_case is not None:
+        return _update(f, open_case, target, ctx, evidence_from)
+    same = [c for c in cases if c.kind == kind and c.episode_start == target["episode_start"]]
+    if same:
+        last = max(same, key=lambda c: c.id)
+        if last.closed_reason not in SYSTEM_CLOSE_REASONS:
+            return []  # a person closed this episode's case: leave it so
+        return _update(f, last, target, ctx, evidence_from, reopen=True)
+    alerts, alert_events = _alerts(f, kind, (), ctx.as_of)
+    values = {**target, "alerts": alerts, "status": OPEN, "opened_on": ctx.as_of}
+    detail = {"kind": kind, **{k: _json(v) for k, v in target.items()}, **why}
+    return [Change("open", kind, None, values, [Event("opened", target["stage"], detail, evidence_from),
+                                                  *alert_events])]
+
+
+def _update(f: PupilFacts, case: CaseState, target: dict[str, Any], ctx: Context, evidence_from: date | None,
+            reopen: bool = False) -> list[Change]:
+    old = _current(case)
+    new = dict(target)
+    if stage_rank(new["stage"]) < stage_rank(old["stage"]):
+        new["stage"] = old["stage"]  # steps already taken stay taken
+    changed = {k: [_json(old[k]), _json(new[k])] for k in TRACKED if old[k] != new[k]}
+    alerts, events = _alerts(f, case.kind, case.alerts, ctx.as_of)
+    values: dict[str, Any] = {k: new[k] for k in changed}
+    if reopen:
+        values.update(status=OPEN, closed_on=None, closed_reason=None)
+        events.insert(0, Event("reopened", new["stage"], {"previous_reason": case.closed_reason,
+                                                           "changed": changed}, evidence_from))
+    elif "stage" in changed:
+        passed = [s for s in STAGES if stage_rank(old["stage"]) < stage_rank(s) < stage_rank(new["stage"])]
+        events.insert(0, Event("stage", new["stage"], {"from": old["stage"], "to": new["stage"], "passed": passed,
+                                                       "changed": changed}, evidence_from))
+    elif changed:
+        events.insert(0, Event("updated", new["stage"], {"changed": changed}, evidence_from))
+    if events:
+        values["alerts"] = alerts
+        return [Change("reopen" if reopen else "update", case.kind, case.id, values, events)]
+    return []
+
+
+def _close(case: CaseState, reason: str, f: PupilFacts, ctx: Context) -> Change:
+    values = {"status": CLOSED, "closed_on": ctx.as_of, "closed_reason": reason,
+              "last_attended": f.streaks.last_attended}
+    detail = {"reason": reason, "school_days": case.school_days, "last_attended": _json(f.streaks.last_attended)}
+    evidence = case.episode_start if case.kind != DESTINATION_UNKNOWN else None
+    return Change("close", case.kind, case.id, values, [Event("closed", case.stage, detail, evidence)])
+
+
+def _in_window(d: date | None, ctx: Context) -> bool:
+    return d is not None and ctx.window_start <= d <= ctx.as_of
+
+
+def place_not_taken_up(f: PupilFacts, ctx: Context) -> bool:
+    """An agreed first day has passed and the child has not been seen since."""
+    seen = f.streaks.last_attended
+    return (f.on_roll and _in_window(f.admission_date, ctx) and not f.admission_withdrawn
+            and not (seen is not None and f.admission_date is not None and seen >= f.admission_date))
+
+
+def decide(f: PupilFacts, cases: list[CaseState], ctx: Context) -> list[Change]:
+    """Every change one pupil's cases need as of ``ctx.as_of``."""
+    th, as_of = ctx.thresholds, ctx.as_of
+    out: list[Change] = []
+    csa = compulsory_school_age(f.dob, as_of)
+    opened = {c.kind: c for c in cases if c.status == OPEN}
+    last_seen = f.streaks.last_attended
+
+    # place not taken up
+    pntu = place_not_taken_up(f, ctx)
+    if pntu:
+        assert f.admission_date is not None
+        prior = opened.get(PLACE_NOT_TAKEN_UP)
+        due = prior.referral_due if prior and prior.referral_due else as_of
+        target = {"stage": "referral_prepare", "episode_start": f.admission_date,
+                  "school_days": ctx.calendar.count(f.admission_date, as_of), "last_attended": last_seen,
+                  "referral_due": due, "register_gaps": [], "compulsory_school_age": csa}
+        out += _ensure(f, cases, PLACE_NOT_TAKEN_UP, target, ctx, f.admission_date,
+                       {"admission_date": f.admission_date.isoformat()})
+    elif PLACE_NOT_TAKEN_UP in opened:
+        c = opened[PLACE_NOT_TAKEN_UP]
+        seen = last_seen is not None and c.episode_start is not None and last_seen >= c.episode_start
+        reason = "attended" if seen else "withdrawn" if f.admission_withdrawn else \
+            "left" if not f.on_roll else "no_longer_applies"
+        out.append(_close(c, reason, f, ctx))
+
+    # unexplained absence
+    streak = f.streaks.unexplained
+    live = f.on_roll and streak.days > 0 and not pntu
+    c = opened.get(UNEXPLAINED_ABSENCE)
+    if c is not None and not (live and streak.start is not None and c.episode_start is not None
+                              and streak.start <= c.episode_start):
+        seen = last_seen is not None and c.episode_start is not None and last_seen >= c.episode_start
+        reason = "left" if not f.on_roll else "superseded" if pntu else "returned" if seen else "explained"
+        out.append(_close(c, reason, f, ctx))
+        cases = [x for x in cases if x.id != c.id] + [_closed_copy(c, reason)]
+    if live:
+        early = bool(f.flags & EARLY_DSL_FLAGS)
+        target = {"stage": stage_for(streak.days, th, early), "episode_start": streak.start,
+                  "school_days": streak.days, "last_attended": last_seen,
+                  "referral_due": unexplained_due(streak, th, ctx.calendar, as_of),
+                  "register_gaps": [d.isoformat() for d in streak.register_gaps], "compulsory_school_age": csa}
+        out += _ensure(f, cases, UNEXPLAINED_ABSENCE, target, ctx, streak.start, {})
+
+    # destination unknown
+    left = f.leaving_date is not None and f.leaving_date <= as_of
+    du = left and _in_window(f.leaving_date, ctx) and destination_unknown(f.destination, f.leaving_reason)
+    if du:
+        prior = opened.get(DESTINATION_UNKNOWN)
+        target = {"stage": "referral_prepare", "episode_start": f.leaving_date, "school_days": None,
+                  "last_attended": last_seen, "referral_due": prior.referral_due if prior and prior.referral_due
+                  else as_of, "register_gaps": [], "compulsory_school_age": csa}
+        out += _ensure(f, cases, DESTINATION_UNKNOWN, target, ctx, None,
+                       {"leaving_date": _json(f.leaving_date), "leaving_reason": f.leaving_reason})
+    elif DESTINATION_UNKNOWN in opened:
+        out.append(_close(opened[DESTINATION_UNKNOWN], "destination_known" if left else "no_longer_applies", f, ctx))
+
+    # repeat missing: never closed here (the DSL closes it)
+    qualifying = [e for e in f.repeat_episodes if e.days >= th.repeat_min_days]
+    if f.on_roll and len(qualifying) >= th.repeat_episodes:
+        newest = qualifying[-1].start
+        assert newest is not None
+        prior = opened.get(REPEAT_MISSING)
+        if prior is not None or not any(x.kind == REPEAT_MISSING and x.episode_start is not None
+                                        and x.episode_start >= newest for x in cases):
+            target = {"stage": "dsl_review", "episode_start": newest,
+                      "school_days": sum(e.days for e in qualifying), "last_attended": last_seen,
+                      "referral_due": None, "register_gaps": [], "compulsory_school_age": csa}
+            why = {"episodes": [{"start": _json(e.start), "school_days": e.days} for e in qualifying]}
+            out += _ensure(f, cases, REPEAT_MISSING, target, ctx, qualifying[0].start, why)
+    return out
+
+
+def _closed_copy(c: CaseState, reason: str) -> CaseState:
+    return CaseState(c.id, c.kind, CLOSED, c.stage, c.episode_start, c.opened_on, c.school_days, c.last_attended,
+                     c.referral_due, c.register_gaps, c.alerts, c.compulsory_school_age, reason)
+
+
+def window_start_for(as_of: date, calendar: SchoolCalendar, school_days: int) -> date:
+    """The first school day of the last ``school_days`` school days up to ``as_of`` (the repeat window)."""
+    return calendar.nth_school_day_back(as_of, school_days) or (calendar.days[0] if calendar.days
+                                                                 else as_of - timedelta(days=1))

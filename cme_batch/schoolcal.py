@@ -1,0 +1,219 @@
+"""The school calendar: which dates are school days (DOMAIN.md 3).
+
+A date is a school day when it is a weekday inside a configured term, not an INSET or other
+closure day, not an England bank holiday (the ``holidays`` package, subdivision ENG, plus
+``extra_holidays`` minus ``not_holidays``), and not a whole-school closure in the registers
+(both sessions ``#`` for every pupil on roll). An academic year with no term dates configured
+falls back to the registers: a weekday is a school day when at least half the pupils on roll
+have a real mark (not ``#``, not no-mark) in one of its sessions; dates after the last mark of
+anyone are projected as weekdays, so due dates can still be computed. A warning says so.
+
+``register_facts`` reads what the registers say about one academic year from raw strips
+(see ``cme_batch.marks``) with whole-strip integer arithmetic, not a loop per mark; ``build``
+joins it with the configuration into a ``SchoolCalendar``, which answers the questions the
+engine asks: is this a school day, which school days lie in a range, which is the nth school
+day after a date.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+from functools import lru_cache
+
+import holidays as holidays_pkg
+
+from cme_batch import marks as mk
+from cme_batch.config import CalendarConfig
+
+#: Field width (hex digits) per session when counting marks across pupils in one big integer.
+_FIELD = 5
+
+
+class SchoolCalendar:
+    """A sorted set of school days with the lookups the engine needs."""
+
+    def __init__(self, days: Iterable[date], warnings: Iterable[str] = ()) -> None:
+        self.days: list[date] = sorted(set(days))
+        self._set = frozenset(self.days)
+        self.warnings: list[str] = list(warnings)
+
+    def is_school_day(self, day: date) -> bool:
+        return day in self._set
+
+    def school_days(self, start: date, end: date) -> list[date]:
+        """The school days from ``start`` to ``end``, both included, oldest first."""
+        return self.days[bisect_left(self.days, start):bisect_right(self.days, end)]
+
+    def count(self, start: date, end: date) -> int:
+        return bisect_right(self.days, end) - bisect_left(self.days, start)
+
+    def nth_school_day_after(self, day: date, n: int) -> date | None:
+        """The ``n``-th school day after ``day`` (``n`` >= 1); None when the calendar does not reach it."""
+        if n < 1:
+            raise ValueError("n must be at least 1")
+        i = bisect_right(self.days, day) + n - 1
+        return self.days[i] if i < len(self.days) else None
+
+    def nth_school_day_back(self, day: date, n: int) -> date | None:
+        """The ``n``-th school day counting back from ``day`` included (n=1: the last school day <= day)."""
+        if n < 1:
+            raise ValueError("n must be at least 1")
+        i = bisect_right(self.days, day) - n
+        return self.days[i] if i >= 0 else None
+
+
+@dataclass(frozen=True)
+class YearRegisters:
+    """What one academic year's registers say about the calendar.
+
+    ``closed`` and ``open`` are strip positions (see ``cme_batch.marks.position``): sessions
+    where every pupil on roll has ``#``, and sessions where at least half the pupils on roll
+    have a real mark (computed only for the fallback, else None). ``last_marked`` is the last
+    date on which anybody has a real mark.
+    """
+
+    academic_year: int
+    closed: frozenset[int]
+    open: frozenset[int] | None
+    last_marked: date | None
+
+
+class _Default(dict[int, str]):
+    def __init__(self, default: str, items: Mapping[int, str]) -> None:
+        super().__init__(items)
+        self.default = default
+
+    def __missing__(self, key: int) -> str:
+        return self.default
+
+
+_HASH_BIT = _Default("0", {ord("#"): "1"})
+_REAL_FIELD = _Default("0" * (_FIELD - 1) + "1", {ord("#"): "0" * _FIELD, ord(mk.NO_MARK): "0" * _FIELD})
+
+
+def _positions(mask: int, length: int) -> frozenset[int]:
+    """Strip positions of the set bits of a mask whose most significant bit is position 0."""
+    out = []
+    while mask:
+        low = mask & -mask
+        out.append(length - low.bit_length())
+        mask ^= low
+    return frozenset(out)
+
+
+def register_facts(academic_year: int, rows: Iterable[tuple[str, Sequence[tuple[int, int]]]],
+                   fallback: bool) -> YearRegisters:
+    """Read closures (and, for the fallback, open sessions) from one year's raw strips.
+
+    ``rows`` holds each pupil's strip with the strip positions they were on roll, as
+    ``[(lo, hi), ...]`` (``hi`` excluded). Each strip becomes one integer (a bit per session
+    for ``#``; a counter field per session for the fallback), so the work per pupil is a few
+    C-level string and integer operations however many marks the strip holds.
+    """
+    length = mk.strip_length(academic_year)
+    bit_masks: dict[tuple[tuple[int, int], ...], int] = {}
+    field_masks: dict[tuple[tuple[int, int], ...], int] = {}
+    supported = killed = 0
+    marked = roll = 0
+    last = 0
+    for strip, ranges in rows:
+        key = tuple(ranges)
+        on_roll = bit_masks.get(key)
+        if on_roll is None:
+            on_roll = 0
+            for lo, hi in key:
+                if hi > lo:
+                    on_roll |= ((1 << (hi - lo)) - 1) << (length - hi)
+            bit_masks[key] = on_roll
+        if "#" in strip:
+            hashes = int(strip.translate(_HASH_BIT), 2)
+            supported |= on_roll & hashes
+            killed |= on_roll & ~hashes
+        else:
+            killed |= on_roll
+        last = max(last, len(strip.rstrip("#" + mk.NO_MARK)))
+        if fallback:
+            fields = field_masks.get(key)
+            if fields is None:
+                one = "0" * (_FIELD - 1) + "1"
+                zero = "0" * _FIELD
+                fields = int("".join(one if (on_roll >> (length - 1 - p)) & 1 else zero for p in range(length)), 16)
+                field_masks[key] = fields
+            marked += int(strip.translate(_REAL_FIELD), 16) & fields
+            roll += fields
+    opened: frozenset[int] | None = None
+    if fallback:
+        width = _FIELD * length
+        m, r = f"{marked:0{width}x}", f"{roll:0{width}x}"
+        opened = frozenset(
+            p for p in range(length)
+            if (n := int(m[_FIELD * p:_FIELD * (p + 1)], 16)) and 2 * n >= int(r[_FIELD * p:_FIELD * (p + 1)], 16))
+    last_marked = mk.day_of_position(academic_year, last - 1)[0] if last else None
+    return YearRegisters(academic_year, _positions(supported & ~killed, length), opened, last_marked)
+
+
+@lru_cache(maxsize=32)
+def _england(first_year: int, last_year: int) -> frozenset[date]:
+    return frozenset(holidays_pkg.country_holidays("GB", subdiv="ENG", years=range(first_year, last_year + 1)))
+
+
+def bank_holidays(cfg: CalendarConfig, first_year: int, last_year: int) -> set[date]:
+    """England bank holidays of the calendar years given, as the configuration adjusts them."""
+    days = set(_england(first_year, last_year)) if cfg.bank_holidays else set()
+    return (days | set(cfg.extra_holidays)) - set(cfg.not_holidays)
+
+
+def has_terms(cfg: CalendarConfig, academic_year: int) -> bool:
+    """Whether any configured term falls in the academic year (else its days come from the registers)."""
+    start, end = mk.year_start(academic_year), mk.year_start(academic_year + 1) - timedelta(days=1)
+    return any(t.start <= end and t.end >= start for t in cfg.terms)
+
+
+def fallback_warning(academic_year: int) -> str:
+    return (f"academic year {academic_year}/{(academic_year + 1) % 100:02d} has no term dates configured: "
+            "school days are inferred from the registers (a weekday on which at least half the pupils on roll "
+            "have a mark); add [[calendar.terms]] to the configuration")
+
+
+def build(cfg: CalendarConfig, first: date, last: date,
+          registers: Mapping[int, YearRegisters] | None = None) -> SchoolCalendar:
+    """The school days from ``first`` to ``last`` by the configuration and the registers read so far."""
+    registers = registers or {}
+    hols = bank_holidays(cfg, first.year, last.year)
+    closures = set(cfg.closures)
+    marked = [r.last_marked for r in registers.values() if r.last_marked is not None]
+    registers_end = max(marked) if marked else None
+    terms = sorted(cfg.terms, key=lambda t: t.start)
+    modes = {y: has_terms(cfg, y) for y in range(mk.academic_year_of(first), mk.academic_year_of(last) + 1)}
+    days: list[date] = []
+    day = first
+    while day <= last:
+        if day.weekday() < 5 and day not in closures and day not in hols:
+            year = mk.academic_year_of(day)
+            reg = registers.get(year)
+            am = mk.position(day, "AM")
+            if reg is not None and am in reg.closed and am + 1 in reg.closed:
+                pass
+            elif modes[year]:
+                if any(t.start <= day <= t.end for t in terms):
+                    days.append(day)
+            elif registers_end is None or day > registers_end:
+                days.append(day)  # the future, or no registers at all: projected weekdays
+            elif reg is not None and reg.open is not None and (am in reg.open or am + 1 in reg.open):
+                days.append(day)
+        day += timedelta(days=1)
+    warnings = [fallback_warning(y) for y in sorted(registers) if not modes.get(y, True)]
+    return SchoolCalendar(days, warnings)
+
+
+def term_warnings(cfg: CalendarConfig, as_of: date) -> list[str]:
+    """Warn when the evaluation date lies past the last configured term of its academic year."""
+    year = mk.academic_year_of(as_of)
+    ends = [t.end for t in cfg.terms if mk.academic_year_of(t.end) == year]
+    if ends and as_of > max(ends):
+        return [f"the evaluation date {as_of} is after the last configured term (ending {max(ends)}): "
+                "later dates count as holidays until the next term's dates are added"]
+    return []
