@@ -64,7 +64,34 @@ def echo_json(data: Any) -> None:
 pass_app = click.make_pass_decorator(App)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class LazyGroup(click.Group):
+    """Registers the commands of every ``cme_batch/cli_*.py`` module the first time commands are listed.
+
+    Lazily, so that those modules can import the helpers above without an import cycle.
+    """
+
+    _loaded = False
+
+    def _load(self) -> None:
+        if not LazyGroup._loaded:
+            LazyGroup._loaded = True
+            _register_all()
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._load()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        self._load()
+        return super().get_command(ctx, cmd_name)
+
+    @property
+    def all_commands(self) -> dict[str, click.Command]:
+        self._load()
+        return self.commands
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), envvar="CME_BATCH_CONFIG",
               help="Configuration file (TOML). Default: $CME_BATCH_CONFIG.")
 @click.version_option(__version__, prog_name="cme-batch")
@@ -179,9 +206,6 @@ def _register_all() -> None:
 
     for mod in sorted(m.name for m in pkgutil.iter_modules(cme_batch.__path__) if m.name.startswith("cli_")):
         register(*importlib.import_module(f"cme_batch.{mod}").COMMANDS)
-
-
-_register_all()
 
 
 def main() -> None:

@@ -110,6 +110,7 @@ class RetentionConfig:
     bundles_days: int = 2190
     case_events_days: int = 2190
     registers_years: int = 6
+    outbox_days: int = 90
 
 
 @dataclass(frozen=True)
@@ -261,6 +262,7 @@ def parse(data: dict[str, Any], path: Path | None = None) -> Config:
         bundles_days=rt.int("bundles_days", rd.bundles_days, min=1) or rd.bundles_days,
         case_events_days=rt.int("case_events_days", rd.case_events_days, min=1) or rd.case_events_days,
         registers_years=rt.int("registers_years", rd.registers_years, min=6) or rd.registers_years,
+        outbox_days=rt.int("outbox_days", rd.outbox_days, min=1) or rd.outbox_days,
     )
     rt.unknown_keys()
     mail = parse_mail(root.sub("mail"), base)

@@ -29,7 +29,7 @@ def test_help_for_every_command() -> None:
     runner = CliRunner()
     top = runner.invoke(cli, ["--help"])
     assert top.exit_code == 0 and "Exit codes" in top.output
-    for name, command in cli.commands.items():
+    for name, command in cli.all_commands.items():  # type: ignore[attr-defined]
         result = runner.invoke(cli, [name, "--help"])
         assert result.exit_code == 0, name
         assert (command.help or "").strip(), f"{name} has no help text"

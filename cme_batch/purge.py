@@ -1,0 +1,69 @@
+"""Retention: remove what the school no longer needs to keep, as the configuration says.
+
+- raw DSL replies older than ``retention.replies_days`` (by the day they arrived);
+- archived referral bundles older than ``retention.bundles_days``;
+- the audit events of cases closed more than ``retention.case_events_days`` ago (the case row,
+  its reference and its outcome stay);
+- sent emails older than ``retention.outbox_days`` (summaries and digests name pupils);
+- attendance marks of academic years that ended more than ``retention.registers_years`` ago,
+  with the corrections recorded for them.
+
+Everything happens in one transaction; ``dry_run`` counts without deleting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+from sqlalchemy import Connection, Engine, delete, func, select, update
+
+from cme_batch.config import RetentionConfig
+from cme_batch.marks import academic_year_of, year_start
+from cme_batch.store import tables as t
+
+
+@dataclass(frozen=True)
+class Cutoffs:
+    replies: datetime
+    bundles: datetime
+    case_events: date
+    outbox: datetime
+    registers_year: int  # strips of academic years before this one go
+
+    @classmethod
+    def from_config(cls, cfg: RetentionConfig, now: datetime) -> Cutoffs:
+        return cls(now - timedelta(days=cfg.replies_days), now - timedelta(days=cfg.bundles_days),
+                   (now - timedelta(days=cfg.case_events_days)).date(), now - timedelta(days=cfg.outbox_days),
+                   academic_year_of(now.date()) - cfg.registers_years)
+
+
+def _count(conn: Connection, table: t.Table, *where: object) -> int:
+    return int(conn.execute(select(func.count()).select_from(table).where(*where)).scalar_one())
+
+
+def purge(engine: Engine, cfg: RetentionConfig, now: datetime, dry_run: bool = False) -> dict[str, int]:
+    """Delete what is past its retention period; return how many rows of each kind (would) go."""
+    c = Cutoffs.from_config(cfg, now)
+    old_cases = select(t.cases.c.id).where(t.cases.c.status == "closed", t.cases.c.closed_on < c.case_events)
+    plan = [
+        ("replies", t.replies, (t.replies.c.received_at < c.replies,)),
+        ("referral_bundles", t.referral_archive, (t.referral_archive.c.created_at < c.bundles,)),
+        ("case_events", t.case_events, (t.case_events.c.case_id.in_(old_cases),)),
+        ("sent_emails", t.outbox, (t.outbox.c.status == "sent", t.outbox.c.created_at < c.outbox)),
+        ("register_years", t.mark_strips, (t.mark_strips.c.academic_year < c.registers_year,)),
+        ("mark_corrections", t.mark_changes, (t.mark_changes.c.day < year_start(c.registers_year),)),
+    ]
+    counts: dict[str, int] = {}
+    with engine.begin() as conn:
+        for name, table, where in plan:
+            counts[name] = _count(conn, table, *where)
+        if dry_run:
+            conn.rollback()
+            return counts
+        old_mail = select(t.outbox.c.id).where(t.outbox.c.status == "sent", t.outbox.c.created_at < c.outbox)
+        conn.execute(update(t.referral_archive).where(t.referral_archive.c.outbox_id.in_(old_mail))
+                     .values(outbox_id=None))
+        for _name, table, where in plan:
+            conn.execute(delete(table).where(*where))
+    return counts
