@@ -25,8 +25,11 @@ from cme_batch.demo.run import SOURCES, describe_output, run_demo
 @click.option("--source", type=click.Choice(SOURCES), default="direct", show_default=True,
               help="How the data gets in: 'direct' stores the generated records; 'files' (SIMS/CTF exports) "
                    "and 'arbor' (an Arbor API stand-in) are not available yet.")
+@click.option("--replay/--no-replay", default=True, show_default=True,
+              help="Run detect for every school night of the term (cases open, advance and close as they "
+                   "would have), or only for the last day (faster; only the cases open then).")
 @handle_errors
-def demo(out_dir: Path, seed: int, pupils: int, source: str) -> None:
+def demo(out_dir: Path, seed: int, pupils: int, source: str, replay: bool) -> None:
     """Make a fictional primary school with a term of registers and planted CME cases, and run on it.
 
     Writes DIR/cme-batch.toml, creates the database under DIR/state, loads the school, replays
@@ -34,7 +37,7 @@ def demo(out_dir: Path, seed: int, pupils: int, source: str) -> None:
     for the last day of term (mail goes to the maildrop DIR/mail), and compares the cases found
     with the ones planted (DIR/expected-cases.json). All names, addresses and numbers are made up.
     """
-    result = run_demo(out_dir, seed, pupils, source, echo=click.echo)
+    result = run_demo(out_dir, seed, pupils, source, echo=click.echo, replay=replay)
     describe_output(result, click.echo)
     if result.failed:
         sys.exit(EXIT_FAILED)

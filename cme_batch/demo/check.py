@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Engine, select
 
 from cme_batch.demo.generator import DemoSchool
+from cme_batch.demo.plants import ExpectedCase
 from cme_batch.store import tables as t
 
 
@@ -33,7 +34,8 @@ def stored_cases(engine: Engine, source: str) -> list[dict[str, Any]]:
     with engine.connect() as conn:
         rows = conn.execute(
             select(t.pupil_keys.c.pupil_key, t.cases.c.kind, t.cases.c.status, t.cases.c.stage,
-                   t.cases.c.episode_start, t.cases.c.school_days, t.cases.c.closed_reason)
+                   t.cases.c.episode_start, t.cases.c.school_days, t.cases.c.closed_reason,
+                   t.cases.c.referral_due, t.cases.c.register_gaps, t.cases.c.alerts)
             .join(t.pupil_keys, t.pupil_keys.c.pupil_id == t.cases.c.pupil_id)
             .where(t.pupil_keys.c.source == source)).mappings().all()
     return [dict(r) for r in rows]
@@ -43,31 +45,46 @@ def _same_episode(case: dict[str, Any], start: date | None) -> bool:
     return start is None or case["episode_start"] in (None, start)
 
 
-def compare(school: DemoSchool, cases: list[dict[str, Any]]) -> CheckResult:
-    """Every planted case present (open ones still open, at the planted stage), nothing unplanted open."""
-    result = CheckResult(expected=len(school.planted))
-    for want in school.planted:
+def differences(want: ExpectedCase, case: dict[str, Any]) -> list[str]:
+    """What differs between a planted case and the stored one (fields the plant leaves None are not checked)."""
+    status = "open" if want.open_at_as_of else "closed"
+    got = {
+        "status": case["status"], "stage": case["stage"], "school_days": case["school_days"],
+        "closed_reason": case["closed_reason"], "referral_due": case["referral_due"],
+        "register_gaps": tuple(date.fromisoformat(d) for d in case["register_gaps"] or ()),
+        "alerts": tuple(sorted(a.get("kind", "") if isinstance(a, dict) else str(a) for a in case["alerts"] or ())),
+    }
+    expected = {"status": status, "stage": want.stage, "school_days": want.school_days,
+                "closed_reason": want.closed_reason, "referral_due": want.referral_due,
+                "register_gaps": want.register_gaps, "alerts": tuple(sorted(want.alerts))}
+    return [f"expected {name} {value}, is {got[name]}" for name, value in expected.items()
+            if value is not None and got[name] != value]
+
+
+def compare(school: DemoSchool, cases: list[dict[str, Any]], only_open: bool = False) -> CheckResult:
+    """Every planted case present as planted, and nothing unplanted open.
+
+    ``only_open``: the engine ran for ``as_of`` alone, so only the cases open then can be there.
+    """
+    planted = [c for c in school.planted if c.open_at_as_of or not only_open]
+    result = CheckResult(expected=len(planted))
+    for want in planted:
         label = f"{want.role} ({want.pupil_key}, {want.kind})"
         match = [c for c in cases if c["pupil_key"] == want.pupil_key and c["kind"] == want.kind
                  and _same_episode(c, want.streak_start)]
         if not match:
             result.problems.append(f"missing: {label}")
             continue
-        case = match[0]
-        if want.open_at_as_of and case["status"] != "open":
-            result.problems.append(f"{label}: expected open, is {case['status']}")
-        elif not want.open_at_as_of and case["status"] == "open":
-            result.problems.append(f"{label}: expected closed ({want.closed_reason}), is open")
-        elif want.stage and case["stage"] != want.stage:
-            result.problems.append(f"{label}: expected stage {want.stage}, is {case['stage']}")
-        else:
-            result.found += 1
+        wrong = differences(want, match[0])
+        result.problems += [f"{label}: {w}" for w in wrong]
+        result.found += not wrong
     planted_open = {(c.pupil_key, c.kind) for c in school.planted if c.open_at_as_of}
     for case in cases:
         if case["status"] == "open" and (case["pupil_key"], case["kind"]) not in planted_open:
             result.problems.append(f"unplanted open case: {case['pupil_key']} {case['kind']}")
     for no in school.no_case:
-        if any(c["pupil_key"] == no.pupil_key and c["kind"] == no.kind and (no.never or c["status"] == "open")
+        if any(c["pupil_key"] == no.pupil_key and c["kind"] == no.kind
+               and ((no.never and not only_open) or c["status"] == "open")
                for c in cases):
             result.problems.append(f"should have no {no.kind} case: {no.role} ({no.pupil_key}): {no.why}")
     return result

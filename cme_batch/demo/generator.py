@@ -72,9 +72,14 @@ class DemoSchool:
     def pupil_keys(self) -> list[str]:
         return [r.pupil_key for r in self.records if isinstance(r, PupilRecord)]
 
-    def config_toml(self, state_dir: str, maildrop_dir: str) -> str:
-        """A valid configuration for the demo school (paths as given, relative to the config file)."""
-        return config_toml(state_dir, maildrop_dir)
+    def config_toml(self, state_dir: str, maildrop_dir: str, reply_key_file: str | None = None) -> str:
+        """A valid configuration for the demo school (paths as given, relative to the config file).
+
+        ``reply_key_file`` names a file holding the secret that signs reply tokens (a secret file
+        is found from the working directory, so give an absolute path); without it the DSL is
+        not asked to confirm referrals by reply.
+        """
+        return config_toml(state_dir, maildrop_dir, reply_key_file)
 
     def expectations(self) -> dict[str, Any]:
         """The planted cases as JSON-ready data (pupil keys only: no names, UPNs or dates of birth)."""
@@ -92,8 +97,11 @@ def _s(value: str) -> str:
     return json.dumps(value)  # a TOML basic string
 
 
-def config_toml(state_dir: str, maildrop_dir: str) -> str:
-    dates = lambda ds: "[" + ", ".join(_s(d.isoformat()) for d in ds) + "]"  # noqa: E731
+def _dates(days: tuple[date, ...]) -> str:
+    return "[" + ", ".join(_s(d.isoformat()) for d in days) + "]"
+
+
+def config_toml(state_dir: str, maildrop_dir: str, reply_key_file: str | None = None) -> str:
     terms = "\n".join(
         f"[[calendar.terms]]\nname = {_s(n)}\nstart = {_s(s.isoformat())}\nend = {_s(e.isoformat())}\n"
         for n, s, e in term.TERMS + term.LATER_TERMS)
@@ -127,8 +135,8 @@ state_dir = {_s(state_dir)}
 
 [calendar]
 bank_holidays = true
-closures = {dates(term.CLOSURES)}          # INSET days
-extra_holidays = {dates(term.EXTRA_HOLIDAYS)}    # a fictional one-off holiday in term
+closures = {_dates(term.CLOSURES)}          # INSET days
+extra_holidays = {_dates(term.EXTRA_HOLIDAYS)}    # a fictional one-off holiday in term
 
 {terms}
 [logging]
@@ -142,7 +150,10 @@ maildrop_dir = {_s(maildrop_dir)}
 
 [referral]
 la_email = "missing-pupils@la.example.org"   # fictional: the demo never writes to a real LA
-"""
+""" + (f"""
+[replies]
+token_keys = [{{ id = "demo1", secret = {{ file = {_s(reply_key_file)} }} }}]
+""" if reply_key_file else "")
 
 
 def _flag(child: Child, kind: str, start: date, detail: str | None = None) -> FlagRecord:

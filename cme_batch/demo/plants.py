@@ -41,7 +41,7 @@ class ExpectedCase:
     school_days: int | None = None  # counting days of the streak (at as_of, or when it last counted)
     closed_on: date | None = None  # the night the case closes
     closed_reason: str | None = None  # returned, explained
-    referral_due: date | None = None  # the streak's 10th school day by the calendar
+    referral_due: date | None = None  # the date of the streak's 10th counting day by the calendar
     register_gaps: tuple[date, ...] = ()
     alerts: tuple[str, ...] = ()
     below_compulsory_age: bool = False
@@ -74,17 +74,27 @@ class LaReturn:
     open_at_as_of: bool = True
 
 
-def expected_stage(days: int, flags: frozenset[str] = frozenset(), th: Thresholds = Thresholds()) -> str:
+DEFAULTS = Thresholds()
+
+
+def expected_stage(days: int, flags: frozenset[str] = frozenset(), th: Thresholds = DEFAULTS) -> str:
     """The furthest stage of the policy whose day has been reached."""
     due = {name: getattr(th, name) for name in STAGE_ORDER}
-    if flags & EARLY_REVIEW_FLAGS:
+    # DOMAIN.md 5 moves dsl_review to day 1 for "the other groups"; a child on a protection plan or
+    # in care, whose absence is reported to social care on day 1, is read as at least as urgent.
+    if flags & (EARLY_REVIEW_FLAGS | ALERT_FLAGS):
         due["dsl_review"] = 1
     return [name for name in STAGE_ORDER if due[name] <= days][-1]
 
 
-def referral_due(start: date) -> date:
-    """The date of the streak's 10th school day by the calendar (gaps and holidays included)."""
-    return term.nth_school_day(start, Thresholds().referral_due)
+def referral_due(start: date, gaps: tuple[date, ...] = ()) -> date:
+    """The date the streak's 10th counting day falls on by the calendar.
+
+    DOMAIN.md 5: on day 7 of a streak the referral is due three school days ahead, skipping
+    holidays. A register gap is a school day but not a day of the streak, so it moves the date on.
+    """
+    days = [d for d in term.YEAR_SCHOOL_DAYS if d >= start and d not in gaps]
+    return days[DEFAULTS.referral_due - 1]
 
 
 class Planter:
@@ -131,11 +141,11 @@ class Planter:
         case = ExpectedCase(
             pupil_key=key, kind="unexplained_absence", role=role,
             stage=expected_stage(count, flags), open_at_as_of=end == "open", streak_start=first,
-            school_days=count, closed_on=closed_on, closed_reason=reason, referral_due=referral_due(first),
+            school_days=count, closed_on=closed_on, closed_reason=reason, referral_due=referral_due(first, gaps),
             register_gaps=gaps, alerts=("immediate_social_care",) if flags & ALERT_FLAGS else (),
             below_compulsory_age=self.below_age.get(key, False))
         self.cases.append(case)
-        if count >= Thresholds().la_return_days:
+        if count >= DEFAULTS.la_return_days:
             self.la_returns.append(LaReturn(key, first, count, end == "open"))
         return case
 

@@ -15,15 +15,17 @@ skipped by ``nightly``; nothing here names them.
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 from cme_batch.app import App
 from cme_batch.demo.check import CheckResult, compare, stored_cases
-from cme_batch.demo.generator import DemoSchool, generate
+from cme_batch.demo.generator import generate
 from cme_batch.errors import BadInputError
 from cme_batch.model import Record, SourceBatch
 from cme_batch.nightly import NightlyReport, run_nightly
@@ -58,7 +60,7 @@ class NightClock:
         self.set(day)
 
     def set(self, day: date) -> None:
-        self.at = datetime.combine(day + timedelta(days=1), time(5, 30), tzinfo=timezone.utc)
+        self.at = datetime.combine(day + timedelta(days=1), time(5, 30), tzinfo=UTC)
 
     def __call__(self) -> datetime:
         return self.at
@@ -75,6 +77,16 @@ def prepare_dir(out: Path, echo: Echo) -> None:
         if (out / name).exists():
             echo(f"Removing the previous demo's {out / name} (the demo starts clean)")
             shutil.rmtree(out / name)
+
+
+def reply_key(state: Path) -> Path:
+    """A fresh random secret for signing the demo's reply tokens, readable only by its owner."""
+    state.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = (state / "reply-key-demo1").resolve()
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(secrets.token_hex(32) + "\n")
+    return path
 
 
 def check_source(source: str) -> None:
@@ -98,7 +110,8 @@ def load(app: App, records: list[Record], label: str, echo: Echo, complete: bool
 
 
 def run_demo(out: Path, seed: int = 2025, pupils: int = 420, source: str = "direct",
-             echo: Echo = print) -> DemoResult:
+             echo: Echo = print, replay: bool = True) -> DemoResult:
+    """Build the demo in ``out``; ``replay`` runs detect for every school night before the last."""
     check_source(source)
     school = generate(seed, pupils)
     echo(f"Demo school: The John Moore Primary School (fictional data, seed {seed}): "
@@ -106,7 +119,7 @@ def run_demo(out: Path, seed: int = 2025, pupils: int = 420, source: str = "dire
          f"{len(school.planted)} planted cases, evaluated as of {school.as_of}")
     prepare_dir(out, echo)
     config_path = out / "cme-batch.toml"
-    config_path.write_text(school.config_toml("state", "mail"), encoding="utf-8")
+    config_path.write_text(school.config_toml("state", "mail", str(reply_key(out / "state"))), encoding="utf-8")
     expectations = out / "expected-cases.json"
     expectations.write_text(json.dumps(school.expectations(), indent=2) + "\n", encoding="utf-8")
 
@@ -118,36 +131,40 @@ def run_demo(out: Path, seed: int = 2025, pupils: int = 420, source: str = "dire
 
     maildrop = getattr(app.config.mail, "maildrop_dir", None)
     result = DemoResult(config_path, app.config.database_url, maildrop, expectations)
-    detect_available = True
+    replaying = replay
     for day in school.school_days:
         if day == school.corrections_on:
             clock.set(day - timedelta(days=1))
             load(app, school.corrections, f"newer export correcting marks, before the night of {day}", echo)
-        if day >= school.as_of or not detect_available:
+        if day >= school.as_of or not replaying:
             continue
         clock.set(day)
-        night = run_nightly(app, day, only=("detect",))
-        result.nights += 1
-        stage = night.stages[0]
-        if stage.outcome == "skipped":
-            detect_available = False
-            echo(f"Replay of the term skipped: detect {stage.detail}")
-        elif stage.outcome == "failed":
+        stage = run_nightly(app, day, only=("detect",)).stages[0]
+        if stage.outcome == "ok":
+            result.nights += 1
+            continue
+        replaying = False  # a missing or broken detect would fail the same way every night
+        if stage.outcome == "failed":
             result.failed_nights.append(f"{day}: {stage.detail}")
-    if detect_available:
+            echo(f"Replay of the term stopped: detect failed on the night of {day}: {stage.detail}")
+        else:
+            echo(f"Replay of the term skipped: detect {stage.detail}")
+    if replaying and result.nights:
         echo(f"Replayed detect for {result.nights} school nights ({school.school_days[0]} .. "
              f"{school.school_days[result.nights - 1]})")
-    for failure in result.failed_nights[:5]:
-        echo(f"  detect failed on the night of {failure}")
     clock.set(school.as_of)
     result.final = run_nightly(app, school.as_of)
     echo(f"Nightly run as of {school.as_of}:")
     for s in result.final.stages:
         echo(f"  {s.name:<10} {s.outcome:<8} {s.detail}")
-    if detect_available:
-        result.check = compare(school, stored_cases(app.engine(), SOURCE))
+    if not result.failed_nights and _outcome(result.final, "detect") == "ok":
+        result.check = compare(school, stored_cases(app.engine(), SOURCE), only_open=not replaying)
     app.engine().dispose()
     return result
+
+
+def _outcome(report: NightlyReport, stage: str) -> str | None:
+    return next((s.outcome for s in report.stages if s.name == stage), None)
 
 
 def describe_output(result: DemoResult, echo: Echo) -> None:
@@ -158,6 +175,8 @@ def describe_output(result: DemoResult, echo: Echo) -> None:
              + ("" if c.ok else f"; {len(c.problems)} difference(s):"))
         for p in c.problems[:30]:
             echo(f"  {p}")
+    else:
+        echo("Cases not compared with the planted ones: the detect stage did not run")
     db = sqlite_path(result.database)
     echo("Output:")
     echo(f"  configuration  {result.config_path}")

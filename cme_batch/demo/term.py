@@ -88,10 +88,5 @@ def school_days_between(first: date, last: date) -> list[date]:
     return [d for d in SCHOOL_DAYS if first <= d <= last]
 
 
-def nth_school_day(start: date, n: int) -> date:
-    """The ``n``-th school day counted from ``start`` (which is day 1)."""
-    return YEAR_SCHOOL_DAYS[index(start) + n - 1]
-
-
 def next_school_day(day: date) -> date:
     return next(d for d in YEAR_SCHOOL_DAYS if d > day)

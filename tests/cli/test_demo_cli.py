@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from click.testing import CliRunner, Result
@@ -45,15 +46,21 @@ def test_demo_builds_a_store_with_pupils_and_marks_and_says_where(tmp_path: Path
     assert cfg.state_dir == (out / "state").resolve()
     expected = json.loads((out / "expected-cases.json").read_text())
     assert expected["as_of"] == "2025-12-19" and len(expected["cases"]) >= 20
+    # Once the detect stage exists, the demo compares its cases with the planted ones.
+    if "Planted cases found as expected" in result.output:
+        n = len(expected["cases"])
+        assert f"Planted cases found as expected: {n} of {n}\n" in result.output, result.output
 
 
 def test_a_rerun_starts_clean(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    assert run_demo(out).exit_code in (0, 1)
-    again = run_demo(out, "--seed", "9")
+    assert run_demo(out, "--no-replay").exit_code in (0, 1)
+    again = run_demo(out, "--seed", "9", "--no-replay")
     assert again.exit_code in (0, 1), again.output
     assert "Removing the previous demo's" in again.output
     assert counts(out / "state" / "cme-batch.sqlite")["pupils"] == 80
+    if "Planted cases found as expected" in again.output:  # only the cases open on the last day
+        assert re.search(r"found as expected: (\d+) of \1\n", again.output), again.output
 
 
 def test_refuses_a_folder_it_did_not_make(tmp_path: Path) -> None:

@@ -12,8 +12,7 @@ import pytest
 
 from cme_batch import upn
 from cme_batch.config import parse
-from cme_batch.demo import DemoSchool, generate
-from cme_batch.demo import term
+from cme_batch.demo import DemoSchool, generate, term
 from cme_batch.model import ContactRecord, EnrolmentRecord, FlagRecord, MarksRecord, PupilRecord
 
 Marks = dict[str, dict[date, tuple[str, str]]]
@@ -137,6 +136,12 @@ def test_each_planted_kind_and_story_is_there(school: DemoSchool) -> None:
                       "Child protection plan") in school.records
     gap = next(c for c in school.planted if c.role == "register_gap")
     assert gap.register_gaps == (date(2025, 12, 11),) and gap.school_days == 9
+    # The 10th counting day: Friday 19 Dec is the 9th, Monday 5 Jan is an INSET day.
+    assert gap.referral_due == date(2026, 1, 6)
+    # Gone since Monday 10 Nov: the 10th day skips the extra holiday on Friday 14 Nov.
+    missing = [c for c in school.planted if c.role == "long_missing_siblings"]
+    assert len(missing) == 2 and all(c.referral_due == date(2025, 11, 24) for c in missing)
+    assert all(c.stage == "referral_due" and c.school_days == 29 for c in missing)
 
 
 def test_planted_streaks_are_in_the_registers(school: DemoSchool) -> None:
