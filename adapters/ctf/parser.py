@@ -68,12 +68,16 @@ def read_file(path: Path, options: Mapping[str, Any], source: str = "ctf", prep:
     """
     try:
         prep = prep or prepare(path)
+        header = next((el for _path, el in iter_elements(prep, ROOTS, (HEADER,))), None)
     except XmlRefused as exc:
         raise ImportRejected(path.name, [str(exc)]) from None
     batch = SourceBatch(source=source, origin=path.name, checksum=prep.checksum, path=path,
                         replaces=frozenset({"contacts", "flags", "enrolments"}))
     batch.warnings.extend(Warning_("encoding", w, path.name) for w in prep.warnings)
-    batch.records = _Reader(prep, batch, options).records()
+    reader = _Reader(prep, batch, options)
+    if header is not None:
+        list(reader.header(header))  # settles "this school" and replaces before any record is read
+    batch.records = reader.records()
     return batch
 
 
@@ -103,6 +107,7 @@ class _Reader:
         self.dest: str | None = None
         self.seen: dict[Any, str] = options.get("seen", {})  # type: ignore[assignment]
         self.in_file: set[str] = set()
+        self.info: SchoolInfo | None = None
         self.n = 0
 
     def warn(self, code: str, message: str) -> None:
@@ -112,7 +117,10 @@ class _Reader:
         try:
             for path, el in iter_elements(self.prep, ROOTS, (HEADER, PUPIL)):
                 if path == HEADER:
-                    yield from self.header(el)
+                    if self.info is None:
+                        list(self.header(el))
+                    if self.info is not None:
+                        yield self.info
                 else:
                     self.n += 1
                     yield from self.pupil(el)
@@ -134,7 +142,8 @@ class _Reader:
             la, estab = text_of(child_ci(src, "LEA")), text_of(child_ci(src, "Estab"))
             if self.ours is None and la and estab:
                 self.ours = (la, estab)
-            yield SchoolInfo(la, estab, text_of(child_ci(src, "SchoolName")))
+            self.info = SchoolInfo(la, estab, text_of(child_ci(src, "SchoolName")))
+            yield self.info
         dst = child_ci(h, "DestSchool")
         if dst is not None:
             la, estab = text_of(child_ci(dst, "LEA")) or "", text_of(child_ci(dst, "Estab")) or ""

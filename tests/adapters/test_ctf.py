@@ -1,0 +1,171 @@
+"""The ctf adapter: any CTF version, namespaces, the marks string, all-or-nothing imports.
+
+Fixtures (tests/adapters/fixtures/ctf-*.xml) are constructed from the element names in
+formats.md 1.2-1.4. They assume the unconfirmed marks encoding of 1.4 (two characters per
+calendar day, '#' for no session) and show both AttendanceStartDate and AttendStartDate.
+"""
+
+from __future__ import annotations
+
+import shutil
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, select
+
+from adapters.ctf import CtfSource
+from adapters.ctf.marks import decode_marks, encode_marks
+from adapters.ctf.writer import NS_2010, write_ctf
+from cme_batch import upn
+from cme_batch.config import SourceConfig
+from cme_batch.errors import ImportRejected
+from cme_batch.model import (
+    ContactRecord,
+    EnrolmentRecord,
+    FlagRecord,
+    MarksRecord,
+    PupilRecord,
+    SchoolInfo,
+)
+from cme_batch.store import ingest
+from cme_batch.store import tables as t
+from tests.adapters.contract import AdapterContract
+from tests.helpers import snapshot
+
+FIX = Path(__file__).with_name("fixtures")
+NOW = datetime(2025, 12, 1, 6, 0, tzinfo=timezone.utc)
+SCHOOL = SchoolInfo("916", "2999", "Example Primary School")
+
+
+def parse(path: Path, **options: object) -> list[object]:
+    return list(CtfSource.parse_file(path, dict(options)).records)
+
+
+def apply(engine: Engine, path: Path) -> ingest.IngestResult:
+    with engine.begin() as conn:
+        school = ingest.ensure_school(conn, "916", "2999", "Test School")
+    return ingest.apply_batch(engine, school, CtfSource.parse_file(path, {}), NOW)
+
+
+class TestCtfContract(AdapterContract):
+    adapter = "ctf"
+    bad_settings = [{"drop_dir": 5}, {"max_age_hours": "26"}, {"school": "Gloucester"}, {"archive": "x"}]
+
+    def make_config(self, tmp_path: Path) -> SourceConfig:
+        drop = tmp_path / "ctf-in"
+        drop.mkdir(exist_ok=True)
+        shutil.copy(FIX / "ctf-25.xml", drop / "school-20251201.xml")
+        shutil.copy(FIX / "ctf-leaver.xml", drop / "leaver-20251114.xml")
+        return SourceConfig("ctf", "ctf", {"drop_dir": "ctf-in", "max_age_hours": 0}, tmp_path)
+
+
+def test_marks_string_two_characters_per_calendar_day() -> None:
+    start, codes = decode_marks(date(2025, 11, 6), "/\\/I####NNON")
+    assert start == date(2025, 11, 6)
+    assert codes == ("/", "\\", "/", "I", "#", "#", "#", "#", "N", "N", "O", "N")
+    assert decode_marks(date(2025, 11, 6), " /- ")[1] == ("/", "-")
+    with pytest.raises(ValueError, match="even number"):
+        decode_marks(date(2025, 11, 6), "/\\/")
+    assert encode_marks(["/", "C1", "", "N"]) == "/C-N"
+
+
+def test_full_pupil() -> None:
+    records = parse(FIX / "ctf-25.xml")
+    assert records[0] == SCHOOL
+    p = next(r for r in records if isinstance(r, PupilRecord))
+    assert (p.pupil_key, p.upn, p.dob, p.sex, p.year_group) == (
+        "A123456789012", "A123456789012", date(2018, 5, 1), "M", "2")
+    assert p.address is not None and p.address.postcode == "GL1 1AA"
+    contacts = [r for r in records if isinstance(r, ContactRecord) and r.pupil_key == p.pupil_key]
+    assert [(c.contact_key, c.parental_responsibility) for c in contacts] == [("order:1", True), ("order:2", False)]
+    assert contacts[0].address == p.address, "AddressAsPupil"
+    assert contacts[1].address is not None and contacts[1].address.lines[0] == "7 Other Road"
+    flags = {(r.pupil_key[:1], r.kind) for r in records if isinstance(r, FlagRecord)}
+    assert flags == {("A", "ehcp"), ("P", "looked_after")}
+    enrol = [r for r in records if isinstance(r, EnrolmentRecord)]
+    assert [e.entry_date for e in enrol] == [date(2022, 9, 5)] * 2, "the previous school's entry is history"
+    marks = next(r for r in records if isinstance(r, MarksRecord))
+    assert marks.start == date(2025, 11, 6) and "".join(marks.codes) == "/\\/I####NNONNNNNNN"
+
+
+@pytest.mark.parametrize("name", ["ctf-namespace.xml", "ctf-prefixed.xml"])
+def test_namespace_or_none_read_the_same(name: str) -> None:
+    plain = parse(FIX / "ctf-namespace.xml")
+    other = parse(FIX / name)
+    assert other == plain
+    p = next(r for r in other if isinstance(r, PupilRecord))
+    assert p.sex == "F", "Gender read where Sex is absent"
+    marks = next(r for r in other if isinstance(r, MarksRecord))
+    assert "".join(marks.codes) == "/\\/I####NNON", "AttendStartDate, no AttendSessions wrapper"
+
+
+def test_leaver_summary_only_attendance_and_warnings() -> None:
+    batch = CtfSource.parse_file(FIX / "ctf-leaver.xml", {})
+    records = list(batch.records)
+    assert not [r for r in records if isinstance(r, MarksRecord)], "summary counts only: no marks"
+    (e,) = [r for r in records if isinstance(r, EnrolmentRecord)]
+    assert (e.leaving_date, e.leaving_reason, e.destination) == (date(2025, 11, 14), "Moved away", None)
+    codes = sorted(w.code for w in batch.warnings)
+    assert codes == ["bad_upn", "unknown_sen_status"]
+    assert all("B234567890123" not in (w.message + (w.where or "")) for w in batch.warnings)
+
+
+def test_bad_records_reject_the_file_with_record_numbers(engine: Engine) -> None:
+    apply(engine, FIX / "ctf-25.xml")
+    before = snapshot(engine)
+    with pytest.raises(ImportRejected) as info:
+        apply(engine, FIX / "ctf-bad-records.xml")
+    text = str(info.value)
+    assert "record 2, field AttendanceMarks" in text and "record 4, field UPN: is missing" in text
+    assert "record 3, field DOB" in text and "10/01/18" not in text
+    assert "Sample" not in text and "Nobody" not in text
+    assert snapshot(engine) == before
+
+
+@pytest.mark.parametrize("name", ["ctf-truncated.xml", "billion-laughs.xml"])
+def test_truncated_or_hostile_file_changes_nothing(engine: Engine, name: str) -> None:
+    apply(engine, FIX / "ctf-25.xml")
+    before = snapshot(engine)
+    with pytest.raises(ImportRejected):
+        apply(engine, FIX / name)
+    assert snapshot(engine) == before
+
+
+def test_same_file_twice_then_a_newer_file_with_a_correction(engine: Engine, tmp_path: Path) -> None:
+    assert apply(engine, FIX / "ctf-25.xml").status == "ok"
+    before = snapshot(engine)
+    assert apply(engine, FIX / "ctf-25.xml").status == "skipped"
+    newer = tmp_path / "ctf-newer.xml"
+    newer.write_text((FIX / "ctf-25.xml").read_text().replace("/\\/I####NNONNNNNNN", "/\\/I####INONNNNNNN"))
+    assert snapshot(engine) == before
+    apply(engine, newer)
+    with engine.connect() as conn:
+        changes = conn.execute(select(t.mark_changes.c.day, t.mark_changes.c.old_code, t.mark_changes.c.new_code)).all()
+    assert [tuple(c) for c in changes] == [(date(2025, 11, 10), "N", "I")]
+
+
+def test_partial_file_does_not_remove_contacts(engine: Engine, tmp_path: Path) -> None:
+    apply(engine, FIX / "ctf-25.xml")
+    partial = tmp_path / "partial.xml"
+    text = (FIX / "ctf-namespace.xml").read_text().replace(">full<", ">partial<")
+    partial.write_text(text)
+    assert CtfSource.parse_file(partial, {}).replaces == frozenset()
+    apply(engine, partial)
+    with engine.connect() as conn:
+        assert len(conn.execute(select(t.contacts)).all()) == 4
+
+
+def test_writer_round_trip_with_and_without_namespace(tmp_path: Path) -> None:
+    records = parse(FIX / "ctf-25.xml")
+    for ns, start_el in ((None, "AttendanceStartDate"), (NS_2010, "AttendStartDate")):
+        path = write_ctf(tmp_path / "out.xml", records, SCHOOL, namespace=ns, start_element=start_el)
+        assert parse(path) == records
+
+
+def test_upn_check_letter() -> None:
+    assert upn.is_valid("A123456789012") and upn.is_valid("P234567890123")
+    assert upn.problem("B123456789012") == "the check letter does not match the rest of the UPN"
+    temporary = upn.make("12345678901A")
+    assert upn.is_valid(temporary) and temporary[-1] == "A"
+    assert upn.problem("A12345") is not None and upn.normalise(" a123 456789012 ") == "A123456789012"
