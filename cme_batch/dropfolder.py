@@ -105,18 +105,15 @@ class DropFolder:
             g = group_of(p.name)
             latest[g] = max(latest.get(g, 0.0), p.stat().st_mtime)
         problems = []
-        wanted = self.s.groups or (("any",) if not latest else ())
-        for g in wanted:
-            when = max(latest.values()) if g == "any" else latest.get(g)
-            if when is None:
+        for g in self.s.groups:
+            if g not in latest:
                 problems.append(f"no '{g}' export has ever arrived in {self.s.drop_dir}")
-                continue
-            age = (now - datetime.fromtimestamp(when, UTC)).total_seconds() / 3600
-            if age > self.s.max_age_hours:
+            elif (age := _hours(now, latest[g])) > self.s.max_age_hours:
                 problems.append(f"the newest '{g}' export is {age:.0f} hours old (limit {self.s.max_age_hours})")
-        if not self.s.groups and latest:
-            age = (now - datetime.fromtimestamp(max(latest.values()), UTC)).total_seconds() / 3600
-            if age > self.s.max_age_hours:
+        if not self.s.groups:
+            if not latest:
+                problems.append(f"no export has ever arrived in {self.s.drop_dir}")
+            elif (age := _hours(now, max(latest.values()))) > self.s.max_age_hours:
                 problems.append(f"the newest export is {age:.0f} hours old (limit {self.s.max_age_hours})")
         if problems:
             raise ExportMissing(f"source {self.source}: " + "; ".join(problems) +
@@ -163,3 +160,7 @@ def file_batches(folder: DropFolder, ctx: Any, read: Callable[..., SourceBatch],
             continue
         yield read(path, opts, prep=prep)
     folder.check_fresh(ctx.now)
+
+
+def _hours(now: datetime, mtime: float) -> float:
+    return (now - datetime.fromtimestamp(mtime, timezone.utc)).total_seconds() / 3600

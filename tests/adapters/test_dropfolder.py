@@ -1,0 +1,128 @@
+"""The drop folder as a configured source sees it: ready files, temporary names, archive, silence."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from cme_batch.config import SourceConfig
+from cme_batch.dropfolder import ExportMissing, group_of, is_complete_name
+from cme_batch.sources import SourceContext, SourceState, build_source
+
+FIX = Path(__file__).with_name("fixtures")
+NOW = datetime(2025, 12, 1, 6, 0, tzinfo=timezone.utc)
+
+
+def put(folder: Path, fixture: str, name: str, hours_old: float) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    shutil.copy(FIX / fixture, path)
+    when = (NOW - timedelta(hours=hours_old)).timestamp()
+    os.utime(path, (when, when))
+    return path
+
+
+def sims(tmp_path: Path, **settings: object) -> object:
+    cfg = {"drop_dir": "drop", "max_age_hours": 26, "reports": ["pupils", "marks"], **settings}
+    return build_source(SourceConfig("sims", "sims-xml", cfg, tmp_path))
+
+
+def run(source: object, state: SourceState | None = None) -> list[str]:
+    """Read every batch as the ingest stage would, committing each; the origins read."""
+    out = []
+    for batch in source.batches(SourceContext(now=NOW, state=state or SourceState())):  # type: ignore[attr-defined]
+        list(batch.records)
+        source.committed(batch)  # type: ignore[attr-defined]
+        out.append(batch.origin)
+    return out
+
+
+def test_names() -> None:
+    assert group_of("pupils-20251201T020000.xml") == "pupils"
+    assert group_of("Marks_2025-12-01_0200.xml") == "marks"
+    assert group_of("school.xml") == "school"
+    assert is_complete_name("marks-1.xml")
+    for temp in ("marks-1.xml.tmp", "~marks.xml", ".marks.xml", "marks.xml.part", "marks.csv"):
+        assert not is_complete_name(temp), temp
+
+
+def test_reads_newest_per_report_ignores_temporary_and_archives(tmp_path: Path) -> None:
+    drop = tmp_path / "drop"
+    put(drop, "sims-marks.xml", "marks-20251130.xml", 25)
+    put(drop, "sims-marks-corrected.xml", "marks-20251201.xml", 1)
+    put(drop, "sims-pupils.xml", "pupils-20251201.xml", 1)
+    put(drop, "sims-truncated.xml", "marks-20251202.xml.tmp", 0)  # still being written
+    origins = run(sims(tmp_path))
+    assert origins == ["pupils-20251201.xml", "marks-20251201.xml"], "pupils first, newest marks only"
+    assert sorted(p.name for p in drop.iterdir() if p.is_file()) == ["marks-20251202.xml.tmp"]
+    assert sorted(p.name for p in (drop / "archive").iterdir()) == [
+        "marks-20251130.xml", "marks-20251201.xml", "pupils-20251201.xml"]
+
+
+def test_already_imported_checksum_is_skipped_and_archived(tmp_path: Path) -> None:
+    drop = tmp_path / "drop"
+    put(drop, "sims-pupils.xml", "pupils-1.xml", 1)
+    put(drop, "sims-marks.xml", "marks-1.xml", 1)
+    from cme_batch.xmlstream import prepare
+
+    done = SourceState(imported_checksums=frozenset({prepare(drop / "marks-1.xml").checksum}))
+    assert run(sims(tmp_path), done) == ["pupils-1.xml"]
+    assert (drop / "archive" / "marks-1.xml").exists()
+
+
+def test_stale_export_is_an_error_after_the_fresh_files_are_read(tmp_path: Path) -> None:
+    drop = tmp_path / "drop"
+    put(drop, "sims-pupils.xml", "pupils-1.xml", 2)
+    put(drop, "sims-marks.xml", "marks-1.xml", 30)
+    source = sims(tmp_path)
+    read: list[str] = []
+    with pytest.raises(ExportMissing) as info:
+        for batch in source.batches(SourceContext(now=NOW)):  # type: ignore[attr-defined]
+            read.append(batch.origin)
+    assert read == ["pupils-1.xml", "marks-1.xml"]
+    assert "'marks' export is 30 hours old" in str(info.value) and "pupils" not in str(info.value)
+
+
+def test_archived_yesterday_and_nothing_tonight_is_missing(tmp_path: Path) -> None:
+    put(tmp_path / "drop", "sims-pupils.xml", "pupils-1.xml", 1)
+    put(tmp_path / "drop", "sims-marks.xml", "marks-1.xml", 1)
+    run(sims(tmp_path))
+    for p in (tmp_path / "drop" / "archive").iterdir():
+        old = (NOW - timedelta(hours=40)).timestamp()
+        os.utime(p, (old, old))
+    with pytest.raises(ExportMissing, match="40 hours old"):
+        run(sims(tmp_path))
+
+
+def test_never_delivered_and_missing_folder(tmp_path: Path) -> None:
+    put(tmp_path / "drop", "sims-pupils.xml", "pupils-1.xml", 1)
+    with pytest.raises(ExportMissing, match="no 'marks' export has ever arrived"):
+        run(sims(tmp_path))
+    with pytest.raises(ExportMissing, match="does not exist"):
+        run(sims(tmp_path, drop_dir="nowhere"))
+
+
+def test_age_check_can_be_switched_off_for_irregular_ctfs(tmp_path: Path) -> None:
+    put(tmp_path / "in", "ctf-25.xml", "incoming-a.xml", 500)
+    put(tmp_path / "in", "ctf-leaver.xml", "incoming-b.xml", 400)
+    cfg = SourceConfig("ctf", "ctf", {"drop_dir": "in", "max_age_hours": 0}, tmp_path)
+    assert run(build_source(cfg)) == ["incoming-a.xml", "incoming-b.xml"]
+    cfg = SourceConfig("ctf", "ctf", {"drop_dir": "in", "max_age_hours": 24}, tmp_path)
+    with pytest.raises(ExportMissing, match="newest export is 400 hours old"):
+        run(build_source(cfg))
+
+
+def test_same_pupil_in_two_files_is_a_warning(tmp_path: Path) -> None:
+    put(tmp_path / "in", "ctf-25.xml", "from-school-a.xml", 1)
+    put(tmp_path / "in", "ctf-namespace.xml", "from-school-b.xml", 1)
+    source = build_source(SourceConfig("ctf", "ctf", {"drop_dir": "in"}, tmp_path))
+    warnings = []
+    for batch in source.batches(SourceContext(now=NOW)):
+        list(batch.records)
+        warnings += [w for w in batch.warnings if w.code == "duplicate_pupil"]
+    assert [(w.message, w.where) for w in warnings] == [
+        ("this pupil is also in from-school-a.xml", "from-school-b.xml record 1")]
