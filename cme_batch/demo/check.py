@@ -41,6 +41,15 @@ def stored_cases(engine: Engine, source: str) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
+def stored_la_returns(engine: Engine, source: str) -> set[tuple[str, date]]:
+    """(pupil key, episode start) of every pupil listed for the LA 10-day return."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(t.pupil_keys.c.pupil_key, t.la_returns.c.episode_start)
+                            .join(t.pupil_keys, t.pupil_keys.c.pupil_id == t.la_returns.c.pupil_id)
+                            .where(t.pupil_keys.c.source == source)).all()
+    return {(k, d) for k, d in rows}
+
+
 def _same_episode(case: dict[str, Any], start: date | None) -> bool:
     return start is None or case["episode_start"] in (None, start)
 
@@ -61,8 +70,9 @@ def differences(want: ExpectedCase, case: dict[str, Any]) -> list[str]:
             if value is not None and got[name] != value]
 
 
-def compare(school: DemoSchool, cases: list[dict[str, Any]], only_open: bool = False) -> CheckResult:
-    """Every planted case present as planted, and nothing unplanted open.
+def compare(school: DemoSchool, cases: list[dict[str, Any]], only_open: bool = False,
+            la_returns: set[tuple[str, date]] | None = None) -> CheckResult:
+    """Every planted case present as planted, nothing unplanted open, the LA return as planted.
 
     ``only_open``: the engine ran for ``as_of`` alone, so only the cases open then can be there.
     """
@@ -87,4 +97,8 @@ def compare(school: DemoSchool, cases: list[dict[str, Any]], only_open: bool = F
                and ((no.never and not only_open) or c["status"] == "open")
                for c in cases):
             result.problems.append(f"should have no {no.kind} case: {no.role} ({no.pupil_key}): {no.why}")
+    if la_returns is not None:
+        listed = {(r.pupil_key, r.start) for r in school.la_returns if r.open_at_as_of or not only_open}
+        result.problems += [f"missing from the LA 10-day return: {k} from {d}" for k, d in sorted(listed - la_returns)]
+        result.problems += [f"unplanted in the LA 10-day return: {k} from {d}" for k, d in sorted(la_returns - listed)]
     return result

@@ -24,7 +24,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 from cme_batch.app import App
-from cme_batch.demo.check import CheckResult, compare, stored_cases
+from cme_batch.demo.check import CheckResult, compare, stored_cases, stored_la_returns
 from cme_batch.demo.generator import generate
 from cme_batch.errors import BadInputError
 from cme_batch.model import Record, SourceBatch
@@ -158,7 +158,8 @@ def run_demo(out: Path, seed: int = 2025, pupils: int = 420, source: str = "dire
     for s in result.final.stages:
         echo(f"  {s.name:<10} {s.outcome:<8} {s.detail}")
     if not result.failed_nights and _outcome(result.final, "detect") == "ok":
-        result.check = compare(school, stored_cases(app.engine(), SOURCE), only_open=not replaying)
+        result.check = compare(school, stored_cases(app.engine(), SOURCE), only_open=not replaying,
+                               la_returns=stored_la_returns(app.engine(), SOURCE))
     app.engine().dispose()
     return result
 
