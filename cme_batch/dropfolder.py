@@ -163,4 +163,4 @@ def file_batches(folder: DropFolder, ctx: Any, read: Callable[..., SourceBatch],
 
 
 def _hours(now: datetime, mtime: float) -> float:
-    return (now - datetime.fromtimestamp(mtime, timezone.utc)).total_seconds() / 3600
+    return (now - datetime.fromtimestamp(mtime, UTC)).total_seconds() / 3600
