@@ -5,7 +5,7 @@ that arrive mid-term come in by the changelog alone, and the cases found are the
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +19,17 @@ from cme_batch.demo.check import compare, stored_cases
 from cme_batch.demo.generator import DemoSchool, generate
 from cme_batch.demo.run import NightClock
 from cme_batch.importer import ingest_sources
-from cme_batch.model import FLAG_KINDS, FlagRecord, MarksRecord, PupilRecord
+from cme_batch.model import FLAG_KINDS, ContactRecord, FlagRecord, MarksRecord, PupilRecord
 from cme_batch.store import tables as t
-from tests.adapters.arbor_helpers import PASSWORD, _toml, settings_for, stored_cursor
+from tests.adapters.arbor_helpers import (
+    PASSWORD,
+    _toml,
+    arbor_app,
+    settings_for,
+    small_school_server,
+    stored_cursor,
+)
+from tests.helpers import snapshot
 
 
 @pytest.fixture(scope="module")
@@ -117,3 +125,80 @@ def test_full_pull_then_changes_only_then_detect_finds_the_planted_cases(
     result = compare(demo, cases)
     assert result.ok, "\n".join(result.problems)
     assert result.found == len(demo.planted)
+
+
+# -- incremental pulls on the small school, on both store backends -----------------------------------
+@pytest.fixture
+def small() -> Iterator[FakeArbor]:
+    server = small_school_server()
+    yield server
+    server.close()
+
+
+def contacts_of(engine: Engine, upn: str) -> list[tuple[Any, ...]]:
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(
+            select(t.contacts.c.forename, t.contacts.c.priority, t.contacts.c.phones)
+            .join(t.pupils, t.pupils.c.id == t.contacts.c.pupil_id).where(t.pupils.c.upn == upn)
+            .order_by(t.contacts.c.priority))]
+
+
+def test_a_changed_phone_rereads_only_the_pupils_it_concerns(tmp_path: Path, store_url: str, engine: Engine,
+                                                             small: FakeArbor) -> None:
+    app = arbor_app(tmp_path, store_url, engine, small)
+    assert ingest_sources(app)[0].status == "ok"
+    # the mother of Amelia and Bertie changes her mobile number
+    small.school.load([ContactRecord("p1", "mum", priority=1, title="Mrs", surname="Ashdown", forename="Alice",
+                                     relationship="Mother", parental_responsibility=True, lives_with=True,
+                                     phones=("07700 900999",), emails=("alice@example.org",))])
+    small.seen.clear()
+    (outcome,) = ingest_sources(app)
+    assert outcome.status == "ok", outcome.detail
+    reread = {str(i) for s in small.requests_for("Student") for i in s.args.get("id_in", [])}
+    assert reread == {str(small.school.student("p1")), str(small.school.student("p2"))}
+    assert contacts_of(engine, "B916299925002") == [("Alice", 1, ["07700 900999"])]
+    assert contacts_of(engine, "A916299925001") == [("Alice", 1, ["07700 900999"]), ("Gwen", 2, ["01452 222222"])]
+    assert not small.requests_for("AttendanceRollCallRecord"), "no mark changed, none fetched"
+
+
+def test_a_deletion_makes_the_pull_full_and_says_so(tmp_path: Path, store_url: str, engine: Engine,
+                                                    small: FakeArbor, capsys: pytest.CaptureFixture[str]) -> None:
+    app = arbor_app(tmp_path, store_url, engine, small)
+    assert ingest_sources(app)[0].status == "ok"
+    small.school.delete("SenStatusAssignment", ("p3", "sen_support", date(2024, 1, 10)))
+    small.seen.clear()
+    capsys.readouterr()
+    assert ingest_sources(app)[0].status == "ok"
+    assert "doing a full pull instead" in capsys.readouterr().out
+    assert [s.args for s in small.requests_for("Student")][0].keys() == {"page_size", "page_num"}  # all of them
+    with engine.connect() as conn:
+        kinds = set(conn.execute(select(t.flags.c.kind)).scalars())
+    assert "sen_support" not in kinds and "young_carer" in kinds  # the full pull replaced the flags
+
+
+def test_a_run_stopped_half_way_changes_nothing_and_the_next_resumes(tmp_path: Path, store_url: str,
+                                                                     engine: Engine, small: FakeArbor) -> None:
+    app = arbor_app(tmp_path, store_url, engine, small)
+    assert ingest_sources(app)[0].status == "ok"
+    cursor = stored_cursor(engine)
+    small.school.set_mark("p4", date(2025, 9, 23), "AM", "N")
+    small.school.load([PupilRecord("p3", upn="C916299925003", legal_surname="Cole", legal_forename="Cara",
+                                   dob=date(2016, 7, 8), sex="F", year_group="5")])
+    before = snapshot(engine)
+    # Arbor falls over once the changes have been found, while the changed pupil is being read
+    small.fail("status", "query Student", status=503, times=None)
+    (failed,) = ingest_sources(app)
+    assert failed.status == "failed" and "503" in failed.detail
+    assert snapshot(engine) == before and stored_cursor(engine) == cursor
+    small.clear_faults()
+    small.seen.clear()
+    (resumed,) = ingest_sources(app)
+    assert resumed.status == "ok", resumed.detail
+    assert {s.query["from-revision"][0] for s in small.seen if s.path.endswith("/changelog")} == {cursor}
+    with engine.connect() as conn:
+        year = conn.execute(select(t.pupils.c.year_group).where(t.pupils.c.upn == "C916299925003")).scalar()
+        strip = conn.execute(select(t.mark_strips.c.marks).join(t.pupils, t.pupils.c.id == t.mark_strips.c.pupil_id)
+                             .where(t.pupils.c.upn == "D916299925004")).scalar_one()
+    assert year == "5"
+    assert strip[2 * (date(2025, 9, 23) - date(2025, 8, 1)).days] == "N"
+    assert stored_cursor(engine) == str(small.school.revision)
