@@ -60,7 +60,7 @@ def server() -> Iterator[FakeArbor]:
 
 
 def by_upn(records: list[Any]) -> dict[str, Any]:
-    return {r.upn: r for r in records if isinstance(r, PupilRecord)}
+    return {r.upn or "": r for r in records if isinstance(r, PupilRecord)}
 
 
 def test_full_pull_reads_the_school(server: FakeArbor, tmp_path: Path) -> None:
@@ -73,7 +73,7 @@ def test_full_pull_reads_the_school(server: FakeArbor, tmp_path: Path) -> None:
     assert pupils["B916299925002"].year_group == "R"
     key = amelia.pupil_key
     contacts = sorted((c for c in records if isinstance(c, ContactRecord) and c.pupil_key == key),
-                      key=lambda c: c.priority)
+                      key=lambda c: c.priority or 0)
     assert [(c.forename, c.relationship, c.parental_responsibility, c.lives_with, c.phones) for c in contacts] == [
         ("Alice", "Mother", True, True, ("07700 900001",)), ("Gwen", "Grandmother", False, False, ("01452 222222",))]
     assert contacts[1].address is not None and contacts[1].address.postcode == "GL1 2AB"
