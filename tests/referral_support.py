@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from cme_batch.model import (
 from cme_batch.store import tables as t
 from cme_batch.store.ingest import apply_batch, ensure_school
 
-NOW = datetime(2025, 12, 1, 6, 0, tzinfo=timezone.utc)
+NOW = datetime(2025, 12, 1, 6, 0, tzinfo=UTC)
 HOME = Address(("14 Imaginary Lane", "Tewkesbury"), "GL20 9ZZ")
 EPISODE_START = date(2025, 11, 17)
 LAST_DAY = date(2025, 11, 28)
@@ -124,14 +124,14 @@ def seed_case(engine: Engine, family: Family | None = None, now: datetime = NOW)
 
         pid = conn.execute(select(t.pupil_keys.c.pupil_id).where(
             t.pupil_keys.c.pupil_key == child.pupil_key)).scalar_one()
-        confirmed = datetime(2025, 11, 28, 8, 12, tzinfo=timezone.utc) if fam.confirmed else None
+        confirmed = datetime(2025, 11, 28, 8, 12, tzinfo=UTC) if fam.confirmed else None
         case_id = int(conn.execute(insert(t.cases).values(
             ref=f"CME-2025-{n:04d}", pupil_id=pid, kind=fam.kind, status="open", stage="referral_due",
             episode_start=EPISODE_START, opened_on=EPISODE_START, school_days=10, last_attended=date(2025, 11, 14),
             referral_due=LAST_DAY, register_gaps=["2025-11-20"], alerts=[],
             confirmed_at=confirmed, confirmed_by="dsl@school.example" if confirmed else None,
             confirmation_message_id="<reply-8841@school.example>" if confirmed else None,
-            referred_at=datetime(2025, 11, 28, 9, 0, tzinfo=timezone.utc) if fam.referred else None,
+            referred_at=datetime(2025, 11, 28, 9, 0, tzinfo=UTC) if fam.referred else None,
             updated_at=now)).inserted_primary_key[0])
         conn.execute(insert(t.case_events), [
             _event(case_id, "opened", date(2025, 11, 17), "system", {"kind": fam.kind}),
@@ -153,7 +153,7 @@ def seed_case(engine: Engine, family: Family | None = None, now: datetime = NOW)
 
 
 def _event(case_id: int, kind: str, as_of: date, actor: str, detail: dict[str, Any]) -> dict[str, Any]:
-    at = datetime.combine(as_of, datetime.min.time(), timezone.utc) + timedelta(hours=12)
+    at = datetime.combine(as_of, datetime.min.time(), UTC) + timedelta(hours=12)
     return {"case_id": case_id, "at": at, "as_of": as_of, "kind": kind, "actor": actor, "detail": detail,
             "evidence": []}
 

@@ -20,7 +20,7 @@ import email.policy
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from typing import Any
@@ -106,9 +106,9 @@ def covering_note(doc: dict[str, Any], pdf_name: str, json_name: str, json_in_pd
         what = (f"This is a Children Missing Education referral, {case['ref']}, for one child, confirmed by our "
                 f"Designated Safeguarding Lead on {fmt_date(confirmed['at'])}.")
     contact = ", ".join(x for x in (dsl["name"], dsl["phone"], dsl["email"]) if x)
-    where = f"attached inside {pdf_name}" if json_in_pdf else "attached"
+    where = f" (inside {pdf_name})" if json_in_pdf else ""
     return (f"To: {to['name']}\nFrom: {s['name']} (LA {s['la_number']}, establishment {s['establishment_number']})"
-            f"\n\n{what}\n\nAttached:\n- {pdf_name}: the referral form\n- {json_name} ({where}): the same content "
+            f"\n\n{what}\n\nAttached:\n- {pdf_name}: the referral form\n- {json_name}{where}: the same content "
             f"as JSON, schema version {doc['schema_version']}\n\nQuestions to our Designated Safeguarding Lead: "
             f"{contact}.\n")
 
@@ -136,7 +136,7 @@ def _address(msg: EmailMessage, bundle: Bundle, config: Config, sender: str) -> 
     msg["From"] = f"{config.school.name} <{sender}>"
     msg["To"] = config.referral.la_email
     msg["Subject"] = subject
-    msg["Date"] = format_datetime(bundle.created.astimezone(timezone.utc))
+    msg["Date"] = format_datetime(bundle.created.astimezone(UTC))
     msg["Message-ID"] = make_msgid(idstring=bundle.ref, domain=sender.rsplit("@", 1)[1])
     return subject
 
@@ -176,10 +176,11 @@ def archive(conn: Connection, case_id: int, encrypted: Encrypted, outbox_id: int
     """Keep the sealed message as sent, with its SHA-256; returns the archive row id."""
     if case_id != encrypted.case_id:
         raise ValueError(f"bundle of case {encrypted.case_id} archived under case {case_id}")
-    return int(conn.execute(insert(t.referral_archive).values(
+    result = conn.execute(insert(t.referral_archive).values(
         case_id=case_id, kind=encrypted.kind, method=encrypted.method, schema_version=encrypted.schema_version,
         sha256=encrypted.sha256, encrypted=encrypted.raw, outbox_id=outbox_id, created_at=encrypted.created,
-    )).inserted_primary_key[0])
+    ).returning(t.referral_archive.c.id))
+    return int(result.scalar_one())
 
 
 def archived_intact(conn: Connection, archive_id: int) -> bool:
@@ -188,4 +189,4 @@ def archived_intact(conn: Connection, archive_id: int) -> bool:
         t.referral_archive.c.id == archive_id)).first()
     if row is None:
         raise BadInputError(f"no archived referral bundle with id {archive_id}")
-    return hashlib.sha256(bytes(row.encrypted)).hexdigest() == row.sha256
+    return bool(hashlib.sha256(bytes(row.encrypted)).hexdigest() == row.sha256)

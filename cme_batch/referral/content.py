@@ -18,8 +18,8 @@ always say the same. The store is read, never written. Columns read:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from datetime import date, datetime, timedelta, timezone
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, select
@@ -29,7 +29,7 @@ from cme_batch import marks as mk
 from cme_batch.config import Config
 from cme_batch.errors import BadInputError
 from cme_batch.referral import attendance
-from cme_batch.referral.people import address_dict, contact_entries, full_name, siblings
+from cme_batch.referral.people import Row, address_dict, contact_entries, full_name, siblings
 from cme_batch.store import tables as t
 from cme_batch.store.ingest import load_alphabet
 
@@ -72,7 +72,7 @@ def _iso(v: date | datetime | None) -> str | None:
     if v is None:
         return None
     if isinstance(v, datetime):
-        return (v if v.tzinfo else v.replace(tzinfo=timezone.utc)).astimezone(timezone.utc).isoformat()
+        return (v if v.tzinfo else v.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
     return v.isoformat()
 
 
@@ -84,19 +84,19 @@ def _day(v: Any) -> date | None:
     return date.fromisoformat(str(v)[:10])
 
 
-def load_case(conn: Connection, case_id: int) -> Mapping[str, Any]:
+def load_case(conn: Connection, case_id: int) -> Row:
     row = conn.execute(select(t.cases).where(t.cases.c.id == case_id)).mappings().first()
     if row is None:
         raise BadInputError(f"no case with id {case_id}")
     return row
 
 
-def _events(conn: Connection, case_id: int) -> list[Mapping[str, Any]]:
+def _events(conn: Connection, case_id: int) -> list[Row]:
     return list(conn.execute(select(t.case_events).where(t.case_events.c.case_id == case_id)
                              .order_by(t.case_events.c.at, t.case_events.c.id)).mappings())
 
 
-def evaluation_date(case: Mapping[str, Any], events: list[Mapping[str, Any]], now: datetime) -> date:
+def evaluation_date(case: Row, events: list[Row], now: datetime) -> date:
     """The date the case's facts are as of: its closing date, else the engine's latest run."""
     if case["closed_on"]:
         return _day(case["closed_on"]) or now.date()
@@ -126,13 +126,13 @@ def _school(cfg: Config) -> dict[str, Any]:
             "dsl": {"name": dsl.name, "phone": dsl.phone, "email": dsl.email}}
 
 
-def _latest_enrolment(conn: Connection, pupil_id: int) -> Mapping[str, Any] | None:
+def _latest_enrolment(conn: Connection, pupil_id: int) -> Row | None:
     rows = list(conn.execute(select(t.enrolments).where(t.enrolments.c.pupil_id == pupil_id)).mappings())
     rows.sort(key=lambda e: (e["entry_date"] or e["admission_date"] or date.min, e["id"]))
     return rows[-1] if rows else None
 
 
-def _child(p: Mapping[str, Any], enrol: Mapping[str, Any] | None, as_of: date) -> dict[str, Any]:
+def _child(p: Row, enrol: Row | None, as_of: date) -> dict[str, Any]:
     e = enrol or {}
     return {
         "legal_forename": p["legal_forename"], "legal_surname": p["legal_surname"],
@@ -148,7 +148,7 @@ def _child(p: Mapping[str, Any], enrol: Mapping[str, Any] | None, as_of: date) -
     }
 
 
-def _vulnerability(conn: Connection, pupil_id: int, case: Mapping[str, Any], as_of: date) -> dict[str, Any]:
+def _vulnerability(conn: Connection, pupil_id: int, case: Row, as_of: date) -> dict[str, Any]:
     flags = []
     for f in conn.execute(select(t.flags).where(t.flags.c.pupil_id == pupil_id).order_by(
             t.flags.c.kind, t.flags.c.start_date)).mappings():
@@ -163,7 +163,7 @@ def _vulnerability(conn: Connection, pupil_id: int, case: Mapping[str, Any], as_
             "young_carer": "young_carer" in kinds, "flags": flags, "alerts": alerts}
 
 
-def _actions(events: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def _actions(events: list[Row]) -> list[dict[str, Any]]:
     out = []
     for e in events:
         if e["kind"] not in ("action", "note"):
@@ -189,7 +189,7 @@ def _last_attended(conn: Connection, pupil_id: int, since: date | None, until: d
     return max(seen) if seen else None
 
 
-def _update(conn: Connection, case: Mapping[str, Any], enrol: Mapping[str, Any] | None, as_of: date,
+def _update(conn: Connection, case: Row, enrol: Row | None, as_of: date,
             classifier: codes.Classifier) -> dict[str, Any]:
     referred = _day(case["referred_at"])
     destination = (enrol or {}).get("destination")
@@ -264,6 +264,6 @@ def build_document(conn: Connection, case_id: int, cfg: Config, now: datetime, k
     return doc
 
 
-def child_display_name(doc: Mapping[str, Any]) -> str:
+def child_display_name(doc: Row) -> str:
     c = doc["child"]
     return full_name(c["legal_forename"], c["legal_surname"])

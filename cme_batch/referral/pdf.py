@@ -217,9 +217,9 @@ def _criterion(pdf: ReferralPDF, doc: Mapping[str, Any]) -> None:
         ("Referral due by", fmt_date(case["referral_due"])), ("Facts as of", fmt_date(case["evaluated_on"])),
         ("Days with no register mark", ", ".join(fmt_date(g) for g in case["register_gaps"]) or "none"),
         (f"Attendance {att['academic_year']}",
-         f"{pct}: attended {att['attended_sessions']} of {att['possible_sessions']} possible sessions; "
-         f"{att['authorised_absence_sessions']} authorised and {att['unauthorised_absence_sessions']} unauthorised "
-         f"absence sessions ({fmt_date(att['from'])} to {fmt_date(att['to'])})"),
+         (f"{pct}: attended {att['attended_sessions']} of {att['possible_sessions']} possible sessions; "
+          f"{att['authorised_absence_sessions']} authorised and {att['unauthorised_absence_sessions']} "
+          f"unauthorised absence sessions ({fmt_date(att['from'])} to {fmt_date(att['to'])})")),
     ])
 
 

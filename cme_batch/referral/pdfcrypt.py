@@ -34,8 +34,8 @@ MIN_PASSPHRASE = 12
 class _EncryptedNamesProducer(OutputProducer):
     """Writes the catalogue's embedded-file names encrypted, as the PDF standard requires."""
 
-    def _finalize_catalog(self, catalog_obj: Any, **kwargs: Any) -> None:
-        super()._finalize_catalog(catalog_obj, **kwargs)
+    def _finalize_catalog(self, catalog_obj: Any, *args: Any, **kwargs: Any) -> None:
+        super()._finalize_catalog(catalog_obj, *args, **kwargs)
         pdf, handler = self.fpdf, self.fpdf._security_handler
         if handler is None or not pdf.embedded_files:
             return

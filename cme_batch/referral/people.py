@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import date
 from typing import Any
 
@@ -20,6 +20,9 @@ from sqlalchemy import Connection, select
 
 from cme_batch.store import tables as t
 from cme_batch.store.ingest import address_from_json
+
+#: A database row read as a mapping (SQLAlchemy's RowMapping), or an equivalent dict.
+Row = Mapping[Any, Any]
 
 
 def address_dict(raw: Any) -> dict[str, Any] | None:
@@ -35,7 +38,7 @@ def _flag(value: bool | None) -> bool | None:
     return None if value is None else bool(value)
 
 
-def contact_entries(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def contact_entries(rows: Iterable[Row]) -> list[dict[str, Any]]:
     """Parents and carers in priority order, as the referral states them."""
     ordered = sorted(rows, key=lambda r: (r["priority"] is None, r["priority"] or 0, r["id"]))
     return [{
@@ -55,7 +58,7 @@ def _phone_key(phone: str) -> str | None:
     return digits if len(digits) >= 7 else None
 
 
-def contact_keys(row: Mapping[str, Any]) -> set[tuple[str, ...]]:
+def contact_keys(row: Row) -> set[tuple[str, ...]]:
     """What identifies the person behind one contact row, for matching across pupils."""
     keys: set[tuple[str, ...]] = set()
     ck = row["contact_key"] or ""
@@ -76,7 +79,7 @@ def _address_key(raw: Any) -> str | None:
     return a.match_key() if a else None
 
 
-def _on_roll(enrolments: list[Mapping[str, Any]], as_of: date) -> bool:
+def _on_roll(enrolments: Sequence[Row], as_of: date) -> bool:
     """On roll unless every known admission was withdrawn or ended on or before ``as_of``."""
     if not enrolments:
         return True
@@ -84,7 +87,7 @@ def _on_roll(enrolments: list[Mapping[str, Any]], as_of: date) -> bool:
                for e in enrolments)
 
 
-def siblings(conn: Connection, pupil: Mapping[str, Any], own_contacts: list[Mapping[str, Any]],
+def siblings(conn: Connection, pupil: Row, own_contacts: Sequence[Row],
              as_of: date) -> list[dict[str, Any]]:
     """Other pupils on roll sharing a contact or the home address with ``pupil``."""
     mine: set[tuple[str, ...]] = set()
@@ -104,7 +107,7 @@ def siblings(conn: Connection, pupil: Mapping[str, Any], own_contacts: list[Mapp
                 links[pid].add("address")
     if not links:
         return []
-    enrol: dict[int, list[Mapping[str, Any]]] = defaultdict(list)
+    enrol: dict[int, list[Row]] = defaultdict(list)
     for e in conn.execute(select(t.enrolments).where(t.enrolments.c.pupil_id.in_(list(links)))).mappings():
         enrol[e["pupil_id"]].append(e)
     rows = conn.execute(select(t.pupils).where(t.pupils.c.id.in_(list(links))).order_by(

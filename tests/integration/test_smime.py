@@ -19,7 +19,14 @@ from sqlalchemy import Engine, select
 
 from cme_batch import config as config_mod
 from cme_batch.config import Config
-from cme_batch.referral.bundle import Bundle, Encrypted, archive, archived_intact, build_bundle, encrypt_bundle
+from cme_batch.referral.bundle import (
+    Bundle,
+    Encrypted,
+    archive,
+    archived_intact,
+    build_bundle,
+    encrypt_bundle,
+)
 from cme_batch.store import migrate, open_store
 from cme_batch.store import tables as t
 from tests.conftest import write_config
@@ -70,7 +77,7 @@ def _parts(entity: bytes) -> dict[str, bytes]:
 
 
 def _run(*args: str | Path, env: dict[str, str] | None = None) -> bytes:
-    proc = subprocess.run([str(a) for a in args], capture_output=True, env=env, timeout=60)
+    proc = subprocess.run([str(a) for a in args], check=False, capture_output=True, env=env, timeout=60)
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")
     return proc.stdout
 
@@ -104,7 +111,7 @@ def test_a_tampered_bundle_fails_openssl_verification(world, tmp_path: Path) -> 
     assert tampered != decrypted
     (tmp_path / "tampered.eml").write_bytes(tampered)
     proc = subprocess.run(["openssl", "cms", "-verify", "-in", str(tmp_path / "tampered.eml"), "-CAfile",
-                           str(pki.ca.cert_path)], capture_output=True)
+                           str(pki.ca.cert_path)], check=False, capture_output=True)
     assert proc.returncode != 0
 
 
@@ -144,7 +151,7 @@ def test_gpgsm_decrypts_the_exact_pdf_and_json(world, tmp_path: Path) -> None:
         decrypted = _run(gpgsm, *common, "--disable-policy-checks", "--disable-crl-checks", "--decrypt", cms,
                          env=env)
     finally:
-        subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], capture_output=True)
+        subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], check=False, capture_output=True)
     parts = _parts(decrypted)
     assert parts[bundle.filename("pdf")] == bundle.pdf
     assert parts[bundle.filename("json")] == bundle.json

@@ -10,9 +10,8 @@ import email
 import email.policy
 import io
 import subprocess
-from pathlib import Path
-
 from datetime import date
+from pathlib import Path
 
 import pypdf
 import pytest
@@ -21,8 +20,8 @@ from sqlalchemy import Engine, select, update
 from cme_batch import config as config_mod
 from cme_batch.config import Config
 from cme_batch.errors import BadInputError
-from cme_batch.referral.bundle import Bundle, Encrypted, Held, build_bundle, encrypt_bundle
 from cme_batch.model import MarksRecord, SourceBatch
+from cme_batch.referral.bundle import Bundle, Encrypted, Held, build_bundle, encrypt_bundle
 from cme_batch.store import migrate, open_store
 from cme_batch.store import tables as t
 from cme_batch.store.ingest import apply_batch
@@ -62,7 +61,7 @@ def _render(pdf: bytes, tmp_path: Path, password: str | None = None) -> list[Pat
     src = tmp_path / "doc.pdf"
     src.write_bytes(pdf)
     args = [tool, "-png", "-r", "40"] + (["-upw", password] if password else []) + [str(src), str(tmp_path / "page")]
-    proc = subprocess.run(args, capture_output=True, timeout=60)
+    proc = subprocess.run(args, check=False, capture_output=True, timeout=60)
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")
     return sorted(tmp_path.glob("page*.png"))
 
@@ -135,12 +134,12 @@ def test_the_passphrase_pdf_opens_with_the_passphrase_and_not_without(store: Eng
     qpdf = need_tool("qpdf", "qpdf")
     path = tmp_path / "locked.pdf"
     path.write_bytes(locked)
-    assert subprocess.run([qpdf, "--check", str(path)], capture_output=True).returncode != 0
+    assert subprocess.run([qpdf, "--check", str(path)], check=False, capture_output=True).returncode != 0
     shown = subprocess.run([qpdf, f"--password={PASSPHRASE}", "--show-encryption", str(path)],
-                           capture_output=True, text=True)
+                           check=False, capture_output=True, text=True)
     assert "AESv3" in shown.stdout  # AESv3 is qpdf's name for AES-256 (PDF 2.0 / R6)
     listed = subprocess.run([qpdf, f"--password={PASSPHRASE}", "--list-attachments", str(path)],
-                            capture_output=True, text=True)
+                            check=False, capture_output=True, text=True)
     assert bundle.filename("json") in listed.stdout
 
 
