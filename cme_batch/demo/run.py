@@ -156,7 +156,8 @@ def run_demo(out: Path, seed: int = 2025, pupils: int = 420, source: str = "dire
     result.final = run_nightly(app, school.as_of)
     echo(f"Nightly run as of {school.as_of}:")
     for s in result.final.stages:
-        echo(f"  {s.name:<10} {s.outcome:<8} {s.detail}")
+        detail = s.detail if len(s.detail) <= 150 else s.detail[:147] + "..."
+        echo(f"  {s.name:<10} {s.outcome:<8} {detail}")
     if not result.failed_nights and _outcome(result.final, "detect") == "ok":
         result.check = compare(school, stored_cases(app.engine(), SOURCE), only_open=not replaying,
                                la_returns=stored_la_returns(app.engine(), SOURCE))
