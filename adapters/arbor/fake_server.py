@@ -319,3 +319,22 @@ def serve_records(records: Iterable[Any], *, date_format: str = "plain", usernam
     server = FakeArbor(school, date_format=date_format, username=username, password=password).start()
     assert server.ca_bundle is not None
     return server, server.base_url, server.ca_bundle
+
+
+def serve_demo(records: Iterable[Any], directory: Path, name: str = "arbor") -> tuple[FakeArbor, str]:
+    """For ``cme-batch demo --source arbor``: serve the records, and give the ``[sources.NAME]`` TOML.
+
+    The password goes into ``directory/arbor-password`` (read through ``{ file = ... }``, as a
+    school would use a systemd credential) and the CA bundle into ``directory/arbor-ca.pem``.
+    The caller appends the TOML to the demo configuration and closes the server at the end.
+    """
+    server, base_url, ca = serve_records(records)
+    directory.mkdir(parents=True, exist_ok=True)
+    secret, bundle = directory / "arbor-password", directory / "arbor-ca.pem"
+    secret.write_text(server.password + "\n", encoding="utf-8")
+    secret.chmod(0o600)
+    bundle.write_bytes(ca.read_bytes())
+    table = (f'\n[sources.{name}]\nadapter = "arbor"\nbase_url = "{base_url}"\nusername = "{server.username}"\n'
+             f'password = {{ file = {json.dumps(str(secret))} }}\nca_bundle = {json.dumps(str(bundle))}\n'
+             "page_size = 1000\n")
+    return server, table

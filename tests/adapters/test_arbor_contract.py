@@ -144,3 +144,19 @@ def test_http_only_for_loopback_when_allowed(server: FakeArbor, tmp_path: Path) 
 def test_password_is_a_reference_never_shown(server: FakeArbor, tmp_path: Path) -> None:
     source = ArborSource.from_config(source_config(server, tmp_path))
     assert PASSWORD not in repr(source) and PASSWORD not in str(source.__dict__)
+
+
+def test_the_demo_hook_gives_a_working_source_table(tmp_path: Path) -> None:
+    import tomllib
+
+    from adapters.arbor.fake_server import serve_demo
+
+    server, table = serve_demo(small_school(), tmp_path / "arbor")
+    try:
+        settings = tomllib.loads(table)["sources"]["arbor"]
+        assert PASSWORD not in table
+        _, records = pull(SourceConfig("arbor", settings.pop("adapter"), settings, tmp_path))
+        assert len(by_upn(records)) == 4
+        assert set(server.school.key_map().values()) == {"p1", "p2", "p3", "p4"}
+    finally:
+        server.close()
