@@ -17,6 +17,7 @@ token URL; XOAUTH2 is ``user=...^Aauth=Bearer ...^A^A``.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import ipaddress
@@ -120,10 +121,8 @@ class _Handler:
             return "421 4.4.2 gone"  # written to a closed connection: the client never sees it
         if fault:
             return fault
-        if self.s.data_delay:
-            import asyncio
-
-            await asyncio.sleep(self.s.data_delay)
+        while self.s.data_gate is not None and not self.s.data_gate.is_set():
+            await asyncio.sleep(0.02)
         content = envelope.original_content or envelope.content
         tls = session.ssl is not None or server.transport.get_extra_info("ssl_object") is not None
         self.s.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(content), tls,
@@ -153,7 +152,7 @@ class SmtpServer:
         self.received: list[Received] = []
         self.reject_rcpt: set[str] = set()
         self.data_faults: list[str] = []  # per DATA: a reply such as "421 ...", or "drop"
-        self.data_delay = 0.0
+        self.data_gate: threading.Event | None = None  # when set: hold every DATA reply until it is set
         self.data_calls = 0
         self._controller: Controller | None = None
 
