@@ -15,33 +15,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import date
 
 from adapters.arbor.mapping import Row, parse_date, ref_id
+from cme_batch.codes import CHANGEOVER, UNKNOWN, national_set
 from cme_batch.model import MarksRecord, Warning_
-
-#: The day the 2024 national codes came in (DOMAIN.md 2): earlier marks use the legacy set.
-NEW_CODES_FROM = date(2024, 8, 19)
-
-_CLASSES_2024 = {
-    "present": "/ \\ L", "late_after_close": "U", "educational_activity": "K V P W B D",
-    "authorised": "C C1 C2 E I M J1 R S T", "unauthorised_explained": "G", "unexplained": "N O",
-    "unable_pupil": "Q Y5 Y7", "neutral": "X Y1 Y2 Y3 Y4 Y6 Z #", "no_mark": "-",
-}
-_CLASSES_LEGACY = {
-    "present": "/ \\ L", "late_after_close": "U", "educational_activity": "B D J P V W",
-    "authorised": "C E F H I M R S T", "unauthorised_explained": "G", "unexplained": "N O",
-    "neutral": "X Y Z #", "no_mark": "-",
-}
-
-
-def _invert(table: Mapping[str, str]) -> dict[str, str]:
-    return {code: cls for cls, codes in table.items() for code in codes.split()}
-
-
-CODE_CLASS = {True: _invert(_CLASSES_2024), False: _invert(_CLASSES_LEGACY)}
-
 
 def code_class(code: str, day: date) -> str:
     """The DOMAIN.md class of a code on a date; ``unknown`` for local codes."""
-    return CODE_CLASS[day >= NEW_CODES_FROM].get(code, "unknown")
+    return national_set(day).get(code, UNKNOWN)
 
 
 #: What Arbor's statistical flags say, as the set of DOMAIN classes each reading allows.
@@ -121,8 +100,8 @@ def marks_records(records: Iterable[Row], roll_calls: Sequence[Row], marks: Sequ
         if mid is not None:
             mark = by_id.get(mid)
             code = str((mark or {}).get("code") or "") or "-"
-            if mark is not None and (mid, day >= NEW_CODES_FROM) not in checked:
-                checked.add((mid, day >= NEW_CODES_FROM))
+            if mark is not None and (mid, day >= CHANGEOVER) not in checked:
+                checked.add((mid, day >= CHANGEOVER))
                 if (w := cross_check(mark, day)) is not None:
                     warnings.append(w)
         rev = int(r.get("revisionId") or 0)
