@@ -18,6 +18,7 @@ from adapters.arbor.mapping import Row, parse_date, ref_id
 from cme_batch.codes import CHANGEOVER, UNKNOWN, national_set
 from cme_batch.model import MarksRecord, Warning_
 
+
 def code_class(code: str, day: date) -> str:
     """The DOMAIN.md class of a code on a date; ``unknown`` for local codes."""
     return national_set(day).get(code, UNKNOWN)
