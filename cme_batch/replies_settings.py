@@ -8,16 +8,15 @@ receiving server. The mailbox is read over IMAP, from a Maildir, or through Micr
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from cme_batch.mail.settings import GRAPH_BASE_URL, MicrosoftApp, _https, _microsoft, is_local_host
 from cme_batch.settings import SecretRef, Table
 
 MAILBOXES = ("none", "imap", "maildir", "graph")
 KEY_ID = r"[A-Za-z0-9]{1,16}"
-LOOPBACK_NAMES = ("localhost",)
 
 
 @dataclass(frozen=True)
@@ -26,17 +25,6 @@ class TokenKey:
 
     id: str
     secret: SecretRef
-
-
-@dataclass(frozen=True)
-class MicrosoftApp:
-    """An app registration in Entra ID, used through msal's client-credentials grant."""
-
-    tenant_id: str
-    client_id: str
-    client_secret: SecretRef
-    authority: str = "https://login.microsoftonline.com"
-    ca_file: Path | None = None  # a private CA (a TLS-inspecting proxy, or a test server)
 
 
 @dataclass(frozen=True)
@@ -49,8 +37,6 @@ class ImapSettings:
     password: SecretRef | None = None
     folder: str = "INBOX"
     processed_folder: str | None = None
-    ca_file: Path | None = None
-    timeout_s: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -58,8 +44,7 @@ class GraphSettings:
     mailbox: str  # the user principal name or id of the mailbox read
     folder: str = "inbox"
     processed_folder: str | None = None
-    base_url: str = "https://graph.microsoft.com/v1.0"
-    timeout_s: float = 30.0
+    base_url: str = GRAPH_BASE_URL
 
 
 @dataclass(frozen=True)
@@ -73,19 +58,11 @@ class RepliesConfig:
     token_lifetime_days: int = 14
     trusted_authserv_ids: tuple[str, ...] = ()
     require_authentication_results: bool = False
+    ca_file: Path | None = None  # a private CA for the IMAP server, the sign-in server and Graph
+    timeout_seconds: float = 30.0  # of each network call
 
 
-def is_loopback(host: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and localhost: the only hosts plaintext IMAP may be used with."""
-    if host.lower() in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _imap(t: Table, base: Path) -> ImapSettings | None:
+def _imap(t: Table) -> ImapSettings | None:
     host = t.str("host", required=True, right="the IMAP server's host name, e.g. \"outlook.office365.com\"")
     security = t.str("security", "tls", choices=("tls", "starttls", "plain")) or "tls"
     port = t.int("port", 993 if security == "tls" else 143, min=1, max=65535)
@@ -93,7 +70,7 @@ def _imap(t: Table, base: Path) -> ImapSettings | None:
     username = t.str("username", required=True, right="the mailbox login, e.g. \"cme-bot@school.example\"")
     auth = t.str("auth", "password", choices=("password", "xoauth2-microsoft")) or "password"
     password = t.secret("password", required=auth == "password")
-    if security == "plain" and not (allow_plain and host and is_loopback(host)):
+    if security == "plain" and not (allow_plain and host and is_local_host(host)):
         t.problems.add(t.key("security"), "is \"plain\" (passwords and replies would cross the network unencrypted)",
                        "\"tls\" or \"starttls\"; \"plain\" only for a server on 127.0.0.1 with allow_plaintext = true")
     s = ImapSettings(
@@ -101,8 +78,6 @@ def _imap(t: Table, base: Path) -> ImapSettings | None:
         password=password,
         folder=t.str("folder", "INBOX") or "INBOX",
         processed_folder=t.str("processed_folder"),
-        ca_file=t.path("ca_file", base),
-        timeout_s=t.float("timeout_s", 30.0, min=1.0) or 30.0,
     )
     t.unknown_keys()
     return s if host and username else None
@@ -110,30 +85,15 @@ def _imap(t: Table, base: Path) -> ImapSettings | None:
 
 def _graph(t: Table) -> GraphSettings | None:
     mailbox = t.str("mailbox", required=True, right="the mailbox's address, e.g. \"cme-bot@school.example\"")
-    base_url = t.str("base_url", GraphSettings.base_url, pattern=r"https://\S+",
-                     right="an https URL") or GraphSettings.base_url
+    base_url = _https(t, "base_url", GRAPH_BASE_URL)
     s = GraphSettings(
         mailbox=mailbox or "",
         folder=t.str("folder", "inbox") or "inbox",
         processed_folder=t.str("processed_folder"),
-        base_url=base_url.rstrip("/"),
-        timeout_s=t.float("timeout_s", 30.0, min=1.0) or 30.0,
+        base_url=base_url,
     )
     t.unknown_keys()
     return s if mailbox else None
-
-
-def _microsoft(t: Table, base: Path) -> MicrosoftApp | None:
-    tenant = t.str("tenant_id", required=True, right="the directory (tenant) id of the school's Entra ID")
-    client = t.str("client_id", required=True, right="the application (client) id of the app registration")
-    secret = t.secret("client_secret", required=True)
-    authority = t.str("authority", MicrosoftApp.authority, pattern=r"https://\S+",
-                      right="an https URL") or MicrosoftApp.authority
-    ca_file = t.path("ca_file", base)
-    t.unknown_keys()
-    if tenant and client and secret:
-        return MicrosoftApp(tenant, client, secret, authority.rstrip("/"), ca_file)
-    return None
 
 
 def _token_keys(t: Table) -> tuple[TokenKey, ...]:
@@ -153,18 +113,24 @@ def _token_keys(t: Table) -> tuple[TokenKey, ...]:
 def parse_replies(t: Table, base: Path) -> RepliesConfig:
     """Validate [replies]; every problem is reported with its key path."""
     mailbox = t.str("mailbox", "none", choices=MAILBOXES) or "none"
-    imap = _imap(t.sub("imap"), base) if t.has("imap") else None
+    imap = _imap(t.sub("imap")) if t.has("imap") else None
     graph = _graph(t.sub("graph")) if t.has("graph") else None
-    microsoft = _microsoft(t.sub("microsoft"), base) if t.has("microsoft") else None
+    needs_ms = mailbox == "graph" or (mailbox == "imap" and imap is not None and imap.auth == "xoauth2-microsoft")
+    microsoft = _microsoft(t.sub("microsoft"), needs_ms) if t.has("microsoft") or needs_ms else None
     mdt = t.sub("maildir")
     maildir = mdt.path("path", base, required=mailbox == "maildir")
     mdt.unknown_keys()
-    keys = _token_keys(t)
+    ca_file = t.path("ca_file", base)
+    if ca_file is not None and not ca_file.is_file():
+        t.problems.add(t.key("ca_file"), f"{ca_file} is not a readable file", "a PEM file of CA certificates")
+        ca_file = None
     cfg = RepliesConfig(
-        mailbox=mailbox, imap=imap, maildir=maildir, graph=graph, microsoft=microsoft, token_keys=keys,
+        mailbox=mailbox, imap=imap, maildir=maildir, graph=graph, microsoft=microsoft, token_keys=_token_keys(t),
         token_lifetime_days=t.int("token_lifetime_days", 14, min=1, max=90) or 14,
         trusted_authserv_ids=tuple(x.lower() for x in t.str_list("trusted_authserv_ids")),
         require_authentication_results=t.bool("require_authentication_results", False),
+        ca_file=ca_file,
+        timeout_seconds=t.float("timeout_seconds", 30.0, min=1.0) or 30.0,
     )
     _cross_checks(t, cfg)
     t.unknown_keys()
@@ -177,11 +143,6 @@ def _cross_checks(t: Table, cfg: RepliesConfig) -> None:
         t.problems.add(t.key("imap"), "is missing", "an [replies.imap] table with host and username")
     if cfg.mailbox == "graph" and not t.has("graph"):
         t.problems.add(t.key("graph"), "is missing", "a [replies.graph] table with mailbox")
-    needs_ms = cfg.mailbox == "graph" or (cfg.mailbox == "imap" and cfg.imap is not None
-                                          and cfg.imap.auth == "xoauth2-microsoft")
-    if needs_ms and not t.has("microsoft"):
-        t.problems.add(t.key("microsoft"), "is missing",
-                       "a [replies.microsoft] table with tenant_id, client_id and client_secret")
     if cfg.mailbox != "none" and not t.has("token_keys"):
         t.problems.add(t.key("token_keys"), "is missing",
                        'at least one key: token_keys = [{ id = "k1", secret = { env = "CME_REPLY_KEY_K1" } }]')

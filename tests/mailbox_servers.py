@@ -92,8 +92,9 @@ def write_test_pki(folder: Path) -> Path:
         return b.sign(signer, hashes.SHA256())
 
     ca_key, srv_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca = cert("cme-batch test CA", ca_key, "cme-batch test CA", ca_key, True)
-    srv = cert("127.0.0.1", srv_key, "cme-batch test CA", ca_key, False)
+    ca_name = f"cme-batch test CA {secrets.token_hex(4)}"  # unique: several test CAs may share one bundle
+    ca = cert(ca_name, ca_key, ca_name, ca_key, True)
+    srv = cert("127.0.0.1", srv_key, ca_name, ca_key, False)
     (folder / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     (folder / "server.pem").write_bytes(srv.public_bytes(serialization.Encoding.PEM))
     (folder / "server.key").write_bytes(srv_key.private_bytes(

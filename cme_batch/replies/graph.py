@@ -10,13 +10,13 @@ permission is ``FatalError``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import requests
 
 from cme_batch.errors import FatalError, RetriableError
+from cme_batch.mail.oauth import request_error
 from cme_batch.replies_settings import GraphSettings
 
 PAGE = 50
@@ -25,23 +25,20 @@ PAGE = 50
 class GraphMailbox:
     """One mail folder of one mailbox, read through Graph with a bearer token from ``token``."""
 
-    def __init__(self, settings: GraphSettings, token: Callable[[], str], *, ca_file: Path | None = None,
-                 session: requests.Session | None = None) -> None:
+    def __init__(self, settings: GraphSettings, token: Callable[[], str], session: requests.Session) -> None:
         self.s = settings
         self.name = f"graph:{settings.mailbox}/{settings.folder}"
         self._token = token
-        self._http = session or requests.Session()
-        if ca_file is not None:
-            self._http.verify = str(ca_file)
+        self._http = session  # verifies certificates and times out on every request (mail.oauth.http_session)
         self._user = f"{settings.base_url}/users/{quote(settings.mailbox, safe='@')}"
         self._processed_id: str | None = None
 
     def _request(self, method: str, url: str, **kw: Any) -> requests.Response:
         headers = {"Authorization": f"Bearer {self._token()}", "Prefer": 'IdType="ImmutableId"'}
         try:
-            r = self._http.request(method, url, headers=headers, timeout=self.s.timeout_s, **kw)
+            r = self._http.request(method, url, headers=headers, **kw)
         except requests.RequestException as exc:
-            raise RetriableError(f"Graph {method} {self.s.base_url}: {type(exc).__name__}") from exc
+            raise request_error(f"Graph {method} {self.s.base_url}", exc) from exc
         if r.status_code in (401, 403):
             raise FatalError(f"Graph refused access to mailbox {self.s.mailbox} ({r.status_code}): check the app's "
                              "Mail.ReadWrite permission and its scope")

@@ -16,9 +16,11 @@ import re
 import socket
 import ssl
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from cme_batch.errors import FatalError, RetriableError
+from cme_batch.mail.oauth import xoauth2
 from cme_batch.replies_settings import ImapSettings
 
 UIDVALIDITY_RE = re.compile(rb"UIDVALIDITY (\d+)")
@@ -34,10 +36,13 @@ class ImapMailbox:
     """One IMAP folder, connected on first use and logged out by ``close``."""
 
     def __init__(self, settings: ImapSettings, *, password: Callable[[], str] | None = None,
-                 oauth_token: Callable[[], str] | None = None) -> None:
+                 oauth_token: Callable[[], str] | None = None, ca_file: Path | None = None,
+                 timeout: float = 30.0) -> None:
         if (password is None) == (oauth_token is None):
             raise ValueError("give exactly one of password and oauth_token")
         self.s = settings
+        self.ca_file = ca_file
+        self.timeout = timeout
         self._password = password
         self._oauth_token = oauth_token
         self.name = f"imap:{settings.username}@{settings.host}/{settings.folder}"
@@ -53,22 +58,22 @@ class ImapMailbox:
 
     def _connect(self) -> imaplib.IMAP4:
         s = self.s
-        ctx = ssl.create_default_context(cafile=str(s.ca_file) if s.ca_file else None)
+        ctx = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
         try:
             if s.security == "tls":
-                conn: imaplib.IMAP4 = imaplib.IMAP4_SSL(s.host, s.port, ssl_context=ctx, timeout=s.timeout_s)
+                conn: imaplib.IMAP4 = imaplib.IMAP4_SSL(s.host, s.port, ssl_context=ctx, timeout=self.timeout)
             else:
-                conn = imaplib.IMAP4(s.host, s.port, timeout=s.timeout_s)
+                conn = imaplib.IMAP4(s.host, s.port, timeout=self.timeout)
                 if s.security == "starttls":
                     conn.starttls(ssl_context=ctx)
         except ssl.SSLCertVerificationError as exc:
             raise FatalError(f"{self._where()}: the server's certificate is not trusted ({exc.verify_message}); "
-                             "set replies.imap.ca_file for a private CA") from exc
+                             "set replies.ca_file for a private CA") from exc
         except (OSError, imaplib.IMAP4.error) as exc:
             raise RetriableError(f"{self._where()}: cannot connect: {exc}") from exc
         try:
             if self._oauth_token is not None:
-                blob = f"user={s.username}\x01auth=Bearer {self._oauth_token()}\x01\x01".encode()
+                blob = xoauth2(s.username, self._oauth_token()).encode()
                 conn.authenticate("XOAUTH2", lambda _challenge: blob)
             else:
                 assert self._password is not None

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Protocol
 
 from cme_batch.errors import BadInputError, RetriableError
+from cme_batch.mail.oauth import GRAPH_SCOPE, OUTLOOK_SCOPE, MicrosoftToken, http_session
 from cme_batch.replies_settings import RepliesConfig
 
 MAX_UID = 200  # the width of replies.mailbox_uid
@@ -125,19 +126,18 @@ def build_mailbox(cfg: RepliesConfig) -> Mailbox | None:
         return MaildirMailbox(cfg.maildir)
     if cfg.mailbox == "imap" and cfg.imap is not None:
         from cme_batch.replies.imap import ImapMailbox
-        from cme_batch.replies.msauth import MicrosoftToken
 
         s = cfg.imap
         if s.auth == "xoauth2-microsoft":
-            assert cfg.microsoft is not None
-            return ImapMailbox(s, oauth_token=MicrosoftToken(cfg.microsoft, MicrosoftToken.IMAP_SCOPE))
-        assert s.password is not None
-        return ImapMailbox(s, password=s.password.reveal)
+            assert cfg.microsoft is not None, "checked when the configuration was loaded"
+            token = MicrosoftToken(cfg.microsoft, OUTLOOK_SCOPE, ca_file=cfg.ca_file, timeout=cfg.timeout_seconds)
+            return ImapMailbox(s, oauth_token=token.token, ca_file=cfg.ca_file, timeout=cfg.timeout_seconds)
+        assert s.password is not None, "checked when the configuration was loaded"
+        return ImapMailbox(s, password=s.password.reveal, ca_file=cfg.ca_file, timeout=cfg.timeout_seconds)
     if cfg.mailbox == "graph" and cfg.graph is not None:
         from cme_batch.replies.graph import GraphMailbox
-        from cme_batch.replies.msauth import MicrosoftToken
 
-        assert cfg.microsoft is not None
-        return GraphMailbox(cfg.graph, MicrosoftToken(cfg.microsoft, MicrosoftToken.graph_scope(cfg.graph.base_url)),
-                            ca_file=cfg.microsoft.ca_file)
+        assert cfg.microsoft is not None, "checked when the configuration was loaded"
+        token = MicrosoftToken(cfg.microsoft, GRAPH_SCOPE, ca_file=cfg.ca_file, timeout=cfg.timeout_seconds)
+        return GraphMailbox(cfg.graph, token.token, http_session(cfg.ca_file, cfg.timeout_seconds))
     return None

@@ -47,6 +47,7 @@ token_keys = [{{ id = "k1", secret = {{ env = "{key_env}" }} }}]
 token_lifetime_days = 14
 trusted_authserv_ids = ["mx.school.example"]
 require_authentication_results = true
+ca_file = "{ca}"
 
 [replies.imap]
 host = "{host}"
@@ -54,7 +55,6 @@ port = {port}
 security = "tls"
 username = "{user}"
 password = {{ env = "CME_TEST_IMAP_PASSWORD" }}
-ca_file = "{ca}"
 processed_folder = "{processed}"
 """
 

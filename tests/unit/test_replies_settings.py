@@ -45,7 +45,7 @@ def test_a_microsoft_365_imap_setup_loads() -> None:
     assert [k.id for k in cfg.token_keys] == ["k2", "k1"]
     assert cfg.token_keys[1].secret.ref == "keys/k1"
     assert cfg.trusted_authserv_ids == ("mx.school.example",)
-    assert cfg.microsoft is not None and cfg.microsoft.authority == "https://login.microsoftonline.com"
+    assert cfg.microsoft is not None and cfg.microsoft.authority_url == "https://login.microsoftonline.com"
 
 
 def test_nothing_is_needed_when_replies_are_not_read() -> None:
@@ -86,7 +86,7 @@ def test_plaintext_imap_only_to_loopback_and_only_when_allowed() -> None:
 def test_a_mailbox_needs_its_table_keys_and_the_microsoft_app() -> None:
     _, problems = parse('mailbox = "graph"\n')
     text = "\n".join(problems)
-    assert "replies.graph:" in text and "replies.microsoft:" in text and "replies.token_keys:" in text
+    assert "replies.graph:" in text and "replies.microsoft.client_secret:" in text and "replies.token_keys:" in text
     _, problems = parse('mailbox = "maildir"\ntoken_keys = [{ id = "k1", secret = { env = "K" } }]\n')
     assert any(p.startswith("replies.maildir.path:") for p in problems)
     cfg, problems = parse('mailbox = "maildir"\ntoken_keys = [{ id = "k1", secret = { env = "K" } }]\n'
