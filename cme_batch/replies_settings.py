@@ -127,7 +127,7 @@ def parse_replies(t: Table, base: Path) -> RepliesConfig:
     cfg = RepliesConfig(
         mailbox=mailbox, imap=imap, maildir=maildir, graph=graph, microsoft=microsoft, token_keys=_token_keys(t),
         token_lifetime_days=t.int("token_lifetime_days", 14, min=1, max=90) or 14,
-        trusted_authserv_ids=tuple(x.lower() for x in t.str_list("trusted_authserv_ids")),
+        trusted_authserv_ids=tuple(str(x).lower() for x in t.str_list("trusted_authserv_ids")),
         require_authentication_results=t.bool("require_authentication_results", False),
         ca_file=ca_file,
         timeout_seconds=t.float("timeout_seconds", 30.0, min=1.0) or 30.0,

@@ -62,7 +62,9 @@ def _strip_comments(value: str) -> str:
 
 def _split(value: str, sep: str | None) -> list[str]:
     """Split on ``sep`` (or any whitespace when None) outside quoted strings."""
-    parts, cur, quoted = [], [], False
+    parts: list[str] = []
+    cur: list[str] = []
+    quoted = False
     for ch in value:
         if ch == '"':
             quoted = not quoted

@@ -11,9 +11,9 @@ certificate becomes ``FatalError`` (retrying will not fix either).
 
 from __future__ import annotations
 
+import contextlib
 import imaplib
 import re
-import socket
 import ssl
 from collections.abc import Callable
 from pathlib import Path
@@ -101,7 +101,7 @@ class ImapMailbox:
     def _call(self, fn: Callable[..., tuple[str, list[Any]]], *args: Any) -> tuple[str, list[Any]]:
         try:
             return fn(*args)
-        except (imaplib.IMAP4.abort, OSError, socket.timeout) as exc:
+        except (TimeoutError, imaplib.IMAP4.abort, OSError) as exc:
             self._conn = None
             raise RetriableError(f"{self._where()}: connection lost: {exc}") from exc
         except imaplib.IMAP4.error as exc:
@@ -184,7 +184,5 @@ def _text(data: list[Any]) -> str:
 
 
 def _shutdown(conn: imaplib.IMAP4) -> None:
-    try:
+    with contextlib.suppress(imaplib.IMAP4.error, OSError):  # closing a broken connection: nothing to report
         conn.logout()
-    except Exception:  # closing a connection that is already broken: nothing to report
-        pass

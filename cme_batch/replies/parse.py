@@ -56,7 +56,7 @@ def sender_of(msg: EmailMessage) -> str | None:
     """The one address in From, lower-cased; None when there is not exactly one."""
     try:
         addrs = [a for _, a in getaddresses([str(v) for v in msg.get_all("From", [])]) if a]
-    except Exception:  # a header so broken the parser gives up: treat as no sender
+    except Exception:  # noqa: BLE001 - a header so broken the parser gives up: treat as no sender
         return None
     if len(addrs) != 1 or "@" not in addrs[0]:
         return None
@@ -66,7 +66,7 @@ def sender_of(msg: EmailMessage) -> str | None:
 def subject_of(msg: EmailMessage) -> str:
     try:
         return str(msg.get("Subject", "") or "")
-    except Exception:
+    except Exception:  # noqa: BLE001 - an undecodable subject is shown as none
         return ""
 
 
@@ -84,7 +84,7 @@ def plain_text(msg: EmailMessage) -> tuple[str | None, str | None]:
         if ctype == "text/html":
             html = True
         elif plain is None:
-            plain = part  # type: ignore[assignment]
+            plain = part
     if plain is None:
         return None, HTML_ONLY if html else EMPTY
     try:

@@ -92,7 +92,7 @@ def decide(conn: Connection, raw: bytes, policy: Policy, toks: tokens.Tokens, no
         msg = parse.read_message(raw)
         message_id = (str(msg.get("Message-ID", "") or "").strip() or None)
         sender = parse.sender_of(msg)
-    except Exception:  # the email package copes with nearly anything; this is the rest
+    except Exception:  # noqa: BLE001 - the email package copes with nearly anything; this is the rest
         return _review(UNPARSEABLE)
     command, why = parse.command_of(msg)
     case = None if command is None else conn.execute(
@@ -199,10 +199,12 @@ def read_replies(app: App) -> RepliesReport | None:
 
 def _store(conn: Connection, key: str, raw: bytes, d: Decision, now: datetime) -> int:
     """The raw reply and its outcome, for the audit trail; its id."""
-    return int(conn.execute(insert(t.replies).values(
+    pk = conn.execute(insert(t.replies).values(
         mailbox_uid=key, message_id=d.message_id, sender=(d.sender or "")[:300] or None, received_at=now, raw=raw,
         outcome=d.outcome, reason=d.reason, command=d.command.verb if d.command else None, case_id=d.case_id,
-    )).inserted_primary_key[0])
+    )).inserted_primary_key
+    assert pk is not None
+    return int(pk[0])
 
 
 def subject_for(case_ref: str, token: str, what: str = "your reply is needed") -> str:
@@ -223,7 +225,7 @@ def pending_review(conn: Connection) -> list[dict[str, Any]]:
     for row in rows:
         try:
             subject = parse.subject_of(parse.read_message(row.raw))
-        except Exception:  # kept for review because it is broken: show it without a subject
+        except Exception:  # noqa: BLE001 - kept for review because it is broken: shown without a subject
             subject = ""
         out.append({"id": row.id, "received_at": row.received_at, "sender": row.sender, "subject": subject,
                     "message_id": row.message_id, "reason": row.reason, "command": row.command,

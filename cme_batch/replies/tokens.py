@@ -16,7 +16,7 @@ import hmac
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Connection, insert, select, update
 
@@ -47,7 +47,7 @@ def _b64(b: bytes) -> str:
 
 def _aware(d: datetime) -> datetime:
     """SQLite hands back naive datetimes; the store writes UTC."""
-    return d if d.tzinfo is not None else d.replace(tzinfo=timezone.utc)
+    return d if d.tzinfo is not None else d.replace(tzinfo=UTC)
 
 
 class KeyRing:
@@ -122,7 +122,7 @@ class Tokens:
         expiry = int(expires.timestamp())
         conn.execute(insert(t.reply_tokens).values(
             nonce=nonce, case_id=case_id, recipient=recipient.strip().lower(), issued_at=now,
-            expires_at=datetime.fromtimestamp(expiry, timezone.utc)))
+            expires_at=datetime.fromtimestamp(expiry, UTC)))
         return f"{kid}.{nonce}.{expiry}.{_mac(key, kid, nonce, expiry, case_id, recipient)}"
 
     def verify(self, conn: Connection, token: str, case_id: int, sender: str, now: datetime) -> Verdict:
