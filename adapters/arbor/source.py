@@ -137,8 +137,11 @@ class ArborSource:
                            reason=changes.fallback_reason, from_revision=since)
         if changes is None or changes.fallback_reason:
             mode = "full"
-            first = self.academic_year_start or date(today.year if today.month >= 8 else today.year - 1, 8, 1)
-            records = [*reader.pupils(None), *reader.marks_between(first, today)]
+            year = today.year if today.month >= 8 else today.year - 1
+            first = self.academic_year_start or date(year, 8, 1)
+            # to the end of the year, not today: marks entered ahead (leave agreed in advance) are
+            # older than the cursor, so no later changelog would bring them
+            records = [*reader.pupils(None), *reader.marks_between(first, date(year + 1, 7, 31))]
             reached = head if head is not None else reader.max_revision
         else:
             mode = "incremental"

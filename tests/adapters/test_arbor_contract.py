@@ -160,3 +160,12 @@ def test_the_demo_hook_gives_a_working_source_table(tmp_path: Path) -> None:
         assert set(server.school.key_map().values()) == {"p1", "p2", "p3", "p4"}
     finally:
         server.close()
+
+
+def test_marks_entered_ahead_are_read_by_a_full_pull(server: FakeArbor, tmp_path: Path) -> None:
+    # leave agreed in advance is already in Arbor; its revision is older than the cursor this pull stores
+    server.school.set_mark("p1", date(2026, 2, 9), "AM", "G")
+    _, records = pull(source_config(server, tmp_path))
+    amelia = by_upn(records)["A916299925001"].pupil_key
+    (marks,) = [m for m in records if isinstance(m, MarksRecord) and m.pupil_key == amelia]
+    assert marks.codes[2 * (date(2026, 2, 9) - marks.start).days] == "G"
