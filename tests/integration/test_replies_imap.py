@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -60,7 +60,7 @@ processed_folder = "{processed}"
 
 
 def now_utc() -> datetime:
-    return datetime.now(timezone.utc).replace(microsecond=0)
+    return datetime.now(UTC).replace(microsecond=0)
 
 
 @pytest.fixture
@@ -240,3 +240,26 @@ def test_a_wrong_imap_password_stops_the_stage_with_a_clear_error(
     result = CliRunner().invoke(cli, ["--config", str(config_path), "replies"])
     assert result.exit_code == 1
     assert "login refused" in result.output and "not-the-password" not in result.output
+
+
+def test_a_server_certificate_from_an_unknown_ca_is_refused(engine: Engine, config_path: Path) -> None:
+    config_path.write_text(config_path.read_text().replace("\nca_file = ", "\n# ca_file = "))
+    result = CliRunner().invoke(cli, ["--config", str(config_path), "replies"])
+    assert result.exit_code == 1 and "certificate is not trusted" in result.output, result.output
+
+
+def test_plaintext_imap_is_used_only_to_loopback_and_only_when_allowed(
+        engine: Engine, config_path: Path, dovecot: DovecotMailbox) -> None:  # noqa: F811
+    text = config_path.read_text().replace('security = "tls"', 'security = "plain"').replace(
+        f"port = {dovecot.port}", f"port = {dovecot.server.port}")
+    config_path.write_text(text)
+    refused = CliRunner().invoke(cli, ["--config", str(config_path), "replies"])
+    assert refused.exit_code == 2 and "replies.imap.security" in refused.output
+    config_path.write_text(text.replace('security = "plain"', 'security = "plain"\nallow_plaintext = true'))
+    now = now_utc()
+    case_id = make_case(engine, REF, now)
+    dovecot.deliver(dsl_reply(f"CONFIRM {REF}", issue(engine, make_tokens(), case_id, DSL, now), REF,
+                              auth_results=[trusted_pass()]))
+    result = CliRunner().invoke(cli, ["--config", str(config_path), "replies", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert '"accepted_by_command": {\n    "CONFIRM": 1\n  }' in result.output
