@@ -8,7 +8,7 @@ user's password as the access token, which Dovecot checks as XOAUTH2's bearer to
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -67,7 +67,7 @@ security = "starttls"
 username = "{dovecot.user}"
 auth = "xoauth2-microsoft"
 """)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     case_id = make_case(engine, REF, now)
     dovecot.deliver(dsl_reply(f"CONFIRM {REF}", issue(engine, make_tokens(), case_id, DSL, now), REF))
 
@@ -92,7 +92,7 @@ mailbox = "{microsoft.mailbox}"
 processed_folder = "CME processed"
 base_url = "{microsoft.base}/v1.0"
 """)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     case_id = make_case(engine, REF, now)
     toks = make_tokens()
     microsoft.deliver(dsl_reply(f"CONFIRM {REF}", issue(engine, toks, case_id, DSL, now), REF))
