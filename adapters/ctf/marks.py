@@ -33,10 +33,9 @@ def decode_marks(start: date, marks: str) -> tuple[date, tuple[str, ...]]:
     s = marks.strip()
     if len(s) % 2:
         raise ValueError(f"has {len(s)} characters; two per calendar day (AM, PM) means an even number")
-    bad = {c for c in s if not c.isprintable()}
-    if bad:
+    if not s.isprintable():
         raise ValueError("holds control characters")
-    return start, tuple("-" if c == " " else c for c in s)
+    return start, tuple(s.replace(" ", "-"))
 
 
 def encode_marks(codes: Sequence[str]) -> str:

@@ -57,6 +57,7 @@ WITHDRAWN = {"withdrawn", "declined", "refused", "cancelled", "rejected"}
 UNKNOWN_DESTINATION = {"unknown", "not known", "n/a", "mmm", "mmmm", "mmm/mmmm"}
 SESSIONS = {"AM": 0, "A": 0, "MORNING": 0, "PM": 1, "P": 1, "AFTERNOON": 1}
 MAX_GAP = 14  # sessions: a pupil's marks closer than a week apart stay in one record
+MAX_BUFFERED = 200_000  # sessions held in open runs before they are all handed on (flat memory)
 
 
 def detect_kind(prep: Prepared, fmap: FieldMap) -> str:
@@ -103,6 +104,7 @@ class _Reader:
         self.by_upn: dict[str, str] = {}
         self.done: set[tuple[str, ...]] = set()  # contacts, flags, enrolments already yielded
         self.runs: dict[str, list[Any]] = {}  # key -> [first session index, codes]
+        self.buffered = 0
 
     def warn(self, code: str, message: str, n: int, key: str | None) -> None:
         self.batch.warnings.append(Warning_(code, message, f"{self.file} record {n}", key))
@@ -113,6 +115,10 @@ class _Reader:
             for raw in iter_flat(self.prep, ROOTS, PATH):
                 n += 1
                 yield from self.row(self.fmap.record(raw), n)
+                if self.buffered > MAX_BUFFERED:
+                    yield from (self.flush(k, run) for k, run in self.runs.items())
+                    self.runs.clear()
+                    self.buffered = 0
         except XmlRefused as exc:
             self.report.problem(None, None, f"after record {n}: {exc}")
         for key, run in self.runs.items():
@@ -285,6 +291,7 @@ class _Reader:
         self.check.day(day, code, n)
         idx = day.toordinal() * 2 + sess
         run = self.runs.get(key)
+        self.buffered += 1
         if run is None:
             self.runs[key] = [idx, [code]]
             return
