@@ -12,7 +12,8 @@ import click
 
 from cme_batch.cli import EXIT_FAILED, handle_errors
 from cme_batch.demo.generator import MIN_PUPILS
-from cme_batch.demo.run import SOURCES, describe_output, run_demo
+from cme_batch.demo.loaders import SOURCES
+from cme_batch.demo.run import describe_output, run_demo
 
 
 @click.command("demo")
@@ -23,8 +24,9 @@ from cme_batch.demo.run import SOURCES, describe_output, run_demo
 @click.option("--pupils", type=click.IntRange(MIN_PUPILS, 5000), default=420, show_default=True,
               help="How many pupils the school has.")
 @click.option("--source", type=click.Choice(SOURCES), default="direct", show_default=True,
-              help="How the data gets in: 'direct' stores the generated records; 'files' (SIMS/CTF exports) "
-                   "and 'arbor' (an Arbor API stand-in) are not available yet.")
+              help="How the data gets in: 'direct' stores the generated records; 'arbor' serves them from a "
+                   "local Arbor stand-in that the ingest stage pulls from; 'files' (SIMS/CTF exports) is not "
+                   "available yet.")
 @click.option("--replay/--no-replay", default=True, show_default=True,
               help="Run detect for every school night of the term (cases open, advance and close as they "
                    "would have), or only for the last day (faster; only the cases open then).")

@@ -1,8 +1,9 @@
 """Compare the cases the engine opened for the demo school with the cases the demo planted.
 
 Used by ``cme-batch demo`` to say, in one line per difference, whether the engine found every
-planted case and opened nothing else. Pupils are named only by their demo key (``ADNO0042``)
-and the story they belong to, never by name or UPN.
+planted case and opened nothing else. Stored pupils are matched to the demo's by UPN, so the
+check works whichever source loaded them; they are named only by their demo key
+(``ADNO0042``) and the story they belong to, never by name or UPN.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from sqlalchemy import Engine, select
 
 from cme_batch.demo.generator import DemoSchool
 from cme_batch.demo.plants import ExpectedCase
+from cme_batch.model import PupilRecord
 from cme_batch.store import tables as t
 
 
@@ -29,25 +31,29 @@ class CheckResult:
         return not self.problems and self.found == self.expected
 
 
-def stored_cases(engine: Engine, source: str) -> list[dict[str, Any]]:
-    """Every case of the demo's pupils, with the pupil's key in the demo source."""
+def _keys_by_upn(school: DemoSchool) -> dict[str, str]:
+    return {r.upn: r.pupil_key for r in school.records if isinstance(r, PupilRecord) and r.upn}
+
+
+def stored_cases(engine: Engine, school: DemoSchool) -> list[dict[str, Any]]:
+    """Every stored case, with the demo key of its pupil (``?`` for a pupil the demo does not know)."""
+    keys = _keys_by_upn(school)
     with engine.connect() as conn:
         rows = conn.execute(
-            select(t.pupil_keys.c.pupil_key, t.cases.c.kind, t.cases.c.status, t.cases.c.stage,
+            select(t.pupils.c.upn, t.cases.c.kind, t.cases.c.status, t.cases.c.stage,
                    t.cases.c.episode_start, t.cases.c.school_days, t.cases.c.closed_reason,
                    t.cases.c.referral_due, t.cases.c.register_gaps, t.cases.c.alerts)
-            .join(t.pupil_keys, t.pupil_keys.c.pupil_id == t.cases.c.pupil_id)
-            .where(t.pupil_keys.c.source == source)).mappings().all()
-    return [dict(r) for r in rows]
+            .join(t.pupils, t.pupils.c.id == t.cases.c.pupil_id)).mappings().all()
+    return [{"pupil_key": keys.get(r["upn"], "?"), **{k: v for k, v in r.items() if k != "upn"}} for r in rows]
 
 
-def stored_la_returns(engine: Engine, source: str) -> set[tuple[str, date]]:
-    """(pupil key, episode start) of every pupil listed for the LA 10-day return."""
+def stored_la_returns(engine: Engine, school: DemoSchool) -> set[tuple[str, date]]:
+    """(demo key, episode start) of every pupil listed for the LA 10-day return."""
+    keys = _keys_by_upn(school)
     with engine.connect() as conn:
-        rows = conn.execute(select(t.pupil_keys.c.pupil_key, t.la_returns.c.episode_start)
-                            .join(t.pupil_keys, t.pupil_keys.c.pupil_id == t.la_returns.c.pupil_id)
-                            .where(t.pupil_keys.c.source == source)).all()
-    return {(k, d) for k, d in rows}
+        rows = conn.execute(select(t.pupils.c.upn, t.la_returns.c.episode_start)
+                            .join(t.pupils, t.pupils.c.id == t.la_returns.c.pupil_id)).all()
+    return {(keys.get(u, "?"), d) for u, d in rows}
 
 
 def _same_episode(case: dict[str, Any], start: date | None) -> bool:

@@ -4,9 +4,9 @@ The folder holds ``cme-batch.toml`` (the demo configuration), ``state/`` (the da
 ``mail/`` (the maildrop) and ``expected-cases.json`` (what the engine should find). A re-run
 starts clean: it removes ``state/`` and ``mail/``, and only in a folder an earlier demo made.
 
-The store is loaded with ``--source direct``: the generated records go in as one batch of
-source ``demo`` (``store.ingest.apply_batch``), and the "newer export" that corrects a mark
-goes in before the night it arrives. Then every school night up to ``as_of`` is replayed with
+The records reach the store through a loader (``loaders``: stored directly, or pulled from a
+stand-in Arbor), and the "newer export" that corrects a mark arrives before the night it is
+dated. Then every school night up to ``as_of`` is replayed with
 the detect stage, so cases open, advance and close as they would have over the term, and the
 last night runs the whole nightly pipeline. Stages that do not exist yet are reported as
 skipped by ``nightly``; nothing here names them.
@@ -18,23 +18,19 @@ import json
 import os
 import secrets
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 from cme_batch.app import App
 from cme_batch.demo.check import CheckResult, compare, stored_cases, stored_la_returns
-from cme_batch.demo.generator import generate
+from cme_batch.demo.generator import DemoSchool, generate
+from cme_batch.demo.loaders import Echo, Loader, check_source, make_loader
 from cme_batch.errors import BadInputError
-from cme_batch.model import Record, SourceBatch
 from cme_batch.nightly import NightlyReport, run_nightly
-from cme_batch.store import ingest, sqlite_path
+from cme_batch.store import sqlite_path
 
 MARKER = ".cme-batch-demo"
-SOURCE = "demo"
-SOURCES = ("direct", "files", "arbor")
-Echo = Callable[[str], None]
 
 
 @dataclass
@@ -89,45 +85,36 @@ def reply_key(state: Path) -> Path:
     return path
 
 
-def check_source(source: str) -> None:
-    if source == "files":
-        raise BadInputError("--source files is not available yet: the demo does not write SIMS/CTF export "
-                            "files until the export writers are wired in; use --source direct")
-    if source == "arbor":
-        raise BadInputError("--source arbor is not available yet: the demo has no Arbor API stand-in wired in; "
-                            "use --source direct")
-    if source not in SOURCES:
-        raise BadInputError(f"--source must be one of {', '.join(SOURCES)}")
-
-
-def load(app: App, records: list[Record], label: str, echo: Echo, complete: bool = False) -> None:
-    """Store one batch of demo records (``complete``: it holds every contact, flag and enrolment)."""
-    batch = SourceBatch(source=SOURCE, origin=f"demo generator, {label}", records=records,
-                        replaces=frozenset({"contacts", "flags", "enrolments"}) if complete else frozenset())
-    result = ingest.apply_batch(app.engine(), app.school_id, batch, app.now())
-    counts = ", ".join(f"{k} {v}" for k, v in sorted(result.counts.items()))
-    echo(f"Loaded the {label} (source {SOURCE}): {counts}")
-
-
 def run_demo(out: Path, seed: int = 2025, pupils: int = 420, source: str = "direct",
              echo: Echo = print, replay: bool = True) -> DemoResult:
     """Build the demo in ``out``; ``replay`` runs detect for every school night before the last."""
-    check_source(source)
+    check_source(source)  # before touching the folder
     school = generate(seed, pupils)
     echo(f"Demo school: The John Moore Primary School (fictional data, seed {seed}): "
          f"{len(school.pupil_keys())} pupils, {len(school.school_days)} school days of autumn 2025, "
          f"{len(school.planted)} planted cases, evaluated as of {school.as_of}")
     prepare_dir(out, echo)
+    key = reply_key(out / "state")
+    loader = make_loader(source, school, out / "state", echo)
+    try:
+        return _run(out, school, loader, key, echo, replay)
+    finally:
+        loader.close()
+
+
+def _run(out: Path, school: DemoSchool, loader: Loader, key: Path, echo: Echo, replay: bool) -> DemoResult:
     config_path = out / "cme-batch.toml"
-    config_path.write_text(school.config_toml("state", "mail", str(reply_key(out / "state"))), encoding="utf-8")
+    config_path.write_text(school.config_toml("state", "mail", str(key)) + loader.config_extra(),
+                           encoding="utf-8")
     expectations = out / "expected-cases.json"
     expectations.write_text(json.dumps(school.expectations(), indent=2) + "\n", encoding="utf-8")
 
-    clock = NightClock(school.school_days[0] - timedelta(days=1))
+    first_night = school.school_days[0]
+    clock = NightClock(first_night - timedelta(days=1))
     app = App(str(config_path), clock=clock)
     applied = app.init_store()
     echo(f"Database created ({len(applied)} migration(s) applied)")
-    load(app, school.records, "first export", echo, complete=True)
+    loader.first(app, first_night)
 
     maildrop = getattr(app.config.mail, "maildrop_dir", None)
     result = DemoResult(config_path, app.config.database_url, maildrop, expectations)
@@ -135,22 +122,23 @@ def run_demo(out: Path, seed: int = 2025, pupils: int = 420, source: str = "dire
     for day in school.school_days:
         if day == school.corrections_on:
             clock.set(day - timedelta(days=1))
-            load(app, school.corrections, f"newer export correcting marks, before the night of {day}", echo)
+            loader.corrections(app, day)
         if day >= school.as_of or not replaying:
             continue
         clock.set(day)
-        stage = run_nightly(app, day, only=("detect",)).stages[0]
+        stages = run_nightly(app, day, only=loader.nightly_stages).stages
+        stage = next((s for s in stages if s.outcome != "ok"), stages[-1])
         if stage.outcome == "ok":
             result.nights += 1
             continue
         replaying = False  # a missing or broken detect would fail the same way every night
         if stage.outcome == "failed":
-            result.failed_nights.append(f"{day}: {stage.detail}")
-            echo(f"Replay of the term stopped: detect failed on the night of {day}: {stage.detail}")
+            result.failed_nights.append(f"{day}: {stage.name}: {stage.detail}")
+            echo(f"Replay of the term stopped: {stage.name} failed on the night of {day}: {stage.detail}")
         else:
-            echo(f"Replay of the term skipped: detect {stage.detail}")
+            echo(f"Replay of the term skipped: {stage.name} {stage.detail}")
     if replaying and result.nights:
-        echo(f"Replayed detect for {result.nights} school nights ({school.school_days[0]} .. "
+        echo(f"Replayed {' and '.join(loader.nightly_stages)} for {result.nights} school nights ({first_night} .. "
              f"{school.school_days[result.nights - 1]})")
     clock.set(school.as_of)
     result.final = run_nightly(app, school.as_of)
@@ -159,8 +147,8 @@ def run_demo(out: Path, seed: int = 2025, pupils: int = 420, source: str = "dire
         detail = s.detail if len(s.detail) <= 150 else s.detail[:147] + "..."
         echo(f"  {s.name:<10} {s.outcome:<8} {detail}")
     if not result.failed_nights and _outcome(result.final, "detect") == "ok":
-        result.check = compare(school, stored_cases(app.engine(), SOURCE), only_open=not replaying,
-                               la_returns=stored_la_returns(app.engine(), SOURCE))
+        result.check = compare(school, stored_cases(app.engine(), school), only_open=not replaying,
+                               la_returns=stored_la_returns(app.engine(), school))
     app.engine().dispose()
     return result
 

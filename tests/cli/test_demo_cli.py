@@ -72,6 +72,18 @@ def test_refuses_a_folder_it_did_not_make(tmp_path: Path) -> None:
     assert not (tmp_path / "cme-batch.toml").exists()
 
 
+def test_through_the_arbor_stand_in_the_ingest_stage_loads_the_school(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    result = run_demo(out, "--source", "arbor", "--no-replay")
+    assert result.exit_code in (0, 1), result.output
+    assert "Pulled the school from the Arbor stand-in" in result.output
+    assert "[sources.arbor]" in (out / "cme-batch.toml").read_text(encoding="utf-8")
+    n = counts(out / "state" / "cme-batch.sqlite")
+    assert n["pupils"] == 80 and n["mark_strips"] >= 79
+    if "Planted cases found as expected" in result.output:
+        assert re.search(r"found as expected: (\d+) of \1\n", result.output), result.output
+
+
 def test_sources_not_built_yet_are_refused_clearly(tmp_path: Path) -> None:
     result = run_demo(tmp_path / "demo", "--source", "files")
     assert result.exit_code == 2
