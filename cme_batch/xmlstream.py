@@ -84,7 +84,7 @@ def _declared(head: bytes) -> tuple[str, int]:
     """The codec the head declares (BOM first, then the XML declaration) and the BOM's length."""
     if head.startswith(codecs.BOM_UTF8):
         return "utf-8", 3
-    if head.startswith(codecs.BOM_UTF16_LE) or head.startswith(codecs.BOM_UTF16_BE):
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return "utf-16", 2
     m = _DECL_ENCODING.match(head)
     if not m:
@@ -208,6 +208,10 @@ def _refuse_dtd(*_args: object) -> None:
     raise XmlRefused("refused: the file declares a DOCTYPE or entities")
 
 
+def _refuse_external(*_args: object) -> int:
+    raise XmlRefused("refused: the file refers to an external entity")
+
+
 class _Builder:
     """expat callbacks that build an element tree only inside the wanted subtrees.
 
@@ -320,7 +324,7 @@ def _run(prep: Prepared, b: _Builder | _FlatBuilder) -> Iterator[list[Any]]:
     p.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
     p.StartDoctypeDeclHandler = _refuse_dtd
     p.EntityDeclHandler = _refuse_dtd
-    p.ExternalEntityRefHandler = _refuse_dtd
+    p.ExternalEntityRefHandler = _refuse_external
     p.StartElementHandler = b.start
     p.EndElementHandler = b.end
     p.CharacterDataHandler = b.data

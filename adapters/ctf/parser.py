@@ -105,7 +105,7 @@ class _Reader:
         self.ours: tuple[str, str] | None = (
             (str(school.la_number), str(school.establishment_number)) if school is not None else None)
         self.dest: str | None = None
-        self.seen: dict[Any, str] = options.get("seen", {})  # type: ignore[assignment]
+        self.seen: dict[Any, str] = options.get("seen", {})
         self.in_file: set[str] = set()
         self.info: SchoolInfo | None = None
         self.n = 0
@@ -152,7 +152,7 @@ class _Reader:
                 self.dest = f"{la}/{estab}"
 
     # -- values ------------------------------------------------------------------------------
-    def date(self, el: Element | None, fld: str) -> date | None:
+    def date_of(self, el: Element | None, fld: str) -> date | None:
         v = text_of(el)
         if v is None:
             return None
@@ -162,7 +162,7 @@ class _Reader:
             self.report.problem(self.n, fld, "is not a date YYYY-MM-DD", v)
             return None
 
-    def bool(self, el: Element | None, fld: str) -> bool | None:
+    def yes_no(self, el: Element | None, fld: str) -> bool | None:
         v = text_of(el)
         if v is None:
             return None
@@ -215,14 +215,17 @@ class _Reader:
         self.in_file.add(key)
         self.seen[key] = self.file
         basic = p.find("BasicDetails")
-        b = (lambda n: text_of(basic.find(n))) if basic is not None else (lambda n: None)
+
+        def b(name: str) -> str | None:
+            return text_of(basic.find(name)) if basic is not None else None
+
         ncy = b("NCyearActual")
         address = self.address(p.find("Address"))
         yield PupilRecord(
             pupil_key=key, upn=upn, legal_surname=text_of(p.find("Surname")),
             legal_forename=text_of(p.find("Forename")), preferred_surname=b("PreferredSurname"),
             preferred_forename=b("PreferredForename"), middle_names=b("MiddleNames"),
-            dob=self.date(p.find("DOB"), "DOB"), sex=text_of(child(p, "Sex", "Gender")),
+            dob=self.date_of(p.find("DOB"), "DOB"), sex=text_of(child(p, "Sex", "Gender")),
             year_group=year_group(ncy) if ncy else None, address=address, phones=self.phones(p),
             emails=tuple(v for e in p.findall("Email") if (v := text_of(e))))
         yield from self.contacts(p, key, address)
@@ -241,18 +244,18 @@ class _Reader:
             if ckey in keys:
                 ckey = f"contact:{i}"
             keys.add(ckey)
-            as_pupil = self.bool(c.find("AddressAsPupil"), f"Contact {i} AddressAsPupil")
+            as_pupil = self.yes_no(c.find("AddressAsPupil"), f"Contact {i} AddressAsPupil")
             yield ContactRecord(
                 pupil_key=key, contact_key=ckey, priority=order, title=text_of(c.find("Title")),
                 surname=text_of(c.find("Surname")), forename=text_of(c.find("Forename")),
                 relationship=text_of(c.find("Relationship")),
-                parental_responsibility=self.bool(c.find("Responsibility"), f"Contact {i} Responsibility"),
+                parental_responsibility=self.yes_no(c.find("Responsibility"), f"Contact {i} Responsibility"),
                 phones=self.phones(c), emails=tuple(v for e in c.findall("Email") if (v := text_of(e))),
                 address=pupil_address if as_pupil else self.address(c.find("Address")))
 
     def flags(self, p: Element, key: str) -> Iterator[FlagRecord]:
         la = p.find("LookedAfter")
-        if la is not None and self.bool(la.find("InCare"), "LookedAfter/InCare"):
+        if la is not None and self.yes_no(la.find("InCare"), "LookedAfter/InCare"):
             yield FlagRecord(key, "looked_after", detail=text_of(la.find("CareAuthority")))
         done: set[tuple[str, date | None]] = set()
         for sen in p.findall("SENhistory/SEN"):
@@ -261,7 +264,7 @@ class _Reader:
                 self.warn("unknown_sen_status", f"SENprovision {prov!r} is not E, K or N; ignored")
                 continue
             kind = SEN_FLAGS[prov]
-            start = self.date(sen.find("StartDate"), "SEN/StartDate")
+            start = self.date_of(sen.find("StartDate"), "SEN/StartDate")
             if kind and (kind, start) not in done:
                 done.add((kind, start))
                 yield FlagRecord(key, kind, start=start)
@@ -271,8 +274,8 @@ class _Reader:
         for s in p.findall("SchoolHistory/School"):
             if not self.is_ours(s) or text_of(s.find("LEA")) is None:
                 continue
-            entry = self.date(s.find("EntryDate"), "SchoolHistory/EntryDate")
-            leaving = self.date(s.find("LeavingDate"), "SchoolHistory/LeavingDate")
+            entry = self.date_of(s.find("EntryDate"), "SchoolHistory/EntryDate")
+            leaving = self.date_of(s.find("LeavingDate"), "SchoolHistory/LeavingDate")
             if (None, entry) in done:
                 continue
             done.add((None, entry))
@@ -290,7 +293,7 @@ class _Reader:
             start_el = child(box, "AttendanceStartDate", "AttendStartDate")
             if marks is None and start_el is None:
                 continue  # summary counts only: nothing to store per session
-            start = self.date(start_el, start_el.tag if start_el is not None else "AttendanceStartDate")
+            start = self.date_of(start_el, start_el.tag if start_el is not None else "AttendanceStartDate")
             if start is None or marks is None:
                 if start_el is None or marks is None:
                     self.report.problem(self.n, "AttendanceMarks" if marks is None else "AttendanceStartDate",

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Self
 from xml.sax.saxutils import escape
 
 from adapters.ctf.marks import encode_marks
@@ -134,7 +134,7 @@ class CtfWriter:
         self.f.close()
         os.replace(self.tmp, self.path)
 
-    def __enter__(self) -> CtfWriter:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
@@ -162,10 +162,8 @@ def year_strings(marks: Iterable[MarksRecord]) -> dict[int, tuple[date, str]]:
         first, last = min(sessions) // 2 * 2, max(sessions) // 2 * 2 + 1
         codes = []
         for idx in range(first, last + 1):
-            code = sessions.get(idx)
-            if code is None:
-                code = "#" if date.fromordinal(idx // 2).weekday() >= 5 else "-"
-            codes.append(code)
+            have = sessions.get(idx)
+            codes.append(have if have is not None else "#" if date.fromordinal(idx // 2).weekday() >= 5 else "-")
         out[year] = (date.fromordinal(first // 2), encode_marks(codes))
     return out
 
@@ -200,4 +198,4 @@ def write_ctf(path: Path, records: Iterable[Record], school: SchoolInfo, **optio
     return path
 
 
-__all__ = ["CtfWriter", "NS_2010", "write_ctf", "year_strings"]
+__all__ = ["NS_2010", "CtfWriter", "write_ctf", "year_strings"]

@@ -99,7 +99,7 @@ class _Reader:
         self.file = prep.path.name
         self.report = FileReport(self.file, frozenset(display(k) for k in PERSONAL))
         self.check = MarkCheck(options.get("codes"), options.get("calendar"))
-        self.seen_elsewhere: dict[tuple[str, str], str] = options.get("seen", {})  # type: ignore[assignment]
+        self.seen_elsewhere: dict[tuple[str, str], str] = options.get("seen", {})
         self.pupils: dict[str, str | None] = {}  # key -> UPN
         self.by_upn: dict[str, str] = {}
         self.done: set[tuple[str, ...]] = set()  # contacts, flags, enrolments already yielded
@@ -158,7 +158,7 @@ class _Reader:
         self.report.problem(n, display("adno"), "is missing: every row needs the pupil's Adno")
         return None
 
-    def date(self, rec: dict[str, str], fld: str, n: int) -> date | None:
+    def date_of(self, rec: dict[str, str], fld: str, n: int) -> date | None:
         v = rec.get(fld)
         if v is None:
             return None
@@ -193,13 +193,13 @@ class _Reader:
         return PupilRecord(
             pupil_key=key, upn=upn, legal_surname=rec.get("legal_surname"), legal_forename=rec.get("legal_forename"),
             preferred_surname=rec.get("preferred_surname"), preferred_forename=rec.get("preferred_forename"),
-            middle_names=rec.get("middle_names"), dob=self.date(rec, "dob", n),
+            middle_names=rec.get("middle_names"), dob=self.date_of(rec, "dob", n),
             sex=sex[0].upper() if sex and sex.lower() in ("male", "female", "m", "f") else sex,
             year_group=norm_year(rec["year_group"]) if "year_group" in rec else None,
             reg_group=rec.get("reg_group"), address=address,
             phones=tuple(x for x in (rec.get("telephone"),) if x), emails=tuple(x for x in (rec.get("email"),) if x))
 
-    def bool(self, rec: dict[str, str], fld: str, n: int) -> bool | None:
+    def yes_no(self, rec: dict[str, str], fld: str, n: int) -> bool | None:
         v = rec.get(fld)
         if v is None:
             return None
@@ -232,24 +232,23 @@ class _Reader:
             pupil_key=key, contact_key=ckey, priority=priority, title=rec.get("contact_title"),
             surname=rec.get("contact_surname"), forename=rec.get("contact_forename"),
             relationship=rec.get("contact_relationship"),
-            parental_responsibility=self.bool(rec, "contact_responsibility", n),
-            lives_with=self.bool(rec, "contact_lives_with", n),
+            parental_responsibility=self.yes_no(rec, "contact_responsibility", n),
+            lives_with=self.yes_no(rec, "contact_lives_with", n),
             phones=tuple(x for x in (rec.get("contact_telephone"), rec.get("contact_mobile")) if x),
             emails=tuple(x for x in (rec.get("contact_email"),) if x), address=address)
 
     def flags(self, rec: dict[str, str], key: str, n: int) -> Iterator[FlagRecord]:
         kinds: list[str] = []
         for fld, kind in FLAG_FIELDS.items():
-            if self.bool(rec, fld, n):
+            if self.yes_no(rec, fld, n):
                 kinds.append(kind)
-        for fld in rec:
+        for fld, value in rec.items():
             if fld.startswith("flag:"):
-                name = fld[5:]
                 try:
-                    if parse_bool(rec[fld]):
-                        kinds.append(self.fmap.extra_flags[name])
+                    if parse_bool(value):
+                        kinds.append(self.fmap.extra_flags[fld[5:]])
                 except ValueError:
-                    self.report.problem(n, display(fld), "is not Yes/No (or True/False)", rec[fld])
+                    self.report.problem(n, display(fld), "is not Yes/No (or True/False)", value)
         sen = rec.get("sen_status")
         if sen is not None:
             code = sen.strip().upper()[:1]
@@ -265,8 +264,8 @@ class _Reader:
         dest = rec.get("destination")
         status = rec.get("application_status", "").lower()
         e = EnrolmentRecord(
-            pupil_key=key, admission_date=self.date(rec, "agreed_start", n),
-            entry_date=self.date(rec, "admission_date", n), leaving_date=self.date(rec, "leaving_date", n),
+            pupil_key=key, admission_date=self.date_of(rec, "agreed_start", n),
+            entry_date=self.date_of(rec, "admission_date", n), leaving_date=self.date_of(rec, "leaving_date", n),
             leaving_reason=rec.get("leaving_reason"),
             destination=None if dest is None or dest.lower() in UNKNOWN_DESTINATION else dest,
             withdrawn=status in WITHDRAWN)
@@ -277,7 +276,7 @@ class _Reader:
 
     # -- marks -------------------------------------------------------------------------------
     def mark(self, rec: dict[str, str], key: str, n: int) -> Iterator[MarksRecord]:
-        day = self.date(rec, "date", n)
+        day = self.date_of(rec, "date", n)
         sess_raw = rec.get("session")
         sess = SESSIONS.get(sess_raw.upper()) if sess_raw else None
         if day is None or sess is None:

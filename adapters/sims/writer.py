@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from datetime import date, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Self
 from xml.sax.saxutils import escape
 
 from adapters.sims.fields import FIELDS, FLAG_FIELDS
@@ -84,7 +84,7 @@ class ReportWriter:
         self.f.close()
         os.replace(self.tmp, self.path)
 
-    def __enter__(self) -> ReportWriter:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
@@ -128,7 +128,8 @@ def write_pupils(path: Path, pupils: Iterable[PupilRecord], contacts: Mapping[st
                     base[_n("sen_status")] = "E" if f.kind == "ehcp" else "K"
                 elif f.kind in EXTRA_FLAG_NAMES:
                     base[EXTRA_FLAG_NAMES[f.kind]] = "Yes"
-            for c in contacts.get(p.pupil_key, []) or [None]:
+            rows: list[ContactRecord | None] = [*contacts.get(p.pupil_key, [])] or [None]
+            for c in rows:
                 row = dict(base)
                 if c is not None:
                     row.update({

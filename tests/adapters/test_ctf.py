@@ -8,8 +8,9 @@ calendar day, '#' for no session) and show both AttendanceStartDate and AttendSt
 from __future__ import annotations
 
 import shutil
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 from sqlalchemy import Engine, select
@@ -34,7 +35,7 @@ from tests.adapters.contract import AdapterContract
 from tests.helpers import snapshot
 
 FIX = Path(__file__).with_name("fixtures")
-NOW = datetime(2025, 12, 1, 6, 0, tzinfo=timezone.utc)
+NOW = datetime(2025, 12, 1, 6, 0, tzinfo=UTC)
 SCHOOL = SchoolInfo("916", "2999", "Example Primary School")
 
 
@@ -50,7 +51,7 @@ def apply(engine: Engine, path: Path) -> ingest.IngestResult:
 
 class TestCtfContract(AdapterContract):
     adapter = "ctf"
-    bad_settings = [{"drop_dir": 5}, {"max_age_hours": "26"}, {"school": "Gloucester"}, {"archive": "x"}]
+    bad_settings: ClassVar[list[dict[str, Any]]] = [{"drop_dir": 5}, {"max_age_hours": "26"}, {"school": "Gloucester"}, {"archive": "x"}]
 
     def make_config(self, tmp_path: Path) -> SourceConfig:
         drop = tmp_path / "ctf-in"

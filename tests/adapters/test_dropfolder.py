@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -14,7 +14,7 @@ from cme_batch.dropfolder import ExportMissing, group_of, is_complete_name
 from cme_batch.sources import SourceContext, SourceState, build_source
 
 FIX = Path(__file__).with_name("fixtures")
-NOW = datetime(2025, 12, 1, 6, 0, tzinfo=timezone.utc)
+NOW = datetime(2025, 12, 1, 6, 0, tzinfo=UTC)
 
 
 def put(folder: Path, fixture: str, name: str, hours_old: float) -> Path:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import shutil
 import time
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 from sqlalchemy import Engine, select
@@ -26,7 +27,7 @@ from tests.adapters.contract import AdapterContract
 from tests.helpers import snapshot
 
 FIX = Path(__file__).with_name("fixtures")
-NOW = datetime(2025, 12, 1, 6, 0, tzinfo=timezone.utc)
+NOW = datetime(2025, 12, 1, 6, 0, tzinfo=UTC)
 CODES = CodesConfig(local={}, subcodes={"I01": "I"})
 
 
@@ -45,7 +46,7 @@ def store(engine: Engine, *names: str) -> int:
 
 class TestSimsContract(AdapterContract):
     adapter = "sims-xml"
-    bad_settings = [{"drop_dir": 5}, {"max_age_hours": -1}, {"reports": ["pupils", "timetable"]},
+    bad_settings: ClassVar[list[dict[str, Any]]] = [{"drop_dir": 5}, {"max_age_hours": -1}, {"reports": ["pupils", "timetable"]},
                     {"fields": {"not_a_field": "X"}}, {"flag_fields": {"Domestic Abuse": "not_a_flag"}},
                     {"drop_folder": "typo"}]
 
