@@ -36,6 +36,7 @@ from urllib.parse import parse_qs
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
@@ -59,7 +60,7 @@ class Pki:
 
 def make_pki(directory: Path) -> Pki:
     """A CA and a server certificate (SAN localhost, 127.0.0.1) signed by it, as PEM files."""
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cme-batch test CA")])
     ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
@@ -296,12 +297,15 @@ class FakeCloud:
 
     def _verify_jwt(self, jwt: str) -> dict[str, Any] | None:
         """The claims of a service-account assertion, if it is signed by the test key and well formed."""
+        def unpad(part: str) -> bytes:
+            return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
         try:
             head, body, sig = jwt.split(".")
-            pad = lambda s: base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))  # noqa: E731
-            self.google_public_key.verify(pad(sig), f"{head}.{body}".encode(), padding.PKCS1v15(), hashes.SHA256())
-            claims: dict[str, Any] = json.loads(pad(body))
-        except Exception:
+            self.google_public_key.verify(unpad(sig), f"{head}.{body}".encode(), padding.PKCS1v15(),
+                                          hashes.SHA256())
+            claims: dict[str, Any] = json.loads(unpad(body))
+        except (ValueError, InvalidSignature):
             return None
         ok = (claims.get("iss") == self.google_email and claims.get("aud") == f"{self.base}/google/token"
               and claims.get("scope") == "https://mail.google.com/" and claims.get("exp", 0) > time.time())
@@ -331,7 +335,7 @@ class Clock:
     """A clock the test moves by hand (the App takes any callable returning an aware datetime)."""
 
     def __init__(self, start: dt.datetime | None = None) -> None:
-        self.now = start or dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+        self.now = start or dt.datetime.now(dt.UTC).replace(microsecond=0)
 
     def __call__(self) -> dt.datetime:
         return self.now
@@ -402,11 +406,11 @@ def row(engine: Any, outbox_id: int) -> Any:
 
 # --- fixtures (import them into a test module to use them) ----------------------------------
 
-import pytest  # noqa: E402
+import pytest
 
 
 @pytest.fixture(scope="session")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+def mail_pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return make_pki(tmp_path_factory.mktemp("pki"))
 
 
@@ -427,9 +431,9 @@ def smtp_servers(monkeypatch: pytest.MonkeyPatch) -> Any:
 
 
 @pytest.fixture
-def cloud(pki: Pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+def fake_cloud(mail_pki: Pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     """The fake Entra ID / Google / Graph server, with the app secret in CME_TEST_CLIENT_SECRET."""
-    c = FakeCloud(pki)
+    c = FakeCloud(mail_pki)
     key_file, c.google_public_key = google_service_account(tmp_path, c.google_email)
     c.google_key_file = key_file
     monkeypatch.setenv("CME_TEST_CLIENT_SECRET", c.client_secret)

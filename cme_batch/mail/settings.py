@@ -90,7 +90,7 @@ def is_local_host(host: str) -> bool:
     return host.lower().strip("[]") in LOCAL_HOSTS
 
 
-def _https(t: Table, name: str, default: str) -> str:
+def https_url(t: Table, name: str, default: str) -> str:
     url = t.str(name, default) or default
     if not url.startswith("https://"):
         t.problems.add(t.key(name), f"is {url!r}", "an https:// URL (tokens and mail never travel in clear)")
@@ -120,19 +120,19 @@ def _smtp(t: Table, transport: str) -> SmtpConfig:
     return cfg
 
 
-def _microsoft(t: Table, needed: bool) -> MicrosoftApp:
+def parse_microsoft(t: Table, needed: bool) -> MicrosoftApp:
     app = MicrosoftApp(
         tenant_id=t.str("tenant_id", "", required=needed, right="the Entra ID tenant id or domain") or "",
         client_id=t.str("client_id", "", required=needed, right="the app registration's client id") or "",
         client_secret=t.secret("client_secret", required=needed),
-        authority_url=_https(t, "authority_url", MICROSOFT_AUTHORITY),
+        authority_url=https_url(t, "authority_url", MICROSOFT_AUTHORITY),
     )
     t.unknown_keys()
     return app
 
 
 def _google(t: Table, needed: bool) -> GoogleAccount:
-    acct = GoogleAccount(key=t.secret("key", required=needed), token_url=_https(t, "token_url", GOOGLE_TOKEN_URL))
+    acct = GoogleAccount(key=t.secret("key", required=needed), token_url=https_url(t, "token_url", GOOGLE_TOKEN_URL))
     t.unknown_keys()
     return acct
 
@@ -151,6 +151,10 @@ def _retry(t: Table) -> RetryConfig:
     return r
 
 
+# the names other sections imported before these became public
+_https, _microsoft = https_url, parse_microsoft
+
+
 def parse_mail(t: Table, base: Path) -> MailConfig:
     """Validate ``[mail]`` and its sub-tables; every problem goes into the shared list."""
     transport = t.str("transport", "maildrop", choices=TRANSPORTS) or "maildrop"
@@ -164,7 +168,7 @@ def parse_mail(t: Table, base: Path) -> MailConfig:
     ms_needed = transport == "graph" or (transport == "smtp" and smtp.auth == "xoauth2-microsoft")
     google_needed = transport == "smtp" and smtp.auth == "xoauth2-google"
     graph_t = t.sub("graph")
-    graph = GraphConfig(sender=graph_t.email("sender"), base_url=_https(graph_t, "base_url", GRAPH_BASE_URL))
+    graph = GraphConfig(sender=graph_t.email("sender"), base_url=https_url(graph_t, "base_url", GRAPH_BASE_URL))
     graph_t.unknown_keys()
     cfg = MailConfig(
         transport=transport,
@@ -175,7 +179,7 @@ def parse_mail(t: Table, base: Path) -> MailConfig:
         timeout_seconds=t.float("timeout_seconds", 30.0, min=1.0) or 30.0,
         smtp=smtp,
         graph=graph,
-        microsoft=_microsoft(t.sub("microsoft"), ms_needed),
+        microsoft=parse_microsoft(t.sub("microsoft"), ms_needed),
         google=_google(t.sub("google"), google_needed),
         retry=_retry(t.sub("retry")),
     )

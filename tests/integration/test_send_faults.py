@@ -20,23 +20,26 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import Engine
 
+from cme_batch.app import App
 from cme_batch.cli import cli
 from cme_batch.mail import outbox
 from cme_batch.mail.sender import CRASH_ENV, send_run
-from tests.mailservers import (  # noqa: F401  (fixtures)
+
+pytest.register_assert_rewrite("tests.mailservers")  # it is also loaded as a plugin, below
+from tests.mailservers import (
     PASSWORD_ENV,
     SMTP_PASSWORD,
     SMTP_USER,
     Clock,
+    SmtpServer,
     mail_app,
-    pki,
     queue,
     row,
-    smtp_servers,
     smtp_toml,
     write_mail_config,
 )
 
+pytest_plugins = ("tests.mailservers",)  # mail_pki, smtp_servers, fake_cloud
 pytestmark = pytest.mark.server
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,10 +49,18 @@ def _problems(engine: Engine) -> list[outbox.Problem]:
         return outbox.problems(conn)
 
 
-def test_server_down_then_up(engine: Engine, store_url: str, tmp_path: Path, pki: Any, smtp_servers: Any) -> None:
-    server = smtp_servers(pki, users={SMTP_USER: SMTP_PASSWORD}, start=False)
+@pytest.fixture
+def served(engine: Engine, store_url: str, tmp_path: Path, mail_pki: Any, smtp_servers: Any) -> Any:
+    """Make an SMTP server (STARTTLS, password AUTH) and an App sending to it: ``(server, app)``."""
+    def make(*, clock: Clock | None = None, start: bool = True, retry: str = "") -> tuple[SmtpServer, App]:
+        server = smtp_servers(mail_pki, users={SMTP_USER: SMTP_PASSWORD}, start=start)
+        return server, mail_app(tmp_path, store_url, engine, smtp_toml(server.port, mail_pki, retry=retry), clock)
+    return make
+
+
+def test_server_down_then_up(engine: Engine, served: Any) -> None:
     clock = Clock()
-    app = mail_app(tmp_path, store_url, engine, smtp_toml(server.port, pki), clock)
+    server, app = served(clock=clock, start=False)
     oid = queue(engine, "k1", now=clock())
 
     first = send_run(app)
@@ -70,10 +81,9 @@ def test_server_down_then_up(engine: Engine, store_url: str, tmp_path: Path, pki
 
 
 def test_the_wait_between_runs_doubles_and_the_message_fails_after_give_up_hours(
-        engine: Engine, store_url: str, tmp_path: Path, pki: Any, smtp_servers: Any) -> None:
-    server = smtp_servers(pki, start=False)
+        engine: Engine, served: Any) -> None:
     clock = Clock()
-    app = mail_app(tmp_path, store_url, engine, smtp_toml(server.port, pki, retry="give_up_hours = 24\n"), clock)
+    _, app = served(clock=clock, start=False, retry="give_up_hours = 24\n")
     oid = queue(engine, "k1", now=clock())
     send_run(app)
     clock.advance(minutes=10)
@@ -88,11 +98,9 @@ def test_the_wait_between_runs_doubles_and_the_message_fails_after_give_up_hours
     assert [(p.id, p.kind) for p in _problems(engine)] == [(oid, "failed")]
 
 
-def test_421_then_success_is_delivered_once_in_the_same_run(
-        engine: Engine, store_url: str, tmp_path: Path, pki: Any, smtp_servers: Any) -> None:
-    server = smtp_servers(pki, users={SMTP_USER: SMTP_PASSWORD})
+def test_421_then_success_is_delivered_once_in_the_same_run(engine: Engine, served: Any) -> None:
+    server, app = served()
     server.data_faults = ["421 4.3.2 System not accepting network messages"]
-    app = mail_app(tmp_path, store_url, engine, smtp_toml(server.port, pki))
     oid = queue(engine, "k1")
     report = send_run(app)
     assert [o.result for o in report.outcomes] == ["sent"]
@@ -101,11 +109,9 @@ def test_421_then_success_is_delivered_once_in_the_same_run(
     assert entry.status == "sent" and entry.attempts == 2 and entry.last_error is None
 
 
-def test_a_rejected_recipient_fails_for_good_and_is_reported(
-        engine: Engine, store_url: str, tmp_path: Path, pki: Any, smtp_servers: Any) -> None:
-    server = smtp_servers(pki, users={SMTP_USER: SMTP_PASSWORD})
+def test_a_rejected_recipient_fails_for_good_and_is_reported(engine: Engine, served: Any) -> None:
+    server, app = served()
     server.reject_rcpt = {"nobody@school.example"}
-    app = mail_app(tmp_path, store_url, engine, smtp_toml(server.port, pki))
     bad, good = queue(engine, "k1", to="nobody@school.example"), queue(engine, "k2")
 
     report = send_run(app)
@@ -119,21 +125,17 @@ def test_a_rejected_recipient_fails_for_good_and_is_reported(
     assert f"--requeue {bad}" in problem.text
 
 
-def test_550_to_the_data_fails_the_message(
-        engine: Engine, store_url: str, tmp_path: Path, pki: Any, smtp_servers: Any) -> None:
-    server = smtp_servers(pki, users={SMTP_USER: SMTP_PASSWORD})
+def test_550_to_the_data_fails_the_message(engine: Engine, served: Any) -> None:
+    server, app = served()
     server.data_faults = ["550 5.7.1 Message rejected as spam"]
-    app = mail_app(tmp_path, store_url, engine, smtp_toml(server.port, pki))
     oid = queue(engine, "k1")
     send_run(app)
     assert row(engine, oid).status == "failed" and server.received == [] and server.data_calls == 1
 
 
-def test_connection_dropped_during_data_is_retried_and_delivered_once(
-        engine: Engine, store_url: str, tmp_path: Path, pki: Any, smtp_servers: Any) -> None:
-    server = smtp_servers(pki, users={SMTP_USER: SMTP_PASSWORD})
+def test_connection_dropped_during_data_is_retried_and_delivered_once(engine: Engine, served: Any) -> None:
+    server, app = served()
     server.data_faults = ["drop"]
-    app = mail_app(tmp_path, store_url, engine, smtp_toml(server.port, pki))
     oid = queue(engine, "k1")
     send_run(app)
     assert server.data_calls == 2 and len(server.received) == 1
@@ -154,9 +156,9 @@ def _send_process(config: Path, *extra_env: tuple[str, str]) -> subprocess.Popen
 
 
 def test_killed_after_the_server_accepted_resends_with_the_same_message_id(
-        engine: Engine, store_url: str, tmp_path: Path, pki: Any, smtp_servers: Any) -> None:
-    server = smtp_servers(pki, users={SMTP_USER: SMTP_PASSWORD})
-    config = write_mail_config(tmp_path, store_url, smtp_toml(server.port, pki))
+        engine: Engine, store_url: str, tmp_path: Path, mail_pki: Any, smtp_servers: Any) -> None:
+    server = smtp_servers(mail_pki, users={SMTP_USER: SMTP_PASSWORD})
+    config = write_mail_config(tmp_path, store_url, smtp_toml(server.port, mail_pki))
     oid = queue(engine, "referral:CME-2025-0001", purpose="referral")
 
     crashed = _send_process(config, (CRASH_ENV, "1"))
@@ -180,10 +182,10 @@ def test_killed_after_the_server_accepted_resends_with_the_same_message_id(
 
 
 def test_two_send_runs_at_the_same_time_send_each_message_once(
-        engine: Engine, store_url: str, tmp_path: Path, pki: Any, smtp_servers: Any) -> None:
-    server = smtp_servers(pki, users={SMTP_USER: SMTP_PASSWORD})
+        engine: Engine, store_url: str, tmp_path: Path, mail_pki: Any, smtp_servers: Any) -> None:
+    server = smtp_servers(mail_pki, users={SMTP_USER: SMTP_PASSWORD})
     server.data_gate = threading.Event()  # the first run stalls in its first DATA until we let it go
-    config = write_mail_config(tmp_path, store_url, smtp_toml(server.port, pki).replace(
+    config = write_mail_config(tmp_path, store_url, smtp_toml(server.port, mail_pki).replace(
         "timeout_seconds = 5", "timeout_seconds = 60"))
     ids = [queue(engine, f"k{i}") for i in range(4)]
 
@@ -193,9 +195,9 @@ def test_two_send_runs_at_the_same_time_send_each_message_once(
         time.sleep(0.02)
     assert server.data_calls == 1, "the first run is sending"
     second = _send_process(config)
-    out2, err2 = second.communicate(timeout=60)
+    _, err2 = second.communicate(timeout=60)
     server.data_gate.set()
-    out1, err1 = first.communicate(timeout=60)
+    _, err1 = first.communicate(timeout=60)
 
     assert second.returncode == 0 and "another cme-batch run holds the send lock" in err2
     assert first.returncode == 0, err1
@@ -214,11 +216,11 @@ def test_the_conditional_claim_lets_only_one_run_take_a_message(engine: Engine) 
 
 
 def test_send_and_outbox_commands_show_statuses_and_reasons(
-        engine: Engine, store_url: str, tmp_path: Path, pki: Any, smtp_servers: Any,
+        engine: Engine, store_url: str, tmp_path: Path, mail_pki: Any, smtp_servers: Any,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    server = smtp_servers(pki, users={SMTP_USER: SMTP_PASSWORD})
+    server = smtp_servers(mail_pki, users={SMTP_USER: SMTP_PASSWORD})
     server.reject_rcpt = {"nobody@school.example"}
-    config = write_mail_config(tmp_path, store_url, smtp_toml(server.port, pki))
+    config = write_mail_config(tmp_path, store_url, smtp_toml(server.port, mail_pki))
     bad, good = queue(engine, "k1", to="nobody@school.example"), queue(engine, "k2")
     runner = CliRunner()
 

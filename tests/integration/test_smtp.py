@@ -13,20 +13,20 @@ from cme_batch.errors import ConfigError, FatalError
 from cme_batch.mail import outbox
 from cme_batch.mail.sender import send_run
 from cme_batch.mail.smtp import SmtpTransport
-from tests.mailservers import (  # noqa: F401  (fixtures)
+
+pytest.register_assert_rewrite("tests.mailservers")  # it is also loaded as a plugin, below
+from tests.mailservers import (
     SENDER,
     SMTP_PASSWORD,
     SMTP_USER,
-    cloud,
     mail_app,
-    pki,
     queue,
     row,
-    smtp_servers,
     smtp_toml,
     write_mail_config,
 )
 
+pytest_plugins = ("tests.mailservers",)  # mail_pki, smtp_servers, fake_cloud
 pytestmark = pytest.mark.server
 
 
@@ -36,9 +36,9 @@ def _stored(engine: Engine, outbox_id: int) -> bytes:
 
 
 def test_starttls_and_password_login_deliver_the_stored_bytes_once(
-        engine: Engine, store_url: str, tmp_path: Path, pki: Any, smtp_servers: Any) -> None:
-    server = smtp_servers(pki, tls="starttls", users={SMTP_USER: SMTP_PASSWORD})
-    app = mail_app(tmp_path, store_url, engine, smtp_toml(server.port, pki))
+        engine: Engine, store_url: str, tmp_path: Path, mail_pki: Any, smtp_servers: Any) -> None:
+    server = smtp_servers(mail_pki, tls="starttls", users={SMTP_USER: SMTP_PASSWORD})
+    app = mail_app(tmp_path, store_url, engine, smtp_toml(server.port, mail_pki))
     oid = queue(engine, "summary:2025-12-01")
 
     report = send_run(app)
@@ -57,9 +57,9 @@ def test_starttls_and_password_login_deliver_the_stored_bytes_once(
 
 
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")  # it is TLS from the start
-def test_implicit_tls(engine: Engine, store_url: str, tmp_path: Path, pki: Any, smtp_servers: Any) -> None:
-    server = smtp_servers(pki, tls="implicit", users={SMTP_USER: SMTP_PASSWORD})
-    app = mail_app(tmp_path, store_url, engine, smtp_toml(server.port, pki, security="tls"))
+def test_implicit_tls(engine: Engine, store_url: str, tmp_path: Path, mail_pki: Any, smtp_servers: Any) -> None:
+    server = smtp_servers(mail_pki, tls="implicit", users={SMTP_USER: SMTP_PASSWORD})
+    app = mail_app(tmp_path, store_url, engine, smtp_toml(server.port, mail_pki, security="tls"))
     oid = queue(engine, "k1")
     send_run(app)
     assert row(engine, oid).status == "sent"
@@ -67,29 +67,29 @@ def test_implicit_tls(engine: Engine, store_url: str, tmp_path: Path, pki: Any, 
 
 
 def test_xoauth2_with_a_microsoft_365_token_from_msal(
-        engine: Engine, store_url: str, tmp_path: Path, pki: Any, smtp_servers: Any, cloud: Any) -> None:
-    server = smtp_servers(pki, token_check=lambda user, token: user == SMTP_USER and
-                          cloud.issued.get(token) == "https://outlook.office365.com/.default")
-    ms = (f'[mail.microsoft]\ntenant_id = "school-tenant"\nclient_id = "{cloud.client_id}"\n'
-          f'client_secret = {{ env = "CME_TEST_CLIENT_SECRET" }}\nauthority_url = "{cloud.base}"\n')
-    app = mail_app(tmp_path, store_url, engine, smtp_toml(server.port, pki, auth="xoauth2-microsoft") + ms)
+        engine: Engine, store_url: str, tmp_path: Path, mail_pki: Any, smtp_servers: Any, fake_cloud: Any) -> None:
+    server = smtp_servers(mail_pki, token_check=lambda user, token: user == SMTP_USER and
+                          fake_cloud.issued.get(token) == "https://outlook.office365.com/.default")
+    ms = (f'[mail.microsoft]\ntenant_id = "school-tenant"\nclient_id = "{fake_cloud.client_id}"\n'
+          f'client_secret = {{ env = "CME_TEST_CLIENT_SECRET" }}\nauthority_url = "{fake_cloud.base}"\n')
+    app = mail_app(tmp_path, store_url, engine, smtp_toml(server.port, mail_pki, auth="xoauth2-microsoft") + ms)
     first, second = queue(engine, "k1"), queue(engine, "k2")
 
     send_run(app)
 
     assert row(engine, first).status == "sent" and row(engine, second).status == "sent"
     assert [(r.tls, r.login) for r in server.received] == [(True, SMTP_USER), (True, SMTP_USER)]
-    tokens = [r for r in cloud.requests if r.path.endswith("/oauth2/v2.0/token")]
+    tokens = [r for r in fake_cloud.requests if r.path.endswith("/oauth2/v2.0/token")]
     assert len(tokens) == 1, "msal reuses the token it already has"
     form = tokens[0].body.decode()
     assert "grant_type=client_credentials" in form and "outlook.office365.com%2F.default" in form
 
 
 def test_xoauth2_with_a_google_service_account_token(
-        engine: Engine, store_url: str, tmp_path: Path, pki: Any, smtp_servers: Any, cloud: Any) -> None:
-    server = smtp_servers(pki, token_check=lambda user, token: cloud.issued.get(token) == user == SMTP_USER)
-    google = f'[mail.google]\nkey = {{ file = "{cloud.google_key_file}" }}\ntoken_url = "{cloud.base}/google/token"\n'
-    app = mail_app(tmp_path, store_url, engine, smtp_toml(server.port, pki, auth="xoauth2-google") + google)
+        engine: Engine, store_url: str, tmp_path: Path, mail_pki: Any, smtp_servers: Any, fake_cloud: Any) -> None:
+    server = smtp_servers(mail_pki, token_check=lambda user, token: fake_cloud.issued.get(token) == user == SMTP_USER)
+    google = f'[mail.google]\nkey = {{ file = "{fake_cloud.google_key_file}" }}\ntoken_url = "{fake_cloud.base}/google/token"\n'
+    app = mail_app(tmp_path, store_url, engine, smtp_toml(server.port, mail_pki, auth="xoauth2-google") + google)
     oid = queue(engine, "k1")
     send_run(app)
     assert row(engine, oid).status == "sent"
@@ -97,11 +97,11 @@ def test_xoauth2_with_a_google_service_account_token(
 
 
 def test_a_refused_password_stops_the_run_and_keeps_the_message_queued(
-        engine: Engine, store_url: str, tmp_path: Path, pki: Any, smtp_servers: Any,
+        engine: Engine, store_url: str, tmp_path: Path, mail_pki: Any, smtp_servers: Any,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    server = smtp_servers(pki, users={SMTP_USER: SMTP_PASSWORD})
+    server = smtp_servers(mail_pki, users={SMTP_USER: SMTP_PASSWORD})
     monkeypatch.setenv("CME_TEST_SMTP_PASSWORD", "wrong password")
-    app = mail_app(tmp_path, store_url, engine, smtp_toml(server.port, pki))
+    app = mail_app(tmp_path, store_url, engine, smtp_toml(server.port, mail_pki))
     first, second = queue(engine, "k1"), queue(engine, "k2")
 
     report = send_run(app)
@@ -114,13 +114,13 @@ def test_a_refused_password_stops_the_run_and_keeps_the_message_queued(
 
 
 def test_a_rejected_microsoft_client_secret_stops_the_run(
-        engine: Engine, store_url: str, tmp_path: Path, pki: Any, smtp_servers: Any, cloud: Any,
+        engine: Engine, store_url: str, tmp_path: Path, mail_pki: Any, smtp_servers: Any, fake_cloud: Any,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    server = smtp_servers(pki, token_check=lambda user, token: True)
+    server = smtp_servers(mail_pki, token_check=lambda user, token: True)
     monkeypatch.setenv("CME_TEST_CLIENT_SECRET", "not-the-secret")
-    ms = (f'[mail.microsoft]\ntenant_id = "t"\nclient_id = "{cloud.client_id}"\n'
-          f'client_secret = {{ env = "CME_TEST_CLIENT_SECRET" }}\nauthority_url = "{cloud.base}"\n')
-    app = mail_app(tmp_path, store_url, engine, smtp_toml(server.port, pki, auth="xoauth2-microsoft") + ms)
+    ms = (f'[mail.microsoft]\ntenant_id = "t"\nclient_id = "{fake_cloud.client_id}"\n'
+          f'client_secret = {{ env = "CME_TEST_CLIENT_SECRET" }}\nauthority_url = "{fake_cloud.base}"\n')
+    app = mail_app(tmp_path, store_url, engine, smtp_toml(server.port, mail_pki, auth="xoauth2-microsoft") + ms)
     oid = queue(engine, "k1")
     report = send_run(app)
     assert "invalid_client" in str(report.fatal) and "not-the-secret" not in str(report.fatal)
@@ -128,8 +128,8 @@ def test_a_rejected_microsoft_client_secret_stops_the_run(
 
 
 def test_a_certificate_that_does_not_verify_is_refused(
-        engine: Engine, store_url: str, tmp_path: Path, pki: Any, smtp_servers: Any) -> None:
-    server = smtp_servers(pki, users={SMTP_USER: SMTP_PASSWORD})
+        engine: Engine, store_url: str, tmp_path: Path, mail_pki: Any, smtp_servers: Any) -> None:
+    server = smtp_servers(mail_pki, users={SMTP_USER: SMTP_PASSWORD})
     app = mail_app(tmp_path, store_url, engine, smtp_toml(server.port, None))  # no ca_file: test CA unknown
     oid = queue(engine, "k1")
     report = send_run(app)
@@ -138,9 +138,9 @@ def test_a_certificate_that_does_not_verify_is_refused(
 
 
 def test_a_server_without_starttls_is_not_sent_to_in_clear(
-        engine: Engine, store_url: str, tmp_path: Path, smtp_servers: Any, pki: Any) -> None:
+        engine: Engine, store_url: str, tmp_path: Path, smtp_servers: Any, mail_pki: Any) -> None:
     server = smtp_servers(None, tls="none")
-    app = mail_app(tmp_path, store_url, engine, smtp_toml(server.port, pki, auth="none"))
+    app = mail_app(tmp_path, store_url, engine, smtp_toml(server.port, mail_pki, auth="none"))
     oid = queue(engine, "k1")
     report = send_run(app)
     assert "does not offer STARTTLS" in str(report.fatal)

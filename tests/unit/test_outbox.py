@@ -24,6 +24,8 @@ from cme_batch.mail import outbox
 from cme_batch.mail.maildrop import file_name
 from cme_batch.mail.sender import send_run
 from cme_batch.store import tables as t
+
+pytest.register_assert_rewrite("tests.mailservers")  # the integration tests load it as a plugin
 from tests.mailservers import SENDER, build_message, queue, row, write_mail_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -115,7 +117,9 @@ def test_an_encrypted_smime_message_goes_out_byte_for_byte_and_still_decrypts(ap
     report = send_run(app)
 
     assert [o.result for o in report.outcomes] == ["sent"]
-    written = (app.config.mail.maildrop_dir / file_name(row(engine, oid).message_id)).read_bytes()
+    folder = app.config.mail.maildrop_dir
+    assert folder is not None
+    written = (folder / file_name(row(engine, oid).message_id)).read_bytes()
     assert written == _raw(engine, oid) and written.endswith(body_before)
     assert pkcs7.pkcs7_decrypt_smime(written, cert, key, []) == inner
 
@@ -124,6 +128,7 @@ def test_the_maildrop_writes_one_private_file_per_message_and_a_resend_replaces_
     oid = queue(engine, "k1")
     send_run(app)
     folder = app.config.mail.maildrop_dir
+    assert folder is not None
     files = sorted(p.name for p in folder.iterdir())
     assert files == [file_name(row(engine, oid).message_id)]
     assert stat.S_IMODE((folder / files[0]).stat().st_mode) == 0o600
@@ -188,7 +193,7 @@ def test_counts_problems_and_reporting(engine: Engine) -> None:
         assert outbox.problems(conn, include_reported=False) == []
         assert len(outbox.problems(conn)) == 3
         assert outbox.requeue(conn, failed, NOW) is True and outbox.requeue(conn, fine, NOW) is False
-        assert outbox.get(conn, failed).status == "queued"
+    assert row(engine, failed).status == "queued"
 
 
 # --- [mail] settings -------------------------------------------------------------------------
