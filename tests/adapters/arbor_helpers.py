@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import Engine, select
 
-from adapters.arbor.fake_server import FakeArbor
 from adapters.arbor.fake_school import FakeSchool
+from adapters.arbor.fake_server import FakeArbor
 from cme_batch.app import App
 from cme_batch.config import SourceConfig
-from cme_batch.model import Address, ContactRecord, EnrolmentRecord, FlagRecord, MarksRecord, PupilRecord, Record
+from cme_batch.model import (
+    Address,
+    ContactRecord,
+    EnrolmentRecord,
+    FlagRecord,
+    MarksRecord,
+    PupilRecord,
+    Record,
+)
 from cme_batch.store import tables as t
 from tests.conftest import FIXED_NOW, write_config
 
@@ -81,16 +87,6 @@ def small_school_server(date_format: str = "plain") -> FakeArbor:
     school = FakeSchool()
     school.load(small_school())
     return FakeArbor(school, password=PASSWORD, date_format=date_format).start()
-
-
-@pytest.fixture
-def arbor() -> Iterator[FakeArbor]:
-    """A fake Arbor on 127.0.0.1 (HTTPS, test CA) serving the small school."""
-    server = small_school_server()
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 def settings_for(server: FakeArbor, tmp_path: Path, **extra: Any) -> dict[str, Any]:
