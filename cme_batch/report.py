@@ -49,11 +49,13 @@ def _text_table(columns: list[str], rows: list[Row]) -> list[str]:
     for r in rows:
         for i, cell in enumerate(r.cells):
             widths[i] = min(max(widths[i], len(cell)), 40)
-    out = ["  ".join(c.ljust(widths[i]) for i, c in enumerate(columns)).rstrip()]
-    out.append("  ".join("-" * w for w in widths))
+    marks = any(r.tone == RED for r in rows)  # keep columns aligned when some rows are flagged "!!"
+    pad = "   " if marks else ""
+    out = [pad + "  ".join(c.ljust(widths[i]) for i, c in enumerate(columns)).rstrip()]
+    out.append(pad + "  ".join("-" * w for w in widths))
     for r in rows:
         line = "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(r.cells)).rstrip()
-        out.append(("!! " if r.tone == RED else "") + line)
+        out.append(("!! " if r.tone == RED else pad) + line)
     return out
 
 

@@ -95,8 +95,9 @@ def office_document(f: Facts) -> Document:
 
 
 def _how_to_answer(c: CaseFact) -> str:
-    return (f"Reply to the confirmation request for {c.ref} with a first line of CONFIRM {c.ref} "
-            f"(or HOLD {c.ref} <reason>, CLOSE {c.ref} <reason>, NOTE {c.ref} <text>).")
+    return (f"How to answer: reply to the confirmation request email of the case, with the first line "
+            f"CONFIRM {c.ref} (or HOLD {c.ref} <reason>, CLOSE {c.ref} <reason>, NOTE {c.ref} <text>). "
+            "Keep the subject: its code proves the reply is yours.")
 
 
 def dsl_document(f: Facts) -> Document:
@@ -117,7 +118,7 @@ def dsl_document(f: Facts) -> Document:
                 intro="A referral is never sent without your confirmation. Each case has its own confirmation "
                       "request email: reply to it.",
                 empty="No referral is waiting for you.",
-                notes=[_how_to_answer(c) for c in awaiting]),
+                notes=[_how_to_answer(awaiting[0])] if awaiting else []),
         Section("Referrals confirmed but not sent", ["Case", "Pupil", "Why not sent"],
                 [Row([c.ref, c.pupil, c.referral_held or ""], RED) for c in f.cases if c.referral_held],
                 empty="None."),

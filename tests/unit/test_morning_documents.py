@@ -65,7 +65,7 @@ def test_digest_marks_overdue_confirmations_and_says_how_to_answer() -> None:
     refs = [r.cells[0] for r in awaiting.rows]
     assert refs == ["CME-2025-0002", "CME-2025-0003"]
     assert all("OVERDUE" in r.cells[-1] and r.tone == "red" for r in awaiting.rows)
-    assert any("CONFIRM CME-2025-0002" in n for n in awaiting.notes)
+    assert any("CONFIRM CME-2025-0002" in n for n in awaiting.notes)  # the first awaiting case as the example
     assert doc.banners[0] == ("red", "2 referral(s) past the due date without your confirmation.")
 
 
@@ -82,6 +82,7 @@ def test_overdue_next_step_and_outbox_problems_are_shown() -> None:
     doc = documents.office_document(_facts(outbox_problems=[problem]))
     text = render_text(doc)
     assert "!! Milo Hart" in text and "OVERDUE" in text
+    assert "   Amara Okafor" in text  # unflagged rows keep the columns aligned
     assert "550 mailbox unavailable" in text and "--requeue 7" in text
 
 
