@@ -237,8 +237,8 @@ def _sources(t: Table, base: Path) -> tuple[SourceConfig, ...]:
 def parse(data: dict[str, Any], path: Path | None = None) -> Config:
     """Validate a parsed TOML document. Raises ConfigError with every problem."""
     problems = Problems()
-    root = Table(data, "", problems)
     base = path.parent if path else Path.cwd()
+    root = Table(data, "", problems, base)
     school = _school(root.sub("school"))
     staff = _staff(root.sub("staff"))
     paths = root.sub("paths")

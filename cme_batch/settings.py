@@ -30,9 +30,10 @@ class Problems:
 class Table:
     """A view of one TOML table at a dotted path, reporting problems into a shared list."""
 
-    def __init__(self, data: Any, path: str, problems: Problems) -> None:
+    def __init__(self, data: Any, path: str, problems: Problems, base: Path | None = None) -> None:
         self.prefix = path
         self.problems = problems
+        self.base = base  # the configuration file's folder: relative paths are read from there
         if data is None:
             data = {}
         if not isinstance(data, dict):
@@ -196,7 +197,7 @@ class Table:
 
     def sub(self, name: str) -> Table:
         self._seen.add(name)
-        return Table(self.data.get(name), self.key(name), self.problems)
+        return Table(self.data.get(name), self.key(name), self.problems, self.base)
 
     def subs(self, name: str) -> dict[str, Table]:
         """A table of tables, e.g. ``[sources.office-sims]``."""
@@ -207,7 +208,7 @@ class Table:
         if not isinstance(v, dict):
             self.problems.add(self.key(name), f"is {v!r}", "a table of tables")
             return {}
-        return {k: Table(x, f"{self.key(name)}.{k}", self.problems) for k, x in v.items()}
+        return {k: Table(x, f"{self.key(name)}.{k}", self.problems, self.base) for k, x in v.items()}
 
     def list_of_tables(self, name: str) -> list[Table]:
         self._seen.add(name)
@@ -217,7 +218,7 @@ class Table:
         if not isinstance(v, list):
             self.problems.add(self.key(name), f"is {v!r}", "a list of tables ([[...]])")
             return []
-        return [Table(x, f"{self.key(name)}[{i}]", self.problems) for i, x in enumerate(v)]
+        return [Table(x, f"{self.key(name)}[{i}]", self.problems, self.base) for i, x in enumerate(v)]
 
     def secret(self, name: str, *, required: bool = False) -> SecretRef | None:
         """A secret reference: ``{ env = "NAME" }`` or ``{ file = "path" }`` or ``{ credential = "name" }``."""
@@ -233,6 +234,8 @@ class Table:
             self.problems.add(self.key(name), f"is {v!r}", right)
             return None
         kind, ref = next(iter(v.items()))
+        if kind == "file" and self.base is not None and not Path(ref).expanduser().is_absolute():
+            ref = str(self.base / ref)
         return SecretRef(kind, ref, self.key(name))
 
     def unknown_keys(self) -> None:

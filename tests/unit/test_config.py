@@ -112,3 +112,13 @@ def test_env_var_names_the_file(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CME_BATCH_CONFIG")
     with pytest.raises(ConfigError, match="CME_BATCH_CONFIG"):
         config.load(None)
+
+
+def test_relative_secret_file_is_read_beside_the_config(tmp_path: Path) -> None:
+    from cme_batch.settings import Problems, Table
+
+    t = Table({"password": {"file": "secrets/pw"}}, "mail", Problems(), tmp_path)
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "pw").write_text("beside\n")
+    ref = t.secret("password")
+    assert ref is not None and ref.reveal() == "beside"
