@@ -8,6 +8,11 @@ newest file is read, and older ones are archived unread, because each export is 
 picture. A group whose newest file (read or not) is missing or older than ``max_age_hours``
 is an error after the ready files have been read: silence from the MIS must never look like
 a quiet night.
+
+The second half holds what both file readers need to judge an export's contents: problems
+named by file, record and field (``FileReport``), the values MIS exports write (dates,
+Yes/No, year groups), and the checks that only warn (``MarkCheck``: unknown codes, marks on
+days the school is closed).
 """
 
 from __future__ import annotations
@@ -17,13 +22,13 @@ import re
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from cme_batch.config import SourceConfig
 from cme_batch.errors import RetriableError
-from cme_batch.model import SourceBatch
+from cme_batch.model import SourceBatch, Warning_
 from cme_batch.settings import Table
 from cme_batch.xmlstream import Prepared, XmlRefused, prepare
 
@@ -164,3 +169,163 @@ def file_batches(folder: DropFolder, ctx: Any, read: Callable[..., SourceBatch],
 
 def _hours(now: datetime, mtime: float) -> float:
     return (now - datetime.fromtimestamp(mtime, UTC)).total_seconds() / 3600
+
+
+# -- checking what an export file holds (shared by the file adapters) -----------------------------
+#: Every national code, 2024 set and the set before it, plus '#', and '-' (SIMS: no mark recorded).
+NATIONAL_CODES = frozenset(["/", "\\", "L", "U", "K", "V", "P", "W", "B", "D", "C", "C1", "C2", "E", "I", "M", "J1", "R", "S", "T", "G", "N", "O", "Q", "Y1", "Y2", "Y3", "Y4", "Y5", "Y6", "Y7", "X", "Z", "#", "J", "F", "H", "Y", "-"])
+_TRUE = {"true", "t", "yes", "y", "1"}
+_FALSE = {"false", "f", "no", "n", "0"}
+
+
+class FileReport:
+    """Problems and warnings found while reading one file, named by file, record and field.
+
+    Problems make the whole file rejected (raised as ``ImportRejected`` once every record has
+    been seen); warnings are kept with the import. ``personal`` fields never have their value
+    repeated in a message.
+    """
+
+    LIMIT = 1000
+
+    def __init__(self, file: str, personal: frozenset[str] = frozenset()) -> None:
+        self.file, self.personal = file, personal
+        self.problems: list[str] = []
+        self.dropped = 0
+
+    def problem(self, record: int | None, fld: str | None, wrong: str, value: str | None = None) -> None:
+        if len(self.problems) >= self.LIMIT:
+            self.dropped += 1
+            return
+        where = f"record {record}" if record is not None else "file"
+        if fld:
+            where += f", field {fld}"
+        shown = "" if value is None else (" (value withheld: personal data)" if fld in self.personal
+                                          else f": {value!r}")
+        self.problems.append(f"{where}: {wrong}{shown}")
+
+    def all_problems(self) -> list[str]:
+        extra = [f"... and {self.dropped} more problem(s) not listed"] if self.dropped else []
+        return self.problems + extra
+
+
+def parse_date(v: str) -> date:
+    """ISO dates with or without a time (``2025-11-03T00:00:00``), or UK ``03/11/2025``."""
+    s = v.strip()
+    if len(s) >= 10 and s[4] == "-":
+        return date.fromisoformat(s[:10])
+    if len(s) == 10 and s[2] == "/" and s[5] == "/":
+        return date(int(s[6:]), int(s[3:5]), int(s[:2]))
+    raise ValueError(v)
+
+
+def parse_bool(v: str) -> bool:
+    s = v.strip().lower()
+    if s in _TRUE:
+        return True
+    if s in _FALSE:
+        return False
+    raise ValueError(v)
+
+
+def year_group(v: str) -> str:
+    """Normalise a year group: ``Year  9`` -> ``9``, ``Reception`` -> ``R``, ``Nursery 1`` -> ``N1``."""
+    s = " ".join(v.split())
+    low = s.lower()
+    if low.startswith("year "):
+        return s[5:].strip()
+    if low in ("reception", "rec", "yr r", "r"):
+        return "R"
+    if low.startswith("nursery"):
+        return "N" + s[7:].strip()
+    if low.startswith("y") and low[1:].isdigit():
+        return s[1:]
+    return s
+
+
+class MarkCheck:
+    """Maps MIS sub-codes to national codes and counts what deserves a warning: codes neither
+    national nor configured, and real marks on days the school cannot be open (weekends, and
+    closures or days outside the terms when a calendar is given)."""
+
+    def __init__(self, codes: Any = None, calendar: Any = None) -> None:
+        self.subcodes: dict[str, str] = dict(getattr(codes, "subcodes", {}) or {})
+        self.known = NATIONAL_CODES | set(getattr(codes, "local", {}) or {})
+        self.terms = sorted((t.start, t.end) for t in (getattr(calendar, "terms", ()) or ()))
+        self.closures = sorted(set(getattr(calendar, "closures", ()) or ()))
+        self.unknown: dict[str, list[int]] = {}
+        self.outside = [0, 0]  # count, first record
+        self._intervals: dict[tuple[date, int], list[tuple[int, int]]] = {}
+
+    def code(self, raw: str, record: int, count: int = 1) -> str:
+        code = self.subcodes.get(raw, raw)
+        if code not in self.known:
+            seen = self.unknown.setdefault(code, [0, record])
+            seen[0] += count
+        return code
+
+    def _out(self, n: int, record: int) -> None:
+        if n:
+            if not self.outside[0]:
+                self.outside[1] = record
+            self.outside[0] += n
+
+    def closed(self, day: date) -> bool:
+        return day.weekday() >= 5 or day in self.closures or bool(
+            self.terms and not any(a <= day <= b for a, b in self.terms))
+
+    def day(self, day: date, code: str, record: int) -> None:
+        """One mark (SIMS rows)."""
+        if code not in ("-", "#", "") and self.closed(day):
+            self._out(1, record)
+
+    def strip(self, start: date, marks: str, record: int) -> None:
+        """A whole CTF marks string (two characters a day from ``start``), at C speed."""
+        for ch in set(marks):
+            if ch not in self.known:
+                self.code(ch, record, marks.count(ch))
+        self._out(_weekend_real(start, marks), record)
+        for a, b in self._weekday_closures(start, len(marks) // 2):
+            part = marks[2 * a:2 * b]
+            self._out(_real(part) - _weekend_real(start + timedelta(days=a), part), record)
+
+    def _weekday_closures(self, start: date, days: int) -> list[tuple[int, int]]:
+        """Day-offset intervals [a, b) that hold closures or fall outside every term."""
+        key = (start, days)
+        if key not in self._intervals:
+            out = [((d - start).days, (d - start).days + 1) for d in self.closures if 0 <= (d - start).days < days]
+            if self.terms:
+                edge = 0
+                for a, b in self.terms:
+                    lo, hi = (a - start).days, (b - start).days + 1
+                    if lo > edge:
+                        out.append((edge, min(lo, days)))
+                    edge = max(edge, hi)
+                if edge < days:
+                    out.append((edge, days))
+            self._intervals[key] = [(a, b) for a, b in out if a < b and b > 0]
+        return self._intervals[key]
+
+    def warnings(self, file: str) -> list[Warning_]:
+        out = [Warning_("unknown_code", f"attendance code {code!r} is neither national nor configured: "
+                        f"{n} mark(s), kept and treated as neutral", f"{file} record {first}")
+               for code, (n, first) in sorted(self.unknown.items())]
+        if self.outside[0]:
+            out.append(Warning_("mark_outside_calendar", f"{self.outside[0]} mark(s) fall on days the school "
+                                "is not open (weekends, closures or outside term)",
+                                f"{file} record {self.outside[1]}"))
+        return out
+
+
+def _real(s: str) -> int:
+    """How many characters of a marks string are real marks (not '#' closed, not '-' no mark)."""
+    return len(s) - s.count("#") - s.count("-")
+
+
+def _weekend_real(start: date, marks: str) -> int:
+    wd = start.weekday()
+    n = 0
+    for weekend_day in (5, 6):
+        d0 = (weekend_day - wd) % 7
+        n += _real(marks[2 * d0::14]) + _real(marks[2 * d0 + 1::14])
+    return n

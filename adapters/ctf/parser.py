@@ -22,6 +22,7 @@ from xml.etree.ElementTree import Element
 
 from adapters.ctf.marks import decode_marks
 from cme_batch import upn as upn_mod
+from cme_batch.dropfolder import FileReport, MarkCheck, parse_bool, parse_date, year_group
 from cme_batch.errors import ImportRejected
 from cme_batch.model import (
     Address,
@@ -36,16 +37,11 @@ from cme_batch.model import (
     Warning_,
 )
 from cme_batch.xmlstream import (
-    FileReport,
-    MarkCheck,
     Prepared,
     XmlRefused,
     iter_elements,
-    parse_bool,
-    parse_date,
     prepare,
     text_of,
-    year_group,
 )
 
 ROOTS = ("CTfile",)

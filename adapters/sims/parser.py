@@ -26,7 +26,7 @@ from adapters.sims.fields import (
     kind_of_fields,
 )
 from cme_batch import upn as upn_mod
-from cme_batch.dropfolder import group_of
+from cme_batch.dropfolder import FileReport, MarkCheck, group_of, parse_bool, parse_date, year_group
 from cme_batch.errors import ImportRejected
 from cme_batch.model import (
     Address,
@@ -40,16 +40,11 @@ from cme_batch.model import (
     Warning_,
 )
 from cme_batch.xmlstream import (
-    FileReport,
-    MarkCheck,
     Prepared,
     XmlRefused,
     iter_flat,
-    parse_bool,
-    parse_date,
     prepare,
 )
-from cme_batch.xmlstream import year_group as norm_year
 
 ROOTS = ("SuperStarReport",)
 PATH = ("SuperStarReport", "Record")
@@ -195,7 +190,7 @@ class _Reader:
             preferred_surname=rec.get("preferred_surname"), preferred_forename=rec.get("preferred_forename"),
             middle_names=rec.get("middle_names"), dob=self.date_of(rec, "dob", n),
             sex=sex[0].upper() if sex and sex.lower() in ("male", "female", "m", "f") else sex,
-            year_group=norm_year(rec["year_group"]) if "year_group" in rec else None,
+            year_group=year_group(rec["year_group"]) if "year_group" in rec else None,
             reg_group=rec.get("reg_group"), address=address,
             phones=tuple(x for x in (rec.get("telephone"),) if x), emails=tuple(x for x in (rec.get("email"),) if x))
 
