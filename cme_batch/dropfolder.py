@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Self, TypeVar
 
 from cme_batch.config import SourceConfig
 from cme_batch.errors import RetriableError
@@ -32,6 +32,7 @@ from cme_batch.model import SourceBatch, Warning_
 from cme_batch.settings import Table
 from cme_batch.xmlstream import Prepared, XmlRefused, prepare
 
+T = TypeVar("T")
 TEMP_SUFFIXES = (".tmp", ".part", ".partial", ".filepart", ".crdownload", ".download")
 _STAMP = re.compile(r"[-_ .]*\d[\d\-_T.:]*$")
 
@@ -124,6 +125,11 @@ class DropFolder:
             raise ExportMissing(f"source {self.source}: " + "; ".join(problems) +
                                 ": check the MIS export task")
 
+    def committed(self, batch: SourceBatch) -> None:
+        """After the store committed a batch read from this folder: archive its file."""
+        if batch.path is not None and batch.path.exists():
+            self.archive(batch.path)
+
     def archive(self, path: Path) -> Path:
         """Move a processed file into the archive folder (never overwriting an earlier one)."""
         self.s.archive_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -137,6 +143,29 @@ class DropFolder:
         except OSError:
             shutil.move(str(path), str(target))
         return target
+
+
+class AtomicText:
+    """A text file written under ``NAME.tmp`` and renamed to ``NAME`` only when complete, as an
+    MIS export task must write into a drop folder (the writers of test and demo files use it)."""
+
+    def __init__(self, path: Path, encoding: str = "utf-8", newline: str | None = None) -> None:
+        self.path = path
+        self.tmp = path.with_name(path.name + ".tmp")
+        self.f: IO[str] = self.tmp.open("w", encoding=encoding, errors="xmlcharrefreplace", newline=newline)
+
+    def write(self, text: str) -> None:
+        self.f.write(text)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_exc: object) -> None:
+        self.f.close()
+        if kind is None:
+            os.replace(self.tmp, self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)
 
 
 def _mtime_then_name(p: Path) -> tuple[float, str]:
@@ -203,6 +232,16 @@ class FileReport:
         shown = "" if value is None else (" (value withheld: personal data)" if fld in self.personal
                                           else f": {value!r}")
         self.problems.append(f"{where}: {wrong}{shown}")
+
+    def convert(self, record: int, fld: str, raw: str | None, parse: Callable[[str], T], wrong: str) -> T | None:
+        """``parse(raw)``, or None (and a problem ``fld wrong``) when it raises ValueError."""
+        if raw is None:
+            return None
+        try:
+            return parse(raw)
+        except ValueError:
+            self.problem(record, fld, wrong, raw)
+            return None
 
     def all_problems(self) -> list[str]:
         extra = [f"... and {self.dropped} more problem(s) not listed"] if self.dropped else []

@@ -149,24 +149,10 @@ class _Reader:
 
     # -- values ------------------------------------------------------------------------------
     def date_of(self, el: Element | None, fld: str) -> date | None:
-        v = text_of(el)
-        if v is None:
-            return None
-        try:
-            return parse_date(v)
-        except ValueError:
-            self.report.problem(self.n, fld, "is not a date YYYY-MM-DD", v)
-            return None
+        return self.report.convert(self.n, fld, text_of(el), parse_date, "is not a date YYYY-MM-DD")
 
     def yes_no(self, el: Element | None, fld: str) -> bool | None:
-        v = text_of(el)
-        if v is None:
-            return None
-        try:
-            return parse_bool(v)
-        except ValueError:
-            self.report.problem(self.n, fld, "is not true or false", v)
-            return None
+        return self.report.convert(self.n, fld, text_of(el), parse_bool, "is not true or false")
 
     def is_ours(self, el: Element) -> bool:
         la, estab = text_of(el.find("LEA")), text_of(el.find("Estab"))

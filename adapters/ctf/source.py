@@ -64,8 +64,7 @@ class CtfSource:
         return file_batches(self.drop, ctx, partial(read_file, source=self.name), options)
 
     def committed(self, batch: SourceBatch) -> None:
-        if batch.path is not None and batch.path.exists():
-            self.drop.archive(batch.path)
+        self.drop.committed(batch)
 
 
 

@@ -11,16 +11,14 @@ date and withdrawn admissions, and two-character codes (see ``adapters.ctf.marks
 
 from __future__ import annotations
 
-import os
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Self
 from xml.sax.saxutils import escape
 
 from adapters.ctf.marks import encode_marks
+from cme_batch.dropfolder import AtomicText
 from cme_batch.marks import academic_year_of
 from cme_batch.model import (
     Address,
@@ -46,19 +44,18 @@ def _el(name: str, value: object | None) -> str:
     return f"<{name}>{escape(str(value))}</{name}>"
 
 
-class CtfWriter:
-    """One CTF, written pupil by pupil to a temporary name and renamed on close."""
+class CtfWriter(AtomicText):
+    """One CTF, written pupil by pupil to a temporary name and renamed when complete."""
 
     def __init__(self, path: Path, school: SchoolInfo, *, dest: SchoolInfo | None = None, version: str = "25.0",
                  when: datetime | None = None, namespace: str | None = None,
                  start_element: str = "AttendanceStartDate", qualifier: str = "full") -> None:
-        self.path, self.school, self.start_element = path, school, start_element
-        self.tmp = path.with_name(path.name + ".tmp")
-        self.f: IO[str] = self.tmp.open("w", encoding="utf-8")
+        super().__init__(path, "utf-8")
+        self.school, self.start_element = school, start_element
         when = when or datetime(2025, 12, 1, 2, 0)
         ns = f' xmlns="{namespace}"' if namespace else ""
         dest = dest or school
-        self.f.write(
+        self.write(
             f'<?xml version="1.0" encoding="UTF-8"?>\n<CTfile{ns}>\n  <Header>'
             f"{_el('DocumentName', 'Common Transfer File')}{_el('CTFversion', version)}"
             f"{_el('DateTime', when.isoformat(timespec='seconds'))}{_el('DocumentQualifier', qualifier)}"
@@ -127,22 +124,12 @@ class CtfWriter:
                 f"{_el('LeavingReason', e.leaving_reason)}</School>" for e in enrolments if e.entry_date)
                 + "</SchoolHistory>")
         out.append("</Pupil>\n")
-        self.f.write("".join(out))
+        self.write("".join(out))
 
-    def close(self) -> None:
-        self.f.write("  </CTFpupilData>\n</CTfile>\n")
-        self.f.close()
-        os.replace(self.tmp, self.path)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
         if kind is None:
-            self.close()
-        else:
-            self.f.close()
-            self.tmp.unlink(missing_ok=True)
+            self.write("  </CTFpupilData>\n</CTfile>\n")
+        super().__exit__(kind, *exc)
 
 
 def year_strings(marks: Iterable[MarksRecord]) -> dict[int, tuple[date, str]]:

@@ -154,14 +154,7 @@ class _Reader:
         return None
 
     def date_of(self, rec: dict[str, str], fld: str, n: int) -> date | None:
-        v = rec.get(fld)
-        if v is None:
-            return None
-        try:
-            return parse_date(v)
-        except ValueError:
-            self.report.problem(n, display(fld), "is not a date (YYYY-MM-DD or DD/MM/YYYY)", v)
-            return None
+        return self.report.convert(n, display(fld), rec.get(fld), parse_date, "is not a date (YYYY-MM-DD or DD/MM/YYYY)")
 
     def pupil(self, rec: dict[str, str], key: str, n: int) -> PupilRecord | None:
         upn = upn_mod.normalise(rec.get("upn"))
@@ -195,14 +188,7 @@ class _Reader:
             phones=tuple(x for x in (rec.get("telephone"),) if x), emails=tuple(x for x in (rec.get("email"),) if x))
 
     def yes_no(self, rec: dict[str, str], fld: str, n: int) -> bool | None:
-        v = rec.get(fld)
-        if v is None:
-            return None
-        try:
-            return parse_bool(v)
-        except ValueError:
-            self.report.problem(n, display(fld), "is not Yes/No (or True/False)", v)
-            return None
+        return self.report.convert(n, display(fld), rec.get(fld), parse_bool, "is not Yes/No (or True/False)")
 
     def contact(self, rec: dict[str, str], key: str, n: int) -> Iterator[ContactRecord]:
         if not any(k.startswith("contact_") for k in rec):

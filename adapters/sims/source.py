@@ -70,5 +70,4 @@ class SimsXmlSource:
                             {"fields_map": self.fields_map}, KINDS)
 
     def committed(self, batch: SourceBatch) -> None:
-        if batch.path is not None and batch.path.exists():
-            self.drop.archive(batch.path)
+        self.drop.committed(batch)

@@ -12,16 +12,14 @@ Files are written atomically (temporary name, then rename), like the PowerShell 
 
 from __future__ import annotations
 
-import os
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from datetime import date, timedelta
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Self
 from xml.sax.saxutils import escape
 
 from adapters.sims.fields import FIELDS, FLAG_FIELDS
+from cme_batch.dropfolder import AtomicText
 from cme_batch.model import ContactRecord, EnrolmentRecord, FlagRecord, MarksRecord, PupilRecord, Record
 
 _NAME_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
@@ -59,15 +57,13 @@ def _yes(v: bool | None) -> str | None:
     return None if v is None else ("Yes" if v else "No")
 
 
-class ReportWriter:
-    """One CommandReporter file, written row by row to a temporary name and renamed on close."""
+class ReportWriter(AtomicText):
+    """One CommandReporter file, written row by row to a temporary name and renamed when complete."""
 
     def __init__(self, path: Path, encoding: str = "iso-8859-1") -> None:
-        self.path, self.encoding = path, encoding
-        self.tmp = path.with_name(path.name + ".tmp")
+        super().__init__(path, encoding, newline="\r\n")
         self._tags: dict[str, str] = {}
-        self.f: IO[str] = self.tmp.open("w", encoding=encoding, errors="xmlcharrefreplace", newline="\r\n")
-        self.f.write(f'<?xml version="1.0" encoding="{encoding}" standalone="yes"?>\n<SuperStarReport>\n')
+        self.write(f'<?xml version="1.0" encoding="{encoding}" standalone="yes"?>\n<SuperStarReport>\n')
 
     def row(self, fields: Mapping[str, str | None]) -> None:
         parts = ["  <Record>\n"]
@@ -77,22 +73,12 @@ class ReportWriter:
             tag = self._tags.get(name) or self._tags.setdefault(name, encode_name(name))
             parts.append(f"    <{tag}>{escape(value)}</{tag}>\n")
         parts.append("  </Record>\n")
-        self.f.write("".join(parts))
+        self.write("".join(parts))
 
-    def close(self) -> None:
-        self.f.write("</SuperStarReport>\n")
-        self.f.close()
-        os.replace(self.tmp, self.path)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
         if kind is None:
-            self.close()
-        else:
-            self.f.close()
-            self.tmp.unlink(missing_ok=True)
+            self.write("</SuperStarReport>\n")
+        super().__exit__(kind, *exc)
 
 
 def _n(key: str) -> str:
