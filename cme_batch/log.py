@@ -1,5 +1,8 @@
 """Logging: structlog configured once. JSON lines for the journal, readable lines on a terminal.
 
+Logs go to standard error (which systemd also sends to the journal), so that a command's own
+output on standard output, such as `--format json`, stays clean for scripts.
+
 Pupils appear in logs only by internal id or case reference. ``bind_run`` attaches a run id
 (and the stage) to every line of one run.
 """
@@ -20,7 +23,7 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
     """Configure structlog and the standard library's root logger. Safe to call again."""
     global _configured, _last
     _last = (level, fmt, stream)
-    stream = stream or sys.stdout
+    stream = stream or sys.stderr
     if fmt == "auto":
         fmt = "console" if stream.isatty() else "json"
     renderer: Any = (structlog.processors.JSONRenderer(sort_keys=True) if fmt == "json"

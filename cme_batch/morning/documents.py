@@ -91,7 +91,7 @@ def office_document(f: Facts) -> Document:
         banners=_banners(f),
         sections=_common_sections(f),
         footer="Sent by cme-batch for the office. Safeguarding detail goes to the DSL only. "
-               "Reply to this message only to record an action: NOTE <case ref> <what was done>.")
+               "To record a call or a contact, reply to the case's own action email (NOTE <case ref> ...).")
 
 
 def _how_to_answer(c: CaseFact) -> str:

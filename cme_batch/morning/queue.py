@@ -37,10 +37,11 @@ class Queued:
     summary: int | None = None
     digest: int | None = None
     requests: int = 0
+    actions: int = 0
 
     def __str__(self) -> str:
-        return (f"summary #{self.summary}, digest #{self.digest}, {self.requests} confirmation request(s)"
-                if self.summary else "nothing new to queue")
+        return (f"summary #{self.summary}, digest #{self.digest}, {self.requests} confirmation request(s), "
+                f"{self.actions} office action request(s)")
 
 
 def email_for(doc: Document, subject: str, sender: str, recipients: list[str]) -> EmailMessage:
@@ -102,6 +103,33 @@ def _request(conn: Connection, c: CaseFact, recipient: str, tokens: Tokens, conf
                    case_id=c.id, from_address=_sender(config), now=now)
 
 
+OFFICE_STAGES = ("first_day_call", "contact_all")
+
+
+def _office_action(conn: Connection, c: CaseFact, recipient: str, tokens: Tokens, config: Config, now: datetime,
+                   as_of: date) -> None:
+    """A per-case message to an office address whose reply can record what the office did (NOTE)."""
+    token = tokens.issue(conn, c.id, recipient, now)
+    step = "first-day call" if c.stage == "first_day_call" else "contact every emergency contact"
+    subject = replies_process.subject_for(c.ref, token, f"{step} needed")
+    doc = Document(
+        title=f"{c.ref}: {step}",
+        subtitle=f"{config.school.name}. Registers as of {as_of:%d %b %Y}.",
+        sections=[documents.Section(
+            "The pupil", ["", ""], [documents.Row(["Pupil", c.pupil]), documents.Row(["Year", c.year_group]),
+                                    documents.Row(["Class", c.reg_group]),
+                                    documents.Row(["School days absent", str(c.school_days)])],
+            notes=[f"When done, reply with the first line: NOTE {c.ref} <action>: <outcome>",
+                   f"for example: NOTE {c.ref} first-day-call: spoke to mum, child ill, back Monday",
+                   "Actions: first-day-call, contacts-tried, home-visit, social-media, other-agency. "
+                   "Keep the subject as it is; write plain text, with no attachments."])],
+        footer="Sent by cme-batch to the school office.")
+    msg = email_for(doc, subject, _sender(config), [recipient])
+    outbox.enqueue(conn, idempotency_key=f"action:{c.ref}:{recipient.lower()}:{as_of.isoformat()}",
+                   purpose="office_action", recipients=[recipient], subject=subject, message=msg,
+                   case_id=c.id, from_address=_sender(config), now=now)
+
+
 def queue_morning(conn: Connection, config: Config, as_of: date, now: datetime, tokens: Tokens | None
                   ) -> tuple[Queued, Facts]:
     """Queue the summary, the digest and the confirmation requests in the caller's transaction."""
@@ -127,6 +155,12 @@ def queue_morning(conn: Connection, config: Config, as_of: date, now: datetime, 
     replies_process.mark_shown(conn, [r["id"] for r in review], now)
     if tokens is not None:
         for c in facts.cases:
+            if c.kind == "unexplained_absence" and c.stage in OFFICE_STAGES:
+                for person in config.staff.office:
+                    key = f"action:{c.ref}:{person.email.lower()}:{as_of.isoformat()}"
+                    if conn.execute(select(t.outbox.c.id).where(t.outbox.c.idempotency_key == key)).first() is None:
+                        _office_action(conn, c, person.email, tokens, config, now, as_of)
+                        queued.actions += 1
             if c.awaiting_confirmation:
                 for addr in dsl:
                     if not _live_request(conn, c.id, addr, now):
