@@ -139,7 +139,7 @@ class _Reader:
             if ("flags", key) not in self.done:
                 self.done.add(("flags", key))
                 yield from self.flags(rec, key, n)
-        if self.kind != "marks" and ("admission_date" in rec or "agreed_start" in rec or "leaving_date" in rec):
+        if self.kind in ("admissions", "leavers"):
             yield from self.enrolment(rec, key, n)
         if self.kind == "marks":
             yield from self.mark(rec, key, n)

@@ -94,8 +94,8 @@ def identity(p: PupilRecord) -> dict[str, str | None]:
 
 
 def write_pupils(path: Path, pupils: Iterable[PupilRecord], contacts: Mapping[str, list[ContactRecord]],
-                 flags: Mapping[str, list[FlagRecord]], enrolments: Mapping[str, list[EnrolmentRecord]]) -> Path:
-    """The pupils report: one row per pupil per contact, with address, flags and admission date."""
+                 flags: Mapping[str, list[FlagRecord]]) -> Path:
+    """The pupils report: one row per pupil per contact, with address and flags."""
     with ReportWriter(path) as w:
         for p in pupils:
             base = identity(p)
@@ -105,8 +105,6 @@ def write_pupils(path: Path, pupils: Iterable[PupilRecord], contacts: Mapping[st
                          _n("postcode"): a.postcode if a else None,
                          _n("telephone"): p.phones[0] if p.phones else None,
                          _n("email"): p.emails[0] if p.emails else None})
-            on_roll = [e for e in enrolments.get(p.pupil_key, []) if e.entry_date and not e.leaving_date]
-            base[_n("admission_date")] = _d(on_roll[0].entry_date) if on_roll else None
             for f in flags.get(p.pupil_key, []):
                 if f.kind in FLAG_FIELD_OF:
                     base[_n(FLAG_FIELD_OF[f.kind])] = "Yes"
@@ -134,7 +132,10 @@ def write_pupils(path: Path, pupils: Iterable[PupilRecord], contacts: Mapping[st
 
 
 def write_enrolments(path: Path, pupils: Mapping[str, PupilRecord], enrolments: Iterable[EnrolmentRecord]) -> Path:
-    """The admissions or leavers report: one row per enrolment, with the pupil's identity."""
+    """The admissions or leavers report: one row per enrolment, with the pupil's identity.
+
+    Both carry Agreed Start Date and Admission Date, so that one admission is one enrolment
+    in the store whichever report describes it."""
     with ReportWriter(path) as w:
         for e in enrolments:
             row = identity(pupils[e.pupil_key])
@@ -187,9 +188,9 @@ def write_reports(folder: Path, records: Iterable[Record], stamp: str = "2025120
     folder.mkdir(parents=True, exist_ok=True)
     all_enrol = [e for es in enrolments.values() for e in es]
     return {
-        "pupils": write_pupils(folder / f"pupils-{stamp}.xml", pupils.values(), contacts, flags, enrolments),
+        "pupils": write_pupils(folder / f"pupils-{stamp}.xml", pupils.values(), contacts, flags),
         "admissions": write_enrolments(folder / f"admissions-{stamp}.xml", pupils,
-                                       [e for e in all_enrol if e.admission_date and not e.leaving_date]),
+                                       [e for e in all_enrol if not e.leaving_date]),
         "leavers": write_enrolments(folder / f"leavers-{stamp}.xml", pupils, [e for e in all_enrol if e.leaving_date]),
         "marks": write_marks(folder / f"marks-{stamp}.xml", pupils, marks),
     }
