@@ -15,7 +15,8 @@ from cme_batch.mail.sender import SendReport, send_run
 
 
 def _when(value: Any) -> str:
-    return value.strftime("%Y-%m-%d %H:%M") if value else "-"
+    """A stored UTC moment in this machine's local time, to the minute."""
+    return value.astimezone().strftime("%Y-%m-%d %H:%M") if value else "-"
 
 
 def _report_json(report: SendReport) -> dict[str, Any]:

@@ -16,6 +16,8 @@ API for other stages::
         (body application/pkcs7-mime) goes out byte for byte. The Message-ID is derived from
         the key and the sender's domain, so it is stable across retries. ``subject`` is for
         display (``outbox``, ``status``): like the message's Subject, never a pupil's name.
+        ``recipients`` are the SMTP envelope; Graph delivers to the To/Cc/Bcc headers instead,
+        so name every recipient in To or Cc (a Bcc header would travel as it is: do not set one).
     problems(conn) -> list[Problem]   failed, partly refused and maybe-duplicate messages
     mark_reported(conn, ids, now)     called by the summary that reported them
     counts(conn) -> dict[status, n]   queued, sending, sent, failed
