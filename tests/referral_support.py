@@ -182,12 +182,12 @@ def _name(cn: str) -> x509.Name:
 
 
 def issue(ca: Identity | None, cn: str, email: str | None, now: datetime, *, days: int = 365,
-          key: rsa.RSAPrivateKey | None = None, not_before: datetime | None = None) -> tuple[x509.Certificate,
-                                                                                         rsa.RSAPrivateKey]:
+          key: rsa.RSAPrivateKey | None = None, not_before: datetime | None = None,
+          serial: int | None = None) -> tuple[x509.Certificate, rsa.RSAPrivateKey]:
     """A certificate for ``cn`` (self-signed CA when ``ca`` is None) valid ``days`` from ``now``."""
     key = key or rsa.generate_private_key(public_exponent=65537, key_size=2048)
     b = (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(ca.cert.subject if ca else _name(cn))
-         .public_key(key.public_key()).serial_number(x509.random_serial_number())
+         .public_key(key.public_key()).serial_number(serial or x509.random_serial_number())
          .not_valid_before(not_before or now - timedelta(days=1)).not_valid_after(now + timedelta(days=days)))
     if ca is None:
         b = b.add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).add_extension(
@@ -211,11 +211,16 @@ def save(directory: Path, name: str, cert: x509.Certificate, key: rsa.RSAPrivate
     return Identity(cert, key, cp, kp)
 
 
-def make_pki(directory: Path, now: datetime = NOW, la_email: str = "missingpupils@gloucestershire.gov.uk") -> PKI:
+def make_pki(directory: Path, now: datetime = NOW, la_email: str = "missingpupils@gloucestershire.gov.uk",
+             la_first: bool = True) -> PKI:
+    """Test certificates. The envelope lists recipients in DER order, which with one issuer is serial
+    order: ``la_first`` gives the LA the lower serial, so its RecipientInfo comes first."""
+    la_serial, archive_serial = (0x1000, 0x2000) if la_first else (0x2000, 0x1000)
     ca = save(directory, "ca", *issue(None, "Test CA", None, now, days=3650))
-    return PKI(ca, save(directory, "la", *issue(ca, "Access to Education Team", la_email, now)),
-               save(directory, "archive", *issue(ca, "School archive", "cme-archive@school.example", now)),
-               save(directory, "signer", *issue(ca, "School CME", "cme-batch@school.example", now)))
+    return PKI(ca, save(directory, "la", *issue(ca, "Access to Education Team", la_email, now, serial=la_serial)),
+               save(directory, "archive", *issue(ca, "School archive", "cme-archive@school.example", now,
+                                                 serial=archive_serial)),
+               save(directory, "signer", *issue(ca, "School CME", "cme-batch@school.example", now, serial=0x3000)))
 
 
 def smime_config(pki: PKI, sign: bool = True) -> str:
