@@ -42,13 +42,17 @@ def gather(app: App) -> dict[str, Any]:
         cases = {f"{k}/{st or '-'}": n for k, st, n in conn.execute(
             select(t.cases.c.kind, t.cases.c.stage, func.count()).where(t.cases.c.status == "open")
             .group_by(t.cases.c.kind, t.cases.c.stage)).all()}
-        outbox = {st: n for st, n in conn.execute(
-            select(t.outbox.c.status, func.count()).group_by(t.outbox.c.status)).all()}
-        failed = [{"id": r.id, "purpose": r.purpose, "error": r.last_error} for r in conn.execute(
-            select(t.outbox.c.id, t.outbox.c.purpose, t.outbox.c.last_error).where(
-                t.outbox.c.status == "failed")).all()]
+        from cme_batch.mail import outbox as mail_outbox
+
+        outbox = mail_outbox.counts(conn)
+        all_problems = mail_outbox.problems(conn)
+        failed = [{"id": p.id, "purpose": p.purpose, "error": p.error} for p in all_problems if p.kind == "failed"]
+        waiting = [{"id": e.id, "purpose": e.purpose, "status": e.status, "error": e.last_error,
+                    "next_attempt_at": e.next_attempt_at.isoformat() if e.next_attempt_at else None}
+                   for e in mail_outbox.listing(conn, ("queued", "sending")) if e.last_error]
+        problems = [{"id": p.id, "kind": p.kind, "text": p.text} for p in all_problems if p.kind != "failed"]
     return {"as_of_now": now.isoformat(), "sources": sources, "stages": stages, "open_cases": cases,
-            "outbox": outbox, "outbox_failed": failed}
+            "outbox": outbox, "outbox_failed": failed, "outbox_waiting": waiting, "outbox_problems": problems}
 
 
 @click.command("status")
@@ -79,6 +83,11 @@ def status(app: App, fmt: str) -> None:
     click.echo("Outbox: " + (", ".join(f"{k} {v}" for k, v in sorted(data["outbox"].items())) or "empty"))
     for f in data["outbox_failed"]:
         click.echo(f"  failed #{f['id']} ({f['purpose']}): {f['error']}")
+    for w in data["outbox_waiting"]:
+        click.echo(f"  {w['status']} #{w['id']} ({w['purpose']}): {w['error']}; "
+                   f"next try {w['next_attempt_at'] or 'next run'}")
+    for p in data["outbox_problems"]:
+        click.echo(f"  {p['kind']} #{p['id']}: {p['text']}")
 
 
 COMMANDS = [status]
