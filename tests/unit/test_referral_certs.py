@@ -110,3 +110,10 @@ def test_auto_picks_smime_then_passphrase_then_nothing(pki: PKI) -> None:
     passphrase = parse(_toml('[referral]\npassphrase = { env = "X" }\n'), None).referral
     assert passphrase.chosen_method() == "pdf-passphrase"
     assert parse(_toml(""), None).referral.chosen_method() is None
+
+
+def test_certificates_near_expiry_are_listed_for_the_digest(pki: PKI, tmp_path: Path) -> None:
+    soon = save(tmp_path, "soon", *issue(pki.ca, "LA", LA, NOW, days=10))
+    listed = certs.expiring({"referral.la_certificate": soon.cert_path,
+                             "referral.archive_certificate": pki.archive.cert_path, "unset": None}, NOW)
+    assert [(c.key, c.not_after.date().isoformat()) for c in listed] == [("referral.la_certificate", "2025-12-11")]
