@@ -208,3 +208,32 @@ def test_writer_round_trip(tmp_path: Path) -> None:
     written = [r for r in SimsXmlSource.parse_file(paths["marks"], {}).records if isinstance(r, MarksRecord)]
     assert {(m.pupil_key, m.start, m.codes) for m in written} == {
         (m.pupil_key, m.start, m.codes) for m in marks if isinstance(m, MarksRecord)}
+
+
+@pytest.mark.parametrize("declared, data, expected, warned", [
+    ("iso-8859-1", "Zoë".encode(), "Zoë", "declares ISO-8859-1 but its bytes are UTF-8"),
+    ("UTF-16", "\ufeffZoë".encode("utf-16-le"), "Zoë", None),
+    ("iso-8859-1", "Zoë".encode("iso-8859-1"), "Zoë", None),
+])
+def test_encodings(tmp_path: Path, declared: str, data: bytes, expected: str, warned: str | None) -> None:
+    if declared == "UTF-16":
+        body = f'<?xml version="1.0" encoding="UTF-16"?><SuperStarReport><Record><Adno>1</Adno>' \
+               f'<Legal_x0020_Forename>{expected}</Legal_x0020_Forename></Record></SuperStarReport>'
+        raw = b"\xff\xfe" + body.encode("utf-16-le")
+    else:
+        raw = (f'<?xml version="1.0" encoding="{declared}"?><SuperStarReport><Record><Adno>1</Adno>'
+               '<Legal_x0020_Forename>').encode("ascii") + data + \
+              b"</Legal_x0020_Forename></Record></SuperStarReport>"
+    (tmp_path / "pupils.xml").write_bytes(raw)
+    batch = SimsXmlSource.parse_file(tmp_path / "pupils.xml", {})
+    (pupil,) = list(batch.records)
+    assert isinstance(pupil, PupilRecord) and pupil.legal_forename == expected
+    assert [w.message for w in batch.warnings if w.code == "encoding"] == ([
+        "the file declares ISO-8859-1 but its bytes are UTF-8; read as UTF-8"] if warned else [])
+
+
+def test_entity_references_without_a_dtd_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "x.xml").write_text('<?xml version="1.0"?><SuperStarReport><Record><Adno>&secret;</Adno>'
+                                    "</Record></SuperStarReport>")
+    with pytest.raises(ImportRejected, match="undefined entity"):
+        list(SimsXmlSource.parse_file(tmp_path / "x.xml", {}).records)
