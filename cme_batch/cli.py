@@ -124,6 +124,13 @@ def check_config(app: App) -> None:
             problems.extend(exc.problems)
         except CmeError as exc:
             problems.append(f"sources.{s.name}: {exc}")
+    if cfg.referral.chosen_method() == "smime":  # an expired or wrong certificate is found now, not at 05:30
+        from cme_batch.referral.smime import load_keys
+
+        try:
+            load_keys(cfg.referral, app.now())
+        except CmeError as exc:
+            problems.append(str(exc))
     if problems:
         raise ConfigError(problems, str(cfg.path))
     click.echo(f"{cfg.path}: configuration valid")
