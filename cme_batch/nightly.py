@@ -75,7 +75,12 @@ def _replies(app: App, as_of: date) -> str:
     from cme_batch.replies.process import read_replies
 
     report = read_replies(app)
-    return "no reply mailbox configured" if report is None else str(report.as_dict())
+    if report is None:
+        return "no reply mailbox configured"
+    d = report.as_dict()
+    by_cmd = ", ".join(f"{k} {v}" for k, v in sorted(d["accepted_by_command"].items()))
+    return (f"{d['stored']} new repl(ies): {d['accepted']} accepted{f' ({by_cmd})' if by_cmd else ''}, "
+            f"{d['review']} kept for review")
 
 
 def _referrals(app: App, as_of: date) -> str:

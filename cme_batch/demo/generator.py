@@ -72,14 +72,15 @@ class DemoSchool:
     def pupil_keys(self) -> list[str]:
         return [r.pupil_key for r in self.records if isinstance(r, PupilRecord)]
 
-    def config_toml(self, state_dir: str, maildrop_dir: str, reply_key_file: str | None = None) -> str:
+    def config_toml(self, state_dir: str, maildrop_dir: str, reply_key_file: str | None = None,
+                    extra: str = "") -> str:
         """A valid configuration for the demo school (paths as given, relative to the config file).
 
         ``reply_key_file`` names a file holding the secret that signs reply tokens (a secret file
         is found from the working directory, so give an absolute path); without it the DSL is
         not asked to confirm referrals by reply.
         """
-        return config_toml(state_dir, maildrop_dir, reply_key_file)
+        return config_toml(state_dir, maildrop_dir, reply_key_file, extra)
 
     def expectations(self) -> dict[str, Any]:
         """The planted cases as JSON-ready data (pupil keys only: no names, UPNs or dates of birth)."""
@@ -101,7 +102,7 @@ def _dates(days: tuple[date, ...]) -> str:
     return "[" + ", ".join(_s(d.isoformat()) for d in days) + "]"
 
 
-def config_toml(state_dir: str, maildrop_dir: str, reply_key_file: str | None = None) -> str:
+def config_toml(state_dir: str, maildrop_dir: str, reply_key_file: str | None = None, extra: str = "") -> str:
     terms = "\n".join(
         f"[[calendar.terms]]\nname = {_s(n)}\nstart = {_s(s.isoformat())}\nend = {_s(e.isoformat())}\n"
         for n, s, e in term.TERMS + term.LATER_TERMS)
@@ -150,7 +151,7 @@ maildrop_dir = {_s(maildrop_dir)}
 
 [referral]
 la_email = "missing-pupils@la.example.org"   # fictional: the demo never writes to a real LA
-""" + (f"""
+""" + extra + (f"""
 [replies]
 token_keys = [{{ id = "demo1", secret = {{ file = {_s(reply_key_file)} }} }}]
 """ if reply_key_file else "")

@@ -23,6 +23,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 from cme_batch.app import App
+from cme_batch.demo import confirm
 from cme_batch.demo.check import CheckResult, compare, stored_cases, stored_la_returns
 from cme_batch.demo.generator import DemoSchool, generate
 from cme_batch.demo.loaders import Echo, Loader, check_source, make_loader
@@ -43,10 +44,11 @@ class DemoResult:
     final: NightlyReport | None = None
     failed_nights: list[str] = field(default_factory=list)
     check: CheckResult | None = None
+    confirmation: NightlyReport | None = None
 
     @property
     def failed(self) -> bool:
-        return bool(self.failed_nights) or (self.final is not None and self.final.failed)
+        return bool(self.failed_nights) or any(r is not None and r.failed for r in (self.final, self.confirmation))
 
 
 class NightClock:
@@ -104,8 +106,12 @@ def run_demo(out: Path, seed: int = 2025, pupils: int = 420, source: str = "dire
 
 def _run(out: Path, school: DemoSchool, loader: Loader, key: Path, echo: Echo, replay: bool) -> DemoResult:
     config_path = out / "cme-batch.toml"
-    config_path.write_text(school.config_toml("state", "mail", str(key)) + loader.config_extra(),
-                           encoding="utf-8")
+    state = (out / "state").resolve()
+    referral_keys = confirm.make_pki(state / "pki", "missing-pupils@la.example.org",
+                                     "cme-batch@johnmoore.example.org",
+                                     datetime.combine(school.school_days[0], time(), tzinfo=UTC) - timedelta(days=60))
+    config_path.write_text(school.config_toml("state", "mail", str(key), extra=referral_keys)
+                           + confirm.replies_toml(state / "replies") + loader.config_extra(), encoding="utf-8")
     expectations = out / "expected-cases.json"
     expectations.write_text(json.dumps(school.expectations(), indent=2) + "\n", encoding="utf-8")
 
@@ -149,8 +155,22 @@ def _run(out: Path, school: DemoSchool, loader: Loader, key: Path, echo: Echo, r
     if not result.failed_nights and _outcome(result.final, "detect") == "ok":
         result.check = compare(school, stored_cases(app.engine(), school), only_open=not replaying,
                                la_returns=stored_la_returns(app.engine(), school))
+    _dsl_confirms(app, clock, school.as_of, state / "replies", result, echo)
     app.engine().dispose()
     return result
+
+
+def _dsl_confirms(app: App, clock: NightClock, as_of: date, maildir: Path, result: DemoResult, echo: Echo) -> None:
+    """The DSL replies CONFIRM to one request; the next run sends that referral, encrypted."""
+    clock.at += timedelta(hours=2)
+    ref = confirm.dsl_replies(app.engine(), app.config.staff.dsl.email, maildir, clock())
+    if ref is None:
+        echo("No confirmation request was sent, so the DSL had nothing to confirm")
+        return
+    echo(f"The DSL replied 'CONFIRM {ref}' (a reply placed in {maildir}); running replies, referrals, send:")
+    result.confirmation = run_nightly(app, as_of, only=("replies", "referrals", "send"))
+    for s in result.confirmation.stages:
+        echo(f"  {s.name:<10} {s.outcome:<8} {s.detail if len(s.detail) <= 150 else s.detail[:147] + '...'}")
 
 
 def _outcome(report: NightlyReport, stage: str) -> str | None:
