@@ -63,8 +63,10 @@ def streaks_cmd(app: App, as_of: Any, fmt: str, show_all: bool) -> None:
     unexplained streak.
     """
     ev = detect.evaluate(app, as_of_date(app, as_of))
-    rows = [streak_row(f) for f in ev.pupils.values() if f.on_roll and (
-        show_all or f.streaks.unexplained.days or f.streaks.unauthorised.days or f.streaks.unexplained.register_gaps)]
+    news = ev.results.streaks
+    pids = ev.on_roll if show_all else [pid for pid in news if pid in ev.on_roll and (
+        news[pid].unexplained.days or news[pid].unauthorised.days or news[pid].unexplained.register_gaps)]
+    rows = [streak_row(ev.facts(pid)) for pid in pids]
     rows.sort(key=lambda r: (-r["unexplained_days"], -r["unauthorised_days"], r["upn"] or "", r["pupil_id"]))
     _warn(ev.warnings)
     if fmt == "json":

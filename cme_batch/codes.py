@@ -151,8 +151,10 @@ class Classifier:
         table[ord(mk.NO_MARK)] = LETTERS[NO_MARK]
         return table
 
-    def classify(self, strip: str, academic_year: int) -> str:
-        """Class letters for a stored strip of ``academic_year``, one per session, each by its date."""
+    def classify(self, strip: str, academic_year: int, end: int | None = None) -> str:
+        """Class letters for a stored strip of ``academic_year`` (up to index ``end``), each by its date."""
+        if end is not None:
+            strip = strip[:end]
         start = mk.year_start(academic_year)
         if CHANGEOVER <= start:
             return strip.translate(self._tables[False])
@@ -160,6 +162,16 @@ class Classifier:
             return strip.translate(self._tables[True])
         cut = mk.position(CHANGEOVER, "AM")
         return strip[:cut].translate(self._tables[True]) + strip[cut:].translate(self._tables[False])
+
+    def symbols(self, classes: Iterable[str], day: date) -> frozenset[str]:
+        """The stored symbols whose class, in the code set in force on ``day``, is one of ``classes``."""
+        letters = {LETTERS[c] for c in classes}
+        return frozenset(chr(o) for o, letter in self._tables[day < CHANGEOVER].items() if letter in letters)
+
+    def known_ascii(self, day: date) -> bytes:
+        """Every ASCII symbol with a class in the code set in force on ``day`` (to find unknown ones fast)."""
+        table = self._tables[day < CHANGEOVER]
+        return bytes(o for o, letter in table.items() if o < 128 and letter != LETTERS[UNKNOWN])
 
     def unknown_codes(self, strips: Iterable[tuple[str, str]]) -> list[UnknownCode]:
         """Tally unknown codes over (strip, class letters) pairs: which codes, in how many sessions and pupils."""

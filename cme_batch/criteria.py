@@ -184,12 +184,17 @@ def _alerts(f: PupilFacts, kind: str, existing: tuple[dict[str, Any], ...], as_o
 
 
 def _ensure(f: PupilFacts, cases: list[CaseState], kind: str, target: dict[str, Any], ctx: Context,
-            evidence_from: date | None, why: dict[str, Any]) -> list[Change]:
-    """The criterion holds for the episode in ``target``: update its open case, reopen or open one."""
+            evidence_from: date | None, why: dict[str, Any], episode: frozenset[date] | None = None) -> list[Change]:
+    """The criterion holds for the episode in ``target``: update its open case, reopen or open one.
+
+    A closed case belongs to this episode when its ``episode_start`` is the target's, or one of
+    the days in ``episode`` (a streak whose start moved earlier by a correction is the same one).
+    """
     open_case = next((c for c in cases if c.kind == kind and c.status == OPEN), None)
     if open_case is not None:
         return _update(f, open_case, target, ctx, evidence_from)
-    same = [c for c in cases if c.kind == kind and c.episode_start == target["episode_start"]]
+    days = episode or frozenset({target["episode_start"]})
+    same = [c for c in cases if c.kind == kind and c.episode_start in days]
     if same:
         last = max(same, key=lambda c: c.id)
         if last.closed_reason not in SYSTEM_CLOSE_REASONS:
@@ -288,7 +293,7 @@ def decide(f: PupilFacts, cases: list[CaseState], ctx: Context) -> list[Change]:
                   "school_days": streak.days, "last_attended": last_seen,
                   "referral_due": unexplained_due(streak, th, ctx.calendar, as_of),
                   "register_gaps": [d.isoformat() for d in streak.register_gaps], "compulsory_school_age": csa}
-        out += _ensure(f, cases, UNEXPLAINED_ABSENCE, target, ctx, streak.start, {})
+        out += _ensure(f, cases, UNEXPLAINED_ABSENCE, target, ctx, streak.start, {}, frozenset(streak.counted))
 
     # destination unknown
     left = f.leaving_date is not None and f.leaving_date <= as_of

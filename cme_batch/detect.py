@@ -3,10 +3,11 @@
 Public functions (for the summary, the digest, the referral and nightly):
 
 - ``evaluate(app, as_of)`` / ``evaluate_conn(conn, config, school_id, as_of)`` -> ``Evaluation``:
-  every pupil's facts as of a date (``.pupils[pupil_id]`` is a ``criteria.PupilFacts`` whose
-  ``.streaks`` holds both streaks and ``last_attended``), the ``SchoolCalendar`` used, data-quality
-  ``warnings`` (unknown codes, calendar fallback) and ``marks(pupil_id, start, end)`` for evidence.
-  Read only.
+  every pupil's streaks as of a date. ``.facts(pupil_id)`` is a ``criteria.PupilFacts`` whose
+  ``.streaks`` holds both streaks and ``last_attended``; ``.on_roll`` the pupils on roll;
+  ``.results.streaks`` only the pupils with a streak or a register gap (fast to scan);
+  ``.calendar`` the ``SchoolCalendar`` used; ``.warnings`` data-quality warnings (unknown
+  codes, calendar fallback); ``.marks(pupil_id, start, end)`` the marks, for evidence. Read only.
 - ``run_detect(app, as_of)`` -> ``DetectReport``: applies the changes in ONE transaction and
   records a ``detect_runs`` row. Running it again for the same date changes nothing. An
   ``as_of`` earlier than the latest run's is refused (``BadInputError``): the cases hold newer
@@ -58,12 +59,11 @@ from cme_batch.errors import BadInputError
 from cme_batch.model import SESSIONS
 from cme_batch.store import tables as t
 from cme_batch.store.ingest import load_alphabet
-from cme_batch.streaks import NO_STREAK, PupilStreaks, Streak, episodes, evaluate as evaluate_streaks
+from cme_batch.streaks import Many, evaluate_many
 
 #: How far past the evaluation date the calendar is built (for projected due dates).
 HORIZON = timedelta(days=400)
 Range = tuple[date | None, date | None]
-_UNEXPLAINED = codes.LETTERS[codes.UNEXPLAINED]
 
 
 @dataclass
@@ -119,16 +119,46 @@ def _strips(conn: Connection, school_id: int, year: int) -> dict[int, str]:
 
 @dataclass
 class Evaluation:
-    """Every pupil's facts as of ``as_of``, and what was needed to compute them."""
+    """Every pupil's streaks as of ``as_of``, and what was needed to compute them.
+
+    Per-pupil objects are made on demand (``facts``): a local authority's 100,000 pupils are
+    held as a few dicts, with entries only where there is news.
+    """
 
     as_of: date
     calendar: schoolcal.SchoolCalendar
-    pupils: dict[int, criteria.PupilFacts]
     warnings: list[str]
-    window_start: date
+    window_start: date  # of the repeat_missing window
     base: date  # the first date the strips read cover
     alphabet: mk.Alphabet
     strips: dict[int, dict[int, str]]  # academic year -> pupil id -> raw strip
+    people: dict[int, tuple[str | None, date | None]]  # pupil id -> (UPN, date of birth)
+    on_roll: dict[int, date | None]  # pupil id -> first day on roll (None: no admission recorded)
+    results: Many
+    enrolments: dict[int, Any]  # pupil id -> the current admission's row
+    flags: dict[int, frozenset[str]]  # active on the evaluation date
+
+    def facts(self, pupil_id: int) -> criteria.PupilFacts:
+        """What the criteria need to know about one pupil."""
+        upn, dob = self.people[pupil_id]
+        cur = self.enrolments.get(pupil_id)
+        left = cur.leaving_date if cur is not None and cur.leaving_date and cur.leaving_date <= self.as_of else None
+        return criteria.PupilFacts(
+            pupil_id=pupil_id, on_roll=pupil_id in self.on_roll, streaks=self.results.get(pupil_id), dob=dob,
+            flags=self.flags.get(pupil_id, frozenset()), upn=upn,
+            admission_date=cur.admission_date if cur is not None else None,
+            admission_withdrawn=bool(cur.withdrawn) if cur is not None else False,
+            leaving_date=left, leaving_reason=cur.leaving_reason if left else None,
+            destination=cur.destination if left else None,
+            repeat_episodes=self.results.repeats.get(pupil_id, ()))
+
+    def with_news(self) -> set[int]:
+        """Pupils a criterion might apply to (with the pupils who have cases, all that detect looks at)."""
+        near = {pid for pid, e in self.enrolments.items()
+                if any(d is not None and self.window_start <= d <= self.as_of
+                       for d in (e.admission_date, e.leaving_date))}
+        return {pid for pid, s in self.results.streaks.items() if s.unexplained.days} | set(
+            self.results.repeats) | near
 
     def marks(self, pupil_id: int, start: date | None, end: date) -> list[dict[str, str]]:
         """The marks of every school day from ``start`` to ``end`` (evidence), as codes."""
@@ -145,25 +175,30 @@ class Evaluation:
 
 
 class _Evaluator:
-    """The bulk evaluation: one query per table, then a few string operations per pupil."""
+    """The bulk evaluation: one query per table, then a few C-level string operations per pupil."""
 
     def __init__(self, conn: Connection, config: Config, school_id: int, as_of: date) -> None:
         self.conn, self.config, self.school_id, self.as_of = conn, config, school_id, as_of
         self.th = config.thresholds
         p, e, f = t.pupils, t.enrolments, t.flags
-        self.people = conn.execute(select(p.c.id, p.c.upn, p.c.dob).where(p.c.school_id == school_id)).all()
+        self.people = {pid: (upn, dob) for pid, upn, dob in conn.execute(
+            select(p.c.id, p.c.upn, p.c.dob).where(p.c.school_id == school_id)).all()}
         self.enrolments = _enrolments(conn.execute(select(e).join(p, p.c.id == e.c.pupil_id).where(
             p.c.school_id == school_id)).all(), as_of)
-        self.flags: dict[int, set[str]] = defaultdict(set)
+        self.on_roll: dict[int, date | None] = {}
+        for pid in self.people:
+            on, floor = _on_roll(self._ranges(pid), as_of)
+            if on:
+                self.on_roll[pid] = floor
+        flags: dict[int, set[str]] = defaultdict(set)
         for pid, kind, start, end in conn.execute(select(f.c.pupil_id, f.c.kind, f.c.start_date, f.c.end_date).join(
                 p, p.c.id == f.c.pupil_id).where(p.c.school_id == school_id)).all():
             if (start is None or start <= as_of) and (end is None or end >= as_of):
-                self.flags[pid].add(kind)
+                flags[pid].add(kind)
+        self.flags = {pid: frozenset(k) for pid, k in flags.items()}
         self.alphabet = load_alphabet(conn)
         self.classifier = codes.Classifier(config.codes.local, config.codes.subcodes, self.alphabet)
         self.strips: dict[int, dict[int, str]] = {}
-        self._unknown: list[tuple[int, str, str]] = []
-        self._repeats: dict[int, tuple[Streak, ...]] = {}
         self.registers: dict[int, schoolcal.YearRegisters] = {}
         self.year = mk.academic_year_of(as_of)
         self._load(self.year)
@@ -173,74 +208,45 @@ class _Evaluator:
         return e.ranges if e is not None else None
 
     def _load(self, year: int) -> None:
+        """Read one academic year's strips and rebuild the calendar with what they say."""
         strips = _strips(self.conn, self.school_id, year)
         self.strips[year] = strips
-        fallback = not schoolcal.has_terms(self.config.calendar, year)
+        cal = self.config.calendar
         rows = ((s, _strip_ranges(self._ranges(pid), year)) for pid, s in strips.items())
-        self.registers[year] = schoolcal.register_facts(year, rows, fallback)
+        self.registers[year] = schoolcal.register_facts(year, rows, not schoolcal.has_terms(cal, year),
+                                                        schoolcal.candidate_sessions(cal, year))
         self.base = mk.year_start(min(self.strips))
-        self.calendar = schoolcal.build(self.config.calendar, self.base, self.as_of + HORIZON, self.registers)
-        days = self.calendar.school_days(self.base, self.as_of)
-        self.days_desc = [(d, 2 * (d - self.base).days) for d in reversed(days)]
+        self.calendar = schoolcal.build(cal, self.base, self.as_of + HORIZON, self.registers)
         self.window_start = criteria.window_start_for(self.as_of, self.calendar, self.th.repeat_window_days)
 
-    def letters(self, pid: int) -> str:
-        return "".join(self.classifier.classify(self.strips[y].get(pid) or mk.empty_strip(y), y)
-                       for y in sorted(self.strips))
+    def _many(self, pids: Iterable[int]) -> Many:
+        pupils = [(pid, pid in self.on_roll, self.on_roll.get(pid)) for pid in pids
+                  if pid in self.on_roll or any(pid in s for s in self.strips.values())]
+        return evaluate_many(pupils, self.strips, self.classifier, self.calendar.school_days(self.base, self.as_of),
+                             self.as_of, self.window_start, self.th.repeat_episodes * self.th.repeat_min_days)
 
     def run(self) -> Evaluation:
-        if self.calendar.count(mk.year_start(self.year), self.as_of) < self.th.repeat_window_days:
+        if self.window_start < mk.year_start(self.year) or \
+                self.calendar.count(mk.year_start(self.year), self.as_of) < self.th.repeat_window_days:
             self._load(self.year - 1)  # the repeat window reaches into last year
-        results = self._evaluate(p.id for p in self.people)
-        incomplete = [pid for pid, (s, _) in results.items() if not s.complete]
+        results = self._many(self.people)
+        incomplete = [pid for pid, s in results.streaks.items() if not s.complete]
         if incomplete and self.year - 1 not in self.strips:
-            self._load(self.year - 1)  # a few pupils' streaks began last year
-            results.update(self._evaluate(incomplete))
-        unknown = [(raw, letters) for _, letters, raw in self._unknown]
+            self._load(self.year - 1)  # a few pupils' streaks began last year, or they were last seen then
+            again = self._many(incomplete)
+            for pid in incomplete:
+                results.streaks.pop(pid, None)
+                results.repeats.pop(pid, None)
+            results.streaks.update(again.streaks)
+            results.last_attended.update(again.last_attended)
+            results.repeats.update(again.repeats)
+        unknown = self.classifier.unknown_codes(results.unknown.values())
         warnings = [*self.classifier.warnings, *self.calendar.warnings,
                     *schoolcal.term_warnings(self.config.calendar, self.as_of),
-                    *(codes.warning_text(u) for u in self.classifier.unknown_codes(unknown))]
-        pupils = {}
-        for person in self.people:
-            s, on_roll = results[person.id]
-            cur = self.enrolments[person.id].current if person.id in self.enrolments else None
-            left = cur.leaving_date if cur is not None and cur.leaving_date and cur.leaving_date <= self.as_of \
-                else None
-            pupils[person.id] = criteria.PupilFacts(
-                pupil_id=person.id, on_roll=on_roll, streaks=s, dob=person.dob,
-                flags=frozenset(self.flags.get(person.id, ())), upn=person.upn,
-                admission_date=cur.admission_date if cur is not None else None,
-                admission_withdrawn=bool(cur.withdrawn) if cur is not None else False,
-                leaving_date=left, leaving_reason=cur.leaving_reason if left else None,
-                destination=cur.destination if left else None,
-                repeat_episodes=self._repeats.get(person.id, ()))
-        return Evaluation(self.as_of, self.calendar, pupils, warnings, self.window_start, self.base,
-                          self.alphabet, self.strips)
-
-    def _evaluate(self, pids: Iterable[int]) -> dict[int, tuple[PupilStreaks, bool]]:
-        out: dict[int, tuple[PupilStreaks, bool]] = {}
-        end = 2 * ((self.as_of - self.base).days + 1)
-        w = 2 * (self.window_start - self.base).days
-        need = self.th.repeat_episodes * self.th.repeat_min_days
-        window = [(d, i) for d, i in reversed(self.days_desc) if d >= self.window_start]
-        for pid in pids:
-            on_roll, floor = _on_roll(self._ranges(pid), self.as_of)
-            has_strip = any(pid in s for s in self.strips.values())
-            if not has_strip and not on_roll:
-                out[pid] = (PupilStreaks(NO_STREAK, NO_STREAK, None), False)
-                continue
-            letters = self.letters(pid)
-            s = evaluate_streaks(letters, self.base, self.days_desc, self.as_of, floor)
-            if not on_roll:
-                s = PupilStreaks(NO_STREAK, NO_STREAK, s.last_attended)
-            elif letters.count(_UNEXPLAINED, max(w, 0), end) >= need:
-                self._repeats[pid] = tuple(e for e in episodes(letters, window) if floor is None or e.start is None
-                                           or e.start >= floor)
-            if "?" in letters[:end]:
-                raw = "".join(self.strips[y].get(pid) or mk.empty_strip(y) for y in sorted(self.strips))
-                self._unknown = [u for u in self._unknown if u[0] != pid] + [(pid, letters[:end], raw[:end])]
-            out[pid] = (s, on_roll)
-        return out
+                    *(codes.warning_text(u) for u in unknown)]
+        current = {pid: e.current for pid, e in self.enrolments.items() if e.current is not None}
+        return Evaluation(self.as_of, self.calendar, warnings, self.window_start, self.base, self.alphabet,
+                          self.strips, self.people, self.on_roll, results, current, self.flags)
 
 
 def evaluate_conn(conn: Connection, config: Config, school_id: int, as_of: date) -> Evaluation:
@@ -323,8 +329,8 @@ def run_detect(app: App, as_of: date) -> DetectReport:
         refs = _Refs(conn)
         report = DetectReport(as_of, warnings=list(ev.warnings))
         events: list[dict[str, Any]] = []
-        for pid, facts in ev.pupils.items():
-            for ch in criteria.decide(facts, states.get(pid, []), ctx):
+        for pid in sorted(ev.with_news() | {p for p in states if p in ev.people}):
+            for ch in criteria.decide(ev.facts(pid), states.get(pid, []), ctx):
                 case_id, ref = _apply(conn, ch, pid, refs, case_refs, as_of, now)
                 report.changes.append({"ref": ref, "action": ch.action, "kind": ch.kind,
                                        "stage": ch.values.get("stage"), "reason": ch.values.get("closed_reason")})
@@ -362,8 +368,8 @@ def record_returns(conn: Connection, school_id: int, ev: Evaluation, days: int) 
 
     Returns the pupil ids newly listed (with ``listed_on`` = the evaluation date).
     """
-    due = {pid: f.streaks.unauthorised for pid, f in ev.pupils.items()
-           if f.on_roll and f.streaks.unauthorised.days >= days}
+    due = {pid: s.unauthorised for pid, s in ev.results.streaks.items()
+           if pid in ev.on_roll and s.unauthorised.days >= days}
     if not due:
         return []
     seen = set(conn.execute(select(t.la_returns.c.pupil_id, t.la_returns.c.episode_start).join(

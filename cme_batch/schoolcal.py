@@ -9,7 +9,7 @@ have a real mark (not ``#``, not no-mark) in one of its sessions; dates after th
 anyone are projected as weekdays, so due dates can still be computed. A warning says so.
 
 ``register_facts`` reads what the registers say about one academic year from raw strips
-(see ``cme_batch.marks``) with whole-strip integer arithmetic, not a loop per mark; ``build``
+(see ``cme_batch.marks``) without a loop per mark; ``build``
 joins it with the configuration into a ``SchoolCalendar``, which answers the questions the
 engine asks: is this a school day, which school days lie in a range, which is the nth school
 day after a date.
@@ -72,7 +72,7 @@ class YearRegisters:
     ``closed`` and ``open`` are strip positions (see ``cme_batch.marks.position``): sessions
     where every pupil on roll has ``#``, and sessions where at least half the pupils on roll
     have a real mark (computed only for the fallback, else None). ``last_marked`` is the last
-    date on which anybody has a real mark.
+    date on which anybody has a real mark (fallback only).
     """
 
     academic_year: int
@@ -90,69 +90,67 @@ class _Default(dict[int, str]):
         return self.default
 
 
-_HASH_BIT = _Default("0", {ord("#"): "1"})
-_REAL_FIELD = _Default("0" * (_FIELD - 1) + "1", {ord("#"): "0" * _FIELD, ord(mk.NO_MARK): "0" * _FIELD})
-
-
-def _positions(mask: int, length: int) -> frozenset[int]:
-    """Strip positions of the set bits of a mask whose most significant bit is position 0."""
-    out = []
-    while mask:
-        low = mask & -mask
-        out.append(length - low.bit_length())
-        mask ^= low
-    return frozenset(out)
+_ONE, _ZERO = "0" * (_FIELD - 1) + "1", "0" * _FIELD
+_REAL_FIELD = _Default(_ONE, {ord("#"): _ZERO, ord(mk.NO_MARK): _ZERO})
 
 
 def register_facts(academic_year: int, rows: Iterable[tuple[str, Sequence[tuple[int, int]]]],
-                   fallback: bool) -> YearRegisters:
+                   fallback: bool, candidates: Iterable[int] | None = None) -> YearRegisters:
     """Read closures (and, for the fallback, open sessions) from one year's raw strips.
 
     ``rows`` holds each pupil's strip with the strip positions they were on roll, as
-    ``[(lo, hi), ...]`` (``hi`` excluded). Each strip becomes one integer (a bit per session
-    for ``#``; a counter field per session for the fallback), so the work per pupil is a few
-    C-level string and integer operations however many marks the strip holds.
+    ``[(lo, hi), ...]`` (``hi`` excluded). A closure can only be one of the ``candidates``
+    (the sessions the configuration calls school sessions; all when None): a candidate dies at
+    the first pupil on roll without ``#`` there, so with terms configured the pass usually ends
+    after one pupil. The fallback counts real marks per session for every pupil, each strip as
+    one big integer (a counter field per session), so its cost per pupil is a few C-level
+    string and integer operations however many marks the strip holds.
     """
     length = mk.strip_length(academic_year)
-    bit_masks: dict[tuple[tuple[int, int], ...], int] = {}
+    alive = set(range(length)) if candidates is None else set(candidates)
+    supported: set[int] = set()
     field_masks: dict[tuple[tuple[int, int], ...], int] = {}
-    supported = killed = 0
     marked = roll = 0
-    last = 0
     for strip, ranges in rows:
-        key = tuple(ranges)
-        on_roll = bit_masks.get(key)
-        if on_roll is None:
-            on_roll = 0
-            for lo, hi in key:
-                if hi > lo:
-                    on_roll |= ((1 << (hi - lo)) - 1) << (length - hi)
-            bit_masks[key] = on_roll
-        if "#" in strip:
-            hashes = int(strip.translate(_HASH_BIT), 2)
-            supported |= on_roll & hashes
-            killed |= on_roll & ~hashes
-        else:
-            killed |= on_roll
-        last = max(last, len(strip.rstrip("#" + mk.NO_MARK)))
+        if alive:
+            for p in [p for p in alive if any(lo <= p < hi for lo, hi in ranges)]:
+                if strip[p] == "#":
+                    supported.add(p)
+                else:
+                    alive.discard(p)
+        elif not fallback:
+            break
         if fallback:
+            key = tuple(ranges)
             fields = field_masks.get(key)
             if fields is None:
-                one = "0" * (_FIELD - 1) + "1"
-                zero = "0" * _FIELD
-                fields = int("".join(one if (on_roll >> (length - 1 - p)) & 1 else zero for p in range(length)), 16)
+                on = [False] * length
+                for lo, hi in key:
+                    on[max(lo, 0):min(hi, length)] = [True] * (min(hi, length) - max(lo, 0))
+                fields = int("".join(_ONE if x else _ZERO for x in on), 16)
                 field_masks[key] = fields
             marked += int(strip.translate(_REAL_FIELD), 16) & fields
             roll += fields
     opened: frozenset[int] | None = None
+    last_marked: date | None = None
     if fallback:
         width = _FIELD * length
         m, r = f"{marked:0{width}x}", f"{roll:0{width}x}"
-        opened = frozenset(
-            p for p in range(length)
-            if (n := int(m[_FIELD * p:_FIELD * (p + 1)], 16)) and 2 * n >= int(r[_FIELD * p:_FIELD * (p + 1)], 16))
-    last_marked = mk.day_of_position(academic_year, last - 1)[0] if last else None
-    return YearRegisters(academic_year, _positions(supported & ~killed, length), opened, last_marked)
+        counts = [(int(m[_FIELD * p:_FIELD * (p + 1)], 16), int(r[_FIELD * p:_FIELD * (p + 1)], 16))
+                  for p in range(length)]
+        opened = frozenset(p for p, (n, of) in enumerate(counts) if n and 2 * n >= of)
+        last = max((p for p, (n, _) in enumerate(counts) if n), default=None)
+        last_marked = mk.day_of_position(academic_year, last)[0] if last is not None else None
+    return YearRegisters(academic_year, frozenset(alive & supported), opened, last_marked)
+
+
+def candidate_sessions(cfg: CalendarConfig, academic_year: int) -> list[int] | None:
+    """The strip positions the configuration makes school sessions (None: no terms, every session)."""
+    if not has_terms(cfg, academic_year):
+        return None
+    first = mk.year_start(academic_year)
+    days = build(cfg, first, mk.year_start(academic_year + 1) - timedelta(days=1)).days
+    return [p for d in days for p in (mk.position(d, "AM"), mk.position(d, "PM"))]
 
 
 @lru_cache(maxsize=32)
@@ -184,8 +182,10 @@ def build(cfg: CalendarConfig, first: date, last: date,
     registers = registers or {}
     hols = bank_holidays(cfg, first.year, last.year)
     closures = set(cfg.closures)
-    marked = [r.last_marked for r in registers.values() if r.last_marked is not None]
-    registers_end = max(marked) if marked else None
+    # the registers run to the last mark of a fallback year, or through a year with terms
+    ends = [r.last_marked if r.open is not None else mk.year_start(r.academic_year + 1) - timedelta(days=1)
+            for r in registers.values()]
+    registers_end = max((e for e in ends if e is not None), default=None)
     terms = sorted(cfg.terms, key=lambda t: t.start)
     modes = {y: has_terms(cfg, y) for y in range(mk.academic_year_of(first), mk.academic_year_of(last) + 1)}
     days: list[date] = []

@@ -23,19 +23,24 @@ local authority's evaluation to a few C-level string operations per pupil.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 
+from cme_batch import marks as mk
 from cme_batch.codes import (
     ATTENDED,
+    CHANGEOVER,
+    EDUCATIONAL,
     LATE_AFTER_CLOSE,
     LETTERS,
     NEUTRAL,
     NO_MARK,
+    PRESENT,
     UNAUTHORISED_EXPLAINED,
     UNEXPLAINED,
     UNKNOWN,
+    Classifier,
 )
 
 COUNT, BREAK, GAP, SKIP = "count", "break", "gap", "skip"
@@ -164,7 +169,9 @@ def _streak(days: list[date], gaps: list[date]) -> Streak:
 
 def last_attended(letters: str, base: date, end: int) -> date | None:
     """The last date before index ``end`` with a ``present``, ``late_after_close`` or educational session."""
-    i = max(letters.rfind(c, 0, end) for c in _ATTENDED_LETTERS)
+    i = -1
+    for c in _ATTENDED_LETTERS:  # each search only looks after the best found so far
+        i = max(i, letters.rfind(c, i + 1, end))
     return base + timedelta(days=i // 2) if i >= 0 else None
 
 
@@ -200,3 +207,103 @@ def episodes(letters: str, days_asc: Sequence[tuple[date, int]], kind: str = UNE
     if days:
         out.append(Streak(tuple(days), tuple(gaps), None))
     return out
+
+
+# -- many pupils at once --------------------------------------------------------------------------
+@dataclass
+class Many:
+    """The results of ``evaluate_many``: plain dicts keyed by pupil id, filled only where there is news.
+
+    ``streaks`` holds the pupils with a streak, a register gap or an incomplete walk; every
+    other pupil evaluated has both streaks empty and only a ``last_attended`` entry.
+    ``repeats`` holds the unexplained episodes in the repeat window of pupils who may have
+    enough of them; ``unknown`` the (strip, class letters) of this year's strips holding unknown codes.
+    """
+
+    streaks: dict[int, PupilStreaks] = field(default_factory=dict)
+    last_attended: dict[int, date | None] = field(default_factory=dict)
+    repeats: dict[int, tuple[Streak, ...]] = field(default_factory=dict)
+    unknown: dict[int, tuple[str, str]] = field(default_factory=dict)
+
+    def get(self, pupil_id: int) -> PupilStreaks:
+        found = self.streaks.get(pupil_id)
+        return found if found is not None else PupilStreaks(NO_STREAK, NO_STREAK, self.last_attended.get(pupil_id))
+
+
+def evaluate_many(pupils: Iterable[tuple[int, bool, date | None]], strips: Mapping[int, Mapping[int, str]],
+                  classifier: Classifier, school_days: Sequence[date], as_of: date, window_start: date,
+                  repeat_need: int) -> Many:
+    """Both streaks of every pupil given as ``(pupil id, on roll, first day on roll)``.
+
+    ``strips`` maps academic year -> pupil id -> stored strip; ``school_days`` are the school
+    days from the first year's 1 August to ``as_of``. Unexplained episodes since
+    ``window_start`` are computed for pupils with at least ``repeat_need`` unexplained
+    sessions there. The result is the same as ``evaluate`` pupil by pupil; the fast path only
+    avoids classifying the strip of a pupil seen in school on ``as_of`` (almost everyone).
+    """
+    years = sorted(strips)
+    base = mk.year_start(years[0])
+    cur_year, cur = years[-1], strips[years[-1]]
+    offset = 2 * (mk.year_start(cur_year) - base).days
+    end = 2 * ((as_of - base).days + 1)
+    days_desc = school_day_index(reversed(school_days), base)
+    window = [(d, i) for d, i in reversed(days_desc) if d >= window_start]
+    w = 2 * (window_start - base).days
+    unexplained = tuple(classifier.symbols({UNEXPLAINED}, as_of) | classifier.symbols({UNEXPLAINED}, base))
+    lo_cur, hi_cur = max(w - offset, 0), end - offset
+    earlier = [(strips[y], max(w - o, 0), end - o) for y in years[:-1] for o in (2 * (mk.year_start(y) - base).days,)]
+    seen = classifier.symbols({PRESENT, EDUCATIONAL}, as_of)
+    known = classifier.known_ascii(as_of)
+    quick = bool(days_desc) and days_desc[0][0] == as_of and not (mk.year_start(cur_year) < CHANGEOVER <= as_of)
+    i0 = days_desc[0][1] - offset if quick else 0
+    out = Many()
+    for pid, on_roll, floor in pupils:
+        raw = cur.get(pid)
+        if quick and on_roll and raw is not None and (floor is None or floor <= as_of) and (
+                raw[i0] in seen or raw[i0 + 1] in seen):
+            out.last_attended[pid] = as_of  # seen today: both streaks broke today
+            n = 0
+            for sym in unexplained:
+                n += raw.count(sym, lo_cur, hi_cur)
+            for strip, lo, hi in earlier:
+                n += sum((strip.get(pid) or "").count(sym, lo, hi) for sym in unexplained)
+            if n >= repeat_need:
+                _episodes(out, pid, _letters(strips, years, classifier, pid, end), window, floor)
+            try:
+                if raw[:end - offset].encode("ascii").translate(None, known):
+                    out.unknown[pid] = (raw[:end - offset], classifier.classify(raw, cur_year, end - offset))
+            except UnicodeEncodeError:
+                letters = classifier.classify(raw, cur_year, end - offset)
+                if LETTERS[UNKNOWN] in letters:
+                    out.unknown[pid] = (raw[:end - offset], letters)
+            continue
+        letters = _letters(strips, years, classifier, pid, end)
+        s = evaluate(letters, base, days_desc, as_of, floor)
+        if not on_roll:
+            s = PupilStreaks(NO_STREAK, NO_STREAK, s.last_attended, True)
+        elif s.last_attended is None and (floor is None or floor < base):
+            s = PupilStreaks(s.unexplained, s.unauthorised, None, False)  # last seen before these strips
+        out.last_attended[pid] = s.last_attended
+        if s.unexplained is not NO_STREAK or s.unauthorised is not NO_STREAK or not s.complete:
+            out.streaks[pid] = s
+        if on_roll and letters.count(LETTERS[UNEXPLAINED], max(w, 0), end) >= repeat_need:
+            _episodes(out, pid, letters, window, floor)
+        if LETTERS[UNKNOWN] in letters[offset:end]:
+            out.unknown[pid] = ((cur.get(pid) or mk.empty_strip(cur_year))[:end - offset], letters[offset:end])
+    return out
+
+
+def _letters(strips: Mapping[int, Mapping[int, str]], years: list[int], classifier: Classifier, pid: int,
+             end: int) -> str:
+    """One pupil's class letters over every year given, up to ``end``."""
+    parts = []
+    for y in years:
+        raw = strips[y].get(pid) or mk.empty_strip(y)
+        parts.append(classifier.classify(raw, y, end - sum(len(p) for p in parts) if y == years[-1] else None))
+    return "".join(parts)
+
+
+def _episodes(out: Many, pid: int, letters: str, window: Sequence[tuple[date, int]], floor: date | None) -> None:
+    found = episodes(letters, [(d, i) for d, i in window if floor is None or d >= floor])
+    if found:
+        out.repeats[pid] = tuple(found)

@@ -17,22 +17,29 @@ AUTUMN = CalendarConfig(terms=(Term(date(2025, 9, 2), date(2025, 10, 24)), Term(
 Marks = Mapping[date, tuple[str, str]]
 
 
-def letters_for(marks: Marks, years: Iterable[int], classifier: Classifier | None = None) -> tuple[str, date]:
-    """Class letters of the strips holding ``marks`` (``{day: (am, pm)}``), from the first year's 1 August."""
-    classifier = classifier or Classifier()
+def letters_for(marks: Marks, years: Iterable[int], local: Mapping[str, str] | None = None,
+                subcodes: Mapping[str, str] | None = None) -> tuple[str, date, Classifier]:
+    """Class letters of the strips holding ``marks`` (``{day: (am, pm)}``), from the first year's 1 August.
+
+    The strips are written first, then classified, as the store does: the classifier knows
+    every symbol the alphabet handed out.
+    """
+    alphabet = mk.Alphabet()
     years = sorted(years)
     strips = {y: list(mk.empty_strip(y)) for y in years}
     for day, pair in marks.items():
         y = mk.academic_year_of(day)
         for k, code in enumerate(pair):
-            strips[y][mk.position(day, "AM") + k] = classifier.alphabet.symbol_for(code)
-    return "".join(classifier.classify("".join(strips[y]), y) for y in years), mk.year_start(years[0])
+            strips[y][mk.position(day, "AM") + k] = alphabet.symbol_for(code)
+    classifier = Classifier(local, subcodes, alphabet)
+    letters = "".join(classifier.classify("".join(strips[y]), y) for y in years)
+    return letters, mk.year_start(years[0]), classifier
 
 
 def streaks_of(marks: Marks, as_of: date, cal: CalendarConfig | schoolcal.SchoolCalendar = AUTUMN,
-               floor: date | None = None, classifier: Classifier | None = None) -> PupilStreaks:
+               floor: date | None = None) -> PupilStreaks:
     years = {mk.academic_year_of(d) for d in marks} | {mk.academic_year_of(as_of)}
-    letters, base = letters_for(marks, years, classifier)
+    letters, base, _ = letters_for(marks, years)
     calendar = cal if isinstance(cal, schoolcal.SchoolCalendar) else schoolcal.build(cal, base, as_of)
     days = calendar.school_days(base, as_of)
     return evaluate(letters, base, school_day_index(reversed(days), base), as_of, floor)
@@ -171,7 +178,7 @@ def test_last_attended_counts_educational_activity_and_looks_into_last_year() ->
 
 def test_a_walk_that_runs_out_of_strips_says_so() -> None:
     marks = days(date(2025, 9, 2), date(2025, 9, 5), ("N", "N"))
-    letters, base = letters_for(marks, [2025])
+    letters, base, _ = letters_for(marks, [2025])
     cal = schoolcal.build(AUTUMN, base, date(2025, 9, 5))
     s = evaluate(letters, base, school_day_index(reversed(cal.school_days(base, date(2025, 9, 5))), base),
                  date(2025, 9, 5))
@@ -182,7 +189,7 @@ def test_episodes_in_a_date_range() -> None:
     marks = {date(2025, 9, 8): ("N", "N"), date(2025, 9, 9): ("N", "N"), date(2025, 9, 10): ("/", "/"),
              date(2025, 9, 11): ("N", "N"), date(2025, 9, 12): ("-", "-"), date(2025, 9, 15): ("N", "I"),
              date(2025, 9, 16): ("N", "N")}
-    letters, base = letters_for(marks, [2025])
+    letters, base, _ = letters_for(marks, [2025])
     cal = schoolcal.build(AUTUMN, base, date(2025, 9, 16))
     found = episodes(letters, school_day_index(cal.school_days(date(2025, 9, 8), date(2025, 9, 16)), base))
     assert [(e.start, e.days, e.register_gaps, e.broke_on) for e in found] == [
