@@ -60,12 +60,12 @@ def file_format(path: Path, fmt: str | None) -> Any:
 def import_file(app: App, path: Path, fmt: str | None, options: dict[str, object] | None = None
                 ) -> store_ingest.IngestResult:
     engine = app.engine()
-    factory = file_format(path, fmt)
-    opts = dict(options or {})
-    opts.setdefault("codes", app.config.codes)
-    source = fmt or getattr(factory, "format_name", "file")
+    opts = {**shared_options(app), **(options or {})}
+    source = fmt or "file"
     log = app.log(stage="import", source=source)
     try:
+        factory = file_format(path, fmt)
+        source = fmt or getattr(factory, "format_name", "file")
         batch = factory.parse_file(path, opts)
         result = store_ingest.apply_batch(engine, app.school_id, batch, app.now())
     except BadInputError as exc:
@@ -76,6 +76,12 @@ def import_file(app: App, path: Path, fmt: str | None, options: dict[str, object
     log.info("import done", file=path.name, status=result.status, counts=result.counts,
              warnings=len(result.warnings))
     return result
+
+
+def shared_options(app: App) -> dict[str, Any]:
+    """What every reader is told about the school: its local codes, its calendar, who it is."""
+    cfg = app.config
+    return {"codes": cfg.codes, "calendar": cfg.calendar, "school": cfg.school}
 
 
 def source_state(app: App, name: str) -> SourceState:
@@ -102,7 +108,7 @@ def ingest_sources(app: App, only: Iterable[str] = ()) -> list[Outcome]:
         stored = 0
         try:
             source = build_source(scfg)
-            ctx = SourceContext(now=app.now(), state=source_state(app, scfg.name))
+            ctx = SourceContext(now=app.now(), state=source_state(app, scfg.name), options=shared_options(app))
             for batch in source.batches(ctx):
                 result = store_ingest.apply_batch(app.engine(), app.school_id, batch, app.now())
                 source.committed(batch)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from cme_batch.config import SourceConfig
 from cme_batch.errors import BadInputError
@@ -32,8 +32,12 @@ class SourceState:
 
 @dataclass(frozen=True)
 class SourceContext:
+    """What a source is given for one run: the clock, what the store remembers, and shared options
+    (``codes``: the configuration's CodesConfig; ``calendar``: its CalendarConfig; ``school``)."""
+
     now: datetime
     state: SourceState = field(default_factory=SourceState)
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @runtime_checkable

@@ -185,8 +185,7 @@ class _Writer:
             "updated_at": self.now})
         self._sync(t.flags, "flags", self.flags, lambda v: (v["kind"], v["start_date"]), lambda r: {
             "kind": r.kind, "start_date": r.start, "end_date": r.end, "detail": r.detail})
-        self._sync(t.enrolments, "enrolments", self.enrolments,
-                   lambda v: (v["admission_date"], v["entry_date"]), lambda r: {
+        self._sync(t.enrolments, "enrolments", self.enrolments, _enrolment_key, lambda r: {
                        "admission_date": r.admission_date, "entry_date": r.entry_date,
                        "leaving_date": r.leaving_date, "leaving_reason": r.leaving_reason,
                        "destination": r.destination, "withdrawn": r.withdrawn, "updated_at": self.now})
@@ -236,6 +235,17 @@ class _Writer:
         new = self.alphabet.new_entries()
         if new:
             self.conn.execute(insert(t.mark_alphabet), [{"code": c, "symbol": s} for c, s in new.items()])
+
+
+def _enrolment_key(v: Any) -> tuple[str, Any]:
+    """One admission is one enrolment: known by its agreed first day, else by its entry date.
+
+    So an applicant stored before starting (agreed day, no entry date) is updated, not doubled,
+    when the MIS later records the day the child came on roll.
+    """
+    if v["admission_date"] is not None:
+        return ("admission", v["admission_date"])
+    return ("entry", v["entry_date"])
 
 
 def _split_by_year(start: date, symbols: list[str]) -> Iterable[tuple[int, int, list[str]]]:

@@ -60,6 +60,6 @@ def test_rejected_file_exits_2_names_the_record_and_changes_nothing(tmp_path: Pa
     assert snapshot(engine) == before
     with engine.connect() as conn:
         rejected = conn.execute(select(t.ingest_runs.c.origin).where(t.ingest_runs.c.status == "rejected")).all()
-    # the DOCTYPE and CommandReporterError files are refused while detecting the format, before
-    # an ingest run exists (importer.file_format); the other three are kept as rejected runs
-    assert sorted(r.origin for r in rejected) == ["ctf-25.xml", "ctf-bad-records.xml", "ctf-truncated.xml"]
+    # every refused file is kept as a rejected ingest run, also those refused while detecting the format
+    assert sorted(r.origin for r in rejected) == ["billion-laughs.xml", "ctf-25.xml", "ctf-bad-records.xml",
+                                                   "ctf-truncated.xml", "sims-error.xml"]
