@@ -177,12 +177,17 @@ def case_cmd(app: App, ref: str, fmt: str) -> None:
         click.echo(f"  register gaps: {', '.join(data['register_gaps'])}")
     for a in data["alerts"]:
         click.echo(f"  ALERT {a.get('kind')}: {a.get('action')} (raised {a.get('raised_on')})")
-    click.echo("History:")
+    click.echo("History (each event with the marks it adds to the evidence; --format json has them all):")
+    shown: set[tuple[str, str]] = set()
     for ev in data["events"]:
-        detail = ", ".join(f"{k}={v}" for k, v in (ev["detail"] or {}).items())
+        d = ev["detail"] or {}
+        detail = ", ".join([*(f"{k}={v}" for k, v in d.items() if k != "changed"),
+                            *(f"{k} {a} -> {b}" for k, (a, b) in (d.get("changed") or {}).items())])
         click.echo(f"  {ev['as_of']}  {ev['kind']:<8} {ev['stage'] or '':<16} {ev['actor']}  {detail}")
-        if ev["evidence"]:
-            click.echo("      marks: " + "  ".join(f"{m['date']} {m['session']} {m['code']}" for m in ev["evidence"]))
+        new = [m for m in ev["evidence"] if (m["date"], m["session"]) not in shown]
+        shown.update((m["date"], m["session"]) for m in new)
+        if new:
+            click.echo("      marks: " + "  ".join(f"{m['date']} {m['session']} {m['code']}" for m in new))
 
 
 @click.command("returns")

@@ -276,6 +276,13 @@ class DetectReport:
             out[c["action"]] += 1
         return {**out, "events": self.events, "la_returns": self.la_returns}
 
+    def __str__(self) -> str:
+        """One line for the nightly record: what changed, never who."""
+        n = self.counts()
+        text = (f"as of {self.as_of}: {n.get('open', 0)} opened, {n.get('update', 0)} updated, "
+                f"{n.get('close', 0)} closed, {n.get('reopen', 0)} reopened; {self.la_returns} new on the LA return")
+        return text + (f"; {len(self.warnings)} warning(s)" if self.warnings else "")
+
 
 def _case_states(conn: Connection, school_id: int) -> tuple[dict[int, list[criteria.CaseState]], dict[int, str]]:
     """Every case of the school, by pupil, and each case's reference by id."""

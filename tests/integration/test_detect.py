@@ -22,8 +22,13 @@ from cme_batch.store.ingest import apply_batch
 from tests.conftest import FIXED_NOW, write_config
 from tests.helpers import snapshot
 
-# The spring and summer terms of 2026 too: Easter holidays 30 March - 10 April, May Day on 4 May.
+# The summer term of 2025 and the spring and summer terms of 2026 too (Easter holidays 30 March -
+# 10 April 2026, May Day on 4 May).
 TERMS_2026 = """
+[[calendar.terms]]
+start = "2025-06-02"
+end = "2025-07-18"
+
 [[calendar.terms]]
 start = "2026-01-05"
 end = "2026-03-27"
@@ -146,3 +151,155 @@ def test_an_earlier_date_than_the_last_run_is_refused_and_changes_nothing(eapp: 
     with pytest.raises(BadInputError, match="before the last detect run"):
         detect.run_detect(eapp, date(2025, 11, 5))
     assert snapshot(eapp.engine()) == before
+
+
+# -- opening, closing, reopening ---------------------------------------------------------------------
+def test_an_explanation_closes_the_case_and_a_later_episode_opens_a_new_one(eapp: App) -> None:
+    ingest(eapp, pupil("1"), *day_marks("1", {date(2025, 11, 4): "/\\", date(2025, 11, 5): "NN",
+                                              date(2025, 11, 6): "NN"}))
+    detect.run_detect(eapp, date(2025, 11, 6))
+    ingest(eapp, *day_marks("1", {date(2025, 11, 7): "II"}))
+    report = detect.run_detect(eapp, date(2025, 11, 7))
+    assert [(c["action"], c["reason"]) for c in report.changes] == [("close", "explained")]
+    ingest(eapp, *day_marks("1", {date(2025, 11, 10): "NN"}))
+    detect.run_detect(eapp, date(2025, 11, 10))
+    first, second = cases(eapp)
+    assert (first["ref"], first["status"], first["closed_reason"]) == ("CME-2025-0001", "closed", "explained")
+    assert (second["ref"], second["status"], second["episode_start"]) == ("CME-2025-0002", "open", date(2025, 11, 10))
+    assert second["last_attended"] == date(2025, 11, 4)
+
+
+def test_a_place_not_taken_up_is_the_one_case_and_the_streak_still_shows(eapp: App) -> None:
+    first_day = date(2025, 11, 10)
+    ingest(eapp, pupil("9"), EnrolmentRecord("9", admission_date=first_day),
+           *day_marks("9", {first_day: "NN", date(2025, 11, 11): "NN", date(2025, 11, 12): "NN"}))
+    detect.run_detect(eapp, date(2025, 11, 12))
+    [case] = cases(eapp)
+    assert (case["kind"], case["stage"], case["episode_start"], case["school_days"]) == (
+        "place_not_taken_up", "referral_prepare", first_day, 3)
+    assert case["referral_due"] == date(2025, 11, 12)
+    streak = detect.evaluate(eapp, date(2025, 11, 12)).facts(case["pupil_id"]).streaks.unexplained
+    assert (streak.days, streak.start) == (3, first_day)
+    ingest(eapp, *day_marks("9", {date(2025, 11, 13): "/\\"}))
+    detect.run_detect(eapp, date(2025, 11, 13))
+    [case] = cases(eapp)
+    assert (case["status"], case["closed_reason"]) == ("closed", "attended")
+
+
+def test_a_leaver_to_an_unknown_destination_until_one_is_recorded(eapp: App) -> None:
+    leaving = EnrolmentRecord("7", entry_date=date(2023, 9, 4), leaving_date=date(2025, 11, 7),
+                              leaving_reason="Moved away, whereabouts unknown")
+    ingest(eapp, pupil("7"), leaving, *day_marks("7", {date(2025, 11, 6): "/\\", date(2025, 11, 7): "NN"}))
+    detect.run_detect(eapp, date(2025, 11, 7))  # the last day on roll: absent, and leaving
+    detect.run_detect(eapp, date(2025, 11, 10))
+    kinds = {c["kind"]: c for c in cases(eapp)}
+    du = kinds["destination_unknown"]
+    assert (du["stage"], du["episode_start"], du["status"]) == ("referral_prepare", date(2025, 11, 7), "open")
+    # the absence on the last day opened a case; leaving the roll closed it
+    assert (kinds["unexplained_absence"]["status"], kinds["unexplained_absence"]["closed_reason"]) == ("closed", "left")
+    opened = events(eapp, du["id"])[0]
+    assert opened["evidence"] == [] and opened["detail"]["leaving_reason"] == "Moved away, whereabouts unknown"
+    ingest(eapp, pupil("7"), EnrolmentRecord("7", entry_date=date(2023, 9, 4), leaving_date=date(2025, 11, 7),
+                                             leaving_reason="Moved away", destination="916/2001"))
+    detect.run_detect(eapp, date(2025, 11, 11))
+    du = cases(eapp, kind="destination_unknown")[0]
+    assert (du["status"], du["closed_reason"]) == ("closed", "destination_known")
+
+
+def test_vulnerable_children(eapp: App) -> None:
+    ingest(eapp, pupil("1"), pupil("2"), pupil("3"),
+           FlagRecord("1", "child_protection_plan", start=date(2025, 1, 6)),
+           FlagRecord("2", "young_carer", start=date(2024, 9, 2)),
+           FlagRecord("3", "looked_after", start=date(2020, 1, 1), end=date(2025, 3, 31)),  # no longer
+           *(m for k in "123" for m in day_marks(k, {date(2025, 11, 4): "/\\", date(2025, 11, 5): "NN"})))
+    detect.run_detect(eapp, date(2025, 11, 5))
+    got = {c["pupil_id"]: c for c in cases(eapp)}
+    cp, carer, former = (got[pid] for pid in sorted(got))
+    assert cp["stage"] == "dsl_review" and [a["kind"] for a in cp["alerts"]] == ["immediate_social_care"]
+    assert [e["kind"] for e in events(eapp, cp["id"])] == ["opened", "alert"]
+    assert carer["stage"] == "dsl_review" and carer["alerts"] == []
+    assert former["stage"] == "first_day_call" and former["alerts"] == []
+
+
+def test_a_child_below_compulsory_school_age_still_has_a_case(eapp: App) -> None:
+    ingest(eapp, pupil("4", dob=date(2021, 6, 1)), pupil("5", dob=date(2016, 6, 1)),
+           *day_marks("4", {date(2025, 11, 5): "NN"}), *day_marks("5", {date(2025, 11, 5): "NN"}))
+    detect.run_detect(eapp, date(2025, 11, 5))
+    assert [c["compulsory_school_age"] for c in cases(eapp)] == [False, True]
+
+
+def test_repeated_short_episodes_open_repeat_missing(eapp: App) -> None:
+    marks = {}
+    for start in (date(2025, 9, 15), date(2025, 10, 6), date(2025, 11, 10)):
+        marks[start - timedelta(days=3)] = "/\\"  # the Friday before
+        marks[start] = marks[start + timedelta(days=1)] = "NN"
+        marks[start + timedelta(days=2)] = "/\\"
+    ingest(eapp, pupil("6"), *day_marks("6", marks))
+    detect.run_detect(eapp, date(2025, 11, 12))
+    repeat = cases(eapp, kind="repeat_missing")
+    assert len(repeat) == 1
+    assert (repeat[0]["stage"], repeat[0]["episode_start"], repeat[0]["school_days"]) == (
+        "dsl_review", date(2025, 11, 10), 6)
+    assert [e["start"] for e in events(eapp, repeat[0]["id"])[0]["detail"]["episodes"]] == [
+        "2025-09-15", "2025-10-06", "2025-11-10"]
+
+
+def test_register_gaps_are_kept_on_the_case(eapp: App) -> None:
+    ingest(eapp, pupil("1"), pupil("2"), *day_marks("1", {date(2025, 11, 4): "/\\", date(2025, 11, 5): "NN",
+                                                          date(2025, 11, 7): "N-"}),
+           *day_marks("2", {date(2025, 11, d): "/\\" for d in (4, 5, 6, 7)}))
+    detect.run_detect(eapp, date(2025, 11, 7))
+    [case] = cases(eapp)
+    assert (case["school_days"], case["register_gaps"]) == (2, ["2025-11-06"])
+    assert case["referral_due"] == date(2025, 11, 19)  # eight school days after Friday the 7th
+
+
+# -- the LA 10-day return ----------------------------------------------------------------------------
+def test_the_la_return_lists_an_unauthorised_episode_once(eapp: App) -> None:
+    codes = ["GG", "NN", "UN", "GG", "OO", "NN", "GN", "NN", "UU", "GG", "NN"]
+    days = school_days(eapp, date(2025, 11, 4), date(2025, 11, 18))
+    ingest(eapp, pupil("8"), *day_marks("8", {date(2025, 10, 24): "/\\", **dict(zip(days, codes))}))
+    assert detect.run_detect(eapp, date(2025, 11, 14)).la_returns == 0  # nine days
+    report = detect.run_detect(eapp, date(2025, 11, 17))
+    assert report.la_returns == 1
+    with eapp.engine().begin() as conn:
+        [row] = detect.list_returns(conn, eapp.school_id, date(2025, 11, 17))
+    assert (row["unauthorised_start"], row["reached_on"], row["school_days"]) == ("2025-11-04", "2025-11-17", 10)
+    assert detect.run_detect(eapp, date(2025, 11, 18)).la_returns == 0  # the same episode: not again
+    assert cases(eapp, kind="unexplained_absence")  # N days in it are CME cases too
+
+
+# -- across the summer, in bulk ---------------------------------------------------------------------
+def test_a_streak_from_last_summer_is_read_from_last_years_strip(eapp: App) -> None:
+    summer = school_days(eapp, date(2025, 7, 14), date(2025, 7, 18))
+    autumn = school_days(eapp, date(2025, 9, 2), date(2025, 12, 19))
+    ingest(eapp, pupil("1"), pupil("2"), *day_marks("1", {summer[0]: "/\\", **{d: "NN" for d in summer[1:] + autumn}}),
+           *day_marks("2", {d: "/\\" for d in summer + autumn}))
+    ev = detect.evaluate(eapp, date(2025, 12, 19))
+    [pid] = [p for p in ev.on_roll if ev.facts(p).streaks.unexplained.days]
+    s = ev.facts(pid).streaks
+    assert (s.unexplained.start, s.unexplained.days, s.last_attended) == (date(2025, 7, 15), 4 + len(autumn),
+                                                                           date(2025, 7, 14))
+    assert sorted(ev.strips) == [2024, 2025]  # last year's strips were read for it
+
+
+def test_evaluation_reads_the_store_in_bulk(eapp: App) -> None:
+    statements: list[str] = []
+    event.listen(eapp.engine(), "before_cursor_execute", lambda *a: statements.append(a[2]))
+
+    def count(n: int) -> int:
+        ingest(eapp, *(pupil(str(1000 + i)) for i in range(n)),
+               *(m for i in range(n) for m in day_marks(str(1000 + i), {date(2025, 11, 5): "N/", date(2025, 11, 6): "NN"})))
+        statements.clear()
+        detect.evaluate(eapp, date(2025, 11, 6))
+        return len(statements)
+
+    assert count(3) == count(60) <= 8
+
+
+def test_unknown_codes_are_warned_about_without_naming_the_pupil(eapp: App) -> None:
+    ingest(eapp, pupil("1"), *day_marks("1", {date(2025, 11, 5): "l/", date(2025, 11, 6): "!!"}))
+    ev = detect.evaluate(eapp, date(2025, 11, 6))
+    text = " ".join(ev.warnings)
+    assert "unknown attendance code 'l' in 1 session(s) of 1 pupil(s)" in text and "'!'" in text
+    assert "T000000000001" not in text
