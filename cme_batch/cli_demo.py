@@ -23,10 +23,10 @@ from cme_batch.demo.run import describe_output, run_demo
               help="Seed of the generator: the same seed always makes the same school.")
 @click.option("--pupils", type=click.IntRange(MIN_PUPILS, 5000), default=420, show_default=True,
               help="How many pupils the school has.")
-@click.option("--source", type=click.Choice(SOURCES), default="direct", show_default=True,
-              help="How the data gets in: 'direct' stores the generated records; 'arbor' serves them from a "
-                   "local Arbor stand-in that the ingest stage pulls from; 'files' (SIMS/CTF exports) is not "
-                   "available yet.")
+@click.option("--source", type=click.Choice(SOURCES), default="files", show_default=True,
+              help="How the data gets in: 'files' writes SIMS CommandReporter exports into a drop folder "
+                   "that the ingest stage imports; 'arbor' serves them from a local Arbor stand-in that the "
+                   "ingest stage pulls from; 'direct' stores the generated records as they are.")
 @click.option("--replay/--no-replay", default=True, show_default=True,
               help="Run detect for every school night of the term (cases open, advance and close as they "
                    "would have), or only for the last day (faster; only the cases open then).")

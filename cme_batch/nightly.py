@@ -54,7 +54,7 @@ def _ingest(app: App, as_of: date) -> str:
     outcomes = ingest_sources(app)
     failed = [o for o in outcomes if o.status == "failed"]
     stale = stale_sources(app)
-    detail = "; ".join(f"{o.source}: {o.status}" for o in outcomes) or "no sources configured"
+    detail = "; ".join(f"{o.source}: {o.status} ({o.detail})" for o in outcomes) or "no sources configured"
     if failed or stale:
         parts = [f"{o.source} failed" for o in failed] + [f"{s} stale" for s in stale if
                                                            s not in {o.source for o in failed}]

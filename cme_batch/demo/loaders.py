@@ -1,8 +1,9 @@
 """How the demo school's records reach the store: directly, or through a stand-in for the school's Arbor.
 
 A loader adds what it needs to the demo configuration, stores the first export, and later the
-"newer export" that corrects a mark. ``direct`` writes the generated records as one batch of
-source ``demo`` (``store.ingest.apply_batch``). ``arbor`` serves them from the Arbor adapter's
+"newer export" that corrects a mark. ``files`` (the default) writes them as the SIMS
+CommandReporter exports a school's scheduled task produces and lets the ``ingest`` stage import
+them. ``direct`` writes the generated records as one batch of source ``demo`` (``store.ingest.apply_batch``). ``arbor`` serves them from the Arbor adapter's
 local stand-in server (``adapters.arbor.fake_server.serve_demo``, over HTTPS on loopback) and
 lets the ``ingest`` stage pull them, exactly as a school's nightly run would.
 """
@@ -10,14 +11,14 @@ lets the ``ingest`` stage pull them, exactly as a school's nightly run would.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
 from cme_batch.app import App
 from cme_batch.demo.generator import DemoSchool
 from cme_batch.errors import BadInputError, CmeError
-from cme_batch.model import Record, SourceBatch
+from cme_batch.model import MarksRecord, Record, SourceBatch
 from cme_batch.nightly import run_nightly
 from cme_batch.store import ingest
 
@@ -34,6 +35,8 @@ class Loader(Protocol):
     def first(self, app: App, day: date) -> None: ...
 
     def corrections(self, app: App, day: date) -> None: ...
+
+    def last_night(self, app: App, day: date) -> None: ...
 
     def close(self) -> None: ...
 
@@ -63,6 +66,67 @@ class DirectLoader:
     def corrections(self, app: App, day: date) -> None:
         self._store(app, self.school.corrections, f"newer export correcting marks, before the night of {day}",
                     complete=False)
+
+    def last_night(self, app: App, day: date) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class FilesLoader:
+    """Write the school as SIMS CommandReporter exports into a drop folder; ``ingest`` imports them.
+
+    The four reports a school's scheduled task writes (pupils with contacts and flags,
+    admissions, leavers, session marks) go into ``drop/sims``; the configured ``sims`` source
+    reads them exactly as on a school server, and archives each file it has stored. The newer
+    export that corrects marks is a marks file holding only the corrected sessions; before the
+    last night the "nightly" marks export of that day arrives, so the source is fresh.
+    """
+
+    nightly_stages: tuple[str, ...] = ("detect",)
+
+    def __init__(self, school: DemoSchool, out: Path, echo: Echo) -> None:
+        self.school, self.echo = school, echo
+        self.drop = out / "drop" / "sims"
+
+    def config_extra(self) -> str:
+        return ('\n[sources.sims]\nadapter = "sims-xml"\ndrop_dir = "drop/sims"\n'
+                "max_age_hours = 0   # the demo's clock is in 2025: file ages mean nothing here\n")
+
+    def _ingest(self, app: App, day: date, label: str) -> None:
+        stage = run_nightly(app, day, only=("ingest",)).stages[0]
+        if stage.outcome != "ok":
+            raise CmeError(f"ingest of the SIMS export files ({label}) {stage.outcome}: {stage.detail}")
+        self.echo(f"Imported the {label} from {self.drop}: {stage.detail}")
+
+    def _pupils(self) -> dict[str, Any]:
+        from cme_batch.model import PupilRecord
+
+        return {r.pupil_key: r for r in self.school.records if isinstance(r, PupilRecord)}
+
+    def first(self, app: App, day: date) -> None:
+        from adapters.sims.writer import write_reports
+
+        self.drop.mkdir(parents=True, exist_ok=True)
+        write_reports(self.drop, self.school.records, stamp=f"{day - timedelta(days=1):%Y%m%d}T020000")
+        self._ingest(app, day, "SIMS exports (pupils, admissions, leavers, marks)")
+
+    def corrections(self, app: App, day: date) -> None:
+        from adapters.sims.writer import write_marks
+
+        marks = [r for r in self.school.corrections if isinstance(r, MarksRecord)]
+        write_marks(self.drop / f"marks-{day - timedelta(days=1):%Y%m%d}T020000.xml", self._pupils(), marks)
+        self._ingest(app, day, f"newer marks export correcting marks, before the night of {day}")
+
+    def last_night(self, app: App, day: date) -> None:
+        from adapters.sims.writer import write_marks
+
+        marks = [MarksRecord(r.pupil_key, day, r.codes[2 * (day - r.start).days:2 * (day - r.start).days + 2])
+                 for r in self.school.records if isinstance(r, MarksRecord) and r.start <= day
+                 and 2 * (day - r.start).days + 1 < len(r.codes)]
+        write_marks(self.drop / f"marks-{day:%Y%m%d}T180000.xml", self._pupils(), marks)
+        self.echo(f"The SIMS server's scheduled task wrote the marks export of {day} into {self.drop}")
 
     def close(self) -> None:
         pass
@@ -101,15 +165,15 @@ class ArborLoader:
         self.server.school.load(self.school.corrections)
         self._pull(app, day, f"corrected marks, before the night of {day}")
 
+    def last_night(self, app: App, day: date) -> None:
+        pass
+
     def close(self) -> None:
         self.server.close()
 
 
 def check_source(source: str) -> None:
-    """Refuse a ``--source`` the demo cannot use (``files`` until the export writers are wired in)."""
-    if source == "files":
-        raise BadInputError("--source files is not available yet: the demo does not write SIMS/CTF export "
-                            "files until the export writers are wired in; use --source direct")
+    """Refuse a ``--source`` the demo cannot use."""
     if source not in SOURCES:
         raise BadInputError(f"--source must be one of {', '.join(SOURCES)}")
 
@@ -119,4 +183,6 @@ def make_loader(source: str, school: DemoSchool, state_dir: Path, echo: Echo) ->
     check_source(source)
     if source == "arbor":
         return ArborLoader(school, state_dir, echo)
+    if source == "files":
+        return FilesLoader(school, state_dir.parent, echo)
     return DirectLoader(school, echo)

@@ -71,7 +71,7 @@ def prepare_dir(out: Path, echo: Echo) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / MARKER).write_text("made by cme-batch demo: re-running the demo clears state/ and mail/\n",
                               encoding="utf-8")
-    for name in ("state", "mail"):
+    for name in ("state", "mail", "drop"):
         if (out / name).exists():
             echo(f"Removing the previous demo's {out / name} (the demo starts clean)")
             shutil.rmtree(out / name)
@@ -87,7 +87,7 @@ def reply_key(state: Path) -> Path:
     return path
 
 
-def run_demo(out: Path, seed: int = 2025, pupils: int = 420, source: str = "direct",
+def run_demo(out: Path, seed: int = 2025, pupils: int = 420, source: str = "files",
              echo: Echo = print, replay: bool = True) -> DemoResult:
     """Build the demo in ``out``; ``replay`` runs detect for every school night before the last."""
     check_source(source)  # before touching the folder
@@ -147,6 +147,7 @@ def _run(out: Path, school: DemoSchool, loader: Loader, key: Path, echo: Echo, r
         echo(f"Replayed {' and '.join(loader.nightly_stages)} for {result.nights} school nights ({first_night} .. "
              f"{school.school_days[result.nights - 1]})")
     clock.set(school.as_of)
+    loader.last_night(app, school.as_of)
     result.final = run_nightly(app, school.as_of)
     echo(f"Nightly run as of {school.as_of}:")
     for s in result.final.stages:
