@@ -303,3 +303,25 @@ def test_unknown_codes_are_warned_about_without_naming_the_pupil(eapp: App) -> N
     text = " ".join(ev.warnings)
     assert "unknown attendance code 'l' in 1 session(s) of 1 pupil(s)" in text and "'!'" in text
     assert "T000000000001" not in text
+
+
+# -- the demo school ----------------------------------------------------------------------------------
+def test_detect_on_the_demo_school_opens_exactly_the_planted_cases(engine: Engine, store_url: str,
+                                                                   tmp_path: Path) -> None:
+    from cme_batch.demo.check import compare, stored_cases, stored_la_returns
+    from cme_batch.demo.generator import generate
+
+    school = generate(2025, 120)
+    cfg = tmp_path / "demo.toml"
+    cfg.write_text(school.config_toml("state", "mail") + f'\n[database]\nurl = "{store_url}"\n', encoding="utf-8")
+    app = App(str(cfg), clock=lambda: FIXED_NOW)
+    app._engine = engine
+    apply_batch(engine, app.school_id, SourceBatch("demo", "first", records=school.records), app.now())
+    for night in [d for d in school.school_days if d <= school.as_of]:  # every school night of the term
+        if night == school.corrections_on:
+            apply_batch(engine, app.school_id, SourceBatch("demo", "fix", records=school.corrections), app.now())
+        detect.run_detect(app, night)
+    stored = stored_cases(engine, school)
+    result = compare(school, stored, la_returns=stored_la_returns(engine, school))
+    assert result.ok, "\n".join(result.problems)
+    assert len(stored) == len(school.planted) == result.found  # and nothing else, open or closed
