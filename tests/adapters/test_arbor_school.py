@@ -177,7 +177,7 @@ def test_a_deletion_makes_the_pull_full_and_says_so(tmp_path: Path, store_url: s
     small.seen.clear()
     capsys.readouterr()
     assert ingest_sources(app)[0].status == "ok"
-    assert "doing a full pull instead" in capsys.readouterr().out
+    assert "doing a full pull instead" in capsys.readouterr().err
     assert next(s.args for s in small.requests_for("Student")).keys() == {"page_size", "page_num"}  # all of them
     with engine.connect() as conn:
         kinds = set(conn.execute(select(t.flags.c.kind)).scalars())

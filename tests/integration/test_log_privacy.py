@@ -1,0 +1,46 @@
+"""The complete log output of a night on the demo school names no pupil, UPN or date of birth."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from sqlalchemy import create_engine, select
+
+from cme_batch.store import tables as t
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    exe = Path(sys.executable).with_name("cme-batch")
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=600, env={**os.environ})
+
+
+def test_nightly_on_the_demo_school_logs_no_identity(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    demo = _run("demo", "--dir", str(out), "--pupils", "120", "--no-replay")
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    cfg = out / "cme-batch.toml"
+    text = cfg.read_text(encoding="utf-8")
+    cfg.write_text(re.sub(r'level = "\w+"', 'level = "debug"', text).replace('format = "console"', 'format = "json"'))
+    # the next school morning: a new marks export arrives and the whole night runs again
+    (out / "drop" / "sims").mkdir(parents=True, exist_ok=True)
+    night = _run("--config", str(cfg), "nightly", "--as-of", "2025-12-19")
+    assert night.returncode in (0, 1), night.stdout + night.stderr
+    lines = [json.loads(line) for line in night.stderr.splitlines() if line.startswith("{")]
+    assert len(lines) >= 6 and {ln.get("stage") for ln in lines} >= {"detect", "summary", "send"}
+    engine = create_engine(f"sqlite:///{out / 'state' / 'cme-batch.sqlite'}")
+    identities: set[str] = set()
+    with engine.connect() as conn:
+        for row in conn.execute(select(t.pupils.c.legal_surname, t.pupils.c.legal_forename, t.pupils.c.upn,
+                                       t.pupils.c.dob)):
+            identities |= {x for x in row[:3] if x}
+            identities |= {row.dob.isoformat(), row.dob.strftime("%d/%m/%Y")}
+    engine.dispose()
+    assert len(identities) > 300
+    everything = demo.stdout + demo.stderr + night.stdout + night.stderr
+    leaks = sorted(i for i in identities if re.search(rf"(?<![\w-]){re.escape(i)}(?![\w-])", everything))
+    assert leaks == []
