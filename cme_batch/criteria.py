@@ -102,7 +102,7 @@ class PupilFacts:
 
     pupil_id: int
     on_roll: bool
-    streaks: PupilStreaks = PupilStreaks(NO_STREAK, NO_STREAK, None)
+    streaks: PupilStreaks = field(default_factory=lambda: PupilStreaks(NO_STREAK, NO_STREAK, None))
     dob: date | None = None
     flags: frozenset[str] = frozenset()  # active on the evaluation date
     admission_date: date | None = None  # the current admission's agreed first day
@@ -280,13 +280,13 @@ def decide(f: PupilFacts, cases: list[CaseState], ctx: Context) -> list[Change]:
     # unexplained absence
     streak = f.streaks.unexplained
     live = f.on_roll and streak.days > 0 and not pntu
-    c = opened.get(UNEXPLAINED_ABSENCE)
-    if c is not None and not (live and streak.start is not None and c.episode_start is not None
-                              and streak.start <= c.episode_start):
-        seen = last_seen is not None and c.episode_start is not None and last_seen >= c.episode_start
+    ua = opened.get(UNEXPLAINED_ABSENCE)
+    if ua is not None and not (live and streak.start is not None and ua.episode_start is not None
+                              and streak.start <= ua.episode_start):
+        seen = last_seen is not None and ua.episode_start is not None and last_seen >= ua.episode_start
         reason = "left" if not f.on_roll else "superseded" if pntu else "returned" if seen else "explained"
-        out.append(_close(c, reason, f, ctx))
-        cases = [x for x in cases if x.id != c.id] + [_closed_copy(c, reason)]
+        out.append(_close(ua, reason, f, ctx))
+        cases = [x for x in cases if x.id != ua.id] + [_closed_copy(ua, reason)]
     if live:
         early = bool(f.flags & EARLY_DSL_FLAGS)
         target = {"stage": stage_for(streak.days, th, early), "episode_start": streak.start,

@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, bindparam, func, insert, select, update
 
 from cme_batch import codes, criteria, schoolcal
 from cme_batch import marks as mk
@@ -142,14 +142,16 @@ class Evaluation:
         """What the criteria need to know about one pupil."""
         upn, dob = self.people[pupil_id]
         cur = self.enrolments.get(pupil_id)
-        left = cur.leaving_date if cur is not None and cur.leaving_date and cur.leaving_date <= self.as_of else None
+        left: date | None = None
+        if cur is not None and cur.leaving_date is not None and cur.leaving_date <= self.as_of:
+            left = cur.leaving_date
         return criteria.PupilFacts(
             pupil_id=pupil_id, on_roll=pupil_id in self.on_roll, streaks=self.results.get(pupil_id), dob=dob,
             flags=self.flags.get(pupil_id, frozenset()), upn=upn,
             admission_date=cur.admission_date if cur is not None else None,
             admission_withdrawn=bool(cur.withdrawn) if cur is not None else False,
-            leaving_date=left, leaving_reason=cur.leaving_reason if left else None,
-            destination=cur.destination if left else None,
+            leaving_date=left, leaving_reason=cur.leaving_reason if cur is not None and left else None,
+            destination=cur.destination if cur is not None and left else None,
             repeat_episodes=self.results.repeats.get(pupil_id, ()))
 
     def with_news(self) -> set[int]:
@@ -335,16 +337,16 @@ def run_detect(app: App, as_of: date) -> DetectReport:
         states, case_refs = _case_states(conn, app.school_id)
         refs = _Refs(conn)
         report = DetectReport(as_of, warnings=list(ev.warnings))
-        events: list[dict[str, Any]] = []
-        for pid in sorted(ev.with_news() | {p for p in states if p in ev.people}):
-            for ch in criteria.decide(ev.facts(pid), states.get(pid, []), ctx):
-                case_id, ref = _apply(conn, ch, pid, refs, case_refs, as_of, now)
-                report.changes.append({"ref": ref, "action": ch.action, "kind": ch.kind,
-                                       "stage": ch.values.get("stage"), "reason": ch.values.get("closed_reason")})
-                for e in ch.events:
-                    events.append({"case_id": case_id, "at": now, "as_of": as_of, "kind": e.kind, "stage": e.stage,
-                                   "actor": "system", "detail": e.detail,
-                                   "evidence": ev.marks(pid, e.evidence_from, as_of)})
+        decided = [(pid, ch) for pid in sorted(ev.with_news() | {p for p in states if p in ev.people})
+                   for ch in criteria.decide(ev.facts(pid), states.get(pid, []), ctx)]
+        case_ids = _write(conn, decided, refs, case_refs, as_of, now)
+        events = []
+        for (pid, ch), case_id in zip(decided, case_ids):
+            report.changes.append({"ref": case_refs[case_id], "action": ch.action, "kind": ch.kind,
+                                   "stage": ch.values.get("stage"), "reason": ch.values.get("closed_reason")})
+            events += [{"case_id": case_id, "at": now, "as_of": as_of, "kind": e.kind, "stage": e.stage,
+                        "actor": "system", "detail": e.detail, "evidence": ev.marks(pid, e.evidence_from, as_of)}
+                       for e in ch.events]
         if events:
             conn.execute(insert(t.case_events), events)
         report.events = len(events)
@@ -356,17 +358,28 @@ def run_detect(app: App, as_of: date) -> DetectReport:
     return report
 
 
-def _apply(conn: Connection, ch: criteria.Change, pupil_id: int, refs: _Refs, case_refs: dict[int, str],
-           as_of: date, now: Any) -> tuple[int, str]:
-    """Write one change to ``cases``; returns the case's id and reference."""
-    if ch.action == "open":
-        ref = refs.next(as_of.year)
-        case_id = int(conn.execute(insert(t.cases).values(
-            ref=ref, pupil_id=pupil_id, kind=ch.kind, updated_at=now, **ch.values)).inserted_primary_key[0])
-        return case_id, ref
-    assert ch.case_id is not None
-    conn.execute(update(t.cases).where(t.cases.c.id == ch.case_id).values(updated_at=now, **ch.values))
-    return ch.case_id, case_refs[ch.case_id]
+def _write(conn: Connection, decided: list[tuple[int, criteria.Change]], refs: _Refs, case_refs: dict[int, str],
+           as_of: date, now: Any) -> list[int]:
+    """Write the changes to ``cases`` in a few statements; returns each change's case id (new refs join case_refs)."""
+    ids: list[int | None] = [ch.case_id for _, ch in decided]
+    opens = [i for i, (_, ch) in enumerate(decided) if ch.action == "open"]
+    if opens:
+        rows = [{"ref": refs.next(as_of.year), "pupil_id": decided[i][0], "kind": decided[i][1].kind,
+                 "updated_at": now, **decided[i][1].values} for i in opens]
+        new_ids = conn.execute(insert(t.cases).returning(t.cases.c.id, sort_by_parameter_order=True), rows).scalars()
+        for i, row, case_id in zip(opens, rows, new_ids):
+            ids[i] = case_id
+            case_refs[case_id] = row["ref"]
+    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+    for _, ch in decided:
+        if ch.action != "open":
+            by_columns[tuple(sorted(ch.values))].append({"case_id": ch.case_id, "v_updated_at": now,
+                                                         **{f"v_{k}": v for k, v in ch.values.items()}})
+    for columns, params in by_columns.items():
+        conn.execute(update(t.cases).where(t.cases.c.id == bindparam("case_id")).values(
+            updated_at=bindparam("v_updated_at"), **{c: bindparam(f"v_{c}") for c in columns}), params)
+    assert all(i is not None for i in ids)
+    return [int(i) for i in ids if i is not None]
 
 
 # -- the LA 10-day return -----------------------------------------------------------------------
@@ -381,11 +394,12 @@ def record_returns(conn: Connection, school_id: int, ev: Evaluation, days: int) 
         return []
     seen = set(conn.execute(select(t.la_returns.c.pupil_id, t.la_returns.c.episode_start).join(
         t.pupils, t.pupils.c.id == t.la_returns.c.pupil_id).where(t.pupils.c.school_id == school_id)).all())
-    new = [{"pupil_id": pid, "episode_start": s.start, "reached_on": s.nth_day(days), "listed_on": ev.as_of,
-            "school_days": s.days} for pid, s in sorted(due.items()) if (pid, s.start) not in seen]
-    if new:
-        conn.execute(insert(t.la_returns), new)
-    return [r["pupil_id"] for r in new]
+    listed = [pid for pid, s in sorted(due.items()) if (pid, s.start) not in seen]
+    if listed:
+        conn.execute(insert(t.la_returns), [
+            {"pupil_id": pid, "episode_start": due[pid].start, "reached_on": due[pid].nth_day(days),
+             "listed_on": ev.as_of, "school_days": due[pid].days} for pid in listed])
+    return listed
 
 
 def list_returns(conn: Connection, school_id: int, listed_on: date) -> list[dict[str, Any]]:

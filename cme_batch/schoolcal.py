@@ -214,6 +214,6 @@ def term_warnings(cfg: CalendarConfig, as_of: date) -> list[str]:
     year = mk.academic_year_of(as_of)
     ends = [t.end for t in cfg.terms if mk.academic_year_of(t.end) == year]
     if ends and as_of > max(ends):
-        return [f"the evaluation date {as_of} is after the last configured term (ending {max(ends)}): "
-                "later dates count as holidays until the next term's dates are added"]
+        return [(f"the evaluation date {as_of} is after the last configured term (ending {max(ends)}): "
+                 "later dates count as holidays until the next term's dates are added")]
     return []

@@ -129,35 +129,27 @@ def walk(letters: str, days_desc: Sequence[tuple[date, int]], floor: date | None
     ``floor`` (the pupil's first day on roll) are not looked at. Returns the unexplained and
     unauthorised streaks and whether the walk is complete (see ``PupilStreaks``).
     """
-    u_days: list[date] = []
-    u_gaps: list[date] = []
-    a_days: list[date] = []
-    a_gaps: list[date] = []
-    u_open = a_open = True
+    counted: tuple[list[date], list[date]] = ([], [])  # unexplained, unauthorised; newest first
+    gaps: tuple[list[date], list[date]] = ([], [])
+    running = [True, True]
     complete = not days_desc
     for day, i in days_desc:
         if floor is not None and day < floor:
             complete = True
             break
-        u, a = PAIRS[letters[i:i + 2]]
-        if u_open:
-            if u == COUNT:
-                u_days.append(day)
-            elif u == BREAK:
-                u_open = False
-            elif u == GAP:
-                u_gaps.append(day)
-        if a_open:
-            if a == COUNT:
-                a_days.append(day)
-            elif a == BREAK:
-                a_open = False
-            elif a == GAP:
-                a_gaps.append(day)
-        if not (u_open or a_open):
+        roles = PAIRS[letters[i:i + 2]]
+        for k in (0, 1):
+            if running[k]:
+                if roles[k] == COUNT:
+                    counted[k].append(day)
+                elif roles[k] == BREAK:
+                    running[k] = False
+                elif roles[k] == GAP:
+                    gaps[k].append(day)
+        if not (running[0] or running[1]):
             complete = True
             break
-    return _streak(u_days, u_gaps), _streak(a_days, a_gaps), complete
+    return _streak(counted[0], gaps[0]), _streak(counted[1], gaps[1]), complete
 
 
 def _streak(days: list[date], gaps: list[date]) -> Streak:
@@ -296,10 +288,12 @@ def evaluate_many(pupils: Iterable[tuple[int, bool, date | None]], strips: Mappi
 def _letters(strips: Mapping[int, Mapping[int, str]], years: list[int], classifier: Classifier, pid: int,
              end: int) -> str:
     """One pupil's class letters over every year given, up to ``end``."""
-    parts = []
+    parts: list[str] = []
+    done = 0
     for y in years:
         raw = strips[y].get(pid) or mk.empty_strip(y)
-        parts.append(classifier.classify(raw, y, end - sum(len(p) for p in parts) if y == years[-1] else None))
+        parts.append(classifier.classify(raw, y, end - done if y == years[-1] else None))
+        done += len(parts[-1])
     return "".join(parts)
 
 
