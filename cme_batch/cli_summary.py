@@ -36,8 +36,10 @@ def summary(app: App, as_of: Any, preview: Path | None) -> None:
         facts = queue.gather(conn, app.config, day, app.now(), queue.calendar_for(app.config, day),
                              outbox.problems(conn, include_reported=False), replies_process.pending_review(conn))
     for name, doc in (("summary", documents.office_document(facts)), ("digest", documents.dsl_document(facts))):
-        (preview / f"{name}.txt").write_text(render_text(doc), encoding="utf-8")
-        (preview / f"{name}.html").write_text(render_html(doc), encoding="utf-8")
+        for ext, text in (("txt", render_text(doc)), ("html", render_html(doc))):
+            fd = os.open(preview / f"{name}.{ext}", os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
     click.echo(f"warning: {preview} holds pupil data; delete it when done", err=True)
     click.echo(f"wrote summary and digest (text and HTML) to {preview}")
 

@@ -106,7 +106,7 @@ def render_html(doc: Document) -> str:
         if not s.rows:
             parts.append(f'<p style="margin:0;color:#555">{e(s.empty)}</p>')
         else:
-            parts.append('<table style="border-collapse:collapse;width:100%;font-size:14px">')
+            parts.append('<table style="border-collapse:collapse;width:100%;font-size:13px">')
             parts.append("<tr>" + "".join(
                 f'<th style="text-align:left;border-bottom:2px solid #999;padding:4px">{e(c)}</th>'
                 for c in s.columns) + "</tr>")

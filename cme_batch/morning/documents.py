@@ -41,8 +41,8 @@ def _stage_rows(cases: list[CaseFact], as_of: date) -> list[Row]:
     rows = []
     for c in cases:
         overdue = c.next_due is not None and c.next_due < as_of
-        rows.append(Row([c.pupil, c.year_group, STAGE_LABEL.get(c.stage or "", c.stage or "-"),
-                         str(c.school_days), c.next_step, _d(c.next_due) + (" OVERDUE" if overdue else "")],
+        rows.append(Row([f"{c.pupil}, {c.year_group}", f"{STAGE_LABEL.get(c.stage or '', c.stage or '-')}, "
+                         f"day {c.school_days}", c.next_step, _d(c.next_due) + (" OVERDUE" if overdue else "")],
                         RED if overdue else ""))
     return rows
 
@@ -56,7 +56,7 @@ def _common_sections(f: Facts) -> list[Section]:
                 intro="Call by 10:00 the parents or carers of each child below who has not reported the absence.",
                 empty="No first-day calls."),
         Section("Unexplained absence: pupils at each step",
-                ["Pupil", "Year", "Step", "School days", "Next step", "Due"], _stage_rows(absences, f.as_of),
+                ["Pupil", "Step reached", "Next step", "Due"], _stage_rows(absences, f.as_of),
                 empty="No pupil has an unexplained absence streak."),
         Section("Places not taken up", ["Pupil", "Year", "Agreed first day", "School days", "Referral due"],
                 [Row([c.pupil, c.year_group, _d(c.streak_start), str(c.school_days), _d(c.referral_due)])
