@@ -22,7 +22,7 @@ Rules kept here, beyond the tables of DOMAIN.md 5:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from typing import Any
 
@@ -139,6 +139,7 @@ class CaseState:
     alerts: tuple[dict[str, Any], ...] = ()
     compulsory_school_age: bool | None = None
     closed_reason: str | None = None
+    closed_on: date | None = None
 
 
 @dataclass(frozen=True)
@@ -286,7 +287,8 @@ def decide(f: PupilFacts, cases: list[CaseState], ctx: Context) -> list[Change]:
         seen = last_seen is not None and ua.episode_start is not None and last_seen >= ua.episode_start
         reason = "left" if not f.on_roll else "superseded" if pntu else "returned" if seen else "explained"
         out.append(_close(ua, reason, f, ctx))
-        cases = [x for x in cases if x.id != ua.id] + [_closed_copy(ua, reason)]
+        cases = [x for x in cases if x.id != ua.id] + [replace(ua, status=CLOSED, closed_reason=reason,
+                                                               closed_on=as_of)]
     if live:
         early = bool(f.flags & EARLY_DSL_FLAGS)
         target = {"stage": stage_for(streak.days, th, early), "episode_start": streak.start,
@@ -322,11 +324,6 @@ def decide(f: PupilFacts, cases: list[CaseState], ctx: Context) -> list[Change]:
             why = {"episodes": [{"start": _json(e.start), "school_days": e.days} for e in qualifying]}
             out += _ensure(f, cases, REPEAT_MISSING, target, ctx, qualifying[0].start, why)
     return out
-
-
-def _closed_copy(c: CaseState, reason: str) -> CaseState:
-    return CaseState(c.id, c.kind, CLOSED, c.stage, c.episode_start, c.opened_on, c.school_days, c.last_attended,
-                     c.referral_due, c.register_gaps, c.alerts, c.compulsory_school_age, reason)
 
 
 def window_start_for(as_of: date, calendar: SchoolCalendar, school_days: int) -> date:

@@ -187,11 +187,13 @@ class _Evaluator:
             select(p.c.id, p.c.upn, p.c.dob).where(p.c.school_id == school_id)).all()}
         self.enrolments = _enrolments(conn.execute(select(e).join(p, p.c.id == e.c.pupil_id).where(
             p.c.school_id == school_id)).all(), as_of)
-        self.on_roll: dict[int, date | None] = {}
-        for pid in self.people:
-            on, floor = _on_roll(self._ranges(pid), as_of)
+        self.on_roll: dict[int, date | None] = dict.fromkeys(self.people)  # no admission recorded: on roll
+        for pid, admissions in self.enrolments.items():
+            on, floor = _on_roll(admissions.ranges, as_of)
             if on:
                 self.on_roll[pid] = floor
+            else:
+                self.on_roll.pop(pid, None)
         flags: dict[int, set[str]] = defaultdict(set)
         for pid, kind, start, end in conn.execute(select(f.c.pupil_id, f.c.kind, f.c.start_date, f.c.end_date).join(
                 p, p.c.id == f.c.pupil_id).where(p.c.school_id == school_id)).all():
@@ -222,8 +224,9 @@ class _Evaluator:
         self.window_start = criteria.window_start_for(self.as_of, self.calendar, self.th.repeat_window_days)
 
     def _many(self, pids: Iterable[int]) -> Many:
+        cur = self.strips[self.year]
         pupils = [(pid, pid in self.on_roll, self.on_roll.get(pid)) for pid in pids
-                  if pid in self.on_roll or any(pid in s for s in self.strips.values())]
+                  if pid in self.on_roll or pid in cur or any(pid in s for s in self.strips.values())]
         return evaluate_many(pupils, self.strips, self.classifier, self.calendar.school_days(self.base, self.as_of),
                              self.as_of, self.window_start, self.th.repeat_episodes * self.th.repeat_min_days)
 
@@ -297,7 +300,7 @@ def _case_states(conn: Connection, school_id: int) -> tuple[dict[int, list[crite
         out[r["pupil_id"]].append(criteria.CaseState(
             r["id"], r["kind"], r["status"], r["stage"], r["episode_start"], r["opened_on"], r["school_days"],
             r["last_attended"], r["referral_due"], tuple(r["register_gaps"] or ()), tuple(r["alerts"] or ()),
-            r["compulsory_school_age"], r["closed_reason"]))
+            r["compulsory_school_age"], r["closed_reason"], r["closed_on"]))
     return out, refs
 
 
@@ -337,7 +340,10 @@ def run_detect(app: App, as_of: date) -> DetectReport:
         states, case_refs = _case_states(conn, app.school_id)
         refs = _Refs(conn)
         report = DetectReport(as_of, warnings=list(ev.warnings))
-        decided = [(pid, ch) for pid in sorted(ev.with_news() | {p for p in states if p in ev.people})
+        # pupils with news, with an open case, or with a case closed lately (its episode may come back)
+        watched = {pid for pid, cs in states.items() if pid in ev.people and any(
+            c.status == criteria.OPEN or (c.closed_on or as_of) >= ev.window_start for c in cs)}
+        decided = [(pid, ch) for pid in sorted(ev.with_news() | watched)
                    for ch in criteria.decide(ev.facts(pid), states.get(pid, []), ctx)]
         case_ids = _write(conn, decided, refs, case_refs, as_of, now)
         events = []

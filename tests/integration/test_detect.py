@@ -325,3 +325,50 @@ def test_detect_on_the_demo_school_opens_exactly_the_planted_cases(engine: Engin
     result = compare(school, stored, la_returns=stored_la_returns(engine, school))
     assert result.ok, "\n".join(result.problems)
     assert len(stored) == len(school.planted) == result.found  # and nothing else, open or closed
+
+
+# -- the calendar from the registers, thresholds from the configuration -----------------------------
+def test_a_closure_prefilled_in_the_registers_moves_the_due_date(eapp: App) -> None:
+    closed = date(2025, 11, 14)  # every pupil on roll has '#' both sessions: the school is closed
+    ingest(eapp, pupil("1"), pupil("2"),
+           *day_marks("1", {date(2025, 11, 4): "/\\\\", **{date(2025, 11, d): "NN" for d in (5, 6, 7, 10)},
+                            closed: "##"}),
+           *day_marks("2", {**{date(2025, 11, d): "/\\\\" for d in (4, 5, 6, 7, 10)}, closed: "##"}))
+    ev = detect.evaluate(eapp, date(2025, 11, 10))
+    assert not ev.calendar.is_school_day(closed)
+    detect.run_detect(eapp, date(2025, 11, 10))
+    [case] = cases(eapp)
+    assert case["school_days"] == 4
+    assert case["referral_due"] == date(2025, 11, 19)  # six school days on, over the closure
+
+
+def test_without_term_dates_the_registers_decide_with_a_warning(engine: Engine, store_url: str,
+                                                                tmp_path: Path) -> None:
+    from tests.conftest import BASE_CONFIG
+
+    no_terms = BASE_CONFIG.split("[[calendar.terms]]")[0] + BASE_CONFIG.split('end = "2025-12-19"')[1]
+    cfg = tmp_path / "no-terms.toml"
+    cfg.write_text(no_terms.format(url=store_url), encoding="utf-8")
+    app = App(str(cfg), clock=lambda: FIXED_NOW)
+    app._engine = engine
+    week = [date(2025, 11, d) for d in (10, 11, 12, 13, 14)]
+    ingest(app, pupil("1"), pupil("2"), pupil("3"),
+           *day_marks("1", {d: "NN" for d in week}),
+           *day_marks("2", {d: "/\\\\" for d in week[:3]}),  # the 13th and 14th: nobody but pupil 1 marked
+           *day_marks("3", {d: "/\\\\" for d in week[:3]}))
+    ev = detect.evaluate(app, date(2025, 11, 14))
+    assert any("no term dates configured" in w for w in ev.warnings)
+    assert ev.calendar.school_days(week[0], week[-1]) == week[:3]
+    s = ev.facts(next(p for p in ev.on_roll if ev.facts(p).streaks.unexplained.days)).streaks.unexplained
+    assert (s.start, s.days) == (week[0], 3)
+
+
+def test_stage_days_come_from_the_configuration(engine: Engine, store_url: str, tmp_path: Path) -> None:
+    quick = "[thresholds]\ncontact_all = 1\ndsl_review = 2\nhome_visit = 2\nreferral_prepare = 3\nreferral_due = 4\n"
+    app = App(str(write_config(tmp_path, store_url, quick)), clock=lambda: FIXED_NOW)
+    app._engine = engine
+    ingest(app, pupil("1"), *day_marks("1", {date(2025, 11, 4): "/\\\\", date(2025, 11, 5): "NN",
+                                             date(2025, 11, 6): "NN", date(2025, 11, 7): "NN"}))
+    detect.run_detect(app, date(2025, 11, 7))
+    [case] = cases(app)
+    assert (case["stage"], case["referral_due"]) == ("referral_prepare", date(2025, 11, 10))
