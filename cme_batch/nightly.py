@@ -11,6 +11,7 @@ throughout, so two runs never overlap.
 from __future__ import annotations
 
 import importlib
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -119,6 +120,8 @@ def run_stage(app: App, name: str, fn: Callable[[App, date], str], as_of: date) 
         row_id = conn.execute(insert(t.stage_runs).values(
             run_id=app.run_id, stage=name, started_at=app.now(), outcome="running")).inserted_primary_key[0]
     start = time.monotonic()
+    if name == "ingest" and os.environ.get("CME_TEST_SLOW_STAGE_SECONDS"):  # test-only: hold the lock a while
+        time.sleep(float(os.environ["CME_TEST_SLOW_STAGE_SECONDS"]))
     try:
         detail = fn(app, as_of)
         outcome = "ok"

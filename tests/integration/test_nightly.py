@@ -1,0 +1,68 @@
+"""The nightly run as the systemd timer starts it: stale sources, failing stages, concurrent runs."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from sqlalchemy import Engine, func, select
+
+from cme_batch.store import tables as t
+from tests.conftest import write_config
+
+EXE = str(Path(sys.executable).with_name("cme-batch"))
+
+
+def _cli(cfg: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([EXE, "--config", str(cfg), *args], capture_output=True, text=True, timeout=300,
+                          env={**os.environ})
+
+
+def _mail(tmp_path: Path) -> list[email.message.EmailMessage]:
+    return [email.message_from_bytes(p.read_bytes(), policy=email.policy.default)  # type: ignore[misc]
+            for p in sorted((tmp_path / "maildrop").glob("*.eml"))]
+
+
+def test_a_silent_mis_fails_the_night_but_the_summary_still_goes_with_a_red_banner(
+        tmp_path: Path, store_url: str, engine: Engine) -> None:
+    (tmp_path / "drop").mkdir()
+    cfg = write_config(tmp_path, store_url, '\n[sources.sims]\nadapter = "sims-xml"\ndrop_dir = "drop"\n')
+    night = _cli(cfg, "nightly", "--as-of", "2025-12-01")
+    assert night.returncode == 1, night.stdout + night.stderr
+    lines = {line.split()[0]: line.split()[1] for line in night.stdout.splitlines() if line.strip()}
+    assert lines["ingest"] == "failed"
+    assert all(lines[s] == "ok" for s in ("detect", "replies", "referrals", "summary", "send")), night.stdout
+    summary = next(m for m in _mail(tmp_path) if str(m["Subject"]).startswith("CME summary"))
+    assert "DATA NOT CURRENT" in str(summary["Subject"])
+    body = summary.get_body(("plain",)).get_content()
+    assert "DATA NOT CURRENT: source 'sims'" in body
+    status = _cli(cfg, "status", "--format", "json")
+    assert '"stale": true' in status.stdout and '"outcome": "failed"' in status.stdout
+
+
+def test_two_nightly_runs_started_together_one_runs_the_other_says_so(
+        tmp_path: Path, store_url: str, engine: Engine) -> None:
+    cfg = write_config(tmp_path, store_url)
+    assert _cli(cfg, "init").returncode == 0
+    env = {**os.environ, "CME_TEST_SLOW_STAGE_SECONDS": "3"}  # keeps the first run inside its lock a while
+    first = subprocess.Popen([EXE, "--config", str(cfg), "nightly", "--as-of", "2025-12-01"], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # wait until the first run is inside the lock, doing a stage
+        with engine.connect() as conn:
+            if conn.execute(select(func.count()).select_from(t.stage_runs)).scalar_one():
+                break
+        time.sleep(0.05)
+    second = _cli(cfg, "nightly", "--as-of", "2025-12-01")
+    out, err = first.communicate(timeout=120)
+    assert first.returncode == 0, out + err
+    assert second.returncode == 0 and "holds the run lock" in second.stdout and "nothing done" in second.stdout
+    with engine.connect() as conn:
+        runs = conn.execute(select(t.stage_runs.c.run_id).distinct()).scalars().all()
+        keys = conn.execute(select(t.outbox.c.idempotency_key)).scalars().all()
+    assert len(runs) == 1 and len(keys) == len(set(keys)) == 2  # one summary, one digest
