@@ -75,8 +75,12 @@ class _Enrolments:
 
 
 def _enrolments(rows: Iterable[Any], as_of: date) -> dict[int, _Enrolments]:
+    """Admissions by pupil. Two sources' rows for the same admission (same first day): the newest wins."""
+    latest: dict[tuple[int, date | None], Any] = {}
+    for r in sorted(rows, key=lambda r: (r.updated_at, r.id)):
+        latest[(r.pupil_id, r.entry_date or r.admission_date)] = r
     out: dict[int, _Enrolments] = defaultdict(_Enrolments)
-    for r in sorted(rows, key=lambda r: (r.entry_date or r.admission_date or date.min, r.id)):
+    for r in sorted(latest.values(), key=lambda r: (r.entry_date or r.admission_date or date.min, r.id)):
         e = out[r.pupil_id]
         start = r.entry_date or r.admission_date
         if not r.withdrawn:

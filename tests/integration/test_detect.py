@@ -372,3 +372,13 @@ def test_stage_days_come_from_the_configuration(engine: Engine, store_url: str, 
     detect.run_detect(app, date(2025, 11, 7))
     [case] = cases(app)
     assert (case["stage"], case["referral_due"]) == ("referral_prepare", date(2025, 11, 10))
+
+
+def test_the_newest_word_on_an_admission_wins_across_sources(eapp: App) -> None:
+    ingest(eapp, pupil("7"), EnrolmentRecord("7", entry_date=date(2023, 9, 4)))  # an older export: still on roll
+    apply_batch(eapp.engine(), eapp.school_id, SourceBatch("ctf", "ctf", records=[
+        pupil("7"), EnrolmentRecord("7", entry_date=date(2023, 9, 4), leaving_date=date(2025, 11, 7))]), eapp.now())
+    ev = detect.evaluate(eapp, date(2025, 11, 10))
+    assert not ev.on_roll
+    detect.run_detect(eapp, date(2025, 11, 10))
+    assert [c["kind"] for c in cases(eapp)] == ["destination_unknown"]
