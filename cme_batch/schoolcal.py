@@ -28,9 +28,6 @@ import holidays as holidays_pkg
 from cme_batch import marks as mk
 from cme_batch.config import CalendarConfig
 
-#: Field width (hex digits) per session when counting marks across pupils in one big integer.
-_FIELD = 5
-
 
 class SchoolCalendar:
     """A sorted set of school days with the lookups the engine needs."""
@@ -81,17 +78,47 @@ class YearRegisters:
     last_marked: date | None
 
 
-class _Default(dict[int, str]):
-    def __init__(self, default: str, items: Mapping[int, str]) -> None:
-        super().__init__(items)
-        self.default = default
+class _Tally:
+    """Per-session counts over many pupils, a byte per session per pupil, summed as big integers.
 
-    def __missing__(self, key: int) -> str:
-        return self.default
+    A strip becomes one byte string (1 for a real mark, 0 for ``#`` and no mark: a C-level
+    ``bytes.translate``), read as one integer whose bytes are counter fields. 255 pupils fit in
+    a byte field, so every 255 pupils the sum is spilled into a list of plain counts.
+    """
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+        self.counts = [0] * length
+        self.roll = [0] * length
+        self._sum = self._roll = self._n = 0
+        self._masks: dict[tuple[tuple[int, int], ...], int] = {}
+
+    def add(self, strip: str, ranges: tuple[tuple[int, int], ...]) -> None:
+        mask = self._masks.get(ranges)
+        if mask is None:
+            on = bytearray(self.length)
+            for lo, hi in ranges:
+                on[max(lo, 0):min(hi, self.length)] = b"\x01" * (min(hi, self.length) - max(lo, 0))
+            mask = self._masks[ranges] = int.from_bytes(on, "big")
+        real = strip.encode("ascii", errors="replace").translate(_REAL_BYTES)  # '?' for a private-use code
+        self._sum += int.from_bytes(real, "big") & mask
+        self._roll += mask
+        self._n += 1
+        if self._n == 255:
+            self._spill()
+
+    def _spill(self) -> None:
+        for total, part in ((self.counts, self._sum), (self.roll, self._roll)):
+            for i, n in enumerate(part.to_bytes(self.length, "big")):
+                total[i] += n
+        self._sum = self._roll = self._n = 0
+
+    def done(self) -> tuple[list[int], list[int]]:
+        self._spill()
+        return self.counts, self.roll
 
 
-_ONE, _ZERO = "0" * (_FIELD - 1) + "1", "0" * _FIELD
-_REAL_FIELD = _Default(_ONE, {ord("#"): _ZERO, ord(mk.NO_MARK): _ZERO})
+_REAL_BYTES = bytes(0 if chr(i) in ("#", mk.NO_MARK) else 1 for i in range(256))
 
 
 def register_facts(academic_year: int, rows: Iterable[tuple[str, Sequence[tuple[int, int]]]],
@@ -102,15 +129,12 @@ def register_facts(academic_year: int, rows: Iterable[tuple[str, Sequence[tuple[
     ``[(lo, hi), ...]`` (``hi`` excluded). A closure can only be one of the ``candidates``
     (the sessions the configuration calls school sessions; all when None): a candidate dies at
     the first pupil on roll without ``#`` there, so with terms configured the pass usually ends
-    after one pupil. The fallback counts real marks per session for every pupil, each strip as
-    one big integer (a counter field per session), so its cost per pupil is a few C-level
-    string and integer operations however many marks the strip holds.
+    after one pupil. The fallback counts real marks per session for every pupil (``_Tally``).
     """
     length = mk.strip_length(academic_year)
     alive = set(range(length)) if candidates is None else set(candidates)
     supported: set[int] = set()
-    field_masks: dict[tuple[tuple[int, int], ...], int] = {}
-    marked = roll = 0
+    tally = _Tally(length) if fallback else None
     for strip, ranges in rows:
         if alive:
             for p in [p for p in alive if any(lo <= p < hi for lo, hi in ranges)]:
@@ -118,28 +142,16 @@ def register_facts(academic_year: int, rows: Iterable[tuple[str, Sequence[tuple[
                     supported.add(p)
                 else:
                     alive.discard(p)
-        elif not fallback:
+        elif tally is None:
             break
-        if fallback:
-            key = tuple(ranges)
-            fields = field_masks.get(key)
-            if fields is None:
-                on = [False] * length
-                for lo, hi in key:
-                    on[max(lo, 0):min(hi, length)] = [True] * (min(hi, length) - max(lo, 0))
-                fields = int("".join(_ONE if x else _ZERO for x in on), 16)
-                field_masks[key] = fields
-            marked += int(strip.translate(_REAL_FIELD), 16) & fields
-            roll += fields
+        if tally is not None:
+            tally.add(strip, tuple(ranges))
     opened: frozenset[int] | None = None
     last_marked: date | None = None
-    if fallback:
-        width = _FIELD * length
-        m, r = f"{marked:0{width}x}", f"{roll:0{width}x}"
-        counts = [(int(m[_FIELD * p:_FIELD * (p + 1)], 16), int(r[_FIELD * p:_FIELD * (p + 1)], 16))
-                  for p in range(length)]
-        opened = frozenset(p for p, (n, of) in enumerate(counts) if n and 2 * n >= of)
-        last = max((p for p, (n, _) in enumerate(counts) if n), default=None)
+    if tally is not None:
+        counts, roll = tally.done()
+        opened = frozenset(p for p, (n, of) in enumerate(zip(counts, roll)) if n and 2 * n >= of)
+        last = max((p for p, n in enumerate(counts) if n), default=None)
         last_marked = mk.day_of_position(academic_year, last)[0] if last is not None else None
     return YearRegisters(academic_year, frozenset(alive & supported), opened, last_marked)
 
