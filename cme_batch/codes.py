@@ -114,6 +114,10 @@ class Classifier:
         for code in sorted(self.local):
             if code in LEGACY and code in CODES_2024:
                 self.warnings.append(f"codes.local: {code!r} is a national code; its national class is used")
+        for code, target in sorted(self.subcodes.items()):
+            if target not in LEGACY and target not in CODES_2024 and target not in self.local:
+                self.warnings.append(f"codes.subcodes: {code!r} stands for {target!r}, which is neither a national "
+                                     "nor a local code; its marks are treated as unknown")
         self._symbols = dict(self.alphabet.codes())
         self._tables = {legacy: self._build(LEGACY if legacy else CODES_2024) for legacy in (True, False)}
 

@@ -95,6 +95,13 @@ def test_local_codes_and_subcodes_from_the_configuration() -> None:
     assert c.warnings == []
 
 
+def test_a_sub_code_for_no_known_code_is_unknown_and_warned_about() -> None:
+    c = Classifier(subcodes={"I01": "I", "Z99": "ZZ"})
+    assert c.class_of("Z99", NEW) == "unknown"
+    assert c.warnings == ["codes.subcodes: 'Z99' stands for 'ZZ', which is neither a national nor a local code; "
+                          "its marks are treated as unknown"]
+
+
 def test_a_local_entry_cannot_change_a_national_code() -> None:
     c = Classifier(local={"N": "authorised"})
     assert c.class_of("N", NEW) == "unexplained"
