@@ -13,8 +13,9 @@ classify them with ``str.translate`` instead of 38 million rows.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import date, timedelta
+from typing import Protocol
 
 NO_MARK = "-"
 #: The first private-use code point handed to multi-character codes.
@@ -118,3 +119,68 @@ def overlay(strip: str, start_index: int, symbols: list[str]) -> tuple[str, list
                 changes.append((i, old, sym))
             chars[i] = sym
     return "".join(chars), changes
+
+
+class _Marks(Protocol):
+    @property
+    def start(self) -> date: ...
+
+    @property
+    def codes(self) -> tuple[str, ...]: ...
+
+
+def split_by_year(start: date, symbols: list[str] | str) -> Iterator[tuple[int, int, list[str] | str]]:
+    """Cut a run of sessions at 1 August boundaries: (academic year, start index, symbols)."""
+    i = 0
+    day = start
+    while i < len(symbols):
+        yr = academic_year_of(day)
+        idx = position(day, "AM")
+        chunk = symbols[i:i + strip_length(yr) - idx]
+        yield yr, idx, chunk
+        i += len(chunk)
+        day = year_start(yr + 1)
+
+
+def _plain(joined: str) -> bool:
+    """Whether every character stands for itself as a stored symbol (see ``Alphabet.symbol_for``)."""
+    return joined.isascii() and joined.isprintable() and " " not in joined
+
+
+class StripWriter:
+    """Lays a source's marks over stored strips, at C speed for the usual case.
+
+    A run of one-character national codes with a mark for every session (a CTF marks string, a
+    day's register) is laid as one string slice; runs with sessions the record says nothing
+    about (``""``) or codes needing a symbol from the alphabet go session by session.
+    """
+
+    def __init__(self, alphabet: Alphabet) -> None:
+        self.alphabet = alphabet
+
+    def symbols(self, rec: _Marks) -> Iterator[tuple[int, int, list[str] | str, int]]:
+        """(academic year, start index, symbols, marks given) for each year the record touches."""
+        codes = rec.codes
+        joined = "".join(codes)
+        symbols: list[str] | str
+        if len(joined) == len(codes) and "" not in codes and _plain(joined):
+            symbols = joined
+        else:
+            sym = self.alphabet.symbol_for
+            symbols = [sym(c) if c else "" for c in codes]
+        for yr, idx, chunk in split_by_year(rec.start, symbols):
+            yield yr, idx, chunk, len(chunk) if isinstance(chunk, str) else sum(1 for c in chunk if c)
+
+    @staticmethod
+    def lay(strip: str, start: int, symbols: list[str] | str) -> tuple[str, list[tuple[int, str, str]]]:
+        """``overlay`` for either form of symbols; a string replaces its sessions whole."""
+        if not isinstance(symbols, str):
+            return overlay(strip, start, symbols)
+        end = start + len(symbols)
+        old = strip[start:end]
+        if old == symbols:
+            return strip, []
+        new = strip[:start] + symbols + strip[end:]
+        if old.count(NO_MARK) == len(old):
+            return new, []
+        return new, [(start + i, o, n) for i, (o, n) in enumerate(zip(old, symbols)) if o != n and o != NO_MARK]

@@ -13,9 +13,9 @@ Reading a file is two passes:
    to compute its SHA-256 and to check that its bytes really are in the declared encoding;
    when they are not, it picks the encoding the bytes fit (UTF-8, else Windows-1252) and says
    so in a warning.
-2. ``iter_elements(prepared, paths)`` decodes the file in chunks and feeds text to the C
-   pull parser, yielding the elements at the requested paths (matched by local name, so a
-   namespace or none makes no difference) and dropping each one once the caller is done.
+2. ``iter_elements(prepared, paths)`` decodes the file in chunks and feeds text to
+   ElementTree's C pull parser, yielding the elements at the requested paths (matched by local
+   name, so a namespace or none makes no difference) and dropping every element once it ends.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from xml.etree.ElementTree import Element, SubElement
+from xml.etree.ElementTree import Element, ParseError, XMLPullParser
 from xml.parsers import expat
 
 CHUNK = 1 << 20
@@ -203,143 +203,59 @@ def _chunks(prep: Prepared) -> Iterator[str]:
     yield dec.decode(b"", final=True)
 
 
-def _refuse_dtd(*_args: object) -> None:
-    raise XmlRefused("refused: the file declares a DOCTYPE or entities")
+#: Text handed to the parser at a time: events are taken (and finished elements dropped) after each.
+FEED = 1 << 16
 
 
-def _refuse_external(*_args: object) -> int:
-    raise XmlRefused("refused: the file refers to an external entity")
+def _events(prep: Prepared) -> Iterator[list[tuple[str, Any]]]:
+    """The C parser's (event, element) lists, one per piece of text fed.
 
-
-class _Builder:
-    """expat callbacks that build an element tree only inside the wanted subtrees.
-
-    Outside them elements are only counted by depth and forgotten, which keeps memory flat.
-    Inside one, the parser is switched to two lean callbacks (``inner_start``/``inner_end``)
-    that only build elements: the per-element cost is what makes a 100 MB file take seconds.
+    ElementTree's C tree builder does the per-element work, so Python only sees two events per
+    element (and a ``start-ns`` event per namespace declaration). The prolog of the very text fed
+    is checked again (``check_prolog``): the file cannot have gained a DOCTYPE since ``prepare``
+    looked, so no entity is ever declared.
     """
+    parser: Any = XMLPullParser(events=("start", "end", "start-ns"))
+    # The events are taken straight from the parser's queue when it has one (read_events() is a
+    # Python generator, a noticeable cost at 100,000 pupils); an error comes last in the queue.
+    queue = getattr(parser, "_events_queue", None)
+    first = True
 
-    def __init__(self, roots: tuple[str, ...], wanted: set[tuple[str, ...]]) -> None:
-        self.roots, self.wanted = roots, wanted
-        self.depths = {len(p) for p in wanted}
-        self.names: list[str] = []
-        self.stack: list[Element] = []
-        self.open: Element | None = None
-        self.path: tuple[str, ...] = ()
-        self.ready: list[tuple[tuple[str, ...], Element]] = []
-        self.parser: Any = None
+    def taken() -> list[tuple[str, Any]]:
+        if queue is None:
+            return list(parser.read_events())
+        items = list(queue)
+        queue.clear()
+        if items and isinstance(items[-1], Exception):
+            raise items[-1]
+        return items
 
-    def start(self, tag: str, _attrs: object) -> None:
-        if ":" in tag:
-            tag = tag.rsplit(":", 1)[1]
-        names = self.names
-        names.append(tag)
-        if len(names) in self.depths and tuple(names) in self.wanted:
-            el = Element(tag)
-            self.path = tuple(names)
-            self.stack.append(el)
-            self.open = el
-            self.parser.StartElementHandler = self.inner_start
-            self.parser.EndElementHandler = self.inner_end
-            return
-        if len(names) == 1 and tag not in self.roots:
-            raise XmlRefused(_wrong_root(tag, self.roots))
-        self.open = None
-
-    def inner_start(self, tag: str, _attrs: object) -> None:
-        if ":" in tag:
-            tag = tag.rsplit(":", 1)[1]
-        el = SubElement(self.stack[-1], tag)
-        self.stack.append(el)
-        self.open = el
-
-    def data(self, text: str) -> None:
-        el = self.open
-        if el is not None:
-            el.text = text if el.text is None else el.text + text
-
-    def inner_end(self, _tag: str) -> None:
-        self.open = None
-        stack = self.stack
-        el = stack.pop()
-        if not stack:
-            self.names.pop()
-            self.ready.append((self.path, el))
-            self.parser.StartElementHandler = self.start
-            self.parser.EndElementHandler = self.end
-
-    def end(self, _tag: str) -> None:
-        self.names.pop()
-        self.open = None
-
-
-class _FlatBuilder:
-    """expat callbacks for flat records (one level of fields, as CommandReporter writes them):
-    each record becomes a dict of raw field name to text, with no element objects at all."""
-
-    def __init__(self, roots: tuple[str, ...], path: tuple[str, ...]) -> None:
-        self.roots, self.names, self.depth = roots, path, len(path)
-        self.level = 0
-        self.key: str | None = None
-        self.rec: dict[str, str] = {}
-        self.ready: list[dict[str, str]] = []
-        self.ok = True  # the path above the record level matches
-        self.parser: Any = None
-
-    def start(self, tag: str, _attrs: object) -> None:
-        self.level += 1
-        level = self.level
-        if level == self.depth + 1:
-            self.key = tag.rsplit(":", 1)[1] if ":" in tag else tag
-            return
-        self.key = None
-        if level <= self.depth:
-            local = tag.rsplit(":", 1)[1] if ":" in tag else tag
-            if level == 1 and local not in self.roots:
-                raise XmlRefused(_wrong_root(local, self.roots))
-            if level == self.depth:
-                self.ok = local == self.names[-1]
-                self.rec = {}
-
-    def data(self, text: str) -> None:
-        k = self.key
-        if k is not None:
-            rec = self.rec
-            rec[k] = rec[k] + text if k in rec else text
-
-    def end(self, _tag: str) -> None:
-        if self.level == self.depth and self.ok:
-            self.ready.append(self.rec)
-        self.key = None
-        self.level -= 1
-
-
-def _run(prep: Prepared, b: _Builder | _FlatBuilder) -> Iterator[list[Any]]:
-    """Parse the file with the builder's callbacks, yielding its list of finished items after
-    each chunk (the caller empties it)."""
-    p = expat.ParserCreate()
-    p.buffer_text = True
-    p.buffer_size = 1 << 16
-    p.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
-    p.StartDoctypeDeclHandler = _refuse_dtd
-    p.EntityDeclHandler = _refuse_dtd
-    p.ExternalEntityRefHandler = _refuse_external
-    p.StartElementHandler = b.start
-    p.EndElementHandler = b.end
-    p.CharacterDataHandler = b.data
-    b.parser = p
     try:
         for text in _chunks(prep):
-            p.Parse(text, False)
-            if b.ready:
-                yield b.ready
-        p.Parse("", True)
-        yield b.ready
-    except expat.ExpatError as exc:
-        raise XmlRefused(f"line {exc.lineno}, column {exc.offset}: the XML is not well-formed "
+            if first and text:
+                check_prolog(text)
+                first = False
+            for i in range(0, len(text), FEED):
+                parser.feed(text[i:i + FEED])
+                yield taken()
+        parser.close()
+        yield taken()
+    except ParseError as exc:
+        line, column = exc.position
+        raise XmlRefused(f"line {line}, column {column}: the XML is not well-formed "
                          f"({expat.ErrorString(exc.code)}); the file may be cut off or damaged") from None
     except UnicodeDecodeError as exc:  # the file changed since prepare()
         raise XmlRefused(f"the file changed while it was read ({exc.reason})") from None
+
+
+def _local(tag: str) -> str:
+    return tag[tag.index("}") + 1:] if tag[:1] == "{" else tag
+
+
+def _strip_namespaces(el: Element) -> None:
+    for e in el.iter():
+        if e.tag[:1] == "{":
+            e.tag = e.tag[e.tag.index("}") + 1:]
 
 
 def iter_elements(prep: Prepared, roots: Iterable[str], paths: Iterable[tuple[str, ...]]
@@ -347,23 +263,61 @@ def iter_elements(prep: Prepared, roots: Iterable[str], paths: Iterable[tuple[st
     """Yield ``(path, element)`` for each complete element at one of ``paths``.
 
     Paths are tuples of local names from the root, e.g. ``("CTfile", "CTFpupilData", "Pupil")``.
-    Tags are matched and built by local name (a namespace prefix or default namespace makes
-    no difference). A DOCTYPE or entity declaration stops the parse at once. Raises
-    ``XmlRefused`` for a wrong root element or a document that is not well-formed, naming
-    line and column (e.g. a file cut off mid-record).
+    Tags are matched and built by local name (a namespace, by prefix or default, makes no
+    difference). Every other element is dropped as soon as it ends, so memory stays flat. Raises
+    ``XmlRefused`` for a DOCTYPE, a wrong root element or a document that is not well-formed,
+    naming line and column (e.g. a file cut off mid-record).
     """
-    for batch in _run(prep, b := _Builder(tuple(roots), set(paths))):
-        yield from batch
-        batch.clear()
-    del b
+    roots, wanted = tuple(roots), set(paths)
+    depths = {len(p) for p in wanted}
+    names: list[str] = []
+    parents: list[Element] = []
+    depth = inside = 0  # inside: the depth of the wanted element being built (0: none)
+    namespaced = False  # no namespace declared yet, so no tag can carry one
+    for events in _events(prep):
+        for event, el in events:
+            if event == "start-ns":
+                namespaced = True
+                continue
+            if event == "start":
+                depth += 1
+                if inside:
+                    continue
+                tag = _local(el.tag)
+                names.append(tag)
+                parents.append(el)
+                if depth == 1 and tag not in roots:
+                    raise XmlRefused(_wrong_root(tag, roots))
+                if depth in depths and tuple(names) in wanted:
+                    inside = depth
+                continue
+            if inside and depth > inside:
+                depth -= 1
+                continue
+            depth -= 1
+            path = tuple(names)
+            names.pop()
+            parents.pop()
+            if parents:
+                del parents[-1][:]  # drop it (and any sibling already begun: the builder keeps those)
+            if inside:
+                inside = 0
+                if namespaced:
+                    _strip_namespaces(el)
+                yield path, el
 
 
 def iter_flat(prep: Prepared, roots: Iterable[str], path: tuple[str, ...]) -> Iterator[dict[str, str]]:
-    """Yield each record at ``path`` as a dict of raw field name to text (fields that have
-    children are not expected and give their leading text). Refusals as ``iter_elements``."""
-    for batch in _run(prep, _FlatBuilder(tuple(roots), path)):
-        yield from batch
-        batch.clear()
+    """Yield each record at ``path`` as a dict of raw field name (local name) to text; a field
+    that has children gives its leading text, and a field given twice the two texts joined.
+    Refusals as ``iter_elements``."""
+    for _path, el in iter_elements(prep, roots, [path]):
+        rec: dict[str, str] = {}
+        for f in el:
+            text = f.text
+            if text is not None:
+                rec[f.tag] = rec[f.tag] + text if f.tag in rec else text
+        yield rec
 
 
 def _wrong_root(tag: str, expected: tuple[str, ...]) -> str:

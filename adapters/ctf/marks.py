@@ -40,6 +40,9 @@ def decode_marks(start: date, marks: str) -> tuple[date, tuple[str, ...]]:
 
 def encode_marks(codes: Sequence[str]) -> str:
     """The marks string for session codes from the AM of the start date (``""`` becomes ``-``)."""
+    joined = "".join(codes)
+    if len(joined) == len(codes) and "" not in codes:  # every code one character: nothing to narrow or fill
+        return joined
     out = []
     for c in codes:
         c = NARROW.get(c, c)

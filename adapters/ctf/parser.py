@@ -86,6 +86,11 @@ def child(el: Element, *names: str) -> Element | None:
     return None
 
 
+def grandchildren(el: Element, name: str, inner: str) -> list[Element]:
+    """``el.findall("name/inner")`` without ElementPath: two C-level ``findall`` calls."""
+    return [c for x in el.findall(name) for c in x.findall(inner)]
+
+
 def child_ci(el: Element, name: str) -> Element | None:
     """A child matched ignoring case (header names vary: ``CTFversion`` / ``CTFVersion``)."""
     low = name.lower()
@@ -175,7 +180,7 @@ class _Reader:
 
     @staticmethod
     def phones(el: Element) -> tuple[str, ...]:
-        return tuple(v for p in el.findall("Phones/Phone") if (v := text_of(p.find("PhoneNo"))))
+        return tuple(v for p in grandchildren(el, "Phones", "Phone") if (v := text_of(p.find("PhoneNo"))))
 
     # -- one pupil ---------------------------------------------------------------------------
     def pupil(self, p: Element) -> Iterator[Record]:
@@ -217,7 +222,7 @@ class _Reader:
 
     def contacts(self, p: Element, key: str, pupil_address: Address | None) -> Iterator[ContactRecord]:
         keys: set[str] = set()
-        for i, c in enumerate(p.findall("Contacts/Contact"), 1):
+        for i, c in enumerate(grandchildren(p, "Contacts", "Contact"), 1):
             order_raw = text_of(c.find("Order"))
             order = int(order_raw) if order_raw and order_raw.isdigit() else None
             if order_raw and order is None:
@@ -240,7 +245,7 @@ class _Reader:
         if la is not None and self.yes_no(la.find("InCare"), "LookedAfter/InCare"):
             yield FlagRecord(key, "looked_after", detail=text_of(la.find("CareAuthority")))
         done: set[tuple[str, date | None]] = set()
-        for sen in p.findall("SENhistory/SEN"):
+        for sen in grandchildren(p, "SENhistory", "SEN"):
             prov = (text_of(sen.find("SENprovision")) or "").upper()
             if prov not in SEN_FLAGS:
                 self.warn("unknown_sen_status", f"SENprovision {prov!r} is not E, K or N; ignored")
@@ -253,7 +258,7 @@ class _Reader:
 
     def history(self, p: Element, key: str) -> Iterator[EnrolmentRecord]:
         done: set[Any] = set()
-        for s in p.findall("SchoolHistory/School"):
+        for s in grandchildren(p, "SchoolHistory", "School"):
             if not self.is_ours(s) or text_of(s.find("LEA")) is None:
                 continue
             entry = self.date_of(s.find("EntryDate"), "SchoolHistory/EntryDate")
@@ -266,7 +271,7 @@ class _Reader:
                                   destination=self.dest if leaving else None)
 
     def attendance(self, p: Element, key: str) -> Iterator[MarksRecord]:
-        for yd in p.findall("Attendance/YearData"):
+        for yd in grandchildren(p, "Attendance", "YearData"):
             if not self.is_ours(yd):
                 continue
             box = yd.find("AttendSessions")

@@ -11,7 +11,7 @@ import dataclasses
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, bindparam, delete, insert, select, update
@@ -75,8 +75,13 @@ def ensure_school(conn: Connection, la_number: str, estab: str, name: str) -> in
         if row.name != name:
             conn.execute(update(t.schools).where(t.schools.c.id == row.id).values(name=name))
         return int(row.id)
-    return int(conn.execute(insert(t.schools).values(
-        la_number=la_number, establishment_number=estab, name=name)).inserted_primary_key[0])
+    return _new_id(conn.execute(insert(t.schools).values(
+        la_number=la_number, establishment_number=estab, name=name)))
+
+
+def _new_id(result: Any) -> int:
+    """The primary key of the row an INSERT just added."""
+    return int(result.inserted_primary_key[0])
 
 
 def already_imported(engine: Engine, source: str, checksum: str) -> bool:
@@ -86,7 +91,53 @@ def already_imported(engine: Engine, source: str, checksum: str) -> bool:
             t.ingest_runs.c.status == "ok").limit(1)).first() is not None
 
 
+#: Records held before they are written: pupils per chunk, and other records per chunk.
+PUPIL_CHUNK = 2000
+RECORD_CHUNK = 20000
+#: Ids per ``IN (...)`` list (well under every database's parameter limit).
+IN_CHUNK = 500
+
+
+def _chunks(items: list[Any], size: int = IN_CHUNK) -> Iterable[list[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+@dataclass(frozen=True)
+class _Kind:
+    """How one kind of per-pupil record is kept in sync: its table, key and stored values."""
+
+    name: str
+    table: Any
+    key_of: Any  # stored values -> the record's identity among the pupil's rows of one source
+    values_of: Any  # record, now -> stored values (without pupil_id and source)
+    key_columns: tuple[str, ...]
+
+
+KINDS: dict[type, _Kind] = {
+    ContactRecord: _Kind("contacts", t.contacts, lambda v: v["contact_key"], lambda r, now: {
+        "contact_key": r.contact_key, "priority": r.priority, "title": r.title, "surname": r.surname,
+        "forename": r.forename, "relationship": r.relationship,
+        "parental_responsibility": r.parental_responsibility, "lives_with": r.lives_with,
+        "phones": list(r.phones), "emails": list(r.emails), "address": _address_json(r.address),
+        "updated_at": now}, ("contact_key",)),
+    FlagRecord: _Kind("flags", t.flags, lambda v: (v["kind"], v["start_date"]), lambda r, now: {
+        "kind": r.kind, "start_date": r.start, "end_date": r.end, "detail": r.detail}, ("kind", "start_date")),
+    EnrolmentRecord: _Kind("enrolments", t.enrolments, lambda v: _enrolment_key(v), lambda r, now: {
+        "admission_date": r.admission_date, "entry_date": r.entry_date, "leaving_date": r.leaving_date,
+        "leaving_reason": r.leaving_reason, "destination": r.destination, "withdrawn": r.withdrawn,
+        "updated_at": now}, ("admission_date", "entry_date")),
+}
+
+
 class _Writer:
+    """Writes a batch in chunks: a few statements per chunk of pupils, whatever the batch's size.
+
+    Pupils are matched by the source's own key, then by UPN. A replacing batch (``replaces``)
+    removes a pupil's rows it no longer has once the whole batch has been seen, so a pupil's
+    records may arrive in any order and any chunk.
+    """
+
     def __init__(self, conn: Connection, school_id: int, batch: SourceBatch, now: datetime, run_id: int) -> None:
         self.conn, self.school_id, self.batch, self.now, self.run_id = conn, school_id, batch, now, run_id
         self.source = batch.source
@@ -98,128 +149,190 @@ class _Writer:
             u: pid for u, pid in conn.execute(select(t.pupils.c.upn, t.pupils.c.id).where(
                 t.pupils.c.school_id == school_id, t.pupils.c.upn.is_not(None))).all()}
         self.pupils_in_batch: set[int] = set()
-        self.contacts: dict[int, list[ContactRecord]] = defaultdict(list)
-        self.flags: dict[int, list[FlagRecord]] = defaultdict(list)
-        self.enrolments: dict[int, list[EnrolmentRecord]] = defaultdict(list)
-        self.marks: dict[int, list[MarksRecord]] = defaultdict(list)
+        self.created: set[int] = set()  # pupils this batch added: nothing of theirs is stored before it
+        self.stripped: set[int] = set()  # pupils whose strips this batch wrote
+        self.seen: dict[str, dict[int, set[Any]]] = {k.name: defaultdict(set) for k in KINDS.values()}
+        self.chunk_pupils: list[PupilRecord] = []
+        self.chunk_records: list[Any] = []
         self.pending: list[Any] = []  # records naming a pupil not seen yet
         self.alphabet = load_alphabet(conn)
+        self.marks = mk.StripWriter(self.alphabet)
+
+    def add(self, rec: Any) -> None:
+        if isinstance(rec, PupilRecord):
+            if len(self.chunk_pupils) >= PUPIL_CHUNK:
+                self.flush()
+            self.chunk_pupils.append(rec)
+        elif isinstance(rec, SchoolInfo):
+            return
+        else:
+            self.chunk_records.append(rec)
+            if len(self.chunk_records) >= RECORD_CHUNK:
+                self.flush()
+
+    def flush(self) -> None:
+        pupils, self.chunk_pupils = self.chunk_pupils, []
+        records, self.chunk_records = self.chunk_records, []
+        if pupils:
+            self.write_pupils(pupils)
+        by_kind: dict[type, list[tuple[int, Any]]] = defaultdict(list)
+        for rec in records:
+            pid = self.by_key.get(rec.pupil_key)
+            if pid is None:
+                self.pending.append(rec)
+            else:
+                by_kind[type(rec)].append((pid, rec))
+        for cls, items in by_kind.items():
+            if cls is MarksRecord:
+                self.write_marks(items)
+            elif cls in KINDS:
+                self.sync(KINDS[cls], items)
 
     # -- pupils ---------------------------------------------------------------------------
-    def pupil(self, r: PupilRecord) -> None:
-        pid = self.by_key.get(r.pupil_key)
-        if pid is None and r.upn:
-            pid = self.by_upn.get(r.upn)
-        vals = _pupil_values(r)
-        if pid is None:
-            pid = int(self.conn.execute(insert(t.pupils).values(
-                school_id=self.school_id, created_at=self.now, updated_at=self.now, **vals)
-            ).inserted_primary_key[0])
-            self.counts["pupils_added"] += 1
-        else:
-            cur = self.conn.execute(select(*[t.pupils.c[f] for f in PUPIL_FIELDS]).where(
-                t.pupils.c.id == pid)).one()._asdict()
-            # A source that omits a field leaves what another source said.
-            changed = {f: v for f, v in vals.items() if v not in (None, []) and cur[f] != v}
-            if changed:
-                self.conn.execute(update(t.pupils).where(t.pupils.c.id == pid).values(
-                    updated_at=self.now, **changed))
-                self.counts["pupils_updated"] += 1
-        if r.pupil_key not in self.by_key:
-            self.conn.execute(insert(t.pupil_keys).values(pupil_id=pid, source=self.source, pupil_key=r.pupil_key))
-            self.by_key[r.pupil_key] = pid
-        if r.upn:
-            self.by_upn[r.upn] = pid
-        self.pupils_in_batch.add(pid)
+    def write_pupils(self, records: list[PupilRecord]) -> None:
+        new: dict[int, dict[str, Any]] = {}  # placeholder id (negative) -> values
+        changes: dict[int, dict[str, Any]] = {}  # stored pupil id -> values given (later wins)
+        new_keys: list[tuple[int, str]] = []
+        new_upns: list[str] = []
+        for r in records:
+            pid = self.by_key.get(r.pupil_key)
+            if pid is None and r.upn:
+                pid = self.by_upn.get(r.upn)
+            vals = _pupil_values(r)
+            given = {f: v for f, v in vals.items() if v not in (None, [])}
+            if pid is None:
+                pid = -len(new) - 1
+                new[pid] = vals
+                self.counts["pupils_added"] += 1
+            elif pid < 0:
+                new[pid].update(given)  # the same new pupil twice in one chunk: the later entry wins
+            else:
+                changes.setdefault(pid, {}).update(given)
+            if r.upn:
+                holder = self.by_upn.get(r.upn)
+                if holder is not None and holder != pid:
+                    raise BadInputError(
+                        f"{self.batch.origin}: a record gives a pupil the UPN of another pupil already stored "
+                        "(the pupils' UPNs changed places?): correct it in the MIS; nothing imported")
+                self.by_upn[r.upn] = pid
+                if pid < 0:
+                    new_upns.append(r.upn)
+            if r.pupil_key not in self.by_key:
+                self.by_key[r.pupil_key] = pid
+                new_keys.append((pid, r.pupil_key))
+        real: dict[int, int] = {}
+        if new:
+            rows = [{"school_id": self.school_id, "created_at": self.now, "updated_at": self.now, **v}
+                    for v in new.values()]
+            ids = self.conn.execute(insert(t.pupils).returning(t.pupils.c.id, sort_by_parameter_order=True),
+                                    rows).scalars().all()
+            real = dict(zip(new, ids))
+            self.created.update(ids)
+            for pid, k in new_keys:
+                self.by_key[k] = real.get(pid, pid)
+            for u in new_upns:
+                self.by_upn[u] = real[self.by_upn[u]]
+        if new_keys:
+            self.conn.execute(insert(t.pupil_keys), [
+                {"pupil_id": real.get(pid, pid), "source": self.source, "pupil_key": k} for pid, k in new_keys])
+        self.pupils_in_batch.update(real.values())
+        self.pupils_in_batch.update(changes)
+        self.update_pupils(changes)
 
-    def resolve(self, pupil_key: str) -> int | None:
-        return self.by_key.get(pupil_key)
-
-    def add(self, r: Any) -> None:
-        pid = self.resolve(r.pupil_key)
-        if pid is None:
-            self.pending.append(r)
-            return
-        if isinstance(r, ContactRecord):
-            self.contacts[pid].append(r)
-        elif isinstance(r, FlagRecord):
-            self.flags[pid].append(r)
-        elif isinstance(r, EnrolmentRecord):
-            self.enrolments[pid].append(r)
-        elif isinstance(r, MarksRecord):
-            self.marks[pid].append(r)
-            if len(self.marks) > 2000:
-                self.flush_marks()
+    def update_pupils(self, changes: dict[int, dict[str, Any]]) -> None:
+        """Store what a source says of known pupils; a field it leaves out keeps what another source said."""
+        cols = [t.pupils.c[f] for f in PUPIL_FIELDS]
+        by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+        for ids in _chunks(list(changes)):
+            for row in self.conn.execute(select(t.pupils.c.id, *cols).where(t.pupils.c.id.in_(ids))).mappings():
+                changed = {f: v for f, v in changes[row["id"]].items() if row[f] != v}
+                if changed:
+                    by_columns[tuple(sorted(changed))].append(
+                        {"b_id": row["id"], "b_updated_at": self.now, **{f"b_{f}": v for f, v in changed.items()}})
+        for columns, params in by_columns.items():
+            self.conn.execute(update(t.pupils).where(t.pupils.c.id == bindparam("b_id")).values(
+                updated_at=bindparam("b_updated_at"), **{c: bindparam(f"b_{c}") for c in columns}), params)
+            self.counts["pupils_updated"] += len(params)
 
     # -- contacts, flags, enrolments -------------------------------------------------------
-    def _sync(self, table: Any, kind: str, items: dict[int, list[Any]], key_of: Any, values_of: Any) -> None:
-        replace = kind in self.batch.replaces
-        pids = set(items) | (self.pupils_in_batch if replace else set())
-        for pid in pids:
-            existing = {key_of(row): row for row in self.conn.execute(select(table).where(
-                table.c.pupil_id == pid, table.c.source == self.source)).mappings()}
-            seen = set()
-            for rec in items.get(pid, []):
-                vals = values_of(rec)
-                k = key_of(vals)
-                seen.add(k)
-                row = existing.get(k)
-                if row is None:
-                    self.conn.execute(insert(table).values(pupil_id=pid, source=self.source, **vals))
-                    self.counts[f"{kind}_added"] += 1
-                elif any(row[c] != v for c, v in vals.items() if c != "updated_at"):
-                    self.conn.execute(update(table).where(table.c.id == row["id"]).values(**vals))
-                    self.counts[f"{kind}_updated"] += 1
-            if replace:
-                gone = [row["id"] for k, row in existing.items() if k not in seen]
-                if gone:
-                    self.conn.execute(delete(table).where(table.c.id.in_(gone)))
-                    self.counts[f"{kind}_removed"] += len(gone)
+    def sync(self, kind: _Kind, items: list[tuple[int, Any]]) -> None:
+        """Insert or update one chunk's records of one kind (removals wait for the end of the batch)."""
+        table = kind.table
+        wanted: dict[tuple[int, Any], dict[str, Any]] = {}
+        for pid, rec in items:
+            vals = kind.values_of(rec, self.now)
+            wanted[(pid, kind.key_of(vals))] = vals  # one record twice: the later entry wins
+        existing: dict[tuple[int, Any], Any] = {}
+        seen = self.seen[kind.name]
+        stored = {pid for pid, _ in wanted if pid not in self.created or pid in seen}
+        for ids in _chunks(sorted(stored)):
+            for found in self.conn.execute(select(table).where(table.c.pupil_id.in_(ids),
+                                                               table.c.source == self.source)).mappings():
+                existing[(found["pupil_id"], kind.key_of(found))] = found
+        inserts: list[dict[str, Any]] = []
+        updates: list[dict[str, Any]] = []
+        for (pid, key), vals in wanted.items():
+            seen[pid].add(key)
+            row = existing.get((pid, key))
+            if row is None:
+                inserts.append({"pupil_id": pid, "source": self.source, **vals})
+            elif any(row[c] != v for c, v in vals.items() if c != "updated_at"):
+                updates.append({"b_id": row["id"], **{f"b_{c}": v for c, v in vals.items()}})
+        if inserts:
+            self.conn.execute(insert(table), inserts)
+            self.counts[f"{kind.name}_added"] += len(inserts)
+        if updates:
+            columns = [c for c in updates[0] if c != "b_id"]
+            self.conn.execute(update(table).where(table.c.id == bindparam("b_id")).values(
+                **{c[2:]: bindparam(c) for c in columns}), updates)
+            self.counts[f"{kind.name}_updated"] += len(updates)
 
-    def write_people(self) -> None:
-        self._sync(t.contacts, "contacts", self.contacts, lambda v: v["contact_key"], lambda r: {
-            "contact_key": r.contact_key, "priority": r.priority, "title": r.title, "surname": r.surname,
-            "forename": r.forename, "relationship": r.relationship,
-            "parental_responsibility": r.parental_responsibility, "lives_with": r.lives_with,
-            "phones": list(r.phones), "emails": list(r.emails), "address": _address_json(r.address),
-            "updated_at": self.now})
-        self._sync(t.flags, "flags", self.flags, lambda v: (v["kind"], v["start_date"]), lambda r: {
-            "kind": r.kind, "start_date": r.start, "end_date": r.end, "detail": r.detail})
-        self._sync(t.enrolments, "enrolments", self.enrolments, _enrolment_key, lambda r: {
-                       "admission_date": r.admission_date, "entry_date": r.entry_date,
-                       "leaving_date": r.leaving_date, "leaving_reason": r.leaving_reason,
-                       "destination": r.destination, "withdrawn": r.withdrawn, "updated_at": self.now})
+    def remove_missing(self) -> None:
+        """For each kind the batch replaces: remove its pupils' rows that the batch no longer has."""
+        for kind in KINDS.values():
+            if kind.name not in self.batch.replaces:
+                continue
+            table, seen = kind.table, self.seen[kind.name]
+            pids = sorted((self.pupils_in_batch | set(seen)) - self.created)
+            cols = [table.c.id, table.c.pupil_id, *(table.c[c] for c in kind.key_columns)]
+            gone: list[int] = []
+            for ids in _chunks(pids):
+                for row in self.conn.execute(select(*cols).where(table.c.pupil_id.in_(ids),
+                                                                 table.c.source == self.source)).mappings():
+                    if kind.key_of(row) not in seen.get(row["pupil_id"], ()):
+                        gone.append(row["id"])
+            for ids in _chunks(gone):
+                self.conn.execute(delete(table).where(table.c.id.in_(ids)))
+            if gone:
+                self.counts[f"{kind.name}_removed"] += len(gone)
 
     # -- marks ------------------------------------------------------------------------------
-    def flush_marks(self) -> None:
-        if not self.marks:
-            return
-        pids = list(self.marks)
-        strips: dict[tuple[int, int], str] = {
-            (pid, yr): m for pid, yr, m in self.conn.execute(select(
+    def write_marks(self, items: list[tuple[int, MarksRecord]]) -> None:
+        pids = {pid for pid, _ in items}
+        strips: dict[tuple[int, int], str] = {}
+        for ids in _chunks(sorted(p for p in pids if p not in self.created or p in self.stripped)):
+            strips.update({(pid, yr): m for pid, yr, m in self.conn.execute(select(
                 t.mark_strips.c.pupil_id, t.mark_strips.c.academic_year, t.mark_strips.c.marks).where(
-                t.mark_strips.c.pupil_id.in_(pids))).all()}
+                t.mark_strips.c.pupil_id.in_(ids))).all()})
         original = dict(strips)
         changes: list[dict[str, Any]] = []
-        sym = self.alphabet.symbol_for
-        for pid, recs in self.marks.items():
-            for rec in recs:
-                for yr, idx, symbols in _split_by_year(rec.start, [sym(c) if c else "" for c in rec.codes]):
-                    key = (pid, yr)
-                    cur = strips.get(key) or mk.empty_strip(yr)
-                    new, fixed = mk.overlay(cur, idx, symbols)
-                    strips[key] = new
-                    for i, old, nw in fixed:
-                        day, sess = mk.day_of_position(yr, i)
-                        changes.append({"pupil_id": pid, "day": day, "session": sess,
-                                        "old_code": self.alphabet.code_for(old),
-                                        "new_code": self.alphabet.code_for(nw), "at": self.now,
-                                        "ingest_run_id": self.run_id})
-                self.counts["marks"] += sum(1 for c in rec.codes if c)
+        for pid, rec in items:
+            for yr, idx, symbols, count in self.marks.symbols(rec):
+                key = (pid, yr)
+                new, fixed = self.marks.lay(strips.get(key) or mk.empty_strip(yr), idx, symbols)
+                strips[key] = new
+                for i, old, nw in fixed:
+                    day, sess = mk.day_of_position(yr, i)
+                    changes.append({"pupil_id": pid, "day": day, "session": sess,
+                                    "old_code": self.alphabet.code_for(old),
+                                    "new_code": self.alphabet.code_for(nw), "at": self.now,
+                                    "ingest_run_id": self.run_id})
+                self.counts["marks"] += count
         ins = [{"pupil_id": p, "academic_year": y, "marks": m, "updated_at": self.now}
                for (p, y), m in strips.items() if (p, y) not in original]
         upd = [{"p": p, "y": y, "m": m, "u": self.now}
                for (p, y), m in strips.items() if (p, y) in original and original[(p, y)] != m]
+        self.stripped |= pids
         if ins:
             self.conn.execute(insert(t.mark_strips), ins)
         if upd:
@@ -229,9 +342,18 @@ class _Writer:
         if changes:
             self.conn.execute(insert(t.mark_changes), changes)
             self.counts["marks_corrected"] += len(changes)
-        self.marks.clear()
 
-    def write_alphabet(self) -> None:
+    def finish(self) -> None:
+        """Write what is left, then the records that named a pupil later in the batch; removals last."""
+        self.flush()
+        pending, self.pending = self.pending, []
+        self.chunk_records = pending
+        self.flush()
+        if self.pending:
+            raise BadInputError(
+                f"{self.batch.origin}: {len(self.pending)} record(s) refer to a pupil that is neither in the file "
+                "nor in the store (import the pupils export first); nothing imported")
+        self.remove_missing()
         new = self.alphabet.new_entries()
         if new:
             self.conn.execute(insert(t.mark_alphabet), [{"code": c, "symbol": s} for c, s in new.items()])
@@ -248,46 +370,17 @@ def _enrolment_key(v: Any) -> tuple[str, Any]:
     return ("entry", v["entry_date"])
 
 
-def _split_by_year(start: date, symbols: list[str]) -> Iterable[tuple[int, int, list[str]]]:
-    """Cut a run of sessions at 1 August boundaries: (academic year, start index, symbols)."""
-    i = 0
-    day = start
-    while i < len(symbols):
-        yr = mk.academic_year_of(day)
-        idx = mk.position(day, "AM")
-        room = mk.strip_length(yr) - idx
-        chunk = symbols[i:i + room]
-        yield yr, idx, chunk
-        i += len(chunk)
-        day = mk.year_start(yr + 1)
-
-
 def apply_batch(engine: Engine, school_id: int, batch: SourceBatch, now: datetime) -> IngestResult:
     """Store one batch in one transaction. Raises (and stores nothing) on any bad record."""
     if batch.checksum and already_imported(engine, batch.source, batch.checksum):
         return IngestResult(batch.source, batch.origin, "skipped")
     with engine.begin() as conn:
-        run_id = int(conn.execute(insert(t.ingest_runs).values(
-            source=batch.source, origin=batch.origin, checksum=batch.checksum, status="running", started_at=now,
-        )).inserted_primary_key[0])
+        run_id = _new_id(conn.execute(insert(t.ingest_runs).values(
+            source=batch.source, origin=batch.origin, checksum=batch.checksum, status="running", started_at=now)))
         w = _Writer(conn, school_id, batch, now, run_id)
         for rec in batch.records:
-            if isinstance(rec, PupilRecord):
-                w.pupil(rec)
-            elif isinstance(rec, SchoolInfo):
-                continue
-            else:
-                w.add(rec)
-        pending, w.pending = w.pending, []
-        for rec in pending:
             w.add(rec)
-        if w.pending:
-            raise BadInputError(
-                f"{batch.origin}: {len(w.pending)} record(s) refer to a pupil that is neither in the file nor "
-                "in the store (import the pupils export first); nothing imported")
-        w.flush_marks()
-        w.write_people()
-        w.write_alphabet()
+        w.finish()
         counts = dict(w.counts)
         warnings = [dataclasses.asdict(x) for x in batch.warnings]
         conn.execute(update(t.ingest_runs).where(t.ingest_runs.c.id == run_id).values(

@@ -1,0 +1,1 @@
+"""Scale benchmarks, run by hand (``make bench``), never part of the test suite."""

@@ -1,0 +1,334 @@
+"""Scale benchmarks: one school's night, a local authority's year, and the SQL baseline.
+
+    .venv/bin/python -m benchmarks.run                 # everything, full size (minutes)
+    .venv/bin/python -m benchmarks.run --quick         # 10,000 LA pupils in 2 files: a quick check
+    .venv/bin/python -m benchmarks.run --only school   # or la, baseline (comma-separated)
+    .venv/bin/python -m benchmarks.run --pupils 50000 --files 5 --dir /var/tmp/cme-bench
+
+Every measured step runs in a fresh process (``--phase``), so its peak memory (``ru_maxrss``
+of that process) is its own. The school's night is the real command line, ``cme-batch nightly``,
+timed from outside (process start to exit). The LA steps time the work inside the process
+(imports and configuration loading excluded, stated in the table). Results are printed as a
+table and written, with the machine they ran on, to ``benchmarks/results.md``; the raw
+numbers go to ``results.json`` in the working folder. Generated files are kept and reused by
+the next run with the same parameters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as dtime
+from pathlib import Path
+from typing import Any
+
+from benchmarks import generate as gen
+
+HERE = Path(__file__).resolve().parent
+CLI = Path(sys.executable).with_name("cme-batch")
+PHASES: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {}
+
+
+def phase(fn: Callable[[argparse.Namespace], dict[str, Any]]) -> Callable[[argparse.Namespace], dict[str, Any]]:
+    PHASES[fn.__name__.replace("_", "-")] = fn
+    return fn
+
+
+# -- running steps in their own processes -----------------------------------------------------------
+def run_phase(name: str, args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
+    """One phase of this module in a fresh interpreter; its JSON result plus wall time and peak RSS."""
+    cmd = [sys.executable, "-m", "benchmarks.run", "--phase", name, "--dir", str(args.dir), "--pupils",
+           str(args.pupils), "--files", str(args.files), "--seed", str(args.seed)]
+    for k, v in extra.items():
+        cmd += [f"--{k.replace('_', '-')}", str(v)]
+    done, wall, rss = isolated(cmd)
+    if done.returncode != 0:
+        raise SystemExit(f"phase {name} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return {**result, "process_seconds": round(wall, 2), "peak_rss_mb": round(rss, 1)}
+
+
+def isolated(cmd: list[str]) -> tuple[subprocess.CompletedProcess[str], float, float]:
+    """Run ``cmd`` through a tiny wrapper process that reports the child's own ``ru_maxrss``."""
+    wrapper = ("import json, resource, subprocess, sys, time\n"
+               "t = time.perf_counter()\n"
+               "p = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
+               "w = time.perf_counter() - t\n"
+               "sys.stderr.write(p.stderr)\n"
+               "print(p.stdout, end='')\n"
+               "print(json.dumps({'__wall': w, '__rss': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))\n"
+               "sys.exit(p.returncode)\n")
+    proc = subprocess.run([sys.executable, "-c", wrapper, *cmd], check=False, capture_output=True, text=True)
+    lines = proc.stdout.rstrip("\n").splitlines()
+    meta = json.loads(lines[-1]) if lines and lines[-1].startswith('{"__wall"') else {"__wall": 0, "__rss": 0}
+    body = "\n".join(lines[:-1])
+    return subprocess.CompletedProcess(cmd, proc.returncode, body, proc.stderr), meta["__wall"], meta["__rss"] / 1024
+
+
+def machine() -> dict[str, Any]:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor() or "unknown")
+    mem = next((int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                if line.startswith("MemTotal")), 0)
+    return {"cpus": os.cpu_count(), "cpu": cpu, "memory_gib": round(mem / 1024 / 1024, 1),
+            "python": platform.python_version(), "sqlite": sqlite3.sqlite_version,
+            "load_average": [round(x, 2) for x in os.getloadavg()]}
+
+
+# -- the school: the real command line ---------------------------------------------------------------
+def school(args: argparse.Namespace) -> dict[str, Any]:
+    """Two nights of a 420-pupil primary: the first on an empty store, then the next one."""
+    from cme_batch.demo.generator import config_toml
+
+    root = args.dir / "school"
+    if root.exists():
+        shutil.rmtree(root)
+    drop = root / "drop"
+    records = gen.school_records(args.seed, args.school_pupils)
+    marks = sum(1 for r in records if hasattr(r, "codes") for c in r.codes if c and c != "#")
+    config = root / "cme-batch.toml"
+    root.mkdir(parents=True)
+    config.write_text(config_toml("state", "mail") + f'\n[sources.sims]\nadapter = "sims-xml"\ndrop_dir = "{drop}"\n'
+                      "max_age_hours = 0\n", encoding="utf-8")
+    cli = [str(CLI), "--config", str(config)]
+    done, _, _ = isolated([*cli, "init"])
+    if done.returncode:
+        raise SystemExit(done.stderr)
+    out: dict[str, Any] = {"pupils": args.school_pupils, "session_marks": marks}
+    for label, night in (("first_night", gen.AS_OF), ("next_night", gen.NEW_DAY)):
+        files = gen.write_school(drop, records, night, f"{night:%Y%m%d}T180000")
+        size = sum(p.stat().st_size for p in files.values())
+        done, wall, rss = isolated([*cli, "nightly", "--as-of", night.isoformat()])
+        if done.returncode:
+            raise SystemExit(f"nightly failed:\n{done.stdout}\n{done.stderr[-2000:]}")
+        out[label] = {"as_of": night.isoformat(), "seconds": round(wall, 2), "peak_rss_mb": round(rss, 1),
+                      "export_mb": round(size / 1e6, 1), "stages": _stage_times(done.stdout)}
+    done, wall, _ = isolated([*cli, "--help"])
+    out["cli_start_seconds"] = round(wall, 2)
+    return out
+
+
+def _stage_times(stdout: str) -> dict[str, float]:
+    """The per-stage seconds ``nightly`` prints (``ingest     ok   9.56s  ...``)."""
+    out = {}
+    for line in stdout.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[2].endswith("s"):
+            try:
+                out[parts[0]] = float(parts[2][:-1])
+            except ValueError:
+                continue
+    return out
+
+
+# -- the local authority: phases in their own processes ---------------------------------------------
+def _app(args: argparse.Namespace, day: date) -> Any:
+    from cme_batch.app import App
+
+    work = args.dir / "la"
+    clock = datetime.combine(day + timedelta(days=1), dtime(5, 30), tzinfo=UTC)
+    return App(str(work / "cme-batch.toml"), clock=lambda: clock)
+
+
+@phase
+def la_import(args: argparse.Namespace) -> dict[str, Any]:
+    from cme_batch.importer import import_file
+
+    work = args.dir / "la"
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    (work / "cme-batch.toml").write_text(gen.config_toml(f"sqlite:///{work / 'store.sqlite'}", str(work / "state"),
+                                                         str(work / "mail")), encoding="utf-8")
+    files = gen.write_la(args.dir / "ctf", args.pupils, args.files, args.seed)
+    app = _app(args, gen.AS_OF)
+    app.init_store()
+    _ = app.school_id
+    started = time.perf_counter()
+    for path in files.year_files:
+        import_file(app, path, "ctf")
+    seconds = time.perf_counter() - started
+    marks = school_day_marks(app, gen.AS_OF)
+    return {"files": len(files.year_files), "mb": round(sum(p.stat().st_size for p in files.year_files) / 1e6, 1),
+            "session_marks": marks, "seconds": round(seconds, 2), "marks_per_second": round(marks / seconds),
+            "planted": files.planted}
+
+
+def school_day_marks(app: Any, as_of: date) -> int:
+    """Session marks stored on school days up to ``as_of`` (every session that is not ``-``)."""
+    from sqlalchemy import select
+
+    from cme_batch import marks as mk
+    from cme_batch.store import tables as t
+
+    days = [mk.position(d, "AM") for d in gen.SCHOOL_DAYS if d <= as_of]
+    n = 0
+    with app.engine().connect() as conn:
+        for (strip,) in conn.execute(select(t.mark_strips.c.marks).where(
+                t.mark_strips.c.academic_year == gen.ACADEMIC_YEAR)):
+            n += sum((strip[i] != mk.NO_MARK) + (strip[i + 1] != mk.NO_MARK) for i in days)
+    return n
+
+
+@phase
+def la_detect(args: argparse.Namespace) -> dict[str, Any]:
+    from cme_batch.detect import run_detect
+
+    app = _app(args, gen.AS_OF)
+    started = time.perf_counter()
+    report = run_detect(app, gen.AS_OF)
+    first = time.perf_counter() - started
+    started = time.perf_counter()
+    again = run_detect(app, gen.AS_OF)
+    return {"seconds": round(first, 2), "counts": report.counts(), "rerun_seconds": round(time.perf_counter() - started, 2),
+            "rerun_counts": again.counts()}
+
+
+@phase
+def la_day(args: argparse.Namespace) -> dict[str, Any]:
+    from cme_batch.detect import run_detect
+    from cme_batch.importer import import_file
+
+    files = gen.write_la(args.dir / "ctf", args.pupils, args.files, args.seed)
+    app = _app(args, gen.NEW_DAY)
+    _ = app.school_id
+    started = time.perf_counter()
+    marks = 0
+    for path in files.day_files:
+        marks += import_file(app, path, "ctf").counts.get("marks", 0)
+    imported = time.perf_counter() - started
+    report = run_detect(app, gen.NEW_DAY)
+    total = time.perf_counter() - started
+    return {"marks": marks, "import_seconds": round(imported, 2), "detect_seconds": round(total - imported, 2),
+            "seconds": round(total, 2), "counts": report.counts()}
+
+
+@phase
+def la_baseline(args: argparse.Namespace) -> dict[str, Any]:
+    from benchmarks import baseline
+    from cme_batch import detect
+
+    app = _app(args, gen.NEW_DAY)
+    calendar = detect.evaluate(app, gen.NEW_DAY).calendar
+    year = [d for d in calendar.days if gen.FIRST <= d <= gen.NEW_DAY]
+    if year != list(gen.SCHOOL_DAYS):
+        raise SystemExit("the engine's calendar differs from the generator's school days")
+    return baseline.run(app, args.dir / "baseline.sqlite", gen.NEW_DAY)
+
+
+# -- the report ----------------------------------------------------------------------------------------
+def verdict(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
+def table(results: dict[str, Any]) -> str:
+    rows = ["| benchmark | target | measured | |", "| --- | --- | --- | --- |"]
+    s = results.get("school")
+    if s:
+        for key, label in (("first_night", "first night, empty store"), ("next_night", "next night")):
+            n = s[key]
+            rows.append(f"| school: `nightly` end to end, {label} ({s['pupils']} pupils, {s['session_marks']:,} "
+                        f"marks; SIMS exports {n['export_mb']} MB) | < 3 s wall | {n['seconds']} s "
+                        f"({_stages(n['stages'])}) | {verdict(n['seconds'] < 3)} |")
+            rows.append(f"| school: peak memory, {label} | < 200 MB | {n['peak_rss_mb']} MB | "
+                        f"{verdict(n['peak_rss_mb'] < 200)} |")
+        rows.append(f"| school: `cme-batch --help` (interpreter start and imports) | | {s['cli_start_seconds']} s | |")
+    la = results.get("la")
+    if la:
+        i, d, day = la["import"], la["detect"], la["day"]
+        rows.append(f"| LA import: {la['pupils']:,} pupils, {i['files']} CTF files ({i['mb']} MB), "
+                    f"{i['session_marks']:,} session marks | >= 2,000,000 marks/s | {i['marks_per_second']:,} marks/s "
+                    f"({i['seconds']} s) | {verdict(i['marks_per_second'] >= 2_000_000)} |")
+        rows.append(f"| LA `detect` as of {gen.AS_OF} ({_counts(d['counts'])}) | < 3 s | {d['seconds']} s "
+                    f"(again, nothing to do: {d['rerun_seconds']} s) | {verdict(d['seconds'] < 3)} |")
+        rows.append(f"| LA one new school day: import {day['marks']:,} marks + `detect` | < 2 s | {day['seconds']} s "
+                    f"(import {day['import_seconds']} s, detect {day['detect_seconds']} s) | "
+                    f"{verdict(day['seconds'] < 2)} |")
+        peak = max(x["peak_rss_mb"] for x in (i, d, day))
+        rows.append(f"| LA peak memory (largest of the three steps) | < 500 MB | {peak} MB (import {i['peak_rss_mb']}, "
+                    f"detect {d['peak_rss_mb']}, new day {day['peak_rss_mb']}) | {verdict(peak < 500)} |")
+    b = results.get("baseline")
+    if b:
+        engine = results.get("la", {}).get("detect", {}).get("seconds")
+        ratio = b["query_seconds"] / engine if engine else None
+        rows.append(f"| baseline: gaps-and-islands SQL over {b['rows']:,} rows (one per mark) | | "
+                    f"{b['query_seconds']} s (table built in {b['build_seconds']} s) | |")
+        rows.append(f"| engine vs baseline: same unexplained streak (days, start) on every pupil | every pupil | "
+                    f"{b['pupils_compared'] - b['differences']:,} of {b['pupils_compared']:,} agree "
+                    f"({b['pupils_with_streak']} with a streak) | {verdict(b['differences'] == 0)} |")
+        if ratio:
+            rows.append(f"| engine vs baseline: speed (SQL query / whole `detect` run; / evaluation alone: "
+                        f"{b['query_seconds'] / b['engine_evaluate_seconds']:.0f}x) | >= 30x | {ratio:.0f}x | "
+                        f"{verdict(ratio >= 30)} |")
+    return "\n".join(rows)
+
+
+def _stages(stages: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.2f} s" for k, v in stages.items() if v >= 0.05)
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{v} {k}" for k, v in counts.items() if v)
+
+
+def write_report(results: dict[str, Any], path: Path) -> None:
+    m = results["machine"]
+    text = (f"# Benchmark results\n\nMeasured {results['when']} by `python -m benchmarks.run "
+            f"{' '.join(results['argv'])}` on {m['cpus']} CPUs ({m['cpu']}), {m['memory_gib']} GiB RAM, "
+            f"Python {m['python']}, SQLite {m['sqlite']}; load average {m['load_average']} at the start and "
+            f"{results['load_after']} at the end (other work was running on the machine: times are upper bounds).\n\n"
+            f"{table(results)}\n")
+    path.write_text(text, encoding="utf-8")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pupils", type=int, default=100_000, help="LA pupils (default 100,000)")
+    ap.add_argument("--files", type=int, default=10, help="CTF files they are split into (default 10)")
+    ap.add_argument("--school-pupils", type=int, default=420)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--quick", action="store_true", help="10,000 LA pupils in 2 files")
+    ap.add_argument("--only", default="school,la,baseline", help="comma-separated: school, la, baseline")
+    ap.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "cme-bench")
+    ap.add_argument("--out", type=Path, default=HERE / "results.md")
+    ap.add_argument("--phase", choices=sorted(PHASES), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.phase:
+        print(json.dumps(PHASES[args.phase](args), default=str))
+        return
+    if args.quick:
+        args.pupils, args.files = 10_000, 2
+    args.dir.mkdir(parents=True, exist_ok=True)
+    wanted = set(args.only.split(","))
+    results: dict[str, Any] = {"when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "argv": sys.argv[1:],
+                               "machine": machine()}
+    if "school" in wanted:
+        print("school: two nights of a 420-pupil primary ...", flush=True)
+        results["school"] = school(args)
+    if "la" in wanted or "baseline" in wanted:
+        print(f"LA: {args.pupils:,} pupils in {args.files} CTF files under {args.dir} ...", flush=True)
+        results["la"] = {"pupils": args.pupils, "import": run_phase("la-import", args)}
+        results["la"]["detect"] = run_phase("la-detect", args)
+        results["la"]["day"] = run_phase("la-day", args)
+    if "baseline" in wanted:
+        print("baseline: building the one-row-per-mark table and running the SQL ...", flush=True)
+        results["baseline"] = run_phase("la-baseline", args)
+    results["load_after"] = [round(x, 2) for x in os.getloadavg()]
+    (args.dir / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
+    write_report(results, args.out)
+    print(table(results))
+    print(f"\nwritten to {args.out} (raw numbers: {args.dir / 'results.json'})")
+
+
+if __name__ == "__main__":
+    main()
