@@ -88,7 +88,7 @@ class LazyGroup(click.Group):
     @property
     def all_commands(self) -> dict[str, click.Command]:
         self._load()
-        return self.commands
+        return dict(self.commands)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timezone
+from datetime import UTC
 from typing import Any
 
 import click
@@ -23,7 +23,7 @@ def gather(app: App) -> dict[str, Any]:
             row = conn.execute(select(t.source_state).where(t.source_state.c.source == s.name)).first()
             last_ok = row.last_success_at if row else None
             if last_ok is not None and last_ok.tzinfo is None:  # SQLite hands back naive UTC
-                last_ok = last_ok.replace(tzinfo=timezone.utc)
+                last_ok = last_ok.replace(tzinfo=UTC)
             age_h = (now - last_ok).total_seconds() / 3600 if last_ok else None
             sources.append({
                 "source": s.name, "adapter": s.adapter,

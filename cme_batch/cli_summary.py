@@ -23,6 +23,7 @@ def summary(app: App, as_of: Any, preview: Path | None) -> None:
     """Queue this morning's office summary and DSL digest (once per date), and confirmation requests."""
     from cme_batch.mail import outbox
     from cme_batch.morning import documents, queue
+    from cme_batch.morning.facts import gather
     from cme_batch.replies import process as replies_process
     from cme_batch.report import render_html, render_text
 
@@ -33,7 +34,7 @@ def summary(app: App, as_of: Any, preview: Path | None) -> None:
     preview.mkdir(mode=0o700, parents=True, exist_ok=False)
     os.chmod(preview, 0o700)
     with app.engine().connect() as conn:
-        facts = queue.gather(conn, app.config, day, app.now(), queue.calendar_for(app.config, day),
+        facts = gather(conn, app.config, day, app.now(), queue.calendar_for(app.config, day),
                              outbox.problems(conn, include_reported=False), replies_process.pending_review(conn))
     for name, doc in (("summary", documents.office_document(facts)), ("digest", documents.dsl_document(facts))):
         for ext, text in (("txt", render_text(doc)), ("html", render_html(doc))):

@@ -26,6 +26,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, Self, TypeVar
 
+from cme_batch.codes import CODES_2024, LEGACY
 from cme_batch.config import SourceConfig
 from cme_batch.errors import RetriableError
 from cme_batch.model import SourceBatch, Warning_
@@ -201,8 +202,8 @@ def _hours(now: datetime, mtime: float) -> float:
 
 
 # -- checking what an export file holds (shared by the file adapters) -----------------------------
-#: Every national code, 2024 set and the set before it, plus '#', and '-' (SIMS: no mark recorded).
-NATIONAL_CODES = frozenset(["/", "\\", "L", "U", "K", "V", "P", "W", "B", "D", "C", "C1", "C2", "E", "I", "M", "J1", "R", "S", "T", "G", "N", "O", "Q", "Y1", "Y2", "Y3", "Y4", "Y5", "Y6", "Y7", "X", "Z", "#", "J", "F", "H", "Y", "-"])
+#: Every national code, 2024 set and the set before it, plus '#' and '-' (SIMS: no mark recorded).
+NATIONAL_CODES = frozenset(CODES_2024) | frozenset(LEGACY)
 _TRUE = {"true", "t", "yes", "y", "1"}
 _FALSE = {"false", "f", "no", "n", "0"}
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import timezone
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +65,7 @@ def import_file(app: App, path: Path, fmt: str | None, options: dict[str, object
     log = app.log(stage="import", source=source)
     try:
         factory = file_format(path, fmt)
-        source = fmt or getattr(factory, "format_name", "file")
+        source = str(fmt or getattr(factory, "format_name", "file"))
         batch = factory.parse_file(path, opts)
         result = store_ingest.apply_batch(engine, app.school_id, batch, app.now())
     except BadInputError as exc:
@@ -132,7 +132,7 @@ def stale_sources(app: App) -> list[str]:
     for s in app.config.sources:
         last = seen.get(s.name)
         if last is not None and last.tzinfo is None:  # SQLite gives back naive UTC
-            last = last.replace(tzinfo=timezone.utc)
+            last = last.replace(tzinfo=UTC)
         if last is None or (now - last).total_seconds() > limit:
             stale.append(s.name)
     return stale

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Literal, Union
+from typing import Literal
 
 Session = Literal["AM", "PM"]
 SESSIONS: tuple[Session, Session] = ("AM", "PM")
@@ -140,7 +140,7 @@ class SchoolInfo:
     name: str | None = None
 
 
-Record = Union[PupilRecord, EnrolmentRecord, ContactRecord, FlagRecord, MarksRecord, SchoolInfo]
+Record = PupilRecord | EnrolmentRecord | ContactRecord | FlagRecord | MarksRecord | SchoolInfo
 
 
 @dataclass(frozen=True)

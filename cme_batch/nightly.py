@@ -118,7 +118,7 @@ def run_stage(app: App, name: str, fn: Callable[[App, date], str], as_of: date) 
     log = app.log(stage=name)
     with engine.begin() as conn:
         row_id = conn.execute(insert(t.stage_runs).values(
-            run_id=app.run_id, stage=name, started_at=app.now(), outcome="running")).inserted_primary_key[0]
+            run_id=app.run_id, stage=name, started_at=app.now(), outcome="running")).inserted_primary_key[0]  # type: ignore[index]
     start = time.monotonic()
     if name == "ingest" and os.environ.get("CME_TEST_SLOW_STAGE_SECONDS"):  # test-only: hold the lock a while
         time.sleep(float(os.environ["CME_TEST_SLOW_STAGE_SECONDS"]))

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, func, select, update
+from sqlalchemy import Connection, Engine, Table, delete, func, select, update
 
 from cme_batch.config import RetentionConfig
 from cme_batch.marks import academic_year_of, year_start
@@ -38,7 +39,7 @@ class Cutoffs:
                    academic_year_of(now.date()) - cfg.registers_years)
 
 
-def _count(conn: Connection, table: t.Table, *where: object) -> int:
+def _count(conn: Connection, table: Table, *where: Any) -> int:
     return int(conn.execute(select(func.count()).select_from(table).where(*where)).scalar_one())
 
 

@@ -7,6 +7,8 @@ at once. ``cme_batch.config`` assembles the sections.
 
 from __future__ import annotations
 
+import builtins
+import datetime as _dt  # the Table methods named date and time hide those names
 import os
 import re
 from dataclasses import dataclass
@@ -30,7 +32,7 @@ class Problems:
 class Table:
     """A view of one TOML table at a dotted path, reporting problems into a shared list."""
 
-    def __init__(self, data: Any, path: str, problems: Problems, base: Path | None = None) -> None:
+    def __init__(self, data: Any, path: builtins.str, problems: Problems, base: Path | None = None) -> None:
         self.prefix = path
         self.problems = problems
         self.base = base  # the configuration file's folder: relative paths are read from there
@@ -42,13 +44,13 @@ class Table:
         self.data: dict[str, Any] = data
         self._seen: set[str] = set()
 
-    def key(self, name: str) -> str:
+    def key(self, name: builtins.str) -> builtins.str:
         return f"{self.prefix}.{name}" if self.prefix else name
 
-    def has(self, name: str) -> bool:
+    def has(self, name: builtins.str) -> builtins.bool:
         return name in self.data
 
-    def _get(self, name: str, required: bool, right: str) -> Any:
+    def _get(self, name: builtins.str, required: builtins.bool, right: builtins.str) -> Any:
         self._seen.add(name)
         if name not in self.data:
             if required:
@@ -56,9 +58,9 @@ class Table:
             return None
         return self.data[name]
 
-    def str(self, name: str, default: str | None = None, *, required: bool = False,
-            choices: tuple[str, ...] | None = None, pattern: str | None = None,
-            right: str = "a string") -> str | None:
+    def str(self, name: builtins.str, default: builtins.str | None = None, *, required: builtins.bool = False,
+            choices: tuple[builtins.str, ...] | None = None, pattern: builtins.str | None = None,
+            right: builtins.str = "a string") -> builtins.str | None:
         if choices:
             right = "one of " + ", ".join(repr(c) for c in choices)
         v = self._get(name, required, right)
@@ -75,14 +77,14 @@ class Table:
             return default
         return v
 
-    def email(self, name: str, *, required: bool = False) -> str | None:
+    def email(self, name: builtins.str, *, required: builtins.bool = False) -> builtins.str | None:
         v = self.str(name, required=required, right="an email address")
         if v is not None and not EMAIL_RE.match(v):
             self.problems.add(self.key(name), f"is {v!r}", "an email address like office@school.example")
             return None
         return v
 
-    def emails(self, name: str, *, required: bool = False) -> tuple[str, ...]:
+    def emails(self, name: builtins.str, *, required: builtins.bool = False) -> tuple[builtins.str, ...]:
         v = self._get(name, required, "a list of email addresses")
         if v is None:
             return ()
@@ -99,8 +101,8 @@ class Table:
                 out.append(item)
         return tuple(out)
 
-    def int(self, name: str, default: int | None = None, *, required: bool = False,
-            min: int | None = None, max: int | None = None) -> int | None:
+    def int(self, name: builtins.str, default: builtins.int | None = None, *, required: builtins.bool = False,
+            min: builtins.int | None = None, max: builtins.int | None = None) -> builtins.int | None:
         right = "a whole number" + (f" from {min}" if min is not None else "") + (
             f" to {max}" if max is not None else "")
         v = self._get(name, required, right)
@@ -112,7 +114,8 @@ class Table:
             return default
         return v
 
-    def float(self, name: str, default: float | None = None, *, min: float | None = None) -> float | None:
+    def float(self, name: builtins.str, default: builtins.float | None = None, *,
+              min: builtins.float | None = None) -> builtins.float | None:
         right = "a number" + (f" of at least {min}" if min is not None else "")
         v = self._get(name, False, right)
         if v is None:
@@ -122,7 +125,7 @@ class Table:
             return default
         return float(v)
 
-    def bool(self, name: str, default: bool) -> bool:
+    def bool(self, name: builtins.str, default: builtins.bool) -> builtins.bool:
         v = self._get(name, False, "true or false")
         if v is None:
             return default
@@ -131,11 +134,11 @@ class Table:
             return default
         return v
 
-    def date(self, name: str, *, required: bool = False) -> date | None:
+    def date(self, name: builtins.str, *, required: builtins.bool = False) -> _dt.date | None:
         v = self._get(name, required, "a date YYYY-MM-DD")
         return None if v is None else self._as_date(v, self.key(name))
 
-    def _as_date(self, v: Any, key: str) -> date | None:
+    def _as_date(self, v: Any, key: builtins.str) -> _dt.date | None:
         if isinstance(v, date) and not hasattr(v, "hour"):
             return v
         if isinstance(v, str):
@@ -146,7 +149,7 @@ class Table:
         self.problems.add(key, f"is {v!r}", "a date YYYY-MM-DD")
         return None
 
-    def dates(self, name: str) -> tuple[date, ...]:
+    def dates(self, name: builtins.str) -> tuple[_dt.date, ...]:
         v = self._get(name, False, "a list of dates YYYY-MM-DD")
         if v is None:
             return ()
@@ -156,7 +159,7 @@ class Table:
         out = [self._as_date(x, f"{self.key(name)}[{i}]") for i, x in enumerate(v)]
         return tuple(d for d in out if d is not None)
 
-    def time(self, name: str, default: time) -> time:
+    def time(self, name: builtins.str, default: _dt.time) -> _dt.time:
         v = self._get(name, False, "a time HH:MM")
         if v is None:
             return default
@@ -170,7 +173,7 @@ class Table:
         self.problems.add(self.key(name), f"is {v!r}", "a time HH:MM")
         return default
 
-    def str_map(self, name: str) -> dict[str, str]:
+    def str_map(self, name: builtins.str) -> dict[builtins.str, builtins.str]:
         v = self._get(name, False, "a table of strings")
         if v is None:
             return {}
@@ -179,7 +182,7 @@ class Table:
             return {}
         return dict(v)
 
-    def str_list(self, name: str) -> tuple[str, ...]:
+    def str_list(self, name: builtins.str) -> tuple[builtins.str, ...]:
         v = self._get(name, False, "a list of strings")
         if v is None:
             return ()
@@ -188,18 +191,19 @@ class Table:
             return ()
         return tuple(v)
 
-    def path(self, name: str, base: Path, default: str | None = None, *, required: bool = False) -> Path | None:
+    def path(self, name: builtins.str, base: Path, default: builtins.str | None = None, *,
+             required: builtins.bool = False) -> Path | None:
         v = self.str(name, default, required=required, right="a path")
         if v is None:
             return None
         p = Path(v).expanduser()
         return p if p.is_absolute() else (base / p)
 
-    def sub(self, name: str) -> Table:
+    def sub(self, name: builtins.str) -> Table:
         self._seen.add(name)
         return Table(self.data.get(name), self.key(name), self.problems, self.base)
 
-    def subs(self, name: str) -> dict[str, Table]:
+    def subs(self, name: builtins.str) -> dict[builtins.str, Table]:
         """A table of tables, e.g. ``[sources.office-sims]``."""
         self._seen.add(name)
         v = self.data.get(name)
@@ -210,7 +214,7 @@ class Table:
             return {}
         return {k: Table(x, f"{self.key(name)}.{k}", self.problems, self.base) for k, x in v.items()}
 
-    def list_of_tables(self, name: str) -> list[Table]:
+    def list_of_tables(self, name: builtins.str) -> list[Table]:
         self._seen.add(name)
         v = self.data.get(name)
         if v is None:
@@ -220,7 +224,7 @@ class Table:
             return []
         return [Table(x, f"{self.key(name)}[{i}]", self.problems, self.base) for i, x in enumerate(v)]
 
-    def secret(self, name: str, *, required: bool = False) -> SecretRef | None:
+    def secret(self, name: builtins.str, *, required: builtins.bool = False) -> SecretRef | None:
         """A secret reference: ``{ env = "NAME" }`` or ``{ file = "path" }`` or ``{ credential = "name" }``."""
         right = 'a table { env = "VAR" }, { file = "/path" } or { credential = "name" } (never the secret itself)'
         v = self._get(name, required, right)

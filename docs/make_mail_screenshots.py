@@ -10,7 +10,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,13 +22,14 @@ def render(config: Path, folder: Path) -> None:
     from cme_batch.app import App
     from cme_batch.mail import outbox
     from cme_batch.morning import documents, queue
+    from cme_batch.morning.facts import gather
     from cme_batch.replies import process
     from cme_batch.report import render_html
 
     day = date(2025, 12, 19)
-    app = App(str(config), clock=lambda: datetime(2025, 12, 20, 6, 30, tzinfo=timezone.utc))
+    app = App(str(config), clock=lambda: datetime(2025, 12, 20, 6, 30, tzinfo=UTC))
     with app.engine().connect() as conn:
-        facts = queue.gather(conn, app.config, day, app.now(), queue.calendar_for(app.config, day),
+        facts = gather(conn, app.config, day, app.now(), queue.calendar_for(app.config, day),
                              outbox.problems(conn, include_reported=False), process.pending_review(conn))
     folder.mkdir()
     (folder / "summary.html").write_text(render_html(documents.office_document(facts)), encoding="utf-8")

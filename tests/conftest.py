@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import textwrap
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -22,7 +22,7 @@ from tests.servers import postgres_server
 
 _counter = itertools.count()
 
-FIXED_NOW = datetime(2025, 12, 1, 6, 0, tzinfo=timezone.utc)
+FIXED_NOW = datetime(2025, 12, 1, 6, 0, tzinfo=UTC)
 
 BASE_CONFIG = """
 [school]

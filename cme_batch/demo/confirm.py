@@ -95,7 +95,9 @@ def dsl_replies(engine: Engine, dsl_email: str, maildir: Path, now: datetime) ->
     reply["Date"] = format_datetime(now)
     reply["Message-ID"] = make_msgid(domain=dsl_email.rsplit("@", 1)[1])
     reply["In-Reply-To"] = str(request["Message-ID"])
-    quoted = "\n".join("> " + line for line in request.get_body(("plain",)).get_content().splitlines()[:6])
+    body = request.get_body(("plain",))
+    text = body.get_content() if body is not None else ""
+    quoted = "\n".join("> " + line for line in text.splitlines()[:6])
     reply.set_content(f"CONFIRM {row.ref}\n\nThanks, please send it today.\n\nOn {request['Date']} you wrote:\n"
                       f"{quoted}\n")
     name = f"{int(time.time())}.demo-dsl-reply.{row.ref}"

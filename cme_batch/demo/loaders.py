@@ -3,7 +3,8 @@
 A loader adds what it needs to the demo configuration, stores the first export, and later the
 "newer export" that corrects a mark. ``files`` (the default) writes them as the SIMS
 CommandReporter exports a school's scheduled task produces and lets the ``ingest`` stage import
-them. ``direct`` writes the generated records as one batch of source ``demo`` (``store.ingest.apply_batch``). ``arbor`` serves them from the Arbor adapter's
+them. ``direct`` writes the generated records as one batch of source ``demo``
+(``store.ingest.apply_batch``). ``arbor`` serves them from the Arbor adapter's
 local stand-in server (``adapters.arbor.fake_server.serve_demo``, over HTTPS on loopback) and
 lets the ``ingest`` stage pull them, exactly as a school's nightly run would.
 """

@@ -54,7 +54,8 @@ class GraphTransport:
         token = self.tokens.token()
         try:
             resp = self.session.post(
-                self.url, data=base64.b64encode(message.raw), headers={"Authorization": f"Bearer {token}", "Content-Type": "text/plain"})
+                self.url, data=base64.b64encode(message.raw),
+                headers={"Authorization": f"Bearer {token}", "Content-Type": "text/plain"})
         except requests.RequestException as exc:
             raise request_error(where, exc) from exc
         if resp.status_code in (200, 202):

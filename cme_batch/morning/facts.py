@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, select
@@ -51,7 +51,7 @@ FLAG_LABEL = {
 def aware(dt: datetime | None) -> datetime | None:
     if dt is None:
         return None
-    return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt
 
 
 @dataclass
@@ -119,9 +119,10 @@ def _sources(conn: Connection, config: Config, now: datetime) -> list[SourceFact
     for s in config.sources:
         r = rows.get(s.name)
         last = aware(r.last_success_at) if r else None
-        failed_after = r is not None and r.last_error and (last is None or aware(r.last_attempt_at) > last)
-        out.append(SourceFact(s.name, last, last is None or now - last > limit,
-                              (r.last_error or "").splitlines()[0] if failed_after else None))
+        attempt = aware(r.last_attempt_at) if r else None
+        error = (r.last_error or "").splitlines()[0] if r is not None and r.last_error else None
+        failed_after = error is not None and (last is None or (attempt is not None and attempt > last))
+        out.append(SourceFact(s.name, last, last is None or now - last > limit, error if failed_after else None))
     return out
 
 

@@ -27,7 +27,7 @@ from cme_batch.morning import documents
 from cme_batch.morning.facts import KIND_LABEL, CaseFact, Facts, gather
 from cme_batch.replies import process as replies_process
 from cme_batch.replies.tokens import Tokens
-from cme_batch.report import Document, render_html, render_text
+from cme_batch.report import Document, Row, Section, render_html, render_text
 from cme_batch.schoolcal import SchoolCalendar, build
 from cme_batch.store import tables as t
 
@@ -86,11 +86,11 @@ def _request(conn: Connection, c: CaseFact, recipient: str, tokens: Tokens, conf
     doc = Document(
         title=f"Confirm the CME referral {c.ref}",
         subtitle=f"{config.school.name}. Registers as of {as_of:%d %b %Y}.",
-        sections=[documents.Section(
-            "The case", ["", ""], [documents.Row(["Pupil", c.pupil]), documents.Row(["Year", c.year_group]),
-                                   documents.Row(["Why", KIND_LABEL.get(c.kind, c.kind)]),
-                                   documents.Row(["School days", str(c.school_days)]),
-                                   documents.Row(["Referral due", f"{c.referral_due:%a %d %b %Y}"
+        sections=[Section(
+            "The case", ["", ""], [Row(["Pupil", c.pupil]), Row(["Year", c.year_group]),
+                                   Row(["Why", KIND_LABEL.get(c.kind, c.kind)]),
+                                   Row(["School days", str(c.school_days)]),
+                                   Row(["Referral due", f"{c.referral_due:%a %d %b %Y}"
                                                   if c.referral_due else "-"])],
             notes=[f"To send the referral to the LA, reply to this email with the first line: CONFIRM {c.ref}",
                    f"Or: HOLD {c.ref} <reason> | CLOSE {c.ref} <reason> | NOTE {c.ref} <text>",
@@ -115,10 +115,10 @@ def _office_action(conn: Connection, c: CaseFact, recipient: str, tokens: Tokens
     doc = Document(
         title=f"{c.ref}: {step}",
         subtitle=f"{config.school.name}. Registers as of {as_of:%d %b %Y}.",
-        sections=[documents.Section(
-            "The pupil", ["", ""], [documents.Row(["Pupil", c.pupil]), documents.Row(["Year", c.year_group]),
-                                    documents.Row(["Class", c.reg_group]),
-                                    documents.Row(["School days absent", str(c.school_days)])],
+        sections=[Section(
+            "The pupil", ["", ""], [Row(["Pupil", c.pupil]), Row(["Year", c.year_group]),
+                                    Row(["Class", c.reg_group]),
+                                    Row(["School days absent", str(c.school_days)])],
             notes=[f"When done, reply with the first line: NOTE {c.ref} <action>: <outcome>",
                    f"for example: NOTE {c.ref} first-day-call: spoke to mum, child ill, back Monday",
                    "Actions: first-day-call, contacts-tried, home-visit, social-media, other-agency. "

@@ -12,7 +12,7 @@ into a real store, and that a second read changes nothing.
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -36,7 +36,7 @@ from cme_batch.store import ingest
 from cme_batch.store import tables as t
 from tests.helpers import snapshot
 
-NOW = datetime(2025, 12, 1, 6, 0, tzinfo=timezone.utc)
+NOW = datetime(2025, 12, 1, 6, 0, tzinfo=UTC)
 RECORD_TYPES = (PupilRecord, EnrolmentRecord, ContactRecord, FlagRecord, MarksRecord, SchoolInfo)
 
 

@@ -188,4 +188,4 @@ def test_logs_carry_no_secret_and_no_pupil(tmp_path: Path, store_url: str, engin
              if v}
     assert PASSWORD not in text
     assert not [n for n in names if n in text]
-    assert not date(2018, 3, 4).isoformat() in text
+    assert date(2018, 3, 4).isoformat() not in text

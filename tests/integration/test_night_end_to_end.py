@@ -17,7 +17,7 @@ import os
 import re
 import subprocess
 import sys
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
@@ -28,8 +28,7 @@ from cme_batch.model import SourceBatch
 from cme_batch.store import ingest
 from cme_batch.store import tables as t
 from tests.mailbox_servers import DovecotMailbox, dovecot, dovecot_server  # noqa: F401
-from tests.mailservers import PASSWORD_ENV, SMTP_PASSWORD, Pki, mail_pki, smtp_servers, smtp_toml  # noqa: F401
-from tests.mailservers import write_mail_config
+from tests.mailservers import PASSWORD_ENV, SMTP_PASSWORD, Pki, mail_pki, smtp_servers, smtp_toml, write_mail_config  # noqa: F401
 from tests.referral_support import make_pki, smime_config
 from tests.replies_support import KEY, KEY_ENV, reply
 from tests.servers import need_tool
@@ -90,7 +89,7 @@ def test_digest_reply_confirm_encrypted_referral_and_no_identity_leaks(
         school_id = ingest.ensure_school(conn, "916", "2999", "The John Moore Primary School")
     ingest.apply_batch(engine, school_id, SourceBatch("demo", "demo", records=school.records,
                                                       replaces=frozenset({"contacts", "flags", "enrolments"})),
-                       datetime(2025, 12, 19, 18, tzinfo=timezone.utc))
+                       datetime(2025, 12, 19, 18, tzinfo=UTC))
     smtp = smtp_servers(mail_pki, tls="starttls", users={"cme-batch@school.example": SMTP_PASSWORD})
     pki = make_pki(tmp_path / "referral-pki")
     replies_section = f"""

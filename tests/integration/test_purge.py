@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy import Engine, func, insert, select
 
@@ -12,7 +12,7 @@ from cme_batch.purge import purge
 from cme_batch.store import ingest
 from cme_batch.store import tables as t
 
-NOW = datetime(2025, 12, 1, 6, 0, tzinfo=timezone.utc)
+NOW = datetime(2025, 12, 1, 6, 0, tzinfo=UTC)
 
 
 def _n(engine: Engine, table: t.Table) -> int:

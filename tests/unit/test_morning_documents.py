@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 from cme_batch.mail.outbox import Problem
 from cme_batch.morning import documents
@@ -10,7 +10,7 @@ from cme_batch.morning.facts import CaseFact, Facts, SourceFact
 from cme_batch.report import render_html, render_text
 
 AS_OF = date(2025, 12, 1)
-NOW = datetime(2025, 12, 2, 5, 30, tzinfo=timezone.utc)
+NOW = datetime(2025, 12, 2, 5, 30, tzinfo=UTC)
 
 
 def _case(ref: str, kind: str, stage: str | None, pupil: str, days: int, **kw: object) -> CaseFact:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import pytest
 from sqlalchemy import Engine, select
@@ -13,7 +13,7 @@ from cme_batch.store import ingest
 from cme_batch.store import tables as t
 from tests.helpers import snapshot
 
-NOW = datetime(2025, 12, 1, 6, 0, tzinfo=timezone.utc)
+NOW = datetime(2025, 12, 1, 6, 0, tzinfo=UTC)
 
 
 def _school(engine: Engine) -> int:
