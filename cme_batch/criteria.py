@@ -89,10 +89,16 @@ def destination_unknown(destination: str | None, leaving_reason: str | None) -> 
 
 
 def unexplained_due(streak: Streak, th: Thresholds, calendar: SchoolCalendar, as_of: date) -> date | None:
-    """The date of the streak's referral_due-th school day: past if reached, else projected by the calendar."""
-    if streak.days >= th.referral_due:
-        return streak.nth_day(th.referral_due)
-    return calendar.nth_school_day_after(as_of, th.referral_due - streak.days)
+    """The date of the streak's referral_due-th school day: past if reached, else projected by the calendar.
+
+    A register gap inside the streak is counted here as a school day of absence: the child was
+    not seen, and a missing register must never push the referral later. (The streak's length,
+    and so its stage, still counts only the days with unexplained marks.)
+    """
+    days = sorted(set(streak.counted) | {g for g in streak.register_gaps if streak.start and g > streak.start})
+    if len(days) >= th.referral_due:
+        return days[th.referral_due - 1]
+    return calendar.nth_school_day_after(as_of, th.referral_due - len(days))
 
 
 # -- facts in, changes out --------------------------------------------------------------------

@@ -41,7 +41,7 @@ class ExpectedCase:
     school_days: int | None = None  # counting days of the streak (at as_of, or when it last counted)
     closed_on: date | None = None  # the night the case closes
     closed_reason: str | None = None  # returned, explained
-    referral_due: date | None = None  # the date of the streak's 10th counting day by the calendar
+    referral_due: date | None = None  # the date of the streak's 10th school day by the calendar
     register_gaps: tuple[date, ...] = ()
     alerts: tuple[str, ...] = ()
     below_compulsory_age: bool = False
@@ -87,13 +87,14 @@ def expected_stage(days: int, flags: frozenset[str] = frozenset(), th: Threshold
     return [name for name in STAGE_ORDER if due[name] <= days][-1]
 
 
-def referral_due(start: date, gaps: tuple[date, ...] = ()) -> date:
-    """The date the streak's 10th counting day falls on by the calendar.
+def referral_due(start: date) -> date:
+    """The date of the streak's 10th school day by the calendar, counted from its first day.
 
     DOMAIN.md 5: on day 7 of a streak the referral is due three school days ahead, skipping
-    holidays. A register gap is a school day but not a day of the streak, so it moves the date on.
+    holidays. A register gap inside the streak counts as a day of it here: the child was not
+    seen, and a missing register must never push the referral later.
     """
-    days = [d for d in term.YEAR_SCHOOL_DAYS if d >= start and d not in gaps]
+    days = [d for d in term.YEAR_SCHOOL_DAYS if d >= start]
     return days[DEFAULTS.referral_due - 1]
 
 
@@ -141,7 +142,7 @@ class Planter:
         case = ExpectedCase(
             pupil_key=key, kind="unexplained_absence", role=role,
             stage=expected_stage(count, flags), open_at_as_of=end == "open", streak_start=first,
-            school_days=count, closed_on=closed_on, closed_reason=reason, referral_due=referral_due(first, gaps),
+            school_days=count, closed_on=closed_on, closed_reason=reason, referral_due=referral_due(first),
             register_gaps=gaps, alerts=("immediate_social_care",) if flags & ALERT_FLAGS else (),
             below_compulsory_age=self.below_age.get(key, False))
         self.cases.append(case)

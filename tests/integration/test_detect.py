@@ -251,7 +251,9 @@ def test_register_gaps_are_kept_on_the_case(eapp: App) -> None:
     detect.run_detect(eapp, date(2025, 11, 7))
     [case] = cases(eapp)
     assert (case["school_days"], case["register_gaps"]) == (2, ["2025-11-06"])
-    assert case["referral_due"] == date(2025, 11, 19)  # eight school days after Friday the 7th
+    # the gap day counts towards the referral's tenth day (a missing register never delays it):
+    # 5, 6 (gap) and 7 November are three days, so seven school days after Friday the 7th
+    assert case["referral_due"] == date(2025, 11, 18)
 
 
 # -- the LA 10-day return ----------------------------------------------------------------------------

@@ -33,11 +33,11 @@ def test_missing_wrong_and_unplanted_cases_are_named() -> None:
     cases = as_stored()
     gone = cases.pop(0)
     gap = next(c for c in cases if c["register_gaps"])
-    gap["referral_due"] = date(2025, 12, 19)
+    gap["referral_due"] = date(2026, 1, 6)
     cases.append({**cases[-1], "pupil_key": "ADNO9999", "kind": "unexplained_absence", "status": "open"})
     problems = compare(SCHOOL, cases, la_returns=la() - {next(iter(sorted(la())))}).problems
     assert any(p.startswith("missing:") and gone["pupil_key"] in p for p in problems)
-    assert any("register_gap" in p and "expected referral_due 2026-01-06, is 2025-12-19" in p for p in problems)
+    assert any("register_gap" in p and "expected referral_due 2025-12-19, is 2026-01-06" in p for p in problems)
     assert any("unplanted open case: ADNO9999" in p for p in problems)
     assert any(p.startswith("missing from the LA 10-day return") for p in problems)
 

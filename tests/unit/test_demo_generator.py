@@ -136,8 +136,9 @@ def test_each_planted_kind_and_story_is_there(school: DemoSchool) -> None:
                       "Child protection plan") in school.records
     gap = next(c for c in school.planted if c.role == "register_gap")
     assert gap.register_gaps == (date(2025, 12, 11),) and gap.school_days == 9
-    # The 10th counting day: Friday 19 Dec is the 9th, Monday 5 Jan is an INSET day.
-    assert gap.referral_due == date(2026, 1, 6)
+    # Nine counting days and the gap day make Friday 19 Dec the tenth: the gap does not delay it
+    # into January (5 Jan is an INSET day, the referral would otherwise fall due on the 6th).
+    assert gap.referral_due == date(2025, 12, 19)
     # Gone since Monday 10 Nov: the 10th day skips the extra holiday on Friday 14 Nov.
     missing = [c for c in school.planted if c.role == "long_missing_siblings"]
     assert len(missing) == 2 and all(c.referral_due == date(2025, 11, 24) for c in missing)
