@@ -24,7 +24,8 @@ What is stored (read by others):
   ``contact_all``, ``dsl_review``, ``home_visit``, ``referral_prepare``, ``referral_due``; the other
   kinds start at ``referral_prepare``, ``repeat_missing`` at ``dsl_review``), ``episode_start``
   (streak start, agreed first day, leaving date, or newest repeat episode), ``school_days``,
-  ``last_attended``, ``referral_due`` (the streak's 10th school day; the opening date for the
+  ``last_attended``, ``referral_due`` (the streak's 10th school day, register gaps counted as days
+  of it; the opening date for the
   other kinds), ``register_gaps`` (ISO dates), ``alerts`` (list of ``{"kind":
   "immediate_social_care", "raised_on", "flags", "action"}``), ``compulsory_school_age``,
   ``closed_on``/``closed_reason`` (``returned``, ``explained``, ``attended``, ``withdrawn``,
