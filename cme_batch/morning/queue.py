@@ -79,28 +79,35 @@ def _live_request(conn: Connection, case_id: int, recipient: str, now: datetime)
     return any(r.used_at is None and outbox.utc(r.expires_at) > now for r in rows)  # type: ignore[operator]
 
 
+def _case_message(conn: Connection, c: CaseFact, recipient: str, tokens: Tokens, config: Config, now: datetime,
+                  *, purpose: str, key: str, what: str, doc: Document) -> None:
+    """Queue one message about one case to one person, with that person's reply token in the subject."""
+    token = tokens.issue(conn, c.id, recipient, now)
+    subject = replies_process.subject_for(c.ref, token, what)
+    sender = _sender(config)
+    outbox.enqueue(conn, idempotency_key=key.format(nonce=token.split(".")[1]), purpose=purpose,
+                   recipients=[recipient], subject=subject, message=email_for(doc, subject, sender, [recipient]),
+                   case_id=c.id, from_address=sender, now=now)
+
+
 def _request(conn: Connection, c: CaseFact, recipient: str, tokens: Tokens, config: Config, now: datetime,
              as_of: date) -> None:
-    token = tokens.issue(conn, c.id, recipient, now)
-    subject = replies_process.subject_for(c.ref, token, "please confirm the referral")
+    """A confirmation request to the DSL or the deputy: the reply CONFIRM sends the referral."""
+    due = f"{c.referral_due:%a %d %b %Y}" if c.referral_due else "-"
     doc = Document(
         title=f"Confirm the CME referral {c.ref}",
         subtitle=f"{config.school.name}. Registers as of {as_of:%d %b %Y}.",
         sections=[Section(
             "The case", ["", ""], [Row(["Pupil", c.pupil]), Row(["Year", c.year_group]),
                                    Row(["Why", KIND_LABEL.get(c.kind, c.kind)]),
-                                   Row(["School days", str(c.school_days)]),
-                                   Row(["Referral due", f"{c.referral_due:%a %d %b %Y}"
-                                                  if c.referral_due else "-"])],
+                                   Row(["School days", str(c.school_days)]), Row(["Referral due", due])],
             notes=[f"To send the referral to the LA, reply to this email with the first line: CONFIRM {c.ref}",
                    f"Or: HOLD {c.ref} <reason> | CLOSE {c.ref} <reason> | NOTE {c.ref} <text>",
                    "Keep the subject as it is: it carries the code that proves the reply is yours. "
                    "Write plain text, with no attachments."])],
         footer="Only the DSL and the deputy DSL receive this request, each with their own code.")
-    msg = email_for(doc, subject, _sender(config), [recipient])
-    outbox.enqueue(conn, idempotency_key=f"confirm:{c.ref}:{recipient.lower()}:{token.split('.')[1]}",
-                   purpose="confirm_request", recipients=[recipient], subject=subject, message=msg,
-                   case_id=c.id, from_address=_sender(config), now=now)
+    _case_message(conn, c, recipient, tokens, config, now, purpose="confirm_request",
+                  key=f"confirm:{c.ref}:{recipient.lower()}:{{nonce}}", what="please confirm the referral", doc=doc)
 
 
 OFFICE_STAGES = ("first_day_call", "contact_all")
@@ -109,25 +116,20 @@ OFFICE_STAGES = ("first_day_call", "contact_all")
 def _office_action(conn: Connection, c: CaseFact, recipient: str, tokens: Tokens, config: Config, now: datetime,
                    as_of: date) -> None:
     """A per-case message to an office address whose reply can record what the office did (NOTE)."""
-    token = tokens.issue(conn, c.id, recipient, now)
     step = "first-day call" if c.stage == "first_day_call" else "contact every emergency contact"
-    subject = replies_process.subject_for(c.ref, token, f"{step} needed")
     doc = Document(
         title=f"{c.ref}: {step}",
         subtitle=f"{config.school.name}. Registers as of {as_of:%d %b %Y}.",
         sections=[Section(
             "The pupil", ["", ""], [Row(["Pupil", c.pupil]), Row(["Year", c.year_group]),
-                                    Row(["Class", c.reg_group]),
-                                    Row(["School days absent", str(c.school_days)])],
+                                    Row(["Class", c.reg_group]), Row(["School days absent", str(c.school_days)])],
             notes=[f"When done, reply with the first line: NOTE {c.ref} <action>: <outcome>",
                    f"for example: NOTE {c.ref} first-day-call: spoke to mum, child ill, back Monday",
                    "Actions: first-day-call, contacts-tried, home-visit, social-media, other-agency. "
                    "Keep the subject as it is; write plain text, with no attachments."])],
         footer="Sent by cme-batch to the school office.")
-    msg = email_for(doc, subject, _sender(config), [recipient])
-    outbox.enqueue(conn, idempotency_key=f"action:{c.ref}:{recipient.lower()}:{as_of.isoformat()}",
-                   purpose="office_action", recipients=[recipient], subject=subject, message=msg,
-                   case_id=c.id, from_address=_sender(config), now=now)
+    _case_message(conn, c, recipient, tokens, config, now, purpose="office_action",
+                  key=f"action:{c.ref}:{recipient.lower()}:{as_of.isoformat()}", what=f"{step} needed", doc=doc)
 
 
 def queue_morning(conn: Connection, config: Config, as_of: date, now: datetime, tokens: Tokens | None
