@@ -136,6 +136,9 @@ def dsl_document(f: Facts) -> Document:
     banners = _banners(f)
     if overdue:
         banners.insert(0, (RED, f"{len(overdue)} referral(s) past the due date without your confirmation."))
+    if awaiting and not f.confirm_by_reply:
+        banners.insert(0, (RED, "Confirmation by reply is not set up (no replies.token_keys in the configuration): "
+                                "no referral can be confirmed or sent until the school's IT technician adds one."))
     return Document(
         title=f"CME digest for the DSL: {f.school}",
         subtitle=f"Registers as of {_d(f.as_of)}. {subject_counts(f)}, {len(awaiting)} awaiting confirmation.",

@@ -103,6 +103,7 @@ class Facts:
     register_warnings: list[str]
     outbox_problems: list[Any] = field(default_factory=list)
     review_replies: list[dict[str, Any]] = field(default_factory=list)
+    confirm_by_reply: bool = True  # false when no reply token key is configured
 
     @property
     def stale_or_failed(self) -> list[SourceFact]:

@@ -138,6 +138,7 @@ def queue_morning(conn: Connection, config: Config, as_of: date, now: datetime, 
     problems = outbox.problems(conn, include_reported=False)
     review = replies_process.pending_review(conn)
     facts = gather(conn, config, as_of, now, calendar_for(config, as_of), problems, review)
+    facts.confirm_by_reply = tokens is not None
     queued = Queued()
     sender = _sender(config)
     counts = documents.subject_counts(facts)

@@ -95,3 +95,9 @@ def test_html_escapes_what_it_shows() -> None:
     facts = _facts(cases=[_case("CME-2025-0009", "unexplained_absence", "first_day_call", "<b>Evil</b>", 1)])
     page = render_html(documents.office_document(facts))
     assert "<b>Evil</b>" not in page and "&lt;b&gt;Evil&lt;/b&gt;" in page
+
+
+def test_digest_says_when_confirmation_by_reply_is_not_set_up() -> None:
+    doc = documents.dsl_document(_facts(confirm_by_reply=False))
+    assert doc.banners[0][0] == "red" and "replies.token_keys" in doc.banners[0][1]
+    assert not any("token_keys" in text for _, text in documents.dsl_document(_facts()).banners)
