@@ -129,6 +129,12 @@ class _Marks(Protocol):
     def codes(self) -> tuple[str, ...]: ...
 
 
+def within_years(start: date, sessions: int, first_year: int, last_year: int) -> bool:
+    """Whether ``sessions`` sessions from the AM of ``start`` lie in academic years ``first_year``..``last_year``."""
+    last = start.toordinal() + max(sessions - 1, 0) // 2
+    return year_start(first_year) <= start and last < year_start(last_year + 1).toordinal()
+
+
 def split_by_year(start: date, symbols: list[str] | str) -> Iterator[tuple[int, int, list[str] | str]]:
     """Cut a run of sessions at 1 August boundaries: (academic year, start index, symbols)."""
     i = 0

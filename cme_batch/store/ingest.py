@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, Engine, String, and_, bindparam, delete, insert, select, update
 
 from cme_batch import marks as mk
 from cme_batch.errors import BadInputError, CmeError
@@ -96,6 +96,29 @@ PUPIL_CHUNK = 2000
 RECORD_CHUNK = 20000
 #: Ids per ``IN (...)`` list (well under every database's parameter limit).
 IN_CHUNK = 500
+
+
+#: Dates the store accepts: anything outside is a typing error in the MIS (and 9999-12-31 would
+#: overflow the date arithmetic of the engine).
+DATES = (date(1900, 1, 1), date(2199, 12, 31))
+#: The longest text each column holds (PostgreSQL enforces it; SQLite would not, so it is checked here).
+LIMITS: dict[str, dict[str, int]] = {
+    table.name: {c.name: c.type.length for c in table.c if isinstance(c.type, String) and c.type.length}
+    for table in (t.pupils, t.pupil_keys, t.contacts, t.flags, t.enrolments, t.mark_alphabet)}
+
+
+def check_values(origin: str, table: Any, row: Mapping[str, Any]) -> None:
+    """Refuse (naming the file, table and field, never the value) what the store cannot hold."""
+    limits = LIMITS[table.name]
+    for col, v in row.items():
+        if isinstance(v, str):
+            n = limits.get(col)
+            if n is not None and len(v) > n:
+                raise BadInputError(f"{origin}: a {table.name} record has a {col} longer than {n} characters, more "
+                                    "than the store keeps; correct it in the MIS; nothing imported")
+        elif isinstance(v, date) and not isinstance(v, datetime) and not DATES[0] <= v <= DATES[1]:
+            raise BadInputError(f"{origin}: a {table.name} record has a {col} outside the years "
+                                f"{DATES[0].year}-{DATES[1].year}; correct it in the MIS; nothing imported")
 
 
 def _chunks(items: list[Any], size: int = IN_CHUNK) -> Iterable[list[Any]]:
@@ -199,6 +222,7 @@ class _Writer:
             if pid is None and r.upn:
                 pid = self.by_upn.get(r.upn)
             vals = _pupil_values(r)
+            check_values(self.batch.origin, t.pupils, vals)
             given = {f: v for f, v in vals.items() if v not in (None, [])}
             if pid is None:
                 pid = -len(new) - 1
@@ -218,6 +242,7 @@ class _Writer:
                 if pid < 0:
                     new_upns.append(r.upn)
             if r.pupil_key not in self.by_key:
+                check_values(self.batch.origin, t.pupil_keys, {"pupil_key": r.pupil_key})
                 self.by_key[r.pupil_key] = pid
                 new_keys.append((pid, r.pupil_key))
         real: dict[int, int] = {}
@@ -231,7 +256,7 @@ class _Writer:
             for pid, k in new_keys:
                 self.by_key[k] = real.get(pid, pid)
             for u in new_upns:
-                self.by_upn[u] = real[self.by_upn[u]]
+                self.by_upn[u] = real.get(self.by_upn[u], self.by_upn[u])
         if new_keys:
             self.conn.execute(insert(t.pupil_keys), [
                 {"pupil_id": real.get(pid, pid), "source": self.source, "pupil_key": k} for pid, k in new_keys])
@@ -261,6 +286,7 @@ class _Writer:
         wanted: dict[tuple[int, Any], dict[str, Any]] = {}
         for pid, rec in items:
             vals = kind.values_of(rec, self.now)
+            check_values(self.batch.origin, table, vals)
             wanted[(pid, kind.key_of(vals))] = vals  # one record twice: the later entry wins
         existing: dict[tuple[int, Any], Any] = {}
         seen = self.seen[kind.name]
@@ -317,6 +343,10 @@ class _Writer:
         original = dict(strips)
         changes: list[dict[str, Any]] = []
         for pid, rec in items:
+            if not mk.within_years(rec.start, len(rec.codes), DATES[0].year, DATES[1].year):
+                raise BadInputError(f"{self.batch.origin}: marks from {rec.start} for {len(rec.codes)} sessions fall "
+                                    f"outside the years {DATES[0].year}-{DATES[1].year}; correct the export; "
+                                    "nothing imported")
             for yr, idx, symbols, count in self.marks.symbols(rec):
                 key = (pid, yr)
                 new, fixed = self.marks.lay(strips.get(key) or mk.empty_strip(yr), idx, symbols)
@@ -355,6 +385,11 @@ class _Writer:
                 "nor in the store (import the pupils export first); nothing imported")
         self.remove_missing()
         new = self.alphabet.new_entries()
+        for code in new:
+            if len(code) > LIMITS[t.mark_alphabet.name]["code"]:
+                raise BadInputError(f"{self.batch.origin}: the attendance code {code!r} is longer than "
+                                    f"{LIMITS[t.mark_alphabet.name]['code']} characters, more than the store keeps; "
+                                    "map it under [codes] subcodes or correct the export; nothing imported")
         if new:
             self.conn.execute(insert(t.mark_alphabet), [{"code": c, "symbol": s} for c, s in new.items()])
 
