@@ -372,6 +372,16 @@ def write_school(folder: Path, records: list[Record], through: date, stamp: str)
     return write_reports(folder, cut, stamp=stamp)
 
 
+def write_school_ctf(path: Path, records: list[Record], through: date) -> Path:
+    """The school as one Common Transfer File, with the marks of every day up to ``through``."""
+    from adapters.ctf.writer import write_ctf
+
+    cut = [MarksRecord(r.pupil_key, r.start, r.codes[:2 * max(0, (through - r.start).days + 1)])
+           if isinstance(r, MarksRecord) else r for r in records]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_ctf(path, cut, SchoolInfo(LA_NUMBER, ESTABLISHMENT, "The John Moore Primary School"))
+
+
 def school_sessions(pupils: int) -> int:
     """Session marks on school days in the year files for ``pupils`` pupils on roll all year."""
     return pupils * 2 * sum(1 for d in SCHOOL_DAYS if d < NEW_DAY)

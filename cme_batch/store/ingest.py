@@ -165,12 +165,13 @@ class _Writer:
         self.conn, self.school_id, self.batch, self.now, self.run_id = conn, school_id, batch, now, run_id
         self.source = batch.source
         self.counts: dict[str, int] = defaultdict(int)
-        keys = conn.execute(select(t.pupil_keys.c.pupil_key, t.pupil_keys.c.pupil_id).where(
-            t.pupil_keys.c.source == self.source)).all()
-        self.by_key: dict[str, int] = {k: pid for k, pid in keys}
-        self.by_upn: dict[str, int] = {
-            u: pid for u, pid in conn.execute(select(t.pupils.c.upn, t.pupils.c.id).where(
-                t.pupils.c.school_id == school_id, t.pupils.c.upn.is_not(None))).all()}
+        # Keys and UPNs are looked up for each chunk, so a day's file into a store of 100,000 pupils
+        # reads the pupils it names, not every pupil.
+        self.by_key: dict[str, int] = {}
+        self.by_upn: dict[str, int] = {}
+        self.known_keys: set[str] = set()
+        self.known_upns: set[str] = set()
+        self.upn_changed: set[int] = set()
         self.pupils_in_batch: set[int] = set()
         self.created: set[int] = set()  # pupils this batch added: nothing of theirs is stored before it
         self.stripped: set[int] = set()  # pupils whose strips this batch wrote
@@ -193,11 +194,27 @@ class _Writer:
             if len(self.chunk_records) >= RECORD_CHUNK:
                 self.flush()
 
+    def look_up(self, keys: Iterable[str], upns: Iterable[str] = ()) -> None:
+        """Fill ``by_key`` and ``by_upn`` from the store for keys and UPNs not looked up yet."""
+        keys = sorted(set(keys) - self.known_keys)
+        upns = sorted(set(upns) - self.known_upns)
+        for part in _chunks(keys):
+            self.by_key.update({k: pid for k, pid in self.conn.execute(select(
+                t.pupil_keys.c.pupil_key, t.pupil_keys.c.pupil_id).where(
+                t.pupil_keys.c.source == self.source, t.pupil_keys.c.pupil_key.in_(part))).all()
+                if k not in self.by_key})
+        for part in _chunks(upns):
+            self.by_upn.update({u: pid for u, pid in self.conn.execute(select(t.pupils.c.upn, t.pupils.c.id).where(
+                t.pupils.c.school_id == self.school_id, t.pupils.c.upn.in_(part))).all() if u not in self.by_upn})
+        self.known_keys.update(keys)
+        self.known_upns.update(upns)
+
     def flush(self) -> None:
         pupils, self.chunk_pupils = self.chunk_pupils, []
         records, self.chunk_records = self.chunk_records, []
         if pupils:
             self.write_pupils(pupils)
+        self.look_up(r.pupil_key for r in records)
         by_kind: dict[type, list[tuple[int, Any]]] = defaultdict(list)
         for rec in records:
             pid = self.by_key.get(rec.pupil_key)
@@ -217,6 +234,7 @@ class _Writer:
         changes: dict[int, dict[str, Any]] = {}  # stored pupil id -> values given (later wins)
         new_keys: list[tuple[int, str]] = []
         new_upns: list[str] = []
+        self.look_up((r.pupil_key for r in records), (r.upn for r in records if r.upn))
         for r in records:
             pid = self.by_key.get(r.pupil_key)
             if pid is None and r.upn:
@@ -224,6 +242,8 @@ class _Writer:
             vals = _pupil_values(r)
             check_values(self.batch.origin, t.pupils, vals)
             given = {f: v for f, v in vals.items() if v not in (None, [])}
+            if pid is not None and pid > 0 and self.by_upn.get(r.upn or "") == pid and pid not in self.upn_changed:
+                del given["upn"]  # the pupil's stored UPN: nothing to compare
             if pid is None:
                 pid = -len(new) - 1
                 new[pid] = vals
@@ -268,9 +288,11 @@ class _Writer:
         """Store what a source says of known pupils; a field it leaves out keeps what another source said."""
         cols = [t.pupils.c[f] for f in PUPIL_FIELDS]
         by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
-        for ids in _chunks(list(changes)):
+        for ids in _chunks([pid for pid, given in changes.items() if given]):
             for row in self.conn.execute(select(t.pupils.c.id, *cols).where(t.pupils.c.id.in_(ids))).mappings():
                 changed = {f: v for f, v in changes[row["id"]].items() if row[f] != v}
+                if "upn" in changed:
+                    self.upn_changed.add(row["id"])
                 if changed:
                     by_columns[tuple(sorted(changed))].append(
                         {"b_id": row["id"], "b_updated_at": self.now, **{f"b_{f}": v for f, v in changed.items()}})
