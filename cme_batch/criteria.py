@@ -77,8 +77,14 @@ def compulsory_school_age_start(dob: date) -> date:
 
 
 def compulsory_school_age(dob: date | None, on: date) -> bool | None:
-    """Whether the child is of compulsory school age on ``on`` (None when the date of birth is unknown)."""
-    return None if dob is None else on >= compulsory_school_age_start(dob)
+    """Whether the child is of compulsory school age on ``on`` (None when the date of birth is unknown).
+
+    A date of birth so far in the future that the start cannot be computed (a typing slip in the
+    MIS, stored before imports refused such dates) counts as unknown, so detect never stops on it.
+    """
+    if dob is None or dob.year > date.max.year - 6:
+        return None
+    return on >= compulsory_school_age_start(dob)
 
 
 def destination_unknown(destination: str | None, leaving_reason: str | None) -> bool:

@@ -228,3 +228,10 @@ def test_repeat_missing_after_three_short_episodes_and_only_once_for_them() -> N
     assert again.action == "open" and again.values["episode_start"] == date(2025, 11, 12)
     short = tuple(Streak(e.counted[:1]) for e in eps)
     assert cr.decide(facts(0, repeat_episodes=short), [], CTX) == []  # one-day episodes do not count
+
+
+def test_an_impossible_date_of_birth_counts_as_unknown_not_a_crash() -> None:
+    from cme_batch.criteria import compulsory_school_age
+
+    assert compulsory_school_age(date(9999, 12, 31), date(2025, 12, 1)) is None
+    assert compulsory_school_age(date(2019, 5, 1), date(2025, 12, 1)) is True
