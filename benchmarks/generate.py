@@ -73,58 +73,6 @@ NEW_DAY = SCHOOL_DAYS[-1]
 AS_OF = SCHOOL_DAYS[-2]
 
 
-def config_toml(database_url: str, state_dir: str, maildrop_dir: str, extra: str = "") -> str:
-    """A valid configuration for the benchmark's school (the whole LA is one configured school)."""
-    terms = "".join(f'\n[[calendar.terms]]\nname = "{n}"\nstart = "{a}"\nend = "{b}"\n' for n, a, b in TERMS)
-    closures = ", ".join(f'"{d}"' for d in CLOSURES)
-    one_off = ", ".join(f'"{d}"' for d in term.EXTRA_HOLIDAYS)
-    return f"""# Made by benchmarks.generate: fictional.
-[school]
-name = "{SCHOOL.name}"
-la_number = "{LA_NUMBER}"
-establishment_number = "{ESTABLISHMENT}"
-address = ["1 Example Road", "Ashbury Vale"]
-postcode = "GL20 9ZZ"
-phone = "01632 960000"
-
-[[staff.office]]
-name = "Attendance Officer"
-email = "office@la.example.org"
-
-[staff.dsl]
-name = "Designated Safeguarding Lead"
-email = "dsl@la.example.org"
-phone = "01632 960002"
-
-[staff.deputy_dsl]
-name = "Deputy DSL"
-email = "deputy@la.example.org"
-
-[paths]
-state_dir = "{state_dir}"
-
-[database]
-url = "{database_url}"
-
-[calendar]
-bank_holidays = true
-closures = [{closures}]
-extra_holidays = [{one_off}]
-{terms}
-[logging]
-level = "warning"
-format = "json"
-
-[mail]
-transport = "maildrop"
-from = "cme-batch@la.example.org"
-maildrop_dir = "{maildrop_dir}"
-
-[referral]
-la_email = "missing-pupils@la.example.org"
-""" + extra
-
-
 @dataclass(frozen=True)
 class Spec:
     pupils: int = 100_000
@@ -387,4 +335,4 @@ def school_sessions(pupils: int) -> int:
     return pupils * 2 * sum(1 for d in SCHOOL_DAYS if d < NEW_DAY)
 
 
-__all__ = ["AS_OF", "NEW_DAY", "SCHOOL_DAYS", "Spec", "config_toml", "write_la"]
+__all__ = ["AS_OF", "NEW_DAY", "SCHOOL_DAYS", "Spec", "school_records", "write_la", "write_school", "write_school_ctf"]

@@ -156,14 +156,14 @@ def _app(args: argparse.Namespace, day: date) -> Any:
 
 @phase
 def la_import(args: argparse.Namespace) -> dict[str, Any]:
+    from cme_batch.demo.generator import config_toml
     from cme_batch.importer import import_file
 
     work = args.dir / "la"
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    (work / "cme-batch.toml").write_text(gen.config_toml(f"sqlite:///{work / 'store.sqlite'}", str(work / "state"),
-                                                         str(work / "mail")), encoding="utf-8")
+    (work / "cme-batch.toml").write_text(config_toml("state", "mail"), encoding="utf-8")  # the demo's calendar
     files = gen.write_la(args.dir / "ctf", args.pupils, args.files, args.seed)
     app = _app(args, gen.AS_OF)
     app.init_store()
@@ -297,12 +297,26 @@ def _counts(counts: dict[str, int]) -> str:
 
 def write_report(results: dict[str, Any], path: Path) -> None:
     m = results["machine"]
-    text = (f"# Benchmark results\n\nMeasured {results['when']} by `python -m benchmarks.run "
-            f"{' '.join(results['argv'])}` on {m['cpus']} CPUs ({m['cpu']}), {m['memory_gib']} GiB RAM, "
+    shown = "".join(" " + a for a in _shown(results["argv"]))
+    text = (f"# Benchmark results\n\nMeasured {results['when']} by `python -m benchmarks.run{shown}` on "
+            f"{m['cpus']} CPUs ({m['cpu']}), {m['memory_gib']} GiB RAM, "
             f"Python {m['python']}, SQLite {m['sqlite']}; load average {m['load_average']} at the start and "
             f"{results['load_after']} at the end (other work was running on the machine: times are upper bounds).\n\n"
             f"{table(results)}\n")
     path.write_text(text, encoding="utf-8")
+
+
+def _shown(argv: list[str]) -> list[str]:
+    """The options that change what is measured (not where files go)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in ("--dir", "--out"):
+            skip = True
+        elif not a.startswith(("--dir=", "--out=")):
+            out.append(a)
+    return out
 
 
 def main() -> None:
@@ -316,7 +330,13 @@ def main() -> None:
     ap.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "cme-bench")
     ap.add_argument("--out", type=Path, default=HERE / "results.md")
     ap.add_argument("--phase", choices=sorted(PHASES), help=argparse.SUPPRESS)
+    ap.add_argument("--report", type=Path, help="only write the report again from a results.json")
     args = ap.parse_args()
+    if args.report:
+        saved = json.loads(args.report.read_text(encoding="utf-8"))
+        write_report(saved, args.out)
+        print(table(saved))
+        return
     if args.phase:
         print(json.dumps(PHASES[args.phase](args), default=str))
         return

@@ -333,3 +333,48 @@ def test_values_the_store_cannot_hold_are_refused_naming_the_file(
     assert result.exit_code == 2, result.output
     assert path.name in result.output and refused in result.output and "nothing imported" in result.output
     assert snapshot(engine) == before
+
+
+def test_a_pupil_twice_in_one_file_is_stored_once(tmp_path: Path, store_url: str, engine: Any) -> None:
+    """Found while rewriting the store's writer: the same pupil twice in a CTF (with contacts) stopped
+    the import with a database error (exit 1). The later entry wins, as the CTF reader says."""
+    from tests.conftest import write_config
+
+    text = (FIXTURES / "ctf-25.xml").read_text("utf-8")
+    first = re.search(r"<Pupil>.*?</Pupil>", text, re.S)
+    assert first is not None
+    path = tmp_path / "twice.xml"
+    path.write_text(text.replace(first.group(0), first.group(0) + first.group(0), 1), "utf-8")
+    result = CliRunner().invoke(cli, ["--config", str(write_config(tmp_path, store_url)), "import", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "appears twice in this file" in result.output
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(t.pupils)).scalar_one() == 2
+        assert conn.execute(select(func.count()).select_from(t.contacts)).scalar_one() == 4
+
+
+def test_upns_that_changed_places_are_refused_not_crashed(tmp_path: Path, store_url: str, engine: Any) -> None:
+    """Two stored pupils whose UPNs a later export swaps: the database's one-UPN-per-pupil rule broke
+    the import (exit 1); now the file is refused, naming it, and nothing changes."""
+    from cme_batch import upn
+    from tests.conftest import write_config
+    from tests.helpers import snapshot
+
+    a, b = upn.make("916299925101"), upn.make("916299925102")
+
+    def export(name: str, first: str, second: str) -> Path:
+        rows = "".join(f"<Record><Adno>{n}</Adno><UPN>{u}</UPN><Legal_x0020_Surname>S{n}</Legal_x0020_Surname>"
+                       "</Record>" for n, u in ((1, first), (2, second)))
+        path = tmp_path / name
+        path.write_text(f'<?xml version="1.0" encoding="utf-8"?><SuperStarReport>{rows}</SuperStarReport>', "utf-8")
+        return path
+
+    config = write_config(tmp_path, store_url)
+    ok = CliRunner().invoke(cli, ["--config", str(config), "import", str(export("pupils-1.xml", a, b))])
+    assert ok.exit_code == 0, ok.output
+    before = snapshot(engine)
+    swapped = CliRunner().invoke(cli, ["--config", str(config), "import", str(export("pupils-2.xml", b, a))])
+    assert swapped.exit_code == 2, swapped.output
+    assert "pupils-2.xml" in swapped.output and "UPN of another pupil" in swapped.output
+    assert a not in swapped.output and b not in swapped.output
+    assert snapshot(engine) == before

@@ -9,11 +9,14 @@ aside; the outbox compared by what each message is and whether it was sent), wit
 twice in the outbox or in the mail drop, and an ``import`` or ``detect`` killed half-way must
 leave either nothing or everything of its single transaction.
 
-``CME_KILL_SEED`` changes the kill moments, ``CME_KILL_REPEATS`` how many kills per command.
+``CME_KILL_SEED`` changes the kill moments, ``CME_KILL_REPEATS`` how many kills per command;
+``CME_KILL_LOG=FILE`` appends one JSON line per kill (what the kill left, what the rerun did),
+the material of the table in ``benchmarks/failures.md``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -131,12 +134,15 @@ def kill_and_rerun(scene: Scene, args: tuple[str, ...], startup: float, single_t
         config, url = scene.fresh()
         lo = min(startup * 0.9, duration * 0.5)
         delay = lo + rng.random() * (duration - lo)
-        hits += killed(config, delay, *args)
+        hit = killed(config, delay, *args)
+        hits += hit
         where = f"{tag} killed after {delay:.2f} s (clean run {duration:.2f} s, seed {SEED})"
         check = integrity(config.parent / "store.sqlite")
         if check != "ok":
             problems.append(f"{where}: integrity check says {check}")
-        if single_transaction and state(url) not in (before, expected):
+        mid = state(url)
+        left = "nothing" if mid == before else "everything" if mid == expected else "part"
+        if single_transaction and left == "part":
             problems.append(f"{where}: the store holds part of the command's work")
         again = run(config, *args)
         if again.returncode != 0:
@@ -144,6 +150,12 @@ def kill_and_rerun(scene: Scene, args: tuple[str, ...], startup: float, single_t
         elif state(url) != expected:
             problems.append(f"{where}: the store differs from the clean run's")
         problems += [f"{where}: {p}" for p in outbox_problems(url, config.parent / "maildrop")]
+        if os.environ.get("CME_KILL_LOG"):
+            with open(os.environ["CME_KILL_LOG"], "a", encoding="utf-8") as log:
+                log.write(json.dumps({"command": tag, "delay": round(delay, 2), "clean": round(duration, 2),
+                                      "killed": hit, "left": left, "rerun": again.returncode,
+                                      "same_as_clean": state(url) == expected, "outbox_ok": not outbox_problems(
+                                          url, config.parent / "maildrop")}) + "\n")
     assert hits, f"{tag}: every run finished before its kill; the kills tested nothing"
     return problems
 
