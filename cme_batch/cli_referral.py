@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from sqlalchemy import select
@@ -17,8 +18,10 @@ from sqlalchemy import select
 from cme_batch.app import App
 from cme_batch.cli import handle_errors, pass_app
 from cme_batch.errors import BadInputError
-from cme_batch.referral.bundle import Bundle, Held, build_bundle, encrypt_bundle
 from cme_batch.store import tables as t
+
+if TYPE_CHECKING:  # the PDF machinery is imported only by the command that uses it (start-up time)
+    from cme_batch.referral.bundle import Bundle
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -58,6 +61,8 @@ def referral(app: App, ref: str, out_dir: Path, preview: bool, kind: str) -> Non
     school's archive certificate, or an AES-256 PDF opened with the passphrase agreed with the LA.
     A referral is written only once the DSL has confirmed it; --preview works before that.
     """
+    from cme_batch.referral.bundle import Held, build_bundle, encrypt_bundle
+
     with app.engine().connect() as conn:
         case_id = conn.execute(select(t.cases.c.id).where(t.cases.c.ref == ref)).scalar()
         if case_id is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -22,7 +22,7 @@ from tests.conftest import write_config
 from tests.replies_support import KEY, KEY_ENV, reply
 
 AS_OF = date(2025, 12, 19)
-NOW = datetime(2025, 12, 20, 5, 30, tzinfo=timezone.utc)
+NOW = datetime(2025, 12, 20, 5, 30, tzinfo=UTC)
 
 
 @pytest.fixture
