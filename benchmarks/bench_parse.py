@@ -2,7 +2,7 @@
 
 Run by hand (never in the timed test suite):
 
-    .venv/bin/python -m benchmarks.bench_parse [--dir /tmp/cme-bench] [--sims-mb 100] [--ctf-pupils 60000]
+    .venv/bin/python -m benchmarks.bench_parse [--dir DIR] [--sims-mb 100] [--ctf-pupils 60000]
 
 It writes (once, then reuses) a SIMS CommandReporter marks export of about ``--sims-mb`` MB
 (one row per pupil per session for a whole school year) and an LA-scale CTF (``--ctf-pupils``
@@ -20,6 +20,7 @@ import random
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from datetime import date, timedelta
@@ -109,7 +110,7 @@ def files(folder: Path, sims_mb: float, ctf_pupils: int) -> Iterator[tuple[str, 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dir", type=Path, default=Path("/tmp/cme-bench"))
+    ap.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "cme-bench")
     ap.add_argument("--sims-mb", type=float, default=100)
     ap.add_argument("--ctf-pupils", type=int, default=60000)
     ap.add_argument("--measure", nargs=2, metavar=("FORMAT", "FILE"), help=argparse.SUPPRESS)

@@ -3,7 +3,7 @@
     .venv/bin/python -m benchmarks.run                 # everything, full size (minutes)
     .venv/bin/python -m benchmarks.run --quick         # 10,000 LA pupils in 2 files: a quick check
     .venv/bin/python -m benchmarks.run --only school   # or la, baseline (comma-separated)
-    .venv/bin/python -m benchmarks.run --pupils 50000 --files 5 --dir /var/tmp/cme-bench
+    .venv/bin/python -m benchmarks.run --pupils 50000 --files 5 --dir DIR
 
 Every measured step runs in a fresh process (``--phase``), so its peak memory (``ru_maxrss``
 of that process) is its own. The school's night is the real command line, ``cme-batch nightly``,
