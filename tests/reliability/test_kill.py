@@ -130,12 +130,17 @@ def kill_and_rerun(scene: Scene, args: tuple[str, ...], startup: float, single_t
     rng = random.Random(f"{SEED}/{tag}")
     problems: list[str] = []
     hits = 0
-    for _ in range(REPEATS):
+    window = duration
+    for _ in range(REPEATS * 4):  # until REPEATS runs were killed while working (a quick machine finishes some)
+        if hits >= REPEATS:
+            break
         config, url = scene.fresh()
-        lo = min(startup * 0.9, duration * 0.5)
-        delay = lo + rng.random() * (duration - lo)
+        lo = min(startup * 0.9, window * 0.5)
+        delay = lo + rng.random() * (window - lo)
         hit = killed(config, delay, *args)
         hits += hit
+        if not hit:  # it finished before the kill: aim earlier next time
+            window = max(lo, delay * 0.8)
         where = f"{tag} killed after {delay:.2f} s (clean run {duration:.2f} s, seed {SEED})"
         check = integrity(config.parent / "store.sqlite")
         if check != "ok":
