@@ -216,7 +216,17 @@ def _register_all() -> None:
 
 
 def main() -> None:
-    cli(prog_name="cme-batch")
+    """The console script. An unexpected exception (a bug) is logged through the identity filter,
+    never printed raw: a database error's text can carry the values of the row it failed on."""
+    try:
+        cli(prog_name="cme-batch")
+    except Exception as exc:
+        from cme_batch import log
+
+        log.get("cme_batch").exception("internal error", error_type=exc.__class__.__name__)
+        click.echo(f"error: internal error ({exc.__class__.__name__}), a bug in cme-batch; the traceback is in "
+                   "the log above, with any personal data withheld", err=True)
+        sys.exit(EXIT_FAILED)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -32,8 +32,8 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,  # before the filters: a traceback's text is checked too
         *extra_processors,
-        structlog.processors.format_exc_info,
         renderer,
     ]
     structlog.configure(

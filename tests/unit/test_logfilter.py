@@ -34,3 +34,27 @@ def test_filter_runs_in_the_configured_logger() -> None:
         log.configure("info", "json")
     line = json.loads(stream.getvalue().strip())
     assert line["ref"] == "CME-2025-0001" and line["note"] == WITHHELD
+
+
+def test_a_crash_never_prints_the_pupil_data_in_its_message(monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    import pytest
+
+    from cme_batch import cli as cli_mod
+
+    f = IdentityFilter(["Ravensworth", "A123456789012"])
+    log.extra_processors.append(f)
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("duplicate key (upn)=(A123456789012) for Ravensworth")
+
+    monkeypatch.setattr(cli_mod, "cli", crash)
+    try:
+        log.configure("info", "json")
+        with pytest.raises(SystemExit) as exit_info:
+            cli_mod.main()
+    finally:
+        log.extra_processors.remove(f)
+        log.configure("info", "json")
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1 and "internal error (RuntimeError)" in err
+    assert "Ravensworth" not in err and "A123456789012" not in err and f.withheld >= 1
