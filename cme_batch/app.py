@@ -52,6 +52,7 @@ class App:
     def init_store(self) -> list[str]:
         eng = self.engine(for_init=True)
         applied = migrate(eng)
+        logfilter.install(eng)  # the same process may go on to import and detect (the demo does)
         self._school_id = None
         return applied
 

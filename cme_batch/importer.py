@@ -16,6 +16,7 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import iterparse
 from sqlalchemy import select
 
+from cme_batch import logfilter
 from cme_batch.app import App
 from cme_batch.errors import BadInputError, CmeError, ImportRejected
 from cme_batch.sources import SourceContext, SourceState, available_adapters, build_source, load_factory
@@ -68,6 +69,7 @@ def import_file(app: App, path: Path, fmt: str | None, options: dict[str, object
         source = str(fmt or getattr(factory, "format_name", "file"))
         batch = factory.parse_file(path, opts)
         result = store_ingest.apply_batch(engine, app.school_id, batch, app.now())
+        logfilter.install(engine)  # the pupils just stored are guarded in the log from now on
     except BadInputError as exc:
         store_ingest.record_source_failure(engine, source, path.name, app.now(), exc, status="rejected")
         log.warning("import rejected", file=path.name,
@@ -112,6 +114,7 @@ def ingest_sources(app: App, only: Iterable[str] = ()) -> list[Outcome]:
             for batch in source.batches(ctx):
                 result = store_ingest.apply_batch(app.engine(), app.school_id, batch, app.now())
                 source.committed(batch)
+                logfilter.install(app.engine())
                 stored += result.status == "ok"
                 log.info("batch stored", origin=batch.origin, status=result.status, counts=result.counts)
             outcomes.append(Outcome(scfg.name, "ok", f"{stored} batch(es) stored"))

@@ -44,3 +44,21 @@ def test_nightly_on_the_demo_school_logs_no_identity(tmp_path: Path) -> None:
     everything = demo.stdout + demo.stderr + night.stdout + night.stderr
     leaks = sorted(i for i in identities if re.search(rf"(?<![\w-]){re.escape(i)}(?![\w-])", everything))
     assert leaks == []
+
+
+def test_pupils_imported_in_this_process_are_guarded_in_its_log(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from cme_batch import log
+    from cme_batch.app import App
+    from cme_batch.importer import import_file
+    from tests.conftest import write_config
+
+    app = App(str(write_config(tmp_path, f"sqlite:///{tmp_path / 's.sqlite'}")))
+    app.init_store()  # an empty store: nothing to guard yet
+    fixture = Path(__file__).resolve().parents[1] / "adapters" / "fixtures" / "ctf-25.xml"
+    import_file(app, fixture, None)
+    with create_engine(f"sqlite:///{tmp_path / 's.sqlite'}").connect() as conn:
+        surname = conn.execute(select(t.pupils.c.legal_surname)).scalars().first()
+    log.configure("info", "json")
+    log.get("test").info("a careless line", who=surname)
+    err = capsys.readouterr().err
+    assert surname and surname not in err and '"who": "[withheld]"' in err
