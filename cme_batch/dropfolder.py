@@ -20,9 +20,10 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from operator import itemgetter
 from pathlib import Path
 from typing import IO, Any, Self, TypeVar
 
@@ -295,7 +296,7 @@ class MarkCheck:
         self.closures = sorted(set(getattr(calendar, "closures", ()) or ()))
         self.unknown: dict[str, list[int]] = {}
         self.outside = [0, 0]  # count, first record
-        self._intervals: dict[tuple[date, int], list[tuple[int, int]]] = {}
+        self._getters: dict[tuple[date, int], Callable[[str], Iterable[str]] | None] = {}
 
     def code(self, raw: str, record: int, count: int = 1) -> str:
         code = self.subcodes.get(raw, raw)
@@ -320,31 +321,30 @@ class MarkCheck:
             self._out(1, record)
 
     def strip(self, start: date, marks: str, record: int) -> None:
-        """A whole CTF marks string (two characters a day from ``start``), at C speed."""
+        """A whole CTF marks string (two characters a day from ``start``), at C speed: the
+        characters on closed days are gathered in one call and their real marks counted."""
         for ch in set(marks):
             if ch not in self.known:
                 self.code(ch, record, marks.count(ch))
-        self._out(_weekend_real(start, marks), record)
-        for a, b in self._weekday_closures(start, len(marks) // 2):
-            part = marks[2 * a:2 * b]
-            self._out(_real(part) - _weekend_real(start + timedelta(days=a), part), record)
+        gather = self._closed_sessions(start, len(marks))
+        if gather is not None:
+            self._out(_real("".join(gather(marks))), record)
 
-    def _weekday_closures(self, start: date, days: int) -> list[tuple[int, int]]:
-        """Day-offset intervals [a, b) that hold closures or fall outside every term."""
-        key = (start, days)
-        if key not in self._intervals:
-            out = [((d - start).days, (d - start).days + 1) for d in self.closures if 0 <= (d - start).days < days]
-            if self.terms:
-                edge = 0
-                for a, b in self.terms:
-                    lo, hi = (a - start).days, (b - start).days + 1
-                    if lo > edge:
-                        out.append((edge, min(lo, days)))
-                    edge = max(edge, hi)
-                if edge < days:
-                    out.append((edge, days))
-            self._intervals[key] = [(a, b) for a, b in out if a < b and b > 0]
-        return self._intervals[key]
+    def _closed_sessions(self, start: date, sessions: int) -> Callable[[str], Iterable[str]] | None:
+        """A getter of the characters of a marks string from ``start`` that fall on days the
+        school cannot be open (weekends, closures, outside every term); None when there are none."""
+        key = (start, sessions)
+        if key not in self._getters:
+            days = min((sessions + 1) // 2, (date.max - start).days + 1)  # beyond: refused when stored
+            closed = [i for d in range(days) if self.closed(start + timedelta(days=d))
+                      for i in (2 * d, 2 * d + 1) if i < sessions]
+            getter: Callable[[str], Iterable[str]] | None = None
+            if len(closed) == 1:
+                getter = itemgetter(slice(closed[0], closed[0] + 1))  # one index would give a bare item
+            elif closed:
+                getter = itemgetter(*closed)
+            self._getters[key] = getter
+        return self._getters[key]
 
     def warnings(self, file: str) -> list[Warning_]:
         out = [Warning_("unknown_code", f"attendance code {code!r} is neither national nor configured: "
@@ -362,10 +362,3 @@ def _real(s: str) -> int:
     return len(s) - s.count("#") - s.count("-")
 
 
-def _weekend_real(start: date, marks: str) -> int:
-    wd = start.weekday()
-    n = 0
-    for weekend_day in (5, 6):
-        d0 = (weekend_day - wd) % 7
-        n += _real(marks[2 * d0::14]) + _real(marks[2 * d0 + 1::14])
-    return n

@@ -13,9 +13,11 @@ Reading a file is two passes:
    to compute its SHA-256 and to check that its bytes really are in the declared encoding;
    when they are not, it picks the encoding the bytes fit (UTF-8, else Windows-1252) and says
    so in a warning.
-2. ``iter_elements(prepared, paths)`` decodes the file in chunks and feeds text to
-   ElementTree's C pull parser, yielding the elements at the requested paths (matched by local
-   name, so a namespace or none makes no difference) and dropping every element once it ends.
+2. ``iter_elements(prepared, roots, paths)`` feeds the file in pieces to libxml2's pull parser
+   (lxml), which builds elements in C and reports only the ends of elements with a wanted
+   name; the records at the requested paths (matched by local name, so a namespace or none
+   makes no difference) are handed out and then dropped, so memory stays flat. ``iter_flat``
+   does the same for flat records (SIMS), as dicts of field name to text.
 """
 
 from __future__ import annotations
@@ -26,9 +28,12 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-from xml.etree.ElementTree import Element, ParseError, XMLPullParser
-from xml.parsers import expat
+from typing import Any, cast
+from xml.etree.ElementTree import Element, fromstring
+
+from lxml import etree
+
+LxElement = etree._Element
 
 CHUNK = 1 << 20
 HEAD = 1 << 16
@@ -95,9 +100,10 @@ def _declared(head: bytes) -> tuple[str, int]:
         raise XmlRefused(f"the XML declaration names an unknown encoding {name!r}") from None
 
 
-def check_prolog(text: str) -> None:
+def check_prolog(text: str) -> int:
     """Refuse a DOCTYPE (and anything else that is not a comment or processing instruction)
-    before the root element; also refuse a head that has no root element at all."""
+    before the root element; also refuse a head that has no root element at all. Returns
+    where the root element's start tag begins."""
     i, n = (1 if text.startswith("\ufeff") else 0), len(text)
     while True:
         while i < n and text[i] in " \t\r\n":
@@ -113,7 +119,7 @@ def check_prolog(text: str) -> None:
             raise XmlRefused(f"refused: the file contains {what} before its root element; export files never "
                              "need one, and a DTD can declare entities that expand without limit")
         elif text.startswith("<", i):
-            return
+            return i
         else:
             raise XmlRefused("text before the root element: this is not an XML export")
         if end < 0:
@@ -195,61 +201,79 @@ def prepare(path: Path) -> Prepared:
 
 
 # -- pass 2: streaming elements ------------------------------------------------------------------
-def _chunks(prep: Prepared) -> Iterator[str]:
-    dec = codecs.getincrementaldecoder(prep.encoding)("strict")
-    with prep.path.open("rb") as f:
-        while chunk := f.read(CHUNK):
-            yield dec.decode(chunk)
-    yield dec.decode(b"", final=True)
-
-
-#: Text handed to the parser at a time: events are taken (and finished elements dropped) after each.
+#: Bytes handed to the parser at a time: finished records are taken (and dropped) after each.
 FEED = 1 << 16
+#: Codecs libxml2 is told to read the bytes in (overriding a wrong declaration); any other
+#: encoding is decoded here and handed over as text.
+_LIBXML_ENCODINGS = {"utf-8": "UTF-8", "utf-8-sig": "UTF-8", "cp1252": "windows-1252",
+                     "iso8859-1": "ISO-8859-1", "latin-1": "ISO-8859-1", "ascii": "US-ASCII"}
+_ROOT_NAME = re.compile(r"<([^\s/>]+)")
+_POSITION_SUFFIX = re.compile(r", line \d+, column \d+$")
 
 
-def _events(prep: Prepared) -> Iterator[list[tuple[str, Any]]]:
-    """The C parser's (event, element) lists, one per piece of text fed.
+def root_name(text: str) -> str:
+    """The local name of the root element whose start tag the checked head (``check_prolog``) ends at."""
+    i = check_prolog(text)
+    m = _ROOT_NAME.match(text, i)
+    return m.group(1).rsplit(":", 1)[-1] if m else ""
 
-    ElementTree's C tree builder does the per-element work, so Python only sees two events per
-    element (and a ``start-ns`` event per namespace declaration). The prolog of the very text fed
-    is checked again (``check_prolog``): the file cannot have gained a DOCTYPE since ``prepare``
-    looked, so no entity is ever declared.
+
+def _pieces(prep: Prepared) -> Iterator[bytes | str]:
+    """The file in pieces for the parser: raw bytes when libxml2 reads the encoding itself, else text."""
+    codec = codecs.lookup(prep.encoding).name
+    dec = None if codec in _LIBXML_ENCODINGS else codecs.getincrementaldecoder(prep.encoding)("strict")
+    with prep.path.open("rb") as f:
+        while chunk := f.read(FEED):
+            yield dec.decode(chunk) if dec is not None else chunk
+    if dec is not None:
+        yield dec.decode(b"", final=True)
+
+
+def _parser(prep: Prepared, tags: Iterable[str]) -> etree.XMLPullParser:
+    """libxml2's pull parser, reporting only the ends of elements named ``tags`` (in any namespace).
+
+    Entities: ``prepare`` refused any DOCTYPE, and the head is checked again below, so no
+    entity can be declared; only XML's five predefined ones and character references exist.
+    ``no_network`` and no DTD loading keep anything outside the file from being read, and the
+    default limits (no ``huge_tree``) refuse absurd nesting depth or text nodes over 10 MB.
     """
-    parser: Any = XMLPullParser(events=("start", "end", "start-ns"))
-    # The events are taken straight from the parser's queue when it has one (read_events() is a
-    # Python generator, a noticeable cost at 100,000 pupils); an error comes last in the queue.
-    queue = getattr(parser, "_events_queue", None)
-    first = True
+    codec = codecs.lookup(prep.encoding).name
+    return etree.XMLPullParser(
+        events=("end",), tag=[f"{{*}}{t}" for t in sorted(set(tags))],
+        encoding=_LIBXML_ENCODINGS.get(codec), no_network=True, load_dtd=False, dtd_validation=False,
+        remove_comments=True, remove_pis=True, huge_tree=False, collect_ids=False)
 
-    def taken() -> list[tuple[str, Any]]:
-        if queue is None:
-            return list(parser.read_events())
-        items = list(queue)
-        queue.clear()
-        if items and isinstance(items[-1], Exception):
-            raise items[-1]
-        return items
 
-    try:
-        for text in _chunks(prep):
-            if first and text:
-                check_prolog(text)
-                first = False
-            for i in range(0, len(text), FEED):
-                parser.feed(text[i:i + FEED])
-                yield taken()
-        parser.close()
-        yield taken()
-    except ParseError as exc:
-        line, column = exc.position
-        raise XmlRefused(f"line {line}, column {column}: the XML is not well-formed "
-                         f"({expat.ErrorString(exc.code)}); the file may be cut off or damaged") from None
-    except UnicodeDecodeError as exc:  # the file changed since prepare()
-        raise XmlRefused(f"the file changed while it was read ({exc.reason})") from None
+def _refusal(exc: etree.XMLSyntaxError) -> XmlRefused:
+    line, column = exc.position
+    what = _POSITION_SUFFIX.sub("", str(exc.msg or exc))
+    return XmlRefused(f"line {line}, column {column}: the XML is not well-formed ({what}); the file may be "
+                      "cut off or damaged")
 
 
 def _local(tag: str) -> str:
     return tag[tag.index("}") + 1:] if tag[:1] == "{" else tag
+
+
+def _path(el: LxElement) -> tuple[str, ...]:
+    names = []
+    node: LxElement | None = el
+    while node is not None:
+        names.append(_local(node.tag))
+        node = node.getparent()
+    return tuple(reversed(names))
+
+
+def _drop(el: LxElement) -> None:
+    """Forget an element that has been handed out, and everything before it, up to the root."""
+    el.clear()
+    node: LxElement | None = el
+    while node is not None:
+        parent = node.getparent()
+        if parent is not None:
+            while node.getprevious() is not None:
+                del parent[0]
+        node = parent
 
 
 def _strip_namespaces(el: Element) -> None:
@@ -260,63 +284,84 @@ def _strip_namespaces(el: Element) -> None:
 
 def iter_elements(prep: Prepared, roots: Iterable[str], paths: Iterable[tuple[str, ...]]
                   ) -> Iterator[tuple[tuple[str, ...], Element]]:
-    """Yield ``(path, element)`` for each complete element at one of ``paths``.
+    """Yield ``(path, element)`` for each complete element at one of ``paths``, as a
+    standard-library ``Element`` (whose ``find`` runs in C, which is what the readers do most).
+    Refusals and memory as ``_records``."""
+    for path, el, namespaced in _records(prep, roots, paths):
+        out = fromstring(etree.tostring(el, encoding="UTF-8", with_tail=False))
+        if namespaced:
+            _strip_namespaces(out)
+        yield path, out
+
+
+def _records(prep: Prepared, roots: Iterable[str], paths: Iterable[tuple[str, ...]]
+             ) -> Iterator[tuple[tuple[str, ...], LxElement, bool]]:
+    """Yield ``(path, element, namespaced)`` for each complete element at one of ``paths``.
 
     Paths are tuples of local names from the root, e.g. ``("CTfile", "CTFpupilData", "Pupil")``.
-    Tags are matched and built by local name (a namespace, by prefix or default, makes no
-    difference). Every other element is dropped as soon as it ends, so memory stays flat. Raises
-    ``XmlRefused`` for a DOCTYPE, a wrong root element or a document that is not well-formed,
-    naming line and column (e.g. a file cut off mid-record).
+    Tags are matched and handed out by local name (a namespace, by prefix or default, makes no
+    difference). libxml2 (lxml) parses in C and reports only the ends of elements with a
+    wanted name, so Python sees one event per record, not two per element. ``namespaced``
+    tells whether a namespace has been declared so far (tags may then carry one). Each
+    element is dropped, with everything before it, once the piece of the file it ended in
+    has been handed out, so memory stays flat. Raises
+    ``XmlRefused`` for a DOCTYPE, a wrong root element or a document that is not
+    well-formed, naming line and column (e.g. a file cut off mid-record).
     """
     roots, wanted = tuple(roots), set(paths)
-    depths = {len(p) for p in wanted}
-    names: list[str] = []
-    parents: list[Element] = []
-    depth = inside = 0  # inside: the depth of the wanted element being built (0: none)
-    namespaced = False  # no namespace declared yet, so no tag can carry one
-    for events in _events(prep):
-        for event, el in events:
-            if event == "start-ns":
-                namespaced = True
-                continue
-            if event == "start":
-                depth += 1
-                if inside:
-                    continue
-                tag = _local(el.tag)
-                names.append(tag)
-                parents.append(el)
-                if depth == 1 and tag not in roots:
-                    raise XmlRefused(_wrong_root(tag, roots))
-                if depth in depths and tuple(names) in wanted:
-                    inside = depth
-                continue
-            if inside and depth > inside:
-                depth -= 1
-                continue
-            depth -= 1
-            path = tuple(names)
-            names.pop()
-            parents.pop()
-            if parents:
-                del parents[-1][:]  # drop it (and any sibling already begun: the builder keeps those)
-            if inside:
-                inside = 0
-                if namespaced:
-                    _strip_namespaces(el)
-                yield path, el
+    parser = _parser(prep, (p[-1] for p in wanted))
+    first, namespaced, tail = True, False, ""
+    parent_of: Any = None
+    parent_path: tuple[str, ...] = ()
+
+    def handed_out() -> Iterator[tuple[tuple[str, ...], LxElement, bool]]:
+        nonlocal parent_of, parent_path
+        last = None
+        for _event, item in parser.read_events():
+            el = cast(LxElement, item)  # only element events were asked for
+            parent = el.getparent()
+            if parent is not parent_of:
+                parent_of, parent_path = parent, (_path(parent) if parent is not None else ())
+            path = (*parent_path, _local(el.tag))
+            if path in wanted:
+                yield path, el, namespaced
+                last = el
+        if last is not None:
+            _drop(last)
+
+    try:
+        for piece in _pieces(prep):
+            text = piece if isinstance(piece, str) else piece.decode("latin-1")  # only looked at, never parsed
+            if first and text:
+                if (root := root_name(text[:HEAD])) not in roots:
+                    raise XmlRefused(_wrong_root(root, roots))
+                first = False
+            # a namespace is declared before any element using it ends (looked for across piece boundaries too)
+            namespaced = namespaced or "xmlns" in tail + text[:8] or "xmlns" in text
+            tail = text[-8:]
+            parser.feed(piece)
+            yield from handed_out()
+        if first:
+            raise XmlRefused("no root element (the file is empty or not XML)")
+        parser.close()
+        yield from handed_out()
+    except etree.XMLSyntaxError as exc:
+        raise _refusal(exc) from None
+    except UnicodeDecodeError as exc:  # the file changed since prepare()
+        raise XmlRefused(f"the file changed while it was read ({exc.reason})") from None
 
 
 def iter_flat(prep: Prepared, roots: Iterable[str], path: tuple[str, ...]) -> Iterator[dict[str, str]]:
     """Yield each record at ``path`` as a dict of raw field name (local name) to text; a field
     that has children gives its leading text, and a field given twice the two texts joined.
     Refusals as ``iter_elements``."""
-    for _path, el in iter_elements(prep, roots, [path]):
+    for _path, el, namespaced in _records(prep, roots, [path]):
         rec: dict[str, str] = {}
         for f in el:
             text = f.text
             if text is not None:
-                rec[f.tag] = rec[f.tag] + text if f.tag in rec else text
+                tag = _local(f.tag) if namespaced else f.tag
+                rec[tag] = rec[tag] + text if tag in rec else text
         yield rec
 
 
