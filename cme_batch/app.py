@@ -1,26 +1,32 @@
 """The application context shared by CLI commands: configuration, store, school, clock, logger.
 
 Built lazily so ``--help`` works without a config file. Only the CLI and ``nightly`` build it.
+Every command builds one, so this module imports nothing heavy itself: the configuration, the
+logger and the store (SQLAlchemy) are imported when first used, and ``--help`` needs none.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
-from cme_batch import config as config_mod
-from cme_batch import log, logfilter
-from cme_batch.config import Config
-from cme_batch.store import ingest, migrate, open_store, require_current
+    from cme_batch.config import Config
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def new_run_id() -> str:
+    """The id that ties one run's log lines together (``log.bind_run``)."""
+    return uuid.uuid4().hex[:12]
 
 
 @dataclass
@@ -30,11 +36,14 @@ class App:
     _config: Config | None = None
     _engine: Engine | None = None
     _school_id: int | None = None
-    run_id: str = field(default_factory=log.new_run_id)
+    run_id: str = field(default_factory=new_run_id)
 
     @property
     def config(self) -> Config:
         if self._config is None:
+            from cme_batch import config as config_mod
+            from cme_batch import log
+
             self._config = config_mod.load(self.config_path)
             log.configure(self._config.logging.level, self._config.logging.format)
             log.bind_run(self.run_id)
@@ -42,6 +51,9 @@ class App:
 
     def engine(self, *, for_init: bool = False) -> Engine:
         if self._engine is None:
+            from cme_batch import logfilter
+            from cme_batch.store import open_store, require_current
+
             eng = open_store(self.config.database_url, create=for_init)
             if not for_init:
                 require_current(eng)
@@ -50,6 +62,9 @@ class App:
         return self._engine
 
     def init_store(self) -> list[str]:
+        from cme_batch import logfilter
+        from cme_batch.store import migrate
+
         eng = self.engine(for_init=True)
         applied = migrate(eng)
         logfilter.install(eng)  # the same process may go on to import and detect (the demo does)
@@ -59,6 +74,8 @@ class App:
     @property
     def school_id(self) -> int:
         if self._school_id is None:
+            from cme_batch.store import ingest
+
             s = self.config.school
             with self.engine().begin() as conn:
                 self._school_id = ingest.ensure_school(conn, s.la_number, s.establishment_number, s.name)
@@ -84,4 +101,6 @@ class App:
         return self.config.state_dir
 
     def log(self, **kw: Any) -> Any:
+        from cme_batch import log
+
         return log.get("cme_batch").bind(**kw)

@@ -67,7 +67,9 @@ pass_app = click.make_pass_decorator(App)
 class LazyGroup(click.Group):
     """Registers the commands of every ``cme_batch/cli_*.py`` module the first time commands are listed.
 
-    Lazily, so that those modules can import the helpers above without an import cycle.
+    Lazily, so that those modules can import the helpers above without an import cycle. A
+    command is first looked for in the module named after it (``nightly`` in ``cli_nightly``),
+    so that running one command does not import every other command's module.
     """
 
     _loaded = False
@@ -82,7 +84,12 @@ class LazyGroup(click.Group):
         return super().list_commands(ctx)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        self._load()
+        if cmd_name not in self.commands and not LazyGroup._loaded:
+            own = f"cli_{cmd_name.replace('-', '_')}"
+            if own in _command_modules():
+                _register_module(own)
+        if cmd_name not in self.commands:
+            self._load()
         return super().get_command(ctx, cmd_name)
 
     @property
@@ -204,15 +211,24 @@ def register(*commands: click.Command) -> None:
         cli.add_command(c)
 
 
-def _register_all() -> None:
+def _command_modules() -> list[str]:
     """Commands live beside the parts they drive, in modules ``cme_batch/cli_*.py`` with a COMMANDS list."""
-    import importlib
     import pkgutil
 
     import cme_batch
 
-    for mod in sorted(m.name for m in pkgutil.iter_modules(cme_batch.__path__) if m.name.startswith("cli_")):
-        register(*importlib.import_module(f"cme_batch.{mod}").COMMANDS)
+    return sorted(m.name for m in pkgutil.iter_modules(cme_batch.__path__) if m.name.startswith("cli_"))
+
+
+def _register_module(name: str) -> None:
+    import importlib
+
+    register(*importlib.import_module(f"cme_batch.{name}").COMMANDS)
+
+
+def _register_all() -> None:
+    for name in _command_modules():
+        _register_module(name)
 
 
 def main() -> None:

@@ -1,6 +1,8 @@
 """``cme-batch demo``: build the fictional demo school in a folder and run the pipeline on it.
 
 This is what ``make demo`` runs. The work is in ``cme_batch.demo.run``; this is the shell.
+Every command's start-up (``--help``, the nightly run) imports this module to list its command,
+so the demo, which imports the store and the whole pipeline, is imported only when it runs.
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ from pathlib import Path
 import click
 
 from cme_batch.cli import EXIT_FAILED, handle_errors
-from cme_batch.demo.generator import MIN_PUPILS
-from cme_batch.demo.loaders import SOURCES
-from cme_batch.demo.run import describe_output, run_demo
+
+#: ``cme_batch.demo.generator.MIN_PUPILS`` and ``cme_batch.demo.loaders.SOURCES``, repeated for the
+#: options (built when this module is imported); ``tests/cli/test_demo_cli.py`` keeps them equal.
+MIN_PUPILS = 70
+SOURCES = ("direct", "files", "arbor")
 
 
 @click.command("demo")
@@ -39,6 +43,8 @@ def demo(out_dir: Path, seed: int, pupils: int, source: str, replay: bool) -> No
     for the last day of term (mail goes to the maildrop DIR/mail), and compares the cases found
     with the ones planted (DIR/expected-cases.json). All names, addresses and numbers are made up.
     """
+    from cme_batch.demo.run import describe_output, run_demo
+
     result = run_demo(out_dir, seed, pupils, source, echo=click.echo, replay=replay)
     describe_output(result, click.echo)
     if result.failed:

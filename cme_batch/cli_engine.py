@@ -3,23 +3,27 @@
 JSON field names are a contract with scripts (DESIGN.md): keep them stable. Warnings go to
 standard error so that standard output stays valid JSON. Pupils are shown by UPN and internal
 id only; names stay in the MIS and in the referral.
+
+The engine and the store are imported by the commands that use them: every command's start-up,
+``--help`` included, imports this module.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from sqlalchemy import Connection, select
 
-from cme_batch import detect
 from cme_batch.app import App
 from cme_batch.cli import as_of_date, as_of_option, echo_json, format_option, handle_errors, pass_app
-from cme_batch.criteria import PupilFacts
 from cme_batch.errors import BadInputError
-from cme_batch.store import tables as t
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
+    from cme_batch.criteria import PupilFacts
 
 
 def _iso(d: date | None) -> str | None:
@@ -62,6 +66,8 @@ def streaks_cmd(app: App, as_of: Any, fmt: str, show_all: bool) -> None:
     with the date last attended and the register gaps (school days with no mark) of the
     unexplained streak.
     """
+    from cme_batch import detect
+
     ev = detect.evaluate(app, as_of_date(app, as_of))
     news = ev.results.streaks
     pids = ev.on_roll if show_all else [pid for pid in news if pid in ev.on_roll and (
@@ -91,6 +97,8 @@ def detect_cmd(app: App, as_of: Any, fmt: str) -> None:
     Safe to run again for the same date (nothing changes); an earlier date than the last run
     is refused.
     """
+    from cme_batch import detect
+
     report = detect.run_detect(app, as_of_date(app, as_of))
     _warn(report.warnings)
     if fmt == "json":
@@ -108,6 +116,10 @@ def detect_cmd(app: App, as_of: Any, fmt: str) -> None:
 
 def case_rows(conn: Connection, school_id: int, include_closed: bool) -> list[dict[str, Any]]:
     """Cases with the field names of the JSON contract, newest first."""
+    from sqlalchemy import select
+
+    from cme_batch.store import tables as t
+
     c, p = t.cases, t.pupils
     q = select(c, p.c.upn).join(p, p.c.id == c.c.pupil_id).where(p.c.school_id == school_id)
     if not include_closed:
@@ -145,6 +157,10 @@ def cases_cmd(app: App, show_all: bool, fmt: str) -> None:
 
 def case_history(conn: Connection, school_id: int, ref: str) -> dict[str, Any]:
     """One case with every event and its evidence, oldest first."""
+    from sqlalchemy import select
+
+    from cme_batch.store import tables as t
+
     c, p, e = t.cases, t.pupils, t.case_events
     row = conn.execute(select(c, p.c.upn).join(p, p.c.id == c.c.pupil_id).where(
         c.c.ref == ref.strip().upper(), p.c.school_id == school_id)).mappings().first()
@@ -201,6 +217,8 @@ def returns_cmd(app: App, as_of: Any, fmt: str) -> None:
     Lists the episodes first listed on the date given; running it again for that date lists
     the same pupils, and a later date lists only episodes that reached the threshold since.
     """
+    from cme_batch import detect
+
     day = as_of_date(app, as_of)
     with app.engine().begin() as conn:
         ev = detect.evaluate_conn(conn, app.config, app.school_id, day)

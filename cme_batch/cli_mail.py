@@ -1,17 +1,23 @@
-"""``cme-batch send`` and ``cme-batch outbox``: drain the outbox, and see what is in it and why."""
+"""``cme-batch send`` and ``cme-batch outbox``: drain the outbox, and see what is in it and why.
+
+The outbox and the sender (SQLAlchemy, tenacity) are imported by the commands that use them:
+every command's start-up, ``--help`` included, imports this module.
+"""
 
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from cme_batch.app import App
 from cme_batch.cli import EXIT_FAILED, echo_json, format_option, handle_errors, pass_app
 from cme_batch.errors import BadInputError
-from cme_batch.mail import outbox
-from cme_batch.mail.sender import SendReport, send_run
+from cme_batch.mail import STATUSES
+
+if TYPE_CHECKING:
+    from cme_batch.mail.sender import SendReport
 
 
 def _when(value: Any) -> str:
@@ -43,6 +49,9 @@ def send(app: App, retry_now: bool, fmt: str) -> None:
     (5xx, unknown recipient) are kept as 'failed' and reported. Only one 'send' runs at a time.
     Exit code 1 when a message was deferred or failed, or the run had to stop.
     """
+    from cme_batch.mail import outbox
+    from cme_batch.mail.sender import send_run
+
     report = send_run(app, ignore_backoff=retry_now)
     with app.engine().connect() as conn:
         problems = outbox.problems(conn)
@@ -70,7 +79,7 @@ def send(app: App, retry_now: bool, fmt: str) -> None:
 
 
 @click.command("outbox")
-@click.option("--status", "statuses", multiple=True, type=click.Choice(outbox.STATUSES),
+@click.option("--status", "statuses", multiple=True, type=click.Choice(STATUSES),
               help="Only messages in this status (repeatable). Default: all.")
 @click.option("--requeue", "requeue_id", type=int, default=None,
               help="Put the failed message with this id back in the queue (after fixing the cause).")
@@ -81,6 +90,8 @@ def send(app: App, retry_now: bool, fmt: str) -> None:
 @handle_errors
 def outbox_cmd(app: App, statuses: tuple[str, ...], requeue_id: int | None, limit: int, fmt: str) -> None:
     """List the outbox: each message's status (queued, sending, sent, failed) and the reason."""
+    from cme_batch.mail import outbox
+
     engine = app.engine()
     if requeue_id is not None:
         with engine.begin() as conn:

@@ -13,14 +13,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
-from sqlalchemy import select
 
 from cme_batch.app import App
 from cme_batch.cli import handle_errors, pass_app
 from cme_batch.errors import BadInputError
-from cme_batch.store import tables as t
 
-if TYPE_CHECKING:  # the PDF machinery is imported only by the command that uses it (start-up time)
+if TYPE_CHECKING:  # the PDF machinery and the store are imported only by the command that uses them (start-up time)
     from cme_batch.referral.bundle import Bundle
 
 
@@ -61,7 +59,10 @@ def referral(app: App, ref: str, out_dir: Path, preview: bool, kind: str) -> Non
     school's archive certificate, or an AES-256 PDF opened with the passphrase agreed with the LA.
     A referral is written only once the DSL has confirmed it; --preview works before that.
     """
+    from sqlalchemy import select
+
     from cme_batch.referral.bundle import Held, build_bundle, encrypt_bundle
+    from cme_batch.store import tables as t
 
     with app.engine().connect() as conn:
         case_id = conn.execute(select(t.cases.c.id).where(t.cases.c.ref == ref)).scalar()

@@ -10,7 +10,6 @@ import click
 
 from cme_batch.app import App
 from cme_batch.cli import echo_json, format_option, handle_errors, pass_app
-from cme_batch.replies.process import read_replies
 
 
 @click.command("replies")
@@ -20,6 +19,8 @@ from cme_batch.replies.process import read_replies
 def replies(app: App, fmt: str) -> None:
     """Read the reply mailbox: store every reply, apply the DSL's authenticated commands
     (CONFIRM, HOLD, CLOSE, NOTE) and keep everything else for review in the next digest."""
+    from cme_batch.replies.process import read_replies  # here, not at every command's start-up
+
     report = read_replies(app)
     if report is None:
         if fmt == "json":

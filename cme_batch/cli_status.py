@@ -6,14 +6,16 @@ from datetime import UTC
 from typing import Any
 
 import click
-from sqlalchemy import func, select
 
 from cme_batch.app import App
 from cme_batch.cli import echo_json, format_option, handle_errors, pass_app
-from cme_batch.store import tables as t
 
 
 def gather(app: App) -> dict[str, Any]:
+    from sqlalchemy import func, select  # here, not at start-up: every command imports this module
+
+    from cme_batch.store import tables as t
+
     eng = app.engine()
     now = app.now()
     stale_hours = app.config.thresholds.stale_hours

@@ -4,14 +4,13 @@ Logs go to standard error (which systemd also sends to the journal), so that a c
 output on standard output, such as `--format json`, stays clean for scripts.
 
 Pupils appear in logs only by internal id or case reference. ``bind_run`` attaches a run id
-(and the stage) to every line of one run.
+(and the stage) to every line of one run; ``cme_batch.app.new_run_id`` makes it.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-import uuid
 from typing import Any, TextIO
 
 import structlog
@@ -54,10 +53,6 @@ _last: tuple[str, str, TextIO | None] = ("info", "auto", None)
 def reconfigure() -> None:
     """Apply a change to ``extra_processors`` with the settings last configured."""
     configure(*_last)
-
-
-def new_run_id() -> str:
-    return uuid.uuid4().hex[:12]
 
 
 def bind_run(run_id: str, **kw: Any) -> None:

@@ -6,6 +6,10 @@ Each stage is recorded in ``stage_runs`` (outcome and duration, for ``status``).
 fails is reported and the others still run on the data there is (a failed ingest must not
 stop the morning summary, which must say that the data is stale). The run holds the run lock
 throughout, so two runs never overlap.
+
+Each stage imports what it uses when it runs, and this module imports the store only when a
+run starts: ``cme-batch --help`` imports it for the stage names, and a stage with nothing to
+do (no reply mailbox, no confirmed referral) should not pay for a mail client or a PDF writer.
 """
 
 from __future__ import annotations
@@ -18,13 +22,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from sqlalchemy import insert, update
-
-from cme_batch import logfilter
 from cme_batch.app import App
 from cme_batch.errors import CmeError
-from cme_batch.runlock import run_lock
-from cme_batch.store import tables as t
 
 
 @dataclass
@@ -114,6 +113,10 @@ STAGES: list[tuple[str, Callable[[App, date], str]]] = [
 
 def run_stage(app: App, name: str, fn: Callable[[App, date], str], as_of: date) -> StageResult:
     """Run one stage, record it in stage_runs, and turn its errors into an outcome."""
+    from sqlalchemy import insert, update
+
+    from cme_batch.store import tables as t
+
     engine = app.engine()
     log = app.log(stage=name)
     with engine.begin() as conn:
@@ -144,6 +147,9 @@ def run_stage(app: App, name: str, fn: Callable[[App, date], str], as_of: date) 
 
 def run_nightly(app: App, as_of: date, only: tuple[str, ...] = ()) -> NightlyReport:
     """Run every stage (or those named) under the run lock."""
+    from cme_batch import logfilter
+    from cme_batch.runlock import run_lock
+
     report = NightlyReport(as_of)
     with run_lock(app.engine(), app.state_dir):
         app.log(stage="nightly").info("nightly started", as_of=as_of.isoformat())

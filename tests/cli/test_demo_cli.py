@@ -11,8 +11,10 @@ from pathlib import Path
 from click.testing import CliRunner, Result
 from sqlalchemy import create_engine, func, select
 
+from cme_batch import cli_demo
 from cme_batch.cli import cli
 from cme_batch.config import load
+from cme_batch.demo import generator, loaders
 from cme_batch.store import tables as t
 
 
@@ -107,3 +109,9 @@ def test_direct_source_loads_without_files(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert not (out / "drop").exists()
     assert counts(out / "state" / "cme-batch.sqlite")["pupils"] == 80
+
+
+def test_the_commands_options_agree_with_the_demo() -> None:
+    """The command repeats two of the demo's constants so that start-up does not import the demo."""
+    assert cli_demo.MIN_PUPILS == generator.MIN_PUPILS
+    assert cli_demo.SOURCES == loaders.SOURCES
