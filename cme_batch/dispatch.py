@@ -8,6 +8,9 @@ an audit event records why (once per reason) and the digest shows it.
 
 When a referred child's case closes (the child returned, or a destination became known),
 the LA is sent an update bundle the same way, once per case.
+
+The bundle machinery (the PDF writer and the cryptography behind it, about a third of a second
+to import) is imported only when there is a case to send: most nights there is none.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from email.message import EmailMessage
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, insert, select, update
 
@@ -22,8 +26,10 @@ from cme_batch.app import App
 from cme_batch.config import Config
 from cme_batch.errors import CmeError
 from cme_batch.mail import outbox
-from cme_batch.referral.bundle import Encrypted, Held, archive, build_bundle, encrypt_bundle
 from cme_batch.store import tables as t
+
+if TYPE_CHECKING:
+    from cme_batch.referral.bundle import Encrypted
 
 SYSTEM = "system"
 
@@ -75,6 +81,8 @@ def _receipt(conn: Connection, config: Config, sealed: Encrypted, outbox_id: int
 
 def _send_one(conn: Connection, config: Config, case_id: int, ref: str, kind: str, as_of: date, now: datetime,
               report: DispatchReport) -> None:
+    from cme_batch.referral.bundle import Held, archive, build_bundle, encrypt_bundle
+
     bundle = build_bundle(conn, case_id, config, now, kind)
     sealed = encrypt_bundle(bundle, config)
     if isinstance(sealed, Held):

@@ -7,7 +7,8 @@ again, sees its id already in the store, and only repeats ``done``. So every id 
 gives must stay the same for the same message across runs.
 
 IMAP and Microsoft Graph live in ``imap.py`` and ``graph.py``; ``build_mailbox`` picks one
-from the configuration.
+from the configuration, and only then imports it and the OAuth client (``requests`` and
+``cryptography``): every nightly run imports this module, most read no mailbox at all.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from pathlib import Path
 from typing import Protocol
 
 from cme_batch.errors import BadInputError, RetriableError
-from cme_batch.mail.oauth import GRAPH_SCOPE, OUTLOOK_SCOPE, MicrosoftToken, http_session
 from cme_batch.replies_settings import RepliesConfig
 
 MAX_UID = 200  # the width of replies.mailbox_uid
@@ -129,12 +129,15 @@ def build_mailbox(cfg: RepliesConfig) -> Mailbox | None:
 
         s = cfg.imap
         if s.auth == "xoauth2-microsoft":
+            from cme_batch.mail.oauth import OUTLOOK_SCOPE, MicrosoftToken
+
             assert cfg.microsoft is not None, "checked when the configuration was loaded"
             token = MicrosoftToken(cfg.microsoft, OUTLOOK_SCOPE, ca_file=cfg.ca_file, timeout=cfg.timeout_seconds)
             return ImapMailbox(s, oauth_token=token.token, ca_file=cfg.ca_file, timeout=cfg.timeout_seconds)
         assert s.password is not None, "checked when the configuration was loaded"
         return ImapMailbox(s, password=s.password.reveal, ca_file=cfg.ca_file, timeout=cfg.timeout_seconds)
     if cfg.mailbox == "graph" and cfg.graph is not None:
+        from cme_batch.mail.oauth import GRAPH_SCOPE, MicrosoftToken, http_session
         from cme_batch.replies.graph import GraphMailbox
 
         assert cfg.microsoft is not None, "checked when the configuration was loaded"
