@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, String, and_, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, Date, Engine, String, delete, insert, select, update
 
 from cme_batch import marks as mk
 from cme_batch.errors import BadInputError, CmeError
@@ -29,6 +29,7 @@ from cme_batch.model import (
     SourceBatch,
     Warning_,
 )
+from cme_batch.store import bulk
 from cme_batch.store import tables as t
 
 PUPIL_FIELDS = ("upn", "legal_surname", "legal_forename", "preferred_surname", "preferred_forename",
@@ -107,16 +108,22 @@ LIMITS: dict[str, dict[str, int]] = {
     for table in (t.pupils, t.pupil_keys, t.contacts, t.flags, t.enrolments, t.mark_alphabet)}
 
 
+#: The date columns of the same tables.
+DATE_COLUMNS: dict[str, tuple[str, ...]] = {
+    table.name: tuple(c.name for c in table.c if isinstance(c.type, Date))
+    for table in (t.pupils, t.pupil_keys, t.contacts, t.flags, t.enrolments, t.mark_alphabet)}
+
+
 def check_values(origin: str, table: Any, row: Mapping[str, Any]) -> None:
     """Refuse (naming the file, table and field, never the value) what the store cannot hold."""
-    limits = LIMITS[table.name]
-    for col, v in row.items():
-        if isinstance(v, str):
-            n = limits.get(col)
-            if n is not None and len(v) > n:
-                raise BadInputError(f"{origin}: a {table.name} record has a {col} longer than {n} characters, more "
-                                    "than the store keeps; correct it in the MIS; nothing imported")
-        elif isinstance(v, date) and not isinstance(v, datetime) and not DATES[0] <= v <= DATES[1]:
+    for col, n in LIMITS[table.name].items():
+        v = row.get(col)
+        if v.__class__ is str and len(v) > n:
+            raise BadInputError(f"{origin}: a {table.name} record has a {col} longer than {n} characters, more "
+                                "than the store keeps; correct it in the MIS; nothing imported")
+    for col in DATE_COLUMNS[table.name]:
+        v = row.get(col)
+        if v is not None and not DATES[0] <= v <= DATES[1]:
             raise BadInputError(f"{origin}: a {table.name} record has a {col} outside the years "
                                 f"{DATES[0].year}-{DATES[1].year}; correct it in the MIS; nothing imported")
 
@@ -269,8 +276,7 @@ class _Writer:
         if new:
             rows = [{"school_id": self.school_id, "created_at": self.now, "updated_at": self.now, **v}
                     for v in new.values()]
-            ids = self.conn.execute(insert(t.pupils).returning(t.pupils.c.id, sort_by_parameter_order=True),
-                                    rows).scalars().all()
+            ids = bulk.insert_with_ids(self.conn, t.pupils, rows)
             real = dict(zip(new, ids))
             self.created.update(ids)
             for pid, k in new_keys:
@@ -278,7 +284,7 @@ class _Writer:
             for u in new_upns:
                 self.by_upn[u] = real.get(self.by_upn[u], self.by_upn[u])
         if new_keys:
-            self.conn.execute(insert(t.pupil_keys), [
+            bulk.insert_rows(self.conn, t.pupil_keys, [
                 {"pupil_id": real.get(pid, pid), "source": self.source, "pupil_key": k} for pid, k in new_keys])
         self.pupils_in_batch.update(real.values())
         self.pupils_in_batch.update(changes)
@@ -294,11 +300,9 @@ class _Writer:
                 if "upn" in changed:
                     self.upn_changed.add(row["id"])
                 if changed:
-                    by_columns[tuple(sorted(changed))].append(
-                        {"b_id": row["id"], "b_updated_at": self.now, **{f"b_{f}": v for f, v in changed.items()}})
-        for columns, params in by_columns.items():
-            self.conn.execute(update(t.pupils).where(t.pupils.c.id == bindparam("b_id")).values(
-                updated_at=bindparam("b_updated_at"), **{c: bindparam(f"b_{c}") for c in columns}), params)
+                    by_columns[tuple(sorted(changed))].append({**changed, "updated_at": self.now, "id": row["id"]})
+        for params in by_columns.values():
+            bulk.update_rows(self.conn, t.pupils, ("id",), params)
             self.counts["pupils_updated"] += len(params)
 
     # -- contacts, flags, enrolments -------------------------------------------------------
@@ -325,14 +329,12 @@ class _Writer:
             if row is None:
                 inserts.append({"pupil_id": pid, "source": self.source, **vals})
             elif any(row[c] != v for c, v in vals.items() if c != "updated_at"):
-                updates.append({"b_id": row["id"], **{f"b_{c}": v for c, v in vals.items()}})
+                updates.append({**vals, "id": row["id"]})
         if inserts:
-            self.conn.execute(insert(table), inserts)
+            bulk.insert_rows(self.conn, table, inserts)
             self.counts[f"{kind.name}_added"] += len(inserts)
         if updates:
-            columns = [c for c in updates[0] if c != "b_id"]
-            self.conn.execute(update(table).where(table.c.id == bindparam("b_id")).values(
-                **{c[2:]: bindparam(c) for c in columns}), updates)
+            bulk.update_rows(self.conn, table, ("id",), updates)
             self.counts[f"{kind.name}_updated"] += len(updates)
 
     def remove_missing(self) -> None:
@@ -382,17 +384,13 @@ class _Writer:
                 self.counts["marks"] += count
         ins = [{"pupil_id": p, "academic_year": y, "marks": m, "updated_at": self.now}
                for (p, y), m in strips.items() if (p, y) not in original]
-        upd = [{"p": p, "y": y, "m": m, "u": self.now}
+        upd = [{"marks": m, "updated_at": self.now, "pupil_id": p, "academic_year": y}
                for (p, y), m in strips.items() if (p, y) in original and original[(p, y)] != m]
         self.stripped |= pids
-        if ins:
-            self.conn.execute(insert(t.mark_strips), ins)
-        if upd:
-            self.conn.execute(update(t.mark_strips).where(and_(
-                t.mark_strips.c.pupil_id == bindparam("p"), t.mark_strips.c.academic_year == bindparam("y"))
-            ).values(marks=bindparam("m"), updated_at=bindparam("u")), upd)
+        bulk.insert_rows(self.conn, t.mark_strips, ins)
+        bulk.update_rows(self.conn, t.mark_strips, ("pupil_id", "academic_year"), upd)
         if changes:
-            self.conn.execute(insert(t.mark_changes), changes)
+            bulk.insert_rows(self.conn, t.mark_changes, changes)
             self.counts["marks_corrected"] += len(changes)
 
     def finish(self) -> None:

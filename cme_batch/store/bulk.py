@@ -1,0 +1,98 @@
+"""Many rows in one statement, without SQLAlchemy's per-row work.
+
+An import of a local authority's files writes hundreds of thousands of rows. SQLAlchemy's
+``conn.execute(insert(table), rows)`` spends more time preparing each row's parameters than
+the database spends storing it. Here the rows become plain tuples, converted by the very bind
+processors SQLAlchemy would use for each column on this dialect (so JSON, dates and booleans
+are stored exactly as through SQLAlchemy), and go to the driver's ``executemany`` through
+``exec_driver_sql`` (still inside the caller's transaction).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Table, func, insert, select
+
+_Processor = Callable[[Any], Any] | None
+_processors: dict[tuple[str, str, str], _Processor] = {}
+
+
+def _processor(conn: Connection, table: Table, column: str) -> _Processor:
+    dialect = conn.dialect
+    key = (dialect.name, table.name, column)
+    if key not in _processors:
+        type_ = table.c[column].type
+        _processors[key] = type_.dialect_impl(dialect).bind_processor(dialect)
+    return _processors[key]
+
+
+def _placeholders(conn: Connection, n: int) -> str:
+    style = conn.dialect.paramstyle
+    if style == "qmark":
+        return ", ".join("?" * n)
+    if style in ("format", "pyformat"):
+        return ", ".join(["%s"] * n)
+    if style == "numeric":
+        return ", ".join(f":{i}" for i in range(1, n + 1))
+    raise NotImplementedError(f"parameter style {style!r}")
+
+
+def _tuples(conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]
+            ) -> list[tuple[Any, ...]]:
+    procs = [_processor(conn, table, c) for c in columns]
+    if not any(procs):
+        return [tuple(row[c] for c in columns) for row in rows]
+    pairs = list(zip(columns, procs, strict=True))
+    return [tuple(p(row[c]) if p is not None else row[c] for c, p in pairs) for row in rows]
+
+
+def _quoted(conn: Connection, name: str) -> str:
+    return str(conn.dialect.identifier_preparer.quote(name))
+
+
+def insert_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """``INSERT`` every row (all with the same keys; columns left out take their default)."""
+    if not rows:
+        return
+    columns = list(rows[0])
+    defaults = {c.name: c.default.arg for c in table.c  # type: ignore[attr-defined]
+                if c.name not in columns and c.default is not None and c.default.is_scalar}
+    if defaults:  # Python-side scalar defaults (e.g. withdrawn=False): what SQLAlchemy's insert would add
+        rows = [{**defaults, **row} for row in rows]
+        columns += list(defaults)
+    sql = (f"INSERT INTO {_quoted(conn, table.name)} ({', '.join(_quoted(conn, c) for c in columns)}) "
+           f"VALUES ({_placeholders(conn, len(columns))})")
+    conn.exec_driver_sql(sql, _tuples(conn, table, columns, rows))
+
+
+def update_rows(conn: Connection, table: Table, keys: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> None:
+    """``UPDATE`` each row found by ``keys`` to the row's other values (all rows with the same keys)."""
+    if not rows:
+        return
+    values = [c for c in rows[0] if c not in keys]
+    marks = _placeholders(conn, len(values) + len(keys)).split(", ")
+    sets = ", ".join(f"{_quoted(conn, c)} = {m}" for c, m in zip(values, marks, strict=False))
+    where = " AND ".join(f"{_quoted(conn, c)} = {m}" for c, m in zip(keys, marks[len(values):], strict=True))
+    sql = f"UPDATE {_quoted(conn, table.name)} SET {sets} WHERE {where}"
+    conn.exec_driver_sql(sql, _tuples(conn, table, [*values, *keys], rows))
+
+
+def insert_with_ids(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> list[int]:
+    """``INSERT`` every row and return the new primary keys, in the rows' order.
+
+    SQLite: the transaction holds the database's only write lock, so the next keys are known
+    (one above the largest) and are written with the rows. Other databases number rows from a
+    sequence that other sessions share: there SQLAlchemy's ``INSERT ... RETURNING`` does it.
+    """
+    if not rows:
+        return []
+    pk = table.primary_key.columns.values()[0]
+    if conn.dialect.name != "sqlite":
+        result = conn.execute(insert(table).returning(pk, sort_by_parameter_order=True), list(rows))
+        return [int(i) for i in result.scalars().all()]
+    first = int(conn.execute(select(func.max(pk))).scalar() or 0) + 1
+    ids = list(range(first, first + len(rows)))
+    insert_rows(conn, table, [{pk.name: i, **row} for i, row in zip(ids, rows, strict=True)])
+    return ids
