@@ -11,6 +11,7 @@ are stored exactly as through SQLAlchemy), and go to the driver's ``executemany`
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Table, func, insert, select
@@ -39,12 +40,36 @@ def _placeholders(conn: Connection, n: int) -> str:
     raise NotImplementedError(f"parameter style {style!r}")
 
 
+def _remembering(proc: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``proc`` converting each distinct value once: an import's rows repeat the same timestamp,
+    the same few dates and flags, and many empty lists (phones, e-mails)."""
+    seen: dict[Any, Any] = {}
+
+    def convert(value: Any) -> Any:
+        cls = value.__class__
+        if cls is list:
+            if not all(v.__class__ is str for v in value):
+                return proc(value)
+            key: Any = (list, *value)
+        elif cls in (str, int, bool, float, date, datetime) or value is None:
+            key = (cls, value)  # the class too: 1, 1.0 and True are equal keys but not equal JSON
+        else:
+            return proc(value)
+        try:
+            return seen[key]
+        except KeyError:
+            out = seen[key] = proc(value)
+            return out
+
+    return convert
+
+
 def _tuples(conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]
             ) -> list[tuple[Any, ...]]:
     procs = [_processor(conn, table, c) for c in columns]
     if not any(procs):
         return [tuple(row[c] for c in columns) for row in rows]
-    pairs = list(zip(columns, procs, strict=True))
+    pairs = [(c, _remembering(p) if p is not None else None) for c, p in zip(columns, procs, strict=True)]
     return [tuple(p(row[c]) if p is not None else row[c] for c, p in pairs) for row in rows]
 
 

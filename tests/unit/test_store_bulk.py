@@ -1,0 +1,65 @@
+"""``store.bulk`` writes rows exactly as SQLAlchemy's own ``insert``/``update`` would."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import Engine, insert, select
+
+from cme_batch.store import bulk
+from cme_batch.store import tables as t
+
+NOW = datetime(2025, 9, 9, 5, 30, tzinfo=UTC)
+PUPILS: list[dict[str, Any]] = [
+    {"upn": "A123456789012", "legal_surname": "Jones", "dob": date(2016, 3, 4), "address": None,
+     "phones": [], "emails": [], "year_group": "3"},
+    {"upn": None, "legal_surname": "O'Brien \u00e9", "dob": None, "address": {"lines": ["1 Road"], "postcode": None},
+     "phones": ["01632 960123"], "emails": ["a@example.org"], "year_group": None},
+    {"upn": "B123456789012", "legal_surname": "Jones", "dob": date(2016, 3, 4), "address": None,
+     "phones": ["01632 960123"], "emails": [], "year_group": "3"},
+]
+
+
+def _school(conn: Any, estab: str = "2999") -> int:
+    return int(conn.execute(insert(t.schools).values(la_number="916", establishment_number=estab, name="S")
+                            ).inserted_primary_key[0])
+
+
+def _read(conn: Any, ids: list[int]) -> list[tuple[Any, ...]]:
+    cols = [c for c in t.pupils.c if c.name not in ("id", "school_id")]
+    rows = conn.execute(select(*cols).where(t.pupils.c.id.in_(ids)).order_by(t.pupils.c.id)).all()
+    return [tuple(r) for r in rows]
+
+
+def test_rows_written_in_bulk_read_back_as_rows_written_by_sqlalchemy(engine: Engine) -> None:
+    with engine.begin() as conn:
+        one, other = _school(conn), _school(conn, "3000")  # a UPN is unique within a school
+        rows = [{"school_id": one, "created_at": NOW, "updated_at": NOW, **p} for p in PUPILS]
+        by_sqlalchemy = list(conn.execute(insert(t.pupils).returning(t.pupils.c.id, sort_by_parameter_order=True),
+                                          rows).scalars())
+        in_bulk = bulk.insert_with_ids(conn, t.pupils, [{**r, "school_id": other} for r in rows])
+        assert len(set(in_bulk)) == 3 and not set(in_bulk) & set(by_sqlalchemy)
+        assert _read(conn, in_bulk) == _read(conn, by_sqlalchemy)
+        # JSON null, lists and dicts, dates and timestamps come back as given
+        got = conn.execute(select(t.pupils.c.address, t.pupils.c.phones, t.pupils.c.dob).where(
+            t.pupils.c.id.in_(in_bulk)).order_by(t.pupils.c.id)).all()
+        assert [tuple(g) for g in got] == [(p["address"], p["phones"], p["dob"]) for p in PUPILS]
+
+
+def test_defaults_keys_and_updates(engine: Engine) -> None:
+    with engine.begin() as conn:
+        school = _school(conn)
+        [pid] = bulk.insert_with_ids(conn, t.pupils, [{"school_id": school, "created_at": NOW, "updated_at": NOW}])
+        bulk.insert_rows(conn, t.enrolments, [{"pupil_id": pid, "source": "s", "entry_date": date(2025, 9, 3), "updated_at": NOW}])
+        assert conn.execute(select(t.enrolments.c.withdrawn)).scalar_one() is False  # the column's default
+        bulk.insert_rows(conn, t.mark_strips, [{"pupil_id": pid, "academic_year": y, "marks": "-" * 4,
+                                               "updated_at": NOW} for y in (2024, 2025)])
+        bulk.update_rows(conn, t.mark_strips, ("pupil_id", "academic_year"),
+                         [{"marks": "/\\/\\", "updated_at": NOW, "pupil_id": pid, "academic_year": 2025}])
+        strips = dict(conn.execute(select(t.mark_strips.c.academic_year, t.mark_strips.c.marks)).all())
+        assert strips == {2024: "----", 2025: "/\\/\\"}
+        [other] = bulk.insert_with_ids(conn, t.pupils, [{"school_id": school, "created_at": NOW, "updated_at": NOW}])
+        bulk.update_rows(conn, t.pupils, ("id",), [{"phones": True, "id": pid}, {"phones": 1, "id": other}])
+        got = dict(conn.execute(select(t.pupils.c.id, t.pupils.c.phones)).all())
+        assert got[pid] is True and got[other] == 1 and got[other] is not True  # equal keys, distinct JSON
