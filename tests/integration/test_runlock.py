@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
-from sqlalchemy import Engine, func, select
+import pytest
+from sqlalchemy import Engine, create_engine, func, select
 
+from cme_batch.errors import LockHeld
 from cme_batch.runlock import run_lock
 from cme_batch.store import tables as t
 from tests.conftest import write_config
@@ -35,3 +38,18 @@ def test_second_run_exits_0_and_does_nothing(engine: Engine, store_url: str, tmp
     free = _nightly(cfg)
     assert "another cme-batch run" not in free.stdout
     assert _stage_rows(engine) > 0
+
+
+def test_the_sqlite_lock_is_private_refuses_a_second_holder_and_is_released(tmp_path: Path) -> None:
+    db = tmp_path / "state" / "cme.sqlite"
+    engine = create_engine(f"sqlite:///{db}")
+    with run_lock(engine, tmp_path / "elsewhere"):
+        lock_file = db.parent / "cme-batch.run.lock"
+        assert stat.S_IMODE(lock_file.stat().st_mode) == 0o600
+        with pytest.raises(LockHeld, match=f"holds the run lock \\({lock_file}\\)"), run_lock(engine, tmp_path):
+            pass
+        with run_lock(engine, tmp_path, "send"):  # another lock's name is another lock
+            pass
+    with run_lock(engine, tmp_path):  # released, also after a failed attempt
+        pass
+    engine.dispose()
