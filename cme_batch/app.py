@@ -61,6 +61,11 @@ class App:
             self._engine = eng
         return self._engine
 
+    def close(self) -> None:
+        """Close the store's connections (a SQLite store folds its write-ahead log back into the file)."""
+        if self._engine is not None:
+            self._engine.dispose()
+
     def init_store(self) -> list[str]:
         from cme_batch import logfilter
         from cme_batch.store import migrate
