@@ -298,6 +298,7 @@ class MarkCheck:
         self.unknown: dict[str, list[int]] = {}
         self.outside = [0, 0]  # count, first record
         self._getters: dict[tuple[date, int], Callable[[str], Iterable[str]] | None] = {}
+        self._closed_days: dict[date, bool] = {}
 
     def code(self, raw: str, record: int, count: int = 1) -> str:
         code = self.subcodes.get(raw, raw)
@@ -317,9 +318,13 @@ class MarkCheck:
             self.terms and not any(a <= day <= b for a, b in self.terms))
 
     def day(self, day: date, code: str, record: int) -> None:
-        """One mark (SIMS rows)."""
-        if code not in ("-", "#", "") and self.closed(day):
-            self._out(1, record)
+        """One mark (SIMS rows: one per session, so each day's answer is kept)."""
+        if code not in ("-", "#", ""):
+            shut = self._closed_days.get(day)
+            if shut is None:
+                shut = self._closed_days[day] = self.closed(day)
+            if shut:
+                self._out(1, record)
 
     def strip(self, start: date, marks: str, record: int) -> None:
         """A whole CTF marks string (two characters a day from ``start``), at C speed: the

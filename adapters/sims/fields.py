@@ -113,6 +113,7 @@ class FieldMap:
         for n in self.extra_flags:
             self.by_key[n] = "flag:" + n
         self._cache: dict[str, str | None] = {}
+        self._plans: dict[tuple[str, ...], tuple[tuple[str, str], ...]] = {}
 
     def canonical(self, raw: str) -> str | None:
         try:
@@ -123,14 +124,20 @@ class FieldMap:
             return key
 
     def record(self, raw: Mapping[str, str]) -> dict[str, str]:
-        """The record's known fields by canonical key, values stripped, empty values left out."""
+        """The record's known fields by canonical key, values stripped, empty values left out.
+
+        The records of one report carry the same fields in the same order, so the pairs of raw
+        name and key are worked out once per distinct list of names (a marks export: once).
+        """
+        names = tuple(raw)
+        plan = self._plans.get(names)
+        if plan is None:
+            plan = self._plans[names] = tuple((n, k) for n in names if (k := self.canonical(n)) is not None)
         out: dict[str, str] = {}
-        for name, value in raw.items():
-            key = self.canonical(name)
-            if key is not None:
-                v = value.strip()
-                if v:
-                    out[key] = v
+        for name, key in plan:
+            v = raw[name].strip()
+            if v:
+                out[key] = v
         return out
 
 

@@ -100,6 +100,7 @@ class _Reader:
         self.done: set[tuple[str, ...]] = set()  # contacts, flags, enrolments already yielded
         self.runs: dict[str, list[Any]] = {}  # key -> [first session index, codes]
         self.buffered = 0
+        self.days: dict[str | None, date] = {}
 
     def warn(self, code: str, message: str, n: int, key: str | None) -> None:
         self.batch.warnings.append(Warning_(code, message, f"{self.file} record {n}", key))
@@ -257,7 +258,12 @@ class _Reader:
 
     # -- marks -------------------------------------------------------------------------------
     def mark(self, rec: dict[str, str], key: str, n: int) -> Iterator[MarksRecord]:
-        day = self.date_of(rec, "date", n)
+        raw_day = rec.get("date")
+        day = self.days.get(raw_day) if raw_day is not None else None  # a year of marks has ~190 dates
+        if day is None:
+            day = self.date_of(rec, "date", n)
+            if day is not None:
+                self.days[raw_day] = day
         sess_raw = rec.get("session")
         sess = SESSIONS.get(sess_raw.upper()) if sess_raw else None
         if day is None or sess is None:
