@@ -7,9 +7,7 @@ be the database itself.
 
 from __future__ import annotations
 
-import socket
-from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
+from typing import TYPE_CHECKING
 
 import click
 
@@ -17,8 +15,15 @@ from cme_batch.app import App
 from cme_batch.cli import handle_errors, pass_app
 from cme_batch.errors import BadInputError
 
+if TYPE_CHECKING:
+    from email.message import EmailMessage
+
 
 def failure_message(app: App, unit: str) -> EmailMessage:
+    import socket  # here, not at start-up: every command's --help imports this module
+    from email.message import EmailMessage
+    from email.utils import format_datetime, make_msgid
+
     cfg = app.config
     sender = cfg.mail.from_address or cfg.school.email
     if not sender:
