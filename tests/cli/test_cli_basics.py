@@ -36,6 +36,23 @@ def test_help_for_every_command() -> None:
         assert "Usage: cli " in result.output or "Usage:" in result.output
 
 
+def test_start_up_imports_only_what_the_command_runs() -> None:
+    """--help imports no database, PDF, crypto, HTTP, calendar or logging library, and running
+    one command imports no other command's module (start-up time, issue 9)."""
+    probe = ("import sys\n"
+             "from click.testing import CliRunner\n"
+             "from cme_batch.cli import cli\n"
+             "assert CliRunner().invoke(cli, ['nightly', '--help']).exit_code == 0\n"
+             "print(sorted(m for m in sys.modules if m.startswith('cme_batch.cli_')))\n"
+             "assert CliRunner().invoke(cli, ['--help']).exit_code == 0\n"
+             "heavy = ('sqlalchemy', 'alembic', 'fpdf', 'cryptography', 'requests', 'msal', 'holidays', 'structlog',\n"
+             "         'jsonschema', 'tenacity', 'filelock')\n"
+             "print(sorted({m.split('.')[0] for m in sys.modules} & set(heavy)))\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["['cme_batch.cli_nightly']", "[]"]
+
+
 def test_check_config_passes_on_the_example(tmp_path: Path) -> None:
     # the example's SIMS source reads a drop folder relative to the file: give it one
     cfg = tmp_path / "example.toml"

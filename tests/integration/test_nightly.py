@@ -66,3 +66,20 @@ def test_two_nightly_runs_started_together_one_runs_the_other_says_so(
         runs = conn.execute(select(t.stage_runs.c.run_id).distinct()).scalars().all()
         keys = conn.execute(select(t.outbox.c.idempotency_key)).scalars().all()
     assert len(runs) == 1 and len(keys) == len(set(keys)) == 2  # one summary, one digest
+
+
+def test_a_night_with_nothing_to_refer_or_read_imports_no_pdf_crypto_http_or_migration_library(
+        tmp_path: Path, store_url: str, engine: Engine) -> None:
+    """Start-up time (issue 9): those libraries are imported by the stages that need them, when they do."""
+    cfg = write_config(tmp_path, store_url)
+    probe = ("import atexit, sys\n"
+             "heavy = ('alembic', 'fpdf', 'fontTools', 'cryptography', 'requests', 'msal', 'filelock')\n"
+             "atexit.register(lambda: print('imported', sorted({m.split('.')[0] for m in sys.modules} & set(heavy))))\n"
+             "from cme_batch.cli import main\n"
+             f"sys.argv = ['cme-batch', '--config', {str(cfg)!r}, 'nightly', '--as-of', '2025-12-01']\n"
+             "main()\n")
+    night = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300,
+                           env={**os.environ})
+    assert night.returncode == 0, night.stdout + night.stderr
+    assert "referrals  ok" in night.stdout and "no reply mailbox configured" in night.stdout
+    assert night.stdout.splitlines()[-1] == "imported []"
