@@ -28,7 +28,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 from xml.etree.ElementTree import Element, fromstring
 
 from lxml import etree
@@ -312,17 +312,20 @@ def _records(prep: Prepared, roots: Iterable[str], paths: Iterable[tuple[str, ..
     parser = _parser(prep, (p[-1] for p in wanted))
     first, namespaced, tail = True, False, ""
     parent_of: Any = None
-    parent_path: tuple[str, ...] = ()
+    paths_here: dict[str, tuple[str, ...]] = {}  # tag -> path, for children of ``parent_of``
 
     def handed_out() -> Iterator[tuple[tuple[str, ...], LxElement, bool]]:
-        nonlocal parent_of, parent_path
+        nonlocal parent_of, paths_here
         last = None
-        for _event, item in parser.read_events():
-            el = cast(LxElement, item)  # only element events were asked for
+        events: Iterator[tuple[str, Any]] = parser.read_events()  # only element ends were asked for
+        for _event, el in events:
             parent = el.getparent()
-            if parent is not parent_of:
-                parent_of, parent_path = parent, (_path(parent) if parent is not None else ())
-            path = (*parent_path, _local(el.tag))
+            if parent is not parent_of:  # records share their parent: its path is worked out once
+                parent_of, paths_here = parent, {}
+            tag = el.tag
+            path = paths_here.get(tag)
+            if path is None:
+                path = paths_here[tag] = (*(_path(parent) if parent is not None else ()), _local(tag))
             if path in wanted:
                 yield path, el, namespaced
                 last = el
@@ -351,18 +354,34 @@ def _records(prep: Prepared, roots: Iterable[str], paths: Iterable[tuple[str, ..
         raise XmlRefused(f"the file changed while it was read ({exc.reason})") from None
 
 
+def iter_rows(prep: Prepared, roots: Iterable[str], path: tuple[str, ...]
+              ) -> Iterator[tuple[tuple[str, ...], list[str | None]]]:
+    """Yield each record at ``path`` as its fields' names (local names, in document order) and
+    their leading texts (None when empty): a flat report's records share one list of names,
+    so a reader can work out once where each field is. Refusals as ``iter_elements``."""
+    for _path, el, namespaced in _records(prep, roots, [path]):
+        fields = list(el)
+        tags = tuple([f.tag for f in fields])
+        if namespaced:
+            tags = tuple([_local(t) for t in tags])
+        yield tags, [f.text for f in fields]
+
+
 def iter_flat(prep: Prepared, roots: Iterable[str], path: tuple[str, ...]) -> Iterator[dict[str, str]]:
     """Yield each record at ``path`` as a dict of raw field name (local name) to text; a field
     that has children gives its leading text, and a field given twice the two texts joined.
     Refusals as ``iter_elements``."""
-    for _path, el, namespaced in _records(prep, roots, [path]):
-        rec: dict[str, str] = {}
-        for f in el:
-            text = f.text
-            if text is not None:
-                tag = _local(f.tag) if namespaced else f.tag
-                rec[tag] = rec[tag] + text if tag in rec else text
-        yield rec
+    for tags, texts in iter_rows(prep, roots, path):
+        yield flat(tags, texts)
+
+
+def flat(tags: tuple[str, ...], texts: list[str | None]) -> dict[str, str]:
+    """One record of ``iter_rows`` as ``iter_flat`` gives it."""
+    rec: dict[str, str] = {}
+    for tag, text in zip(tags, texts, strict=True):
+        if text is not None:
+            rec[tag] = rec[tag] + text if tag in rec else text
+    return rec
 
 
 def _wrong_root(tag: str, expected: tuple[str, ...]) -> str:

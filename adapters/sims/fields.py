@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from cme_batch.xmlstream import field_key
+from cme_batch.xmlstream import field_key, flat
 
 #: canonical key -> (display name, aliases...). The first name is the one the README documents.
 FIELDS: dict[str, tuple[str, ...]] = {
@@ -113,7 +113,8 @@ class FieldMap:
         for n in self.extra_flags:
             self.by_key[n] = "flag:" + n
         self._cache: dict[str, str | None] = {}
-        self._plans: dict[tuple[str, ...], tuple[tuple[str, str], ...]] = {}
+        self._plans: dict[tuple[tuple[str, ...], frozenset[str] | None], tuple[tuple[str, str], ...]] = {}
+        self._rows: dict[tuple[tuple[str, ...], frozenset[str] | None], tuple[tuple[int, str], ...]] = {}
 
     def canonical(self, raw: str) -> str | None:
         try:
@@ -123,16 +124,37 @@ class FieldMap:
             self._cache[raw] = key
             return key
 
-    def record(self, raw: Mapping[str, str]) -> dict[str, str]:
-        """The record's known fields by canonical key, values stripped, empty values left out.
+    def row(self, tags: tuple[str, ...], texts: list[str | None], only: frozenset[str] | None = None
+            ) -> dict[str, str]:
+        """``record`` of one ``xmlstream.iter_rows`` record: the positions of the known fields
+        are worked out once per list of names (a report's records share one)."""
+        plan = self._rows.get((tags, only))
+        if plan is None:
+            if len(set(tags)) < len(tags):  # a field given twice: its texts are joined first
+                return self.record(flat(tags, texts), only)
+            plan = self._rows[(tags, only)] = tuple(
+                (i, k) for i, n in enumerate(tags) if (k := self.canonical(n)) is not None and (only is None or k in only))
+        out: dict[str, str] = {}
+        for i, key in plan:
+            text = texts[i]
+            if text is not None:
+                v = text.strip()
+                if v:
+                    out[key] = v
+        return out
+
+    def record(self, raw: Mapping[str, str], only: frozenset[str] | None = None) -> dict[str, str]:
+        """The record's known fields by canonical key (``only`` these, when given), values
+        stripped, empty values left out.
 
         The records of one report carry the same fields in the same order, so the pairs of raw
         name and key are worked out once per distinct list of names (a marks export: once).
         """
         names = tuple(raw)
-        plan = self._plans.get(names)
+        plan = self._plans.get((names, only))
         if plan is None:
-            plan = self._plans[names] = tuple((n, k) for n in names if (k := self.canonical(n)) is not None)
+            plan = self._plans[(names, only)] = tuple(
+                (n, k) for n in names if (k := self.canonical(n)) is not None and (only is None or k in only))
         out: dict[str, str] = {}
         for name, key in plan:
             v = raw[name].strip()

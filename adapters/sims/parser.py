@@ -43,6 +43,7 @@ from cme_batch.xmlstream import (
     Prepared,
     XmlRefused,
     iter_flat,
+    iter_rows,
     prepare,
 )
 
@@ -53,6 +54,8 @@ UNKNOWN_DESTINATION = {"unknown", "not known", "n/a", "mmm", "mmmm", "mmm/mmmm"}
 SESSIONS = {"AM": 0, "A": 0, "MORNING": 0, "PM": 1, "P": 1, "AFTERNOON": 1}
 MAX_GAP = 14  # sessions: a pupil's marks closer than a week apart stay in one record
 MAX_BUFFERED = 200_000  # sessions held in open runs before they are all handed on (flat memory)
+#: What a marks row is read for once its pupil is known (the pupil's fields come with the first row).
+MARK_FIELDS = frozenset({"adno", "person_id", "date", "session", "mark"})
 
 
 def detect_kind(prep: Prepared, fmap: FieldMap) -> str:
@@ -108,9 +111,18 @@ class _Reader:
     def records(self) -> Iterator[Record]:
         n = 0
         try:
-            for raw in iter_flat(self.prep, ROOTS, PATH):
+            marks, record = self.kind == "marks", self.fmap.row
+            for tags, texts in iter_rows(self.prep, ROOTS, PATH):
                 n += 1
-                yield from self.row(self.fmap.record(raw), n)
+                if not marks:
+                    yield from self.row(record(tags, texts), n)
+                else:  # the hot path: a known pupil's mark, which usually only extends a run
+                    hot = record(tags, texts, MARK_FIELDS)
+                    key = self.key(hot, n)  # None: reported
+                    if key is not None and key not in self.pupils:
+                        yield from self.row(record(tags, texts), n)
+                    elif key is not None and (done := self.mark(hot, key, n)) is not None:
+                        yield done
                 if self.buffered > MAX_BUFFERED:
                     yield from (self.flush(k, run) for k, run in self.runs.items())
                     self.runs.clear()
@@ -142,8 +154,8 @@ class _Reader:
                 yield from self.flags(rec, key, n)
         if self.kind in ("admissions", "leavers"):
             yield from self.enrolment(rec, key, n)
-        if self.kind == "marks":
-            yield from self.mark(rec, key, n)
+        if self.kind == "marks" and (done := self.mark(rec, key, n)) is not None:
+            yield done
 
     def key(self, rec: dict[str, str], n: int) -> str | None:
         adno = rec.get("adno")
@@ -257,7 +269,8 @@ class _Reader:
             yield e
 
     # -- marks -------------------------------------------------------------------------------
-    def mark(self, rec: dict[str, str], key: str, n: int) -> Iterator[MarksRecord]:
+    def mark(self, rec: dict[str, str], key: str, n: int) -> MarksRecord | None:
+        """Lay one row's mark into the pupil's run; a finished run (the row starts a new one) is returned."""
         raw_day = rec.get("date")
         day = self.days.get(raw_day) if raw_day is not None else None  # a year of marks has ~190 dates
         if day is None:
@@ -272,7 +285,7 @@ class _Reader:
             if sess is None:
                 self.report.problem(n, display("session"), "is not AM or PM" if sess_raw else "is missing",
                                     sess_raw)
-            return
+            return None
         code = self.check.code(rec.get("mark", "-"), n)
         self.check.day(day, code, n)
         idx = day.toordinal() * 2 + sess
@@ -280,7 +293,7 @@ class _Reader:
         self.buffered += 1
         if run is None:
             self.runs[key] = [idx, [code]]
-            return
+            return None
         start, codes = run
         last = start + len(codes) - 1
         if last < idx <= last + MAX_GAP:
@@ -294,8 +307,9 @@ class _Reader:
                 self.report.problem(n, display("mark"), f"contradicts an earlier row for the same session "
                                     f"({have!r} then {code!r})")
         else:
-            yield self.flush(key, run)
             self.runs[key] = [idx, [code]]
+            return self.flush(key, run)
+        return None
 
     @staticmethod
     def flush(key: str, run: list[Any]) -> MarksRecord:

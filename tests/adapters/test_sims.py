@@ -237,3 +237,25 @@ def test_entity_references_without_a_dtd_are_refused(tmp_path: Path) -> None:
                                     "</Record></SuperStarReport>")
     with pytest.raises(ImportRejected, match="Entity 'secret' not defined"):
         list(SimsXmlSource.parse_file(tmp_path / "x.xml", {}).records)
+
+
+def test_field_layouts_namespaces_repeats_and_aliases_read_as_written(tmp_path: Path) -> None:
+    """Records are read by field position once per layout; unusual layouts must read the same."""
+    rows = (
+        # namespaced, a comment and an entity inside values
+        '<Record><Adno>0012</Adno><UPN>A123456789012</UPN><Date>2025-11-03T00:00:00</Date>'
+        "<Session>AM</Session><Mark>/<!-- x --></Mark></Record>"
+        # a later row of the same pupil with the fields in another order
+        '<Record><Mark>\\</Mark><Session>PM</Session><Date>2025-11-03</Date><Adno>12</Adno></Record>'
+        # the mark given twice (texts joined, as the old reader did) and the date under an alias
+        '<Record><Adno>12</Adno><Attendance_x0020_Date>2025-11-04</Attendance_x0020_Date><Session>AM</Session>'
+        "<Mark>N</Mark><Mark></Mark></Record>"
+    )
+    path = tmp_path / "marks-20251105T180000.xml"
+    path.write_text(f'<?xml version="1.0" encoding="UTF-8"?><SuperStarReport xmlns="urn:x">{rows}</SuperStarReport>',
+                    encoding="utf-8")
+    batch = SimsXmlSource.parse_file(path, {"codes": CODES})
+    records = list(batch.records)
+    marks = [r for r in records if isinstance(r, MarksRecord)]
+    assert [p.pupil_key for p in records if isinstance(p, PupilRecord)] == ["12"]
+    assert marks == [MarksRecord("12", date(2025, 11, 3), ("/", "\\", "N"))]
