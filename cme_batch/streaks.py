@@ -249,25 +249,26 @@ def evaluate_many(pupils: Iterable[tuple[int, bool, date | None]], strips: Mappi
     quick = bool(days_desc) and days_desc[0][0] == as_of and not (mk.year_start(cur_year) < CHANGEOVER <= as_of)
     i0 = days_desc[0][1] - offset if quick else 0
     out = Many()
+    seen_today = out.last_attended
+    fast_pids: list[int] = []
+    fast_strips: list[str] = []  # of the pupils seen today, checked for unknown codes at the end, in blocks
     for pid, on_roll, floor in pupils:
         raw = cur.get(pid)
-        if quick and on_roll and raw is not None and (floor is None or floor <= as_of) and (
-                raw[i0] in seen or raw[i0 + 1] in seen):
-            out.last_attended[pid] = as_of  # seen today: both streaks broke today
+        if quick and on_roll and raw is not None and (raw[i0] in seen or raw[i0 + 1] in seen) and (
+                floor is None or floor <= as_of):
+            seen_today[pid] = as_of  # seen today: both streaks broke today
             n = 0
             for sym in unexplained:
                 n += raw.count(sym, lo_cur, hi_cur)
             for strip, lo, hi in earlier:
-                n += sum((strip.get(pid) or "").count(sym, lo, hi) for sym in unexplained)
+                old = strip.get(pid)
+                if old:
+                    for sym in unexplained:
+                        n += old.count(sym, lo, hi)
             if n >= repeat_need:
                 _episodes(out, pid, _letters(strips, years, classifier, pid, end), window, floor)
-            try:
-                if raw[:end - offset].encode("ascii").translate(None, known):
-                    out.unknown[pid] = (raw[:end - offset], classifier.classify(raw, cur_year, end - offset))
-            except UnicodeEncodeError:
-                letters = classifier.classify(raw, cur_year, end - offset)
-                if LETTERS[UNKNOWN] in letters:
-                    out.unknown[pid] = (raw[:end - offset], letters)
+            fast_pids.append(pid)
+            fast_strips.append(raw)
             continue
         letters = _letters(strips, years, classifier, pid, end)
         s = evaluate(letters, base, days_desc, as_of, floor)
@@ -282,6 +283,7 @@ def evaluate_many(pupils: Iterable[tuple[int, bool, date | None]], strips: Mappi
             _episodes(out, pid, letters, window, floor)
         if LETTERS[UNKNOWN] in letters[offset:end]:
             out.unknown[pid] = ((cur.get(pid) or mk.empty_strip(cur_year))[:end - offset], letters[offset:end])
+    _find_unknown(out, fast_pids, fast_strips, classifier, cur_year, end - offset, known)
     return out
 
 
@@ -301,3 +303,36 @@ def _episodes(out: Many, pid: int, letters: str, window: Sequence[tuple[date, in
     found = episodes(letters, [(d, i) for d, i in window if floor is None or d >= floor])
     if found:
         out.repeats[pid] = tuple(found)
+
+
+#: Strips checked for unknown codes at once (about 700 KB joined).
+_BLOCK = 1024
+
+
+def _find_unknown(out: Many, pids: Sequence[int], raws: Sequence[str], classifier: Classifier, year: int,
+                  end: int, known: bytes) -> None:
+    """Put in ``out.unknown`` the strips (of ``year``, up to index ``end``) holding a code of no class.
+
+    ``known`` lists the ASCII symbols with a class; every session before ``end`` is in one code
+    set (the fast path's condition). Unknown codes are rare, so strips are joined in blocks and
+    each block checked in one C-level pass; a block holding an unknown code is halved until the
+    strips holding it are found. A block with private-use symbols (``C1``...) is looked at strip
+    by strip: only those strips need classifying.
+    """
+    blocks = [(b, min(b + _BLOCK, len(raws))) for b in range(0, len(raws), _BLOCK)]
+    while blocks:
+        lo, hi = blocks.pop()
+        joined = "".join(raws[lo:hi])
+        if joined.isascii():
+            if not joined.encode("ascii").translate(None, known):
+                continue
+            if hi - lo > 1:
+                mid = (lo + hi) // 2
+                blocks += [(lo, mid), (mid, hi)]
+                continue
+        for pid, raw in zip(pids[lo:hi], raws[lo:hi]):
+            if raw.isascii() and not raw.encode("ascii").translate(None, known):
+                continue
+            letters = classifier.classify(raw, year, end)
+            if LETTERS[UNKNOWN] in letters:
+                out.unknown[pid] = (raw[:end], letters)
