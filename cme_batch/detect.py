@@ -8,6 +8,8 @@ Public functions (for the summary, the digest, the referral and nightly):
   ``.results.streaks`` only the pupils with a streak or a register gap (fast to scan);
   ``.calendar`` the ``SchoolCalendar`` used; ``.warnings`` data-quality warnings (unknown
   codes, calendar fallback); ``.marks(pupil_id, start, end)`` the marks, for evidence. Read only.
+  UPNs and dates of birth are read when first needed: ``.load_people(ids)`` reads those of the
+  pupils about to be asked about; ``facts`` of a pupil not loaded reads every pupil's, once.
 - ``run_detect(app, as_of)`` -> ``DetectReport``: applies the changes in ONE transaction and
   records a ``detect_runs`` row. Running it again for the same date changes nothing. An
   ``as_of`` earlier than the latest run's is refused (``BadInputError``): the cases hold newer
@@ -44,13 +46,16 @@ What is stored (read by others):
 
 from __future__ import annotations
 
+import gc
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date, timedelta
-from typing import Any
+from datetime import date, datetime, timedelta
+from functools import partial
+from typing import Any, TypeVar
 
-from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy import ColumnElement, Connection, Select, bindparam, func, insert, select, update
 
 from cme_batch import codes, criteria, schoolcal
 from cme_batch import marks as mk
@@ -76,14 +81,18 @@ class _Enrolments:
 
 
 def _enrolments(rows: Iterable[Any], as_of: date) -> dict[int, _Enrolments]:
-    """Admissions by pupil. Two sources' rows for the same admission (same first day): the newest wins."""
+    """Admissions by pupil. Two sources' rows for the same admission (same first day): the newest wins.
+
+    Each row has the ``enrolments`` columns ``pupil_id``, ``id``, ``updated_at``, ``withdrawn``,
+    ``leaving_date`` and ``first``, the first day (``entry_date``, else ``admission_date``).
+    """
     latest: dict[tuple[int, date | None], Any] = {}
     for r in sorted(rows, key=lambda r: (r.updated_at, r.id)):
-        latest[(r.pupil_id, r.entry_date or r.admission_date)] = r
+        latest[(r.pupil_id, r.first)] = r
     out: dict[int, _Enrolments] = defaultdict(_Enrolments)
-    for r in sorted(latest.values(), key=lambda r: (r.entry_date or r.admission_date or date.min, r.id)):
+    for r in sorted(latest.values(), key=lambda r: (r.first or date.min, r.id)):
         e = out[r.pupil_id]
-        start = r.entry_date or r.admission_date
+        start = r.first
         if not r.withdrawn:
             e.ranges.append((start, r.leaving_date))
         if start is None or start <= as_of:
@@ -115,11 +124,54 @@ def _strip_ranges(ranges: list[Range] | None, year: int) -> tuple[tuple[int, int
     return tuple(out)
 
 
-def _strips(conn: Connection, school_id: int, year: int) -> dict[int, str]:
+_Query = TypeVar("_Query", bound=Select[Any])
+#: Positions in an admission row (see ``_Evaluator._admissions``); the names work too, slowly.
+_FIRST, _LEAVING, _WITHDRAWN, _ADMITTED = 1, 2, 3, 4
+
+
+def _of_school(query: _Query, pupil_id: ColumnElement[int], school_id: int, alone: bool) -> _Query:
+    """Keep the rows of one school's pupils (``pupil_id`` is the query's column naming the pupil).
+
+    A store holding only that school (``alone``, the usual case) needs no join: every pupil is
+    the school's (foreign keys), and the join's 100,000 index lookups cost a tenth of a second.
+    """
+    if alone:
+        return query
+    return query.join(t.pupils, t.pupils.c.id == pupil_id).where(t.pupils.c.school_id == school_id)
+
+
+def _strips(conn: Connection, school_id: int, year: int, alone: bool) -> dict[int, str]:
     """Every pupil's strip for one academic year: one query."""
-    return dict(conn.execute(select(t.mark_strips.c.pupil_id, t.mark_strips.c.marks).join(
-        t.pupils, t.pupils.c.id == t.mark_strips.c.pupil_id).where(
-        t.pupils.c.school_id == school_id, t.mark_strips.c.academic_year == year)).all())
+    s = t.mark_strips
+    return dict(conn.execute(_of_school(select(s.c.pupil_id, s.c.marks).where(s.c.academic_year == year),
+                                        s.c.pupil_id, school_id, alone)).all())
+
+
+Person = tuple[str | None, date | None]  # UPN, date of birth
+#: Reads the UPN and date of birth of the pupils given (None: of every pupil of the school).
+PeopleReader = Callable[[Sequence[int] | None], dict[int, Person]]
+#: Pupil ids per ``IN (...)`` (well under any database's limit on parameters); for more than
+#: _PEOPLE_ALL pupils, one query reads the whole school.
+_PEOPLE_CHUNK, _PEOPLE_ALL = 500, 20_000
+
+
+def _people(conn: Connection, school_id: int, pupil_ids: Sequence[int] | None) -> dict[int, Person]:
+    """UPN and date of birth by pupil id, of the school's pupils given or (None) of all of them.
+
+    The date of birth is in no index, so reading it means reading each pupil's whole row (names,
+    address...): a third of a second for 100,000 pupils. Detect needs it only for the pupils it
+    decides about, a few hundred a day, read by id (a condition on the school too makes SQLite
+    scan the school's index instead: it is checked here).
+    """
+    p = t.pupils
+    if pupil_ids is None:
+        return {pid: (upn, dob) for pid, upn, dob in conn.execute(
+            select(p.c.id, p.c.upn, p.c.dob).where(p.c.school_id == school_id))}
+    ids = sorted(pupil_ids)
+    query = select(p.c.id, p.c.upn, p.c.dob, p.c.school_id)
+    return {pid: (upn, dob) for i in range(0, len(ids), _PEOPLE_CHUNK)
+            for pid, upn, dob, school in conn.execute(query.where(p.c.id.in_(ids[i:i + _PEOPLE_CHUNK])))
+            if school == school_id}
 
 
 @dataclass
@@ -127,7 +179,8 @@ class Evaluation:
     """Every pupil's streaks as of ``as_of``, and what was needed to compute them.
 
     Per-pupil objects are made on demand (``facts``): a local authority's 100,000 pupils are
-    held as a few dicts, with entries only where there is news.
+    held as a few dicts, with entries only where there is news. Pupils' UPN and date of birth
+    are read on demand too (``load_people``; ``facts`` of a pupil not loaded reads every pupil's).
     """
 
     as_of: date
@@ -137,14 +190,31 @@ class Evaluation:
     base: date  # the first date the strips read cover
     alphabet: mk.Alphabet
     strips: dict[int, dict[int, str]]  # academic year -> pupil id -> raw strip
-    people: dict[int, tuple[str | None, date | None]]  # pupil id -> (UPN, date of birth)
     on_roll: dict[int, date | None]  # pupil id -> first day on roll (None: no admission recorded)
     results: Many
-    enrolments: dict[int, Any]  # pupil id -> the current admission's row
+    enrolments: dict[int, Any]  # pupil id -> the current admission's row (see _Evaluator._admissions)
     flags: dict[int, frozenset[str]]  # active on the evaluation date
+    read_people: PeopleReader = field(repr=False)
+    people: dict[int, Person] = field(default_factory=dict, repr=False)  # pupil id -> (UPN, date of birth)
+    _everyone: bool = field(default=False, repr=False)  # people holds every pupil of the school
+    _days: dict[date, tuple[str, int, int]] = field(default_factory=dict, repr=False)  # see _day
+
+    def load_people(self, pupil_ids: Iterable[int]) -> None:
+        """Read the UPN and date of birth of these pupils now, in a few queries (before asking their ``facts``)."""
+        missing = [pid for pid in pupil_ids if pid not in self.people]
+        if self._everyone or not missing:
+            return
+        if len(missing) > _PEOPLE_ALL:
+            self.people.update(self.read_people(None))
+            self._everyone = True
+        else:
+            self.people.update(self.read_people(missing))
 
     def facts(self, pupil_id: int) -> criteria.PupilFacts:
         """What the criteria need to know about one pupil."""
+        if pupil_id not in self.people and not self._everyone:  # not loaded: read everyone's at once (streaks --all)
+            self.people.update(self.read_people(None))
+            self._everyone = True
         upn, dob = self.people[pupil_id]
         cur = self.enrolments.get(pupil_id)
         left: date | None = None
@@ -160,48 +230,53 @@ class Evaluation:
             repeat_episodes=self.results.repeats.get(pupil_id, ()))
 
     def with_news(self) -> set[int]:
-        """Pupils a criterion might apply to (with the pupils who have cases, all that detect looks at)."""
-        near = {pid for pid, e in self.enrolments.items()
-                if any(d is not None and self.window_start <= d <= self.as_of
-                       for d in (e.admission_date, e.leaving_date))}
-        return {pid for pid, s in self.results.streaks.items() if s.unexplained.days} | set(
-            self.results.repeats) | near
+        """Pupils a criterion might apply to (with the pupils who have cases, all that detect looks at):
+        an unexplained streak, unexplained episodes in the repeat window, or an admission or leaving in it."""
+        lo, hi = self.window_start, self.as_of
+        out = {pid for pid, s in self.results.streaks.items() if s.unexplained.days}
+        out.update(self.results.repeats)
+        out.update(pid for pid, e in self.enrolments.items()
+                   if (e[_ADMITTED] is not None and lo <= e[_ADMITTED] <= hi)
+                   or (e[_LEAVING] is not None and lo <= e[_LEAVING] <= hi))
+        return out
 
     def marks(self, pupil_id: int, start: date | None, end: date) -> list[dict[str, str]]:
         """The marks of every school day from ``start`` to ``end`` (evidence), as codes."""
         if start is None:
             return []
         out = []
+        code_for = self.alphabet.code_for
         for day in self.calendar.school_days(max(start, self.base), end):
-            strip = self.strips.get(mk.academic_year_of(day), {}).get(pupil_id)
-            i = mk.position(day, "AM")
+            iso, year, i = self._day(day)
+            strip = self.strips.get(year, {}).get(pupil_id)
             for k, session in enumerate(SESSIONS):
                 sym = strip[i + k] if strip else mk.NO_MARK
-                out.append({"date": day.isoformat(), "session": session, "code": self.alphabet.code_for(sym)})
+                out.append({"date": iso, "session": session, "code": code_for(sym)})
         return out
+
+    def _day(self, day: date) -> tuple[str, int, int]:
+        """A school day's ISO date, academic year and AM position (the evidence of a day run asks them again and again)."""
+        found = self._days.get(day)
+        if found is None:
+            found = self._days[day] = (day.isoformat(), mk.academic_year_of(day), mk.position(day, "AM"))
+        return found
 
 
 class _Evaluator:
     """The bulk evaluation: one query per table, then a few C-level string operations per pupil."""
 
-    def __init__(self, conn: Connection, config: Config, school_id: int, as_of: date) -> None:
+    def __init__(self, conn: Connection, config: Config, school_id: int, as_of: date,
+                 read_people: PeopleReader) -> None:
         self.conn, self.config, self.school_id, self.as_of = conn, config, school_id, as_of
+        self.read_people = read_people
         self.th = config.thresholds
-        p, e, f = t.pupils, t.enrolments, t.flags
-        self.people = {pid: (upn, dob) for pid, upn, dob in conn.execute(
-            select(p.c.id, p.c.upn, p.c.dob).where(p.c.school_id == school_id)).all()}
-        self.enrolments = _enrolments(conn.execute(select(e).join(p, p.c.id == e.c.pupil_id).where(
-            p.c.school_id == school_id)).all(), as_of)
-        self.on_roll: dict[int, date | None] = dict.fromkeys(self.people)  # no admission recorded: on roll
-        for pid, admissions in self.enrolments.items():
-            on, floor = _on_roll(admissions.ranges, as_of)
-            if on:
-                self.on_roll[pid] = floor
-            else:
-                self.on_roll.pop(pid, None)
+        p, f = t.pupils, t.flags
+        self.alone = conn.execute(select(t.schools.c.id)).scalars().all() == [school_id]
+        self.pupils: Sequence[int] = conn.execute(select(p.c.id).where(p.c.school_id == school_id)).scalars().all()
+        self._admissions()
         flags: dict[int, set[str]] = defaultdict(set)
-        for pid, kind, start, end in conn.execute(select(f.c.pupil_id, f.c.kind, f.c.start_date, f.c.end_date).join(
-                p, p.c.id == f.c.pupil_id).where(p.c.school_id == school_id)).all():
+        for pid, kind, start, end in conn.execute(self._of_school(
+                select(f.c.pupil_id, f.c.kind, f.c.start_date, f.c.end_date), f.c.pupil_id)).all():
             if (start is None or start <= as_of) and (end is None or end >= as_of):
                 flags[pid].add(kind)
         self.flags = {pid: frozenset(k) for pid, k in flags.items()}
@@ -212,13 +287,54 @@ class _Evaluator:
         self.year = mk.academic_year_of(as_of)
         self._load(self.year)
 
+    def _of_school(self, query: _Query, pupil_id: ColumnElement[int]) -> _Query:
+        return _of_school(query, pupil_id, self.school_id, self.alone)
+
+    def _admissions(self) -> None:
+        """Who is on roll (and since when) and each pupil's current admission, from the enrolments.
+
+        Almost every pupil has one admission row, used as read: one query, no sorting. Only the
+        pupils with several rows (two sources, a readmission) are read again with the columns
+        ``_enrolments`` needs to pick the newest row of each admission and put them in order.
+        Rows are read by position (``_ADMITTED``...): by name costs a microsecond a time.
+        """
+        e, as_of = t.enrolments, self.as_of
+        columns = (e.c.pupil_id, func.coalesce(e.c.entry_date, e.c.admission_date).label("first"), e.c.leaving_date,
+                   e.c.withdrawn, e.c.admission_date, e.c.leaving_reason, e.c.destination)
+        rows = self.conn.execute(self._of_school(select(*columns), e.c.pupil_id)).all()
+        only: dict[int, Any] = {r[0]: r for r in rows}  # pupil id -> their only admission row
+        several: dict[int, _Enrolments] = {}
+        if len(only) < len(rows):
+            repeated = select(e.c.pupil_id).group_by(e.c.pupil_id).having(func.count() > 1)
+            several = _enrolments(self.conn.execute(self._of_school(
+                select(*columns, e.c.id, e.c.updated_at).where(e.c.pupil_id.in_(repeated)), e.c.pupil_id)).all(), as_of)
+            for pid in several:
+                only.pop(pid, None)
+        self._only, self._several = only, several
+        # the current admission is the latest started by the evaluation date: a pupil's only one if it has
+        self.current: dict[int, Any] = {pid: r for pid, r in only.items() if r[_FIRST] is None or r[_FIRST] <= as_of}
+        self.on_roll: dict[int, date | None] = {  # pupil id -> first day on roll (None: no admission recorded)
+            pid: r[_FIRST] for pid, r in self.current.items()
+            if not r[_WITHDRAWN] and (r[_LEAVING] is None or r[_LEAVING] >= as_of)}
+        for pid, admissions in several.items():
+            on, floor = _on_roll(admissions.ranges, as_of)
+            if on:
+                self.on_roll[pid] = floor
+            if admissions.current is not None:
+                self.current[pid] = admissions.current
+        if len(only) + len(several) < len(self.pupils):  # (every row is one of the school's pupils')
+            self.on_roll.update((pid, None) for pid in self.pupils if pid not in only and pid not in several)
+
     def _ranges(self, pid: int) -> list[Range] | None:
-        e = self.enrolments.get(pid)
+        r = self._only.get(pid)
+        if r is not None:
+            return [] if r[_WITHDRAWN] else [(r[_FIRST], r[_LEAVING])]
+        e = self._several.get(pid)
         return e.ranges if e is not None else None
 
     def _load(self, year: int) -> None:
         """Read one academic year's strips and rebuild the calendar with what they say."""
-        strips = _strips(self.conn, self.school_id, year)
+        strips = _strips(self.conn, self.school_id, year, self.alone)
         self.strips[year] = strips
         cal = self.config.calendar
         rows = ((s, _strip_ranges(self._ranges(pid), year)) for pid, s in strips.items())
@@ -229,9 +345,10 @@ class _Evaluator:
         self.window_start = criteria.window_start_for(self.as_of, self.calendar, self.th.repeat_window_days)
 
     def _many(self, pids: Iterable[int]) -> Many:
-        cur = self.strips[self.year]
-        pupils = [(pid, pid in self.on_roll, self.on_roll.get(pid)) for pid in pids
-                  if pid in self.on_roll or pid in cur or any(pid in s for s in self.strips.values())]
+        roll = self.on_roll
+        strips = list(self.strips.values())
+        pupils = [(pid, True, roll[pid]) if pid in roll else (pid, False, None) for pid in pids
+                  if pid in roll or any(pid in s for s in strips)]
         return evaluate_many(pupils, self.strips, self.classifier, self.calendar.school_days(self.base, self.as_of),
                              self.as_of, self.window_start, self.th.repeat_episodes * self.th.repeat_min_days)
 
@@ -239,7 +356,7 @@ class _Evaluator:
         if self.window_start < mk.year_start(self.year) or \
                 self.calendar.count(mk.year_start(self.year), self.as_of) < self.th.repeat_window_days:
             self._load(self.year - 1)  # the repeat window reaches into last year
-        results = self._many(self.people)
+        results = self._many(self.pupils)
         incomplete = [pid for pid, s in results.streaks.items() if not s.complete]
         if incomplete and self.year - 1 not in self.strips:
             self._load(self.year - 1)  # a few pupils' streaks began last year, or they were last seen then
@@ -254,19 +371,43 @@ class _Evaluator:
         warnings = [*self.classifier.warnings, *self.calendar.warnings,
                     *schoolcal.term_warnings(self.config.calendar, self.as_of),
                     *(codes.warning_text(u) for u in unknown)]
-        current = {pid: e.current for pid, e in self.enrolments.items() if e.current is not None}
         return Evaluation(self.as_of, self.calendar, warnings, self.window_start, self.base, self.alphabet,
-                          self.strips, self.people, self.on_roll, results, current, self.flags)
+                          self.strips, self.on_roll, results, self.current, self.flags, self.read_people)
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cycle collector while pupils are read in bulk.
+
+    Reading 100,000 pupils makes some 400,000 rows and tuples, none of them in a reference
+    cycle (reference counting frees them all), and the collector would walk them again and
+    again as they pile up: a third of the evaluation's time. It runs again afterwards.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def evaluate_conn(conn: Connection, config: Config, school_id: int, as_of: date) -> Evaluation:
-    """Every pupil's streaks and facts as of ``as_of`` (read only)."""
-    return _Evaluator(conn, config, school_id, as_of).run()
+    """Every pupil's streaks and facts as of ``as_of`` (read only).
+
+    ``facts`` may read pupils' UPN and date of birth through ``conn``: use the evaluation while it is open.
+    """
+    with _collector_paused():
+        return _Evaluator(conn, config, school_id, as_of, partial(_people, conn, school_id)).run()
 
 
 def evaluate(app: App, as_of: date) -> Evaluation:
-    with app.engine().connect() as conn:
-        return evaluate_conn(conn, app.config, app.school_id, as_of)
+    def read_people(pupil_ids: Sequence[int] | None) -> dict[int, Person]:
+        with app.engine().connect() as conn:
+            return _people(conn, app.school_id, pupil_ids)
+
+    with app.engine().connect() as conn, _collector_paused():
+        return _Evaluator(conn, app.config, app.school_id, as_of, read_people).run()
 
 
 # -- the write side ---------------------------------------------------------------------------
@@ -295,17 +436,19 @@ class DetectReport:
 
 
 def _case_states(conn: Connection, school_id: int) -> tuple[dict[int, list[criteria.CaseState]], dict[int, str]]:
-    """Every case of the school, by pupil, and each case's reference by id."""
+    """Every case of the school, by pupil, and each case's reference by id (only the columns decisions need)."""
     c = t.cases
     out: dict[int, list[criteria.CaseState]] = defaultdict(list)
     refs: dict[int, str] = {}
-    for r in conn.execute(select(c).join(t.pupils, t.pupils.c.id == c.c.pupil_id).where(
-            t.pupils.c.school_id == school_id).order_by(c.c.id)).mappings():
-        refs[r["id"]] = r["ref"]
-        out[r["pupil_id"]].append(criteria.CaseState(
-            r["id"], r["kind"], r["status"], r["stage"], r["episode_start"], r["opened_on"], r["school_days"],
-            r["last_attended"], r["referral_due"], tuple(r["register_gaps"] or ()), tuple(r["alerts"] or ()),
-            r["compulsory_school_age"], r["closed_reason"], r["closed_on"]))
+    query = select(c.c.id, c.c.ref, c.c.pupil_id, c.c.kind, c.c.status, c.c.stage, c.c.episode_start, c.c.opened_on,
+                   c.c.school_days, c.c.last_attended, c.c.referral_due, c.c.register_gaps, c.c.alerts,
+                   c.c.compulsory_school_age, c.c.closed_reason, c.c.closed_on).join(
+        t.pupils, t.pupils.c.id == c.c.pupil_id).where(t.pupils.c.school_id == school_id).order_by(c.c.id)
+    for (case_id, ref, pid, kind, status, stage, start, opened, days, last, due, gaps, alerts, csa, reason,
+         closed) in conn.execute(query):
+        refs[case_id] = ref
+        out[pid].append(criteria.CaseState(case_id, kind, status, stage, start, opened, days, last, due,
+                                           tuple(gaps or ()), tuple(alerts or ()), csa, reason, closed))
     return out, refs
 
 
@@ -334,38 +477,46 @@ def last_run(conn: Connection, school_id: int) -> date | None:
 def run_detect(app: App, as_of: date) -> DetectReport:
     """Evaluate every pupil as of ``as_of`` and bring the cases in line, in one transaction."""
     now = app.now()
-    with app.engine().begin() as conn:
+    with app.engine().begin() as conn, _collector_paused():
         last = last_run(conn, app.school_id)
         if last is not None and as_of < last:
             raise BadInputError(
                 f"--as-of {as_of} is before the last detect run ({last}): cases already hold that later state, "
                 "so nothing was changed; use 'cme-batch streaks --as-of' to look at an earlier date")
-        ev = evaluate_conn(conn, app.config, app.school_id, as_of)
-        ctx = criteria.Context(as_of, app.config.thresholds, ev.calendar, ev.window_start)
-        states, case_refs = _case_states(conn, app.school_id)
-        refs = _Refs(conn)
-        report = DetectReport(as_of, warnings=list(ev.warnings))
-        # pupils with news, with an open case, or with a case closed lately (its episode may come back)
-        watched = {pid for pid, cs in states.items() if pid in ev.people and any(
-            c.status == criteria.OPEN or (c.closed_on or as_of) >= ev.window_start for c in cs)}
-        decided = [(pid, ch) for pid in sorted(ev.with_news() | watched)
-                   for ch in criteria.decide(ev.facts(pid), states.get(pid, []), ctx)]
-        case_ids = _write(conn, decided, refs, case_refs, as_of, now)
-        events = []
-        for (pid, ch), case_id in zip(decided, case_ids):
-            report.changes.append({"ref": case_refs[case_id], "action": ch.action, "kind": ch.kind,
-                                   "stage": ch.values.get("stage"), "reason": ch.values.get("closed_reason")})
-            events += [{"case_id": case_id, "at": now, "as_of": as_of, "kind": e.kind, "stage": e.stage,
-                        "actor": "system", "detail": e.detail, "evidence": ev.marks(pid, e.evidence_from, as_of)}
-                       for e in ch.events]
-        if events:
-            conn.execute(insert(t.case_events), events)
-        report.events = len(events)
-        report.la_returns = len(record_returns(conn, app.school_id, ev, app.config.thresholds.la_return_days))
+        report = _detect(conn, app, as_of, now)  # the evaluation is freed here, before the collector runs again
         conn.execute(insert(t.detect_runs).values(school_id=app.school_id, as_of=as_of, at=now, run_id=app.run_id,
                                                   counts=report.counts(), warnings=report.warnings))
     app.log(stage="detect").info("detect done", as_of=as_of.isoformat(), **report.counts(),
                                  warnings=len(report.warnings))
+    return report
+
+
+def _detect(conn: Connection, app: App, as_of: date, now: datetime) -> DetectReport:
+    """Evaluate, decide and write the cases, their events and the LA return (not the detect_runs row)."""
+    ev = evaluate_conn(conn, app.config, app.school_id, as_of)
+    ctx = criteria.Context(as_of, app.config.thresholds, ev.calendar, ev.window_start)
+    states, case_refs = _case_states(conn, app.school_id)
+    refs = _Refs(conn)
+    report = DetectReport(as_of, warnings=list(ev.warnings))
+    # pupils with news, with an open case, or with a case closed lately (its episode may come back);
+    # every pupil with a case is the school's (_case_states), so the evaluation knows them all
+    watched = {pid for pid, cs in states.items() if any(
+        c.status == criteria.OPEN or (c.closed_on or as_of) >= ev.window_start for c in cs)}
+    pids = sorted(ev.with_news() | watched)
+    ev.load_people(pids)
+    decided = [(pid, ch) for pid in pids for ch in criteria.decide(ev.facts(pid), states.get(pid, []), ctx)]
+    case_ids = _write(conn, decided, refs, case_refs, as_of, now)
+    events = []
+    for (pid, ch), case_id in zip(decided, case_ids):
+        report.changes.append({"ref": case_refs[case_id], "action": ch.action, "kind": ch.kind,
+                               "stage": ch.values.get("stage"), "reason": ch.values.get("closed_reason")})
+        events += [{"case_id": case_id, "at": now, "as_of": as_of, "kind": e.kind, "stage": e.stage,
+                    "actor": "system", "detail": e.detail, "evidence": ev.marks(pid, e.evidence_from, as_of)}
+                   for e in ch.events]
+    if events:
+        conn.execute(insert(t.case_events), events)
+    report.events = len(events)
+    report.la_returns = len(record_returns(conn, app.school_id, ev, app.config.thresholds.la_return_days))
     return report
 
 
