@@ -286,37 +286,48 @@ def iter_elements(prep: Prepared, roots: Iterable[str], paths: Iterable[tuple[st
                   ) -> Iterator[tuple[tuple[str, ...], Element]]:
     """Yield ``(path, element)`` for each complete element at one of ``paths``, as a
     standard-library ``Element`` (whose ``find`` runs in C, which is what the readers do most).
-    Refusals and memory as ``_records``."""
-    for path, el, namespaced in _records(prep, roots, paths):
-        out = fromstring(etree.tostring(el, encoding="UTF-8", with_tail=False))
-        if namespaced:
-            _strip_namespaces(out)
-        yield path, out
+    The records that ended in one piece of the file are copied across together, in one
+    parse. Refusals and memory as ``_batches``."""
+    for found, namespaced in _batches(prep, roots, paths):
+        copies = fromstring(b"<_>" + b"".join(etree.tostring(el, encoding="UTF-8", with_tail=False)
+                                              for _path, el in found) + b"</_>")
+        for (path, _el), out in zip(found, copies, strict=True):
+            if namespaced:
+                _strip_namespaces(out)
+            yield path, out
 
 
 def _records(prep: Prepared, roots: Iterable[str], paths: Iterable[tuple[str, ...]]
              ) -> Iterator[tuple[tuple[str, ...], LxElement, bool]]:
-    """Yield ``(path, element, namespaced)`` for each complete element at one of ``paths``.
+    """``(path, element, namespaced)`` for each record of ``_batches``."""
+    for found, namespaced in _batches(prep, roots, paths):
+        for path, el in found:
+            yield path, el, namespaced
+
+
+def _batches(prep: Prepared, roots: Iterable[str], paths: Iterable[tuple[str, ...]]
+             ) -> Iterator[tuple[list[tuple[tuple[str, ...], LxElement]], bool]]:
+    """Yield, for each piece of the file fed to the parser, the complete elements at one of
+    ``paths`` that ended in it, as ``(path, element)``, and whether a namespace has been
+    declared so far (tags may then carry one).
 
     Paths are tuples of local names from the root, e.g. ``("CTfile", "CTFpupilData", "Pupil")``.
-    Tags are matched and handed out by local name (a namespace, by prefix or default, makes no
-    difference). libxml2 (lxml) parses in C and reports only the ends of elements with a
-    wanted name, so Python sees one event per record, not two per element. ``namespaced``
-    tells whether a namespace has been declared so far (tags may then carry one). Each
-    element is dropped, with everything before it, once the piece of the file it ended in
-    has been handed out, so memory stays flat. Raises
-    ``XmlRefused`` for a DOCTYPE, a wrong root element or a document that is not
+    Tags are matched by local name (a namespace, by prefix or default, makes no difference).
+    libxml2 (lxml) parses in C and reports only the ends of elements with a wanted name, so
+    Python sees one event per record, not two per element. The elements are dropped, with
+    everything before them, once the caller asks for the next piece's, so memory stays flat.
+    Raises ``XmlRefused`` for a DOCTYPE, a wrong root element or a document that is not
     well-formed, naming line and column (e.g. a file cut off mid-record).
     """
     roots, wanted = tuple(roots), set(paths)
     parser = _parser(prep, (p[-1] for p in wanted))
-    first, namespaced, tail = True, False, ""
+    first, namespaced, tail = True, False, b""
     parent_of: Any = None
     paths_here: dict[str, tuple[str, ...]] = {}  # tag -> path, for children of ``parent_of``
 
-    def handed_out() -> Iterator[tuple[tuple[str, ...], LxElement, bool]]:
+    def ended() -> list[tuple[tuple[str, ...], LxElement]]:
         nonlocal parent_of, paths_here
-        last = None
+        found = []
         events: Iterator[tuple[str, Any]] = parser.read_events()  # only element ends were asked for
         for _event, el in events:
             parent = el.getparent()
@@ -327,27 +338,29 @@ def _records(prep: Prepared, roots: Iterable[str], paths: Iterable[tuple[str, ..
             if path is None:
                 path = paths_here[tag] = (*(_path(parent) if parent is not None else ()), _local(tag))
             if path in wanted:
-                yield path, el, namespaced
-                last = el
-        if last is not None:
-            _drop(last)
+                found.append((path, el))
+        return found
 
     try:
         for piece in _pieces(prep):
-            text = piece if isinstance(piece, str) else piece.decode("latin-1")  # only looked at, never parsed
-            if first and text:
-                if (root := root_name(text[:HEAD])) not in roots:
+            if first and piece:
+                head = piece[:HEAD] if isinstance(piece, str) else piece[:HEAD].decode("latin-1")  # only looked at
+                if (root := root_name(head)) not in roots:
                     raise XmlRefused(_wrong_root(root, roots))
                 first = False
             # a namespace is declared before any element using it ends (looked for across piece boundaries too)
-            namespaced = namespaced or "xmlns" in tail + text[:8] or "xmlns" in text
-            tail = text[-8:]
+            probe = piece if isinstance(piece, bytes) else piece.encode("utf-8", "replace")
+            namespaced = namespaced or b"xmlns" in tail + probe[:8] or b"xmlns" in probe
+            tail = probe[-8:]
             parser.feed(piece)
-            yield from handed_out()
+            if found := ended():
+                yield found, namespaced
+                _drop(found[-1][1])
         if first:
             raise XmlRefused("no root element (the file is empty or not XML)")
         parser.close()
-        yield from handed_out()
+        if found := ended():
+            yield found, namespaced
     except etree.XMLSyntaxError as exc:
         raise _refusal(exc) from None
     except UnicodeDecodeError as exc:  # the file changed since prepare()
