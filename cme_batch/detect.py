@@ -202,19 +202,20 @@ class Evaluation:
     def load_people(self, pupil_ids: Iterable[int]) -> None:
         """Read the UPN and date of birth of these pupils now, in a few queries (before asking their ``facts``)."""
         missing = [pid for pid in pupil_ids if pid not in self.people]
-        if self._everyone or not missing:
-            return
         if len(missing) > _PEOPLE_ALL:
+            self._load_everyone()
+        elif missing and not self._everyone:
+            self.people.update(self.read_people(missing))
+
+    def _load_everyone(self) -> None:
+        if not self._everyone:
             self.people.update(self.read_people(None))
             self._everyone = True
-        else:
-            self.people.update(self.read_people(missing))
 
     def facts(self, pupil_id: int) -> criteria.PupilFacts:
         """What the criteria need to know about one pupil."""
-        if pupil_id not in self.people and not self._everyone:  # not loaded: read everyone's at once (streaks --all)
-            self.people.update(self.read_people(None))
-            self._everyone = True
+        if pupil_id not in self.people:
+            self._load_everyone()  # asked about pupils one by one (streaks --all): read everyone's at once
         upn, dob = self.people[pupil_id]
         cur = self.enrolments.get(pupil_id)
         left: date | None = None
@@ -230,8 +231,11 @@ class Evaluation:
             repeat_episodes=self.results.repeats.get(pupil_id, ()))
 
     def with_news(self) -> set[int]:
-        """Pupils a criterion might apply to (with the pupils who have cases, all that detect looks at):
-        an unexplained streak, unexplained episodes in the repeat window, or an admission or leaving in it."""
+        """Pupils a criterion might apply to (with the pupils who have cases, all that detect looks at).
+
+        An unexplained streak, unexplained episodes in the repeat window, or a current admission
+        starting or ending in it.
+        """
         lo, hi = self.window_start, self.as_of
         out = {pid for pid, s in self.results.streaks.items() if s.unexplained.days}
         out.update(self.results.repeats)
