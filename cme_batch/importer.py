@@ -69,8 +69,9 @@ def import_file(app: App, path: Path, fmt: str | None, options: dict[str, object
         factory = file_format(path, fmt)
         source = str(fmt or getattr(factory, "format_name", "file"))
         batch = read_ahead(factory.parse_file(path, opts))
-        result = store_ingest.apply_batch(engine, app.school_id, batch, app.now())
-        logfilter.install(engine)  # the pupils just stored are guarded in the log from now on
+        now = app.now()
+        result = store_ingest.apply_batch(engine, app.school_id, batch, now)
+        logfilter.install(engine, changed_since=now)  # the pupils just stored are guarded in the log from now on
     except BadInputError as exc:
         store_ingest.record_source_failure(engine, source, path.name, app.now(), exc, status="rejected")
         log.warning("import rejected", file=path.name,
@@ -113,9 +114,10 @@ def ingest_sources(app: App, only: Iterable[str] = ()) -> list[Outcome]:
             source = build_source(scfg)
             ctx = SourceContext(now=app.now(), state=source_state(app, scfg.name), options=shared_options(app))
             for batch in source.batches(ctx):
-                result = store_ingest.apply_batch(app.engine(), app.school_id, batch, app.now())
+                now = app.now()
+                result = store_ingest.apply_batch(app.engine(), app.school_id, batch, now)
                 source.committed(batch)
-                logfilter.install(app.engine())
+                logfilter.install(app.engine(), changed_since=now)
                 stored += result.status == "ok"
                 log.info("batch stored", origin=batch.origin, status=result.status, counts=result.counts)
             outcomes.append(Outcome(scfg.name, "ok", f"{stored} batch(es) stored"))

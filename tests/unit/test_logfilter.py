@@ -59,3 +59,28 @@ def test_a_crash_never_prints_the_pupil_data_in_its_message(monkeypatch, capsys)
     assert exit_info.value.code == 1 and "internal error (RuntimeError)" in err
     assert "Ravensworth" not in err and "A123456789012" not in err
     assert '"exception": "[withheld]"' in err  # the traceback went through a filter, and was withheld
+
+
+def test_an_import_adds_the_identities_it_stored_and_a_new_filter_learns_everyone(engine) -> None:  # type: ignore[no-untyped-def]
+    from datetime import UTC, datetime
+
+    from sqlalchemy import insert
+
+    from cme_batch.logfilter import identities_from_store
+    from cme_batch.store import tables as t
+
+    earlier, now = datetime(2025, 9, 1, tzinfo=UTC), datetime(2025, 9, 2, 5, 30, tzinfo=UTC)
+    with engine.begin() as conn:
+        school = conn.execute(insert(t.schools).values(la_number="916", establishment_number="2999", name="S")
+                              ).inserted_primary_key[0]
+        conn.execute(insert(t.pupils), [
+            {"school_id": school, "upn": "A123456789012", "legal_surname": "Older", "legal_forename": None,
+             "dob": date(2016, 1, 2), "created_at": earlier, "updated_at": earlier},
+            {"school_id": school, "upn": "B123456789012", "legal_surname": "Newer", "legal_forename": "Mary Ann",
+             "dob": date(2017, 3, 4), "created_at": now, "updated_at": now},
+            {"school_id": school, "upn": None, "legal_surname": "Newer", "legal_forename": None, "dob": None,
+             "created_at": now, "updated_at": now}])
+    assert sorted(identities_from_store(engine, changed_since=now)) == sorted(
+        ["B123456789012", "Newer", "Mary Ann", *_date_forms(date(2017, 3, 4))])
+    everyone = IdentityFilter(identities_from_store(engine))
+    assert {"a123456789012", "older", "newer", "mary", "ann", "02/01/2016", "2017-03-04"} <= everyone.tokens
