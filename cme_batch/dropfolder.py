@@ -31,7 +31,6 @@ from cme_batch.codes import CODES_2024, LEGACY
 from cme_batch.config import SourceConfig
 from cme_batch.errors import RetriableError
 from cme_batch.model import SourceBatch, Warning_
-from cme_batch.readahead import read_ahead
 from cme_batch.settings import Table
 from cme_batch.xmlstream import Prepared, XmlRefused, prepare
 
@@ -195,7 +194,7 @@ def file_batches(folder: DropFolder, ctx: Any, read: Callable[..., SourceBatch],
         if prep is not None and prep.checksum in ctx.state.imported_checksums:
             folder.archive(path)
             continue
-        yield read_ahead(read(path, opts, prep=prep), opts["seen"])
+        yield read(path, opts, prep=prep)
     folder.check_fresh(ctx.now)
 
 

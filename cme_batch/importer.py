@@ -19,7 +19,6 @@ from sqlalchemy import select
 from cme_batch import logfilter
 from cme_batch.app import App
 from cme_batch.errors import BadInputError, CmeError, ImportRejected
-from cme_batch.readahead import read_ahead
 from cme_batch.sources import SourceContext, SourceState, available_adapters, build_source, load_factory
 from cme_batch.store import ingest as store_ingest
 from cme_batch.store import tables as t
@@ -68,7 +67,7 @@ def import_file(app: App, path: Path, fmt: str | None, options: dict[str, object
     try:
         factory = file_format(path, fmt)
         source = str(fmt or getattr(factory, "format_name", "file"))
-        batch = read_ahead(factory.parse_file(path, opts))
+        batch = factory.parse_file(path, opts)
         now = app.now()
         result = store_ingest.apply_batch(engine, app.school_id, batch, now)
         logfilter.install(engine, changed_since=now)  # the pupils just stored are guarded in the log from now on
