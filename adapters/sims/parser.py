@@ -103,7 +103,7 @@ class _Reader:
         self.done: set[tuple[str, ...]] = set()  # contacts, flags, enrolments already yielded
         self.runs: dict[str, list[Any]] = {}  # key -> [first session index, codes]
         self.buffered = 0
-        self.days: dict[str | None, date] = {}
+        self.slots: dict[tuple[str | None, str | None], tuple[date, int]] = {}  # (date, session) as written
 
     def warn(self, code: str, message: str, n: int, key: str | None) -> None:
         self.batch.warnings.append(Warning_(code, message, f"{self.file} record {n}", key))
@@ -271,24 +271,23 @@ class _Reader:
     # -- marks -------------------------------------------------------------------------------
     def mark(self, rec: dict[str, str], key: str, n: int) -> MarksRecord | None:
         """Lay one row's mark into the pupil's run; a finished run (the row starts a new one) is returned."""
-        raw_day = rec.get("date")
-        day = self.days.get(raw_day) if raw_day is not None else None  # a year of marks has ~190 dates
-        if day is None:
+        raw_day, sess_raw = rec.get("date"), rec.get("session")
+        # a year of marks has ~190 dates and two sessions: each (date, session) is worked out once
+        slot = self.slots.get((raw_day, sess_raw))
+        if slot is None:
             day = self.date_of(rec, "date", n)
-            if day is not None:
-                self.days[raw_day] = day
-        sess_raw = rec.get("session")
-        sess = SESSIONS.get(sess_raw.upper()) if sess_raw else None
-        if day is None or sess is None:
-            if day is None and "date" not in rec:
-                self.report.problem(n, display("date"), "is missing")
-            if sess is None:
-                self.report.problem(n, display("session"), "is not AM or PM" if sess_raw else "is missing",
-                                    sess_raw)
-            return None
+            sess = SESSIONS.get(sess_raw.upper()) if sess_raw else None
+            if day is None or sess is None:
+                if day is None and "date" not in rec:
+                    self.report.problem(n, display("date"), "is missing")
+                if sess is None:
+                    self.report.problem(n, display("session"), "is not AM or PM" if sess_raw else "is missing",
+                                        sess_raw)
+                return None
+            slot = self.slots[(raw_day, sess_raw)] = (day, day.toordinal() * 2 + sess)
+        day, idx = slot
         code = self.check.code(rec.get("mark", "-"), n)
         self.check.day(day, code, n)
-        idx = day.toordinal() * 2 + sess
         run = self.runs.get(key)
         self.buffered += 1
         if run is None:
