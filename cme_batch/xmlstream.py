@@ -251,15 +251,11 @@ def _refusal(exc: etree.XMLSyntaxError) -> XmlRefused:
                       "cut off or damaged")
 
 
-def _local(tag: str) -> str:
-    return tag[tag.index("}") + 1:] if tag[:1] == "{" else tag
-
-
 def _path(el: LxElement) -> tuple[str, ...]:
     names = []
     node: LxElement | None = el
     while node is not None:
-        names.append(_local(node.tag))
+        names.append(local_name(node.tag))
         node = node.getparent()
     return tuple(reversed(names))
 
@@ -279,7 +275,7 @@ def _drop(el: LxElement) -> None:
 def _strip_namespaces(el: Element) -> None:
     for e in el.iter():
         if e.tag[:1] == "{":
-            e.tag = e.tag[e.tag.index("}") + 1:]
+            e.tag = local_name(e.tag)
 
 
 def iter_elements(prep: Prepared, roots: Iterable[str], paths: Iterable[tuple[str, ...]]
@@ -336,7 +332,7 @@ def _batches(prep: Prepared, roots: Iterable[str], paths: Iterable[tuple[str, ..
             tag = el.tag
             path = paths_here.get(tag)
             if path is None:
-                path = paths_here[tag] = (*(_path(parent) if parent is not None else ()), _local(tag))
+                path = paths_here[tag] = (*(_path(parent) if parent is not None else ()), local_name(tag))
             if path in wanted:
                 found.append((path, el))
         return found
@@ -376,7 +372,7 @@ def iter_rows(prep: Prepared, roots: Iterable[str], path: tuple[str, ...]
         fields = list(el)
         tags = tuple([f.tag for f in fields])
         if namespaced:
-            tags = tuple([_local(t) for t in tags])
+            tags = tuple([local_name(t) for t in tags])
         yield tags, [f.text for f in fields]
 
 
