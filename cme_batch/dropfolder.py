@@ -313,17 +313,18 @@ class MarkCheck:
             self.outside[0] += n
 
     def closed(self, day: date) -> bool:
-        return day.weekday() >= 5 or day in self.closures or bool(
-            self.terms and not any(a <= day <= b for a, b in self.terms))
+        """Whether the school cannot be open on ``day`` (each day worked out once: SIMS gives a
+        row per session, a CTF a string per pupil over the same days)."""
+        shut = self._closed_days.get(day)
+        if shut is None:
+            shut = self._closed_days[day] = day.weekday() >= 5 or day in self.closures or bool(
+                self.terms and not any(a <= day <= b for a, b in self.terms))
+        return shut
 
     def day(self, day: date, code: str, record: int) -> None:
-        """One mark (SIMS rows: one per session, so each day's answer is kept)."""
-        if code not in ("-", "#", ""):
-            shut = self._closed_days.get(day)
-            if shut is None:
-                shut = self._closed_days[day] = self.closed(day)
-            if shut:
-                self._out(1, record)
+        """One mark (SIMS rows)."""
+        if code not in ("-", "#", "") and self.closed(day):
+            self._out(1, record)
 
     def strip(self, start: date, marks: str, record: int) -> None:
         """A whole CTF marks string (two characters a day from ``start``), at C speed: the

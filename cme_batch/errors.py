@@ -30,9 +30,6 @@ class ConfigError(BadInputError):
         lines = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(f"configuration invalid{where} ({len(self.problems)} problem(s)):\n{lines}")
 
-    def __reduce__(self) -> tuple[type, tuple[list[str], str | None]]:
-        return type(self), (self.problems, self.path)  # so it can cross a process boundary
-
 
 class ImportRejected(BadInputError):
     """An import file was refused whole. Each problem names file, record number, field and value."""
@@ -43,9 +40,6 @@ class ImportRejected(BadInputError):
         shown = "\n".join(f"  - {p}" for p in self.problems[:50])
         more = f"\n  ... and {len(self.problems) - 50} more" if len(self.problems) > 50 else ""
         super().__init__(f"{file}: rejected, nothing imported ({len(self.problems)} problem(s)):\n{shown}{more}")
-
-    def __reduce__(self) -> tuple[type, tuple[str, list[str]]]:
-        return type(self), (self.file, self.problems)  # so it can cross a process boundary
 
 
 class RetriableError(CmeError):

@@ -126,3 +126,29 @@ def test_same_pupil_in_two_files_is_a_warning(tmp_path: Path) -> None:
         warnings += [w for w in batch.warnings if w.code == "duplicate_pupil"]
     assert [(w.message, w.where) for w in warnings] == [
         ("this pupil is also in from-school-a.xml", "from-school-b.xml record 1")]
+
+
+def test_marks_on_closed_days_count_the_same_from_a_strip_and_from_rows() -> None:
+    """A CTF strip's closed-day marks (gathered at once) equal the SIMS rows' count, day by day."""
+    from datetime import date
+    from types import SimpleNamespace
+
+    from cme_batch.dropfolder import MarkCheck
+
+    term = SimpleNamespace(start=date(2025, 9, 3), end=date(2025, 10, 24))
+    calendar = SimpleNamespace(terms=[term], closures=[date(2025, 9, 19)])
+    start = date(2025, 9, 1)  # a Monday, two days before term
+    marks = ("/\\" * 4 + "-#" + "/\\" * 9 + "N-" + "#\\" + "/" * 6) * 3 + "/"  # odd length: a lone AM at the end
+    strip, rows = MarkCheck(calendar=calendar), MarkCheck(calendar=calendar)
+    strip.strip(start, marks, 1)
+    for i, code in enumerate(marks):
+        rows.day(start + timedelta(days=i // 2), code, 1)
+    assert strip.outside[0] == rows.outside[0] > 0
+    assert [rows.closed(date(2025, m, d)) for m, d in ((9, 2), (9, 3), (9, 6), (9, 19), (10, 24), (10, 27))] == [
+        True, False, True, True, False, True]  # before term, first day, Saturday, closure, last day, after term
+    single = MarkCheck()
+    single.strip(date(2025, 9, 6), "N", 1)  # one session, on a Saturday
+    assert single.outside[0] == 1
+    far = MarkCheck()
+    far.strip(date.max - timedelta(days=1), "NNNNNN", 1)  # past the last date: left for the store to refuse
+    assert far.outside[0] == 0
