@@ -143,6 +143,20 @@ class FieldMap:
                     out[key] = v
         return out
 
+    def positions(self, tags: tuple[str, ...], keys: tuple[str, ...]) -> tuple[int, ...] | None:
+        """Where each of ``keys`` is in a record with fields ``tags``: one position per key, or
+        None when a key is missing, given twice, or any field name repeats (such a record goes
+        through ``row``, which joins repeated fields)."""
+        if len(set(tags)) < len(tags):
+            return None
+        found: dict[str, list[int]] = {}
+        for i, name in enumerate(tags):
+            if (k := self.canonical(name)) in keys:
+                found.setdefault(k, []).append(i)
+        if any(len(found.get(k, ())) != 1 for k in keys):
+            return None
+        return tuple(found[k][0] for k in keys)
+
     def record(self, raw: Mapping[str, str], only: frozenset[str] | None = None) -> dict[str, str]:
         """The record's known fields by canonical key (``only`` these, when given), values
         stripped, empty values left out.

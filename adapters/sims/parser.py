@@ -43,7 +43,9 @@ from cme_batch.xmlstream import (
     Prepared,
     XmlRefused,
     iter_flat,
+    iter_record_batches,
     iter_rows,
+    local_name,
     prepare,
 )
 
@@ -54,8 +56,6 @@ UNKNOWN_DESTINATION = {"unknown", "not known", "n/a", "mmm", "mmmm", "mmm/mmmm"}
 SESSIONS = {"AM": 0, "A": 0, "MORNING": 0, "PM": 1, "P": 1, "AFTERNOON": 1}
 MAX_GAP = 14  # sessions: a pupil's marks closer than a week apart stay in one record
 MAX_BUFFERED = 200_000  # sessions held in open runs before they are all handed on (flat memory)
-#: What a marks row is read for once its pupil is known (the pupil's fields come with the first row).
-MARK_FIELDS = frozenset({"adno", "person_id", "date", "session", "mark"})
 
 
 def detect_kind(prep: Prepared, fmap: FieldMap) -> str:
@@ -91,6 +91,14 @@ def read_file(path: Path, options: Mapping[str, Any], source: str = "sims-xml",
     return batch
 
 
+def _text(el: Any) -> str | None:
+    """A field's text as ``FieldMap.row`` gives it: stripped, None when empty."""
+    v = el.text
+    if v is not None:
+        v = v.strip()
+    return v or None
+
+
 class _Reader:
     def __init__(self, prep: Any, kind: str, fmap: FieldMap, batch: SourceBatch, options: Mapping[str, Any]) -> None:
         self.prep, self.kind, self.fmap, self.batch = prep, kind, fmap, batch
@@ -104,38 +112,77 @@ class _Reader:
         self.runs: dict[str, list[Any]] = {}  # key -> [first session index, codes]
         self.buffered = 0
         self.slots: dict[tuple[str | None, str | None], tuple[date, int]] = {}  # (date, session) as written
+        self.n = 0  # records read
 
     def warn(self, code: str, message: str, n: int, key: str | None) -> None:
         self.batch.warnings.append(Warning_(code, message, f"{self.file} record {n}", key))
 
     def records(self) -> Iterator[Record]:
-        n = 0
         try:
-            marks, record = self.kind == "marks", self.fmap.row
-            for tags, texts in iter_rows(self.prep, ROOTS, PATH):
-                n += 1
-                if not marks:
-                    yield from self.row(record(tags, texts), n)
-                else:  # the hot path: a known pupil's mark, which usually only extends a run
-                    hot = record(tags, texts, MARK_FIELDS)
-                    key = self.key(hot, n)  # None: reported
-                    if key is not None and key not in self.pupils:
-                        yield from self.row(record(tags, texts), n)
-                    elif key is not None and (done := self.mark(hot, key, n)) is not None:
-                        yield done
-                if self.buffered > MAX_BUFFERED:
-                    yield from (self.flush(k, run) for k, run in self.runs.items())
-                    self.runs.clear()
-                    self.buffered = 0
+            if self.kind == "marks":
+                yield from self.mark_rows()
+            else:
+                record = self.fmap.row
+                for tags, texts in iter_rows(self.prep, ROOTS, PATH):
+                    self.n += 1
+                    yield from self.row(record(tags, texts), self.n)
         except XmlRefused as exc:
-            self.report.problem(None, None, f"after record {n}: {exc}")
+            self.report.problem(None, None, f"after record {self.n}: {exc}")
         for key, run in self.runs.items():
             yield self.flush(key, run)
         if self.report.problems:
             raise ImportRejected(self.file, self.report.all_problems())
-        if n == 0:
+        if self.n == 0:
             self.warn("empty_file", f"the {self.kind} export holds no records", 0, None)
         self.batch.warnings.extend(self.check.warnings(self.file))
+
+    def mark_rows(self) -> Iterator[Record]:
+        """The marks export: the hot path of every night (a row per pupil per session, the whole
+        year). A known pupil's row shaped like the last one planned (as many fields, with the
+        same Adno, Date, Session and Mark fields in the same places) reads just those four
+        texts; any other row has its field names worked out and goes through ``row``."""
+        plans: dict[tuple[str, ...], tuple[int, ...] | None] = {}
+        size, a, d, s, m, ta, td, ts, tm = -1, 0, 0, 0, 0, "", "", "", ""
+        pupils, lay, record = self.pupils, self.lay, self.fmap.row
+        for records, namespaced in iter_record_batches(self.prep, ROOTS, PATH):
+            for el in records:
+                self.n += 1
+                fields = list(el)
+                if not (len(fields) == size and fields[a].tag == ta and fields[d].tag == td
+                        and fields[s].tag == ts and fields[m].tag == tm):
+                    raw = [f.tag for f in fields]
+                    tags = tuple([local_name(t) for t in raw]) if namespaced else tuple(raw)
+                    if tags not in plans:
+                        plans[tags] = self.fmap.positions(tags, ("adno", "date", "session", "mark"))
+                    if (plan := plans[tags]) is not None:  # this shape is the one checked from now on
+                        size, (a, d, s, m) = len(tags), plan
+                        ta, td, ts, tm = raw[a], raw[d], raw[s], raw[m]
+                    else:
+                        size = -1
+                if size != -1:
+                    adno = fields[a].text
+                    key = adno.strip().lstrip("0") or "0" if adno and not adno.isspace() else None
+                    if key is not None and key in pupils:
+                        done = lay(key, _text(fields[d]), _text(fields[s]), _text(fields[m]) or "-", self.n)
+                        if done is not None:
+                            yield done
+                        if self.buffered > MAX_BUFFERED:
+                            yield from self.spill()
+                        continue
+                rec = record(tuple([local_name(f.tag) for f in fields]), [f.text for f in fields])
+                slow_key = self.key(rec, self.n)  # None: reported
+                if slow_key is not None and slow_key not in pupils:
+                    yield from self.row(rec, self.n)
+                elif slow_key is not None and (done := self.mark(rec, slow_key, self.n)) is not None:
+                    yield done
+                if self.buffered > MAX_BUFFERED:
+                    yield from self.spill()
+
+    def spill(self) -> Iterator[Record]:
+        """Hand on every open run (too many sessions are held: memory stays flat)."""
+        yield from (self.flush(k, run) for k, run in self.runs.items())
+        self.runs.clear()
+        self.buffered = 0
 
     # -- one row -----------------------------------------------------------------------------
     def row(self, rec: dict[str, str], n: int) -> Iterator[Record]:
@@ -271,14 +318,18 @@ class _Reader:
     # -- marks -------------------------------------------------------------------------------
     def mark(self, rec: dict[str, str], key: str, n: int) -> MarksRecord | None:
         """Lay one row's mark into the pupil's run; a finished run (the row starts a new one) is returned."""
-        raw_day, sess_raw = rec.get("date"), rec.get("session")
+        return self.lay(key, rec.get("date"), rec.get("session"), rec.get("mark", "-"), n)
+
+    def lay(self, key: str, raw_day: str | None, sess_raw: str | None, raw_mark: str, n: int) -> MarksRecord | None:
+        """``mark`` from the row's texts (stripped, None when empty)."""
         # a year of marks has ~190 dates and two sessions: each (date, session) is worked out once
         slot = self.slots.get((raw_day, sess_raw))
         if slot is None:
-            day = self.date_of(rec, "date", n)
+            day = self.report.convert(n, display("date"), raw_day, parse_date,
+                                      "is not a date (YYYY-MM-DD or DD/MM/YYYY)")
             sess = SESSIONS.get(sess_raw.upper()) if sess_raw else None
             if day is None or sess is None:
-                if day is None and "date" not in rec:
+                if day is None and raw_day is None:
                     self.report.problem(n, display("date"), "is missing")
                 if sess is None:
                     self.report.problem(n, display("session"), "is not AM or PM" if sess_raw else "is missing",
@@ -286,7 +337,7 @@ class _Reader:
                 return None
             slot = self.slots[(raw_day, sess_raw)] = (day, day.toordinal() * 2 + sess)
         day, idx = slot
-        code = self.check.code(rec.get("mark", "-"), n)
+        code = self.check.code(raw_mark, n)
         self.check.day(day, code, n)
         run = self.runs.get(key)
         self.buffered += 1

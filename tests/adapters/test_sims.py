@@ -259,3 +259,23 @@ def test_field_layouts_namespaces_repeats_and_aliases_read_as_written(tmp_path: 
     marks = [r for r in records if isinstance(r, MarksRecord)]
     assert [p.pupil_key for p in records if isinstance(p, PupilRecord)] == ["12"]
     assert marks == [MarksRecord("12", date(2025, 11, 3), ("/", "\\", "N"))]
+
+
+def test_marks_rows_of_the_same_size_but_another_shape_are_read_by_name(tmp_path: Path) -> None:
+    """A known pupil's row is read by position only while it has the planned shape: a row with
+    as many fields but Date and Session swapped, or a blank Adno, must still read right."""
+    rows = (
+        "<Record><Adno>7</Adno><UPN>A123456789012</UPN><Date>2025-11-03</Date><Session>AM</Session><Mark>/</Mark></Record>"
+        "<Record><Adno>7</Adno><UPN>A123456789012</UPN><Date>2025-11-03</Date><Session>PM</Session><Mark>\\</Mark></Record>"
+        "<Record><Adno>7</Adno><UPN>A123456789012</UPN><Session>AM</Session><Date>2025-11-04</Date><Mark>N</Mark></Record>"
+        "<Record><Adno>0007</Adno><UPN>A123456789012</UPN><Date>2025-11-04</Date><Session>PM</Session><Mark> </Mark>"
+        "</Record>"
+        "<Record><Adno> </Adno><Person_x0020_ID>99</Person_x0020_ID><Date>2025-11-05</Date><Session>AM</Session>"
+        "<Mark>L</Mark></Record>"
+    )
+    path = tmp_path / "marks-20251105T180000.xml"
+    path.write_text(f'<?xml version="1.0" encoding="UTF-8"?><SuperStarReport>{rows}</SuperStarReport>', encoding="utf-8")
+    records = list(SimsXmlSource.parse_file(path, {"codes": CODES}).records)
+    assert [p.pupil_key for p in records if isinstance(p, PupilRecord)] == ["7", "id:99"]
+    assert [r for r in records if isinstance(r, MarksRecord)] == [
+        MarksRecord("7", date(2025, 11, 3), ("/", "\\", "N", "-")), MarksRecord("id:99", date(2025, 11, 5), ("L",))]
