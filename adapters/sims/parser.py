@@ -111,7 +111,8 @@ class _Reader:
         self.done: set[tuple[str, ...]] = set()  # contacts, flags, enrolments already yielded
         self.runs: dict[str, list[Any]] = {}  # key -> [first session index, codes]
         self.buffered = 0
-        self.slots: dict[tuple[str | None, str | None], tuple[date, int]] = {}  # (date, session) as written
+        self.slots: dict[tuple[str | None, str | None], tuple[date, int, bool]] = {}  # (date, session) as written
+        self.codes: dict[str, str] = {}  # mark as written -> national or configured code
         self.n = 0  # records read
 
     def warn(self, code: str, message: str, n: int, key: str | None) -> None:
@@ -335,10 +336,15 @@ class _Reader:
                     self.report.problem(n, display("session"), "is not AM or PM" if sess_raw else "is missing",
                                         sess_raw)
                 return None
-            slot = self.slots[(raw_day, sess_raw)] = (day, day.toordinal() * 2 + sess)
-        day, idx = slot
-        code = self.check.code(raw_mark, n)
-        self.check.day(day, code, n)
+            slot = self.slots[(raw_day, sess_raw)] = (day, day.toordinal() * 2 + sess, self.check.closed(day))
+        day, idx, closed = slot
+        code = self.codes.get(raw_mark)
+        if code is None:  # first sight of this code, or one that is counted as unknown each time
+            code = self.check.code(raw_mark, n)
+            if code in self.check.known:
+                self.codes[raw_mark] = code
+        if closed:
+            self.check.day(day, code, n)
         run = self.runs.get(key)
         self.buffered += 1
         if run is None:
