@@ -13,10 +13,12 @@ authority on its own pupils, and we only point out the mistake (without printing
 from __future__ import annotations
 
 import re
+from operator import mul
 
 #: The letters a check letter (and a temporary UPN's last character) can be, in value order.
 ALPHABET = "ABCDEFGHJKLMNPQRTUVWXYZ"
 _SHAPE = re.compile(r"[A-Z]\d{11}[0-9A-Z]")
+_WEIGHTS = range(2, 13)  # of characters 2 to 12; character 13 weighs 13
 
 
 def normalise(raw: str | None) -> str | None:
@@ -37,12 +39,12 @@ def check_letter(body: str) -> str:
         raise ValueError("a UPN body is 11 digits followed by a digit or letter")
     last = body[11]
     if last.isdigit():
-        values = [int(c) for c in body]
+        value = int(last)
     elif last in ALPHABET:
-        values = [int(c) for c in body[:11]] + [ALPHABET.index(last)]
+        value = ALPHABET.index(last)
     else:
         raise ValueError("the last character of a temporary UPN must be a check-alphabet letter")
-    total = sum(v * w for v, w in zip(values, range(2, 14)))
+    total = sum(map(mul, map(int, body[:11]), _WEIGHTS)) + 13 * value
     return ALPHABET[total % 23]
 
 
