@@ -1,7 +1,7 @@
 """Reading one SIMS CommandReporter export file into model records.
 
-The file is streamed record by record (``cme_batch.xmlstream.iter_flat``): a 100 MB marks
-export never sits in memory. Every bad value is collected with its record number and field;
+The file is streamed a piece at a time (``cme_batch.xmlstream``): a 100 MB marks export never
+sits in memory, and its rows of pupils already read take only the four fields a mark needs. Every bad value is collected with its record number and field;
 once the last record has been read, any problem rejects the whole file (the store rolls back
 the transaction that was consuming the records). Data-quality issues the MIS should fix but
 that do not make the data wrong to store (unknown codes, bad UPN check letters, marks on
