@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Connection, Table, func, insert, select
@@ -64,13 +65,29 @@ def _remembering(proc: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return convert
 
 
+def _column(values: list[Any], proc: _Processor) -> list[Any]:
+    """One column's values converted by ``proc``, each distinct value once (at C speed when
+    the values can be hashed: the same timestamp, the same few dates and flags)."""
+    if proc is None:
+        return values
+    try:
+        distinct = set(values)
+    except TypeError:  # lists or dicts (JSON): converted one by one, repeats remembered
+        convert = _remembering(proc)
+        return [convert(v) for v in values]
+    if len(set(map(type, values)) & {bool, int, float}) > 1:  # 1, 1.0 and True are one key in a set
+        convert = _remembering(proc)
+        return [convert(v) for v in values]
+    converted = {v: proc(v) for v in distinct}
+    return list(map(converted.__getitem__, values))
+
+
 def _tuples(conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]
             ) -> list[tuple[Any, ...]]:
+    """The rows as tuples in ``columns`` order, converted column by column."""
     procs = [_processor(conn, table, c) for c in columns]
-    if not any(procs):
-        return [tuple(row[c] for c in columns) for row in rows]
-    pairs = [(c, _remembering(p) if p is not None else None) for c, p in zip(columns, procs, strict=True)]
-    return [tuple(p(row[c]) if p is not None else row[c] for c, p in pairs) for row in rows]
+    values = [_column(list(map(itemgetter(c), rows)), p) for c, p in zip(columns, procs, strict=True)]
+    return list(zip(*values, strict=True))
 
 
 def _quoted(conn: Connection, name: str) -> str:
