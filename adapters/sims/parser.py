@@ -1,9 +1,10 @@
 """Reading one SIMS CommandReporter export file into model records.
 
 The file is streamed a piece at a time (``cme_batch.xmlstream``): a 100 MB marks export never
-sits in memory, and its rows of pupils already read take only the four fields a mark needs. Every bad value is collected with its record number and field;
-once the last record has been read, any problem rejects the whole file (the store rolls back
-the transaction that was consuming the records). Data-quality issues the MIS should fix but
+sits in memory, and its rows of pupils already read take only the four fields a mark needs.
+Every bad value is collected with its record number and field; once the last record has been
+read, any problem rejects the whole file (the store rolls back the transaction that was
+consuming the records). Data-quality issues the MIS should fix but
 that do not make the data wrong to store (unknown codes, bad UPN check letters, marks on
 closed days, one pupil under two ids) become warnings.
 """
@@ -148,29 +149,29 @@ class _Reader:
         for records, namespaced in iter_record_batches(self.prep, ROOTS, PATH):
             for el in records:
                 self.n += 1
+                if len(el) == size:  # only the four fields are touched (each one an object lxml makes)
+                    fa, fd, fs, fm = el[a], el[d], el[s], el[m]
+                    if fa.tag == ta and fd.tag == td and fs.tag == ts and fm.tag == tm:
+                        adno = fa.text
+                        key = adno.strip().lstrip("0") or "0" if adno and not adno.isspace() else None
+                        if key is not None and key in pupils:
+                            done = lay(key, _text(fd), _text(fs), _text(fm) or "-", self.n)
+                            if done is not None:
+                                yield done
+                            if self.buffered > MAX_BUFFERED:
+                                yield from self.spill()
+                            continue
                 fields = list(el)
-                if not (len(fields) == size and fields[a].tag == ta and fields[d].tag == td
-                        and fields[s].tag == ts and fields[m].tag == tm):
-                    raw = [f.tag for f in fields]
-                    tags = tuple([local_name(t) for t in raw]) if namespaced else tuple(raw)
-                    if tags not in plans:
-                        plans[tags] = self.fmap.positions(tags, ("adno", "date", "session", "mark"))
-                    if (plan := plans[tags]) is not None:  # this shape is the one checked from now on
-                        size, (a, d, s, m) = len(tags), plan
-                        ta, td, ts, tm = raw[a], raw[d], raw[s], raw[m]
-                    else:
-                        size = -1
-                if size != -1:
-                    adno = fields[a].text
-                    key = adno.strip().lstrip("0") or "0" if adno and not adno.isspace() else None
-                    if key is not None and key in pupils:
-                        done = lay(key, _text(fields[d]), _text(fields[s]), _text(fields[m]) or "-", self.n)
-                        if done is not None:
-                            yield done
-                        if self.buffered > MAX_BUFFERED:
-                            yield from self.spill()
-                        continue
-                rec = record(tuple([local_name(f.tag) for f in fields]), [f.text for f in fields])
+                raw = [f.tag for f in fields]
+                tags = tuple([local_name(t) for t in raw]) if namespaced else tuple(raw)
+                if tags not in plans:
+                    plans[tags] = self.fmap.positions(tags, ("adno", "date", "session", "mark"))
+                if (plan := plans[tags]) is not None:  # this shape is the one checked from now on
+                    size, (a, d, s, m) = len(tags), plan
+                    ta, td, ts, tm = raw[a], raw[d], raw[s], raw[m]
+                else:
+                    size = -1
+                rec = record(tags, [f.text for f in fields])
                 slow_key = self.key(rec, self.n)  # None: reported
                 if slow_key is not None and slow_key not in pupils:
                     yield from self.row(rec, self.n)
