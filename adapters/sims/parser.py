@@ -92,12 +92,11 @@ def read_file(path: Path, options: Mapping[str, Any], source: str = "sims-xml",
     return batch
 
 
-def _text(el: Any) -> str | None:
+def _clean(text: str | None) -> str | None:
     """A field's text as ``FieldMap.row`` gives it: stripped, None when empty."""
-    v = el.text
-    if v is not None:
-        v = v.strip()
-    return v or None
+    if text is not None:
+        text = text.strip()
+    return text or None
 
 
 class _Reader:
@@ -113,7 +112,7 @@ class _Reader:
         self.runs: dict[str, list[Any]] = {}  # key -> [first session index, codes]
         self.buffered = 0
         self.slots: dict[tuple[str | None, str | None], tuple[date, int, bool]] = {}  # (date, session) as written
-        self.codes: dict[str, str] = {}  # mark as written -> national or configured code
+        self.codes: dict[str | None, str] = {}  # mark as written -> national or configured code
         self.n = 0  # records read
 
     def warn(self, code: str, message: str, n: int, key: str | None) -> None:
@@ -155,7 +154,7 @@ class _Reader:
                         adno = fa.text
                         key = adno.strip().lstrip("0") or "0" if adno and not adno.isspace() else None
                         if key is not None and key in pupils:
-                            done = lay(key, _text(fd), _text(fs), _text(fm) or "-", self.n)
+                            done = lay(key, fd.text, fs.text, fm.text, self.n)
                             if done is not None:
                                 yield done
                             if self.buffered > MAX_BUFFERED:
@@ -320,13 +319,15 @@ class _Reader:
     # -- marks -------------------------------------------------------------------------------
     def mark(self, rec: dict[str, str], key: str, n: int) -> MarksRecord | None:
         """Lay one row's mark into the pupil's run; a finished run (the row starts a new one) is returned."""
-        return self.lay(key, rec.get("date"), rec.get("session"), rec.get("mark", "-"), n)
+        return self.lay(key, rec.get("date"), rec.get("session"), rec.get("mark"), n)
 
-    def lay(self, key: str, raw_day: str | None, sess_raw: str | None, raw_mark: str, n: int) -> MarksRecord | None:
-        """``mark`` from the row's texts (stripped, None when empty)."""
+    def lay(self, key: str, day_text: str | None, sess_text: str | None, mark_text: str | None,
+            n: int) -> MarksRecord | None:
+        """``mark`` from the row's texts as written (stripped here, the first time each is seen)."""
         # a year of marks has ~190 dates and two sessions: each (date, session) is worked out once
-        slot = self.slots.get((raw_day, sess_raw))
+        slot = self.slots.get((day_text, sess_text))
         if slot is None:
+            raw_day, sess_raw = _clean(day_text), _clean(sess_text)
             day = self.report.convert(n, display("date"), raw_day, parse_date,
                                       "is not a date (YYYY-MM-DD or DD/MM/YYYY)")
             sess = SESSIONS.get(sess_raw.upper()) if sess_raw else None
@@ -337,13 +338,13 @@ class _Reader:
                     self.report.problem(n, display("session"), "is not AM or PM" if sess_raw else "is missing",
                                         sess_raw)
                 return None
-            slot = self.slots[(raw_day, sess_raw)] = (day, day.toordinal() * 2 + sess, self.check.closed(day))
+            slot = self.slots[(day_text, sess_text)] = (day, day.toordinal() * 2 + sess, self.check.closed(day))
         day, idx, closed = slot
-        code = self.codes.get(raw_mark)
+        code = self.codes.get(mark_text)
         if code is None:  # first sight of this code, or one that is counted as unknown each time
-            code = self.check.code(raw_mark, n)
+            code = self.check.code(_clean(mark_text) or "-", n)
             if code in self.check.known:
-                self.codes[raw_mark] = code
+                self.codes[mark_text] = code
         if closed:
             self.check.day(day, code, n)
         run = self.runs.get(key)

@@ -263,10 +263,12 @@ def test_field_layouts_namespaces_repeats_and_aliases_read_as_written(tmp_path: 
 
 def test_marks_rows_of_the_same_size_but_another_shape_are_read_by_name(tmp_path: Path) -> None:
     """A known pupil's row is read by position only while it has the planned shape: a row with
-    as many fields but Date and Session swapped, or a blank Adno, must still read right."""
+    as many fields but Date and Session swapped, or a blank Adno, must still read right (and
+    texts with spaces around them read as without)."""
     rows = (
         "<Record><Adno>7</Adno><UPN>A123456789012</UPN><Date>2025-11-03</Date><Session>AM</Session><Mark>/</Mark></Record>"
-        "<Record><Adno>7</Adno><UPN>A123456789012</UPN><Date>2025-11-03</Date><Session>PM</Session><Mark>\\</Mark></Record>"
+        "<Record><Adno>7</Adno><UPN>A123456789012</UPN><Date> 2025-11-03 </Date><Session>PM </Session>"
+        "<Mark> \\ </Mark></Record>"
         "<Record><Adno>7</Adno><UPN>A123456789012</UPN><Session>AM</Session><Date>2025-11-04</Date><Mark>N</Mark></Record>"
         "<Record><Adno>0007</Adno><UPN>A123456789012</UPN><Date>2025-11-04</Date><Session>PM</Session><Mark> </Mark>"
         "</Record>"
