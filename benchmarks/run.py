@@ -363,7 +363,7 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=10, help="CTF files they are split into (default 10)")
     ap.add_argument("--school-pupils", type=int, default=420)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--repeats", type=int, default=3, help="runs of each school night; the median is reported")
+    ap.add_argument("--repeats", type=int, default=5, help="runs of each school night; the median is reported")
     ap.add_argument("--quick", action="store_true", help="10,000 LA pupils in 2 files")
     ap.add_argument("--only", default="school,la,baseline", help="comma-separated: school, la, baseline")
     ap.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "cme-bench")
