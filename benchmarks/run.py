@@ -119,7 +119,9 @@ def school(args: argparse.Namespace) -> dict[str, Any]:
 def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The run with the median time, with the fastest and slowest times of all the runs."""
     ordered = sorted(runs, key=lambda r: r["seconds"])
-    return {**ordered[len(ordered) // 2], "min_seconds": ordered[0]["seconds"], "max_seconds": ordered[-1]["seconds"]}
+    probes = [r["cpu_probe"] for r in runs if "cpu_probe" in r]
+    return {**ordered[len(ordered) // 2], "min_seconds": ordered[0]["seconds"], "max_seconds": ordered[-1]["seconds"],
+            "probes": [min(probes), max(probes)] if probes else None}
 
 
 def cpu_probe() -> float:
@@ -156,11 +158,12 @@ def _school_nights(args: argparse.Namespace, records: list[Any], fmt: str) -> di
         else:
             files = [gen.write_school_ctf(drop / f"school-{stamp}.xml", records, night)]
         size = sum(p.stat().st_size for p in files)
+        probe = cpu_probe()  # the machine's speed just before this night
         done, wall, rss = isolated([*cli, "nightly", "--as-of", night.isoformat()])
         if done.returncode:
             raise SystemExit(f"nightly failed:\n{done.stdout}\n{done.stderr[-2000:]}")
         out[label] = {"as_of": night.isoformat(), "seconds": round(wall, 2), "peak_rss_mb": round(rss, 1),
-                      "export_mb": round(size / 1e6, 1), "stages": _stage_times(done.stdout)}
+                      "export_mb": round(size / 1e6, 1), "stages": _stage_times(done.stdout), "cpu_probe": probe}
     return out
 
 
@@ -284,7 +287,8 @@ def table(results: dict[str, Any]) -> str:
         for fmt, what in (("sims", "SIMS exports"), ("ctf", "one CTF")):
             for key, label in (("first_night", "first night, empty store"), ("next_night", "next night")):
                 n = s[fmt][key]
-                spread = (f" (of {s['repeats']} runs: {n['min_seconds']}-{n['max_seconds']} s)"
+                probes = f"; CPU probe before each: {n['probes'][0]}-{n['probes'][1]} s" if n.get("probes") else ""
+                spread = (f" (of {s['repeats']} runs: {n['min_seconds']}-{n['max_seconds']} s{probes})"
                           if s.get("repeats", 1) > 1 else "")
                 rows.append(f"| school: `nightly` end to end, {label} ({s['pupils']} pupils, {s['session_marks']:,} "
                             f"marks; {what}, {n['export_mb']} MB) | < 3 s wall, < 200 MB | {n['seconds']} s{spread}, "
