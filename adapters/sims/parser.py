@@ -99,6 +99,11 @@ def _clean(text: str | None) -> str | None:
     return text or None
 
 
+def _adno_key(adno: str) -> str:
+    """The pupil's key from an Adno (stripped, not empty): leading zeros do not count."""
+    return adno.lstrip("0") or "0"
+
+
 class _Reader:
     def __init__(self, prep: Any, kind: str, fmap: FieldMap, batch: SourceBatch, options: Mapping[str, Any]) -> None:
         self.prep, self.kind, self.fmap, self.batch = prep, kind, fmap, batch
@@ -151,9 +156,8 @@ class _Reader:
                 if len(el) == size:  # only the four fields are touched (each one an object lxml makes)
                     fa, fd, fs, fm = el[a], el[d], el[s], el[m]
                     if fa.tag == ta and fd.tag == td and fs.tag == ts and fm.tag == tm:
-                        adno = fa.text
-                        key = adno.strip().lstrip("0") or "0" if adno and not adno.isspace() else None
-                        if key is not None and key in pupils:
+                        adno = _clean(fa.text)
+                        if adno is not None and (key := _adno_key(adno)) in pupils:
                             done = lay(key, fd.text, fs.text, fm.text, self.n)
                             if done is not None:
                                 yield done
@@ -208,7 +212,7 @@ class _Reader:
     def key(self, rec: dict[str, str], n: int) -> str | None:
         adno = rec.get("adno")
         if adno:
-            return adno.lstrip("0") or "0"
+            return _adno_key(adno)
         if rec.get("person_id"):
             return "id:" + rec["person_id"]
         self.report.problem(n, display("adno"), "is missing: every row needs the pupil's Adno")
