@@ -295,14 +295,6 @@ def iter_elements(prep: Prepared, roots: Iterable[str], paths: Iterable[tuple[st
             yield path, out
 
 
-def _records(prep: Prepared, roots: Iterable[str], paths: Iterable[tuple[str, ...]]
-             ) -> Iterator[tuple[tuple[str, ...], LxElement, bool]]:
-    """``(path, element, namespaced)`` for each record of ``_batches``."""
-    for found, namespaced in _batches(prep, roots, paths):
-        for path, el in found:
-            yield path, el, namespaced
-
-
 def _batches(prep: Prepared, roots: Iterable[str], paths: Iterable[tuple[str, ...]]
              ) -> Iterator[tuple[list[tuple[tuple[str, ...], LxElement]], bool]]:
     """Yield, for each piece of the file fed to the parser, the complete elements at one of
@@ -380,12 +372,13 @@ def iter_rows(prep: Prepared, roots: Iterable[str], path: tuple[str, ...]
     """Yield each record at ``path`` as its fields' names (local names, in document order) and
     their leading texts (None when empty): a flat report's records share one list of names,
     so a reader can work out once where each field is. Refusals as ``iter_elements``."""
-    for _path, el, namespaced in _records(prep, roots, [path]):
-        fields = list(el)
-        tags = tuple([f.tag for f in fields])
-        if namespaced:
-            tags = tuple([local_name(t) for t in tags])
-        yield tags, [f.text for f in fields]
+    for records, namespaced in iter_record_batches(prep, roots, path):
+        for el in records:
+            fields = list(el)
+            tags = tuple([f.tag for f in fields])
+            if namespaced:
+                tags = tuple([local_name(t) for t in tags])
+            yield tags, [f.text for f in fields]
 
 
 def iter_flat(prep: Prepared, roots: Iterable[str], path: tuple[str, ...]) -> Iterator[dict[str, str]]:

@@ -71,12 +71,11 @@ def _column(values: list[Any], proc: _Processor) -> list[Any]:
     if proc is None:
         return values
     try:
-        distinct = set(values)
-    except TypeError:  # lists or dicts (JSON): converted one by one, repeats remembered
-        convert = _remembering(proc)
-        return [convert(v) for v in values]
-    if len(set(map(type, values)) & {bool, int, float}) > 1:  # 1, 1.0 and True are one key in a set
-        convert = _remembering(proc)
+        distinct: set[Any] | None = set(values)
+    except TypeError:  # lists or dicts (JSON)
+        distinct = None
+    if distinct is None or len(set(map(type, values)) & {bool, int, float}) > 1:  # 1, 1.0, True: one set key
+        convert = _remembering(proc)  # one by one, repeats remembered
         return [convert(v) for v in values]
     converted = {v: proc(v) for v in distinct}
     return list(map(converted.__getitem__, values))
