@@ -106,7 +106,7 @@ class _Marks(Protocol):
     def start(self) -> date: ...
 
     @property
-    def codes(self) -> tuple[str, ...]: ...
+    def codes(self) -> tuple[str, ...] | str: ...
 
 
 def within_years(start: date, sessions: int, first_year: int, last_year: int) -> bool:
@@ -148,9 +148,9 @@ class StripWriter:
     def symbols(self, rec: _Marks) -> Iterator[tuple[int, int, list[str] | str, int]]:
         """(academic year, start index, symbols, marks given) for each year the record touches."""
         codes = rec.codes
-        joined = "".join(codes)
+        joined = codes if codes.__class__ is str else "".join(codes)
         symbols: list[str] | str
-        if len(joined) == len(codes) and "" not in codes and _plain(joined):
+        if len(joined) == len(codes) and (joined is codes or "" not in codes) and _plain(joined):
             symbols = joined
         else:
             found = list(map(self._symbol.get, codes))  # each distinct code is worked out once

@@ -118,11 +118,14 @@ class MarksRecord:
     (``"/"``, ``"N"``, ``"C1"``, ``"#"``, ``"-"`` for "no mark recorded"); ``""`` means this record
     says nothing about that session, so whatever the store has is kept.
     One record can carry a single mark (SIMS rows) or a whole year (a CTF marks string).
+    ``codes`` may be a ``str`` when every code is one character and every session has a mark
+    (a CTF marks string as it stands): it reads the same, one code per character, and is far
+    cheaper to build, hand between processes and lay over a strip than a tuple of hundreds.
     """
 
     pupil_key: str
     start: date
-    codes: tuple[str, ...]
+    codes: tuple[str, ...] | str
 
     @classmethod
     def single(cls, pupil_key: str, day: date, session: Session, code: str) -> MarksRecord:

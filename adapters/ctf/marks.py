@@ -23,9 +23,10 @@ NARROW = {"C1": "C", "C2": "C", "J1": "J", "Y1": "Y", "Y2": "Y", "Y3": "Y", "Y4"
           "Y6": "Y", "Y7": "Y"}
 
 
-def decode_marks(start: date, marks: str) -> tuple[date, tuple[str, ...]]:
+def decode_marks(start: date, marks: str) -> tuple[date, str]:
     """The session codes of a marks string: ``(start, codes)`` with ``codes[2*d]`` the AM and
-    ``codes[2*d+1]`` the PM mark of day ``start + d``. A blank inside the string is "no mark".
+    ``codes[2*d+1]`` the PM mark of day ``start + d``, one character each (``codes`` is a
+    ``str``, as ``MarksRecord`` allows). A blank inside the string is "no mark".
 
     Raises ``ValueError`` (with a message fit for an error naming the field) when the string
     cannot be a marks string.
@@ -35,7 +36,7 @@ def decode_marks(start: date, marks: str) -> tuple[date, tuple[str, ...]]:
         raise ValueError(f"has {len(s)} characters; two per calendar day (AM, PM) means an even number")
     if not s.isprintable():
         raise ValueError("holds control characters")
-    return start, tuple(s.replace(" ", "-"))
+    return start, s.replace(" ", "-")
 
 
 def encode_marks(codes: Sequence[str]) -> str:

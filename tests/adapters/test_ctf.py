@@ -64,8 +64,8 @@ class TestCtfContract(AdapterContract):
 def test_marks_string_two_characters_per_calendar_day() -> None:
     start, codes = decode_marks(date(2025, 11, 6), "/\\/I####NNON")
     assert start == date(2025, 11, 6)
-    assert codes == ("/", "\\", "/", "I", "#", "#", "#", "#", "N", "N", "O", "N")
-    assert decode_marks(date(2025, 11, 6), " /- ")[1] == ("/", "-")
+    assert tuple(codes) == ("/", "\\", "/", "I", "#", "#", "#", "#", "N", "N", "O", "N")
+    assert tuple(decode_marks(date(2025, 11, 6), " /- ")[1]) == ("/", "-")
     with pytest.raises(ValueError, match="even number"):
         decode_marks(date(2025, 11, 6), "/\\/")
     assert encode_marks(["/", "C1", "", "N"]) == "/C-N"

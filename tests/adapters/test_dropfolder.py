@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cme_batch.config import SourceConfig
 from cme_batch.dropfolder import ExportMissing, group_of, is_complete_name
@@ -152,3 +154,28 @@ def test_marks_on_closed_days_count_the_same_from_a_strip_and_from_rows() -> Non
     far = MarkCheck()
     far.strip(date.max - timedelta(days=1), "NNNNNN", 1)  # past the last date: left for the store to refuse
     assert far.outside[0] == 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(marks=st.text(alphabet="/\\N#-ACéI", max_size=80), offset=st.integers(0, 60),
+       closure=st.integers(0, 60), local=st.booleans())
+def test_marks_string_checks_agree_with_checking_each_session(marks: str, offset: int, closure: int,
+                                                              local: bool) -> None:
+    """The at-C-speed check of a marks string (as bytes when it is ASCII) counts the same marks
+    on closed days and the same unknown codes as checking the sessions one by one."""
+    from types import SimpleNamespace
+
+    from cme_batch.dropfolder import MarkCheck
+
+    first = date(2025, 9, 1)
+    calendar = SimpleNamespace(terms=[SimpleNamespace(start=date(2025, 9, 3), end=date(2025, 10, 24))],
+                               closures=[first + timedelta(days=closure)])
+    codes = SimpleNamespace(local={"A": "absent_unexplained"} if local else {}, subcodes={"é": "N"})
+    start = first + timedelta(days=offset)
+    whole, each = MarkCheck(codes, calendar), MarkCheck(codes, calendar)
+    whole.strip(start, marks, 7)
+    for i, code in enumerate(marks):
+        each.day(start + timedelta(days=i // 2), code, 7)
+        each.code(code, 7)
+    assert whole.outside == each.outside
+    assert whole.unknown == each.unknown
