@@ -13,11 +13,13 @@ Reading a file is two passes:
    to compute its SHA-256 and to check that its bytes really are in the declared encoding;
    when they are not, it picks the encoding the bytes fit (UTF-8, else Windows-1252) and says
    so in a warning.
-2. ``iter_elements(prepared, roots, paths)`` feeds the file in pieces to libxml2's pull parser
-   (lxml), which builds elements in C and reports only the ends of elements with a wanted
-   name; the records at the requested paths (matched by local name, so a namespace or none
-   makes no difference) are handed out and then dropped, so memory stays flat. ``iter_flat``
-   does the same for flat records (SIMS), as dicts of field name to text.
+2. ``iter_elements(prepared, roots, paths)`` feeds the file in pieces to the standard
+   library's expat parser, which builds the tree in C without reporting any event once the
+   root has begun; after each piece, the complete records at the requested paths (matched by
+   local name, so a namespace or none makes no difference) are handed out and then dropped,
+   so memory stays flat. ``iter_rows``, ``iter_flat`` and ``iter_record_batches`` read flat
+   records (SIMS) through libxml2's pull parser (lxml), which reports only the ends of
+   elements with a wanted name.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from xml.etree.ElementTree import Element, fromstring
+from xml.etree.ElementTree import Element, ParseError, TreeBuilder, XMLParser, fromstring
 
 from lxml import etree
 
@@ -209,6 +211,7 @@ _LIBXML_ENCODINGS = {"utf-8": "UTF-8", "utf-8-sig": "UTF-8", "cp1252": "windows-
                      "iso8859-1": "ISO-8859-1", "latin-1": "ISO-8859-1", "ascii": "US-ASCII"}
 _ROOT_NAME = re.compile(r"<([^\s/>]+)")
 _POSITION_SUFFIX = re.compile(r", line \d+, column \d+$")
+_EXPAT_POSITION = re.compile(r": line \d+, column \d+$")
 
 
 def root_name(text: str) -> str:
@@ -253,6 +256,13 @@ def _refusal(exc: etree.XMLSyntaxError) -> XmlRefused:
                       "cut off or damaged")
 
 
+def _declares_namespace(piece: bytes | str, tail: bytes, before: bool) -> tuple[bool, bytes]:
+    """Whether a namespace has been declared so far (``xmlns`` seen, also across the pieces'
+    boundaries), and the end of this piece to look across the next boundary with."""
+    window = tail + (piece if isinstance(piece, bytes) else piece.encode("utf-8", "replace"))
+    return before or b"xmlns" in window, window[-8:]
+
+
 def _path(el: LxElement) -> tuple[str, ...]:
     names = []
     node: LxElement | None = el
@@ -280,12 +290,90 @@ def _strip_namespaces(el: Element) -> None:
             e.tag = local_name(e.tag)
 
 
+#: Whether the standard library's parser can be told to stop reporting events (CPython's
+#: ``XMLParser._setevents``, there since Python 3.4); without it, ``iter_elements`` copies from lxml.
+_CAN_STOP_EVENTS = hasattr(XMLParser, "_setevents")
+#: Codecs expat is told to read the bytes in (overriding a wrong declaration); any other encoding
+#: is decoded here and handed over as text.
+_EXPAT_ENCODINGS = {"utf-8": "UTF-8", "utf-8-sig": "UTF-8", "cp1252": "windows-1252",
+                    "iso8859-1": "ISO-8859-1", "latin-1": "ISO-8859-1", "ascii": "US-ASCII"}
+
+
 def iter_elements(prep: Prepared, roots: Iterable[str], paths: Iterable[tuple[str, ...]]
                   ) -> Iterator[tuple[tuple[str, ...], Element]]:
     """Yield ``(path, element)`` for each complete element at one of ``paths``, as a
     standard-library ``Element`` (whose ``find`` runs in C, which is what the readers do most).
-    The records that ended in one piece of the file are copied across together, in one
-    parse. Refusals and memory as ``_batches``."""
+
+    The standard library's expat parser builds the tree in C, and Python looks at it once per
+    piece of the file: under the root, an element is complete once a later sibling has begun
+    (or at the end of the file). Complete elements at ``paths`` are handed out, and every
+    complete element is then dropped, so memory stays flat. Paths, refusals and namespaces as
+    ``_batches``.
+    """
+    if not _CAN_STOP_EVENTS:
+        yield from _copied_from_lxml(prep, roots, paths)
+        return
+    roots, wanted = tuple(roots), set(paths)
+    inner = {p[:i] for p in wanted for i in range(1, len(p))}  # the paths of elements holding records
+    codec = codecs.lookup(prep.encoding).name
+    parser = XMLParser(target=TreeBuilder(), encoding=_EXPAT_ENCODINGS.get(codec))
+    events: list[tuple[str, Element]] = []
+    parser._setevents(events, ("start",))  # only until the root element has begun
+    root: Element | None = None
+    namespaced, tail = False, b""
+    try:
+        for piece in _pieces(prep):
+            namespaced, tail = _declares_namespace(piece, tail, namespaced)
+            parser.feed(piece)
+            if root is None and events:  # the root's start tag: checked before anything else is read
+                root = events[0][1]
+                parser._setevents(events, ())
+                events.clear()
+                if (tag := local_name(root.tag)) not in roots:
+                    raise XmlRefused(_wrong_root(tag, roots))
+            if root is not None:
+                yield from _complete(root, (local_name(root.tag),), False, wanted, inner, namespaced)
+        if root is None:
+            raise XmlRefused("no root element (the file is empty or not XML)")
+        parser.close()
+        yield from _complete(root, (local_name(root.tag),), True, wanted, inner, namespaced)
+    except ParseError as exc:
+        raise _expat_refusal(exc) from None
+    except UnicodeDecodeError as exc:  # the file changed since prepare()
+        raise XmlRefused(f"the file changed while it was read ({exc.reason})") from None
+
+
+def _complete(node: Element, path: tuple[str, ...], done: bool, wanted: set[tuple[str, ...]],
+              inner: set[tuple[str, ...]], namespaced: bool) -> Iterator[tuple[tuple[str, ...], Element]]:
+    """The complete elements at ``wanted`` paths under ``node`` (itself complete when ``done``),
+    then every complete child of ``node`` is dropped. The last child of an element still open
+    may be unfinished, so it is kept for later."""
+    children = list(node)
+    complete = len(children) if done else len(children) - 1
+    for i, child in enumerate(children):
+        here = (*path, local_name(child.tag))
+        if here in inner:
+            yield from _complete(child, here, i < complete, wanted, inner, namespaced)
+        elif i < complete and here in wanted:
+            if namespaced:
+                _strip_namespaces(child)
+            child.tail = None  # the layout after it, which lxml's reading never gave
+            yield here, child
+    if complete > 0:
+        del node[:complete]
+
+
+def _expat_refusal(exc: ParseError) -> XmlRefused:
+    line, column = exc.position
+    what = _EXPAT_POSITION.sub("", str(exc))
+    return XmlRefused(f"line {line}, column {column}: the XML is not well-formed ({what}); the file may be "
+                      "cut off or damaged")
+
+
+def _copied_from_lxml(prep: Prepared, roots: Iterable[str], paths: Iterable[tuple[str, ...]]
+                      ) -> Iterator[tuple[tuple[str, ...], Element]]:
+    """``iter_elements`` where the standard library's parser cannot stop reporting events: the
+    records that ended in one piece of the file are copied across from lxml together, in one parse."""
     for found, namespaced in _batches(prep, roots, paths):
         copies = fromstring(b"<_>" + b"".join(etree.tostring(el, encoding="UTF-8", with_tail=False)
                                               for _path, el in found) + b"</_>")
@@ -334,14 +422,13 @@ def _batches(prep: Prepared, roots: Iterable[str], paths: Iterable[tuple[str, ..
     try:
         for piece in _pieces(prep):
             if first and piece:
-                head = piece[:HEAD] if isinstance(piece, str) else piece[:HEAD].decode("latin-1")  # only looked at
+                head = piece[:HEAD] if isinstance(piece, str) else piece[:HEAD].removeprefix(
+                    codecs.BOM_UTF8).decode("latin-1")  # only looked at
                 if (root := root_name(head)) not in roots:
                     raise XmlRefused(_wrong_root(root, roots))
                 first = False
             # a namespace is declared before any element using it ends (looked for across piece boundaries too)
-            probe = piece if isinstance(piece, bytes) else piece.encode("utf-8", "replace")
-            namespaced = namespaced or b"xmlns" in tail + probe[:8] or b"xmlns" in probe
-            tail = probe[-8:]
+            namespaced, tail = _declares_namespace(piece, tail, namespaced)
             parser.feed(piece)
             if found := ended():
                 yield found, namespaced

@@ -214,12 +214,16 @@ def test_writer_round_trip(tmp_path: Path) -> None:
     ("iso-8859-1", "Zoë".encode(), "Zoë", "declares ISO-8859-1 but its bytes are UTF-8"),
     ("UTF-16", "\ufeffZoë".encode("utf-16-le"), "Zoë", None),
     ("iso-8859-1", "Zoë".encode("iso-8859-1"), "Zoë", None),
+    ("UTF-8 with a byte-order mark", "Zoë".encode(), "Zoë", None),  # as Windows tools often write
 ])
 def test_encodings(tmp_path: Path, declared: str, data: bytes, expected: str, warned: str | None) -> None:
     if declared == "UTF-16":
         body = f'<?xml version="1.0" encoding="UTF-16"?><SuperStarReport><Record><Adno>1</Adno>' \
                f'<Legal_x0020_Forename>{expected}</Legal_x0020_Forename></Record></SuperStarReport>'
         raw = b"\xff\xfe" + body.encode("utf-16-le")
+    elif declared.startswith("UTF-8"):
+        raw = ('\ufeff<?xml version="1.0" encoding="UTF-8"?><SuperStarReport><Record><Adno>1</Adno>'
+               f"<Legal_x0020_Forename>{expected}</Legal_x0020_Forename></Record></SuperStarReport>").encode()
     else:
         raw = (f'<?xml version="1.0" encoding="{declared}"?><SuperStarReport><Record><Adno>1</Adno>'
                '<Legal_x0020_Forename>').encode("ascii") + data + \
