@@ -210,7 +210,15 @@ def la_import(args: argparse.Namespace) -> dict[str, Any]:
     marks = school_day_marks(app, gen.AS_OF)
     return {"files": len(files.year_files), "mb": round(sum(p.stat().st_size for p in files.year_files) / 1e6, 1),
             "session_marks": marks, "seconds": round(seconds, 2), "marks_per_second": round(marks / seconds),
-            "planted": files.planted}
+            "planted": files.planted, **_peaks()}
+
+
+def _peaks() -> dict[str, float]:
+    """This process's peak memory and its reading processes' (``cme_batch.readahead``) largest, in MB."""
+    import resource
+
+    return {"own_peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "readers_peak_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)}
 
 
 def school_day_marks(app: Any, as_of: date) -> int:
@@ -259,7 +267,7 @@ def la_day(args: argparse.Namespace) -> dict[str, Any]:
     report = run_detect(app, gen.NEW_DAY)
     total = time.perf_counter() - started
     return {"marks": marks, "import_seconds": round(imported, 2), "detect_seconds": round(total - imported, 2),
-            "seconds": round(total, 2), "counts": report.counts()}
+            "seconds": round(total, 2), "counts": report.counts(), **_peaks()}
 
 
 @phase
@@ -307,9 +315,14 @@ def table(results: dict[str, Any]) -> str:
         rows.append(f"| LA one new school day: import {day['marks']:,} marks + `detect` | < 2 s | {day['seconds']} s "
                     f"(import {day['import_seconds']} s, detect {day['detect_seconds']} s) | "
                     f"{verdict(day['seconds'] < 2)} |")
-        peak = max(x["peak_rss_mb"] for x in (i, d, day))
-        rows.append(f"| LA peak memory (largest of the three steps) | < 500 MB | {peak} MB (import {i['peak_rss_mb']}, "
-                    f"detect {d['peak_rss_mb']}, new day {day['peak_rss_mb']}) | {verdict(peak < 500)} |")
+        steps = {"import": i, "detect": d, "new day": day}
+        both = {k: round(x.get("own_peak_mb", x["peak_rss_mb"]) + x.get("readers_peak_mb", 0), 1)
+                for k, x in steps.items()}
+        peak = max(both.values())
+        shown = ", ".join(f"{k} {both[k]}" + (f" = {x['own_peak_mb']} + reader {x['readers_peak_mb']}"
+                                              if x.get("readers_peak_mb") else "") for k, x in steps.items())
+        rows.append(f"| LA peak memory (largest of the three steps; a step's process and its file-reading process "
+                    f"added together) | < 500 MB | {peak} MB ({shown}) | {verdict(peak < 500)} |")
     b = results.get("baseline")
     if b:
         engine = results.get("la", {}).get("detect", {}).get("seconds")

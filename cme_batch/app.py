@@ -7,6 +7,7 @@ logger and the store (SQLAlchemy) are imported when first used, and ``--help`` n
 
 from __future__ import annotations
 
+import gc
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +25,21 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+#: Container allocations between the garbage collector's passes over the youngest objects.
+#: Python's default (700) suits small programs. An import or ``detect`` allocates millions of
+#: short-lived containers (parsed elements, records, rows) that reference counting frees at
+#: once; with the default, the collector took a fifth of an LA import (1.4 s of 7.2 s for two
+#: files, 20 passes over every object). Cycles are still collected, only later.
+GC_THRESHOLD = 100_000
+
+
+def collect_less_often() -> None:
+    """Raise the collector's first threshold to ``GC_THRESHOLD`` (never lower it)."""
+    first, *rest = gc.get_threshold()
+    if first < GC_THRESHOLD:
+        gc.set_threshold(GC_THRESHOLD, *rest)
+
+
 def new_run_id() -> str:
     """The id that ties one run's log lines together (``log.bind_run``)."""
     return uuid.uuid4().hex[:12]
@@ -37,6 +53,9 @@ class App:
     _engine: Engine | None = None
     _school_id: int | None = None
     run_id: str = field(default_factory=new_run_id)
+
+    def __post_init__(self) -> None:
+        collect_less_often()  # every command's process does its work through an App
 
     @property
     def config(self) -> Config:

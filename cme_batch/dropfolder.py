@@ -194,7 +194,9 @@ def file_batches(folder: DropFolder, ctx: Any, read: Callable[..., SourceBatch],
         if prep is not None and prep.checksum in ctx.state.imported_checksums:
             folder.archive(path)
             continue
-        yield read(path, opts, prep=prep)
+        batch = read(path, opts, prep=prep)
+        batch.shared = (opts["seen"],)
+        yield batch
     folder.check_fresh(ctx.now)
 
 

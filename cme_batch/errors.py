@@ -30,6 +30,9 @@ class ConfigError(BadInputError):
         lines = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(f"configuration invalid{where} ({len(self.problems)} problem(s)):\n{lines}")
 
+    def __reduce__(self) -> tuple[type, tuple[list[str], str | None]]:  # rebuilt from its own arguments
+        return (self.__class__, (self.problems, self.path))
+
 
 class ImportRejected(BadInputError):
     """An import file was refused whole. Each problem names file, record number, field and value."""
@@ -40,6 +43,9 @@ class ImportRejected(BadInputError):
         shown = "\n".join(f"  - {p}" for p in self.problems[:50])
         more = f"\n  ... and {len(self.problems) - 50} more" if len(self.problems) > 50 else ""
         super().__init__(f"{file}: rejected, nothing imported ({len(self.problems)} problem(s)):\n{shown}{more}")
+
+    def __reduce__(self) -> tuple[type, tuple[str, list[str]]]:  # handed over from a reading process
+        return (self.__class__, (self.file, self.problems))
 
 
 class RetriableError(CmeError):

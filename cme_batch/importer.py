@@ -19,6 +19,7 @@ from sqlalchemy import select
 from cme_batch import logfilter
 from cme_batch.app import App
 from cme_batch.errors import BadInputError, CmeError, ImportRejected
+from cme_batch.readahead import read_ahead
 from cme_batch.sources import SourceContext, SourceState, available_adapters, build_source, load_factory
 from cme_batch.store import ingest as store_ingest
 from cme_batch.store import tables as t
@@ -67,9 +68,9 @@ def import_file(app: App, path: Path, fmt: str | None, options: dict[str, object
     try:
         factory = file_format(path, fmt)
         source = str(fmt or getattr(factory, "format_name", "file"))
-        batch = factory.parse_file(path, opts)
         now = app.now()
-        result = store_ingest.apply_batch(engine, app.school_id, batch, now)
+        with read_ahead(factory.parse_file(path, opts)) as batch:
+            result = store_ingest.apply_batch(engine, app.school_id, batch, now)
         logfilter.install(engine, changed_since=now)  # the pupils just stored are guarded in the log from now on
     except BadInputError as exc:
         store_ingest.record_source_failure(engine, source, path.name, app.now(), exc, status="rejected")
@@ -114,7 +115,8 @@ def ingest_sources(app: App, only: Iterable[str] = ()) -> list[Outcome]:
             ctx = SourceContext(now=app.now(), state=source_state(app, scfg.name), options=shared_options(app))
             for batch in source.batches(ctx):
                 now = app.now()
-                result = store_ingest.apply_batch(app.engine(), app.school_id, batch, now)
+                with read_ahead(batch):
+                    result = store_ingest.apply_batch(app.engine(), app.school_id, batch, now)
                 source.committed(batch)
                 logfilter.install(app.engine(), changed_since=now)
                 stored += result.status == "ok"

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 Session = Literal["AM", "PM"]
 SESSIONS: tuple[Session, Session] = ("AM", "PM")
@@ -179,3 +179,6 @@ class SourceBatch:
     cursor: str | None = None  # e.g. the Arbor changelog revision reached
     replaces: frozenset[str] = frozenset()
     path: Path | None = None  # the file read, for a file adapter's archive step
+    #: Maps the reader fills in that outlive the batch (the pupils seen in a run's earlier files):
+    #: when the records are read in another process (``cme_batch.readahead``) they are brought back.
+    shared: tuple[dict[Any, Any], ...] = ()

@@ -318,7 +318,7 @@ def iter_elements(prep: Prepared, roots: Iterable[str], paths: Iterable[tuple[st
     codec = codecs.lookup(prep.encoding).name
     parser = XMLParser(target=TreeBuilder(), encoding=_EXPAT_ENCODINGS.get(codec))
     events: list[tuple[str, Element]] = []
-    parser._setevents(events, ("start",))  # only until the root element has begun
+    parser._setevents(events, ("start",))  # type: ignore[attr-defined]  # only until the root has begun
     root: Element | None = None
     namespaced, tail = False, b""
     try:
@@ -327,7 +327,7 @@ def iter_elements(prep: Prepared, roots: Iterable[str], paths: Iterable[tuple[st
             parser.feed(piece)
             if root is None and events:  # the root's start tag: checked before anything else is read
                 root = events[0][1]
-                parser._setevents(events, ())
+                parser._setevents(events, ())  # type: ignore[attr-defined]
                 events.clear()
                 if (tag := local_name(root.tag)) not in roots:
                     raise XmlRefused(_wrong_root(tag, roots))

@@ -139,7 +139,7 @@ def year_strings(marks: Iterable[MarksRecord]) -> dict[int, tuple[date, str]]:
     A year covered by one record with a mark for every session (a whole year's string, as
     the benchmarks write for 100,000 pupils) is joined at C speed; anything else session by session.
     """
-    spans: dict[int, list[tuple[int, tuple[str, ...]]]] = defaultdict(list)
+    spans: dict[int, list[tuple[int, tuple[str, ...] | str]]] = defaultdict(list)
     for m in marks:
         base, i, n = m.start.toordinal() * 2, 0, len(m.codes)
         while i < n:
@@ -149,7 +149,7 @@ def year_strings(marks: Iterable[MarksRecord]) -> dict[int, tuple[date, str]]:
             i = j
     out = {}
     for year, parts in spans.items():
-        if len(parts) == 1 and "" not in parts[0][1]:
+        if len(parts) == 1 and (isinstance(parts[0][1], str) or "" not in parts[0][1]):  # a str: no gaps
             first, codes = parts[0]
             if len(codes) % 2:
                 pm_of = date.fromordinal((first + len(codes)) // 2)

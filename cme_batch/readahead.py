@@ -1,0 +1,155 @@
+"""Reading an export file's records in a second process while this one stores them.
+
+Reading a large export (parsing the XML, checking every field, building the records) costs
+about as much as storing what it holds. On a machine with two cores or more, ``read_ahead``
+forks a child that reads the batch's records and hands them over in pickled lists through a
+pipe, while this process stores the lists it has already received: the two halves of an
+import run at once.
+
+Nothing about an import changes but its speed:
+
+- the store is still written by this process only, in the one transaction of the batch;
+- a file the child rejects raises the same ``ImportRejected`` here, while the transaction is
+  still open, so nothing is stored;
+- the warnings the reader collected, and the maps shared between the files of one run (a
+  ``seen`` map of pupils), come back with the last list;
+- the pipe holds about one list at a time, so memory stays flat however large the file;
+- if this process dies, the child's next write to the pipe fails and it exits; if the child
+  dies, this process raises and its transaction is rolled back.
+
+Used for files of ``MIN_BYTES`` or more on systems with ``fork`` and two cores or more;
+anything else is read in this process as before. ``CME_READ_AHEAD=0`` in the environment
+turns it off (to compare, or to rule it out when looking into a problem).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+import queue
+import threading
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from cme_batch.errors import CmeError
+from cme_batch.model import Record, SourceBatch
+
+#: Files smaller than this are read in this process (starting a child costs a few milliseconds).
+MIN_BYTES = 4 << 20
+#: Records per list sent through the pipe.
+CHUNK = 1000
+#: Lists received and not yet stored, at most (some megabytes: the reader need not wait while a chunk of pupils is stored).
+BUFFERED = 64
+
+
+class ReadAheadFailed(CmeError):
+    """The process reading the file ended without finishing it (killed, out of memory)."""
+
+
+def wanted(batch: SourceBatch) -> bool:
+    """Whether ``batch`` is worth reading in a second process here."""
+    if os.environ.get("CME_READ_AHEAD", "1") == "0" or not hasattr(os, "fork"):
+        return False
+    if (os.cpu_count() or 1) < 2 or batch.path is None:
+        return False
+    try:
+        return batch.path.stat().st_size >= MIN_BYTES
+    except OSError:
+        return False  # the reader reports the missing file with its name
+
+
+@contextmanager
+def read_ahead(batch: SourceBatch, force: bool = False) -> Iterator[SourceBatch]:
+    """``batch`` with its records read by a child process (when ``wanted`` or ``force``).
+
+    The maps in ``batch.shared`` are updated here once the child has finished. Leaving the
+    block stops a child that is still reading.
+    """
+    if not (force or wanted(batch)):
+        yield batch
+        return
+    ctx = multiprocessing.get_context("fork")
+    receiver, sender = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_read, args=(batch, sender, receiver), daemon=True, name="cme-batch reader")
+    child.start()
+    sender.close()
+    batch.records = _received(batch, receiver)
+    try:
+        yield batch
+    finally:
+        receiver.close()
+        if child.is_alive():
+            child.terminate()
+        child.join()
+
+
+def _read(batch: SourceBatch, sender: Any, receiver: Any) -> None:
+    """The child: read every record and send them on, then what the reader learnt."""
+    receiver.close()  # else the pipe would stay open for reading after the storing process died
+    try:
+        chunk: list[Record] = []
+        for rec in batch.records:
+            chunk.append(rec)
+            if len(chunk) >= CHUNK:
+                sender.send_bytes(pickle.dumps(("records", chunk), pickle.HIGHEST_PROTOCOL))
+                chunk = []
+        end = ("end", chunk, batch.warnings, batch.replaces, batch.cursor, [dict(m) for m in batch.shared])
+        sender.send_bytes(pickle.dumps(end, pickle.HIGHEST_PROTOCOL))
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the storing process has gone: nothing to hand over
+    except BaseException as exc:  # noqa: BLE001 - every failure is handed over, to be raised there
+        sender.send_bytes(_failure(exc))
+    finally:
+        sender.close()
+
+
+def _failure(exc: BaseException) -> bytes:
+    """The exception as a message; one that cannot cross (be pickled and rebuilt) becomes a
+    plain error with its text."""
+    where = "".join(traceback.format_exception(exc))
+    try:
+        message = pickle.dumps(("error", exc, where), pickle.HIGHEST_PROTOCOL)
+        pickle.loads(message)
+        return message
+    except Exception:  # noqa: BLE001
+        return pickle.dumps(("error", ReadAheadFailed(f"{exc.__class__.__name__}: {exc}"), where))
+
+
+def _pump(receiver: Any, buffer: queue.Queue[bytes | None]) -> None:
+    """A thread taking the child's messages off the pipe as they come, so the child keeps reading
+    while this process stores a whole chunk of pupils (the pipe itself holds only 64 KB)."""
+    try:
+        while True:
+            buffer.put(receiver.recv_bytes())
+    except (EOFError, OSError):
+        buffer.put(None)  # the child has finished (or died): the reader below tells which
+
+
+def _received(batch: SourceBatch, receiver: Any) -> Iterator[Record]:
+    buffer: queue.Queue[bytes | None] = queue.Queue(BUFFERED)
+    pump = threading.Thread(target=_pump, args=(receiver, buffer), name="cme-batch reader pipe", daemon=True)
+    pump.start()
+    while True:
+        raw = buffer.get()
+        if raw is None:
+            raise ReadAheadFailed(f"{batch.origin}: the process reading the file ended before the end of the "
+                                  "file (killed or out of memory?); nothing imported")
+        message = pickle.loads(raw)
+        kind = message[0]
+        if kind == "records":
+            yield from message[1]
+        elif kind == "end":
+            _kind, rest, warnings, replaces, cursor, maps = message
+            yield from rest
+            batch.warnings[:] = warnings
+            batch.replaces, batch.cursor = replaces, cursor
+            for mine, theirs in zip(batch.shared, maps, strict=True):
+                mine.update(theirs)
+            return
+        else:
+            _kind, exc, where = message
+            exc.add_note(f"raised while reading the file in a second process:\n{where}")
+            raise exc
