@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Connection, Date, Engine, String, delete, insert, select, update
@@ -128,6 +129,26 @@ def check_values(origin: str, table: Any, row: Mapping[str, Any]) -> None:
                                 f"{DATES[0].year}-{DATES[1].year}; correct it in the MIS; nothing imported")
 
 
+def check_rows(origin: str, table: Any, rows: Sequence[Mapping[str, Any]]) -> None:
+    """``check_values`` for many rows, a column at a time at C speed (the longest text, the
+    earliest and latest date); values of an unexpected type are checked row by row."""
+    try:
+        for col, n in LIMITS[table.name].items():
+            if max(map(len, filter(None, map(itemgetter(col), rows))), default=0) > n:
+                raise _Recheck
+        for col in DATE_COLUMNS[table.name]:
+            dates = list(filter(None, map(itemgetter(col), rows)))
+            if dates and (min(dates) < DATES[0] or max(dates) > DATES[1]):
+                raise _Recheck
+    except (_Recheck, TypeError, KeyError):
+        for row in rows:
+            check_values(origin, table, row)
+
+
+class _Recheck(Exception):
+    """A value ``check_rows`` cannot pass at C speed: the rows are checked one by one."""
+
+
 def _chunks(items: list[Any], size: int = IN_CHUNK) -> Iterable[list[Any]]:
     for i in range(0, len(items), size):
         yield items[i:i + size]
@@ -242,12 +263,13 @@ class _Writer:
         new_keys: list[tuple[int, str]] = []
         new_upns: list[str] = []
         self.look_up((r.pupil_key for r in records), (r.upn for r in records if r.upn))
+        checked: list[dict[str, Any]] = []
         for r in records:
             pid = self.by_key.get(r.pupil_key)
             if pid is None and r.upn:
                 pid = self.by_upn.get(r.upn)
             vals = _pupil_values(r)
-            check_values(self.batch.origin, t.pupils, vals)
+            checked.append(vals)
             given = {f: v for f, v in vals.items() if v not in (None, [])}
             if pid is not None and pid > 0 and self.by_upn.get(r.upn or "") == pid and pid not in self.upn_changed:
                 del given["upn"]  # the pupil's stored UPN: nothing to compare
@@ -269,9 +291,10 @@ class _Writer:
                 if pid < 0:
                     new_upns.append(r.upn)
             if r.pupil_key not in self.by_key:
-                check_values(self.batch.origin, t.pupil_keys, {"pupil_key": r.pupil_key})
                 self.by_key[r.pupil_key] = pid
                 new_keys.append((pid, r.pupil_key))
+        check_rows(self.batch.origin, t.pupils, checked)  # before anything of the chunk is written
+        check_rows(self.batch.origin, t.pupil_keys, [{"pupil_key": k} for _pid, k in new_keys])
         real: dict[int, int] = {}
         if new:
             rows = [{"school_id": self.school_id, "created_at": self.now, "updated_at": self.now, **v}
@@ -312,8 +335,8 @@ class _Writer:
         wanted: dict[tuple[int, Any], dict[str, Any]] = {}
         for pid, rec in items:
             vals = kind.values_of(rec, self.now)
-            check_values(self.batch.origin, table, vals)
             wanted[(pid, kind.key_of(vals))] = vals  # one record twice: the later entry wins
+        check_rows(self.batch.origin, table, list(wanted.values()))
         existing: dict[tuple[int, Any], Any] = {}
         seen = self.seen[kind.name]
         stored = {pid for pid, _ in wanted if pid not in self.created or pid in seen}

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import Engine, select
 
 from cme_batch.errors import BadInputError
@@ -69,3 +71,27 @@ def test_long_codes_and_a_run_across_1_august(engine: Engine) -> None:
         alphabet = ingest.load_alphabet(conn)
     assert set(strips) == {2024, 2025}
     assert alphabet.decode(strips[2024][-2:]) == ["C1", "Y3"] and strips[2025][:2] == "##"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.fixed_dictionaries({
+    "legal_surname": st.one_of(st.none(), st.text(max_size=3), st.text(min_size=99, max_size=102)),
+    "postcode_like": st.integers(),  # a column the checks do not know: ignored
+    "dob": st.one_of(st.none(), st.dates(min_value=date(1890, 1, 1), max_value=date(2210, 1, 1)))}), max_size=6))
+def test_checking_a_chunk_at_once_refuses_what_checking_each_row_refuses(rows: list[dict[str, object]]) -> None:
+    from cme_batch.errors import BadInputError
+    from cme_batch.store.ingest import DATE_COLUMNS, LIMITS, check_rows, check_values
+    from cme_batch.store.tables import pupils
+
+    blank = dict.fromkeys([*LIMITS["pupils"], *DATE_COLUMNS["pupils"]])  # every column checked, as the writer gives
+    rows = [{**blank, **r} for r in rows]
+
+    def outcome(check: object) -> str | None:
+        try:
+            check()  # type: ignore[operator]
+        except BadInputError as exc:
+            return str(exc)
+        return None
+
+    one_by_one = next((m for r in rows if (m := outcome(lambda r=r: check_values("f.xml", pupils, r)))), None)
+    assert outcome(lambda: check_rows("f.xml", pupils, rows)) == one_by_one
