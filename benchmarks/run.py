@@ -192,7 +192,7 @@ def _app(args: argparse.Namespace, day: date) -> Any:
 @phase
 def la_import(args: argparse.Namespace) -> dict[str, Any]:
     from cme_batch.demo.generator import config_toml
-    from cme_batch.importer import import_file
+    from cme_batch.importer import import_files
 
     work = args.dir / "la"
     if work.exists():
@@ -204,8 +204,8 @@ def la_import(args: argparse.Namespace) -> dict[str, Any]:
     app.init_store()
     _ = app.school_id
     started = time.perf_counter()
-    for path in files.year_files:
-        import_file(app, path, "ctf")
+    for _result in import_files(app, files.year_files, "ctf"):  # as `cme-batch import FILE...` does
+        pass
     seconds = time.perf_counter() - started
     marks = school_day_marks(app, gen.AS_OF)
     return {"files": len(files.year_files), "mb": round(sum(p.stat().st_size for p in files.year_files) / 1e6, 1),
@@ -254,15 +254,13 @@ def la_detect(args: argparse.Namespace) -> dict[str, Any]:
 @phase
 def la_day(args: argparse.Namespace) -> dict[str, Any]:
     from cme_batch.detect import run_detect
-    from cme_batch.importer import import_file
+    from cme_batch.importer import import_files
 
     files = gen.write_la(args.dir / "ctf", args.pupils, args.files, args.seed)
     app = _app(args, gen.NEW_DAY)
     _ = app.school_id
     started = time.perf_counter()
-    marks = 0
-    for path in files.day_files:
-        marks += import_file(app, path, "ctf").counts.get("marks", 0)
+    marks = sum(r.counts.get("marks", 0) for r in import_files(app, files.day_files, "ctf"))
     imported = time.perf_counter() - started
     report = run_detect(app, gen.NEW_DAY)
     total = time.perf_counter() - started

@@ -170,16 +170,32 @@ def init(app: App) -> None:
 
 
 @cli.command("import")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["sims-xml", "ctf"]), default=None,
-              help="File format. Default: detected from the root element.")
+              help="File format. Default: detected from each file's root element.")
 @pass_app
 @handle_errors
-def import_cmd(app: App, file: Path, fmt: str | None) -> None:
-    """Import one SIMS CommandReporter XML export or Common Transfer File, all or nothing."""
-    from cme_batch.importer import import_file
+def import_cmd(app: App, files: tuple[Path, ...], fmt: str | None) -> None:
+    """Import SIMS CommandReporter XML exports or Common Transfer Files, each all or nothing.
 
-    result = import_file(app, file, fmt)
+    Files are imported in the order given (pupils before their marks). A rejected file stops
+    the command: the files before it stay imported, the files after it are not read.
+    """
+    from cme_batch.importer import import_files
+
+    done = 0
+    try:
+        for file, result in zip(files, import_files(app, files, fmt), strict=False):
+            done += 1
+            _report_import(file, result)
+    except CmeError:
+        if done + 1 < len(files):
+            click.echo(f"not imported (after the file refused): {', '.join(str(f) for f in files[done + 1:])}",
+                       err=True)
+        raise
+
+
+def _report_import(file: Path, result: Any) -> None:
     if result.status == "skipped":
         click.echo(f"{file}: already imported (same checksum); nothing changed")
         return

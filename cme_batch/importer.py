@@ -6,9 +6,11 @@ root element picks the adapter whose ``root_elements`` name it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from sqlalchemy import select
 from cme_batch import logfilter
 from cme_batch.app import App
 from cme_batch.errors import BadInputError, CmeError, ImportRejected
+from cme_batch.model import SourceBatch
 from cme_batch.readahead import read_ahead
 from cme_batch.sources import SourceContext, SourceState, available_adapters, build_source, load_factory
 from cme_batch.store import ingest as store_ingest
@@ -61,25 +64,65 @@ def file_format(path: Path, fmt: str | None) -> Any:
 
 def import_file(app: App, path: Path, fmt: str | None, options: dict[str, object] | None = None
                 ) -> store_ingest.IngestResult:
+    """Import one file, all or nothing (see ``import_files``)."""
+    (result,) = import_files(app, [path], fmt, options)
+    return result
+
+
+@dataclass
+class _Opened:
+    """A file whose reading has begun: its source name and batch, or why it cannot be read."""
+
+    source: str
+    batch: SourceBatch | None = None
+    error: BadInputError | None = None
+
+
+def import_files(app: App, paths: Sequence[Path], fmt: str | None, options: dict[str, object] | None = None
+                 ) -> Iterator[store_ingest.IngestResult]:
+    """Import files in order, each all or nothing in its own transaction; yields each result.
+
+    A rejected file raises (``BadInputError``) after its rejection is recorded, and the files
+    after it are not imported. A large file is read in a second process (``readahead``); the
+    next file's reading begins as soon as this one's has finished, while its last records are
+    still being stored, so neither process waits for the other between files.
+    """
     engine = app.engine()
     opts = {**shared_options(app), **(options or {})}
-    source = fmt or "file"
-    log = app.log(stage="import", source=source)
-    try:
-        factory = file_format(path, fmt)
-        source = str(fmt or getattr(factory, "format_name", "file"))
-        now = app.now()
-        with read_ahead(factory.parse_file(path, opts)) as batch:
-            result = store_ingest.apply_batch(engine, app.school_id, batch, now)
-        logfilter.install(engine, changed_since=now)  # the pupils just stored are guarded in the log from now on
-    except BadInputError as exc:
-        store_ingest.record_source_failure(engine, source, path.name, app.now(), exc, status="rejected")
-        log.warning("import rejected", file=path.name,
-                    problems=len(exc.problems) if isinstance(exc, ImportRejected) else 1)
-        raise
-    log.info("import done", file=path.name, status=result.status, counts=result.counts,
-             warnings=len(result.warnings))
-    return result
+    opened: dict[int, _Opened] = {}
+    with ExitStack() as readers:
+
+        def open_file(i: int) -> None:
+            if i >= len(paths) or i in opened:
+                return
+            got = opened[i] = _Opened(fmt or "file")
+            try:
+                factory = file_format(paths[i], fmt)
+                got.source = str(fmt or getattr(factory, "format_name", "file"))
+                got.batch = readers.enter_context(read_ahead(factory.parse_file(paths[i], opts),
+                                                             then=partial(open_file, i + 1)))
+            except BadInputError as exc:  # raised when this file's turn comes, not while another is stored
+                got.error = exc
+
+        for i, path in enumerate(paths):
+            open_file(i)
+            got = opened.pop(i)
+            log = app.log(stage="import", source=got.source)
+            try:
+                if got.error is not None:
+                    raise got.error
+                assert got.batch is not None
+                now = app.now()
+                result = store_ingest.apply_batch(engine, app.school_id, got.batch, now)
+                logfilter.install(engine, changed_since=now)  # the pupils just stored are guarded in the log
+            except BadInputError as exc:
+                store_ingest.record_source_failure(engine, got.source, path.name, app.now(), exc, status="rejected")
+                log.warning("import rejected", file=path.name,
+                            problems=len(exc.problems) if isinstance(exc, ImportRejected) else 1)
+                raise
+            log.info("import done", file=path.name, status=result.status, counts=result.counts,
+                     warnings=len(result.warnings))
+            yield result
 
 
 def shared_options(app: App) -> dict[str, Any]:

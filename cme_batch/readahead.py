@@ -24,13 +24,14 @@ turns it off (to compare, or to rule it out when looking into a problem).
 
 from __future__ import annotations
 
+import fcntl
 import multiprocessing
 import os
 import pickle
 import queue
 import threading
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -41,6 +42,8 @@ from cme_batch.model import Record, SourceBatch
 MIN_BYTES = 4 << 20
 #: Records per list sent through the pipe.
 CHUNK = 1000
+#: The size asked for the pipe (Linux allows up to 1 MB unless configured otherwise).
+PIPE_BYTES = 1 << 20
 #: Lists received and not yet stored, at most (some megabytes: the reader need not wait while a chunk of pupils is stored).
 BUFFERED = 64
 
@@ -62,21 +65,25 @@ def wanted(batch: SourceBatch) -> bool:
 
 
 @contextmanager
-def read_ahead(batch: SourceBatch, force: bool = False) -> Iterator[SourceBatch]:
+def read_ahead(batch: SourceBatch, force: bool = False, then: Callable[[], None] | None = None
+               ) -> Iterator[SourceBatch]:
     """``batch`` with its records read by a child process (when ``wanted`` or ``force``).
 
-    The maps in ``batch.shared`` are updated here once the child has finished. Leaving the
-    block stops a child that is still reading.
+    The maps in ``batch.shared`` are updated here once the child has finished. ``then`` is
+    called (in this thread, while the records are being taken) as soon as the child has
+    finished reading: the next file's reading can start while this one's last records are
+    stored. Leaving the block stops a child that is still reading.
     """
     if not (force or wanted(batch)):
         yield batch
         return
     ctx = multiprocessing.get_context("fork")
     receiver, sender = ctx.Pipe(duplex=False)
+    _widen(receiver)
     child = ctx.Process(target=_read, args=(batch, sender, receiver), daemon=True, name="cme-batch reader")
     child.start()
     sender.close()
-    batch.records = _received(batch, receiver)
+    batch.records = _received(batch, receiver, then)
     try:
         yield batch
     finally:
@@ -84,6 +91,15 @@ def read_ahead(batch: SourceBatch, force: bool = False) -> Iterator[SourceBatch]
         if child.is_alive():
             child.terminate()
         child.join()
+
+
+def _widen(receiver: Any) -> None:
+    """Let the pipe hold 1 MB (Linux; 64 KB otherwise): the child then rarely waits while this
+    process's storing keeps the thread that empties the pipe from running."""
+    try:
+        fcntl.fcntl(receiver.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    except (AttributeError, OSError):
+        pass  # not Linux, or more than this system allows: the default size works, a little slower
 
 
 def _read(batch: SourceBatch, sender: Any, receiver: Any) -> None:
@@ -118,21 +134,28 @@ def _failure(exc: BaseException) -> bytes:
         return pickle.dumps(("error", ReadAheadFailed(f"{exc.__class__.__name__}: {exc}"), where))
 
 
-def _pump(receiver: Any, buffer: queue.Queue[bytes | None]) -> None:
+def _pump(receiver: Any, buffer: queue.Queue[bytes | None], finished: threading.Event) -> None:
     """A thread taking the child's messages off the pipe as they come, so the child keeps reading
-    while this process stores a whole chunk of pupils (the pipe itself holds only 64 KB)."""
+    while this process stores a whole chunk of pupils."""
     try:
         while True:
             buffer.put(receiver.recv_bytes())
     except (EOFError, OSError):
+        finished.set()
         buffer.put(None)  # the child has finished (or died): the reader below tells which
 
 
-def _received(batch: SourceBatch, receiver: Any) -> Iterator[Record]:
+def _received(batch: SourceBatch, receiver: Any, then: Callable[[], None] | None) -> Iterator[Record]:
     buffer: queue.Queue[bytes | None] = queue.Queue(BUFFERED)
-    pump = threading.Thread(target=_pump, args=(receiver, buffer), name="cme-batch reader pipe", daemon=True)
+    finished = threading.Event()
+    pump = threading.Thread(target=_pump, args=(receiver, buffer, finished), name="cme-batch reader pipe",
+                            daemon=True)
     pump.start()
     while True:
+        if then is not None and finished.is_set() and not batch.shared:  # the next file's reading may begin
+            start_next: Callable[[], None] = then  # (with shared maps: once they are brought back, below)
+            then = None
+            start_next()
         raw = buffer.get()
         if raw is None:
             raise ReadAheadFailed(f"{batch.origin}: the process reading the file ended before the end of the "
@@ -143,11 +166,13 @@ def _received(batch: SourceBatch, receiver: Any) -> Iterator[Record]:
             yield from message[1]
         elif kind == "end":
             _kind, rest, warnings, replaces, cursor, maps = message
-            yield from rest
             batch.warnings[:] = warnings
             batch.replaces, batch.cursor = replaces, cursor
             for mine, theirs in zip(batch.shared, maps, strict=True):
                 mine.update(theirs)
+            if then is not None:
+                then()
+            yield from rest
             return
         else:
             _kind, exc, where = message

@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from operator import itemgetter
+from operator import methodcaller
 from typing import Any
 
 from sqlalchemy import Connection, Date, Engine, String, delete, insert, select, update
@@ -134,13 +134,13 @@ def check_rows(origin: str, table: Any, rows: Sequence[Mapping[str, Any]]) -> No
     earliest and latest date); values of an unexpected type are checked row by row."""
     try:
         for col, n in LIMITS[table.name].items():
-            if max(map(len, filter(None, map(itemgetter(col), rows))), default=0) > n:
+            if max(map(len, filter(None, map(methodcaller("get", col), rows))), default=0) > n:
                 raise _Recheck
         for col in DATE_COLUMNS[table.name]:
-            dates = list(filter(None, map(itemgetter(col), rows)))
+            dates = list(filter(None, map(methodcaller("get", col), rows)))
             if dates and (min(dates) < DATES[0] or max(dates) > DATES[1]):
                 raise _Recheck
-    except (_Recheck, TypeError, KeyError):
+    except (_Recheck, TypeError):
         for row in rows:
             check_values(origin, table, row)
 

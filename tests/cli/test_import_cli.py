@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from sqlalchemy import Engine, select
 
@@ -63,3 +64,52 @@ def test_rejected_file_exits_2_names_the_record_and_changes_nothing(tmp_path: Pa
     # every refused file is kept as a rejected ingest run, also those refused while detecting the format
     assert sorted(r.origin for r in rejected) == ["billion-laughs.xml", "ctf-25.xml", "ctf-bad-records.xml",
                                                    "ctf-truncated.xml", "sims-error.xml"]
+
+
+def test_several_files_in_order_read_ahead_or_not_store_the_same(tmp_path: Path, store_url: str, engine: Engine,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """``import A B C``: each file in turn; with every file read in a second process, the next
+    file's reading overlapping this one's storing, the store ends exactly as with none."""
+    files = [str(FIX / n) for n in ("ctf-25.xml", "sims-pupils.xml", "sims-marks.xml", "ctf-leaver.xml")]
+    cfg = config(tmp_path, store_url, engine)
+    monkeypatch.setenv("CME_READ_AHEAD", "0")
+    code, out = invoke(cfg, "import", *files)
+    assert code == 0, out
+    assert [line.split(":")[0] for line in out.splitlines() if ": imported (" in line] == files
+    in_process = snapshot(engine)
+    other = tmp_path / "other"
+    other.mkdir()
+    other_url = f"sqlite:///{other / 'cme.sqlite'}"
+    cfg2 = config(other, other_url, engine)
+    monkeypatch.setenv("CME_READ_AHEAD", "1")
+    monkeypatch.setattr("cme_batch.readahead.MIN_BYTES", 0)
+    code, out2 = invoke(cfg2, "import", *files)
+    assert code == 0, out2
+    def told(output: str) -> list[str]:  # what the user reads (log lines, JSON on stderr, aside)
+        return [line for line in output.splitlines() if not line.startswith("{")]
+
+    assert told(out2) == told(out)
+    from cme_batch.store import open_store
+
+    second = open_store(other_url)
+    try:
+        assert snapshot(second) == in_process
+    finally:
+        second.dispose()
+
+
+@pytest.mark.parametrize("read_ahead", ["0", "1"])
+def test_a_refused_file_stops_the_files_after_it(tmp_path: Path, store_url: str, engine: Engine,
+                                                 monkeypatch: pytest.MonkeyPatch, read_ahead: str) -> None:
+    cfg = config(tmp_path, store_url, engine)
+    monkeypatch.setenv("CME_READ_AHEAD", read_ahead)
+    monkeypatch.setattr("cme_batch.readahead.MIN_BYTES", 0)
+    for refused in ("ctf-bad-records.xml", "sims-error.xml"):  # refused while read, and before any reading
+        code, out = invoke(cfg, "import", str(FIX / "ctf-25.xml"), str(FIX / refused), str(FIX / "ctf-leaver.xml"))
+        assert code == 2, out
+        assert f"{refused}: rejected, nothing imported" in out
+        assert f"not imported (after the file refused): {FIX / 'ctf-leaver.xml'}" in out
+    with engine.connect() as conn:
+        runs = conn.execute(select(t.ingest_runs.c.origin, t.ingest_runs.c.status).order_by(t.ingest_runs.c.id)).all()
+    assert [tuple(r) for r in runs] == [("ctf-25.xml", "ok"), ("ctf-bad-records.xml", "rejected"),
+                                        ("sims-error.xml", "rejected")]
