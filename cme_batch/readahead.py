@@ -13,7 +13,8 @@ Nothing about an import changes but its speed:
   still open, so nothing is stored;
 - the warnings the reader collected, and the maps shared between the files of one run (a
   ``seen`` map of pupils), come back with the last list;
-- the pipe holds about one list at a time, so memory stays flat however large the file;
+- at most ``BUFFERED`` lists wait to be stored (the child waits when they are there), so
+  memory stays bounded however large the file;
 - if this process dies, the child's next write to the pipe fails and it exits; if the child
   dies, this process raises and its transaction is rolled back.
 
@@ -24,7 +25,6 @@ turns it off (to compare, or to rule it out when looking into a problem).
 
 from __future__ import annotations
 
-import fcntl
 import multiprocessing
 import os
 import pickle
@@ -97,8 +97,10 @@ def _widen(receiver: Any) -> None:
     """Let the pipe hold 1 MB (Linux; 64 KB otherwise): the child then rarely waits while this
     process's storing keeps the thread that empties the pipe from running."""
     try:
+        import fcntl  # not on Windows (where no child is forked anyway)
+
         fcntl.fcntl(receiver.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
-    except (AttributeError, OSError):
+    except (ImportError, AttributeError, OSError):
         pass  # not Linux, or more than this system allows: the default size works, a little slower
 
 
