@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import Engine, insert, select
 
 from cme_batch.store import bulk
@@ -63,3 +66,15 @@ def test_defaults_keys_and_updates(engine: Engine) -> None:
         bulk.update_rows(conn, t.pupils, ("id",), [{"phones": True, "id": pid}, {"phones": 1, "id": other}])
         got = dict(conn.execute(select(t.pupils.c.id, t.pupils.c.phones)).all())
         assert got[pid] is True and got[other] == 1 and got[other] is not True  # equal keys, distinct JSON
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(),
+                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+                    max_leaves=8))
+def test_json_written_to_the_store_is_what_json_dumps_writes(value: object) -> None:
+    from cme_batch.store import to_json
+
+    assert to_json(value) == json.dumps(value)
+    texts = [str(value), "Zoë \u4e2d \"q\" \\ \n"]  # a list of texts: the short cut
+    assert to_json(texts) == json.dumps(texts) and to_json([]) == "[]"
