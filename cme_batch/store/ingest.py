@@ -278,17 +278,18 @@ class _Writer:
                 pid = self.by_upn.get(r.upn)
             vals = _pupil_values(r)
             checked.append(vals)
-            given = {f: v for f, v in vals.items() if v not in (None, [])}
-            if pid is not None and pid > 0 and self.by_upn.get(r.upn or "") == pid and pid not in self.upn_changed:
-                del given["upn"]  # the pupil's stored UPN: nothing to compare
             if pid is None:
                 pid = -len(new) - 1
                 new[pid] = vals
                 self.counts["pupils_added"] += 1
-            elif pid < 0:
-                new[pid].update(given)  # the same new pupil twice in one chunk: the later entry wins
             else:
-                changes.setdefault(pid, {}).update(given)
+                given = {f: v for f, v in vals.items() if v not in (None, [])}  # what the source says
+                if pid < 0:
+                    new[pid].update(given)  # the same new pupil twice in one chunk: the later entry wins
+                else:
+                    if self.by_upn.get(r.upn or "") == pid and pid not in self.upn_changed:
+                        del given["upn"]  # the pupil's stored UPN: nothing to compare
+                    changes.setdefault(pid, {}).update(given)
             if r.upn:
                 holder = self.by_upn.get(r.upn)
                 if holder is not None and holder != pid:
