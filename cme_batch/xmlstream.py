@@ -322,7 +322,7 @@ def iter_elements(prep: Prepared, roots: Iterable[str], paths: Iterable[tuple[st
     root: Element | None = None
     namespaced, tail = False, b""
     try:
-        for piece in _pieces(prep):
+        for piece in _checked_pieces(prep):
             namespaced, tail = _declares_namespace(piece, tail, namespaced)
             parser.feed(piece)
             if root is None and events:  # the root's start tag: checked before anything else is read
@@ -341,6 +341,24 @@ def iter_elements(prep: Prepared, roots: Iterable[str], paths: Iterable[tuple[st
         raise _expat_refusal(exc) from None
     except UnicodeDecodeError as exc:  # the file changed since prepare()
         raise XmlRefused(f"the file changed while it was read ({exc.reason})") from None
+
+
+def _checked_pieces(prep: Prepared) -> Iterator[bytes | str]:
+    """``_pieces``, the first of them at least the head ``prepare`` checked: its prolog is checked
+    again on the very text parsed (a DOCTYPE is refused), in case the file changed since."""
+    pieces = _pieces(prep)
+    head: list[Any] = []
+    size = 0
+    for piece in pieces:
+        head.append(piece)
+        size += len(piece)
+        if size >= HEAD:
+            break
+    first: bytes | str = "".join(head) if head and isinstance(head[0], str) else b"".join(head)
+    check_prolog(first[:HEAD] if isinstance(first, str) else first[:HEAD].removeprefix(codecs.BOM_UTF8).decode(
+        "latin-1"))
+    yield first
+    yield from pieces
 
 
 def _complete(node: Element, path: tuple[str, ...], done: bool, wanted: set[tuple[str, ...]],

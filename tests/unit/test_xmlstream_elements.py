@@ -122,3 +122,14 @@ def test_without_the_standard_parser_s_event_switch_the_lxml_reading_is_used(
     expected = read(path)
     monkeypatch.setattr(xmlstream, "_CAN_STOP_EVENTS", False)
     assert read(path) == expected and [p for p, _b in expected] == list(PATHS)
+
+
+def test_a_file_changed_after_its_check_is_checked_again(tmp_path: Path) -> None:
+    """The prolog is checked on the very text parsed: a DOCTYPE written after ``prepare`` is refused."""
+    path = tmp_path / "f.xml"
+    path.write_text("<CTfile><CTFpupilData><Pupil><UPN>A</UPN></Pupil></CTFpupilData></CTfile>", encoding="utf-8")
+    prep = prepare(path)
+    path.write_text('<!DOCTYPE CTfile [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;">]>'
+                    "<CTfile><CTFpupilData><Pupil><UPN>&b;</UPN></Pupil></CTFpupilData></CTfile>", encoding="utf-8")
+    with pytest.raises(XmlRefused, match="DOCTYPE"):
+        list(iter_elements(prep, ROOTS, PATHS))
