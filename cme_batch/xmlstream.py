@@ -256,6 +256,14 @@ def _refusal(exc: etree.XMLSyntaxError) -> XmlRefused:
                       "cut off or damaged")
 
 
+def _head_text(piece: bytes | str) -> str:
+    """The head of the first piece parsed, as text to check the prolog of (bytes are only looked
+    at: Latin-1 keeps every byte, and a UTF-8 byte-order mark is left out)."""
+    if isinstance(piece, str):
+        return piece[:HEAD]
+    return piece[:HEAD].removeprefix(codecs.BOM_UTF8).decode("latin-1")
+
+
 def _declares_namespace(piece: bytes | str, tail: bytes, before: bool) -> tuple[bool, bytes]:
     """Whether a namespace has been declared so far (``xmlns`` seen, also across the pieces'
     boundaries), and the end of this piece to look across the next boundary with."""
@@ -355,8 +363,7 @@ def _checked_pieces(prep: Prepared) -> Iterator[bytes | str]:
         if size >= HEAD:
             break
     first: bytes | str = "".join(head) if head and isinstance(head[0], str) else b"".join(head)
-    check_prolog(first[:HEAD] if isinstance(first, str) else first[:HEAD].removeprefix(codecs.BOM_UTF8).decode(
-        "latin-1"))
+    check_prolog(_head_text(first))
     yield first
     yield from pieces
 
@@ -440,9 +447,7 @@ def _batches(prep: Prepared, roots: Iterable[str], paths: Iterable[tuple[str, ..
     try:
         for piece in _pieces(prep):
             if first and piece:
-                head = piece[:HEAD] if isinstance(piece, str) else piece[:HEAD].removeprefix(
-                    codecs.BOM_UTF8).decode("latin-1")  # only looked at
-                if (root := root_name(head)) not in roots:
+                if (root := root_name(_head_text(piece))) not in roots:
                     raise XmlRefused(_wrong_root(root, roots))
                 first = False
             # a namespace is declared before any element using it ends (looked for across piece boundaries too)
