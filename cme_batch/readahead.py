@@ -83,14 +83,21 @@ def read_ahead(batch: SourceBatch, force: bool = False, then: Callable[[], None]
     child = ctx.Process(target=_read, args=(batch, sender, receiver), daemon=True, name="cme-batch reader")
     child.start()
     sender.close()
-    batch.records = _received(batch, receiver, then)
+    buffer: queue.Queue[bytes | None] = queue.Queue(BUFFERED)
+    finished, stop = threading.Event(), threading.Event()
+    pump = threading.Thread(target=_pump, args=(receiver, buffer, finished, stop), name="cme-batch reader pipe",
+                            daemon=True)
+    pump.start()
+    batch.records = _received(batch, buffer, finished, then)
     try:
         yield batch
-    finally:
-        receiver.close()
+    finally:  # also when the records were not all taken (a batch already imported, a failed store)
+        stop.set()
         if child.is_alive():
             child.terminate()
         child.join()
+        pump.join()  # the pipe is at its end now: the pump stops within its next wait
+        receiver.close()
 
 
 def _widen(receiver: Any) -> None:
@@ -136,23 +143,30 @@ def _failure(exc: BaseException) -> bytes:
         return pickle.dumps(("error", ReadAheadFailed(f"{exc.__class__.__name__}: {exc}"), where))
 
 
-def _pump(receiver: Any, buffer: queue.Queue[bytes | None], finished: threading.Event) -> None:
+def _pump(receiver: Any, buffer: queue.Queue[bytes | None], finished: threading.Event, stop: threading.Event
+          ) -> None:
     """A thread taking the child's messages off the pipe as they come, so the child keeps reading
-    while this process stores a whole chunk of pupils."""
+    while this process stores a whole chunk of pupils. ``stop``: nobody takes them any more."""
     try:
-        while True:
-            buffer.put(receiver.recv_bytes())
+        while not stop.is_set():
+            _hand_over(buffer, receiver.recv_bytes(), stop)
     except (EOFError, OSError):
         finished.set()
-        buffer.put(None)  # the child has finished (or died): the reader below tells which
+        _hand_over(buffer, None, stop)  # the child has finished (or died): the reader below tells which
 
 
-def _received(batch: SourceBatch, receiver: Any, then: Callable[[], None] | None) -> Iterator[Record]:
-    buffer: queue.Queue[bytes | None] = queue.Queue(BUFFERED)
-    finished = threading.Event()
-    pump = threading.Thread(target=_pump, args=(receiver, buffer, finished), name="cme-batch reader pipe",
-                            daemon=True)
-    pump.start()
+def _hand_over(buffer: queue.Queue[bytes | None], message: bytes | None, stop: threading.Event) -> None:
+    """Put ``message`` in ``buffer``, waiting while it is full, unless nobody takes them any more."""
+    while not stop.is_set():
+        try:
+            buffer.put(message, timeout=0.1)
+            return
+        except queue.Full:
+            continue
+
+
+def _received(batch: SourceBatch, buffer: queue.Queue[bytes | None], finished: threading.Event,
+              then: Callable[[], None] | None) -> Iterator[Record]:
     while True:
         if then is not None and finished.is_set() and not batch.shared:  # the next file's reading may begin
             start_next: Callable[[], None] = then  # (with shared maps: once they are brought back, below)

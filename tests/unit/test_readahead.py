@@ -130,3 +130,19 @@ def test_small_files_and_batches_without_a_file_are_read_here(tmp_path: Path, mo
     assert wanted(small)
     monkeypatch.setenv("CME_READ_AHEAD", "0")
     assert not wanted(small)
+
+
+def test_leaving_before_the_last_record_stops_the_reader_and_its_thread() -> None:
+    """A batch already imported, or a store that failed half-way: nothing keeps running or holding
+    records once the block is left."""
+    import itertools
+    import multiprocessing
+    import threading
+
+    endless = (PupilRecord(f"P{i}") for i in itertools.count())
+    with read_ahead(SourceBatch("ctf", "f.xml", records=endless), force=True) as batch:
+        taken = iter(batch.records)
+        next(taken)
+        time.sleep(0.5)  # the reader fills the buffer, and its pump waits to hand over more
+    assert not [t for t in threading.enumerate() if t.name == "cme-batch reader pipe"]
+    assert multiprocessing.active_children() == []
