@@ -38,8 +38,9 @@ class Outcome:
 def root_element(path: Path) -> str:
     """The local name of a file's root element, refusing DTDs and entities before reading further."""
     try:
-        for _event, elem in iterparse(str(path), events=("start",), forbid_dtd=True):
-            return str(elem.tag).rsplit("}", 1)[-1]
+        with path.open("rb") as source:  # closed here: the parser's iterator, left half-way, would keep it open
+            for _event, elem in iterparse(source, events=("start",), forbid_dtd=True):
+                return str(elem.tag).rsplit("}", 1)[-1]
     except DefusedXmlException as exc:
         raise ImportRejected(str(path), [f"refused: the file declares a DTD or entities ({exc.__class__.__name__})"])
     except Exception as exc:
@@ -71,9 +72,11 @@ def import_file(app: App, path: Path, fmt: str | None, options: dict[str, object
 
 @dataclass
 class _Opened:
-    """A file whose reading has begun: its source name and batch, or why it cannot be read."""
+    """A file whose reading has begun: its source name and batch, or why it cannot be read;
+    ``reading`` ends its reading process (once the file is stored, or when the import stops)."""
 
     source: str
+    reading: ExitStack
     batch: SourceBatch | None = None
     error: BadInputError | None = None
 
@@ -95,12 +98,12 @@ def import_files(app: App, paths: Sequence[Path], fmt: str | None, options: dict
         def open_file(i: int) -> None:
             if i >= len(paths) or i in opened:
                 return
-            got = opened[i] = _Opened(fmt or "file")
+            got = opened[i] = _Opened(fmt or "file", readers.enter_context(ExitStack()))
             try:
                 factory = file_format(paths[i], fmt)
                 got.source = str(fmt or getattr(factory, "format_name", "file"))
-                got.batch = readers.enter_context(read_ahead(factory.parse_file(paths[i], opts),
-                                                             then=partial(open_file, i + 1)))
+                got.batch = got.reading.enter_context(read_ahead(factory.parse_file(paths[i], opts),
+                                                                 then=partial(open_file, i + 1)))
             except BadInputError as exc:  # raised when this file's turn comes, not while another is stored
                 got.error = exc
 
@@ -120,6 +123,8 @@ def import_files(app: App, paths: Sequence[Path], fmt: str | None, options: dict
                 log.warning("import rejected", file=path.name,
                             problems=len(exc.problems) if isinstance(exc, ImportRejected) else 1)
                 raise
+            finally:
+                got.reading.close()  # this file's reading process is done with: not kept to the end of the run
             log.info("import done", file=path.name, status=result.status, counts=result.counts,
                      warnings=len(result.warnings))
             yield result

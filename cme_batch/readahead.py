@@ -126,7 +126,10 @@ def _read(batch: SourceBatch, sender: Any, receiver: Any) -> None:
     except (BrokenPipeError, ConnectionResetError):
         pass  # the storing process has gone: nothing to hand over
     except BaseException as exc:  # noqa: BLE001 - every failure is handed over, to be raised there
-        sender.send_bytes(_failure(exc))
+        try:
+            sender.send_bytes(_failure(exc))
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the storing process has gone too
     finally:
         sender.close()
 

@@ -131,22 +131,26 @@ def check_values(origin: str, table: Any, row: Mapping[str, Any]) -> None:
 
 def check_rows(origin: str, table: Any, rows: Sequence[Mapping[str, Any]]) -> None:
     """``check_values`` for many rows, a column at a time at C speed (the longest text, the
-    earliest and latest date); values of an unexpected type are checked row by row."""
+    earliest and latest date); only when something may be out of bounds, or a value is of an
+    unexpected type, are the rows checked one by one (for the message naming the field)."""
     try:
-        for col, n in LIMITS[table.name].items():
-            if max(map(len, filter(None, map(methodcaller("get", col), rows))), default=0) > n:
-                raise _Recheck
-        for col in DATE_COLUMNS[table.name]:
-            dates = list(filter(None, map(methodcaller("get", col), rows)))
-            if dates and (min(dates) < DATES[0] or max(dates) > DATES[1]):
-                raise _Recheck
-    except (_Recheck, TypeError):
+        fits = _within_limits(table, rows)
+    except TypeError:
+        fits = False
+    if not fits:
         for row in rows:
             check_values(origin, table, row)
 
 
-class _Recheck(Exception):
-    """A value ``check_rows`` cannot pass at C speed: the rows are checked one by one."""
+def _within_limits(table: Any, rows: Sequence[Mapping[str, Any]]) -> bool:
+    for col, n in LIMITS[table.name].items():
+        if max(map(len, filter(None, map(methodcaller("get", col), rows))), default=0) > n:
+            return False
+    for col in DATE_COLUMNS[table.name]:
+        dates = list(filter(None, map(methodcaller("get", col), rows)))
+        if dates and (min(dates) < DATES[0] or max(dates) > DATES[1]):
+            return False
+    return True
 
 
 #: The lookups made for every chunk of every import, each compiled once: their ``IN`` lists are

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -113,3 +114,24 @@ def test_a_refused_file_stops_the_files_after_it(tmp_path: Path, store_url: str,
         runs = conn.execute(select(t.ingest_runs.c.origin, t.ingest_runs.c.status).order_by(t.ingest_runs.c.id)).all()
     assert [tuple(r) for r in runs] == [("ctf-25.xml", "ok"), ("ctf-bad-records.xml", "rejected"),
                                         ("sims-error.xml", "rejected")]
+
+
+def test_each_file_s_reading_process_ends_once_the_file_is_stored(tmp_path: Path, store_url: str, engine: Engine,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many files in one import hold one reading process's pipe at a time, and no file open, not
+    one of each for every file so far."""
+    from cme_batch.app import App
+    from cme_batch.importer import import_files
+
+    cfg = config(tmp_path, store_url, engine)
+    monkeypatch.setenv("CME_READ_AHEAD", "1")
+    monkeypatch.setattr("cme_batch.readahead.MIN_BYTES", 0)
+    files = [FIX / n for n in ("ctf-25.xml", "sims-pupils.xml", "sims-marks.xml", "ctf-leaver.xml",
+                               "ctf-namespace.xml")]
+    app = App(str(cfg))
+    try:
+        open_files = [len(os.listdir("/proc/self/fd")) for _result in import_files(app, files, None)]
+    finally:
+        app.close()
+    assert len(open_files) == len(files)
+    assert max(open_files[1:]) <= open_files[0], open_files  # not more for every file stored

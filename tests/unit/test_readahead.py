@@ -122,8 +122,7 @@ def _running(pid: int) -> bool:
     return state != "Z"  # a zombie has exited (its parent, killed, can no longer reap it)
 
 
-def test_small_files_and_batches_without_a_file_are_read_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-                                                               ) -> None:
+def test_small_files_and_batches_without_a_file_are_read_here(monkeypatch: pytest.MonkeyPatch) -> None:
     small = read_file(FIX / "ctf-25.xml", {})
     assert not wanted(small) and not wanted(SourceBatch("arbor", "api"))
     monkeypatch.setattr("cme_batch.readahead.MIN_BYTES", 0)
