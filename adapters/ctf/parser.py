@@ -49,6 +49,10 @@ HEADER = ("CTfile", "Header")
 PUPIL = ("CTfile", "CTFpupilData", "Pupil")
 PERSONAL = frozenset({"UPN", "Surname", "Forename", "DOB", "PreferredSurname", "PreferredForename",
                       "MiddleNames", "PhoneNo", "Email", "AddressLine1", "PostCode"})
+#: The children of ``Pupil`` that ``PupilRecord``'s fields come from, and those flags come from.
+PUPIL_DETAILS = frozenset({"Surname", "Forename", "BasicDetails", "DOB", "Sex", "Gender", "Address", "Phones",
+                           "Email"})
+FLAG_PARTS = frozenset({"LookedAfter", "SENhistory"})
 SEN_FLAGS = {"E": "ehcp", "S": "ehcp", "K": "sen_support", "A": "sen_support", "P": "sen_support", "N": None}
 PLACEHOLDER_SCHOOLS = {"MMM", "MMMM", "XXX", "XXXX", ""}
 BS7666 = ("SAON", "PAON", "Street", "Locality", "Town", "AdministrativeArea", "PostTown")
@@ -201,24 +205,35 @@ class _Reader:
             self.warn("duplicate_pupil", f"this pupil is also in {elsewhere}")
         self.in_file.add(key)
         self.seen[key] = self.file
-        basic = p.find("BasicDetails")
+        # A day's partial CTF often carries a UPN and attendance only: the parts a pupil does
+        # not have are not searched for (each search is a call per pupil).
+        tags = {c.tag for c in p}
+        address: Address | None = None
+        if tags.isdisjoint(PUPIL_DETAILS):
+            yield PupilRecord(pupil_key=key, upn=upn)
+        else:
+            basic = p.find("BasicDetails")
 
-        def b(name: str) -> str | None:
-            return text_of(basic.find(name)) if basic is not None else None
+            def b(name: str) -> str | None:
+                return text_of(basic.find(name)) if basic is not None else None
 
-        ncy = b("NCyearActual")
-        address = self.address(p.find("Address"))
-        yield PupilRecord(
-            pupil_key=key, upn=upn, legal_surname=text_of(p.find("Surname")),
-            legal_forename=text_of(p.find("Forename")), preferred_surname=b("PreferredSurname"),
-            preferred_forename=b("PreferredForename"), middle_names=b("MiddleNames"),
-            dob=self.date_of(p.find("DOB"), "DOB"), sex=text_of(child(p, "Sex", "Gender")),
-            year_group=year_group(ncy) if ncy else None, address=address, phones=self.phones(p),
-            emails=tuple(v for e in p.findall("Email") if (v := text_of(e))))
-        yield from self.contacts(p, key, address)
-        yield from self.flags(p, key)
-        yield from self.history(p, key)
-        yield from self.attendance(p, key)
+            ncy = b("NCyearActual")
+            address = self.address(p.find("Address"))
+            yield PupilRecord(
+                pupil_key=key, upn=upn, legal_surname=text_of(p.find("Surname")),
+                legal_forename=text_of(p.find("Forename")), preferred_surname=b("PreferredSurname"),
+                preferred_forename=b("PreferredForename"), middle_names=b("MiddleNames"),
+                dob=self.date_of(p.find("DOB"), "DOB"), sex=text_of(child(p, "Sex", "Gender")),
+                year_group=year_group(ncy) if ncy else None, address=address, phones=self.phones(p),
+                emails=tuple(v for e in p.findall("Email") if (v := text_of(e))))
+        if "Contacts" in tags:
+            yield from self.contacts(p, key, address)
+        if not tags.isdisjoint(FLAG_PARTS):
+            yield from self.flags(p, key)
+        if "SchoolHistory" in tags:
+            yield from self.history(p, key)
+        if "Attendance" in tags:
+            yield from self.attendance(p, key)
 
     def contacts(self, p: Element, key: str, pupil_address: Address | None) -> Iterator[ContactRecord]:
         keys: set[str] = set()

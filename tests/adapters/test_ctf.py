@@ -8,11 +8,15 @@ calendar day, '#' for no session) and show both AttendanceStartDate and AttendSt
 from __future__ import annotations
 
 import shutil
+import tempfile
+import xml.etree.ElementTree as ET
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import Engine, select
 
 from adapters.ctf import CtfSource
@@ -170,3 +174,70 @@ def test_upn_check_letter() -> None:
     temporary = upn.make("12345678901A")
     assert upn.is_valid(temporary) and temporary[-1] == "A"
     assert upn.problem("A12345") is not None and upn.normalise(" a123 456789012 ") == "A123456789012"
+
+
+# -- a pupil with only some parts (a day's partial file: UPN and attendance) --------------------------
+def _rich_pupil() -> list[ET.Element]:
+    """The fixture's first pupil's parts, with a pupil's own phones, e-mail and Gender added."""
+    pupil = ET.parse(FIX / "ctf-25.xml").getroot().find("CTFpupilData/Pupil")
+    assert pupil is not None
+    extra = ET.fromstring("<x><Gender>F</Gender><Phones><Phone><PhoneNo>01452 000000</PhoneNo></Phone></Phones>"
+                          "<Email>pupil@example.org</Email></x>")
+    return [*pupil, *extra]
+
+
+def _file_of(parts: list[ET.Element]) -> bytes:
+    root = ET.parse(FIX / "ctf-25.xml").getroot()
+    data = root.find("CTFpupilData")
+    assert data is not None
+    for p in list(data):
+        data.remove(p)
+    pupil = ET.SubElement(data, "Pupil")
+    pupil.extend(parts)
+    return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+
+
+def _read(content: bytes) -> list[object]:
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "partial.xml"
+        path.write_bytes(content)
+        return parse(path)
+
+
+PARTS = [el.tag for el in _rich_pupil() if el.tag != "UPN"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sets(st.sampled_from(PARTS)))
+def test_a_pupil_with_some_parts_reads_as_with_all_parts_searched(kept: set[str]) -> None:
+    """Whatever parts a pupil has, the records are those of the full reading: an empty ``Surname``
+    (no value) makes the reader search every part, and must change nothing."""
+    parts = [el for el in _rich_pupil() if el.tag == "UPN" or el.tag in kept]
+    searched = parts if "Surname" in kept else [*parts, ET.fromstring("<Surname> </Surname>")]
+    assert _read(_file_of(parts)) == _read(_file_of(searched))
+
+
+@pytest.mark.parametrize("tag", sorted({"Surname", "Forename", "BasicDetails", "DOB", "Sex", "Gender", "Address",
+                                        "Phones", "Email"}))
+def test_each_detail_alone_is_read(tag: str) -> None:
+    parts = [el for el in _rich_pupil() if el.tag in ("UPN", tag, "Attendance")]
+    records = _read(_file_of(parts))
+    pupil = next(r for r in records if isinstance(r, PupilRecord))
+    assert pupil != PupilRecord("A123456789012", "A123456789012"), f"{tag} was not read"
+    assert any(isinstance(r, MarksRecord) for r in records)
+
+
+def test_upn_and_attendance_only() -> None:
+    records = _read(_file_of([el for el in _rich_pupil() if el.tag in ("UPN", "Attendance")]))
+    assert records[1:] == [PupilRecord("A123456789012", "A123456789012"),
+                           MarksRecord("A123456789012", date(2025, 11, 6), "/\\/I####NNONNNNNNN")]
+
+
+@pytest.mark.parametrize(("tag", "kind"), [("Contacts", ContactRecord), ("SENhistory", FlagRecord),
+                                           ("SchoolHistory", EnrolmentRecord), ("Attendance", MarksRecord)])
+def test_each_other_part_alone_is_read(tag: str, kind: type) -> None:
+    records = _read(_file_of([el for el in _rich_pupil() if el.tag in ("UPN", tag)]))
+    assert any(isinstance(r, kind) for r in records), f"{tag} was not read"
+    in_care = ET.fromstring("<LookedAfter><InCare>true</InCare></LookedAfter>")
+    records = _read(_file_of([el for el in _rich_pupil() if el.tag == "UPN"] + [in_care]))
+    assert [r.kind for r in records if isinstance(r, FlagRecord)] == ["looked_after"]
