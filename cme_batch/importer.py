@@ -117,7 +117,7 @@ def import_files(app: App, paths: Sequence[Path], fmt: str | None, options: dict
                 assert got.batch is not None
                 now = app.now()
                 result = store_ingest.apply_batch(engine, app.school_id, got.batch, now)
-                logfilter.install(engine, changed_since=now)  # the pupils just stored are guarded in the log
+                logfilter.install(engine, pupil_ids=result.pupil_ids)  # the pupils just stored are guarded in the log
             except BadInputError as exc:
                 store_ingest.record_source_failure(engine, got.source, path.name, app.now(), exc, status="rejected")
                 log.warning("import rejected", file=path.name,
@@ -166,7 +166,7 @@ def ingest_sources(app: App, only: Iterable[str] = ()) -> list[Outcome]:
                 with read_ahead(batch):
                     result = store_ingest.apply_batch(app.engine(), app.school_id, batch, now)
                 source.committed(batch)
-                logfilter.install(app.engine(), changed_since=now)
+                logfilter.install(app.engine(), pupil_ids=result.pupil_ids)
                 stored += result.status == "ok"
                 log.info("batch stored", origin=batch.origin, status=result.status, counts=result.counts)
             outcomes.append(Outcome(scfg.name, "ok", f"{stored} batch(es) stored"))

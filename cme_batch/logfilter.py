@@ -10,7 +10,7 @@ as a count to fix rather than as data in the journal.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Collection, Iterable, MutableMapping
 from datetime import date, datetime
 from typing import Any
 
@@ -78,22 +78,39 @@ class IdentityFilter:
 _NAME_COLUMNS = ("upn", "legal_surname", "legal_forename", "preferred_surname", "preferred_forename", "middle_names")
 
 
-def identities_from_store(engine: Engine, changed_since: datetime | None = None) -> list[str]:
+def identities_from_store(engine: Engine, changed_since: datetime | None = None,
+                          pupil_ids: Collection[int] | None = None) -> list[str]:
     """Every pupil's names, UPN and date of birth (in the usual written forms); with
-    ``changed_since``, only those of pupils stored or changed since then (an import's).
+    ``changed_since``, only those of pupils stored or changed since then; with ``pupil_ids``,
+    only those pupils' (an import's: nothing is read when it stored no pupil's details).
 
     Each column's distinct values are read, not every pupil's row: a local authority's 100,000
     pupils share a few thousand names and dates of birth, and it is the number of strings to
     split into tokens that costs.
     """
+    if pupil_ids is not None:
+        ids = sorted(pupil_ids)
+        return [v for i in range(0, len(ids), _ID_CHUNK) for v in _identities(engine, ids[i:i + _ID_CHUNK])]
+    return _identities(engine, None, changed_since)
+
+
+#: Pupil ids per ``IN (...)`` list.
+_ID_CHUNK = 5000
+
+
+def _identities(engine: Engine, ids: list[int] | None, changed_since: datetime | None = None) -> list[str]:
     p = t.pupils
-    since = [p.c.updated_at >= changed_since] if changed_since is not None else []
+    where = [p.c.updated_at >= changed_since] if changed_since is not None else []
+    if ids is not None:
+        if not ids:
+            return []
+        where.append(p.c.id.in_(ids))
     out: list[str] = []
     with engine.connect() as conn:
         for name in _NAME_COLUMNS:
             col = p.c[name]
-            out.extend(v for v in conn.execute(select(col).where(col.is_not(None), *since).distinct()).scalars() if v)
-        for dob in conn.execute(select(p.c.dob).where(p.c.dob.is_not(None), *since).distinct()).scalars():
+            out.extend(v for v in conn.execute(select(col).where(col.is_not(None), *where).distinct()).scalars() if v)
+        for dob in conn.execute(select(p.c.dob).where(p.c.dob.is_not(None), *where).distinct()).scalars():
             out.extend(_date_forms(dob))
     return out
 
@@ -101,11 +118,12 @@ def identities_from_store(engine: Engine, changed_since: datetime | None = None)
 _active: IdentityFilter | None = None
 
 
-def install(engine: Engine, changed_since: datetime | None = None) -> IdentityFilter:
+def install(engine: Engine, changed_since: datetime | None = None,
+            pupil_ids: Collection[int] | None = None) -> IdentityFilter:
     """Load identities from the store and put the filter in front of every log renderer.
 
-    ``changed_since`` (after an import: the time it stored its rows with) adds only the pupils
-    stored or changed since then, when the filter already knows the others.
+    ``pupil_ids`` (after an import: the pupils it added or changed) or ``changed_since`` adds
+    only those pupils, when the filter already knows the others.
     """
     from cme_batch import log
 
@@ -114,8 +132,8 @@ def install(engine: Engine, changed_since: datetime | None = None) -> IdentityFi
         _active = IdentityFilter()
         log.extra_processors.append(_active)
         log.reconfigure()
-        changed_since = None  # a new filter learns everyone
-    _active.add(identities_from_store(engine, changed_since))
+        changed_since, pupil_ids = None, None  # a new filter learns everyone
+    _active.add(identities_from_store(engine, changed_since, pupil_ids))
     return _active
 
 

@@ -45,6 +45,8 @@ class IngestResult:
     run_id: int | None = None
     counts: dict[str, int] = field(default_factory=dict)
     warnings: list[Warning_] = field(default_factory=list)
+    #: The pupils whose details the batch added or changed (their identities join the log filter).
+    pupil_ids: frozenset[int] = frozenset()
 
 
 def _address_json(a: Address | None) -> dict[str, Any] | None:
@@ -216,6 +218,7 @@ class _Writer:
         self.upn_changed: set[int] = set()
         self.pupils_in_batch: set[int] = set()
         self.created: set[int] = set()  # pupils this batch added: nothing of theirs is stored before it
+        self.updated: set[int] = set()  # stored pupils whose details this batch changed
         self.stripped: set[int] = set()  # pupils whose strips this batch wrote
         self.seen: dict[str, dict[int, set[Any]]] = {k.name: defaultdict(set) for k in KINDS.values()}
         self.chunk_pupils: list[PupilRecord] = []
@@ -337,6 +340,7 @@ class _Writer:
                     self.upn_changed.add(row["id"])
                 if changed:
                     by_columns[tuple(sorted(changed))].append({**changed, "updated_at": self.now, "id": row["id"]})
+                    self.updated.add(row["id"])
         for params in by_columns.values():
             bulk.update_rows(self.conn, t.pupils, ("id",), params)
             self.counts["pupils_updated"] += len(params)
@@ -475,7 +479,8 @@ def apply_batch(engine: Engine, school_id: int, batch: SourceBatch, now: datetim
         conn.execute(update(t.ingest_runs).where(t.ingest_runs.c.id == run_id).values(
             status="ok", finished_at=now, counts=counts, warnings=warnings, cursor=batch.cursor))
         record_source_success(conn, batch.source, now, batch.cursor)
-    return IngestResult(batch.source, batch.origin, "ok", run_id, counts, list(batch.warnings))
+    return IngestResult(batch.source, batch.origin, "ok", run_id, counts, list(batch.warnings),
+                        frozenset(w.created | w.updated))
 
 
 def record_source_success(conn: Connection, source: str, now: datetime, cursor: str | None) -> None:

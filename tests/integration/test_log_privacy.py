@@ -62,3 +62,30 @@ def test_pupils_imported_in_this_process_are_guarded_in_its_log(tmp_path: Path, 
     log.get("test").info("a careless line", who=surname)
     err = capsys.readouterr().err
     assert surname and surname not in err and '"who": "[withheld]"' in err
+
+
+def test_a_name_an_import_changes_is_guarded_and_a_register_only_file_adds_none(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from cme_batch import log
+    from cme_batch.app import App
+    from cme_batch.importer import import_file
+    from tests.conftest import write_config
+
+    app = App(str(write_config(tmp_path, f"sqlite:///{tmp_path / 's.sqlite'}")))
+    app.init_store()
+    fixture = Path(__file__).resolve().parents[1] / "adapters" / "fixtures" / "ctf-25.xml"
+    first = import_file(app, fixture, None)
+    assert first.pupil_ids, "the pupils the file added"
+    renamed = tmp_path / "renamed.xml"
+    renamed.write_text(fixture.read_text(encoding="utf-8").replace("<Surname>Example</Surname>",
+                                                                    "<Surname>Quenbyworth</Surname>"), encoding="utf-8")
+    second = import_file(app, renamed, None)
+    assert len(second.pupil_ids) == 1, "only the pupil whose surname changed"
+    log.configure("info", "json")
+    log.get("test").info("a careless line", who="Quenbyworth")
+    assert '"who": "[withheld]"' in capsys.readouterr().err
+    register = tmp_path / "register.xml"  # UPN and attendance only: no pupil's details change
+    register.write_text(re.sub(r"<(Surname|Forename|DOB|Sex|BasicDetails|Address|Contacts)>.*?</\1>", "",
+                               renamed.read_text(encoding="utf-8"), flags=re.S).replace(
+        "/\\/I####NNON", "/\\/I####NNNN"), encoding="utf-8")
+    third = import_file(app, register, None)
+    assert third.status == "ok" and third.pupil_ids == frozenset()
