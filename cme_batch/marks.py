@@ -128,7 +128,7 @@ def split_by_year(start: date, symbols: list[str] | str) -> Iterator[tuple[int, 
         day = year_start(yr + 1)
 
 
-def _plain(joined: str) -> bool:
+def plain(joined: str) -> bool:
     """Whether every character stands for itself as a stored symbol (see ``Alphabet.symbol_for``)."""
     return joined.isascii() and joined.isprintable() and " " not in joined
 
@@ -150,7 +150,7 @@ class StripWriter:
         codes = rec.codes
         joined = codes if codes.__class__ is str else "".join(codes)
         symbols: list[str] | str
-        if len(joined) == len(codes) and (joined is codes or "" not in codes) and _plain(joined):
+        if len(joined) == len(codes) and (joined is codes or "" not in codes) and plain(joined):
             symbols = joined
         else:
             found = list(map(self._symbol.get, codes))  # each distinct code is worked out once

@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from operator import methodcaller
+from operator import attrgetter, methodcaller
 from typing import Any
 
 from sqlalchemy import Connection, Date, Engine, String, bindparam, delete, insert, select, update
@@ -65,6 +65,11 @@ def _pupil_values(r: PupilRecord) -> dict[str, Any]:
     vals["phones"] = list(r.phones)
     vals["emails"] = list(r.emails)
     return vals
+
+
+#: A pupil record's details (every field but its key and UPN), and what they are when it gives none.
+_DETAILS = attrgetter(*PUPIL_FIELDS[1:])
+_NO_DETAILS = _DETAILS(PupilRecord(""))
 
 
 def load_alphabet(conn: Connection) -> mk.Alphabet:
@@ -283,20 +288,24 @@ class _Writer:
             pid = self.by_key.get(r.pupil_key)
             if pid is None and r.upn:
                 pid = self.by_upn.get(r.upn)
-            vals = _pupil_values(r)
-            checked.append(vals)
+            if pid is not None and pid > 0 and _DETAILS(r) == _NO_DETAILS:
+                # a stored pupil named with its UPN at most (a day's register): nothing else to compare
+                checked.append({"upn": r.upn})
+                given = {} if r.upn is None else {"upn": r.upn}
+            else:
+                vals = _pupil_values(r)
+                checked.append(vals)
+                given = vals if pid is None else {f: v for f, v in vals.items() if v not in (None, [])}
             if pid is None:
                 pid = -len(new) - 1
-                new[pid] = vals
+                new[pid] = given
                 self.counts["pupils_added"] += 1
+            elif pid < 0:
+                new[pid].update(given)  # the same new pupil twice in one chunk: the later entry wins
             else:
-                given = {f: v for f, v in vals.items() if v not in (None, [])}  # what the source says
-                if pid < 0:
-                    new[pid].update(given)  # the same new pupil twice in one chunk: the later entry wins
-                else:
-                    if self.by_upn.get(r.upn or "") == pid and pid not in self.upn_changed:
-                        del given["upn"]  # the pupil's stored UPN: nothing to compare
-                    changes.setdefault(pid, {}).update(given)
+                if self.by_upn.get(r.upn or "") == pid and pid not in self.upn_changed:
+                    del given["upn"]  # the pupil's stored UPN: nothing to compare
+                changes.setdefault(pid, {}).update(given)
             if r.upn:
                 holder = self.by_upn.get(r.upn)
                 if holder is not None and holder != pid:
@@ -404,12 +413,24 @@ class _Writer:
             strips.update({(pid, yr): m for pid, yr, m in self.conn.execute(_STRIPS_IN, {"ids": ids}).all()})
         original = dict(strips)
         changes: list[dict[str, Any]] = []
+        placed: dict[date, tuple[int, int, int]] = {}  # start -> (academic year, index, sessions left in it)
+        first, last = DATES[0].year, DATES[1].year
         for pid, rec in items:
-            if not mk.within_years(rec.start, len(rec.codes), DATES[0].year, DATES[1].year):
-                raise BadInputError(f"{self.batch.origin}: marks from {rec.start} for {len(rec.codes)} sessions fall "
-                                    f"outside the years {DATES[0].year}-{DATES[1].year}; correct the export; "
-                                    "nothing imported")
-            for yr, idx, symbols, count in self.marks.symbols(rec):
+            codes = rec.codes
+            where = placed.get(rec.start)
+            if where is None:
+                yr = mk.academic_year_of(rec.start)
+                idx = mk.position(rec.start, "AM")
+                where = placed[rec.start] = (yr, idx, mk.strip_length(yr) - idx)
+            parts: Iterable[tuple[int, int, list[str] | str, int]]
+            if isinstance(codes, str) and len(codes) <= where[2] and first <= where[0] <= last and mk.plain(codes):
+                parts = ((where[0], where[1], codes, len(codes)),)  # one year's run of one-character codes
+            elif not mk.within_years(rec.start, len(codes), first, last):
+                raise BadInputError(f"{self.batch.origin}: marks from {rec.start} for {len(codes)} sessions fall "
+                                    f"outside the years {first}-{last}; correct the export; nothing imported")
+            else:
+                parts = self.marks.symbols(rec)
+            for yr, idx, symbols, count in parts:
                 key = (pid, yr)
                 new, fixed = self.marks.lay(strips.get(key) or mk.empty_strip(yr), idx, symbols)
                 strips[key] = new

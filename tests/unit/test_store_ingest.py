@@ -95,3 +95,85 @@ def test_checking_a_chunk_at_once_refuses_what_checking_each_row_refuses(rows: l
 
     one_by_one = next((m for r in rows if (m := outcome(lambda r=r: check_values("f.xml", pupils, r)))), None)
     assert outcome(lambda: check_rows("f.xml", pupils, rows)) == one_by_one
+
+
+_STORE: dict[str, Engine] = {}
+_N = iter(range(10**9))
+
+
+def _marks_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Engine, int]:
+    if "engine" not in _STORE:
+        from cme_batch.store import migrate, open_store
+
+        eng = open_store(f"sqlite:///{tmp_path_factory.mktemp('marks') / 'store.sqlite'}")
+        migrate(eng)
+        _STORE["engine"] = eng
+    return _STORE["engine"], _school(_STORE["engine"])
+
+
+def _stored(engine: Engine, key: str) -> tuple[dict[int, str], list[tuple[object, ...]]]:
+    with engine.connect() as conn:
+        pid = conn.execute(select(t.pupil_keys.c.pupil_id).where(t.pupil_keys.c.pupil_key == key)).scalar_one()
+        strips = dict(conn.execute(select(t.mark_strips.c.academic_year, t.mark_strips.c.marks).where(
+            t.mark_strips.c.pupil_id == pid)).all())
+        changes = conn.execute(select(t.mark_changes.c.day, t.mark_changes.c.session, t.mark_changes.c.old_code,
+                                      t.mark_changes.c.new_code).where(t.mark_changes.c.pupil_id == pid).order_by(
+            t.mark_changes.c.id)).all()
+    return strips, [tuple(c) for c in changes]
+
+
+MARK_CHARS = "/\\NLUIM#- " + "\ue000"  # a space and a private-use character are not stored as themselves
+STARTS = st.sampled_from([date(2025, 7, 30), date(2025, 7, 31), date(2025, 8, 1), date(2026, 7, 30),
+                          date(1900, 7, 31), date(1900, 8, 1), date(2200, 7, 31), date(2199, 12, 30)])
+
+
+@settings(max_examples=80, deadline=None)
+@given(STARTS, st.text(MARK_CHARS, min_size=1, max_size=8), st.text("/\\NL", max_size=8))
+def test_a_run_given_as_a_string_is_stored_as_the_same_run_given_code_by_code(
+        tmp_path_factory: pytest.TempPathFactory, start: date, codes: str, before: str) -> None:
+    """The store's quick way with a marks string (one academic year, codes stored as themselves)
+    against the general way (a tuple of codes): the same strips, corrections and refusals."""
+    engine, school = _marks_store(tmp_path_factory)
+    n = next(_N)
+    outcomes = []
+    for key, given_codes in ((f"S{n}", codes), (f"T{n}", tuple(codes))):
+        earlier = [MarksRecord(key, start, tuple(before))] if before else []
+        try:
+            ingest.apply_batch(engine, school, SourceBatch("mis", f"{key}-1", records=[PupilRecord(key), *earlier]),
+                               NOW)
+            result = ingest.apply_batch(engine, school, SourceBatch(
+                "mis", f"{key}-2", records=[PupilRecord(key), MarksRecord(key, start, given_codes)]), NOW)
+        except BadInputError as exc:
+            outcomes.append(("refused", str(exc).replace(key, "")))
+            continue
+        outcomes.append(("stored", result.counts, _stored(engine, key)))
+    assert outcomes[0] == outcomes[1]
+
+
+@pytest.mark.parametrize(("upn", "stored_upn", "updated"), [
+    ("A123456789012", "A123456789012", 0),  # its own UPN: nothing changes
+    (None, "A123456789012", 0),  # no UPN given: the stored one stays
+    ("B123456789012", "B123456789012", 1),  # a new UPN: stored, and the pupil counted as changed
+])
+def test_a_pupil_named_with_no_details_keeps_its_details(engine: Engine, upn: str | None, stored_upn: str,
+                                                         updated: int) -> None:
+    school = _school(engine)
+    full = PupilRecord("K1", upn="A123456789012", legal_surname="Example", dob=date(2018, 5, 1), phones=("01452",))
+    ingest.apply_batch(engine, school, SourceBatch("mis", "a", records=[full]), NOW)
+    result = ingest.apply_batch(engine, school, SourceBatch("mis", "b", records=[
+        PupilRecord("K1", upn=upn), MarksRecord("K1", date(2025, 11, 3), "/\\")]), NOW)
+    with engine.connect() as conn:
+        row = conn.execute(select(t.pupils.c.upn, t.pupils.c.legal_surname, t.pupils.c.dob, t.pupils.c.phones)).one()
+    assert tuple(row) == (stored_upn, "Example", date(2018, 5, 1), ["01452"])
+    assert result.counts.get("pupils_updated", 0) == updated and len(result.pupil_ids) == updated
+
+
+def test_a_pupil_named_with_no_details_and_another_pupils_upn_is_refused(engine: Engine) -> None:
+    school = _school(engine)
+    ingest.apply_batch(engine, school, SourceBatch("mis", "a", records=[
+        PupilRecord("K1", upn="A123456789012"), PupilRecord("K2", upn="B123456789012")]), NOW)
+    before = snapshot(engine)
+    with pytest.raises(BadInputError, match="UPN of another pupil"):
+        ingest.apply_batch(engine, school, SourceBatch("mis", "b", records=[PupilRecord("K1", upn="B123456789012")]),
+                           NOW)
+    assert snapshot(engine) == before
