@@ -54,6 +54,7 @@ PUPIL_DETAILS = frozenset({"Surname", "Forename", "BasicDetails", "DOB", "Sex", 
                            "Email"})
 FLAG_PARTS = frozenset({"LookedAfter", "SENhistory"})
 SEN_FLAGS = {"E": "ehcp", "S": "ehcp", "K": "sen_support", "A": "sen_support", "P": "sen_support", "N": None}
+_YES_NO = {"true": True, "false": False}  # as written by every MIS (anything else goes through parse_bool)
 PLACEHOLDER_SCHOOLS = {"MMM", "MMMM", "XXX", "XXXX", ""}
 BS7666 = ("SAON", "PAON", "Street", "Locality", "Town", "AdministrativeArea", "PostTown")
 
@@ -114,6 +115,7 @@ class _Reader:
         self.in_file: set[str] = set()
         self.info: SchoolInfo | None = None
         self.n = 0
+        self.dates: dict[str, date] = {}  # texts already read as dates
 
     def warn(self, code: str, message: str) -> None:
         self.batch.warnings.append(Warning_(code, message, f"{self.file} record {self.n}"))
@@ -158,10 +160,20 @@ class _Reader:
 
     # -- values ------------------------------------------------------------------------------
     def date_of(self, el: Element | None, fld: str) -> date | None:
-        return self.report.convert(self.n, fld, text_of(el), parse_date, "is not a date YYYY-MM-DD")
+        raw = text_of(el)
+        found = self.dates.get(raw) if raw is not None else None
+        if found is None:  # a text not read yet (every pupil of a day's file has the same start date)
+            found = self.report.convert(self.n, fld, raw, parse_date, "is not a date YYYY-MM-DD")
+            if found is not None and raw is not None:
+                self.dates[raw] = found
+        return found
 
     def yes_no(self, el: Element | None, fld: str) -> bool | None:
-        return self.report.convert(self.n, fld, text_of(el), parse_bool, "is not true or false")
+        raw = text_of(el)
+        found = _YES_NO.get(raw) if raw is not None else None
+        if found is None:
+            found = self.report.convert(self.n, fld, raw, parse_bool, "is not true or false")
+        return found
 
     def is_ours(self, el: Element) -> bool:
         la, estab = text_of(el.find("LEA")), text_of(el.find("Estab"))

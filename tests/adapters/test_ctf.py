@@ -241,3 +241,33 @@ def test_each_other_part_alone_is_read(tag: str, kind: type) -> None:
     in_care = ET.fromstring("<LookedAfter><InCare>true</InCare></LookedAfter>")
     records = _read(_file_of([el for el in _rich_pupil() if el.tag == "UPN"] + [in_care]))
     assert [r.kind for r in records if isinstance(r, FlagRecord)] == ["looked_after"]
+
+
+def test_a_date_or_yes_no_written_the_same_way_twice_is_read_or_refused_each_time() -> None:
+    """Texts already read are remembered: the same good text reads the same for every pupil, and
+    the same bad text is a problem for every pupil that has it."""
+    good = _rich_pupil()
+    bad_start = [ET.fromstring(ET.tostring(el).replace(b"2025-11-06", b"06/11/25")) if el.tag == "Attendance" else el
+                 for el in good]
+    bad_care = [ET.fromstring(b"<LookedAfter><InCare>perhaps</InCare></LookedAfter>") if el.tag == "LookedAfter"
+                else el for el in good]
+    root = ET.fromstring(_file_of(good))
+    data = root.find("CTFpupilData")
+    assert data is not None
+    for parts in (good, bad_start, bad_care, bad_start, bad_care):
+        ET.SubElement(data, "Pupil").extend(parts)
+    with pytest.raises(ImportRejected) as info:
+        _read(ET.tostring(root, encoding="utf-8", xml_declaration=True))
+    text = str(info.value)
+    for n in (3, 5):
+        assert f"record {n}, field AttendanceStartDate: is not a date" in text
+    for n in (4, 6):
+        assert f"record {n}, field LookedAfter/InCare: is not true or false" in text
+    assert "record 1," not in text and "record 2," not in text
+    good_only = ET.fromstring(_file_of(good))
+    more = good_only.find("CTFpupilData")
+    assert more is not None
+    ET.SubElement(more, "Pupil").extend(_rich_pupil())
+    marks = [r for r in _read(ET.tostring(good_only, encoding="utf-8", xml_declaration=True))
+             if isinstance(r, MarksRecord)]
+    assert [m.start for m in marks] == [date(2025, 11, 6)] * 2
