@@ -420,10 +420,14 @@ class _Writer:
             where = placed.get(rec.start)
             if where is None:
                 yr = mk.academic_year_of(rec.start)
-                idx = mk.position(rec.start, "AM")
-                where = placed[rec.start] = (yr, idx, mk.strip_length(yr) - idx)
+                if first <= yr <= last:
+                    idx = mk.position(rec.start, "AM")
+                    where = (yr, idx, mk.strip_length(yr) - idx)
+                else:
+                    where = (yr, 0, -1)  # a year the store does not keep: no room, refused below
+                placed[rec.start] = where
             parts: Iterable[tuple[int, int, list[str] | str, int]]
-            if isinstance(codes, str) and len(codes) <= where[2] and first <= where[0] <= last and mk.plain(codes):
+            if isinstance(codes, str) and len(codes) <= where[2] and mk.plain(codes):
                 parts = ((where[0], where[1], codes, len(codes)),)  # one year's run of one-character codes
             elif not mk.within_years(rec.start, len(codes), first, last):
                 raise BadInputError(f"{self.batch.origin}: marks from {rec.start} for {len(codes)} sessions fall "

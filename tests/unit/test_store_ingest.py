@@ -124,7 +124,8 @@ def _stored(engine: Engine, key: str) -> tuple[dict[int, str], list[tuple[object
 
 MARK_CHARS = "/\\NLUIM#- " + "\ue000"  # a space and a private-use character are not stored as themselves
 STARTS = st.sampled_from([date(2025, 7, 30), date(2025, 7, 31), date(2025, 8, 1), date(2026, 7, 30),
-                          date(1900, 7, 31), date(1900, 8, 1), date(2200, 7, 31), date(2199, 12, 30)])
+                          date(1900, 7, 31), date(1900, 8, 1), date(2200, 7, 31), date(2199, 12, 30),
+                          date(9999, 12, 30), date(1, 1, 1)])
 
 
 @settings(max_examples=80, deadline=None)
