@@ -427,7 +427,7 @@ class _Writer:
                     where = (yr, 0, -1)  # a year the store does not keep: no room, refused below
                 placed[rec.start] = where
             parts: Iterable[tuple[int, int, list[str] | str, int]]
-            if isinstance(codes, str) and len(codes) <= where[2] and mk.plain(codes):
+            if isinstance(codes, str) and 0 < len(codes) <= where[2] and mk.plain(codes):
                 parts = ((where[0], where[1], codes, len(codes)),)  # one year's run of one-character codes
             elif not mk.within_years(rec.start, len(codes), first, last):
                 raise BadInputError(f"{self.batch.origin}: marks from {rec.start} for {len(codes)} sessions fall "
