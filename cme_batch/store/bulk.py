@@ -137,3 +137,19 @@ def insert_with_ids(conn: Connection, table: Table, rows: Sequence[Mapping[str, 
     ids = list(range(first, first + len(rows)))
     insert_rows(conn, table, [{pk.name: i, **row} for i, row in zip(ids, rows, strict=True)])
     return ids
+
+
+def rows_in(conn: Connection, table: Table, columns: Sequence[str], key: str, values: Sequence[Any],
+            **equal: Any) -> list[tuple[Any, ...]]:
+    """``SELECT columns FROM table WHERE key IN values`` (and each ``equal`` column equal to its
+    value), straight to the driver: the rows as the driver gives them (plain numbers and texts;
+    use it for such columns only). Run per chunk of an import, where building the ``IN`` list
+    through SQLAlchemy's expanding parameters costs a third more than the query itself."""
+    if not values:
+        return []
+    marks = _placeholders(conn, len(equal) + len(values)).split(", ")
+    conditions = [f"{_quoted(conn, c)} = {m}" for c, m in zip(equal, marks, strict=False)]
+    conditions.append(f"{_quoted(conn, key)} IN ({', '.join(marks[len(equal):])})")
+    sql = (f"SELECT {', '.join(_quoted(conn, c) for c in columns)} FROM {_quoted(conn, table.name)} "
+           f"WHERE {' AND '.join(conditions)}")
+    return [tuple(r) for r in conn.exec_driver_sql(sql, (*equal.values(), *values)).all()]

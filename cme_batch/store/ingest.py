@@ -15,7 +15,7 @@ from datetime import date, datetime
 from operator import attrgetter, methodcaller
 from typing import Any
 
-from sqlalchemy import Connection, Date, Engine, String, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, Date, Engine, String, delete, insert, select, update
 
 from cme_batch import marks as mk
 from cme_batch.errors import BadInputError, CmeError
@@ -160,16 +160,6 @@ def _within_limits(table: Any, rows: Sequence[Mapping[str, Any]]) -> bool:
     return True
 
 
-#: The lookups made for every chunk of every import, each compiled once: their ``IN`` lists are
-#: bound at execution (SQLAlchemy's expanding parameters), not built into a new statement per chunk.
-_KEYS_IN = select(t.pupil_keys.c.pupil_key, t.pupil_keys.c.pupil_id).where(
-    t.pupil_keys.c.source == bindparam("source"), t.pupil_keys.c.pupil_key.in_(bindparam("keys", expanding=True)))
-_UPNS_IN = select(t.pupils.c.upn, t.pupils.c.id).where(
-    t.pupils.c.school_id == bindparam("school"), t.pupils.c.upn.in_(bindparam("upns", expanding=True)))
-_STRIPS_IN = select(t.mark_strips.c.pupil_id, t.mark_strips.c.academic_year, t.mark_strips.c.marks).where(
-    t.mark_strips.c.pupil_id.in_(bindparam("ids", expanding=True)))
-
-
 def _chunks(items: list[Any], size: int = IN_CHUNK) -> Iterable[list[Any]]:
     for i in range(0, len(items), size):
         yield items[i:i + size]
@@ -249,11 +239,12 @@ class _Writer:
         keys = sorted(set(keys) - self.known_keys)
         upns = sorted(set(upns) - self.known_upns)
         for part in _chunks(keys):
-            self.by_key.update({k: pid for k, pid in self.conn.execute(
-                _KEYS_IN, {"source": self.source, "keys": part}).all() if k not in self.by_key})
+            self.by_key.update({k: pid for k, pid in bulk.rows_in(
+                self.conn, t.pupil_keys, ("pupil_key", "pupil_id"), "pupil_key", part, source=self.source)
+                if k not in self.by_key})
         for part in _chunks(upns):
-            self.by_upn.update({u: pid for u, pid in self.conn.execute(
-                _UPNS_IN, {"school": self.school_id, "upns": part}).all() if u not in self.by_upn})
+            self.by_upn.update({u: pid for u, pid in bulk.rows_in(
+                self.conn, t.pupils, ("upn", "id"), "upn", part, school_id=self.school_id) if u not in self.by_upn})
         self.known_keys.update(keys)
         self.known_upns.update(upns)
 
@@ -410,7 +401,8 @@ class _Writer:
         pids = {pid for pid, _ in items}
         strips: dict[tuple[int, int], str] = {}
         for ids in _chunks(sorted(p for p in pids if p not in self.created or p in self.stripped)):
-            strips.update({(pid, yr): m for pid, yr, m in self.conn.execute(_STRIPS_IN, {"ids": ids}).all()})
+            strips.update({(pid, yr): m for pid, yr, m in bulk.rows_in(
+                self.conn, t.mark_strips, ("pupil_id", "academic_year", "marks"), "pupil_id", ids)})
         original = dict(strips)
         changes: list[dict[str, Any]] = []
         placed: dict[date, tuple[int, int, int]] = {}  # start -> (academic year, index, sessions left in it)

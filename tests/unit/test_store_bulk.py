@@ -78,3 +78,18 @@ def test_json_written_to_the_store_is_what_json_dumps_writes(value: object) -> N
     assert to_json(value) == json.dumps(value)
     texts = [str(value), "Zoë \u4e2d \"q\" \\ \n"]  # a list of texts: the short cut
     assert to_json(texts) == json.dumps(texts) and to_json([]) == "[]"
+
+
+def test_rows_in_reads_what_sqlalchemy_reads(engine: Engine) -> None:
+    with engine.begin() as conn:
+        one, other = _school(conn), _school(conn, "3000")
+        rows = [{"school_id": s, "upn": u, "created_at": NOW, "updated_at": NOW}
+                for s, u in ((one, "A123456789012"), (one, "B123456789012"), (other, "A123456789012"))]
+        conn.execute(insert(t.pupils), rows)
+        wanted = ["A123456789012", "B123456789012", "C123456789012", "O'Brien %s ?"]  # quotes and markers are values
+        found = sorted(bulk.rows_in(conn, t.pupils, ("upn", "id", "school_id"), "upn", wanted, school_id=one))
+        expected = sorted(tuple(r) for r in conn.execute(select(t.pupils.c.upn, t.pupils.c.id, t.pupils.c.school_id).where(
+            t.pupils.c.upn.in_(wanted), t.pupils.c.school_id == one)).all())
+        assert found == expected and [r[0] for r in found] == ["A123456789012", "B123456789012"]
+        assert len(bulk.rows_in(conn, t.pupils, ("id",), "upn", ["A123456789012"])) == 2  # no other condition
+        assert bulk.rows_in(conn, t.pupils, ("id",), "upn", [], school_id=one) == []
