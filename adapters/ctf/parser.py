@@ -222,7 +222,7 @@ class _Reader:
         tags = {c.tag for c in p}
         address: Address | None = None
         if tags.isdisjoint(PUPIL_DETAILS):
-            yield PupilRecord(pupil_key=key, upn=upn)
+            yield PupilRecord.named(key, upn)
         else:
             basic = p.find("BasicDetails")
 
@@ -318,5 +318,5 @@ class _Reader:
             except ValueError as exc:
                 self.report.problem(self.n, "AttendanceMarks", str(exc))
                 continue
-            self.check.strip(start, "".join(codes), self.n)
+            self.check.strip(start, codes, self.n)
             yield MarksRecord(key, start, codes)
