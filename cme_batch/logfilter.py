@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Iterable, MutableMapping
-from datetime import date, datetime
+from datetime import date
 from typing import Any
 
 from sqlalchemy import Engine, select
@@ -78,33 +78,26 @@ class IdentityFilter:
 _NAME_COLUMNS = ("upn", "legal_surname", "legal_forename", "preferred_surname", "preferred_forename", "middle_names")
 
 
-def identities_from_store(engine: Engine, changed_since: datetime | None = None,
-                          pupil_ids: Collection[int] | None = None) -> list[str]:
+def identities_from_store(engine: Engine, pupil_ids: Collection[int] | None = None) -> list[str]:
     """Every pupil's names, UPN and date of birth (in the usual written forms); with
-    ``changed_since``, only those of pupils stored or changed since then; with ``pupil_ids``,
-    only those pupils' (an import's: nothing is read when it stored no pupil's details).
+    ``pupil_ids``, only those pupils' (an import's: nothing is read when it stored no pupil's details).
 
     Each column's distinct values are read, not every pupil's row: a local authority's 100,000
     pupils share a few thousand names and dates of birth, and it is the number of strings to
     split into tokens that costs.
     """
-    if pupil_ids is not None:
-        ids = sorted(pupil_ids)
-        return [v for i in range(0, len(ids), _ID_CHUNK) for v in _identities(engine, ids[i:i + _ID_CHUNK])]
-    return _identities(engine, None, changed_since)
+    if pupil_ids is None:
+        return _identities(engine, [])
+    ids = sorted(pupil_ids)
+    return [v for i in range(0, len(ids), _ID_CHUNK) for v in _identities(engine, [t.pupils.c.id.in_(ids[i:i + _ID_CHUNK])])]
 
 
 #: Pupil ids per ``IN (...)`` list.
 _ID_CHUNK = 5000
 
 
-def _identities(engine: Engine, ids: list[int] | None, changed_since: datetime | None = None) -> list[str]:
+def _identities(engine: Engine, where: list[Any]) -> list[str]:
     p = t.pupils
-    where = [p.c.updated_at >= changed_since] if changed_since is not None else []
-    if ids is not None:
-        if not ids:
-            return []
-        where.append(p.c.id.in_(ids))
     out: list[str] = []
     with engine.connect() as conn:
         for name in _NAME_COLUMNS:
@@ -118,12 +111,11 @@ def _identities(engine: Engine, ids: list[int] | None, changed_since: datetime |
 _active: IdentityFilter | None = None
 
 
-def install(engine: Engine, changed_since: datetime | None = None,
-            pupil_ids: Collection[int] | None = None) -> IdentityFilter:
+def install(engine: Engine, pupil_ids: Collection[int] | None = None) -> IdentityFilter:
     """Load identities from the store and put the filter in front of every log renderer.
 
-    ``pupil_ids`` (after an import: the pupils it added or changed) or ``changed_since`` adds
-    only those pupils, when the filter already knows the others.
+    ``pupil_ids`` (after an import: the pupils it added or changed) adds only those pupils, when
+    the filter already knows the others.
     """
     from cme_batch import log
 
@@ -132,8 +124,8 @@ def install(engine: Engine, changed_since: datetime | None = None,
         _active = IdentityFilter()
         log.extra_processors.append(_active)
         log.reconfigure()
-        changed_since, pupil_ids = None, None  # a new filter learns everyone
-    _active.add(identities_from_store(engine, changed_since, pupil_ids))
+        pupil_ids = None  # a new filter learns everyone
+    _active.add(identities_from_store(engine, pupil_ids))
     return _active
 
 

@@ -14,10 +14,10 @@ become warnings.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 from xml.etree.ElementTree import Element
 
 from adapters.ctf.marks import decode_marks
@@ -44,6 +44,7 @@ from cme_batch.xmlstream import (
     text_of,
 )
 
+T = TypeVar("T")
 ROOTS = ("CTfile",)
 HEADER = ("CTfile", "Header")
 PUPIL = ("CTfile", "CTFpupilData", "Pupil")
@@ -54,7 +55,6 @@ PUPIL_DETAILS = frozenset({"Surname", "Forename", "BasicDetails", "DOB", "Sex", 
                            "Email"})
 FLAG_PARTS = frozenset({"LookedAfter", "SENhistory"})
 SEN_FLAGS = {"E": "ehcp", "S": "ehcp", "K": "sen_support", "A": "sen_support", "P": "sen_support", "N": None}
-_YES_NO = {"true": True, "false": False}  # as written by every MIS (anything else goes through parse_bool)
 PLACEHOLDER_SCHOOLS = {"MMM", "MMMM", "XXX", "XXXX", ""}
 BS7666 = ("SAON", "PAON", "Street", "Locality", "Town", "AdministrativeArea", "PostTown")
 
@@ -115,7 +115,7 @@ class _Reader:
         self.in_file: set[str] = set()
         self.info: SchoolInfo | None = None
         self.n = 0
-        self.dates: dict[str, date] = {}  # texts already read as dates
+        self.read: dict[tuple[Callable[[str], Any], str], Any] = {}  # (parser, text) -> value, see value()
 
     def warn(self, code: str, message: str) -> None:
         self.batch.warnings.append(Warning_(code, message, f"{self.file} record {self.n}"))
@@ -160,20 +160,23 @@ class _Reader:
 
     # -- values ------------------------------------------------------------------------------
     def date_of(self, el: Element | None, fld: str) -> date | None:
-        raw = text_of(el)
-        found = self.dates.get(raw) if raw is not None else None
-        if found is None:  # a text not read yet (every pupil of a day's file has the same start date)
-            found = self.report.convert(self.n, fld, raw, parse_date, "is not a date YYYY-MM-DD")
-            if found is not None and raw is not None:
-                self.dates[raw] = found
-        return found
+        return self.value(el, fld, parse_date, "is not a date YYYY-MM-DD")
 
     def yes_no(self, el: Element | None, fld: str) -> bool | None:
+        return self.value(el, fld, parse_bool, "is not true or false")
+
+    def value(self, el: Element | None, fld: str, parse: Callable[[str], T], wrong: str) -> T | None:
+        """``parse`` of the element's text, remembered per text: every pupil of a day's file has
+        the same start date. A text that does not parse is a problem each time it is met."""
         raw = text_of(el)
-        found = _YES_NO.get(raw) if raw is not None else None
-        if found is None:
-            found = self.report.convert(self.n, fld, raw, parse_bool, "is not true or false")
-        return found
+        if raw is None:
+            return None
+        known = self.read.get((parse, raw))
+        if known is None:
+            known = self.report.convert(self.n, fld, raw, parse, wrong)
+            if known is not None:
+                self.read[(parse, raw)] = known
+        return cast(T, known)
 
     def is_ours(self, el: Element) -> bool:
         la, estab = text_of(el.find("LEA")), text_of(el.find("Estab"))

@@ -238,6 +238,9 @@ def test_upn_and_attendance_only() -> None:
 def test_each_other_part_alone_is_read(tag: str, kind: type) -> None:
     records = _read(_file_of([el for el in _rich_pupil() if el.tag in ("UPN", tag)]))
     assert any(isinstance(r, kind) for r in records), f"{tag} was not read"
+
+
+def test_looked_after_alone_is_read() -> None:
     in_care = ET.fromstring("<LookedAfter><InCare>true</InCare></LookedAfter>")
     records = _read(_file_of([el for el in _rich_pupil() if el.tag == "UPN"] + [in_care]))
     assert [r.kind for r in records if isinstance(r, FlagRecord)] == ["looked_after"]

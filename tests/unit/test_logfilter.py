@@ -64,7 +64,7 @@ def test_a_crash_never_prints_the_pupil_data_in_its_message(monkeypatch, capsys)
 def test_an_import_adds_the_identities_it_stored_and_a_new_filter_learns_everyone(engine) -> None:  # type: ignore[no-untyped-def]
     from datetime import UTC, datetime
 
-    from sqlalchemy import insert
+    from sqlalchemy import insert, select
 
     from cme_batch.logfilter import identities_from_store
     from cme_batch.store import tables as t
@@ -80,7 +80,9 @@ def test_an_import_adds_the_identities_it_stored_and_a_new_filter_learns_everyon
              "dob": date(2017, 3, 4), "created_at": now, "updated_at": now},
             {"school_id": school, "upn": None, "legal_surname": "Newer", "legal_forename": None, "dob": None,
              "created_at": now, "updated_at": now}])
-    assert sorted(identities_from_store(engine, changed_since=now)) == sorted(
+        newer = conn.execute(select(t.pupils.c.id).where(t.pupils.c.legal_surname == "Newer")).scalars().all()
+    assert sorted(identities_from_store(engine, pupil_ids=newer)) == sorted(
         ["B123456789012", "Newer", "Mary Ann", *_date_forms(date(2017, 3, 4))])
+    assert identities_from_store(engine, pupil_ids=[]) == []
     everyone = IdentityFilter(identities_from_store(engine))
     assert {"a123456789012", "older", "newer", "mary", "ann", "02/01/2016", "2017-03-04"} <= everyone.tokens

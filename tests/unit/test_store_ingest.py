@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, date, datetime
 
 import pytest
@@ -11,7 +12,7 @@ from sqlalchemy import Engine, select
 
 from cme_batch.errors import BadInputError
 from cme_batch.model import EnrolmentRecord, MarksRecord, PupilRecord, SourceBatch
-from cme_batch.store import ingest
+from cme_batch.store import ingest, migrate, open_store
 from cme_batch.store import tables as t
 from tests.helpers import snapshot
 
@@ -97,18 +98,16 @@ def test_checking_a_chunk_at_once_refuses_what_checking_each_row_refuses(rows: l
     assert outcome(lambda: check_rows("f.xml", pupils, rows)) == one_by_one
 
 
-_STORE: dict[str, Engine] = {}
-_N = iter(range(10**9))
+_N = iter(range(10**9))  # a new pupil key for every example
 
 
-def _marks_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Engine, int]:
-    if "engine" not in _STORE:
-        from cme_batch.store import migrate, open_store
-
-        eng = open_store(f"sqlite:///{tmp_path_factory.mktemp('marks') / 'store.sqlite'}")
-        migrate(eng)
-        _STORE["engine"] = eng
-    return _STORE["engine"], _school(_STORE["engine"])
+@pytest.fixture(scope="module")
+def marks_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Engine, int]]:
+    """One SQLite store for every example of the property test below (each uses its own pupils)."""
+    eng = open_store(f"sqlite:///{tmp_path_factory.mktemp('marks') / 'store.sqlite'}")
+    migrate(eng)
+    yield eng, _school(eng)
+    eng.dispose()
 
 
 def _stored(engine: Engine, key: str) -> tuple[dict[int, str], list[tuple[object, ...]]]:
@@ -131,10 +130,10 @@ STARTS = st.sampled_from([date(2025, 7, 30), date(2025, 7, 31), date(2025, 8, 1)
 @settings(max_examples=80, deadline=None)
 @given(STARTS, st.text(MARK_CHARS, max_size=8), st.text("/\\NL", max_size=8))
 def test_a_run_given_as_a_string_is_stored_as_the_same_run_given_code_by_code(
-        tmp_path_factory: pytest.TempPathFactory, start: date, codes: str, before: str) -> None:
+        marks_store: tuple[Engine, int], start: date, codes: str, before: str) -> None:
     """The store's quick way with a marks string (one academic year, codes stored as themselves)
     against the general way (a tuple of codes): the same strips, corrections and refusals."""
-    engine, school = _marks_store(tmp_path_factory)
+    engine, school = marks_store
     n = next(_N)
     outcomes = []
     for key, given_codes in ((f"S{n}", codes), (f"T{n}", tuple(codes))):
