@@ -46,6 +46,11 @@ CHUNK = 1000
 PIPE_BYTES = 1 << 20
 #: Lists received and not yet stored, at most (some megabytes: the reader need not wait while a chunk of pupils is stored).
 BUFFERED = 64
+#: How long the pipe's thread is waited for before the next file's reader is forked (see ``_alone``).
+JOIN_SECONDS = 5.0
+#: How often a taker waiting for a message looks whether the pipe has ended (only when the end
+#: could not be put in the buffer, which was full).
+_WAIT = 0.05
 
 
 class ReadAheadFailed(CmeError):
@@ -88,7 +93,7 @@ def read_ahead(batch: SourceBatch, force: bool = False, then: Callable[[], None]
     pump = threading.Thread(target=_pump, args=(receiver, buffer, finished, stop), name="cme-batch reader pipe",
                             daemon=True)
     pump.start()
-    batch.records = _received(batch, buffer, finished, then)
+    batch.records = _received(batch, buffer, finished, then, pump)
     try:
         yield batch
     finally:  # also when the records were not all taken (a batch already imported, a failed store)
@@ -149,13 +154,24 @@ def _failure(exc: BaseException) -> bytes:
 def _pump(receiver: Any, buffer: queue.Queue[bytes | None], finished: threading.Event, stop: threading.Event
           ) -> None:
     """A thread taking the child's messages off the pipe as they come, so the child keeps reading
-    while this process stores a whole chunk of pupils. ``stop``: nobody takes them any more."""
+    while this process stores a whole chunk of pupils. ``stop``: nobody takes them any more.
+
+    Once the pipe has ended (the child finished, or died) it sets ``finished`` and returns at
+    once: it never waits for room to say so. The next file's reader is forked only after this
+    thread has ended, so a child is never forked while another thread of this process runs
+    (one that might hold a lock the child would inherit, held for ever).
+    """
     try:
         while not stop.is_set():
             _hand_over(buffer, receiver.recv_bytes(), stop)
     except (EOFError, OSError):
+        pass
+    finally:
         finished.set()
-        _hand_over(buffer, None, stop)  # the child has finished (or died): the reader below tells which
+        try:
+            buffer.put_nowait(None)  # wakes a taker waiting now; when full, the taker finds the end by itself
+        except queue.Full:
+            pass
 
 
 def _hand_over(buffer: queue.Queue[bytes | None], message: bytes | None, stop: threading.Event) -> None:
@@ -168,14 +184,25 @@ def _hand_over(buffer: queue.Queue[bytes | None], message: bytes | None, stop: t
             continue
 
 
+def _take(buffer: queue.Queue[bytes | None], finished: threading.Event) -> bytes | None:
+    """The next message; None once the pipe has ended and every message before its end is taken."""
+    while True:
+        try:
+            return buffer.get(timeout=_WAIT)
+        except queue.Empty:
+            if finished.is_set() and buffer.empty():  # (messages are put before ``finished`` is set)
+                return None
+
+
 def _received(batch: SourceBatch, buffer: queue.Queue[bytes | None], finished: threading.Event,
-              then: Callable[[], None] | None) -> Iterator[Record]:
+              then: Callable[[], None] | None, pump: threading.Thread) -> Iterator[Record]:
     while True:
         if then is not None and finished.is_set() and not batch.shared:  # the next file's reading may begin
             start_next: Callable[[], None] = then  # (with shared maps: once they are brought back, below)
             then = None
+            _alone(pump)
             start_next()
-        raw = buffer.get()
+        raw = _take(buffer, finished)
         if raw is None:
             raise ReadAheadFailed(f"{batch.origin}: the process reading the file ended before the end of the "
                                   "file (killed or out of memory?); nothing imported")
@@ -190,6 +217,7 @@ def _received(batch: SourceBatch, buffer: queue.Queue[bytes | None], finished: t
             for mine, theirs in zip(batch.shared, maps, strict=True):
                 mine.update(theirs)
             if then is not None:
+                _alone(pump)
                 then()
             yield from rest
             return
@@ -197,3 +225,11 @@ def _received(batch: SourceBatch, buffer: queue.Queue[bytes | None], finished: t
             _kind, exc, where = message
             exc.add_note(f"raised while reading the file in a second process:\n{where}")
             raise exc
+
+
+def _alone(pump: threading.Thread) -> None:
+    """Wait for the thread emptying the pipe to end (the child has sent its last message and is
+    closing the pipe), so that the next child is forked from this thread alone. A child that
+    does not close its end within ``JOIN_SECONDS`` is not waited for any longer: the next
+    file's reading then begins with the thread still there (a risk of a stuck child, not an error)."""
+    pump.join(JOIN_SECONDS)
