@@ -83,7 +83,10 @@ def write_test_pki(folder: Path) -> Path:
              .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
              .public_key(key.public_key()).serial_number(x509.random_serial_number())
              .not_valid_before(now - timedelta(hours=1)).not_valid_after(now + timedelta(days=2))
-             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+             # the key identifiers: Python 3.13's strict certificate checks refuse a chain without them
+             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()), critical=False))
         if ca:
             b = b.add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), True)
         else:
