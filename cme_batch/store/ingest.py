@@ -192,6 +192,39 @@ KINDS: dict[type, _Kind] = {
 }
 
 
+class _Seen:
+    """The keys a batch gave each pupil for one kind of record (what ``remove_missing`` keeps).
+
+    Kept for the whole batch, so it is kept small: most pupils have one or two records of a
+    kind, and their keys are held in a tuple (a one-key tuple takes 48 bytes, a set 216); a
+    pupil with more than ``FEW`` keys gets a set. Membership is the same as a set's.
+    """
+
+    FEW = 8
+    __slots__ = ("by_pupil",)
+
+    def __init__(self) -> None:
+        self.by_pupil: dict[int, tuple[Any, ...] | set[Any]] = {}
+
+    def add(self, pid: int, key: Any) -> None:
+        got = self.by_pupil.get(pid)
+        if got is None:
+            self.by_pupil[pid] = (key,)
+        elif isinstance(got, set):
+            got.add(key)
+        elif key not in got:
+            self.by_pupil[pid] = (*got, key) if len(got) < self.FEW else {*got, key}
+
+    def __contains__(self, pid: int) -> bool:
+        return pid in self.by_pupil
+
+    def keys_of(self, pid: int) -> tuple[Any, ...] | set[Any]:
+        return self.by_pupil.get(pid, ())
+
+    def pupils(self) -> set[int]:
+        return set(self.by_pupil)
+
+
 class _Writer:
     """Writes a batch in chunks: a few statements per chunk of pupils, whatever the batch's size.
 
@@ -215,7 +248,7 @@ class _Writer:
         self.created: set[int] = set()  # pupils this batch added: nothing of theirs is stored before it
         self.updated: set[int] = set()  # stored pupils whose details this batch changed
         self.stripped: set[int] = set()  # pupils whose strips this batch wrote
-        self.seen: dict[str, dict[int, set[Any]]] = {k.name: defaultdict(set) for k in KINDS.values()}
+        self.seen: dict[str, _Seen] = {k.name: _Seen() for k in KINDS.values()}
         self.chunk_pupils: list[PupilRecord] = []
         self.chunk_records: list[Any] = []
         self.pending: list[Any] = []  # records naming a pupil not seen yet
@@ -364,7 +397,7 @@ class _Writer:
         inserts: list[dict[str, Any]] = []
         updates: list[dict[str, Any]] = []
         for (pid, key), vals in wanted.items():
-            seen[pid].add(key)
+            seen.add(pid, key)
             row = existing.get((pid, key))
             if row is None:
                 inserts.append({"pupil_id": pid, "source": self.source, **vals})
@@ -383,13 +416,13 @@ class _Writer:
             if kind.name not in self.batch.replaces:
                 continue
             table, seen = kind.table, self.seen[kind.name]
-            pids = sorted((self.pupils_in_batch | set(seen)) - self.created)
+            pids = sorted((self.pupils_in_batch | seen.pupils()) - self.created)
             cols = [table.c.id, table.c.pupil_id, *(table.c[c] for c in kind.key_columns)]
             gone: list[int] = []
             for ids in _chunks(pids):
                 for row in self.conn.execute(select(*cols).where(table.c.pupil_id.in_(ids),
                                                                  table.c.source == self.source)).mappings():
-                    if kind.key_of(row) not in seen.get(row["pupil_id"], ()):
+                    if kind.key_of(row) not in seen.keys_of(row["pupil_id"]):
                         gone.append(row["id"])
             for ids in _chunks(gone):
                 self.conn.execute(delete(table).where(table.c.id.in_(ids)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 from datetime import UTC, date, datetime
 
 import pytest
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, select
 
 from cme_batch.errors import BadInputError
-from cme_batch.model import EnrolmentRecord, MarksRecord, PupilRecord, SourceBatch
+from cme_batch.model import ContactRecord, EnrolmentRecord, FlagRecord, MarksRecord, PupilRecord, SourceBatch
 from cme_batch.store import ingest, migrate, open_store
 from cme_batch.store import tables as t
 from tests.helpers import snapshot
@@ -177,3 +178,44 @@ def test_a_pupil_named_with_no_details_and_another_pupils_upn_is_refused(engine:
         ingest.apply_batch(engine, school, SourceBatch("mis", "b", records=[PupilRecord("K1", upn="B123456789012")]),
                            NOW)
     assert snapshot(engine) == before
+
+
+# up to 12 different contacts (a pupil with many is kept apart in the batch's bookkeeping), some given twice
+_CONTACTS = st.tuples(st.integers(0, 12), st.lists(st.sampled_from([f"C{i}" for i in range(12)]), max_size=3)).map(
+    lambda drawn: [f"C{i}" for i in range(drawn[0])] + drawn[1])
+_FLAGS = st.lists(st.tuples(st.sampled_from(["child_protection_plan", "looked_after", "young_carer"]),
+                            st.sampled_from([None, date(2025, 9, 1), date(2025, 10, 6)])), max_size=4)
+_PUPILS = st.dictionaries(st.sampled_from("ABCD"), st.tuples(_CONTACTS, _FLAGS), max_size=4)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_PUPILS, _PUPILS, st.randoms(use_true_random=False))
+def test_a_replacing_batch_leaves_each_of_its_pupils_exactly_the_records_it_gave(
+        marks_store: tuple[Engine, int], first: dict[str, tuple[list[str], list[tuple[str, date | None]]]],
+        second: dict[str, tuple[list[str], list[tuple[str, date | None]]]], order: Any) -> None:
+    """Two exports that each replace the contacts and flags they hold, records in any order and
+    stored a few at a time: afterwards, each pupil of the second has exactly the ones it gave,
+    and a pupil only in the first keeps those the first gave."""
+    from unittest.mock import patch
+
+    engine, school = marks_store
+    n = next(_N)
+    for origin, given_pupils in (("first", first), ("second", second)):
+        records: list[object] = []
+        for p, (contacts, flags) in given_pupils.items():
+            key = f"R{n}{p}"
+            records += [PupilRecord(key), *(ContactRecord(key, c) for c in contacts),
+                        *(FlagRecord(key, kind, start) for kind, start in flags)]
+        order.shuffle(records)
+        with patch.object(ingest, "PUPIL_CHUNK", 2), patch.object(ingest, "RECORD_CHUNK", 3):
+            ingest.apply_batch(engine, school, SourceBatch("mis", f"{origin}-{n}", records=records,
+                                                           replaces=frozenset({"contacts", "flags"})), NOW)
+    with engine.connect() as conn:
+        keys = dict(conn.execute(select(t.pupil_keys.c.pupil_id, t.pupil_keys.c.pupil_key)).all())
+        contacts = conn.execute(select(t.contacts.c.pupil_id, t.contacts.c.contact_key)).all()
+        flags = conn.execute(select(t.flags.c.pupil_id, t.flags.c.kind, t.flags.c.start_date)).all()
+    for p in set(first) | set(second):
+        key = f"R{n}{p}"
+        want_contacts, want_flags = second[p] if p in second else first[p]
+        assert sorted({c for pid, c in contacts if keys[pid] == key}) == sorted(set(want_contacts)), p
+        assert {(k, s) for pid, k, s in flags if keys[pid] == key} == set(want_flags), p
