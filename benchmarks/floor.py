@@ -2,7 +2,7 @@
 
 Run by hand after ``python -m benchmarks.run`` (which writes the day files and the LA store):
 
-    python -m benchmarks.floor --dir /tmp/cme-bench
+    python -m benchmarks.floor          # --dir: the folder benchmarks.run used
 
 - **Reading**: expat (C) builds each day file's tree, and nothing else is done with it; every
   CTF reader of this design does at least that.
