@@ -2,7 +2,7 @@
 
 From Python 3.13, ``ssl.create_default_context`` sets ``VERIFY_X509_STRICT``: a certificate
 chain without key identifiers is refused ("Missing Authority Key Identifier"). The stand-ins
-for Arbor (also used by ``cme-batch demo --arbor``), Microsoft 365 and the IMAP server make
+for Arbor (also used by ``cme-batch demo --source arbor``), Microsoft 365 and the IMAP server make
 their own certificates; these tests ask for the strict checks on whatever Python runs them,
 so a stand-in that would fail on 3.13 fails here too.
 """

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
-from typing import Any
 from datetime import UTC, date, datetime
 
 import pytest
@@ -192,7 +192,7 @@ _PUPILS = st.dictionaries(st.sampled_from("ABCD"), st.tuples(_CONTACTS, _FLAGS),
 @given(_PUPILS, _PUPILS, st.randoms(use_true_random=False))
 def test_a_replacing_batch_leaves_each_of_its_pupils_exactly_the_records_it_gave(
         marks_store: tuple[Engine, int], first: dict[str, tuple[list[str], list[tuple[str, date | None]]]],
-        second: dict[str, tuple[list[str], list[tuple[str, date | None]]]], order: Any) -> None:
+        second: dict[str, tuple[list[str], list[tuple[str, date | None]]]], order: random.Random) -> None:
     """Two exports that each replace the contacts and flags they hold, records in any order and
     stored a few at a time: afterwards, each pupil of the second has exactly the ones it gave,
     and a pupil only in the first keeps those the first gave."""
