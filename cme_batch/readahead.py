@@ -174,7 +174,7 @@ def _pump(receiver: Any, buffer: queue.Queue[bytes | None], finished: threading.
             pass
 
 
-def _hand_over(buffer: queue.Queue[bytes | None], message: bytes | None, stop: threading.Event) -> None:
+def _hand_over(buffer: queue.Queue[bytes | None], message: bytes, stop: threading.Event) -> None:
     """Put ``message`` in ``buffer``, waiting while it is full, unless nobody takes them any more."""
     while not stop.is_set():
         try:
