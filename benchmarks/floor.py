@@ -11,7 +11,19 @@ Run by hand after ``python -m benchmarks.run`` (which writes the day files and t
   slicing, write the strips back, commit; one transaction per file, as an import does.
 
 The two halves of an import run at once on two cores, so the new day cannot take less than the
-larger of the two, plus ``detect``. Nothing here is checked or kept: it is not an importer.
+larger of the two, plus ``detect``.
+
+The same two floors for the other design the README weighs (``--other``):
+
+- **Reading in C**: libxml2 builds each day file's whole tree and XPath takes the keys, start
+  dates and marks out of it, so Python touches only the strings.
+- **Appending**: every pupil's key looked up once for the whole import, then the day laid down
+  as one short row per pupil in a table of its own, one transaction per file, to be folded
+  into the strips later (the folding is not timed: it is off the night's path). What ``detect``
+  would pay on top, to see the unfolded day, is timed apart: reading the day's rows back and
+  laying them on strips held in memory.
+
+Nothing here is checked or kept: it is not an importer.
 """
 
 from __future__ import annotations
@@ -25,6 +37,8 @@ from datetime import timedelta
 from pathlib import Path
 from xml.etree.ElementTree import TreeBuilder, XMLParser
 
+from lxml import etree
+
 from benchmarks import generate as gen
 from cme_batch import marks as mk
 
@@ -37,6 +51,23 @@ def read_floor(files: list[Path]) -> float:
         parser = XMLParser(target=TreeBuilder())
         parser.feed(f.read_bytes())
         parser.close()
+    return time.perf_counter() - started
+
+
+def read_in_c(files: list[Path]) -> float:
+    pupils = "/CTfile/CTFpupilData/Pupil"
+    sessions = f"{pupils}/Attendance/YearData/AttendSessions"
+    parser = etree.XMLParser(no_network=True, load_dtd=False, remove_blank_text=True)
+    keys_of, starts_of, marks_of = (etree.XPath(f"{path}/text()", smart_strings=False) for path in (
+        f"{pupils}/UPN", f"{sessions}/AttendanceStartDate", f"{sessions}/AttendanceMarks"))
+    count = etree.XPath(f"count({pupils})")
+    started = time.perf_counter()
+    for f in files:
+        root = etree.fromstring(f.read_bytes(), parser)
+        keys, starts, marks = keys_of(root), starts_of(root), marks_of(root)
+        if not len(keys) == len(starts) == len(marks) == count(root):
+            raise SystemExit(f"{f}: not one UPN and one run of marks per pupil; this floor reads only such files")
+        del root
     return time.perf_counter() - started
 
 
@@ -92,21 +123,70 @@ def store_floor(store: Path, days: list[list[tuple[str, str]]]) -> dict[str, flo
     return parts
 
 
+def append_floor(store: Path, days: list[list[tuple[str, str]]]) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "store.sqlite"
+        shutil.copy(store, copy)
+        con = sqlite3.connect(copy, isolation_level=None)
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA synchronous=NORMAL")
+        con.execute("CREATE TABLE day_marks (pupil_id INTEGER NOT NULL, day TEXT NOT NULL, marks TEXT NOT NULL, "
+                    "PRIMARY KEY (pupil_id, day)) WITHOUT ROWID")
+        day = (gen.NEW_DAY + timedelta(days=1)).isoformat()
+        parts = dict.fromkeys(("look up", "append", "commit"), 0.0)
+        t0 = time.perf_counter()
+        ids = dict(con.execute("SELECT pupil_key, pupil_id FROM pupil_keys WHERE source = 'ctf'").fetchall())
+        parts["look up"] = time.perf_counter() - t0
+        for pupils in days:
+            t1 = time.perf_counter()
+            con.execute("BEGIN")
+            con.executemany("INSERT INTO day_marks VALUES (?, ?, ?)", [(ids[k], day, codes) for k, codes in pupils])
+            t2 = time.perf_counter()
+            con.execute("COMMIT")
+            t3 = time.perf_counter()
+            parts["append"] += t2 - t1
+            parts["commit"] += t3 - t2
+        at, year = mk.position(gen.NEW_DAY + timedelta(days=1), "AM"), mk.academic_year_of(gen.NEW_DAY)
+        strips = dict(con.execute("SELECT pupil_id, marks FROM mark_strips WHERE academic_year = ?", [year]))
+        t4 = time.perf_counter()
+        for pid, codes in con.execute("SELECT pupil_id, marks FROM day_marks WHERE day = ?", [day]):
+            s = strips[pid]
+            strips[pid] = s[:at] + codes + s[at + len(codes):]
+        parts["detect's extra"] = time.perf_counter() - t4
+        con.close()
+    return parts
+
+
+def _parts(parts: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.2f}" for k, v in parts.items())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "cme-bench",
                     help="the benchmark's folder (ctf/day-*.xml and la/state/cme-batch.sqlite)")
+    ap.add_argument("--other", action="store_true",
+                    help="also the floors of the other design: reading in C, appending the day")
     args = ap.parse_args()
     files = sorted((args.dir / "ctf").glob("day-*.xml"))
     store = args.dir / "la" / "state" / "cme-batch.sqlite"
     if not files or not store.exists():
         raise SystemExit(f"no day files or LA store under {args.dir}: run python -m benchmarks.run first")
     reading = read_floor(files)
-    parts = store_floor(store, [day_of(f) for f in files])
+    days = [day_of(f) for f in files]
+    parts = store_floor(store, days)
     storing = sum(parts.values())
     print(f"{len(files)} day files: reading floor {reading:.2f} s; storing floor {storing:.2f} s "
-          f"({', '.join(f'{k} {v:.2f}' for k, v in parts.items())}); the import cannot take less than "
-          f"{max(reading, storing):.2f} s on two cores, before detect")
+          f"({_parts(parts)}); the import cannot take less than {max(reading, storing):.2f} s on two cores, "
+          "before detect")
+    if args.other:
+        reading = read_in_c(files)
+        parts = append_floor(store, days)
+        extra = parts.pop("detect's extra")
+        storing = sum(parts.values())
+        print(f"the other design: reading in C {reading:.2f} s; appending {storing:.2f} s ({_parts(parts)}); "
+              f"its import cannot take less than {max(reading, storing):.2f} s on two cores, before detect, which would "
+              f"take {extra:.2f} s more to see the day before it is folded")
 
 
 if __name__ == "__main__":
