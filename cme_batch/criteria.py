@@ -87,21 +87,31 @@ def compulsory_school_age(dob: date | None, on: date) -> bool | None:
     return on >= compulsory_school_age_start(dob)
 
 
+def destination_recorded(destination: str | None) -> bool:
+    """A destination is recorded: not empty, not a placeholder, and not itself saying it is unknown."""
+    return not (destination is None or destination.strip().upper() in _PLACEHOLDER_DESTINATIONS
+                or _UNKNOWN_DESTINATION.search(destination))
+
+
 def destination_unknown(destination: str | None, leaving_reason: str | None) -> bool:
     """No destination recorded (or a placeholder), or a leaving reason that says it is unknown."""
-    if destination is None or destination.strip().upper() in _PLACEHOLDER_DESTINATIONS:
+    if not destination_recorded(destination):
         return True
     return bool(leaving_reason and _UNKNOWN_DESTINATION.search(leaving_reason))
 
 
-def unexplained_due(streak: Streak, th: Thresholds, calendar: SchoolCalendar, as_of: date) -> date | None:
+def unexplained_due(streak: Streak, th: Thresholds, calendar: SchoolCalendar, as_of: date,
+                    since: date | None = None) -> date | None:
     """The date of the streak's referral_due-th school day: past if reached, else projected by the calendar.
 
     A register gap inside the streak is counted here as a school day of absence: the child was
     not seen, and a missing register must never push the referral later. (The streak's length,
-    and so its stage, still counts only the days with unexplained marks.)
+    and so its stage, still counts only the days with unexplained marks.) ``since`` is the start
+    of the case the streak continues, when that is earlier than the streak's own start (its
+    first day's mark has since become a missing register): gaps from then on count too.
     """
-    days = sorted(set(streak.counted) | {g for g in streak.register_gaps if streak.start and g > streak.start})
+    first = since if since is not None and (streak.start is None or since < streak.start) else streak.start
+    days = sorted(set(streak.counted) | {g for g in streak.register_gaps if first is not None and g >= first})
     if len(days) >= th.referral_due:
         return days[th.referral_due - 1]
     return calendar.nth_school_day_after(as_of, th.referral_due - len(days))
@@ -131,7 +141,9 @@ class Context:
     as_of: date
     thresholds: Thresholds
     calendar: SchoolCalendar
-    window_start: date  # the first date the marks read cover: older admissions and leavings are not judged
+    # the first date the marks read cover: an older admission or leaving opens no case (an open
+    # case of one is still followed to its end)
+    marks_from: date
 
 
 @dataclass(frozen=True)
@@ -152,6 +164,7 @@ class CaseState:
     compulsory_school_age: bool | None = None
     closed_reason: str | None = None
     closed_on: date | None = None
+    opened_destination: str | None = None  # destination_unknown: the destination recorded when it opened
 
 
 @dataclass(frozen=True)
@@ -254,14 +267,40 @@ def _close(case: CaseState, reason: str, f: PupilFacts, ctx: Context) -> Change:
 
 
 def _in_window(d: date | None, ctx: Context) -> bool:
-    return d is not None and ctx.window_start <= d <= ctx.as_of
+    return d is not None and ctx.marks_from <= d <= ctx.as_of
 
 
-def place_not_taken_up(f: PupilFacts, ctx: Context) -> bool:
-    """An agreed first day has passed and the child has not been seen since."""
+def _judged(d: date | None, ctx: Context, case: CaseState | None) -> bool:
+    """Whether an admission or leaving on ``d`` is looked at: within the marks read, or the episode
+    of a case already open (however long ago it began: a case never closes just by growing old)."""
+    return _in_window(d, ctx) or (case is not None and d is not None and case.episode_start == d <= ctx.as_of)
+
+
+def place_not_taken_up(f: PupilFacts, ctx: Context, case: CaseState | None = None) -> bool:
+    """An agreed first day has passed and the child has not been seen since (``case``: the open one)."""
     seen = f.streaks.last_attended
-    return (f.on_roll and _in_window(f.admission_date, ctx) and not f.admission_withdrawn
+    return (f.on_roll and _judged(f.admission_date, ctx, case) and not f.admission_withdrawn
             and not (seen is not None and f.admission_date is not None and seen >= f.admission_date))
+
+
+def _du_case(cases: list[CaseState], leaving: date | None) -> CaseState | None:
+    """The pupil's open destination_unknown case, else the latest one of this leaving."""
+    du = [c for c in cases if c.kind == DESTINATION_UNKNOWN]
+    return next((c for c in du if c.status == OPEN), None) or next(
+        (c for c in reversed(du) if leaving is not None and c.episode_start == leaving), None)
+
+
+def destination_still_unknown(f: PupilFacts, ctx: Context, case: CaseState | None) -> bool:
+    """destination_unknown holds for a leaver: opens by DOMAIN's rule (no destination recorded,
+    or a leaving reason that says it is unknown); once a case of this leaving exists, it also
+    ends when a destination is recorded that was not there when the case opened, even if the
+    leaving reason, which schools seldom edit, still says unknown."""
+    left = f.leaving_date is not None and f.leaving_date <= ctx.as_of
+    if not (left and _judged(f.leaving_date, ctx, case if case is not None and case.status == OPEN else None)):
+        return False
+    if not destination_unknown(f.destination, f.leaving_reason):
+        return False
+    return case is None or not (destination_recorded(f.destination) and f.destination != case.opened_destination)
 
 
 def decide(f: PupilFacts, cases: list[CaseState], ctx: Context) -> list[Change]:
@@ -273,7 +312,7 @@ def decide(f: PupilFacts, cases: list[CaseState], ctx: Context) -> list[Change]:
     last_seen = f.streaks.last_attended
 
     # place not taken up
-    pntu = place_not_taken_up(f, ctx)
+    pntu = place_not_taken_up(f, ctx, opened.get(PLACE_NOT_TAKEN_UP))
     if pntu:
         assert f.admission_date is not None
         prior = opened.get(PLACE_NOT_TAKEN_UP)
@@ -294,8 +333,12 @@ def decide(f: PupilFacts, cases: list[CaseState], ctx: Context) -> list[Change]:
     streak = f.streaks.unexplained
     live = f.on_roll and streak.days > 0 and not pntu
     ua = opened.get(UNEXPLAINED_ABSENCE)
-    if ua is not None and not (live and streak.start is not None and ua.episode_start is not None
-                              and streak.start <= ua.episode_start):
+    # the open case goes on while there has been no break since it began (its first day may since
+    # have become a missing register, or lie before the marks read)
+    goes_on = ua is not None and live and ua.episode_start is not None and (
+        streak.after is None or streak.after < ua.episode_start) and not (
+        last_seen is not None and last_seen >= ua.episode_start)
+    if ua is not None and not goes_on:
         seen = last_seen is not None and ua.episode_start is not None and last_seen >= ua.episode_start
         reason = "left" if not f.on_roll else "superseded" if pntu else "returned" if seen else "explained"
         out.append(_close(ua, reason, f, ctx))
@@ -303,22 +346,30 @@ def decide(f: PupilFacts, cases: list[CaseState], ctx: Context) -> list[Change]:
                                                                closed_on=as_of)]
     if live:
         early = bool(f.flags & EARLY_DSL_FLAGS)
-        target = {"stage": stage_for(streak.days, th, early), "episode_start": streak.start,
-                  "school_days": streak.days, "last_attended": last_seen,
-                  "referral_due": unexplained_due(streak, th, ctx.calendar, as_of),
+        start, days, since = streak.start, streak.days, None
+        due = None
+        if goes_on and ua is not None and ua.episode_start is not None and start is not None \
+                and ua.episode_start < start:
+            since = ua.episode_start
+            if not f.streaks.complete:  # begun before the marks read: its start, length and due date are the case's
+                start, days, due = ua.episode_start, max(ua.school_days or 0, days), ua.referral_due
+        target = {"stage": stage_for(days, th, early), "episode_start": start,
+                  "school_days": days, "last_attended": last_seen,
+                  "referral_due": due or unexplained_due(streak, th, ctx.calendar, as_of, since),
                   "register_gaps": [d.isoformat() for d in streak.register_gaps], "compulsory_school_age": csa}
         out += _ensure(f, cases, UNEXPLAINED_ABSENCE, target, ctx, streak.start, {}, frozenset(streak.counted))
 
     # destination unknown
     left = f.leaving_date is not None and f.leaving_date <= as_of
-    du = left and _in_window(f.leaving_date, ctx) and destination_unknown(f.destination, f.leaving_reason)
+    du = destination_still_unknown(f, ctx, _du_case(cases, f.leaving_date))
     if du:
         prior = opened.get(DESTINATION_UNKNOWN)
         target = {"stage": "referral_prepare", "episode_start": f.leaving_date, "school_days": None,
                   "last_attended": last_seen, "referral_due": prior.referral_due if prior and prior.referral_due
                   else as_of, "register_gaps": [], "compulsory_school_age": csa}
         out += _ensure(f, cases, DESTINATION_UNKNOWN, target, ctx, None,
-                       {"leaving_date": _json(f.leaving_date), "leaving_reason": f.leaving_reason})
+                       {"leaving_date": _json(f.leaving_date), "leaving_reason": f.leaving_reason,
+                        "destination": f.destination})
     elif DESTINATION_UNKNOWN in opened:
         out.append(_close(opened[DESTINATION_UNKNOWN], "destination_known" if left else "no_longer_applies", f, ctx))
 

@@ -126,7 +126,7 @@ def _strip_ranges(ranges: list[Range] | None, year: int) -> tuple[tuple[int, int
 
 _Query = TypeVar("_Query", bound=Select[Any])
 #: Positions in an admission row (see ``_Evaluator._admissions``); the names work too, slowly.
-_FIRST, _LEAVING, _WITHDRAWN, _ADMITTED = 1, 2, 3, 4
+_FIRST, _LEAVING, _WITHDRAWN, _ADMITTED, _REASON, _DESTINATION = 1, 2, 3, 4, 5, 6
 
 
 def _of_school(query: _Query, pupil_id: ColumnElement[int], school_id: int, alone: bool) -> _Query:
@@ -233,15 +233,21 @@ class Evaluation:
     def with_news(self) -> set[int]:
         """Pupils a criterion might apply to (with the pupils who have cases, all that detect looks at).
 
-        An unexplained streak, unexplained episodes in the repeat window, or a current admission
-        starting or ending in it.
+        An unexplained streak, unexplained episodes in the repeat window, a current admission
+        starting in the marks read and not attended since, or one ending in them (a leaver) with
+        no destination recorded or ending in the repeat window.
         """
-        lo, hi = self.window_start, self.as_of
+        lo, hi = self.base, self.as_of
+        seen = self.results.last_attended
         out = {pid for pid, s in self.results.streaks.items() if s.unexplained.days}
         out.update(self.results.repeats)
-        out.update(pid for pid, e in self.enrolments.items()
-                   if (e[_ADMITTED] is not None and lo <= e[_ADMITTED] <= hi)
-                   or (e[_LEAVING] is not None and lo <= e[_LEAVING] <= hi))
+        for pid, e in self.enrolments.items():
+            admitted, leaving = e[_ADMITTED], e[_LEAVING]
+            if admitted is not None and lo <= admitted <= hi and (seen.get(pid) or date.min) < admitted:
+                out.add(pid)
+            elif leaving is not None and lo <= leaving <= hi and (
+                    leaving >= self.window_start or criteria.destination_unknown(e[_DESTINATION], e[_REASON])):
+                out.add(pid)
         return out
 
     def marks(self, pupil_id: int, start: date | None, end: date) -> list[dict[str, str]]:
@@ -448,12 +454,28 @@ def _case_states(conn: Connection, school_id: int) -> tuple[dict[int, list[crite
                    c.c.school_days, c.c.last_attended, c.c.referral_due, c.c.register_gaps, c.c.alerts,
                    c.c.compulsory_school_age, c.c.closed_reason, c.c.closed_on).join(
         t.pupils, t.pupils.c.id == c.c.pupil_id).where(t.pupils.c.school_id == school_id).order_by(c.c.id)
+    rows = conn.execute(query).all()
+    destinations = _opened_destinations(conn, [r[0] for r in rows if r[3] == criteria.DESTINATION_UNKNOWN])
     for (case_id, ref, pid, kind, status, stage, start, opened, days, last, due, gaps, alerts, csa, reason,
-         closed) in conn.execute(query):
+         closed) in rows:
         refs[case_id] = ref
         out[pid].append(criteria.CaseState(case_id, kind, status, stage, start, opened, days, last, due,
-                                           tuple(gaps or ()), tuple(alerts or ()), csa, reason, closed))
+                                           tuple(gaps or ()), tuple(alerts or ()), csa, reason, closed,
+                                           destinations.get(case_id)))
     return out, refs
+
+
+def _opened_destinations(conn: Connection, case_ids: Sequence[int]) -> dict[int, str | None]:
+    """The destination recorded when each destination_unknown case opened (its ``opened`` event).
+
+    A case opened before the event carried it counts as opened with none recorded.
+    """
+    e, out = t.case_events, {}
+    for i in range(0, len(case_ids), _PEOPLE_CHUNK):
+        query = select(e.c.case_id, e.c.detail).where(e.c.kind == "opened", e.c.case_id.in_(case_ids[i:i + _PEOPLE_CHUNK]))
+        for case_id, detail in conn.execute(query):
+            out[case_id] = (detail or {}).get("destination")
+    return out
 
 
 class _Refs:
@@ -498,7 +520,7 @@ def run_detect(app: App, as_of: date) -> DetectReport:
 def _detect(conn: Connection, app: App, as_of: date, now: datetime) -> DetectReport:
     """Evaluate, decide and write the cases, their events and the LA return (not the detect_runs row)."""
     ev = evaluate_conn(conn, app.config, app.school_id, as_of)
-    ctx = criteria.Context(as_of, app.config.thresholds, ev.calendar, ev.window_start)
+    ctx = criteria.Context(as_of, app.config.thresholds, ev.calendar, ev.base)
     states, case_refs = _case_states(conn, app.school_id)
     refs = _Refs(conn)
     report = DetectReport(as_of, warnings=list(ev.warnings))

@@ -75,12 +75,16 @@ class Streak:
     """One streak (or one episode): its counting days and register gaps, oldest first.
 
     ``broke_on`` is the school day of the break that ended an episode (see ``episodes``); None
-    while it is still running, as the current streak always is.
+    while it is still running, as the current streak always is. ``after`` is, for the current
+    streak (``walk``), the school day of the last break before it: None when the marks looked at
+    hold none. A case that began after that day belongs to this streak, whatever became of the
+    days between (a first day corrected to a missing register does not end an episode).
     """
 
     counted: tuple[date, ...] = ()
     register_gaps: tuple[date, ...] = ()
     broke_on: date | None = None
+    after: date | None = None
 
     @property
     def days(self) -> int:
@@ -132,6 +136,7 @@ def walk(letters: str, days_desc: Sequence[tuple[date, int]], floor: date | None
     counted: tuple[list[date], list[date]] = ([], [])  # unexplained, unauthorised; newest first
     gaps: tuple[list[date], list[date]] = ([], [])
     running = [True, True]
+    broke: list[date | None] = [None, None]
     complete = not days_desc
     for day, i in days_desc:
         if floor is not None and day < floor:
@@ -144,19 +149,20 @@ def walk(letters: str, days_desc: Sequence[tuple[date, int]], floor: date | None
                     counted[k].append(day)
                 elif roles[k] == BREAK:
                     running[k] = False
+                    broke[k] = day
                 elif roles[k] == GAP:
                     gaps[k].append(day)
         if not (running[0] or running[1]):
             complete = True
             break
-    return _streak(counted[0], gaps[0]), _streak(counted[1], gaps[1]), complete
+    return _streak(counted[0], gaps[0], broke[0]), _streak(counted[1], gaps[1], broke[1]), complete
 
 
-def _streak(days: list[date], gaps: list[date]) -> Streak:
-    """A Streak from lists collected newest first."""
+def _streak(days: list[date], gaps: list[date], after: date | None) -> Streak:
+    """A Streak from lists collected newest first, running since the break on ``after``."""
     if not days and not gaps:
         return NO_STREAK
-    return Streak(tuple(reversed(days)), tuple(reversed(gaps)))
+    return Streak(tuple(reversed(days)), tuple(reversed(gaps)), after=after)
 
 
 def last_attended(letters: str, base: date, end: int) -> date | None:

@@ -206,6 +206,62 @@ def test_a_leaver_to_an_unknown_destination_until_one_is_recorded(eapp: App) -> 
     assert (du["status"], du["closed_reason"]) == ("closed", "destination_known")
 
 
+def test_a_place_never_taken_up_stays_open_however_long_ago_it_was(eapp: App) -> None:
+    """The case ends when the child attends or the admission is withdrawn, never by growing old;
+    and a store first run months later still finds the child."""
+    first_day = date(2025, 9, 3)
+    ingest(eapp, pupil("9"), EnrolmentRecord("9", admission_date=first_day))
+    detect.run_detect(eapp, first_day)
+    late = date(2025, 12, 4)  # 60 school days and more after the agreed first day
+    assert len(school_days(eapp, first_day, late)) > eapp.config.thresholds.repeat_window_days
+    ingest(eapp, pupil("8"), EnrolmentRecord("8", admission_date=first_day))  # known only now
+    report = detect.run_detect(eapp, late)
+    assert [(c["action"], c["kind"]) for c in report.changes if c["action"] != "update"] == [
+        ("open", "place_not_taken_up")]
+    assert [(c["kind"], c["status"], c["episode_start"]) for c in cases(eapp)] == [
+        ("place_not_taken_up", "open", first_day)] * 2
+    ingest(eapp, *day_marks("9", {date(2025, 12, 5): "/\\"}))
+    detect.run_detect(eapp, date(2025, 12, 5))
+    assert [(c["status"], c["closed_reason"]) for c in cases(eapp)] == [("closed", "attended"), ("open", None)]
+
+
+def test_a_leaver_whose_destination_stays_unknown_is_not_closed_as_known(eapp: App) -> None:
+    leaving = date(2025, 9, 10)
+    left = EnrolmentRecord("7", entry_date=date(2023, 9, 4), leaving_date=leaving,
+                           leaving_reason="Moved away, whereabouts unknown")
+    ingest(eapp, pupil("7"), left)
+    detect.run_detect(eapp, leaving)
+    detect.run_detect(eapp, date(2025, 12, 11))  # long after: still nobody knows where the child is
+    [du] = cases(eapp)
+    assert (du["kind"], du["status"], du["closed_reason"]) == ("destination_unknown", "open", None)
+    # the destination is found; the MIS's leaving reason is left as it was
+    ingest(eapp, pupil("7"), EnrolmentRecord("7", entry_date=date(2023, 9, 4), leaving_date=leaving,
+                                             leaving_reason="Moved away, whereabouts unknown",
+                                             destination="St Mary's CE Primary, 916/3001"))
+    detect.run_detect(eapp, date(2025, 12, 12))
+    detect.run_detect(eapp, date(2025, 12, 15))  # and it stays closed
+    [du] = cases(eapp)
+    assert (du["status"], du["closed_reason"], du["closed_on"]) == ("closed", "destination_known", date(2025, 12, 12))
+
+
+@pytest.mark.parametrize("code", ["-", "!"])
+def test_a_first_day_that_becomes_a_missing_register_does_not_end_the_case(eapp: App, code: str) -> None:
+    """No break, no end: the same case goes on, its referral no later, the gap shown on it."""
+    monday = date(2025, 11, 10)
+    ingest(eapp, pupil("1"), *day_marks("1", {date(2025, 11, 7): "/\\"}))
+    for d in every_day(monday, date(2025, 11, 12)):
+        ingest(eapp, *day_marks("1", {d: "NN"}))
+        detect.run_detect(eapp, d)
+    [before] = cases(eapp)
+    ingest(eapp, *day_marks("1", {monday: code + code, date(2025, 11, 13): "NN"}))
+    report = detect.run_detect(eapp, date(2025, 11, 13))
+    assert [c["action"] for c in report.changes] == ["update"]
+    [after] = cases(eapp)
+    assert (after["ref"], after["status"]) == (before["ref"], "open")
+    assert after["referral_due"] == before["referral_due"] == date(2025, 11, 21)
+    assert after["register_gaps"] == ["2025-11-10"]
+
+
 def test_vulnerable_children(eapp: App) -> None:
     ingest(eapp, pupil("1"), pupil("2"), pupil("3"),
            FlagRecord("1", "child_protection_plan", start=date(2025, 1, 6)),

@@ -15,7 +15,7 @@ TH = Thresholds()
 CAL = schoolcal.build(CalendarConfig(terms=(Term(date(2025, 9, 2), date(2025, 12, 19)),),
                                      closures=(date(2025, 11, 3),)), date(2025, 8, 1), date(2026, 1, 31))
 AS_OF = date(2025, 11, 14)
-CTX = cr.Context(AS_OF, TH, CAL, window_start=date(2024, 8, 1))
+CTX = cr.Context(AS_OF, TH, CAL, marks_from=date(2024, 8, 1))
 
 
 def streak(days: int, end: date = AS_OF, gaps: tuple[date, ...] = ()) -> Streak:
@@ -192,7 +192,7 @@ def test_place_not_taken_up_closes_when_the_child_attends_or_the_admission_is_wi
 
 
 def test_an_admission_older_than_the_marks_read_is_not_judged() -> None:
-    ctx = cr.Context(AS_OF, TH, CAL, window_start=date(2025, 8, 1))
+    ctx = cr.Context(AS_OF, TH, CAL, marks_from=date(2025, 8, 1))
     assert cr.decide(facts(0, seen=None, admission_date=date(2023, 9, 4)), [], ctx) == []
 
 
@@ -235,3 +235,17 @@ def test_an_impossible_date_of_birth_counts_as_unknown_not_a_crash() -> None:
 
     assert compulsory_school_age(date(9999, 12, 31), date(2025, 12, 1)) is None
     assert compulsory_school_age(date(2019, 5, 1), date(2025, 12, 1)) is True
+
+
+def test_a_case_older_than_the_marks_read_goes_on_with_its_own_start_and_due_date() -> None:
+    """A streak running since before the strips detect read (a child absent for over a year)
+    is the case's own episode: not closed as explained, its start and due date kept."""
+    [opened] = cr.decide(facts(10), [], CTX)
+    old = cr.CaseState(**{**state(opened).__dict__, "episode_start": date(2024, 6, 3), "school_days": 250,
+                          "referral_due": date(2024, 6, 14)})
+    cut = streak(30)  # all the marks read show: no break, the walk ran out of marks
+    later = cr.PupilFacts(1, True, PupilStreaks(cut, cut, None, complete=False), dob=date(2016, 5, 1))
+    [change] = cr.decide(later, [old], CTX)
+    assert change.action == "update"
+    assert "episode_start" not in change.values and "referral_due" not in change.values
+    assert change.values.get("school_days", 250) == 250
