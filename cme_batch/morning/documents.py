@@ -32,7 +32,7 @@ def _banners(f: Facts) -> list[tuple[str, str]]:
 
 
 def subject_counts(f: Facts) -> str:
-    calls = sum(1 for c in f.cases if c.stage == "first_day_call")
+    calls = sum(1 for c in f.cases if c.office_step == "first_day_call")
     stale = " - DATA NOT CURRENT" if f.stale_or_failed else ""
     return f"{len(f.cases)} open case(s), {calls} first-day call(s){stale}"
 
@@ -47,14 +47,27 @@ def _stage_rows(cases: list[CaseFact], as_of: date) -> list[Row]:
     return rows
 
 
+def _office_rows(absences: list[CaseFact], step: str) -> list[Row]:
+    """The children whose office step (policy III or IV) falls today, by school days, whatever their stage.
+
+    A vulnerable child's DSL review from day 1 is in addition to the office's call and emergency
+    contacts, not instead of them.
+    """
+    return [Row([c.pupil, c.year_group, c.reg_group, _d(c.streak_start)]) for c in absences if c.office_step == step]
+
+
 def _common_sections(f: Facts) -> list[Section]:
     absences = f.of_kind("unexplained_absence")
-    calls = [c for c in absences if c.stage == "first_day_call"]
     sections = [
         Section("First-day calls today", ["Pupil", "Year", "Class", "Absent since"],
-                [Row([c.pupil, c.year_group, c.reg_group, _d(c.streak_start)]) for c in calls],
+                _office_rows(absences, "first_day_call"),
                 intro="Call by 10:00 the parents or carers of each child below who has not reported the absence.",
                 empty="No first-day calls."),
+        Section("Emergency contacts to try today", ["Pupil", "Year", "Class", "Absent since"],
+                _office_rows(absences, "contact_all"),
+                intro="Still no contact: try every known emergency contact of each child below, at various "
+                      "times of the morning.",
+                empty="No emergency contacts to try."),
         Section("Unexplained absence: pupils at each step",
                 ["Pupil", "Step reached", "Next step", "Due"], _stage_rows(absences, f.as_of),
                 empty="No pupil has an unexplained absence streak."),
@@ -100,7 +113,8 @@ def _how_to_answer(c: CaseFact) -> str:
             "Keep the subject: its code proves the reply is yours.")
 
 
-def dsl_document(f: Facts) -> Document:
+def dsl_document(f: Facts, *, update: bool = False) -> Document:
+    """The DSL's digest; ``update`` for a further digest of the same date (see ``queue.queue_morning``)."""
     alerts = [c for c in f.cases if any((a.get("kind") if isinstance(a, dict) else a) == "immediate_social_care"
                                         for a in c.alerts)]
     awaiting = [c for c in f.cases if c.awaiting_confirmation]
@@ -136,6 +150,9 @@ def dsl_document(f: Facts) -> Document:
     banners = _banners(f)
     if overdue:
         banners.insert(0, (RED, f"{len(overdue)} referral(s) past the due date without your confirmation."))
+    if update:
+        banners.insert(0, (AMBER, "An update to this morning's digest: the summary ran again and found email "
+                                  "problems or replies kept for review that the first digest could not show."))
     if awaiting and not f.confirm_by_reply:
         banners.insert(0, (RED, "Confirmation by reply is not set up (no replies.token_keys in the configuration): "
                                 "no referral can be confirmed or sent until the school's IT technician adds one."))

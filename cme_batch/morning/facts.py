@@ -16,8 +16,8 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from cme_batch.config import Config
-from cme_batch.criteria import STAGES
+from cme_batch.config import Config, Thresholds
+from cme_batch.criteria import STAGES, stage_for
 from cme_batch.schoolcal import SchoolCalendar
 from cme_batch.store import tables as t
 
@@ -31,6 +31,8 @@ NEXT_STEP = {
     "referral_prepare": ("referral_due", "DSL: confirm the referral; it must reach the LA by the due date"),
     "referral_due": (None, "DSL: the referral is due to the LA now"),
 }
+#: The office's steps of the policy (III and IV): a first-day call, then every emergency contact.
+OFFICE_STAGES = ("first_day_call", "contact_all")
 STAGE_LABEL = {
     "first_day_call": "1 first-day call", "contact_all": "2 contact all", "dsl_review": "3 DSL review",
     "home_visit": "4 home visit", "referral_prepare": "5 referral prepared", "referral_due": "6 referral due",
@@ -85,6 +87,7 @@ class CaseFact:
     compulsory_school_age: bool | None
     next_step: str = ""
     next_due: date | None = None
+    office_step: str | None = None  # the office's step due today (``office_step``), whatever the stage
 
     @property
     def awaiting_confirmation(self) -> bool:
@@ -125,6 +128,19 @@ def _sources(conn: Connection, config: Config, now: datetime) -> list[SourceFact
         failed_after = error is not None and (last is None or (attempt is not None and attempt > last))
         out.append(SourceFact(s.name, last, last is None or now - last > limit, error if failed_after else None))
     return out
+
+
+def office_step(kind: str, school_days: int, th: Thresholds) -> str | None:
+    """The office's step due today for a case (policy steps III and IV), from its school days of absence alone.
+
+    The office calls and tries every emergency contact for every child. A vulnerable child's case
+    is at ``dsl_review`` from day 1 (DOMAIN.md 5), but that review is in addition to the office's
+    steps, not instead of them: so the case's stage cannot say whether the office has a call to make.
+    """
+    if kind != "unexplained_absence":
+        return None
+    step = stage_for(school_days, th)
+    return step if step in OFFICE_STAGES else None
 
 
 def _next_step(c: CaseFact, as_of: date, calendar: SchoolCalendar, config: Config) -> tuple[str, date | None]:
@@ -176,6 +192,7 @@ def gather(conn: Connection, config: Config, as_of: date, now: datetime, calenda
             held_reason.get(r.id) if r.confirmed_at is not None and r.referred_at is None else None,
             r.referred_at is not None, r.compulsory_school_age)
         cf.next_step, cf.next_due = _next_step(cf, as_of, calendar, config)
+        cf.office_step = office_step(cf.kind, cf.school_days, config.thresholds)
         cases.append(cf)
     cases.sort(key=lambda x: (-(STAGES.index(x.stage) if x.stage in STAGES else -1), -x.school_days, x.ref))
     returns = [{"pupil": f"{r.legal_forename or ''} {r.legal_surname or ''}".strip(), "year": _year(r.year_group),

@@ -3,7 +3,9 @@
 Everything is queued in one transaction with the bookkeeping it causes (outbox problems marked
 reported, review replies marked shown, reply tokens issued), so a crash leaves either all of it
 or none. Idempotency keys carry the evaluation date: running the stage twice for one date queues
-nothing the second time.
+nothing the second time, except an update digest when email problems or replies kept for review
+have appeared since the first run (the digest already queued cannot show them, and nothing is
+marked reported that no digest carries).
 
 A confirmation request goes to the DSL and to the deputy DSL separately, each with its own
 single-use reply token in the subject (``cme_batch.replies.tokens``): the reply is accepted only
@@ -24,7 +26,7 @@ from cme_batch.config import Config
 from cme_batch.errors import BadInputError
 from cme_batch.mail import outbox
 from cme_batch.morning import documents
-from cme_batch.morning.facts import KIND_LABEL, CaseFact, Facts, gather
+from cme_batch.morning.facts import KIND_LABEL, OFFICE_STAGES, CaseFact, Facts, gather
 from cme_batch.replies import process as replies_process
 from cme_batch.replies.tokens import Tokens
 from cme_batch.report import Document, Row, Section, render_html, render_text
@@ -110,13 +112,10 @@ def _request(conn: Connection, c: CaseFact, recipient: str, tokens: Tokens, conf
                   key=f"confirm:{c.ref}:{recipient.lower()}:{{nonce}}", what="please confirm the referral", doc=doc)
 
 
-OFFICE_STAGES = ("first_day_call", "contact_all")
-
-
 def _office_action(conn: Connection, c: CaseFact, recipient: str, tokens: Tokens, config: Config, now: datetime,
                    as_of: date) -> None:
     """A per-case message to an office address whose reply can record what the office did (NOTE)."""
-    step = "first-day call" if c.stage == "first_day_call" else "contact every emergency contact"
+    step = "first-day call" if c.office_step == "first_day_call" else "contact every emergency contact"
     doc = Document(
         title=f"{c.ref}: {step}",
         subtitle=f"{config.school.name}. Registers as of {as_of:%d %b %Y}.",
@@ -130,6 +129,41 @@ def _office_action(conn: Connection, c: CaseFact, recipient: str, tokens: Tokens
         footer="Sent by cme-batch to the school office.")
     _case_message(conn, c, recipient, tokens, config, now, purpose="office_action",
                   key=f"action:{c.ref}:{recipient.lower()}:{as_of.isoformat()}", what=f"{step} needed", doc=doc)
+
+
+def _queued_id(conn: Connection, key: str) -> int | None:
+    got = conn.execute(select(t.outbox.c.id).where(t.outbox.c.idempotency_key == key)).scalar()
+    return None if got is None else int(got)
+
+
+def _queue_digest(conn: Connection, config: Config, facts: Facts, counts: str, dsl: list[str], now: datetime
+                  ) -> int:
+    """Queue the date's digest and mark what it shows as reported; return the id of the date's latest digest.
+
+    The digest is queued once per date. When the stage runs again for the date (after a failed send,
+    or by hand) the digest already queued cannot show the email problems and replies kept for review
+    that appeared since: if there are any, they go in an update digest of their own. Problems and
+    replies are marked only when a digest that shows them is queued here, since no later digest
+    shows them again.
+    """
+    key = f"digest:{facts.as_of.isoformat()}"
+    subject = f"CME digest {config.school.name} {facts.as_of.isoformat()}: {counts}"
+    first = _queued_id(conn, key)
+    if first is not None:
+        if not facts.outbox_problems and not facts.review_replies:
+            return first
+        n = 1
+        while _queued_id(conn, f"{key}:update:{n}") is not None:
+            n += 1
+        key = f"{key}:update:{n}"
+        subject = f"CME digest {config.school.name} {facts.as_of.isoformat()} (update {n}): {counts}"
+    sender = _sender(config)
+    doc = documents.dsl_document(facts, update=first is not None)
+    digest = outbox.enqueue(conn, idempotency_key=key, purpose="digest", recipients=dsl, subject=subject,
+                            message=email_for(doc, subject, sender, dsl), from_address=sender, now=now)
+    outbox.mark_reported(conn, [p.id for p in facts.outbox_problems], now)
+    replies_process.mark_shown(conn, [r["id"] for r in facts.review_replies], now)
+    return digest
 
 
 def queue_morning(conn: Connection, config: Config, as_of: date, now: datetime, tokens: Tokens | None
@@ -149,16 +183,10 @@ def queue_morning(conn: Connection, config: Config, as_of: date, now: datetime, 
         subject=office_subject, message=email_for(documents.office_document(facts), office_subject, sender, office),
         from_address=sender, now=now)
     dsl = dsl_addresses(config)
-    digest_subject = f"CME digest {config.school.name} {as_of.isoformat()}: {counts}"
-    queued.digest = outbox.enqueue(
-        conn, idempotency_key=f"digest:{as_of.isoformat()}", purpose="digest", recipients=dsl,
-        subject=digest_subject, message=email_for(documents.dsl_document(facts), digest_subject, sender, dsl),
-        from_address=sender, now=now)
-    outbox.mark_reported(conn, [p.id for p in problems], now)
-    replies_process.mark_shown(conn, [r["id"] for r in review], now)
+    queued.digest = _queue_digest(conn, config, facts, counts, dsl, now)
     if tokens is not None:
         for c in facts.cases:
-            if c.kind == "unexplained_absence" and c.stage in OFFICE_STAGES:
+            if c.office_step in OFFICE_STAGES:
                 for person in config.staff.office:
                     key = f"action:{c.ref}:{person.email.lower()}:{as_of.isoformat()}"
                     if conn.execute(select(t.outbox.c.id).where(t.outbox.c.idempotency_key == key)).first() is None:

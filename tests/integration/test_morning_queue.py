@@ -1,4 +1,9 @@
-"""The summary stage: once per date, requests carry tokens, and the office can record an action by reply."""
+"""The summary stage: once per date, requests carry tokens, and the office can record an action by reply.
+
+Every child gets the office's first-day call and emergency contacts, a vulnerable child too; and a
+second run for one date never marks an email problem or a reply kept for review as reported unless a
+digest shows it.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,10 @@ from sqlalchemy import Engine, func, select
 from cme_batch import detect
 from cme_batch.app import App
 from cme_batch.demo.generator import generate
-from cme_batch.model import SourceBatch
+from cme_batch.mail import outbox
+from cme_batch.mail.sender import Drainer
+from cme_batch.mail.transport import MemoryTransport, MessageRejected, Outgoing
+from cme_batch.model import FlagRecord, MarksRecord, PupilRecord, SourceBatch
 from cme_batch.morning.queue import queue_morning_mail
 from cme_batch.replies.process import read_replies
 from cme_batch.store import ingest
@@ -25,8 +33,8 @@ AS_OF = date(2025, 12, 19)
 NOW = datetime(2025, 12, 20, 5, 30, tzinfo=UTC)
 
 
-@pytest.fixture
-def school_app(tmp_path: Path, store_url: str, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> App:
+def _app_with_replies(tmp_path: Path, store_url: str, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> App:
+    """An App whose replies come from a Maildir and whose clock the test can move (``app.clock_box``)."""
     monkeypatch.setenv(KEY_ENV, KEY)
     maildir = tmp_path / "replies"
     for sub in ("new", "cur", "tmp"):
@@ -42,10 +50,16 @@ path = "{maildir}"
     clock = {"now": NOW}
     app = App(str(cfg), clock=lambda: clock["now"])
     app._engine = engine
+    app.clock_box = clock  # type: ignore[attr-defined]
+    return app
+
+
+@pytest.fixture
+def school_app(tmp_path: Path, store_url: str, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> App:
+    app = _app_with_replies(tmp_path, store_url, engine, monkeypatch)
     school = generate(2025, 80)
     ingest.apply_batch(engine, app.school_id, SourceBatch("demo", "demo", records=school.records), NOW)
     detect.run_detect(app, AS_OF)
-    app.clock_box = clock  # type: ignore[attr-defined]
     return app
 
 
@@ -53,6 +67,20 @@ def _outbox(engine: Engine, purpose: str) -> list[tuple[list[str], bytes]]:
     with engine.connect() as conn:
         return [(r.recipients, bytes(r.mime)) for r in conn.execute(
             select(t.outbox.c.recipients, t.outbox.c.mime).where(t.outbox.c.purpose == purpose))]
+
+
+def _texts(engine: Engine, purpose: str) -> list[str]:
+    """The plain text of every message queued for ``purpose``, oldest first."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(t.outbox.c.mime).where(t.outbox.c.purpose == purpose).order_by(t.outbox.c.id))
+        return [email.message_from_bytes(bytes(r.mime), policy=email.policy.default)
+                .get_body(("plain",)).get_content().replace("\r\n", "\n") for r in rows]  # type: ignore[union-attr]
+
+
+def _section(text: str, title: str) -> str:
+    """One section of a rendered email, from under its title to the blank line that ends it ("" if absent)."""
+    head = f"{title}\n{'-' * len(title)}\n"
+    return text.split(head, 1)[1].split("\n\n", 1)[0] if head in text else ""
 
 
 def test_once_per_date_and_requests_only_while_no_live_token(school_app: App, engine: Engine) -> None:
@@ -91,3 +119,77 @@ def test_office_records_a_first_day_call_by_replying_note(school_app: App, engin
     assert len(kinds) == 1 and kinds[0].actor == "office@school.example"
     assert (kinds[0].detail["action"], kinds[0].detail["outcome"]) == (
         "first_day_call", "spoke to dad, child unwell, back Monday")
+
+
+# -- the office's steps for every child ----------------------------------------------------------
+DAY_1 = date(2025, 11, 12)  # a Wednesday in term
+PUPILS = {"1001": "Plain Pupil", "2002": "Yusuf Carter", "3003": "Poppy Stone"}
+
+
+def test_vulnerable_children_still_get_the_office_call_and_contacts(
+        tmp_path: Path, store_url: str, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A young carer's and a CP-plan child's cases are at DSL review from day 1; the office still acts."""
+    app = _app_with_replies(tmp_path, store_url, engine, monkeypatch)
+    days = [DAY_1, DAY_1 + timedelta(days=1), DAY_1 + timedelta(days=2)]
+    records: list[PupilRecord | FlagRecord | MarksRecord] = [
+        PupilRecord(key, legal_forename=name.split()[0], legal_surname=name.split()[1], dob=date(2016, 5, 1),
+                    year_group="4", reg_group="4C") for key, name in PUPILS.items()]
+    records += [FlagRecord("2002", "young_carer"), FlagRecord("3003", "child_protection_plan")]
+    records += [MarksRecord(key, DAY_1 - timedelta(days=1), ("/", "/", "N", "N", "N", "N", "N", "N"))
+                for key in PUPILS]
+    ingest.apply_batch(engine, app.school_id, SourceBatch("test", "test", records=records), NOW)
+    steps = [("first-day call", "First-day calls today", 3), ("contact every emergency contact",
+                                                              "Emergency contacts to try today", 0)]
+    for day, (step, title, calls) in zip(days, steps, strict=False):
+        detect.run_detect(app, day)
+        queue_morning_mail(app, day)
+        summary = _texts(engine, "summary")[-1]
+        assert all(name in _section(summary, title) for name in PUPILS.values()), (day, title)
+        assert f"3 open case(s), {calls} first-day call(s)" in summary
+        assert "young carer" not in summary.lower() and "child protection" not in summary.lower()
+        with engine.connect() as conn:
+            asked = conn.execute(select(t.cases.c.ref).join(t.outbox, t.outbox.c.case_id == t.cases.c.id).where(
+                t.outbox.c.purpose == "office_action", t.outbox.c.idempotency_key.like(f"%:{day.isoformat()}"),
+                t.outbox.c.subject.like(f"%{step} needed%"))).scalars().all()
+            refs = conn.execute(select(t.cases.c.ref)).scalars().all()
+        assert sorted(asked) == sorted(refs) and len(refs) == 3, (day, step)
+    detect.run_detect(app, days[2])  # day 3: the DSL's step for every child; nothing more for the office
+    queue_morning_mail(app, days[2])
+    summary = _texts(engine, "summary")[-1]
+    assert "No first-day calls." in summary and "No emergency contacts to try." in summary
+    with engine.connect() as conn:
+        assert not conn.execute(select(t.outbox.c.id).where(t.outbox.c.purpose == "office_action",
+                                                            t.outbox.c.idempotency_key.like(f"%:{days[2]}"))).all()
+    digest = _texts(engine, "digest")[0]  # the DSL side as before: the CP-plan child first, in red
+    assert "Poppy Stone" in _section(digest, "IMMEDIATE: inform Social Care")
+
+
+# -- a second run for the same date ---------------------------------------------------------------
+def test_a_second_run_for_the_date_shows_new_problems_and_review_replies_in_an_update_digest(
+        school_app: App, engine: Engine, tmp_path: Path) -> None:
+    queue_morning_mail(school_app, AS_OF)
+    with engine.begin() as conn:  # the LA refuses the referral when the night's send runs
+        referral = outbox.enqueue(
+            conn, idempotency_key="referral:CME-2025-0001", purpose="referral", recipients=["cme@la.example"],
+            subject="CME referral CME-2025-0001", message=b"Subject: CME referral\r\n\r\n(encrypted)\r\n",
+            from_address="cme-batch@school.example", now=NOW)
+
+    def refuse(m: Outgoing) -> None:
+        if m.outbox_id == referral:
+            raise MessageRejected("550 5.7.1 message refused")
+
+    Drainer(engine, school_app.config.mail, MemoryTransport(on_send=refuse), clock=lambda: NOW, run_id="t").run()
+    (tmp_path / "replies" / "new" / "1.dsl").write_bytes(  # an HTML-only reply from a phone: kept for review
+        reply("dsl@school.example", "Re: CME-2025-0001: please confirm", None, html="<p>CONFIRM CME-2025-0001</p>"))
+    report = read_replies(school_app)
+    assert report is not None and report.as_dict()["review"] == 1
+    queue_morning_mail(school_app, AS_OF)  # the nightly started again by hand for the same date
+    digests = _texts(engine, "digest")
+    assert len(digests) == 2 and "update to this morning's digest" in digests[1]
+    assert f"#{referral} referral" in _section(digests[1], "Email problems") and "550 5.7.1" in digests[1]
+    assert "dsl@school.example" in _section(digests[1], "Replies kept for review (not acted on)")
+    with engine.connect() as conn:
+        n = conn.execute(select(func.count()).select_from(t.outbox)).scalar_one()
+    queue_morning_mail(school_app, AS_OF)  # shown once: a third run has nothing new to say
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(t.outbox)).scalar_one() == n

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
+from cme_batch.config import Thresholds
 from cme_batch.mail.outbox import Problem
 from cme_batch.morning import documents
-from cme_batch.morning.facts import CaseFact, Facts, SourceFact
+from cme_batch.morning.facts import CaseFact, Facts, SourceFact, office_step
 from cme_batch.report import render_html, render_text
 
 AS_OF = date(2025, 12, 1)
@@ -18,7 +19,7 @@ def _case(ref: str, kind: str, stage: str | None, pupil: str, days: int, **kw: o
                 reg_group="3B", school_days=days, streak_start=date(2025, 11, 17), last_attended=date(2025, 11, 14),
                 referral_due=date(2025, 11, 28), register_gaps=[], alerts=[], flags=[], confirmed=False, held=None,
                 referral_held=None, referred=False, compulsory_school_age=True, next_step="do it",
-                next_due=date(2025, 12, 2))
+                next_due=date(2025, 12, 2), office_step=office_step(kind, days, Thresholds()))
     base.update(kw)
     return CaseFact(**base)  # type: ignore[arg-type]
 
@@ -101,3 +102,27 @@ def test_digest_says_when_confirmation_by_reply_is_not_set_up() -> None:
     doc = documents.dsl_document(_facts(confirm_by_reply=False))
     assert doc.banners[0][0] == "red" and "replies.token_keys" in doc.banners[0][1]
     assert not any("token_keys" in text for _, text in documents.dsl_document(_facts()).banners)
+
+
+def test_the_office_step_goes_by_school_days_whatever_the_stage() -> None:
+    th = Thresholds()
+    assert [office_step("unexplained_absence", n, th) for n in (0, 1, 2, 3, 9)] == [
+        None, "first_day_call", "contact_all", None, None]
+    assert office_step("place_not_taken_up", 1, th) is None
+    assert office_step("unexplained_absence", 2, Thresholds(contact_all=3, dsl_review=4)) == "first_day_call"
+
+
+def test_a_vulnerable_child_at_dsl_review_is_on_the_office_lists_without_saying_why() -> None:
+    carer = _case("CME-2025-0011", "unexplained_absence", "dsl_review", "Yusuf Carter", 1, flags=["young_carer"])
+    cp = _case("CME-2025-0012", "unexplained_absence", "dsl_review", "Poppy Stone", 2,
+               flags=["child_protection_plan"], alerts=[{"kind": "immediate_social_care"}])
+    facts = _facts(cases=[carer, cp])
+    doc = documents.office_document(facts)
+    rows = {s.title: [r.cells[0] for r in s.rows] for s in doc.sections}
+    assert rows["First-day calls today"] == ["Yusuf Carter"]
+    assert rows["Emergency contacts to try today"] == ["Poppy Stone"]
+    assert documents.subject_counts(facts) == "2 open case(s), 1 first-day call(s)"
+    text = render_text(doc).lower()
+    assert "young carer" not in text and "child protection" not in text and "social care" not in text
+    digest = documents.dsl_document(facts)  # the DSL side as it was: the alert first, the flags shown
+    assert digest.sections[0].rows[0].cells[0] == "Poppy Stone" and "young carer" in render_text(digest)
