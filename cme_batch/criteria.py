@@ -141,9 +141,10 @@ class Context:
     as_of: date
     thresholds: Thresholds
     calendar: SchoolCalendar
-    # the first date the marks read cover: an older admission or leaving opens no case (an open
-    # case of one is still followed to its end)
-    marks_from: date
+    # the first day of the repeat window: an older admission or leaving opens no case (the store
+    # may hold no registers from before it, nor know whether the child came), but an open case
+    # of one is followed to its end
+    window_start: date
 
 
 @dataclass(frozen=True)
@@ -267,11 +268,11 @@ def _close(case: CaseState, reason: str, f: PupilFacts, ctx: Context) -> Change:
 
 
 def _in_window(d: date | None, ctx: Context) -> bool:
-    return d is not None and ctx.marks_from <= d <= ctx.as_of
+    return d is not None and ctx.window_start <= d <= ctx.as_of
 
 
 def _judged(d: date | None, ctx: Context, case: CaseState | None) -> bool:
-    """Whether an admission or leaving on ``d`` is looked at: within the marks read, or the episode
+    """Whether an admission or leaving on ``d`` is looked at: within the repeat window, or the episode
     of a case already open (however long ago it began: a case never closes just by growing old)."""
     return _in_window(d, ctx) or (case is not None and d is not None and case.episode_start == d <= ctx.as_of)
 

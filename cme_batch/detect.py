@@ -126,7 +126,7 @@ def _strip_ranges(ranges: list[Range] | None, year: int) -> tuple[tuple[int, int
 
 _Query = TypeVar("_Query", bound=Select[Any])
 #: Positions in an admission row (see ``_Evaluator._admissions``); the names work too, slowly.
-_FIRST, _LEAVING, _WITHDRAWN, _ADMITTED, _REASON, _DESTINATION = 1, 2, 3, 4, 5, 6
+_FIRST, _LEAVING, _WITHDRAWN, _ADMITTED = 1, 2, 3, 4
 
 
 def _of_school(query: _Query, pupil_id: ColumnElement[int], school_id: int, alone: bool) -> _Query:
@@ -233,21 +233,15 @@ class Evaluation:
     def with_news(self) -> set[int]:
         """Pupils a criterion might apply to (with the pupils who have cases, all that detect looks at).
 
-        An unexplained streak, unexplained episodes in the repeat window, a current admission
-        starting in the marks read and not attended since, or one ending in them (a leaver) with
-        no destination recorded or ending in the repeat window.
+        An unexplained streak, unexplained episodes in the repeat window, or a current admission
+        starting or ending in it.
         """
-        lo, hi = self.base, self.as_of
-        seen = self.results.last_attended
+        lo, hi = self.window_start, self.as_of
         out = {pid for pid, s in self.results.streaks.items() if s.unexplained.days}
         out.update(self.results.repeats)
-        for pid, e in self.enrolments.items():
-            admitted, leaving = e[_ADMITTED], e[_LEAVING]
-            if admitted is not None and lo <= admitted <= hi and (seen.get(pid) or date.min) < admitted:
-                out.add(pid)
-            elif leaving is not None and lo <= leaving <= hi and (
-                    leaving >= self.window_start or criteria.destination_unknown(e[_DESTINATION], e[_REASON])):
-                out.add(pid)
+        out.update(pid for pid, e in self.enrolments.items()
+                   if (e[_ADMITTED] is not None and lo <= e[_ADMITTED] <= hi)
+                   or (e[_LEAVING] is not None and lo <= e[_LEAVING] <= hi))
         return out
 
     def marks(self, pupil_id: int, start: date | None, end: date) -> list[dict[str, str]]:
@@ -520,7 +514,7 @@ def run_detect(app: App, as_of: date) -> DetectReport:
 def _detect(conn: Connection, app: App, as_of: date, now: datetime) -> DetectReport:
     """Evaluate, decide and write the cases, their events and the LA return (not the detect_runs row)."""
     ev = evaluate_conn(conn, app.config, app.school_id, as_of)
-    ctx = criteria.Context(as_of, app.config.thresholds, ev.calendar, ev.base)
+    ctx = criteria.Context(as_of, app.config.thresholds, ev.calendar, ev.window_start)
     states, case_refs = _case_states(conn, app.school_id)
     refs = _Refs(conn)
     report = DetectReport(as_of, warnings=list(ev.warnings))

@@ -15,7 +15,7 @@ TH = Thresholds()
 CAL = schoolcal.build(CalendarConfig(terms=(Term(date(2025, 9, 2), date(2025, 12, 19)),),
                                      closures=(date(2025, 11, 3),)), date(2025, 8, 1), date(2026, 1, 31))
 AS_OF = date(2025, 11, 14)
-CTX = cr.Context(AS_OF, TH, CAL, marks_from=date(2024, 8, 1))
+CTX = cr.Context(AS_OF, TH, CAL, window_start=date(2024, 8, 1))
 
 
 def streak(days: int, end: date = AS_OF, gaps: tuple[date, ...] = ()) -> Streak:
@@ -192,7 +192,7 @@ def test_place_not_taken_up_closes_when_the_child_attends_or_the_admission_is_wi
 
 
 def test_an_admission_older_than_the_marks_read_is_not_judged() -> None:
-    ctx = cr.Context(AS_OF, TH, CAL, marks_from=date(2025, 8, 1))
+    ctx = cr.Context(AS_OF, TH, CAL, window_start=date(2025, 8, 1))
     assert cr.decide(facts(0, seen=None, admission_date=date(2023, 9, 4)), [], ctx) == []
 
 
