@@ -347,16 +347,17 @@ def decide(f: PupilFacts, cases: list[CaseState], ctx: Context) -> list[Change]:
                                                                closed_on=as_of)]
     if live:
         early = bool(f.flags & EARLY_DSL_FLAGS)
-        start, days, since = streak.start, streak.days, None
-        due = None
+        start, days = streak.start, streak.days
+        since: date | None = None
+        kept_due: date | None = None
         if goes_on and ua is not None and ua.episode_start is not None and start is not None \
                 and ua.episode_start < start:
             since = ua.episode_start
             if not f.streaks.complete:  # begun before the marks read: its start, length and due date are the case's
-                start, days, due = ua.episode_start, max(ua.school_days or 0, days), ua.referral_due
+                start, days, kept_due = ua.episode_start, max(ua.school_days or 0, days), ua.referral_due
         target = {"stage": stage_for(days, th, early), "episode_start": start,
                   "school_days": days, "last_attended": last_seen,
-                  "referral_due": due or unexplained_due(streak, th, ctx.calendar, as_of, since),
+                  "referral_due": kept_due or unexplained_due(streak, th, ctx.calendar, as_of, since),
                   "register_gaps": [d.isoformat() for d in streak.register_gaps], "compulsory_school_age": csa}
         out += _ensure(f, cases, UNEXPLAINED_ABSENCE, target, ctx, streak.start, {}, frozenset(streak.counted))
 
