@@ -5,7 +5,8 @@ Basic-auth credentials would go with them), puts a timeout on every request, ret
 later attempt can fix (connection errors, 429 with its Retry-After, 500/502/503/504, an HTML
 maintenance page served as 200) with exponential backoff and jitter, and turns everything else
 into a ``FatalError`` that says what a person must do. Paging is checked: a server that
-ignores the page asked for is an error, never a silent loop or duplicate rows.
+ignores the page asked for is an error, never a silent loop or duplicate rows, and a listing
+ends only at an empty page, so a server serving fewer rows a page than asked loses none.
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ class ArborClient:
         self._sleep = sleep
         self._log = log.get("cme_batch.arbor").bind(host=self.host)
         self.requests_made = 0
+        self.served_page_size: int | None = None  # set when Arbor is seen to serve fewer rows a page than asked
 
     def __repr__(self) -> str:
         return f"ArborClient({self.settings.base_url!r})"
@@ -202,23 +204,22 @@ class ArborClient:
             raise FatalError(f"Arbor GraphQL answer for {entity} is not in the expected shape: {exc}") from exc
 
     def graphql_all(self, entity: str, filters: Mapping[str, Any] | None = None) -> Iterator[mapping.Row]:
-        """Every row of an entity, page by page (page numbers from 0) until a short page."""
-        size = self.settings.page_size
-        yield from self._pages(f"{entity} (GraphQL)", size, lambda n: self.graphql(
+        """Every row of an entity, page by page (page numbers from 0) until an empty page."""
+        yield from self._pages(f"{entity} (GraphQL)", lambda n, size: self.graphql(
             entity, {**(filters or {}), **mapping.page_args(size, n)}), first=0)
 
     def changelog(self, entity: str, from_revision: int) -> Iterator[mapping.Change]:
         """Every change to an entity's REST resource after a revision."""
-        size, path = self.settings.page_size, mapping.changelog_path(entity)
+        path = mapping.changelog_path(entity)
 
-        def page(n: int) -> list[mapping.Change]:
+        def page(n: int, size: int) -> list[mapping.Change]:
             body = self.request("GET", path, params=mapping.changelog_params(from_revision, size, n))
             try:
                 return mapping.parse_changelog(body)
             except (ValueError, TypeError, AttributeError) as exc:
                 raise FatalError(f"Arbor changelog {path} is not in the expected shape: {exc}") from exc
 
-        yield from self._pages(path, size, page, first=1)
+        yield from self._pages(path, page, first=1)
 
     def head_revision(self) -> int | None:
         """The newest revision now, or None when this Arbor does not say (the endpoint is UNCONFIRMED)."""
@@ -232,18 +233,38 @@ class ArborClient:
             pass
         return None
 
-    def _pages(self, what: str, size: int, fetch: Callable[[int], list[Any]], first: int) -> Iterator[Any]:
+    def _pages(self, what: str, fetch: Callable[[int, int], list[Any]], first: int) -> Iterator[Any]:
+        """Every row of a paged listing: ``fetch(page number, page size)`` until an empty page.
+
+        A short page does not end the listing: Arbor's maximum page size is UNCONFIRMED, and a
+        server that serves fewer rows than asked would otherwise end every pull early, and the
+        cursor would move past rows never read. A short first page sets the page size to the
+        rows served, so the next page starts right after them however the server counts its
+        pages; after that, a short page must be followed by an empty one.
+        """
+        size = self.settings.page_size
         previous: list[Any] | None = None
-        n = first
-        while True:
-            rows = fetch(n)
+        n, short = first, False
+        while rows := fetch(n, size):
             if len(rows) > size:
                 raise FatalError(f"Arbor ignored the page size for {what} ({len(rows)} rows for a page of {size}): "
                                  "cannot page through it safely")
-            if rows and rows == previous:
+            if rows == previous:
                 raise FatalError(f"Arbor returned page {n} of {what} identical to page {n - 1}: it promises more "
                                  "rows but ignores the page asked for, so the rest cannot be reached")
+            if short:
+                raise FatalError(f"Arbor served a short page {n - 1} of {what}, then more rows: its page size "
+                                 "changed part-way, so rows may have been skipped")
+            if n == first + 1 and size < self.settings.page_size:
+                self._served_fewer(what, size)
             yield from rows
             if len(rows) < size:
-                return
+                size, short = (len(rows), False) if n == first else (size, True)
             previous, n = rows, n + 1
+
+    def _served_fewer(self, what: str, size: int) -> None:
+        """Say once a run that Arbor caps its pages: every listing then costs more requests."""
+        if self.served_page_size is None:
+            self._log.info("arbor serves fewer rows a page than page_size; reading at its size", listing=what,
+                           page_size=self.settings.page_size, served=size)
+        self.served_page_size = size

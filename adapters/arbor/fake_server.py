@@ -4,7 +4,8 @@ Used by the tests and by ``cme-batch demo --source arbor``. It checks HTTP Basic
 answers GraphQL at ``/graphql/query``, the REST changelogs at ``/rest-v2/{resource}/changelog``
 and the head revision, and can be told to fail in each way the adapter must survive:
 a status (with Retry-After), an HTML maintenance page served as 200, a slow answer, a dropped
-connection, a redirect to another host, a refused field, and paging that is ignored.
+connection, a redirect to another host, a refused field, paging that is ignored, and a
+maximum page size of its own (fewer rows a page than asked).
 The certificate comes from a throwaway CA made with ``cryptography``; its PEM is the
 ``ca_bundle`` the client must be given (TLS verification stays on, as in production).
 """
@@ -115,6 +116,10 @@ class FakeArbor(ThreadingHTTPServer):
         self.seen: list[Seen] = []
         self.denied_fields: set[str] = set()  # "Student.dateOfBirth": refused, as a missing permission
         self.paging = "honour"  # or "ignore_size" (every row at once), "ignore_number" (always the first page)
+        # the server's own maximum rows a page (Arbor's is UNCONFIRMED); a page then starts at its
+        # number times this size ("capped") or times the size asked ("asked", skipping the rows between)
+        self.max_page_size: int | None = None
+        self.cap_offsets = "capped"
         self.head_revision_supported = True
         self.lock = threading.Lock()
         self._tmp = tempfile.TemporaryDirectory(prefix="fake-arbor-")
@@ -269,11 +274,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- the API ----------------------------------------------------------------------------------------
     def _page(self, rows: list[Any], size: int, number: int) -> list[Any]:
-        mode = self.server.paging
-        if mode == "ignore_size":
+        srv = self.server
+        if srv.paging == "ignore_size":
             return rows
-        if mode == "ignore_number":
+        if srv.paging == "ignore_number":
             number = 0
+        cap = srv.max_page_size
+        if cap is not None and size > cap:
+            start = number * (cap if srv.cap_offsets == "capped" else size)
+            return rows[start:start + cap]
         return rows[number * size:(number + 1) * size]
 
     def _graphql(self, entity: str, args: dict[str, Any], sel: Any, query_error: str | None) -> None:
