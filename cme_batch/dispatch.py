@@ -3,8 +3,10 @@
 For each open case the DSL has confirmed and that has not been referred, one transaction
 builds the bundle, encrypts it, queues it for the LA, archives the sealed message with its
 hash, marks the case referred with an audit event, and queues a receipt for the DSL. Either
-all of that happens or none of it. When no encryption is configured the referral is held:
-an audit event records why (once per reason) and the digest shows it.
+all of that happens or none of it. A case on HOLD (``hold_reason`` set) is skipped, confirmed
+or not: the DSL's HOLD stands until a later CONFIRM lifts it (``replies.process``). When no
+encryption is configured the referral is held: an audit event records why (once per reason)
+and the digest shows it.
 
 When a referred child's case closes (the child returned, or a destination became known),
 the LA is sent an update bundle the same way, once per case.
@@ -113,7 +115,8 @@ def queue_confirmed_referrals(app: App, as_of: date) -> DispatchReport:
     report = DispatchReport()
     with engine.connect() as conn:
         todo = [(r.id, r.ref, "referral") for r in conn.execute(select(c.id, c.ref).where(
-            c.status == "open", c.confirmed_at.is_not(None), c.referred_at.is_(None)).order_by(c.id))]
+            c.status == "open", c.confirmed_at.is_not(None), c.hold_reason.is_(None), c.referred_at.is_(None))
+            .order_by(c.id))]
         sent_updates = {r.case_id for r in conn.execute(select(t.referral_archive.c.case_id).where(
             t.referral_archive.c.kind == "update"))}
         todo += [(r.id, r.ref, "update") for r in conn.execute(select(c.id, c.ref).where(

@@ -3,7 +3,9 @@
 A reply is acted on only when it carries a signed token we issued (keys named here, the
 first one signing, all of them verifying, so a key can be rotated without stranding the
 tokens already sent) and, where configured, a DKIM or DMARC pass recorded by our own
-receiving server. The mailbox is read over IMAP, from a Maildir, or through Microsoft Graph.
+receiving server: one whose authserv-id is listed, or, with microsoft365_authentication_results,
+Microsoft 365, which writes none. The mailbox is read over IMAP, from a Maildir, or through
+Microsoft Graph.
 """
 
 from __future__ import annotations
@@ -17,6 +19,10 @@ from cme_batch.settings import SecretRef, Table
 
 MAILBOXES = ("none", "imap", "maildir", "graph")
 KEY_ID = r"[A-Za-z0-9]{1,16}"
+# Names Microsoft uses elsewhere (ARC-Authentication-Results, its IMAP host) but never as the
+# authserv-id of its Authentication-Results header, which has none: trusting one of them would
+# let only a header someone else wrote count.
+MICROSOFT_IDS = ("mx.microsoft.com", "office365.com", "protection.outlook.com")  # and names ending in them
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,7 @@ class RepliesConfig:
     token_lifetime_days: int = 14
     trusted_authserv_ids: tuple[str, ...] = ()
     require_authentication_results: bool = False
+    microsoft365_authentication_results: bool = False  # believe the topmost header without an authserv-id
     ca_file: Path | None = None  # a private CA for the IMAP server, the sign-in server and Graph
     timeout_seconds: float = 30.0  # of each network call
 
@@ -129,6 +136,7 @@ def parse_replies(t: Table, base: Path) -> RepliesConfig:
         token_lifetime_days=t.int("token_lifetime_days", 14, min=1, max=90) or 14,
         trusted_authserv_ids=tuple(str(x).lower() for x in t.str_list("trusted_authserv_ids")),
         require_authentication_results=t.bool("require_authentication_results", False),
+        microsoft365_authentication_results=t.bool("microsoft365_authentication_results", False),
         ca_file=ca_file,
         timeout_seconds=t.float("timeout_seconds", 30.0, min=1.0) or 30.0,
     )
@@ -146,9 +154,14 @@ def _cross_checks(t: Table, cfg: RepliesConfig) -> None:
     if cfg.mailbox != "none" and not t.has("token_keys"):
         t.problems.add(t.key("token_keys"), "is missing",
                        'at least one key: token_keys = [{ id = "k1", secret = { env = "CME_REPLY_KEY_K1" } }]')
-    if cfg.require_authentication_results and not cfg.trusted_authserv_ids:
+    if cfg.require_authentication_results and not (cfg.trusted_authserv_ids or cfg.microsoft365_authentication_results):
         t.problems.add(t.key("trusted_authserv_ids"), "is empty while require_authentication_results is true",
-                       "the authserv-id your own receiving mail server writes, e.g. [\"mx.school.example\"]")
+                       "the authserv-id your own receiving mail server writes, e.g. [\"mx.school.example\"], "
+                       "or microsoft365_authentication_results = true when Microsoft 365 receives the mail")
     for i, a in enumerate(cfg.trusted_authserv_ids):
         if not re.fullmatch(r"[a-z0-9.-]+", a):
             t.problems.add(f"{t.key('trusted_authserv_ids')}[{i}]", f"is {a!r}", "a host name such as mx.school.example")
+        elif any(a == m or a.endswith("." + m) for m in MICROSOFT_IDS):
+            t.problems.add(f"{t.key('trusted_authserv_ids')}[{i}]",
+                           f"is {a!r}, which Microsoft 365 never writes in Authentication-Results (it writes no id)",
+                           "microsoft365_authentication_results = true instead")

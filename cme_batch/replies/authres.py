@@ -5,6 +5,14 @@ headers whose authserv-id is one we configured count, and of those only the topm
 server adds its header above everything that arrived with the message. A DKIM pass counts
 only for a signing domain that aligns with the From address's domain; a DMARC pass is about
 the From domain already, and counts unless it names another one.
+
+Microsoft 365 (Exchange Online) writes its header with no authserv-id at all, although RFC 8601
+requires one: ``spf=pass (sender IP is ...) smtp.mailfrom=...; dkim=...; dmarc=...``. Such a
+header is recognised as having none (its first result is not mistaken for a server name). No id
+means nothing says who wrote it, so it is believed only when the school says its mail is
+received by Microsoft 365, and then only as the message's topmost Authentication-Results
+header: the one Exchange Online adds on delivery, above anything the sender wrote into the
+message. A header without an id anywhere lower down is never believed.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ class Result:
 
 @dataclass(frozen=True)
 class AuthResults:
-    authserv_id: str
+    authserv_id: str | None  # None: the header names no server (as Microsoft 365 writes it)
     results: tuple[Result, ...]
 
 
@@ -81,14 +89,24 @@ def _unquote(v: str) -> str:
     return v[1:-1].replace('\\"', '"') if len(v) >= 2 and v[0] == v[-1] == '"' else v
 
 
-def parse(value: str) -> AuthResults | None:
-    """One header value, or None if it has no authserv-id."""
+def _is_result(segment: str) -> bool:
+    """Whether a ';'-segment is a result ("spf=pass ...") rather than "authserv-id [version]".
+
+    An authserv-id is a token or a quoted string, and a token cannot contain '=' (RFC 8601 takes
+    it from RFC 2045), so a first word with an unquoted '=' is a method and its result.
+    """
+    words = _split(_tighten(segment), None)
+    return bool(words) and not words[0].startswith('"') and "=" in words[0]
+
+
+def parse(value: str) -> AuthResults:
+    """One header value. ``authserv_id`` is None when the header names no server (or is empty)."""
     segments = _split(_strip_comments(value), ";")
     if not segments:
-        return None
-    authserv_id = _unquote(_split(segments[0], None)[0]).lower()
+        return AuthResults(None, ())
+    authserv_id = None if _is_result(segments[0]) else _unquote(_split(segments[0], None)[0]).lower()
     results = []
-    for seg in segments[1:]:
+    for seg in segments if authserv_id is None else segments[1:]:
         words = _split(_tighten(seg), None)
         if not words or "=" not in words[0]:
             continue  # "none", or something unparseable: carries no verdict
@@ -139,27 +157,36 @@ def passes(ar: AuthResults, from_domain: str) -> bool:
 
 
 def headers(msg: EmailMessage) -> list[AuthResults]:
-    """Every parseable Authentication-Results header, topmost first."""
-    out = []
-    for v in msg.get_all("Authentication-Results", []):
-        ar = parse(str(v))
-        if ar is not None:
-            out.append(ar)
-    return out
+    """Every Authentication-Results header, topmost first (an empty one as naming no server)."""
+    return [parse(str(v)) for v in msg.get_all("Authentication-Results", [])]
 
 
-def check(msg: EmailMessage, from_domain: str, trusted: Sequence[str], required: bool) -> str | None:
+def ours(found: list[AuthResults], trusted: Sequence[str], microsoft365: bool) -> AuthResults | None:
+    """Our receiving server's verdict among the headers (topmost first), or None.
+
+    With ``microsoft365`` the topmost header counts when it names no server: Exchange Online
+    adds it above everything that came with the message. Otherwise, and below it, a header
+    without an id is nobody's: only the topmost with a trusted id counts.
+    """
+    if microsoft365 and found and found[0].authserv_id is None:
+        return found[0]
+    ids = {x.lower() for x in trusted}
+    return next((ar for ar in found if ar.authserv_id is not None and ar.authserv_id in ids), None)
+
+
+def check(msg: EmailMessage, from_domain: str, trusted: Sequence[str], required: bool,
+          microsoft365: bool = False) -> str | None:
     """None when the message may be acted on as far as authentication goes; otherwise why not.
 
-    With no trusted authserv-id configured there is nothing to check. When not ``required``, a
-    message without our server's verdict passes, but an explicit DMARC fail still holds it back.
+    With no trusted authserv-id configured and ``microsoft365`` off there is nothing to check.
+    When not ``required``, a message without our server's verdict passes, but an explicit DMARC
+    fail still holds it back.
     """
-    if not trusted:
+    if not trusted and not microsoft365:
         return None
-    ours = [ar for ar in headers(msg) if ar.authserv_id in {x.lower() for x in trusted}]
-    if not ours:
+    top = ours(headers(msg), trusted, microsoft365)
+    if top is None:
         return NO_TRUSTED if required else None
-    top = ours[0]
     if any(r.method == "dmarc" and r.result == "fail" for r in top.results):
         return DMARC_FAIL
     if required and not passes(top, from_domain):

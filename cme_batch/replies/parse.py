@@ -2,9 +2,10 @@
 
 Only the first line that is neither blank nor quoted counts: the quoted original we sent holds
 case references and instructions, so searching the whole body would let our own words act. A
-reply with no plain-text part (HTML only) or with attachments is refused rather than guessed
-at; a person looks at it instead. Every refusal is a short fixed phrase without any of the
-message's own text, so it can be counted, logged and shown without leaking personal data.
+reply with no plain-text part (HTML only) or with attachments (an attached e-mail among them)
+is refused rather than guessed at; a person looks at it instead. Every refusal is a short fixed
+phrase without any of the message's own text, so it can be counted, logged and shown without
+leaking personal data.
 """
 
 from __future__ import annotations
@@ -71,10 +72,16 @@ def subject_of(msg: EmailMessage) -> str:
 
 
 def plain_text(msg: EmailMessage) -> tuple[str | None, str | None]:
-    """The reply's plain text, or why it cannot be used: attachments, HTML only, undecodable."""
+    """The reply's plain text, or why it cannot be used: attachments, HTML only, undecodable.
+
+    An attached e-mail (``message/rfc822``, or any ``message/*`` part) counts as an attachment and
+    is never looked inside: its text is someone else's words, and must not act as the sender's command.
+    """
     plain: EmailMessage | None = None
     html = False
     for part in msg.walk():
+        if part.get_content_maintype() == "message":
+            return None, ATTACHMENTS  # checked before walk() descends into the attached message
         if part.is_multipart():
             continue
         ctype = part.get_content_type()

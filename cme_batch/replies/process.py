@@ -11,6 +11,11 @@ only NOTE); a plain-text body without attachments whose first unquoted line is a
 case with that reference in a state the command fits; where configured, DKIM or DMARC pass
 from our own receiving server; and last, a valid, unexpired, unused token in the subject,
 issued for this case to this sender, which is then used up.
+
+HOLD stops the referral from being queued, whether or not the case is already confirmed; only a
+later accepted CONFIRM (from the DSL or the deputy) lifts it, and that CONFIRM becomes the case's
+confirmation. A HOLD that comes after the referral was queued for the LA cannot stop it: it is
+kept for review, saying so, rather than recorded as if the referral were held.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ OFFICE_NOT_NOTE = "an office address may only send NOTE"
 NO_CASE = "no case has that reference"
 CASE_CLOSED = "case is closed"
 ALREADY_CONFIRMED = "case is already confirmed"
+ALREADY_REFERRED = "referral was already queued for the LA: HOLD cannot stop it"
 TOKEN_IN_BODY = "reply token is only in the body, not the subject"
 
 
@@ -48,13 +54,15 @@ class Policy:
     office: frozenset[str]  # office staff: NOTE only
     trusted_authserv_ids: tuple[str, ...] = ()
     require_authentication_results: bool = False
+    microsoft365_authentication_results: bool = False  # Microsoft 365 receives the mail: see authres
 
     @classmethod
     def from_config(cls, config: Config) -> Policy:
         staff = config.staff
         dsl = {staff.dsl.email} | ({staff.deputy_dsl.email} if staff.deputy_dsl else set())
         return cls(frozenset(a.lower() for a in dsl if a), frozenset(p.email.lower() for p in staff.office),
-                   config.replies.trusted_authserv_ids, config.replies.require_authentication_results)
+                   config.replies.trusted_authserv_ids, config.replies.require_authentication_results,
+                   config.replies.microsoft365_authentication_results)
 
 
 @dataclass(frozen=True)
@@ -96,7 +104,8 @@ def decide(conn: Connection, raw: bytes, policy: Policy, toks: tokens.Tokens, no
         return _review(UNPARSEABLE)
     command, why = parse.command_of(msg)
     case = None if command is None else conn.execute(
-        select(t.cases.c.id, t.cases.c.status, t.cases.c.confirmed_at).where(t.cases.c.ref == command.ref)).first()
+        select(t.cases.c.id, t.cases.c.status, t.cases.c.confirmed_at, t.cases.c.hold_reason, t.cases.c.referred_at)
+        .where(t.cases.c.ref == command.ref)).first()
     # what the reply is about is recorded even when it is kept for review: the reviewer needs it
     ids: dict[str, Any] = {"sender": sender, "message_id": message_id[:300] if message_id else None,
                            "command": command, "case_id": case.id if case else None}
@@ -112,10 +121,12 @@ def decide(conn: Connection, raw: bytes, policy: Policy, toks: tokens.Tokens, no
         return _review(NO_CASE, **ids)
     if case.status != "open" and command.verb != "NOTE":
         return _review(CASE_CLOSED, **ids)
-    if command.verb == "CONFIRM" and case.confirmed_at is not None:
-        return _review(ALREADY_CONFIRMED, **ids)
+    if command.verb == "CONFIRM" and case.confirmed_at is not None and case.hold_reason is None:
+        return _review(ALREADY_CONFIRMED, **ids)  # a CONFIRM on a held case lifts the HOLD
+    if command.verb == "HOLD" and case.referred_at is not None:
+        return _review(ALREADY_REFERRED, **ids)
     why = authres.check(msg, sender.rpartition("@")[2], policy.trusted_authserv_ids,
-                        policy.require_authentication_results)
+                        policy.require_authentication_results, policy.microsoft365_authentication_results)
     if why:
         return _review(why, **ids)
     token, why = tokens.find_in_subject(parse.subject_of(msg))
@@ -136,9 +147,11 @@ def apply(conn: Connection, d: Decision, reply_id: int, now: datetime) -> None:
     base = {"reply_id": reply_id, "message_id": d.message_id}
     cases = t.cases.c
     if c.verb == "CONFIRM":
+        held = conn.execute(select(cases.hold_reason).where(cases.id == case_id)).scalar() is not None
         conn.execute(update(t.cases).where(cases.id == case_id).values(
-            confirmed_at=now, confirmed_by=by, confirmation_message_id=d.message_id, updated_at=now))
-        kind, detail = "confirmed", base
+            confirmed_at=now, confirmed_by=by, confirmation_message_id=d.message_id, hold_reason=None,
+            updated_at=now))
+        kind, detail = "confirmed", {**base, "hold_lifted": True} if held else base
     elif c.verb == "HOLD":
         conn.execute(update(t.cases).where(cases.id == case_id).values(hold_reason=c.text, updated_at=now))
         kind, detail = "hold", {**base, "reason": c.text}

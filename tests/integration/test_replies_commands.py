@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import mailbox as stdlib_mailbox
 from datetime import timedelta
+from email import message_from_bytes
+from email import policy as email_policy
+from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
@@ -118,6 +121,25 @@ def test_commands_that_do_not_fit_the_case_are_kept_for_review(app: App, engine:
     assert dict(report.review) == {process.ALREADY_CONFIRMED: 1, process.CASE_CLOSED: 1, process.NO_CASE: 1,
                                    "first unquoted line is not a command": 1}
     assert snapshot(engine, ("cases", "case_events")) == before
+
+
+def test_a_command_in_an_attached_email_is_not_obeyed(app: App, engine: Engine,
+                                                     maildir: stdlib_mailbox.Maildir) -> None:
+    """The DSL's own words (HTML only) say HOLD; the e-mail she attached says CONFIRM: nothing is confirmed."""
+    case_id = make_case(engine, REF, FIXED_NOW)
+    raw = dsl_reply(f"HOLD {REF} not yet, see the note attached", issue(engine, make_tokens(), case_id, DSL,
+                                                                        FIXED_NOW), REF)
+    msg = message_from_bytes(raw, policy=email_policy.default)
+    assert isinstance(msg, EmailMessage)
+    msg.set_content(f"<p>HOLD {REF} not yet, see the note attached</p>", subtype="html")
+    attached = EmailMessage()
+    attached["From"] = "teacher@school.example"
+    attached.set_content(f"CONFIRM {REF}\n\n(what I think we should do)\n")
+    msg.add_attachment(attached)
+    report = deliver_and_run(app, maildir, msg.as_bytes())
+    assert dict(report.review) == {"reply has attachments": 1} and not report.accepted
+    case = case_row(engine, case_id)
+    assert (case.confirmed_at, case.hold_reason) == (None, None) and events(engine, case_id) == []
 
 
 def test_review_items_reach_the_digest_once(app: App, engine: Engine, maildir: stdlib_mailbox.Maildir) -> None:

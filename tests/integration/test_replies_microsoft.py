@@ -119,3 +119,36 @@ base_url = "{microsoft.base}/v1.0"
     refused = CliRunner().invoke(cli, ["--config", str(config), "replies"])
     assert refused.exit_code == 1 and "Graph refused access" in refused.output
     assert len(microsoft.in_folder("Inbox")) == 1
+
+
+# What Exchange Online adds on delivery: no authserv-id (see cme_batch.replies.authres).
+M365_PASS = ("spf=pass (sender IP is 203.0.113.9) smtp.mailfrom=school.example; dkim=pass (signature was verified) "
+             "header.d=school.example;dmarc=pass action=none header.from=school.example;compauth=pass reason=100")
+M365_FAIL = ("spf=fail (sender IP is 198.51.100.7) smtp.mailfrom=school.example; dkim=none (message not signed) "
+             "header.d=none;dmarc=fail action=none header.from=school.example;compauth=fail reason=000")
+
+
+def test_microsoft_365s_verdict_accepts_the_genuine_reply_and_holds_back_the_spoof(
+        engine: Engine, store_url: str, tmp_path: Path, microsoft: FakeMicrosoft) -> None:
+    replies = COMMON.format(mailbox="graph", key_env=KEY_ENV, ms=microsoft, ca_file=microsoft.ca_file).replace(
+        "[replies.microsoft]", "require_authentication_results = true\nmicrosoft365_authentication_results = true\n"
+                               "\n[replies.microsoft]")
+    config = write_config(tmp_path, store_url, replies + f"""
+[replies.graph]
+mailbox = "{microsoft.mailbox}"
+base_url = "{microsoft.base}/v1.0"
+""")
+    now = datetime.now(UTC)
+    genuine_id, spoofed_id = make_case(engine, REF, now), make_case(engine, "CME-2025-0022", now)
+    toks = make_tokens()
+    microsoft.deliver(dsl_reply(f"CONFIRM {REF}", issue(engine, toks, genuine_id, DSL, now), REF,
+                                auth_results=[M365_PASS]))
+    # a forged From: Exchange Online saw DMARC fail; the header the sender wrote below it says pass
+    microsoft.deliver(dsl_reply("CONFIRM CME-2025-0022", issue(engine, toks, spoofed_id, DSL, now), "CME-2025-0022",
+                                auth_results=[M365_FAIL, "dkim=pass header.d=school.example; dmarc=pass "
+                                                         "header.from=school.example"]))
+
+    result = CliRunner().invoke(cli, ["--config", str(config), "replies"])
+    assert result.exit_code == 0, result.output
+    assert "1 accepted, 1 kept for review" in result.output and "DMARC fail" in result.output
+    assert confirmed_by(engine, genuine_id) == DSL and confirmed_by(engine, spoofed_id) is None

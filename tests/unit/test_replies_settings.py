@@ -92,3 +92,17 @@ def test_a_mailbox_needs_its_table_keys_and_the_microsoft_app() -> None:
     cfg, problems = parse('mailbox = "maildir"\ntoken_keys = [{ id = "k1", secret = { env = "K" } }]\n'
                           '[maildir]\npath = "replies"\n')
     assert problems == [] and cfg.maildir == BASE / "replies"
+
+
+def test_microsoft_365s_authentication_results_are_trusted_only_by_the_setting() -> None:
+    base = 'require_authentication_results = true\n'
+    cfg, problems = parse(base + "microsoft365_authentication_results = true\n")
+    assert problems == [] and cfg.microsoft365_authentication_results and cfg.trusted_authserv_ids == ()
+    assert not parse("")[0].microsoft365_authentication_results
+    _, problems = parse(base)
+    assert any(p.startswith("replies.trusted_authserv_ids:") and "microsoft365_authentication_results" in p
+               for p in problems)
+    # names Microsoft never writes as an authserv-id: only a header someone else wrote could carry them
+    _, problems = parse(base + 'trusted_authserv_ids = ["outlook.office365.com", "mx.microsoft.com", '
+                               '"mx.school.example"]\n')
+    assert [p.split(":")[0] for p in problems] == ["replies.trusted_authserv_ids[0]", "replies.trusted_authserv_ids[1]"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from email.message import EmailMessage
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -111,3 +113,56 @@ def test_when_not_required_only_an_explicit_dmarc_fail_holds_a_reply() -> None:
     assert check(reply(DSL, "s", "x", auth_results=[f"{MX}; dkim=fail; dmarc=none"]), required=False) is None
     assert check(reply(DSL, "s", "x", auth_results=[f"{MX}; dmarc=fail"]), required=False) == authres.DMARC_FAIL
     assert check(reply(DSL, "s", "x", auth_results=[f"{MX}; dmarc=fail"]), trusted=()) is None
+
+
+def with_attached_email(outer: bytes, inner_body: str) -> bytes:
+    """``outer`` with an e-mail attached to it (message/rfc822), as "forward as attachment" does."""
+    inner = EmailMessage()
+    inner["From"] = "teacher@school.example"
+    inner["Subject"] = "draft"
+    inner.set_content(inner_body)
+    msg = p.read_message(outer)
+    msg.add_attachment(inner)
+    return msg.as_bytes()
+
+
+def test_an_attached_email_is_an_attachment_and_its_command_is_never_read() -> None:
+    inner = "CONFIRM CME-2026-0007\n\n(my suggestion - your call)\n"
+    html_only = reply(DSL, "Re: x", None, html="<p>HOLD CME-2026-0007 not yet, I disagree</p>")
+    assert command(with_attached_email(html_only, inner)) == (None, p.ATTACHMENTS)
+    plain = reply(DSL, "Re: x", "HOLD CME-2026-0007 not yet, I disagree\n")
+    assert command(with_attached_email(plain, inner)) == (None, p.ATTACHMENTS)
+
+
+# What Exchange Online writes: no authserv-id, the first ';'-segment is already a result.
+M365 = ("spf=pass (sender IP is 203.0.113.9) smtp.mailfrom=school.example; dkim=pass (signature was verified) "
+        "header.d=school.example;dmarc=pass action=none header.from=school.example;compauth=pass reason=100")
+M365_SPOOF = ("spf=fail (sender IP is 198.51.100.7) smtp.mailfrom=school.example; dkim=none (message not signed) "
+              "header.d=none;dmarc=fail action=none header.from=school.example;compauth=fail reason=000")
+FORGED_PASS = "dkim=pass header.d=school.example; dmarc=pass header.from=school.example"  # the sender wrote it
+
+
+def test_a_header_without_an_authserv_id_is_recognised_as_such() -> None:
+    ar = authres.parse(M365_SPOOF)
+    assert ar.authserv_id is None
+    assert [(r.method, r.result) for r in ar.results] == [
+        ("spf", "fail"), ("dkim", "none"), ("dmarc", "fail"), ("compauth", "fail")]
+    assert authres.parse('"a=b"; dkim=pass').authserv_id == "a=b"  # a quoted id may hold '='
+    assert authres.parse("").authserv_id is None
+
+
+def m365(*headers: str, required: bool = True, microsoft365: bool = True, trusted: tuple[str, ...] = ()) -> str | None:
+    return authres.check(p.read_message(reply(DSL, "s", "x", auth_results=list(headers))), "school.example",
+                         trusted, required, microsoft365)
+
+
+def test_microsoft_365s_own_header_is_believed_only_as_the_topmost() -> None:
+    assert m365(M365) is None  # the genuine reply: Exchange Online saw DMARC pass
+    assert m365(M365_SPOOF, required=False) == authres.DMARC_FAIL  # a spoof is held back
+    assert m365(M365_SPOOF, FORGED_PASS) == authres.DMARC_FAIL  # the sender's own pass, below, is not read
+    assert m365(M365_SPOOF, f"{MX}; {FORGED_PASS}", trusted=(MX,)) == authres.DMARC_FAIL
+    # a header without an id that is not the topmost was written before the message reached us
+    assert m365(f"{MX}; dkim=none", FORGED_PASS) == authres.NO_TRUSTED
+    # without the setting a header that names no server is nobody's: never believed
+    assert m365(M365, microsoft365=False, trusted=(MX,)) == authres.NO_TRUSTED
+    assert m365(M365_SPOOF, required=False, microsoft365=False, trusted=(MX,)) is None

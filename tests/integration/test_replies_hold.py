@@ -1,0 +1,121 @@
+"""HOLD stops a referral, confirmed or not, until a later CONFIRM; a HOLD too late to stop one says so.
+
+Replies arrive in a real Maildir and are read by the replies stage; the referrals stage then
+runs as the nightly runs it, encrypting with a passphrase so a referral can really be queued.
+"""
+
+from __future__ import annotations
+
+import mailbox as stdlib_mailbox
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, select
+
+from cme_batch.app import App
+from cme_batch.dispatch import queue_confirmed_referrals
+from cme_batch.replies import pending_review, process
+from cme_batch.store import tables as t
+from tests.conftest import FIXED_NOW, write_config
+from tests.replies_support import DEPUTY, DSL, KEY, KEY_ENV, dsl_reply, issue, make_case, make_tokens
+
+REF = "CME-2025-0031"
+AS_OF = date(2025, 11, 28)
+LATER = FIXED_NOW + timedelta(hours=2)
+HOLD = f"HOLD {REF} police are visiting the family today, do not send"
+
+
+@pytest.fixture
+def maildir(tmp_path: Path) -> stdlib_mailbox.Maildir:
+    return stdlib_mailbox.Maildir(str(tmp_path / "replies"), create=True)
+
+
+@pytest.fixture
+def app(tmp_path: Path, store_url: str, engine: Engine, maildir: stdlib_mailbox.Maildir,
+        monkeypatch: pytest.MonkeyPatch) -> App:
+    monkeypatch.setenv(KEY_ENV, KEY)
+    monkeypatch.setenv("CME_TEST_LA_PASSPHRASE", "correct-horse-battery-staple-42")
+    path = write_config(tmp_path, store_url, f"""
+[replies]
+mailbox = "maildir"
+token_keys = [{{ id = "k1", secret = {{ env = "{KEY_ENV}" }} }}]
+
+[replies.maildir]
+path = "replies"
+
+[referral]
+passphrase = {{ env = "CME_TEST_LA_PASSPHRASE" }}
+""")
+    a = App(str(path), clock=lambda: LATER)
+    a._engine = engine
+    return a
+
+
+def replies(app: App, maildir: stdlib_mailbox.Maildir, *messages: bytes) -> process.RepliesReport:
+    for raw in messages:
+        maildir.add(raw)
+    report = process.read_replies(app)
+    assert report is not None
+    return report
+
+
+def referrals_queued(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return len(conn.execute(select(t.outbox.c.id).where(t.outbox.c.purpose == "referral")).all())
+
+
+def case_row(engine: Engine, case_id: int):  # type: ignore[no-untyped-def]
+    with engine.connect() as conn:
+        return conn.execute(select(t.cases).where(t.cases.c.id == case_id)).one()
+
+
+def test_a_hold_after_a_confirm_stops_the_referral_until_a_later_confirm(app: App, engine: Engine,
+                                                                         maildir: stdlib_mailbox.Maildir) -> None:
+    case_id = make_case(engine, REF, FIXED_NOW)
+    toks = make_tokens()
+    report = replies(app, maildir,
+                     dsl_reply(f"CONFIRM {REF}", issue(engine, toks, case_id, DEPUTY, FIXED_NOW), REF, sender=DEPUTY),
+                     dsl_reply(HOLD, issue(engine, toks, case_id, DSL, FIXED_NOW), REF))
+    assert dict(report.accepted) == {"CONFIRM": 1, "HOLD": 1}
+
+    held = queue_confirmed_referrals(app, AS_OF)
+    assert held.referred == [] and referrals_queued(engine) == 0  # the DSL said do not send: nothing goes
+    assert case_row(engine, case_id).referred_at is None
+
+    # the DSL lifts the hold with a later CONFIRM: that confirmation is the one the referral carries
+    report = replies(app, maildir, dsl_reply(f"CONFIRM {REF}", issue(engine, toks, case_id, DSL, FIXED_NOW), REF))
+    assert dict(report.accepted) == {"CONFIRM": 1}
+    case = case_row(engine, case_id)
+    assert (case.hold_reason, case.confirmed_by) == (None, DSL)
+    sent = queue_confirmed_referrals(app, AS_OF)
+    assert sent.referred == [REF] and referrals_queued(engine) == 1
+
+
+def test_a_confirm_after_a_hold_lifts_it(app: App, engine: Engine, maildir: stdlib_mailbox.Maildir) -> None:
+    case_id = make_case(engine, REF, FIXED_NOW)
+    toks = make_tokens()
+    replies(app, maildir, dsl_reply(HOLD, issue(engine, toks, case_id, DSL, FIXED_NOW), REF),
+            dsl_reply(f"CONFIRM {REF}", issue(engine, toks, case_id, DEPUTY, FIXED_NOW), REF, sender=DEPUTY))
+    assert case_row(engine, case_id).hold_reason is None
+    assert queue_confirmed_referrals(app, AS_OF).referred == [REF]
+    with engine.connect() as conn:
+        kinds = conn.execute(select(t.case_events.c.kind, t.case_events.c.detail).where(
+            t.case_events.c.case_id == case_id).order_by(t.case_events.c.id)).all()
+    assert [k for k, _ in kinds][:2] == ["hold", "confirmed"] and kinds[1].detail["hold_lifted"] is True
+
+
+def test_a_hold_after_the_referral_was_queued_is_kept_for_review_not_recorded_as_held(
+        app: App, engine: Engine, maildir: stdlib_mailbox.Maildir) -> None:
+    case_id = make_case(engine, REF, FIXED_NOW)
+    toks = make_tokens()
+    replies(app, maildir, dsl_reply(f"CONFIRM {REF}", issue(engine, toks, case_id, DEPUTY, FIXED_NOW), REF,
+                                    sender=DEPUTY))
+    assert queue_confirmed_referrals(app, AS_OF).referred == [REF]
+
+    report = replies(app, maildir, dsl_reply(HOLD, issue(engine, toks, case_id, DSL, FIXED_NOW), REF))
+    assert not report.accepted and case_row(engine, case_id).hold_reason is None  # the digest must not say "on hold"
+    assert dict(report.review) == {process.ALREADY_REFERRED: 1}
+    with engine.connect() as conn:
+        [shown] = pending_review(conn)  # the DSL is told, in the next digest, that it was too late
+    assert (shown["case_ref"], shown["command"], shown["reason"]) == (REF, "HOLD", process.ALREADY_REFERRED)
