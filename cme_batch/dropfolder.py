@@ -3,11 +3,13 @@
 An MIS (SIMS on its own Windows server, or any MIS exporting CTFs) writes export files into a
 folder this server can read. Each file is written under a temporary name and renamed when
 complete, so files with temporary names are ignored. Files are grouped by the name before
-their timestamp (``pupils-20251201T0200.xml`` is group ``pupils``): in each group only the
-newest file is read, and older ones are archived unread, because each export is a complete
-picture. A group whose newest file (read or not) is missing or older than ``max_age_hours``
-is an error after the ready files have been read: silence from the MIS must never look like
-a quiet night.
+their timestamp (``pupils-20251201T0200.xml`` is group ``pupils``). Where each export is a
+complete picture (SIMS reports), only the newest file of a group is read and older ones are
+archived unread, with a warning on the newest file's import naming them. Where each file may
+hold different pupils (CTFs: one per incoming child, all of one school in a group), every
+file is read, oldest first (``supersede=False``). A group whose newest file (read or not) is
+missing or older than ``max_age_hours`` is an error after the ready files have been read:
+silence from the MIS must never look like a quiet night.
 
 The second half holds what both file readers need to judge an export's contents: problems
 named by file, record and field (``FileReport``), the values MIS exports write (dates,
@@ -27,6 +29,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import IO, Any, Self, TypeVar
 
+from cme_batch import log
 from cme_batch.codes import CODES_2024, LEGACY
 from cme_batch.config import SourceConfig
 from cme_batch.errors import RetriableError
@@ -75,8 +78,12 @@ def parse_settings(t: Table, cfg: SourceConfig, default_groups: tuple[str, ...] 
 
 
 class DropFolder:
-    def __init__(self, settings: DropSettings, source: str) -> None:
-        self.s, self.source = settings, source
+    """``supersede``: whether the newest file of a name group replaces the older ones (each is a
+    complete picture, as a SIMS report is). False for files that may each hold different pupils
+    (CTFs of incoming children share a name group: ``<from LAESTAB>_CTF_<to LAESTAB>_<seq>``)."""
+
+    def __init__(self, settings: DropSettings, source: str, supersede: bool = True) -> None:
+        self.s, self.source, self.supersede = settings, source, supersede
 
     def _files(self, folder: Path) -> list[Path]:
         try:
@@ -90,12 +97,17 @@ class DropFolder:
         """(files to read, newest per group; superseded older files to archive unread).
 
         Files to read come in ``order`` of their groups (unknown groups last), then by name.
+        Without ``supersede``, every file is read, oldest first (a later file's picture of a
+        pupil is laid over an earlier one's, as if each had been read on its own night).
         """
         if not self.s.drop_dir.is_dir():
             raise ExportMissing(f"source {self.source}: the drop folder {self.s.drop_dir} does not exist")
+        found = sorted(self._files(self.s.drop_dir), key=_mtime_then_name)
+        if not self.supersede:
+            return found, []
         newest: dict[str, Path] = {}
         older: list[Path] = []
-        for p in sorted(self._files(self.s.drop_dir), key=_mtime_then_name):
+        for p in found:
             g = group_of(p.name)
             if g in newest:
                 older.append(newest[g])
@@ -176,15 +188,21 @@ def _mtime_then_name(p: Path) -> tuple[float, str]:
 
 def file_batches(folder: DropFolder, ctx: Any, read: Callable[..., SourceBatch], options: dict[str, Any],
                  order: tuple[str, ...] = ()) -> Iterator[SourceBatch]:
-    """The batches of a file adapter's configured source: the newest file of each group not yet
-    imported (``read(path, options, prep=...)`` builds each), then the freshness check.
+    """The batches of a file adapter's configured source: the files to read (``DropFolder.ready``)
+    not yet imported (``read(path, options, prep=...)`` builds each), then the freshness check.
 
-    Superseded and already-imported files go straight to the archive. ``options`` is shared
-    by the files of this run (a ``seen`` map lets the reader warn about one pupil in two files).
+    Superseded and already-imported files go straight to the archive; superseded ones are named
+    in a warning on the import of the file that superseded them, and in the log, so no file
+    leaves the drop folder unread unseen. ``options`` is shared by the files of this run (a
+    ``seen`` map lets the reader warn about one pupil in two files).
     """
     files, older = folder.ready(order)
+    superseded = _superseded_by(files, older)
     for p in older:
+        log.get().warning("export superseded, archived unread", source=folder.source, file=p.name,
+                          superseded_by=superseded[p.name])
         folder.archive(p)
+    unread = _names_by_newest(superseded)
     opts = {**(getattr(ctx, "options", None) or {}), **options, "seen": {}}
     for path in files:
         try:
@@ -196,8 +214,26 @@ def file_batches(folder: DropFolder, ctx: Any, read: Callable[..., SourceBatch],
             continue
         batch = read(path, opts, prep=prep)
         batch.shared = (opts["seen"],)
+        if names := unread.get(path.name):
+            batch.warnings.append(Warning_(
+                "superseded_export", f"{len(names)} older export(s) of this report archived unread, as this "
+                f"newer one replaces them: {', '.join(names)}", path.name))
         yield batch
     folder.check_fresh(ctx.now)
+
+
+def _superseded_by(files: list[Path], older: list[Path]) -> dict[str, str]:
+    """The name of each superseded file -> the name of the newest file of its group."""
+    newest = {group_of(p.name): p.name for p in files}
+    return {p.name: newest[group_of(p.name)] for p in older}
+
+
+def _names_by_newest(superseded: dict[str, str]) -> dict[str, list[str]]:
+    """The newest file's name -> the names of the files it superseded, sorted."""
+    out: dict[str, list[str]] = {}
+    for old, new in sorted(superseded.items()):
+        out.setdefault(new, []).append(old)
+    return out
 
 
 def _hours(now: datetime, mtime: float) -> float:
@@ -269,6 +305,20 @@ def parse_bool(v: str) -> bool:
     if s in _FALSE:
         return False
     raise ValueError(v)
+
+
+#: The highest contact priority or order read: a child has a handful of contacts, and a larger
+#: number is a damaged value (the store could not hold one of 20 digits).
+MAX_ORDER = 9999
+
+
+def parse_order(v: str) -> int:
+    """A contact's priority or order: digits 0-9 only, at most ``MAX_ORDER``. ``str.isdigit``
+    alone is not enough: it accepts ``²`` and other digits ``int`` refuses or reads otherwise."""
+    s = v.strip()
+    if not (s.isascii() and s.isdigit()) or len(s) > len(str(MAX_ORDER)) or int(s) > MAX_ORDER:
+        raise ValueError(v)
+    return int(s)
 
 
 def year_group(v: str) -> str:

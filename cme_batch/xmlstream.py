@@ -210,7 +210,6 @@ FEED = 1 << 16
 _LIBXML_ENCODINGS = {"utf-8": "UTF-8", "utf-8-sig": "UTF-8", "cp1252": "windows-1252",
                      "iso8859-1": "ISO-8859-1", "latin-1": "ISO-8859-1", "ascii": "US-ASCII"}
 _ROOT_NAME = re.compile(r"<([^\s/>]+)")
-_POSITION_SUFFIX = re.compile(r", line \d+, column \d+$")
 _EXPAT_POSITION = re.compile(r": line \d+, column \d+$")
 
 
@@ -249,11 +248,41 @@ def _parser(prep: Prepared, tags: Iterable[str]) -> etree.XMLPullParser:
         remove_comments=True, remove_pis=True, remove_blank_text=True, huge_tree=False, collect_ids=False)
 
 
+#: libxml2's error codes by name (``ERR_TAG_NAME_MISMATCH``...): names fixed by libxml2, never the file's text.
+_LIBXML_ERROR_NAMES = {v: k for k, v in vars(etree.ErrorTypes).items() if k.isupper() and isinstance(v, int)}
+#: Plain words for the errors a damaged export most often gives (as expat words them for a CTF).
+_LIBXML_ERROR_WORDS = {
+    etree.ErrorTypes.ERR_TAG_NAME_MISMATCH: "mismatched tag",
+    etree.ErrorTypes.ERR_UNDECLARED_ENTITY: "undefined entity",
+    etree.ErrorTypes.WAR_UNDECLARED_ENTITY: "undefined entity",
+    etree.ErrorTypes.ERR_TAG_NOT_FINISHED: "the file ends inside an element",
+    etree.ErrorTypes.ERR_DOCUMENT_END: "content after the end of the root element",
+    etree.ErrorTypes.ERR_DOCUMENT_EMPTY: "no element found",
+    etree.ErrorTypes.ERR_INVALID_CHAR: "a character XML does not allow",
+    etree.ErrorTypes.ERR_GT_REQUIRED: "a start tag is not closed with '>'",
+    etree.ErrorTypes.ERR_LT_IN_ATTRIBUTE: "a '<' inside an attribute value",
+    etree.ErrorTypes.ERR_ENTITYREF_SEMICOL_MISSING: "an '&' that does not begin an entity reference",
+    etree.ErrorTypes.ERR_NAME_REQUIRED: "a name was expected: a stray '<' or '&'?",
+}
+
+
 def _refusal(exc: etree.XMLSyntaxError) -> XmlRefused:
+    """libxml2's message is not used: it can quote the file's text (``Entity 'Jones' not defined``,
+    a damaged surname read as a tag name), and a pupil's name must never be in an error, which
+    is printed and stored. The error's code says what is wrong in words libxml2 fixes."""
     line, column = exc.position
-    what = _POSITION_SUFFIX.sub("", str(exc.msg or exc))
-    return XmlRefused(f"line {line}, column {column}: the XML is not well-formed ({what}); the file may be "
-                      "cut off or damaged")
+    code: int = exc.code  # type: ignore[attr-defined]  # lxml sets it; its stubs leave it out
+    return XmlRefused(f"line {line}, column {column}: the XML is not well-formed ({_libxml_problem(code)}); "
+                      "the file may be cut off or damaged")
+
+
+def _libxml_problem(code: int) -> str:
+    """What a libxml2 error code means, in words that hold nothing from the file."""
+    words = _LIBXML_ERROR_WORDS.get(code)
+    if words is not None:
+        return words
+    name = _LIBXML_ERROR_NAMES.get(code)
+    return name.split("_", 1)[-1].replace("_", " ").lower() if name else f"libxml2 error {code}"
 
 
 def _head_text(piece: bytes | str) -> str:
@@ -521,3 +550,12 @@ def text_of(el: Element | None) -> str | None:
         return None
     v = el.text.strip()
     return v or None
+
+
+def raw_text_of(el: Element | None) -> str | None:
+    """An element's text as written, blanks at either end kept; None when the element is absent
+    or empty. For a text whose every character counts, such as a CTF marks string, where a
+    leading blank is a session with no mark."""
+    if el is None or not el.text:
+        return None
+    return el.text

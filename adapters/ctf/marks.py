@@ -26,17 +26,18 @@ NARROW = {"C1": "C", "C2": "C", "J1": "J", "Y1": "Y", "Y2": "Y", "Y3": "Y", "Y4"
 def decode_marks(start: date, marks: str) -> tuple[date, str]:
     """The session codes of a marks string: ``(start, codes)`` with ``codes[2*d]`` the AM and
     ``codes[2*d+1]`` the PM mark of day ``start + d``, one character each (``codes`` is a
-    ``str``, as ``MarksRecord`` allows). A blank inside the string is "no mark".
+    ``str``, as ``MarksRecord`` allows). A blank is "no mark", at either end too: ``marks`` must
+    be the text as written, not stripped, or every mark after a leading blank would move to the
+    session before its own.
 
     Raises ``ValueError`` (with a message fit for an error naming the field) when the string
     cannot be a marks string.
     """
-    s = marks.strip()
-    if len(s) % 2:
-        raise ValueError(f"has {len(s)} characters; two per calendar day (AM, PM) means an even number")
-    if not s.isprintable():
-        raise ValueError("holds control characters")
-    return start, s.replace(" ", "-")
+    if len(marks) % 2:
+        raise ValueError(f"has {len(marks)} characters; two per calendar day (AM, PM) means an even number")
+    if not marks.isprintable():
+        raise ValueError("holds control characters (a line break or tab, for instance)")
+    return start, marks.replace(" ", "-")
 
 
 def encode_marks(codes: Sequence[str]) -> str:

@@ -22,7 +22,15 @@ from xml.etree.ElementTree import Element
 
 from adapters.ctf.marks import decode_marks
 from cme_batch import upn as upn_mod
-from cme_batch.dropfolder import FileReport, MarkCheck, parse_bool, parse_date, year_group
+from cme_batch.dropfolder import (
+    MAX_ORDER,
+    FileReport,
+    MarkCheck,
+    parse_bool,
+    parse_date,
+    parse_order,
+    year_group,
+)
 from cme_batch.errors import ImportRejected
 from cme_batch.model import (
     Address,
@@ -41,6 +49,7 @@ from cme_batch.xmlstream import (
     XmlRefused,
     iter_elements,
     prepare,
+    raw_text_of,
     text_of,
 )
 
@@ -253,10 +262,8 @@ class _Reader:
     def contacts(self, p: Element, key: str, pupil_address: Address | None) -> Iterator[ContactRecord]:
         keys: set[str] = set()
         for i, c in enumerate(grandchildren(p, "Contacts", "Contact"), 1):
-            order_raw = text_of(c.find("Order"))
-            order = int(order_raw) if order_raw and order_raw.isdigit() else None
-            if order_raw and order is None:
-                self.report.problem(self.n, f"Contact {i} Order", "is not a whole number", order_raw)
+            order = self.value(c.find("Order"), f"Contact {i} Order", parse_order,
+                               f"is not a whole number from 0 to {MAX_ORDER}")
             ckey = f"order:{order}" if order is not None else f"contact:{i}"
             if ckey in keys:
                 ckey = f"contact:{i}"
@@ -306,7 +313,7 @@ class _Reader:
                 continue
             box = yd.find("AttendSessions")
             box = yd if box is None else box
-            marks = text_of(box.find("AttendanceMarks"))
+            marks = raw_text_of(box.find("AttendanceMarks"))  # a blank at either end is a session
             start_el = child(box, "AttendanceStartDate", "AttendStartDate")
             if marks is None and start_el is None:
                 continue  # summary counts only: nothing to store per session

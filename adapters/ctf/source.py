@@ -38,7 +38,10 @@ class CtfSource:
 
     def __init__(self, name: str, drop: DropSettings, school: _School | None) -> None:
         self.name = name
-        self.drop = DropFolder(drop, name)
+        # Every CTF is read: one may be the school's whole roll, another one incoming child, and
+        # the DfE name (<from LAESTAB>_CTF_<to LAESTAB>_<seq>) puts every child from one school
+        # in one name group; nothing in a file says it holds every pupil another file holds.
+        self.drop = DropFolder(drop, name, supersede=False)
         self.school = school
 
     @classmethod
@@ -59,7 +62,7 @@ class CtfSource:
         return cls(cfg.name, drop, school)
 
     def batches(self, ctx: SourceContext) -> Iterator[SourceBatch]:
-        """One batch per CTF not yet imported (newest of each name group); then the age check."""
+        """One batch per CTF not yet imported, oldest first; then the age check."""
         options: dict[str, object] = {"school": self.school} if self.school else {}
         return file_batches(self.drop, ctx, partial(read_file, source=self.name), options)
 

@@ -69,10 +69,48 @@ def test_marks_string_two_characters_per_calendar_day() -> None:
     start, codes = decode_marks(date(2025, 11, 6), "/\\/I####NNON")
     assert start == date(2025, 11, 6)
     assert tuple(codes) == ("/", "\\", "/", "I", "#", "#", "#", "#", "N", "N", "O", "N")
-    assert tuple(decode_marks(date(2025, 11, 6), " /- ")[1]) == ("/", "-")
+    assert tuple(decode_marks(date(2025, 11, 6), " /- ")[1]) == ("-", "/", "-", "-"), "a blank at an end is a session"
     with pytest.raises(ValueError, match="even number"):
         decode_marks(date(2025, 11, 6), "/\\/")
     assert encode_marks(["/", "C1", "", "N"]) == "/C-N"
+
+
+def stored_marks(engine: Engine, upn_: str, start: date, sessions: int) -> str:
+    """The store's marks of one pupil from the AM of ``start``, one character per session."""
+    with engine.connect() as conn:
+        strip = conn.execute(select(t.mark_strips.c.marks).join(t.pupils, t.pupils.c.id == t.mark_strips.c.pupil_id)
+                             .where(t.pupils.c.upn == upn_, t.mark_strips.c.academic_year == 2025)).scalar_one()
+    at = 2 * (start - date(2025, 8, 1)).days
+    return str(strip[at:at + sessions])
+
+
+@pytest.mark.parametrize(("marks", "stored"), [
+    ("  /I####NNONNNNNNN", "--/I####NNONNNNNNN"),  # no register on Thursday: Friday's marks stay on Friday
+    (" \\/I####NNONNNNNN ", "-\\/I####NNONNNNNN-"),  # a blank at each end: PM marks stay PM
+])
+def test_blanks_at_either_end_of_the_marks_string_are_sessions_without_a_mark(
+        engine: Engine, tmp_path: Path, marks: str, stored: str) -> None:
+    path = tmp_path / "ctf-blanks.xml"
+    path.write_text((FIX / "ctf-25.xml").read_text().replace("/\\/I####NNONNNNNNN", marks))
+    result = apply(engine, path)
+    assert result.status == "ok" and [w.code for w in result.warnings] == [], "no marks moved onto the weekend"
+    got = stored_marks(engine, "A123456789012", date(2025, 11, 6), len(marks))
+    assert got == stored
+    assert got[2:4] == "/I" and got[8:10] == "NN", "Friday 7 and Monday 10 November keep their own marks"
+
+
+@pytest.mark.parametrize("order", ["\u00b2", "99999999999999999999", "10000", "-1", "1.5", "\u0663"])
+def test_a_contact_order_that_is_no_small_whole_number_is_refused_naming_the_field(
+        engine: Engine, tmp_path: Path, order: str) -> None:
+    apply(engine, FIX / "ctf-25.xml")
+    before = snapshot(engine)
+    path = tmp_path / "ctf-order.xml"
+    path.write_text((FIX / "ctf-25.xml").read_text().replace("<Order>2</Order>", f"<Order>{order}</Order>", 1),
+                    encoding="utf-8")
+    with pytest.raises(ImportRejected) as info:
+        apply(engine, path)
+    assert "record 1, field Contact 2 Order: is not a whole number from 0 to 9999" in str(info.value)
+    assert snapshot(engine) == before
 
 
 def test_full_pupil() -> None:

@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from structlog.testing import capture_logs
 
 from cme_batch.config import SourceConfig
 from cme_batch.dropfolder import ExportMissing, group_of, is_complete_name
+from cme_batch.model import PupilRecord
 from cme_batch.sources import SourceContext, SourceState, build_source
 
 FIX = Path(__file__).with_name("fixtures")
@@ -63,6 +65,41 @@ def test_reads_newest_per_report_ignores_temporary_and_archives(tmp_path: Path) 
     assert sorted(p.name for p in drop.iterdir() if p.is_file()) == ["marks-20251202.xml.tmp"]
     assert sorted(p.name for p in (drop / "archive").iterdir()) == [
         "marks-20251130.xml", "marks-20251201.xml", "pupils-20251201.xml"]
+
+
+def test_a_superseded_export_is_named_on_the_newer_one_s_import_and_in_the_log(tmp_path: Path) -> None:
+    drop = tmp_path / "drop"
+    put(drop, "sims-marks.xml", "marks-20251130.xml", 25)
+    put(drop, "sims-marks-corrected.xml", "marks-20251201.xml", 1)
+    put(drop, "sims-pupils.xml", "pupils-20251201.xml", 1)
+    source = sims(tmp_path)
+    warned = {}
+    with capture_logs() as logs:
+        for batch in source.batches(SourceContext(now=NOW)):  # type: ignore[attr-defined]
+            list(batch.records)
+            warned[batch.origin] = [(w.message, w.where) for w in batch.warnings if w.code == "superseded_export"]
+    assert warned == {"pupils-20251201.xml": [], "marks-20251201.xml": [(
+        "1 older export(s) of this report archived unread, as this newer one replaces them: marks-20251130.xml",
+        "marks-20251201.xml")]}
+    assert [(e["event"], e["file"], e["superseded_by"]) for e in logs if e["log_level"] == "warning"] == [
+        ("export superseded, archived unread", "marks-20251130.xml", "marks-20251201.xml")]
+
+
+def test_every_incoming_ctf_is_read_though_their_names_differ_only_in_a_number(tmp_path: Path) -> None:
+    """DfE names (``<from LAESTAB>_CTF_<to LAESTAB>_<seq>``) put every child joining from one school
+    in one name group, and each file is a different child: all are read, oldest first."""
+    drop = tmp_path / "in"
+    put(drop, "ctf-leaver.xml", "3802001_CTF_9162999_002.xml", 2)
+    put(drop, "ctf-namespace.xml", "3802001_CTF_9162999_001.xml", 1)
+    source = build_source(SourceConfig("ctf", "ctf", {"drop_dir": "in", "max_age_hours": 0}, tmp_path))
+    read: dict[str, list[str]] = {}
+    for batch in source.batches(SourceContext(now=NOW)):
+        read[batch.origin] = [r.pupil_key for r in batch.records if isinstance(r, PupilRecord)]
+        source.committed(batch)
+    assert read == {"3802001_CTF_9162999_002.xml": ["B234567890123"],
+                    "3802001_CTF_9162999_001.xml": ["A123456789012"]}
+    assert list(read) == ["3802001_CTF_9162999_002.xml", "3802001_CTF_9162999_001.xml"], "oldest first"
+    assert sorted(p.name for p in (drop / "archive").iterdir()) == sorted(read)
 
 
 def test_already_imported_checksum_is_skipped_and_archived(tmp_path: Path) -> None:

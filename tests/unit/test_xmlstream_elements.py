@@ -7,6 +7,7 @@ school's files bring.
 
 from __future__ import annotations
 
+import re
 import tracemalloc
 from pathlib import Path
 from xml.etree.ElementTree import tostring
@@ -133,3 +134,48 @@ def test_a_file_changed_after_its_check_is_checked_again(tmp_path: Path) -> None
                     "<CTfile><CTFpupilData><Pupil><UPN>&b;</UPN></Pupil></CTFpupilData></CTfile>", encoding="utf-8")
     with pytest.raises(XmlRefused, match="DOCTYPE"):
         list(iter_elements(prep, ROOTS, PATHS))
+
+
+@pytest.mark.parametrize(("damaged", "problem"), [
+    ("Sample<Jones>", "mismatched tag"),  # libxml2: "Opening and ending tag mismatch: Jones ..."
+    ("Sample&Jones;", "undefined entity"),  # libxml2: "Entity 'Jones' not defined"
+    ("Sample</Jones>", "mismatched tag"),
+    ("Sample<Jones x=1>", "attribute not started"),
+    ("Sample<Jones", "a name was expected: a stray '<' or '&'?"),
+    ("Sample<Jones Smith>", "attribute without value"),  # libxml2: "... value for attribute Smith"
+    ("Sample & Jones", "a name was expected: a stray '<' or '&'?"),
+])
+@pytest.mark.parametrize("reader", ["sims", "ctf"])
+def test_a_damaged_file_is_refused_without_quoting_its_text(tmp_path: Path, damaged: str, problem: str,
+                                                            reader: str) -> None:
+    """The refusal is printed and stored: it names line, column and what is wrong, never a pupil's name
+    from the file, though libxml2's own message (SIMS files) would quote it."""
+    path = tmp_path / "f.xml"
+    if reader == "sims":
+        path.write_text('<?xml version="1.0"?><SuperStarReport>\n<Record><Adno>1</Adno>'
+                        f"<Legal_x0020_Surname>{damaged}</Legal_x0020_Surname></Record></SuperStarReport>")
+        with pytest.raises(XmlRefused) as info:
+            list(xmlstream.iter_flat(prepare(path), ("SuperStarReport",), ("SuperStarReport", "Record")))
+    else:
+        path.write_text(f"<CTfile><CTFpupilData>\n<Pupil><Surname>{damaged}</Surname></Pupil></CTFpupilData></CTfile>")
+        with pytest.raises(XmlRefused) as info:
+            list(iter_elements(prepare(path), ROOTS, PATHS))
+    text = str(info.value)
+    assert re.match(r"line 2, column \d+: the XML is not well-formed \(.+\); the file may be cut off or damaged$", text)
+    assert "Jones" not in text and "Sample" not in text
+    if reader == "sims":
+        assert f"({problem})" in text
+
+
+def test_a_marks_like_text_keeps_its_blanks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``raw_text_of`` gives a text as written, blanks at either end kept, by both readings."""
+    path = tmp_path / "f.xml"
+    path.write_text("<CTfile><CTFpupilData><Pupil><AttendanceMarks>  /I#  </AttendanceMarks><UPN> A </UPN>"
+                    "<Surname>   </Surname></Pupil></CTFpupilData></CTfile>", encoding="utf-8")
+    for stops_events in (True, False):
+        monkeypatch.setattr(xmlstream, "_CAN_STOP_EVENTS", stops_events)
+        [(_path, pupil)] = iter_elements(prepare(path), ROOTS, PATHS)
+        assert xmlstream.raw_text_of(pupil.find("AttendanceMarks")) == "  /I#  "
+        assert xmlstream.raw_text_of(pupil.find("Surname")) == "   "
+        assert xmlstream.text_of(pupil.find("UPN")) == "A" and xmlstream.text_of(pupil.find("Surname")) is None
+        assert xmlstream.raw_text_of(pupil.find("Missing")) is None
