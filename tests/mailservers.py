@@ -4,10 +4,12 @@
 - ``SmtpServer``: aiosmtpd in a thread, with STARTTLS or implicit TLS, AUTH PLAIN/LOGIN against
   a password and a custom XOAUTH2 mechanism against issued tokens. It records what it accepted
   (envelope, bytes, whether TLS was on, who logged in) and injects faults: a scripted reply to
-  RCPT or DATA (421, 550), or a connection dropped after the data, before the reply.
+  RCPT or DATA (421, 550), a connection dropped at RCPT, or after the data before the reply,
+  or a 250 to the data that comes only after the client has given up ("late").
 - ``FakeCloud``: one HTTPS server playing the Entra ID token endpoint (OpenID discovery and the
   client-credentials grant, as msal uses them), Google's token endpoint (checking the
-  service account's RS256 JWT), and Graph ``sendMail`` with scripted replies (429 + Retry-After).
+  service account's RS256 JWT), and Graph ``sendMail`` with scripted replies (429 + Retry-After),
+  or a message taken whose 202 is lost ("late": after the client has given up; "drop").
 
 What the fakes assume of the real services (from the public documentation, not tried
 against live Microsoft or Google): Graph answers 202 to ``sendMail`` with a base64 MIME body
@@ -23,6 +25,7 @@ import datetime as dt
 import ipaddress
 import json
 import logging
+import select
 import ssl
 import threading
 import time
@@ -111,6 +114,9 @@ class _Handler:
                           rcpt_options: list[str]) -> str:
         if address in self.s.reject_rcpt:
             return f"550 5.1.1 <{address}>: recipient address rejected"
+        if self.s.rcpt_faults and self.s.rcpt_faults.pop(0) == "drop":  # before the data: nothing handed over
+            server.transport.close()
+            return "421 4.4.2 gone"
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
@@ -120,7 +126,7 @@ class _Handler:
         if fault == "drop":  # the client has sent everything; it never hears whether we took it
             server.transport.close()
             return "421 4.4.2 gone"  # written to a closed connection: the client never sees it
-        if fault:
+        if fault and fault != "late":
             return fault
         while self.s.data_gate is not None and not self.s.data_gate.is_set():
             await asyncio.sleep(0.02)
@@ -128,6 +134,11 @@ class _Handler:
         tls = session.ssl is not None or server.transport.get_extra_info("ssl_object") is not None
         self.s.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(content), tls,
                                         session.auth_data))
+        if fault == "late":  # queued, but the 250 waits until the client has timed out and hung up
+            for _ in range(500):
+                if server.transport is None or server.transport.is_closing():
+                    break
+                await asyncio.sleep(0.02)
         return "250 2.0.0 OK: queued"
 
     async def auth_XOAUTH2(self, server: Any, args: list[str]) -> AuthResult:
@@ -152,7 +163,8 @@ class SmtpServer:
         self.port = port or free_port()
         self.received: list[Received] = []
         self.reject_rcpt: set[str] = set()
-        self.data_faults: list[str] = []  # per DATA: a reply such as "421 ...", or "drop"
+        self.data_faults: list[str] = []  # per DATA: a reply such as "421 ...", "drop" or "late"
+        self.rcpt_faults: list[str] = []  # per RCPT: "drop" closes the connection (anything else: no fault)
         self.data_gate: threading.Event | None = None  # when set: hold every DATA reply until it is set
         self.data_calls = 0
         self._controller: Controller | None = None
@@ -211,6 +223,7 @@ class FakeCloud:
     issued: dict[str, str] = field(default_factory=dict)  # token -> scope (or the Google user)
     graph_script: list[tuple[int, dict[str, str], dict[str, Any]]] = field(default_factory=list)
     sent: list[tuple[str, bytes]] = field(default_factory=list)  # (mailbox, MIME) accepted by sendMail
+    graph_lost: list[str] = field(default_factory=list)  # per accepted sendMail: "late" or "drop" its 202
     port: int = 0
     _server: ThreadingHTTPServer | None = None
 
@@ -249,7 +262,16 @@ class FakeCloud:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 cloud._record(self, body)
                 status, headers, reply = cloud._route(self.path, dict(self.headers), body)
-                self._reply(status, reply, headers)
+                lost = cloud.graph_lost.pop(0) if status == 202 and cloud.graph_lost else None
+                if lost == "drop":  # Graph has the message; the connection goes before the answer
+                    self.close_connection = True
+                    return
+                if lost == "late":  # the answer waits until the client has given up and hung up
+                    select.select([self.connection], [], [], 10)
+                try:
+                    self._reply(status, reply, headers)
+                except OSError:
+                    self.close_connection = True
 
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), H)
         self._server.socket = self.pki.server_context().wrap_socket(self._server.socket, server_side=True)

@@ -11,11 +11,14 @@ outbox's recipients must appear there (they do for every message cme-batch build
 
 Throttling (429) and server errors (5xx) are temporary; their Retry-After is passed on so
 the sender waits at least that long. 401/403/404 mean the app or mailbox is misconfigured.
+A timeout or a lost connection once the whole body has been handed to the HTTP library is
+``OutcomeUnknown``: Graph may have taken the message before its 202 was lost.
 """
 
 from __future__ import annotations
 
 import base64
+import io
 from urllib.parse import quote
 
 import requests
@@ -23,7 +26,27 @@ import requests
 from cme_batch.errors import FatalError
 from cme_batch.mail.oauth import GRAPH_SCOPE, MicrosoftToken, TokenSource, http_session, request_error
 from cme_batch.mail.settings import MailConfig
-from cme_batch.mail.transport import Delivery, Outgoing, classify_http
+from cme_batch.mail.transport import Delivery, OutcomeUnknown, Outgoing, classify_http
+
+
+class _Body(io.BytesIO):
+    """The request body, noting when the HTTP library has taken its last byte to send.
+
+    A requests exception does not say whether the body went out (a reset while writing it and
+    one while waiting for the answer look alike). Until the last byte is taken Graph cannot have
+    the whole request, so a failure is safe to retry; after it, the outcome is unknown.
+    """
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.size = len(data)
+        self.handed_over = False
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        chunk = super().read(size)
+        if chunk and self.tell() >= self.size:
+            self.handed_over = True
+        return chunk
 
 
 def _graph_error(resp: requests.Response) -> str:
@@ -52,11 +75,14 @@ class GraphTransport:
     def send(self, message: Outgoing) -> Delivery:
         where = f"Graph sendMail as {self.sender}"
         token = self.tokens.token()
+        body = _Body(base64.b64encode(message.raw))
         try:
             resp = self.session.post(
-                self.url, data=base64.b64encode(message.raw),
-                headers={"Authorization": f"Bearer {token}", "Content-Type": "text/plain"})
+                self.url, data=body, headers={"Authorization": f"Bearer {token}", "Content-Type": "text/plain"})
         except requests.RequestException as exc:
+            if body.handed_over:
+                raise OutcomeUnknown(f"{where}: the whole message was sent but no answer came back "
+                                     f"({exc.__class__.__name__}); Graph may have accepted it") from exc
             raise request_error(where, exc) from exc
         if resp.status_code in (200, 202):
             request_id = resp.headers.get("request-id", "")

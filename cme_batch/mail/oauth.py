@@ -60,6 +60,9 @@ def http_session(ca_file: Path | None, timeout: float) -> requests.Session:
 
 
 def request_error(where: str, exc: requests.RequestException) -> CmeError:
+    """A requests failure from which nothing can have been delivered (a token request, or a Graph
+    request whose body was not all handed over): network trouble is safe to retry. A failure
+    after a whole ``sendMail`` body went out is ``OutcomeUnknown`` instead (``mail.graph``)."""
     if isinstance(exc, requests.exceptions.SSLError):
         return FatalError(f"{where}: the server's certificate could not be verified ({exc.__class__.__name__}); "
                           "set mail.ca_file if it uses a private CA")

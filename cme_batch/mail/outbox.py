@@ -18,7 +18,7 @@ API for other stages::
         display (``outbox``, ``status``): like the message's Subject, never a pupil's name.
         ``recipients`` are the SMTP envelope; Graph delivers to the To/Cc/Bcc headers instead,
         so name every recipient in To or Cc (a Bcc header would travel as it is: do not set one).
-    problems(conn) -> list[Problem]   failed, partly refused and maybe-duplicate messages
+    problems(conn) -> list[Problem]   failed, outcome unknown, partly refused and maybe-duplicate
     mark_reported(conn, ids, now)     called by the summary that reported them
     counts(conn) -> dict[status, n]   queued, sending, sent, failed
 
@@ -28,6 +28,9 @@ transport is called) -> ``sent``; a temporary failure puts it back to ``queued``
 A row found ``sending`` when a ``send`` run starts (under the send lock) belongs to a run that
 died between the hand-over and the bookkeeping: it is queued again with ``maybe_duplicate``
 set, resent with the same Message-ID, and reported as possibly delivered twice.
+A message whose server got all of it but never answered (``mark_outcome_unknown``) is held as
+``failed`` with ``maybe_duplicate`` set: not resent by any run, reported for a person to check
+whether it arrived, and ``requeue``-able; if requeued, it is sent still flagged.
 """
 
 from __future__ import annotations
@@ -265,6 +268,18 @@ def mark_failed(conn: Connection, outbox_id: int, error: str) -> None:
         status="failed", claimed_by=None, last_error=error, next_attempt_at=None, reported_at=None))
 
 
+def mark_outcome_unknown(conn: Connection, outbox_id: int, error: str) -> None:
+    """The server had the whole message but never answered: held, not retried, reported.
+
+    ``failed`` keeps every run from sending it again (it may already have arrived);
+    ``maybe_duplicate`` records that a copy may be with the recipient, so the next summary asks a
+    person to check, and a requeued send is reported as possibly delivered twice.
+    """
+    conn.execute(update(_OB).where(_OB.c.id == outbox_id).values(
+        status="failed", maybe_duplicate=True, claimed_by=None, last_error=error, next_attempt_at=None,
+        reported_at=None))
+
+
 def requeue(conn: Connection, outbox_id: int, now: datetime) -> bool:
     """Put a failed message back in the queue (after the cause was fixed). False if it was not failed."""
     res = conn.execute(update(_OB).where(_OB.c.id == outbox_id, _OB.c.status == "failed").values(
@@ -274,7 +289,10 @@ def requeue(conn: Connection, outbox_id: int, now: datetime) -> bool:
 
 @dataclass(frozen=True)
 class Problem:
-    """A message the next summary must mention: ``kind`` is failed, partial or maybe_duplicate."""
+    """A message the next summary must mention: ``kind`` is failed, unknown, partial or maybe_duplicate.
+
+    ``unknown``: not sent now, but an earlier hand-over may have delivered it (see the module doc).
+    """
 
     id: int
     kind: str
@@ -289,14 +307,19 @@ class Problem:
         if self.kind == "failed":
             return (f"{what} could not be sent: {self.error}. It is kept; after fixing the cause run "
                     f"'cme-batch outbox --requeue {self.id}'.")
+        if self.kind == "unknown":
+            return (f"{what} may or may not have arrived: {self.error}. It was not sent again, so that it "
+                    f"cannot arrive twice. Ask the recipient whether Message-ID {self.message_id} arrived; "
+                    f"if it did not, run 'cme-batch outbox --requeue {self.id}'.")
         if self.kind == "partial":
             return f"{what} was sent, but some recipients were refused: {self.error}."
-        return (f"{what} may have arrived twice: a send run stopped after handing it over, so it was sent "
-                f"again with the same Message-ID {self.message_id}.")
+        return (f"{what} may have arrived twice: an earlier attempt's outcome is unknown (a send run stopped, "
+                f"or the server did not answer), so it was sent again with the same Message-ID "
+                f"{self.message_id}.")
 
 
 def problems(conn: Connection, *, include_reported: bool = True) -> list[Problem]:
-    """Failed, partly refused and possibly duplicated messages, oldest first.
+    """Failed, held with an unknown outcome, partly refused and possibly duplicated messages, oldest first.
 
     With ``include_reported=False`` only those not yet passed to ``mark_reported``.
     """
@@ -308,8 +331,10 @@ def problems(conn: Connection, *, include_reported: bool = True) -> list[Problem
         q = q.where(_OB.c.reported_at.is_(None))
     out = []
     for r in conn.execute(q):
-        kind = "failed" if r.status == "failed" else ("partial" if r.last_error and not r.maybe_duplicate
-                                                      else "maybe_duplicate")
+        if r.status == "failed":
+            kind = "unknown" if r.maybe_duplicate else "failed"
+        else:
+            kind = "partial" if r.last_error and not r.maybe_duplicate else "maybe_duplicate"
         out.append(Problem(r.id, kind, r.purpose, r.case_id, r.message_id, r.last_error))
     return out
 

@@ -15,7 +15,11 @@ lock, a run:
    Retry-After is honoured), then leaves the message queued with ``next_attempt_at`` (the wait
    doubles with each failed run), and fails it once it has been queued ``give_up_hours``;
 4. marks a permanently refused message ``failed`` (kept, reported, requeue-able) and goes on;
-5. stops at a fatal error (credentials, certificate): the message is put back untouched.
+5. holds a message whose outcome is unknown (the server was given all of it, then its answer
+   was lost to a timeout or a dropped connection): it is not retried, since the server may
+   already have it, but marked ``failed`` with ``maybe_duplicate`` and reported for a person
+   to check whether it arrived (``outbox.mark_outcome_unknown``), and the run goes on;
+6. stops at a fatal error (credentials, certificate): the message is put back untouched.
 
 Test-only hook: with the environment variable ``CME_TEST_CRASH_AFTER_SEND=1`` the process
 exits abruptly right after the transport accepted a message and before it is recorded, to
@@ -45,6 +49,7 @@ from cme_batch.mail.transport import (
     Delivery,
     MailTransport,
     MessageRejected,
+    OutcomeUnknown,
     Outgoing,
     TemporarySendError,
     build_transport,
@@ -159,6 +164,8 @@ class Drainer:
             return self._defer(entry, exc)
         except MessageRejected as exc:
             return self._finish_failed(entry, str(exc))
+        except OutcomeUnknown as exc:
+            return self._hold(entry, exc)
         except CmeError as exc:
             with self.engine.begin() as conn:
                 outbox.release(conn, outbox_id, str(exc))
@@ -211,6 +218,19 @@ class Drainer:
                   retry_at=(now + wait).isoformat(), error=str(exc))
         return Outcome(entry.id, entry.purpose, "deferred", f"{exc}; next try after {(now + wait).isoformat()}",
                        attempts, entry.maybe_duplicate)
+
+    def _hold(self, entry: outbox.Entry, exc: OutcomeUnknown) -> Outcome:
+        """Keep a message the server may already have out of every later run, and have it reported.
+
+        Sending it again could deliver it twice, silently; holding it costs a person one check.
+        """
+        with self.engine.begin() as conn:
+            outbox.mark_outcome_unknown(conn, entry.id, str(exc))
+        self._log("error", "message outcome unknown: held, not sent again", outbox_id=entry.id,
+                  purpose=entry.purpose, message_id=entry.message_id, error=str(exc))
+        return Outcome(entry.id, entry.purpose, "failed",
+                       f"{exc}; held, not sent again: check whether it arrived, and if it did not run "
+                       f"'cme-batch outbox --requeue {entry.id}'", self._attempts(entry.id), entry.maybe_duplicate)
 
     def _finish_failed(self, entry: outbox.Entry, error: str) -> Outcome:
         with self.engine.begin() as conn:

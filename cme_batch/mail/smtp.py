@@ -10,20 +10,54 @@ by smtplib), or SASL XOAUTH2 with a token from Microsoft 365 or Google (``oauth`
 
 One connection per message keeps the failure of one message from touching the next. The
 message bytes go out exactly as stored. Once the server has answered 250 to the data, the
-message counts as accepted even if saying goodbye fails.
+message counts as accepted even if saying goodbye fails. Once the end of the data has been
+written, a reply that never comes (timeout, connection lost) is ``OutcomeUnknown``, not a
+temporary failure: an MTA may queue the message before its 250 is lost.
 """
 
 from __future__ import annotations
 
 import smtplib
 import ssl
+from typing import TYPE_CHECKING
 
 from cme_batch.errors import CmeError, FatalError
 from cme_batch.mail.oauth import OUTLOOK_SCOPE, GoogleToken, MicrosoftToken, TokenSource, xoauth2
 from cme_batch.mail.settings import MailConfig, is_local_host
-from cme_batch.mail.transport import Delivery, MessageRejected, Outgoing, TemporarySendError, classify_smtp
+from cme_batch.mail.transport import (
+    Delivery,
+    MessageRejected,
+    OutcomeUnknown,
+    Outgoing,
+    TemporarySendError,
+    classify_smtp,
+)
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 _BASIC_AUTH_OFF = ("5.7.30", "5.7.139", "basic authentication")
+_END_OF_DATA = b"\r\n.\r\n"
+
+
+class _Smtp(smtplib.SMTP):
+    """``smtplib.SMTP`` that notes when the end of the message data has been written.
+
+    ``sendmail`` hides whether a lost reply was the one to DATA (nothing handed over) or the one
+    after the data (the server may have queued it); only the second must not be retried.
+    ``data()`` is the only caller that writes bytes, ending with CRLF.CRLF; commands are str.
+    """
+
+    data_written = False
+
+    def send(self, s: ReadableBuffer | str) -> None:
+        super().send(s)
+        if isinstance(s, bytes) and s.endswith(_END_OF_DATA):
+            self.data_written = True
+
+
+class _SmtpSsl(_Smtp, smtplib.SMTP_SSL):
+    """Implicit TLS, with the same note as ``_Smtp``."""
 
 
 def tls_context(cfg: MailConfig) -> ssl.SSLContext:
@@ -56,11 +90,11 @@ class SmtpTransport:
         self.context = tls_context(cfg)
         self.tokens = tokens or token_source_for(cfg)
 
-    def _connect(self) -> smtplib.SMTP:
+    def _connect(self) -> _Smtp:
         s, timeout = self.cfg.smtp, self.cfg.timeout_seconds
         if s.security == "tls":
-            return smtplib.SMTP_SSL(s.host, s.port, timeout=timeout, context=self.context)
-        conn = smtplib.SMTP(s.host, s.port, timeout=timeout)
+            return _SmtpSsl(s.host, s.port, timeout=timeout, context=self.context)
+        conn = _Smtp(s.host, s.port, timeout=timeout)
         if s.security == "starttls":
             conn.ehlo()
             if not conn.has_extn("starttls"):
@@ -93,7 +127,7 @@ class SmtpTransport:
             raise FatalError(f"{self.where} does not offer AUTH on this connection") from exc
 
     def send(self, message: Outgoing) -> Delivery:
-        conn: smtplib.SMTP | None = None
+        conn: _Smtp | None = None
         try:
             conn = self._connect()
             self._login(conn)
@@ -103,6 +137,9 @@ class SmtpTransport:
         except CmeError:
             raise
         except Exception as exc:
+            if conn is not None and conn.data_written and not isinstance(exc, smtplib.SMTPResponseException):
+                raise OutcomeUnknown(f"{self.where} was sent the whole message but gave no answer "
+                                     f"({exc.__class__.__name__}: {_text(exc)}); it may have accepted it") from exc
             raise self._translate(exc) from exc
         finally:
             if conn is not None:
@@ -126,7 +163,7 @@ class SmtpTransport:
         if isinstance(exc, smtplib.SMTPDataError):
             return classify_smtp(exc.smtp_code, _text(exc.smtp_error), f"{w} refused the message")
         if isinstance(exc, smtplib.SMTPServerDisconnected):
-            return TemporarySendError(f"{w} closed the connection before accepting the message")
+            return TemporarySendError(f"{w}: the connection ended before the message was sent ({_text(exc)})")
         if isinstance(exc, smtplib.SMTPNotSupportedError):
             return FatalError(f"{w}: {exc}")
         if isinstance(exc, smtplib.SMTPResponseException):  # greeting, HELO, STARTTLS replies

@@ -10,6 +10,12 @@ envelope) and either returns a ``Delivery`` (the server has accepted it) or rais
   400). It is marked failed, kept, and reported.
 - ``FatalError``: nothing will go until a person fixes something (bad credentials, a certificate
   that does not verify, a server refusing TLS). The run stops; the message stays queued.
+- ``OutcomeUnknown``: the whole message was handed to the server, but its answer never came (a
+  timeout or a lost connection after the end of SMTP DATA, or after the Graph request body).
+  The server may have accepted it. It is not retried: it is held and reported (see the sender).
+
+Only a failure before the message was handed over may be a ``TemporarySendError``: retrying
+it cannot deliver a second copy.
 
 The classification helpers below are shared by the SMTP and Graph transports so one status
 code means the same thing whichever way the mail goes. ``MemoryTransport`` is the in-memory
@@ -38,6 +44,14 @@ class TemporarySendError(RetriableError):
 
 class MessageRejected(CmeError):
     """The server refused this message for good: retrying the same bytes will not help."""
+
+
+class OutcomeUnknown(CmeError):
+    """The server was given the whole message but did not say whether it took it.
+
+    Not a ``RetriableError``: a resend could deliver it twice, and a server too slow to answer
+    once is likely to be slow again, so each automatic retry could add another copy.
+    """
 
 
 @dataclass(frozen=True)

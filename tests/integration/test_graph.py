@@ -23,13 +23,13 @@ pytestmark = pytest.mark.server
 MAILBOX = "cme-batch@school.example"
 
 
-def graph_toml(fake_cloud: Any, *, backoff_max: float = 5.0) -> str:
+def graph_toml(fake_cloud: Any, *, backoff_max: float = 5.0, timeout: float = 5.0) -> str:
     return f"""
 [mail]
 transport = "graph"
 from = "{MAILBOX}"
 ca_file = "{fake_cloud.pki.ca_file}"
-timeout_seconds = 5
+timeout_seconds = {timeout}
 
 [mail.microsoft]
 tenant_id = "school-tenant"

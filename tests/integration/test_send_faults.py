@@ -133,13 +133,16 @@ def test_550_to_the_data_fails_the_message(engine: Engine, served: Any) -> None:
     assert row(engine, oid).status == "failed" and server.received == [] and server.data_calls == 1
 
 
-def test_connection_dropped_during_data_is_retried_and_delivered_once(engine: Engine, served: Any) -> None:
+def test_connection_dropped_after_the_data_is_held_and_reported_not_resent(engine: Engine, served: Any) -> None:
     server, app = served()
     server.data_faults = ["drop"]
     oid = queue(engine, "k1")
-    send_run(app)
-    assert server.data_calls == 2 and len(server.received) == 1
-    assert row(engine, oid).status == "sent" and row(engine, oid).attempts == 2
+    report = send_run(app)
+    assert server.data_calls == 1, "the server may have queued it: not sent again"
+    assert [o.result for o in report.outcomes] == ["failed"]
+    entry = row(engine, oid)
+    assert entry.status == "failed" and entry.attempts == 1 and entry.maybe_duplicate is True
+    assert [(p.id, p.kind) for p in _problems(engine)] == [(oid, "unknown")]
 
 
 def _json_document(out: str) -> Any:

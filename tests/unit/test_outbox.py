@@ -196,6 +196,22 @@ def test_counts_problems_and_reporting(engine: Engine) -> None:
     assert row(engine, failed).status == "queued"
 
 
+def test_a_message_with_an_unknown_outcome_is_held_reported_and_requeueable(engine: Engine) -> None:
+    oid = queue(engine, "k1")
+    with engine.begin() as conn:
+        assert outbox.claim(conn, oid, run_id="run-a", now=NOW)
+        outbox.mark_outcome_unknown(conn, oid, "SMTP x was sent the whole message but gave no answer")
+    entry = row(engine, oid)
+    assert entry.status == "failed" and entry.maybe_duplicate is True
+    with engine.begin() as conn:
+        assert outbox.due(conn, NOW + timedelta(days=7), ignore_backoff=True) == [], "no run sends it again"
+        [problem] = outbox.problems(conn, include_reported=False)
+        assert problem.kind == "unknown" and "gave no answer" in problem.text
+        assert f"--requeue {oid}" in problem.text and entry.message_id in problem.text
+        assert outbox.requeue(conn, oid, NOW) is True
+    assert row(engine, oid).status == "queued" and row(engine, oid).maybe_duplicate is True
+
+
 # --- [mail] settings -------------------------------------------------------------------------
 
 def _mail(tmp_path: Path, section: str) -> Any:
