@@ -113,8 +113,10 @@ def outbox_cmd(app: App, statuses: tuple[str, ...], requeue_id: int | None, limi
     for e in entries:
         later = e.sent_at if e.status == "sent" else e.next_attempt_at
         reason = (e.last_error or "").splitlines()[0][:120] if e.last_error else ""
-        if e.maybe_duplicate:
-            reason = ("may have arrived twice. " + reason).strip()
+        if e.maybe_duplicate:  # a failed one was held: its hand-over went unanswered, and it was not resent
+            note = "may or may not have arrived (held, not sent again). " if e.status == "failed" \
+                else "may have arrived twice. "
+            reason = (note + reason).strip()
         click.echo(f"{e.id:>5}  {e.status:<8} {e.purpose:<10} {e.attempts:>5}  {_when(e.queued_at):<16} "
                    f"{_when(later):<16} {reason}")
 

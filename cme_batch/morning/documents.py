@@ -92,7 +92,7 @@ def _common_sections(f: Facts) -> list[Section]:
     sections.append(gap_section)
     sections.append(Section(
         "Email problems", ["Message", "Problem"],
-        [Row([f"#{p.id} {p.purpose}", p.text], RED if p.kind == "failed" else "") for p in f.outbox_problems],
+        [Row([f"#{p.id} {p.purpose}", p.text], RED if p.kind in ("failed", "unknown") else "") for p in f.outbox_problems],
         empty="All email delivered."))
     return sections
 

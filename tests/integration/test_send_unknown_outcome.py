@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import Engine, select
 
 from cme_batch.app import App
+from cme_batch.cli import cli
 from cme_batch.mail import outbox
 from cme_batch.mail.sender import Drainer, send_run
 from cme_batch.mail.smtp import SmtpTransport
@@ -99,6 +101,10 @@ def test_an_smtp_250_that_comes_after_the_timeout_is_held_reported_and_not_resen
     events = [(level, event) for level, event, _ in log.lines]
     assert events == [("error", "message outcome unknown: held, not sent again")], "no 'temporary failure'"
     assert "before" not in log.lines[0][2]["error"], "the log does not claim the server never took it"
+
+    listed = CliRunner().invoke(cli, ["--config", str(app.config_path), "outbox", "--status", "failed"])
+    assert "may or may not have arrived (held, not sent again)" in listed.output, listed.output
+    assert "arrived twice" not in listed.output
 
     clock.advance(days=1)
     assert send_run(app).outcomes == [] and server.data_calls == 1, "no later run sends it either"

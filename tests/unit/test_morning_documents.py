@@ -87,6 +87,12 @@ def test_overdue_next_step_and_outbox_problems_are_shown() -> None:
     assert "550 mailbox unavailable" in text and "--requeue 7" in text
 
 
+def test_a_message_held_with_an_unknown_outcome_is_shown_in_red_like_a_failure() -> None:
+    held = Problem(8, "unknown", "referral", 3, "<y@school.example>", "sent the whole message but gave no answer")
+    text = render_text(documents.office_document(_facts(outbox_problems=[held])))
+    assert "!! #8 referral" in text and "may or may not have arrived" in text
+
+
 def test_subject_counts_carry_no_child() -> None:
     subject = documents.subject_counts(_facts())
     assert subject == "4 open case(s), 1 first-day call(s)"
