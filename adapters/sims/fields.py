@@ -182,6 +182,30 @@ def display(key: str) -> str:
     return FIELDS[key][0] if key in FIELDS else key.removeprefix("flag:")
 
 
+#: Fields only the pupils report carries (its contacts and flags): a record with one is a pupils row.
+PUPILS_ONLY = frozenset({k for k in FIELDS if k.startswith("contact_")} | set(FLAG_FIELDS) | {"sen_status"})
+#: What each report is read into: a file's records must come from a report read the same way.
+READ_AS = {"pupils": "pupils, contacts and flags", "admissions": "enrolments", "leavers": "enrolments",
+           "marks": "marks"}
+
+
+def report_of(keys: set[str]) -> tuple[str, list[str]] | None:
+    """The report a record can only come from and the fields that tell (``kind_of_fields``'s
+    order), or None for a record of identity fields only, which any report may hold (empty
+    fields are left out by CommandReporter, so a missing field proves nothing)."""
+    kind = kind_of_fields(keys)
+    if kind == "marks":
+        telling = {"date", "session", "mark"}
+    elif kind == "leavers":
+        telling = {"leaving_date"}
+    elif kind == "admissions":
+        telling = {"agreed_start", "application_status"}
+    else:
+        telling = set(PUPILS_ONLY) | {k for k in keys if k.startswith("flag:")}
+    found = [display(k) for k in keys if k in telling]
+    return (kind, sorted(found)) if found else None
+
+
 def kind_of_fields(keys: set[str]) -> str:
     """Which report a record comes from, judged by the fields it carries."""
     if {"date", "session"} <= keys:

@@ -6,7 +6,7 @@ Every bad value is collected with its record number and field; once the last rec
 read, any problem rejects the whole file (the store rolls back the transaction that was
 consuming the records). Data-quality issues the MIS should fix but
 that do not make the data wrong to store (unknown codes, bad UPN check letters, marks on
-closed days, one pupil under two ids) become warnings.
+closed days, one pupil in two files) become warnings.
 """
 
 from __future__ import annotations
@@ -20,11 +20,13 @@ from adapters.sims.fields import (
     FLAG_FIELDS,
     KINDS,
     PERSONAL,
+    READ_AS,
     REPLACES,
     SEN_FLAGS,
     FieldMap,
     display,
     kind_of_fields,
+    report_of,
 )
 from cme_batch import upn as upn_mod
 from cme_batch.dropfolder import FileReport, MarkCheck, group_of, parse_bool, parse_date, year_group
@@ -57,6 +59,8 @@ UNKNOWN_DESTINATION = {"unknown", "not known", "n/a", "mmm", "mmmm", "mmm/mmmm"}
 SESSIONS = {"AM": 0, "A": 0, "MORNING": 0, "PM": 1, "P": 1, "AFTERNOON": 1}
 MAX_GAP = 14  # sessions: a pupil's marks closer than a week apart stay in one record
 MAX_BUFFERED = 200_000  # sessions held in open runs before they are all handed on (flat memory)
+MAX_PRIORITY = 9999  # a contact's priority (1, 2, ...); anything longer is not one, nor fits the store
+MARK_FIELDS = frozenset({"adno", "person_id", "date", "session", "mark"})
 
 
 def detect_kind(prep: Prepared, fmap: FieldMap) -> str:
@@ -108,13 +112,16 @@ class _Reader:
     def __init__(self, prep: Any, kind: str, fmap: FieldMap, batch: SourceBatch, options: Mapping[str, Any]) -> None:
         self.prep, self.kind, self.fmap, self.batch = prep, kind, fmap, batch
         self.file = prep.path.name
+        self.named = group_of(self.file) == kind  # the kind comes from the name, not the first record
         self.report = FileReport(self.file, frozenset(display(k) for k in PERSONAL))
         self.check = MarkCheck(options.get("codes"), options.get("calendar"))
         self.seen_elsewhere: dict[tuple[str, str], str] = options.get("seen", {})
         self.pupils: dict[str, str | None] = {}  # key -> UPN
-        self.by_upn: dict[str, str] = {}
+        self.by_upn: dict[str, tuple[str, int]] = {}  # UPN -> key, record
         self.done: set[tuple[str, ...]] = set()  # contacts, flags, enrolments already yielded
-        self.runs: dict[str, list[Any]] = {}  # key -> [first session index, codes]
+        self.runs: dict[str, list[Any]] = {}  # key -> [first session index, codes, reach when opened]
+        self.reach: dict[str, int] = {}  # key -> last session index of its runs already handed on
+        self.doubtful: set[tuple[str, int]] = set()  # (key, session index) given again after hand-on
         self.buffered = 0
         self.slots: dict[tuple[str | None, str | None], tuple[date, int, bool]] = {}  # (date, session) as written
         self.codes: dict[str | None, str] = {}  # mark as written -> national or configured code
@@ -127,11 +134,16 @@ class _Reader:
         try:
             if self.kind == "marks":
                 yield from self.mark_rows()
+                if self.doubtful:
+                    self.recheck()
             else:
                 record = self.fmap.row
                 for tags, texts in iter_rows(self.prep, ROOTS, PATH):
                     self.n += 1
-                    yield from self.row(record(tags, texts), self.n)
+                    rec = record(tags, texts)
+                    if not self.fits(rec, self.n):
+                        break
+                    yield from self.row(rec, self.n)
         except XmlRefused as exc:
             self.report.problem(None, None, f"after record {self.n}: {exc}")
         for key, run in self.runs.items():
@@ -175,6 +187,8 @@ class _Reader:
                 else:
                     size = -1
                 rec = record(tags, [f.text for f in fields])
+                if not self.fits(rec, self.n):
+                    return
                 slow_key = self.key(rec, self.n)  # None: reported
                 if slow_key is not None and slow_key not in pupils:
                     yield from self.row(rec, self.n)
@@ -190,6 +204,21 @@ class _Reader:
         self.buffered = 0
 
     # -- one row -----------------------------------------------------------------------------
+    def fits(self, rec: dict[str, str], n: int) -> bool:
+        """Whether the record can come from the report the file is read as (else a problem, and
+        the file is read no further). A file saved under another report's name, by an export
+        task pointed at the wrong report, would be read as the report its name says: a marks
+        export read as pupils loses every mark and, the pupils report being a complete list,
+        removes every stored contact and flag."""
+        found = report_of(set(rec))
+        if found is None or READ_AS[found[0]] == READ_AS[self.kind]:
+            return True
+        how = "its file name says it is" if self.named else "its first record made it"
+        self.report.problem(n, None, f"has the {found[0]} report's fields ({', '.join(found[1])}), but {how} "
+                            f"the {self.kind} report: check which report the export task saves under this "
+                            "name; the file was read no further")
+        return False
+
     def row(self, rec: dict[str, str], n: int) -> Iterator[Record]:
         key = self.key(rec, n)
         if key is None:
@@ -229,15 +258,18 @@ class _Reader:
                 upn = None
         ident = upn or key
         other = self.by_upn.get(upn) if upn else None
-        if other is not None and other != key:
-            self.warn("duplicate_pupil", "the same UPN is on two different Adnos in this file", n, key)
+        if other is not None and other[0] != key:
+            # a UPN is one child's: two Adnos with one are two children (or one child twice) the
+            # store would merge, each one's marks laid over the other's
+            self.report.problem(n, display("upn"), f"is also on record {other[1]}, another pupil's ({other[0]}): "
+                                "a UPN belongs to one child; correct it in SIMS")
         elsewhere = self.seen_elsewhere.get((self.kind, ident))
         if elsewhere and elsewhere != self.file:
             self.warn("duplicate_pupil", f"this pupil is also in {elsewhere}", n, key)
         self.seen_elsewhere[(self.kind, ident)] = self.file
         self.pupils[key] = upn
-        if upn:
-            self.by_upn[upn] = key
+        if upn and other is None:
+            self.by_upn[upn] = (key, n)
         lines = tuple(x for x in (rec.get("house_name"), " ".join(
             x for x in (rec.get("house_number"), rec.get("street")) if x) or None,
             rec.get("district"), rec.get("town"), rec.get("county")) if x)
@@ -261,10 +293,11 @@ class _Reader:
         prio_raw = rec.get("contact_priority")
         priority = None
         if prio_raw is not None:
-            if prio_raw.isdigit():
+            if prio_raw.isascii() and prio_raw.isdigit() and int(prio_raw) <= MAX_PRIORITY:
                 priority = int(prio_raw)
             else:
-                self.report.problem(n, display("contact_priority"), "is not a whole number", prio_raw)
+                self.report.problem(n, display("contact_priority"), f"is not a whole number from 0 to {MAX_PRIORITY}",
+                                    prio_raw[:20])
         ckey = (rec.get("contact_id") or (f"priority:{priority}" if priority is not None else None)
                 or f"name:{rec.get('contact_forename', '')}|{rec.get('contact_surname', '')}")
         if ("contact", key, ckey) in self.done:
@@ -354,9 +387,9 @@ class _Reader:
         run = self.runs.get(key)
         self.buffered += 1
         if run is None:
-            self.runs[key] = [idx, [code]]
+            self.runs[key] = self.open(key, idx, code)
             return None
-        start, codes = run
+        start, codes, reach = run
         last = start + len(codes) - 1
         if last < idx <= last + MAX_GAP:
             codes.extend([""] * (idx - last - 1))
@@ -369,13 +402,54 @@ class _Reader:
                 self.report.problem(n, display("mark"), f"contradicts an earlier row for the same session "
                                     f"({have!r} then {code!r})")
         else:
-            self.runs[key] = [idx, [code]]
-            return self.flush(key, run)
+            done = self.flush(key, run)
+            self.runs[key] = self.open(key, idx, code)
+            return done
+        if idx <= reach:
+            self.doubtful.add((key, idx))
         return None
 
-    @staticmethod
-    def flush(key: str, run: list[Any]) -> MarksRecord:
-        start, codes = run
+    def open(self, key: str, idx: int, code: str) -> list[Any]:
+        """A new run for the pupil from session ``idx``, remembering how far the runs already
+        handed on reach: a session up to there may have been given before (``recheck``)."""
+        reach = self.reach.get(key, -1)
+        if idx <= reach:
+            self.doubtful.add((key, idx))
+        return [idx, [code], reach]
+
+    def flush(self, key: str, run: list[Any]) -> MarksRecord:
+        """The run as a record, handed on: only how far it reaches is kept, not its marks."""
+        start, codes = run[0], run[1]
+        end = start + len(codes) - 1
+        if end > self.reach.get(key, -1):
+            self.reach[key] = end
         if start % 2:
             codes = ["", *codes]
         return MarksRecord(key, date.fromordinal(start // 2), tuple(codes))
+
+    def recheck(self) -> None:
+        """Read the file again for the sessions given again after the run holding them was handed
+        on (``doubtful``): every row of one such session must carry the same mark, wherever the
+        rows are. Runs keep only how far they reached once handed on, so memory stays flat; only
+        a file with a pupil's rows out of date order (or repeated) is read twice."""
+        first: dict[tuple[str, int], tuple[str, int]] = {}
+        n = 0
+        for tags, texts in iter_rows(self.prep, ROOTS, PATH):
+            n += 1
+            rec = self.fmap.row(tags, texts, MARK_FIELDS)
+            adno, sess = rec.get("adno"), SESSIONS.get(rec.get("session", "").upper())
+            key = _adno_key(adno) if adno else "id:" + rec["person_id"] if "person_id" in rec else None
+            if key is None or sess is None:
+                continue  # every bad row was reported on the first reading
+            try:
+                idx = parse_date(rec.get("date", "")).toordinal() * 2 + sess
+            except ValueError:
+                continue
+            if (key, idx) not in self.doubtful:
+                continue
+            mark = rec.get("mark") or "-"
+            code = self.check.subcodes.get(mark, mark)
+            have, where = first.setdefault((key, idx), (code, n))
+            if have != code:
+                self.report.problem(n, display("mark"), f"contradicts record {where}, an earlier row for the same "
+                                    f"pupil and session ({have!r} then {code!r})")
