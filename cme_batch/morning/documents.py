@@ -126,7 +126,9 @@ def dsl_document(f: Facts, *, update: bool = False) -> Document:
                       "Care immediately and follow the safeguarding partnership's procedures.",
                 empty="No alerts.", tone=RED if alerts else ""),
         Section("Awaiting your confirmation", ["Case", "Pupil", "Why", "School days", "Referral due"],
-                [Row([c.ref, c.pupil, KIND_LABEL.get(c.kind, c.kind), str(c.school_days),
+                [Row([c.ref, c.pupil, KIND_LABEL.get(c.kind, c.kind) + (
+                      f" (on hold: {c.held or 'no reason given'}; CONFIRM lifts it)" if c.held is not None else ""),
+                      str(c.school_days),
                       _d(c.referral_due) + (" OVERDUE" if c.referral_due and c.referral_due < f.as_of else "")],
                      RED if c.referral_due and c.referral_due <= f.as_of else "") for c in awaiting],
                 intro="A referral is never sent without your confirmation. Each case has its own confirmation "

@@ -91,7 +91,9 @@ class CaseFact:
 
     @property
     def awaiting_confirmation(self) -> bool:
-        return (not self.confirmed and not self.held and self.kind != "repeat_missing"
+        """A referral the DSL must decide on: not confirmed yet, or held (only a CONFIRM lifts a
+        HOLD, so a held case gets a fresh confirmation request once its last one is used)."""
+        return (not self.referred and (not self.confirmed or self.held is not None) and self.kind != "repeat_missing"
                 and self.stage in ("referral_prepare", "referral_due"))
 
 

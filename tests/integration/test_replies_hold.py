@@ -6,6 +6,8 @@ runs as the nightly runs it, encrypting with a passphrase so a referral can real
 
 from __future__ import annotations
 
+import email
+import email.policy
 import mailbox as stdlib_mailbox
 from datetime import date, timedelta
 from pathlib import Path
@@ -119,3 +121,24 @@ def test_a_hold_after_the_referral_was_queued_is_kept_for_review_not_recorded_as
     with engine.connect() as conn:
         [shown] = pending_review(conn)  # the DSL is told, in the next digest, that it was too late
     assert (shown["case_ref"], shown["command"], shown["reason"]) == (REF, "HOLD", process.ALREADY_REFERRED)
+
+
+def test_a_held_case_gets_a_fresh_request_so_the_dsl_can_lift_the_hold_by_reply(
+        app: App, engine: Engine, maildir: stdlib_mailbox.Maildir) -> None:
+    """The HOLD used the DSL's token: the next morning's mail asks again, and the digest says why."""
+    from cme_batch.morning.queue import queue_morning_mail
+
+    case_id = make_case(engine, REF, FIXED_NOW)
+    toks = make_tokens()
+    replies(app, maildir, dsl_reply(HOLD, issue(engine, toks, case_id, DSL, FIXED_NOW), REF))
+    queue_morning_mail(app, AS_OF)
+    with engine.connect() as conn:
+        requests = conn.execute(select(t.outbox.c.recipients).where(
+            t.outbox.c.purpose == "confirm_request", t.outbox.c.case_id == case_id)).scalars().all()
+        mime = conn.execute(select(t.outbox.c.mime).where(t.outbox.c.purpose == "digest")).scalar_one()
+    assert any(DSL in str(to) for to in requests), requests
+    body = email.message_from_bytes(mime, policy=email.policy.default).get_body(("plain",))
+    assert body is not None
+    text = " ".join(str(body.get_content()).split())
+    assert "on hold: police are visiting the family today, do not send; CONFIRM lifts it" in text
+    assert referrals_queued(engine) == 0
