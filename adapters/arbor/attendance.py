@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date
 
-from adapters.arbor.mapping import Row, parse_date, ref_id
+from adapters.arbor.mapping import BadShape, Row, parse_date, ref_id
 from cme_batch.codes import CHANGEOVER, UNKNOWN, national_set
 from cme_batch.model import MarksRecord, Warning_
 
@@ -100,7 +100,10 @@ def marks_records(records: Iterable[Row], roll_calls: Sequence[Row], marks: Sequ
         code = "-"
         if mid is not None:
             mark = by_id.get(mid)
-            code = str((mark or {}).get("code") or "") or "-"
+            if mark is None:  # laid as "no mark" it would replace a real mark: refuse the pull instead
+                raise BadShape(f"a roll-call record names attendance mark {mid}, which Arbor's list of "
+                               "attendance marks does not hold")
+            code = str(mark.get("code") or "") or "-"
             if mark is not None and (mid, day >= CHANGEOVER) not in checked:
                 checked.add((mid, day >= CHANGEOVER))
                 if (w := cross_check(mark, day)) is not None:

@@ -13,8 +13,9 @@ from typing import Any, ClassVar
 
 import pytest
 
-from adapters.arbor import ArborSource
+from adapters.arbor import ArborSource, attendance
 from adapters.arbor.fake_server import FakeArbor
+from adapters.arbor.mapping import BadShape
 from cme_batch.config import SourceConfig
 from cme_batch.errors import ConfigError
 from cme_batch.model import ContactRecord, EnrolmentRecord, FlagRecord, MarksRecord, PupilRecord, SourceBatch
@@ -109,6 +110,18 @@ def test_both_date_formats_read_the_same(tmp_path: Path) -> None:
         results.append(sorted(map(repr, records)))
     assert results[0] == results[1]
     assert any("datetime.date(2018, 3, 4)" in r for r in results[1])
+
+
+def test_a_mark_of_a_type_arbor_does_not_list_is_refused_not_laid_as_no_mark() -> None:
+    """Laid as "no mark" it would replace the pupil's real mark for that session (e.g. when the
+    list of mark types was read short): the answer is refused instead, and the pull changes nothing."""
+    roll_calls = [{"id": 1, "attendanceRegisterType": {"isMorning": True}}]
+    marks = [{"id": 7, "code": "N"}]
+    record = {"student": {"id": 5}, "recordDate": "2025-09-22", "attendanceRollCall": {"id": 1}, "revisionId": 3}
+    [known] = attendance.marks_records([{**record, "attendanceMark": {"id": 7}}], roll_calls, marks, [])
+    assert known.codes[0] == "N"
+    with pytest.raises(BadShape, match="names attendance mark 8, which Arbor's list of attendance marks does not"):
+        attendance.marks_records([{**record, "attendanceMark": {"id": 8}}], roll_calls, marks, [])
 
 
 def test_marks_flagged_differently_by_arbor_give_a_warning(server: FakeArbor, tmp_path: Path) -> None:
