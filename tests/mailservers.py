@@ -462,3 +462,11 @@ def fake_cloud(mail_pki: Pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     c.start()
     yield c
     c.stop()
+
+
+def problems(engine: Any) -> list[Any]:
+    """What the next summary would report about the outbox (``outbox.problems``)."""
+    from cme_batch.mail import outbox
+
+    with engine.connect() as conn:
+        return outbox.problems(conn)

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import itertools
+import mailbox as stdlib_mailbox
 from datetime import date, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, insert, select
 
+from cme_batch.app import App
 from cme_batch.model import PupilRecord, SourceBatch
-from cme_batch.replies import Tokens, subject_for
+from cme_batch.replies import Tokens, process, subject_for
 from cme_batch.replies.tokens import KeyRing
 from cme_batch.store import ingest
 from cme_batch.store import tables as t
@@ -85,3 +88,37 @@ def dsl_reply(command: str, token: str, case_ref: str, *, sender: str = DSL, **k
 def trusted_pass(domain: str = "school.example") -> str:
     return f"{MX}; dkim=pass header.d={domain} header.s=sel1; spf=pass smtp.mailfrom={domain}; " \
            f"dmarc=pass (p=reject) header.from={domain}"
+
+
+def deliver_and_run(app: App, maildir: stdlib_mailbox.Maildir, *messages: bytes) -> process.RepliesReport:
+    """Put the messages in the Maildir and run the replies stage once."""
+    for raw in messages:
+        maildir.add(raw)
+    report = process.read_replies(app)
+    assert report is not None
+    return report
+
+
+def case_row(engine: Engine, case_id: int) -> Any:
+    with engine.connect() as conn:
+        return conn.execute(select(t.cases).where(t.cases.c.id == case_id)).one()
+
+
+#: The [replies] section of a store reading replies from a Maildir at ``replies`` (the key in ``KEY_ENV``).
+MAILDIR_REPLIES = f"""
+[replies]
+mailbox = "maildir"
+token_keys = [{{ id = "k1", secret = {{ env = "{KEY_ENV}" }} }}]
+
+[replies.maildir]
+path = "replies"
+"""
+
+
+def maildir_app(tmp_path: Path, store_url: str, engine: Engine, now: datetime, extra: str = "") -> App:
+    """An App reading replies from the Maildir ``tmp_path/replies`` (set ``KEY_ENV`` first), at ``now``."""
+    from tests.conftest import write_config
+
+    a = App(str(write_config(tmp_path, store_url, MAILDIR_REPLIES + extra)), clock=lambda: now)
+    a._engine = engine
+    return a

@@ -12,6 +12,7 @@ from adapters.arbor.fake_school import FakeSchool
 from adapters.arbor.fake_server import FakeArbor
 from cme_batch.app import App
 from cme_batch.config import SourceConfig
+from cme_batch.importer import Outcome, ingest_sources
 from cme_batch.model import (
     Address,
     ContactRecord,
@@ -122,6 +123,12 @@ def arbor_app(tmp_path: Path, store_url: str, engine: Engine, server: FakeArbor,
     app = App(str(path), clock=lambda: FIXED_NOW)
     app._engine = engine
     return app
+
+
+def ingest_once(tmp_path: Path, store_url: str, engine: Engine, server: FakeArbor, **extra: Any) -> Outcome:
+    """One ingest of the Arbor source against ``server`` (settings as ``settings_for``)."""
+    (outcome,) = ingest_sources(arbor_app(tmp_path, store_url, engine, server, **extra))
+    return outcome
 
 
 def stored_cursor(engine: Engine, source: str = "arbor") -> str | None:

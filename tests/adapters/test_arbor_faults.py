@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import Engine
 
 from adapters.arbor.fake_server import FakeArbor
-from cme_batch.importer import Outcome, ingest_sources
-from tests.adapters.arbor_helpers import PASSWORD, arbor_app, small_school, stored_cursor, stored_upns
+from cme_batch.importer import Outcome
+from tests.adapters.arbor_helpers import PASSWORD, ingest_once, small_school, stored_cursor, stored_upns
 from tests.helpers import snapshot
 
 ALL_UPNS = {"A916299925001", "B916299925002", "C916299925003", "D916299925004"}
@@ -35,11 +35,6 @@ def arbor() -> Iterator[FakeArbor]:
     server.close()
 
 
-def run(tmp_path: Path, store_url: str, engine: Engine, server: FakeArbor, **settings: Any) -> Outcome:
-    (outcome,) = ingest_sources(arbor_app(tmp_path, store_url, engine, server, **settings))
-    return outcome
-
-
 def assert_complete(outcome: Outcome, engine: Engine) -> None:
     assert outcome.status == "ok", outcome.detail
     assert stored_upns(engine) == ALL_UPNS
@@ -59,7 +54,7 @@ def assert_refused(outcome: Outcome, engine: Engine, before: Any, *words: str) -
 # -- retried until the data is complete ----------------------------------------------------------
 def test_dropped_connections_are_retried(tmp_path: Path, store_url: str, engine: Engine, arbor: FakeArbor) -> None:
     drop = arbor.fail("drop", GRAPHQL, times=2, after=3)
-    assert_complete(run(tmp_path, store_url, engine, arbor), engine)
+    assert_complete(ingest_once(tmp_path, store_url, engine, arbor), engine)
     assert drop.fired == 2
 
 
@@ -67,14 +62,14 @@ def test_dropped_connections_are_retried(tmp_path: Path, store_url: str, engine:
 def test_server_errors_are_retried(tmp_path: Path, store_url: str, engine: Engine, arbor: FakeArbor,
                                    status: int) -> None:
     fault = arbor.fail("status", "Student", status=status, times=2)
-    assert_complete(run(tmp_path, store_url, engine, arbor), engine)
+    assert_complete(ingest_once(tmp_path, store_url, engine, arbor), engine)
     assert fault.fired == 2
 
 
 def test_429_waits_as_long_as_retry_after_says(tmp_path: Path, store_url: str, engine: Engine,
                                               arbor: FakeArbor) -> None:
     arbor.fail("status", "query Guardian", status=429, retry_after="1")
-    assert_complete(run(tmp_path, store_url, engine, arbor), engine)
+    assert_complete(ingest_once(tmp_path, store_url, engine, arbor), engine)
     refused, retried = arbor.requests_for("Guardian")[:2]
     assert retried.at - refused.at >= 0.95  # the backoff alone is 0.01 s
 
@@ -82,14 +77,14 @@ def test_429_waits_as_long_as_retry_after_says(tmp_path: Path, store_url: str, e
 def test_a_slow_answer_times_out_and_is_retried(tmp_path: Path, store_url: str, engine: Engine,
                                                arbor: FakeArbor) -> None:
     slow = arbor.fail("slow", "Student", seconds=1.0)
-    assert_complete(run(tmp_path, store_url, engine, arbor, timeout_seconds=0.3), engine)
+    assert_complete(ingest_once(tmp_path, store_url, engine, arbor, timeout_seconds=0.3), engine)
     assert slow.fired == 1 and len(arbor.requests_for("Student")) >= 2
 
 
 def test_a_passing_maintenance_page_is_retried(tmp_path: Path, store_url: str, engine: Engine,
                                               arbor: FakeArbor) -> None:
     arbor.fail("html", GRAPHQL, after=2)
-    assert_complete(run(tmp_path, store_url, engine, arbor), engine)
+    assert_complete(ingest_once(tmp_path, store_url, engine, arbor), engine)
 
 
 # -- a clear error, nothing stored --------------------------------------------------------------------
@@ -97,27 +92,27 @@ def test_server_down_for_good_gives_up_clearly(tmp_path: Path, store_url: str, e
                                               arbor: FakeArbor) -> None:
     before = snapshot(engine)
     arbor.fail("status", GRAPHQL, status=503, times=None, after=4)
-    assert_refused(run(tmp_path, store_url, engine, arbor), engine, before, "503", "gave up after 4 attempt")
+    assert_refused(ingest_once(tmp_path, store_url, engine, arbor), engine, before, "503", "gave up after 4 attempt")
 
 
 def test_maintenance_page_is_not_data(tmp_path: Path, store_url: str, engine: Engine, arbor: FakeArbor) -> None:
     before = snapshot(engine)
     arbor.fail("html", GRAPHQL, times=None, after=5)
-    assert_refused(run(tmp_path, store_url, engine, arbor), engine, before, "HTML page", "instead of data")
+    assert_refused(ingest_once(tmp_path, store_url, engine, arbor), engine, before, "HTML page", "instead of data")
 
 
 def test_too_slow_for_good_gives_up_clearly(tmp_path: Path, store_url: str, engine: Engine,
                                            arbor: FakeArbor) -> None:
     before = snapshot(engine)
     arbor.fail("slow", "AttendanceRollCallRecord", seconds=0.5, times=None)
-    assert_refused(run(tmp_path, store_url, engine, arbor, timeout_seconds=0.2, max_retries=1), engine, before,
+    assert_refused(ingest_once(tmp_path, store_url, engine, arbor, timeout_seconds=0.2, max_retries=1), engine, before,
                    "did not answer within 0.2 s")
 
 
 def test_wrong_password_is_not_retried(tmp_path: Path, store_url: str, engine: Engine, arbor: FakeArbor) -> None:
     before = snapshot(engine)
     arbor.password = "rotated-by-the-school"
-    detail = assert_refused(run(tmp_path, store_url, engine, arbor), engine, before, "refused the credentials",
+    detail = assert_refused(ingest_once(tmp_path, store_url, engine, arbor), engine, before, "refused the credentials",
                             "401")
     assert len(arbor.seen) == 1, "a refused password must not be tried again"
     assert "rotated" not in detail
@@ -126,7 +121,7 @@ def test_wrong_password_is_not_retried(tmp_path: Path, store_url: str, engine: E
 def test_a_refused_field_is_named(tmp_path: Path, store_url: str, engine: Engine, arbor: FakeArbor) -> None:
     before = snapshot(engine)
     arbor.denied_fields.add("Student.dateOfBirth")
-    assert_refused(run(tmp_path, store_url, engine, arbor), engine, before, "Student.dateOfBirth", "permission")
+    assert_refused(ingest_once(tmp_path, store_url, engine, arbor), engine, before, "Student.dateOfBirth", "permission")
     assert len(arbor.requests_for("Student")) == 1
 
 
@@ -136,7 +131,7 @@ def test_client_errors_are_not_retried(tmp_path: Path, store_url: str, engine: E
                                        status: int, words: tuple[str, ...]) -> None:
     before = snapshot(engine)
     fault = arbor.fail("status", "EducationalInstitutionEnrolment", status=status, times=None)
-    assert_refused(run(tmp_path, store_url, engine, arbor), engine, before, *words)
+    assert_refused(ingest_once(tmp_path, store_url, engine, arbor), engine, before, *words)
     assert fault.fired == 1
 
 
@@ -146,7 +141,7 @@ def test_paging_that_goes_nowhere_is_an_error(tmp_path: Path, store_url: str, en
                                               paging: str, words: tuple[str, ...]) -> None:
     before = snapshot(engine)
     arbor.paging = paging
-    assert_refused(run(tmp_path, store_url, engine, arbor), engine, before, *words)
+    assert_refused(ingest_once(tmp_path, store_url, engine, arbor), engine, before, *words)
 
 
 def test_never_follows_a_link_to_another_host(tmp_path: Path, store_url: str, engine: Engine,
@@ -155,7 +150,7 @@ def test_never_follows_a_link_to_another_host(tmp_path: Path, store_url: str, en
     elsewhere = FakeArbor(arbor.school, tls=False).start()
     try:
         arbor.fail("redirect", "Guardian", location=f"{elsewhere.base_url}/graphql/query")
-        assert_refused(run(tmp_path, store_url, engine, arbor), engine, before, "another host",
+        assert_refused(ingest_once(tmp_path, store_url, engine, arbor), engine, before, "another host",
                        "credentials would be sent")
         assert elsewhere.seen == []
     finally:
@@ -168,7 +163,7 @@ def test_an_untrusted_certificate_is_refused(tmp_path: Path, store_url: str, eng
     other_ca = FakeArbor(tls=True)  # a server whose CA is not the one the fake Arbor uses
     try:
         assert other_ca.ca_bundle is not None
-        assert_refused(run(tmp_path, store_url, engine, arbor, ca_bundle=str(other_ca.ca_bundle)), engine, before,
+        assert_refused(ingest_once(tmp_path, store_url, engine, arbor, ca_bundle=str(other_ca.ca_bundle)), engine, before,
                        "TLS check failed", "not trusted")
     finally:
         other_ca.server_close()
@@ -179,7 +174,7 @@ def test_logs_carry_no_secret_and_no_pupil(tmp_path: Path, store_url: str, engin
                                           capsys: pytest.CaptureFixture[str]) -> None:
     arbor.fail("status", GRAPHQL, status=503, times=2)
     arbor.fail("status", "Student", status=429, retry_after="0")
-    assert_complete(run(tmp_path, store_url, engine, arbor), engine)
+    assert_complete(ingest_once(tmp_path, store_url, engine, arbor), engine)
     out = capsys.readouterr()
     text = out.out + out.err
     assert "will retry" in text and "arbor pull read" in text

@@ -14,10 +14,9 @@ from sqlalchemy import Engine, select
 from adapters.arbor.client import ArborClient, ClientSettings
 from adapters.arbor.fake_server import FakeArbor
 from cme_batch.errors import FatalError
-from cme_batch.importer import Outcome, ingest_sources
 from cme_batch.store import migrate, open_store
 from cme_batch.store import tables as t
-from tests.adapters.arbor_helpers import arbor_app, small_school_server, stored_cursor
+from tests.adapters.arbor_helpers import ingest_once, small_school_server, stored_cursor
 from tests.helpers import snapshot
 
 ROLL_CALL_RECORD = "AttendanceRollCallRecord"
@@ -36,11 +35,6 @@ def arbor() -> Iterator[FakeArbor]:
     server.close()
 
 
-def ingest(tmp_path: Path, store_url: str, engine: Engine, server: FakeArbor, **settings: Any) -> Outcome:
-    (outcome,) = ingest_sources(arbor_app(tmp_path, store_url, engine, server, **settings))
-    return outcome
-
-
 def uncapped_store(tmp_path: Path, server: FakeArbor, page_size: int) -> dict[str, list[tuple[Any, ...]]]:
     """What a server honouring every page size gives, stored in a store of its own."""
     work = tmp_path / "uncapped"
@@ -49,7 +43,7 @@ def uncapped_store(tmp_path: Path, server: FakeArbor, page_size: int) -> dict[st
     engine = open_store(url)
     try:
         migrate(engine)
-        assert ingest(work, url, engine, server, page_size=page_size).status == "ok"
+        assert ingest_once(work, url, engine, server, page_size=page_size).status == "ok"
         return snapshot(engine)
     finally:
         engine.dispose()
@@ -66,7 +60,7 @@ def test_a_server_serving_fewer_rows_a_page_loses_nothing(tmp_path: Path, store_
     expected = uncapped_store(tmp_path, arbor, page_size)
     arbor.max_page_size, arbor.cap_offsets = cap, offsets
     arbor.seen.clear()
-    outcome = ingest(tmp_path, store_url, engine, arbor, page_size=page_size)
+    outcome = ingest_once(tmp_path, store_url, engine, arbor, page_size=page_size)
     assert outcome.status == "ok", outcome.detail
     assert snapshot(engine) == expected  # every pupil, contact, flag and mark, none twice
     assert stored_cursor(engine) == str(arbor.school.revision)
@@ -76,12 +70,12 @@ def test_a_server_serving_fewer_rows_a_page_loses_nothing(tmp_path: Path, store_
 
 def test_changes_beyond_a_capped_page_are_all_read(tmp_path: Path, store_url: str, engine: Engine,
                                                    arbor: FakeArbor) -> None:
-    assert ingest(tmp_path, store_url, engine, arbor).status == "ok"  # page_size 3
+    assert ingest_once(tmp_path, store_url, engine, arbor).status == "ok"  # page_size 3
     days = [date(2025, 9, 2), date(2025, 9, 3), date(2025, 9, 4), date(2025, 9, 5), date(2025, 9, 8)]
     for day in days:  # five changed marks: three changelog pages of the server's two
         arbor.school.set_mark("p4", day, "PM", "G")
     arbor.max_page_size = 2
-    outcome = ingest(tmp_path, store_url, engine, arbor)
+    outcome = ingest_once(tmp_path, store_url, engine, arbor)
     assert outcome.status == "ok", outcome.detail
     assert stored_cursor(engine) == str(arbor.school.revision)
     with engine.connect() as conn:

@@ -22,9 +22,22 @@ from cme_batch.replies import mark_shown, pending_review, process
 from cme_batch.replies.mailbox import MemoryMailbox
 from cme_batch.replies.process import Policy
 from cme_batch.store import tables as t
-from tests.conftest import FIXED_NOW, write_config
+from tests.conftest import FIXED_NOW
 from tests.helpers import snapshot
-from tests.replies_support import DEPUTY, DSL, KEY, KEY_ENV, OFFICE, dsl_reply, issue, make_case, make_tokens
+from tests.replies_support import (
+    DEPUTY,
+    DSL,
+    KEY,
+    KEY_ENV,
+    OFFICE,
+    case_row,
+    deliver_and_run,
+    dsl_reply,
+    issue,
+    maildir_app,
+    make_case,
+    make_tokens,
+)
 
 REF = "CME-2025-0011"
 LATER = FIXED_NOW + timedelta(hours=2)
@@ -39,25 +52,7 @@ def maildir(tmp_path: Path) -> stdlib_mailbox.Maildir:
 def app(tmp_path: Path, store_url: str, engine: Engine, maildir: stdlib_mailbox.Maildir,
         monkeypatch: pytest.MonkeyPatch) -> App:
     monkeypatch.setenv(KEY_ENV, KEY)
-    path = write_config(tmp_path, store_url, f"""
-[replies]
-mailbox = "maildir"
-token_keys = [{{ id = "k1", secret = {{ env = "{KEY_ENV}" }} }}]
-
-[replies.maildir]
-path = "replies"
-""")
-    a = App(str(path), clock=lambda: LATER)
-    a._engine = engine
-    return a
-
-
-def deliver_and_run(app: App, maildir: stdlib_mailbox.Maildir, *messages: bytes) -> process.RepliesReport:
-    for raw in messages:
-        maildir.add(raw)
-    report = process.read_replies(app)
-    assert report is not None
-    return report
+    return maildir_app(tmp_path, store_url, engine, LATER)
 
 
 def events(engine: Engine, case_id: int) -> list[tuple[str, str, dict[str, object]]]:
@@ -66,11 +61,6 @@ def events(engine: Engine, case_id: int) -> list[tuple[str, str, dict[str, objec
                             .order_by(t.case_events.c.id)).all()
     return [(r.kind, r.actor, {k: v for k, v in r.detail.items() if k not in ("reply_id", "message_id")})
             for r in rows]
-
-
-def case_row(engine: Engine, case_id: int):  # type: ignore[no-untyped-def]
-    with engine.connect() as conn:
-        return conn.execute(select(t.cases).where(t.cases.c.id == case_id)).one()
 
 
 def test_hold_note_and_close_act_on_the_case(app: App, engine: Engine, maildir: stdlib_mailbox.Maildir) -> None:

@@ -19,8 +19,20 @@ from cme_batch.app import App
 from cme_batch.dispatch import queue_confirmed_referrals
 from cme_batch.replies import pending_review, process
 from cme_batch.store import tables as t
-from tests.conftest import FIXED_NOW, write_config
-from tests.replies_support import DEPUTY, DSL, KEY, KEY_ENV, dsl_reply, issue, make_case, make_tokens
+from tests.conftest import FIXED_NOW
+from tests.replies_support import (
+    DEPUTY,
+    DSL,
+    KEY,
+    KEY_ENV,
+    case_row,
+    deliver_and_run,
+    dsl_reply,
+    issue,
+    maildir_app,
+    make_case,
+    make_tokens,
+)
 
 REF = "CME-2025-0031"
 AS_OF = date(2025, 11, 28)
@@ -38,28 +50,10 @@ def app(tmp_path: Path, store_url: str, engine: Engine, maildir: stdlib_mailbox.
         monkeypatch: pytest.MonkeyPatch) -> App:
     monkeypatch.setenv(KEY_ENV, KEY)
     monkeypatch.setenv("CME_TEST_LA_PASSPHRASE", "correct-horse-battery-staple-42")
-    path = write_config(tmp_path, store_url, f"""
-[replies]
-mailbox = "maildir"
-token_keys = [{{ id = "k1", secret = {{ env = "{KEY_ENV}" }} }}]
-
-[replies.maildir]
-path = "replies"
-
+    return maildir_app(tmp_path, store_url, engine, LATER, """
 [referral]
-passphrase = {{ env = "CME_TEST_LA_PASSPHRASE" }}
+passphrase = { env = "CME_TEST_LA_PASSPHRASE" }
 """)
-    a = App(str(path), clock=lambda: LATER)
-    a._engine = engine
-    return a
-
-
-def replies(app: App, maildir: stdlib_mailbox.Maildir, *messages: bytes) -> process.RepliesReport:
-    for raw in messages:
-        maildir.add(raw)
-    report = process.read_replies(app)
-    assert report is not None
-    return report
 
 
 def referrals_queued(engine: Engine) -> int:
@@ -67,16 +61,11 @@ def referrals_queued(engine: Engine) -> int:
         return len(conn.execute(select(t.outbox.c.id).where(t.outbox.c.purpose == "referral")).all())
 
 
-def case_row(engine: Engine, case_id: int):  # type: ignore[no-untyped-def]
-    with engine.connect() as conn:
-        return conn.execute(select(t.cases).where(t.cases.c.id == case_id)).one()
-
-
 def test_a_hold_after_a_confirm_stops_the_referral_until_a_later_confirm(app: App, engine: Engine,
                                                                          maildir: stdlib_mailbox.Maildir) -> None:
     case_id = make_case(engine, REF, FIXED_NOW)
     toks = make_tokens()
-    report = replies(app, maildir,
+    report = deliver_and_run(app, maildir,
                      dsl_reply(f"CONFIRM {REF}", issue(engine, toks, case_id, DEPUTY, FIXED_NOW), REF, sender=DEPUTY),
                      dsl_reply(HOLD, issue(engine, toks, case_id, DSL, FIXED_NOW), REF))
     assert dict(report.accepted) == {"CONFIRM": 1, "HOLD": 1}
@@ -86,7 +75,7 @@ def test_a_hold_after_a_confirm_stops_the_referral_until_a_later_confirm(app: Ap
     assert case_row(engine, case_id).referred_at is None
 
     # the DSL lifts the hold with a later CONFIRM: that confirmation is the one the referral carries
-    report = replies(app, maildir, dsl_reply(f"CONFIRM {REF}", issue(engine, toks, case_id, DSL, FIXED_NOW), REF))
+    report = deliver_and_run(app, maildir, dsl_reply(f"CONFIRM {REF}", issue(engine, toks, case_id, DSL, FIXED_NOW), REF))
     assert dict(report.accepted) == {"CONFIRM": 1}
     case = case_row(engine, case_id)
     assert (case.hold_reason, case.confirmed_by) == (None, DSL)
@@ -97,7 +86,7 @@ def test_a_hold_after_a_confirm_stops_the_referral_until_a_later_confirm(app: Ap
 def test_a_confirm_after_a_hold_lifts_it(app: App, engine: Engine, maildir: stdlib_mailbox.Maildir) -> None:
     case_id = make_case(engine, REF, FIXED_NOW)
     toks = make_tokens()
-    replies(app, maildir, dsl_reply(HOLD, issue(engine, toks, case_id, DSL, FIXED_NOW), REF),
+    deliver_and_run(app, maildir, dsl_reply(HOLD, issue(engine, toks, case_id, DSL, FIXED_NOW), REF),
             dsl_reply(f"CONFIRM {REF}", issue(engine, toks, case_id, DEPUTY, FIXED_NOW), REF, sender=DEPUTY))
     assert case_row(engine, case_id).hold_reason is None
     assert queue_confirmed_referrals(app, AS_OF).referred == [REF]
@@ -111,11 +100,11 @@ def test_a_hold_after_the_referral_was_queued_is_kept_for_review_not_recorded_as
         app: App, engine: Engine, maildir: stdlib_mailbox.Maildir) -> None:
     case_id = make_case(engine, REF, FIXED_NOW)
     toks = make_tokens()
-    replies(app, maildir, dsl_reply(f"CONFIRM {REF}", issue(engine, toks, case_id, DEPUTY, FIXED_NOW), REF,
+    deliver_and_run(app, maildir, dsl_reply(f"CONFIRM {REF}", issue(engine, toks, case_id, DEPUTY, FIXED_NOW), REF,
                                     sender=DEPUTY))
     assert queue_confirmed_referrals(app, AS_OF).referred == [REF]
 
-    report = replies(app, maildir, dsl_reply(HOLD, issue(engine, toks, case_id, DSL, FIXED_NOW), REF))
+    report = deliver_and_run(app, maildir, dsl_reply(HOLD, issue(engine, toks, case_id, DSL, FIXED_NOW), REF))
     assert not report.accepted and case_row(engine, case_id).hold_reason is None  # the digest must not say "on hold"
     assert dict(report.review) == {process.ALREADY_REFERRED: 1}
     with engine.connect() as conn:
@@ -130,7 +119,7 @@ def test_a_held_case_gets_a_fresh_request_so_the_dsl_can_lift_the_hold_by_reply(
 
     case_id = make_case(engine, REF, FIXED_NOW)
     toks = make_tokens()
-    replies(app, maildir, dsl_reply(HOLD, issue(engine, toks, case_id, DSL, FIXED_NOW), REF))
+    deliver_and_run(app, maildir, dsl_reply(HOLD, issue(engine, toks, case_id, DSL, FIXED_NOW), REF))
     queue_morning_mail(app, AS_OF)
     with engine.connect() as conn:
         requests = conn.execute(select(t.outbox.c.recipients).where(

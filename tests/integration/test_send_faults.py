@@ -33,6 +33,7 @@ from tests.mailservers import (
     Clock,
     SmtpServer,
     mail_app,
+    problems,
     queue,
     row,
     smtp_toml,
@@ -42,11 +43,6 @@ from tests.mailservers import (
 pytest_plugins = ("tests.mailservers",)  # mail_pki, smtp_servers, fake_cloud
 pytestmark = pytest.mark.server
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _problems(engine: Engine) -> list[outbox.Problem]:
-    with engine.connect() as conn:
-        return outbox.problems(conn)
 
 
 @pytest.fixture
@@ -77,7 +73,7 @@ def test_server_down_then_up(engine: Engine, served: Any) -> None:
     clock.advance(minutes=6)
     assert [o.result for o in send_run(app).outcomes] == ["sent"]
     assert len(server.received) == 1 and row(engine, oid).status == "sent" and row(engine, oid).attempts == 4
-    assert _problems(engine) == []
+    assert problems(engine) == []
 
 
 def test_the_wait_between_runs_doubles_and_the_message_fails_after_give_up_hours(
@@ -95,7 +91,7 @@ def test_the_wait_between_runs_doubles_and_the_message_fails_after_give_up_hours
     assert [o.result for o in report.outcomes] == ["failed"]
     entry = row(engine, oid)
     assert entry.status == "failed" and entry.last_error.startswith("gave up after 24 hours")
-    assert [(p.id, p.kind) for p in _problems(engine)] == [(oid, "failed")]
+    assert [(p.id, p.kind) for p in problems(engine)] == [(oid, "failed")]
 
 
 def test_421_then_success_is_delivered_once_in_the_same_run(engine: Engine, served: Any) -> None:
@@ -120,7 +116,7 @@ def test_a_rejected_recipient_fails_for_good_and_is_reported(engine: Engine, ser
     assert row(engine, bad).status == "failed" and row(engine, bad).attempts == 1
     assert "550 5.1.1" in row(engine, bad).last_error
     assert send_run(app).outcomes == [], "a failed message is not retried"
-    [problem] = _problems(engine)
+    [problem] = problems(engine)
     assert problem.id == bad and problem.kind == "failed" and "550 5.1.1" in problem.text
     assert f"--requeue {bad}" in problem.text
 
@@ -142,7 +138,7 @@ def test_connection_dropped_after_the_data_is_held_and_reported_not_resent(engin
     assert [o.result for o in report.outcomes] == ["failed"]
     entry = row(engine, oid)
     assert entry.status == "failed" and entry.attempts == 1 and entry.maybe_duplicate is True
-    assert [(p.id, p.kind) for p in _problems(engine)] == [(oid, "unknown")]
+    assert [(p.id, p.kind) for p in problems(engine)] == [(oid, "unknown")]
 
 
 def _json_document(out: str) -> Any:
@@ -179,7 +175,7 @@ def test_killed_after_the_server_accepted_resends_with_the_same_message_id(
     assert len(ids) == 2 and ids[0] == ids[1] == row(engine, oid).message_id
     entry = row(engine, oid)
     assert entry.status == "sent" and entry.maybe_duplicate is True
-    [problem] = _problems(engine)
+    [problem] = problems(engine)
     assert problem.kind == "maybe_duplicate" and "may have arrived twice" in problem.text
     assert entry.message_id in problem.text
 

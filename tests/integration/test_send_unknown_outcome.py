@@ -36,6 +36,7 @@ from tests.mailservers import (
     Clock,
     SmtpServer,
     mail_app,
+    problems,
     queue,
     row,
     smtp_toml,
@@ -45,11 +46,6 @@ from tests.servers import free_port
 pytest_plugins = ("tests.mailservers",)  # mail_pki, smtp_servers, fake_cloud
 pytestmark = pytest.mark.server
 REFERRAL = "referral:CME-2025-0001"
-
-
-def _problems(engine: Engine) -> list[outbox.Problem]:
-    with engine.connect() as conn:
-        return outbox.problems(conn)
 
 
 class _Log:
@@ -76,7 +72,7 @@ def _assert_held(engine: Engine, oid: int) -> None:
     """Held for a person: failed, flagged, and reported as 'may or may not have arrived' with what to do."""
     entry = row(engine, oid)
     assert entry.status == "failed" and entry.maybe_duplicate is True and entry.attempts == 1
-    [problem] = _problems(engine)
+    [problem] = problems(engine)
     assert problem.id == oid and problem.kind == "unknown"
     assert "may or may not have arrived" in problem.text and "It was not sent again" in problem.text
     assert entry.message_id in problem.text and f"cme-batch outbox --requeue {oid}" in problem.text
@@ -144,7 +140,7 @@ def test_a_held_message_requeued_by_a_person_is_sent_once_more_and_flagged(engin
     assert outcome.result == "sent" and len(server.received) == 1
     entry = row(engine, oid)
     assert entry.status == "sent" and entry.maybe_duplicate is True
-    [problem] = _problems(engine)
+    [problem] = problems(engine)
     assert problem.kind == "maybe_duplicate" and "may have arrived twice" in problem.text
 
 
@@ -159,7 +155,7 @@ def test_a_connection_lost_before_the_data_is_still_retried_and_sent_once(engine
     assert outcome.result == "sent" and len(server.received) == 1 and server.data_calls == 1
     entry = row(engine, oid)
     assert entry.status == "sent" and entry.attempts == 2 and entry.maybe_duplicate is False
-    assert _problems(engine) == []
+    assert problems(engine) == []
 
 
 @pytest.mark.parametrize("lost", ["late", "drop"])
@@ -191,4 +187,4 @@ def test_graph_unreachable_before_the_body_is_still_deferred_for_a_retry(
     assert outcome.result == "deferred"
     entry = row(engine, oid)
     assert entry.status == "queued" and entry.attempts == 3 and entry.maybe_duplicate is False
-    assert _problems(engine) == []
+    assert problems(engine) == []
