@@ -33,6 +33,8 @@ import shutil
 import sqlite3
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from xml.etree.ElementTree import TreeBuilder, XMLParser
@@ -81,13 +83,23 @@ def day_of(path: Path) -> list[tuple[str, str]]:
     return [(str(u.text), str(m.text)) for u, m in zip(root.iter("UPN"), root.iter("AttendanceMarks"), strict=True)]
 
 
-def store_floor(store: Path, days: list[list[tuple[str, str]]]) -> dict[str, float]:
+@contextmanager
+def store_copy(store: Path) -> Iterator[sqlite3.Connection]:
+    """A connection, in autocommit, to a throw-away copy of the store, set up as the store's own."""
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / "store.sqlite"
         shutil.copy(store, copy)
         con = sqlite3.connect(copy, isolation_level=None)
         con.execute("PRAGMA journal_mode=WAL")
-        con.execute("PRAGMA synchronous=NORMAL")  # as the store's own connections
+        con.execute("PRAGMA synchronous=NORMAL")
+        try:
+            yield con
+        finally:
+            con.close()
+
+
+def store_floor(store: Path, days: list[list[tuple[str, str]]]) -> dict[str, float]:
+    with store_copy(store) as con:
         # the day after the benchmark's new day (the same academic year, no marks yet): the strips
         # change whether or not the new day was imported already (SQLite skips writing a row unchanged)
         day = gen.NEW_DAY + timedelta(days=1)
@@ -119,17 +131,11 @@ def store_floor(store: Path, days: list[list[tuple[str, str]]]) -> dict[str, flo
             t5 = time.perf_counter()
             for name, took in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4), strict=True):
                 parts[name] += took
-        con.close()
     return parts
 
 
 def append_floor(store: Path, days: list[list[tuple[str, str]]]) -> dict[str, float]:
-    with tempfile.TemporaryDirectory() as tmp:
-        copy = Path(tmp) / "store.sqlite"
-        shutil.copy(store, copy)
-        con = sqlite3.connect(copy, isolation_level=None)
-        con.execute("PRAGMA journal_mode=WAL")
-        con.execute("PRAGMA synchronous=NORMAL")
+    with store_copy(store) as con:
         con.execute("CREATE TABLE day_marks (pupil_id INTEGER NOT NULL, day TEXT NOT NULL, marks TEXT NOT NULL, "
                     "PRIMARY KEY (pupil_id, day)) WITHOUT ROWID")
         day = (gen.NEW_DAY + timedelta(days=1)).isoformat()
@@ -153,7 +159,6 @@ def append_floor(store: Path, days: list[list[tuple[str, str]]]) -> dict[str, fl
             s = strips[pid]
             strips[pid] = s[:at] + codes + s[at + len(codes):]
         parts["detect's extra"] = time.perf_counter() - t4
-        con.close()
     return parts
 
 
