@@ -21,6 +21,10 @@ if TYPE_CHECKING:
     from cme_batch.config import Config
 
 
+#: The school's time zone: the school is in England, whatever zone the server's clock is set to.
+SCHOOL_TIME_ZONE = "Europe/London"
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -109,14 +113,18 @@ class App:
         return self.clock()
 
     def default_as_of(self) -> date:
-        """The last school day before today (local date): the last day whose registers are complete.
+        """The last school day before today: the last day whose registers are complete.
 
         On a Monday that is the Friday before; after a half term, the last day before it. Without
-        a calendar that says otherwise, yesterday.
+        a calendar that says otherwise, yesterday. "Today" is the school's date in England, not
+        the server's: on a server kept in UTC, a run at 00:30 BST is still the evening before in
+        UTC, and would otherwise skip the day that has just ended.
         """
+        from zoneinfo import ZoneInfo
+
         from cme_batch.schoolcal import build
 
-        yesterday = self.now().astimezone().date() - timedelta(days=1)
+        yesterday = self.now().astimezone(ZoneInfo(SCHOOL_TIME_ZONE)).date() - timedelta(days=1)
         days = build(self.config.calendar, yesterday - timedelta(days=60), yesterday).days
         return days[-1] if days else yesterday
 

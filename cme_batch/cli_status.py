@@ -35,12 +35,15 @@ def gather(app: App) -> dict[str, Any]:
                 "last_error": (row.last_error or "").splitlines()[0] if row and row.last_error else None,
             })
         stages = []
+        last_run_id = conn.execute(select(t.stage_runs.c.run_id).order_by(t.stage_runs.c.id.desc()).limit(1)).scalar()
         latest = select(func.max(t.stage_runs.c.id)).group_by(t.stage_runs.c.stage)
         for r in conn.execute(select(t.stage_runs).where(t.stage_runs.c.id.in_(latest))
                               .order_by(t.stage_runs.c.id)).mappings():
             dur = (r["finished_at"] - r["started_at"]).total_seconds() if r["finished_at"] else None
-            stages.append({"stage": r["stage"], "run_id": r["run_id"], "outcome": r["outcome"],
-                           "started_at": r["started_at"].isoformat(), "duration_s": dur, "detail": r["detail"]})
+            stages.append({"stage": r["stage"], "run_id": r["run_id"], "outcome": _outcome(r, last_run_id),
+                           "started_at": r["started_at"].isoformat(), "duration_s": dur, "detail": r["detail"],
+                           "in_last_run": r["run_id"] == last_run_id})
+        last_run = _last_run(conn, last_run_id) if last_run_id else None
         cases = {f"{k}/{st or '-'}": n for k, st, n in conn.execute(
             select(t.cases.c.kind, t.cases.c.stage, func.count()).where(t.cases.c.status == "open")
             .group_by(t.cases.c.kind, t.cases.c.stage)).all()}
@@ -53,8 +56,46 @@ def gather(app: App) -> dict[str, Any]:
                     "next_attempt_at": e.next_attempt_at.isoformat() if e.next_attempt_at else None}
                    for e in mail_outbox.listing(conn, ("queued", "sending")) if e.last_error]
         problems = [{"id": p.id, "kind": p.kind, "text": p.text} for p in all_problems if p.kind != "failed"]
-    return {"as_of_now": now.isoformat(), "sources": sources, "stages": stages, "open_cases": cases,
+    return {"as_of_now": now.isoformat(), "sources": sources, "last_run": last_run, "stages": stages,
+            "open_cases": cases,
             "outbox": outbox, "outbox_failed": failed, "outbox_waiting": waiting, "outbox_problems": problems}
+
+
+def _outcome(row: Any, last_run_id: str | None) -> str:
+    """A stage's outcome; one left "running" by a run older than the last was stopped part-way."""
+    if row["outcome"] == "running" and row["run_id"] != last_run_id:
+        return "interrupted"
+    return str(row["outcome"])
+
+
+def _last_run(conn: Any, run_id: str) -> dict[str, Any]:
+    """The last nightly run as a whole: when, for which date, and whether every stage it began finished.
+
+    Each stage's line alone is not enough: after a run killed during ingest, the stages after it
+    still show the night before's "ok", and the night looks done when it is not.
+    """
+    from sqlalchemy import select
+
+    from cme_batch.store import tables as t
+
+    rows = conn.execute(select(t.stage_runs.c.stage, t.stage_runs.c.outcome, t.stage_runs.c.started_at)
+                        .where(t.stage_runs.c.run_id == run_id).order_by(t.stage_runs.c.id)).all()
+    as_of = conn.execute(select(t.detect_runs.c.as_of).where(t.detect_runs.c.run_id == run_id)).scalar()
+    unfinished = [r.stage for r in rows if r.outcome == "running"]
+    failed = [r.stage for r in rows if r.outcome == "failed"]
+    state = "not finished" if unfinished else "failed" if failed else "ok"
+    return {"run_id": run_id, "started_at": rows[0].started_at.isoformat(), "as_of": as_of.isoformat() if as_of else None,
+            "state": state, "stages": [r.stage for r in rows], "failed": failed, "not_finished": unfinished}
+
+
+def _last_run_line(run: dict[str, Any] | None) -> str:
+    if run is None:
+        return "Last run: none yet"
+    text = f"Last run: {run['started_at']}" + (f" (as of {run['as_of']})" if run["as_of"] else "")
+    if run["state"] == "not finished":
+        return text + (f": NOT FINISHED: {', '.join(run['not_finished'])} has no finish recorded "
+                       "(still running, or the run was stopped part-way)")
+    return text + (f": FAILED: {', '.join(run['failed'])}" if run["failed"] else ": ok")
 
 
 @click.command("status")
@@ -75,12 +116,14 @@ def status(app: App, fmt: str) -> None:
         flag = "STALE" if s["stale"] else "ok"
         click.echo(f"  {s['source']:<20} {flag:<6} last success {s['last_success'] or 'never'}"
                    + (f"  last error: {s['last_error']}" if s["last_error"] else ""))
-    click.echo("Stages (last run):")
+    click.echo(_last_run_line(data["last_run"]))
+    click.echo("Stages (the latest run of each):")
     for st in data["stages"] or [{"stage": "(none yet)"}]:
         if "outcome" not in st:
             click.echo(f"  {st['stage']}")
             continue
-        click.echo(f"  {st['stage']:<12} {st['outcome']:<8} {st['started_at']}  {st['duration_s'] or 0:.1f}s")
+        click.echo(f"  {st['stage']:<12} {st['outcome']:<11} {st['started_at']}  {st['duration_s'] or 0:.1f}s"
+                   + ("" if st["in_last_run"] else "  (an earlier run: not in the last run)"))
     click.echo("Open cases: " + (", ".join(f"{k} {v}" for k, v in sorted(data["open_cases"].items())) or "none"))
     click.echo("Outbox: " + (", ".join(f"{k} {v}" for k, v in sorted(data["outbox"].items())) or "empty"))
     for f in data["outbox_failed"]:

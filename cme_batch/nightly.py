@@ -5,7 +5,9 @@
 Each stage is recorded in ``stage_runs`` (outcome and duration, for ``status``). A stage that
 fails is reported and the others still run on the data there is (a failed ingest must not
 stop the morning summary, which must say that the data is stale). The run holds the run lock
-throughout, so two runs never overlap.
+throughout, so two runs never overlap. Nights that never ran (the server was off) are caught up
+by the detect stage, which evaluates each missed school day in turn before the night's date;
+the other stages run once, for the night's date.
 
 Each stage imports what it uses when it runs, and this module imports the store only when a
 run starts: ``cme-batch --help`` imports it for the stage names, and a stage with nothing to
@@ -19,7 +21,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from cme_batch.app import App
@@ -67,8 +69,42 @@ def _call(path: str) -> Callable[[App, date], Any]:
     return getattr(importlib.import_module(module), fn)  # type: ignore[no-any-return]
 
 
+#: The most missed school days one night catches up (the repeat-missing window's default): a
+#: store restored from an old backup must not make one night evaluate a whole year, day by day.
+MAX_CATCH_UP_DAYS = 60
+
+
+def missed_school_days(app: App, as_of: date) -> list[date]:
+    """The school days after the last detect run and before ``as_of``: the nights that never ran.
+
+    Streaks are counted from the registers, so a streak still going is right whatever night
+    evaluates it; but an episode that began and ended while the server was off (a child absent
+    Monday to Wednesday, back on Thursday) would never open a case, reach the DSL's review or the
+    LA return, unless each of those days is evaluated in turn.
+    """
+    from cme_batch.detect import last_run
+    from cme_batch.schoolcal import build
+
+    with app.engine().connect() as conn:
+        last = last_run(conn, app.school_id)
+    if last is None or last >= as_of - timedelta(days=1):
+        return []
+    return build(app.config.calendar, last + timedelta(days=1), as_of - timedelta(days=1)).days
+
+
 def _detect(app: App, as_of: date) -> str:
-    return str(_call("cme_batch.detect:run_detect")(app, as_of))
+    run_detect = _call("cme_batch.detect:run_detect")
+    missed = missed_school_days(app, as_of)
+    skipped = missed[:-MAX_CATCH_UP_DAYS]
+    for day in missed[len(skipped):]:
+        run_detect(app, day)
+    text = str(run_detect(app, as_of))
+    if missed:
+        text += (f"; {len(missed) - len(skipped)} missed school day(s) evaluated first "
+                 f"({missed[len(skipped)]}..{missed[-1]})")
+    if skipped:
+        text += f"; {len(skipped)} older missed school day(s) not evaluated ({skipped[0]}..{skipped[-1]})"
+    return text
 
 
 def _replies(app: App, as_of: date) -> str:

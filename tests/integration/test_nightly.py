@@ -83,3 +83,34 @@ def test_a_night_with_nothing_to_refer_or_read_imports_no_pdf_crypto_http_or_mig
     assert night.returncode == 0, night.stdout + night.stderr
     assert "referrals  ok" in night.stdout and "no reply mailbox configured" in night.stdout
     assert night.stdout.splitlines()[-1] == "imported []"
+
+
+def test_a_week_the_server_was_off_is_caught_up_so_a_short_episode_in_it_is_not_lost(
+        tmp_path: Path, store_url: str, engine: Engine) -> None:
+    """A child absent Monday to Wednesday and back on Thursday, all while the server was off."""
+    from datetime import UTC, date, datetime
+
+    from cme_batch.app import App
+    from cme_batch.model import MarksRecord, PupilRecord, SourceBatch
+    from cme_batch.nightly import run_nightly
+    from cme_batch.store.ingest import apply_batch
+
+    app = App(str(write_config(tmp_path, store_url)), clock=lambda: datetime(2025, 11, 22, 5, 30, tzinfo=UTC))
+    app._engine = engine
+    records: list[object] = [PupilRecord(k, upn=f"T{k:0>12}", dob=date(2016, 5, 1)) for k in ("1", "2")]
+    for day in range(10, 22):
+        if date(2025, 11, day).weekday() < 5:
+            absent = day in (17, 18, 19)
+            records += [MarksRecord("1", date(2025, 11, day), ("N", "N") if absent else ("/", "\\")),
+                        MarksRecord("2", date(2025, 11, day), ("/", "\\"))]
+    apply_batch(engine, app.school_id, SourceBatch("test", "test", records=records), app.now())  # type: ignore[arg-type]
+    assert not run_nightly(app, date(2025, 11, 14)).failed  # Friday's night; then the server is off a week
+    report = run_nightly(app, date(2025, 11, 21))
+    with engine.connect() as conn:
+        cases = conn.execute(select(t.cases.c.kind, t.cases.c.status, t.cases.c.closed_reason,
+                                    t.cases.c.school_days, t.cases.c.episode_start)).all()
+        evaluated = conn.execute(select(t.detect_runs.c.as_of).order_by(t.detect_runs.c.id)).scalars().all()
+    assert cases == [("unexplained_absence", "closed", "returned", 3, date(2025, 11, 17))]
+    detect = next(s for s in report.stages if s.name == "detect")
+    assert detect.outcome == "ok" and "4 missed school day(s) evaluated first (2025-11-17..2025-11-20)" in detect.detail
+    assert evaluated == [date(2025, 11, d) for d in (14, 17, 18, 19, 20, 21)]
