@@ -29,6 +29,13 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def in_school_time(moment: datetime) -> datetime:
+    """A moment as the school's clocks show it (GMT or BST), whatever the server's zone."""
+    from zoneinfo import ZoneInfo
+
+    return moment.astimezone(ZoneInfo(SCHOOL_TIME_ZONE))
+
+
 #: Container allocations between the garbage collector's passes over the youngest objects.
 #: Python's default (700) suits small programs. An import or ``detect`` allocates millions of
 #: short-lived containers (parsed elements, records, rows) that reference counting frees at
@@ -120,11 +127,9 @@ class App:
         the server's: on a server kept in UTC, a run at 00:30 BST is still the evening before in
         UTC, and would otherwise skip the day that has just ended.
         """
-        from zoneinfo import ZoneInfo
-
         from cme_batch.schoolcal import build
 
-        yesterday = self.now().astimezone(ZoneInfo(SCHOOL_TIME_ZONE)).date() - timedelta(days=1)
+        yesterday = in_school_time(self.now()).date() - timedelta(days=1)
         days = build(self.config.calendar, yesterday - timedelta(days=60), yesterday).days
         return days[-1] if days else yesterday
 

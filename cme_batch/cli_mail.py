@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from cme_batch.app import App
+from cme_batch.app import App, in_school_time
 from cme_batch.cli import EXIT_FAILED, echo_json, format_option, handle_errors, pass_app
 from cme_batch.errors import BadInputError
 from cme_batch.mail import STATUSES
@@ -21,8 +21,8 @@ if TYPE_CHECKING:
 
 
 def _when(value: Any) -> str:
-    """A stored UTC moment in this machine's local time, to the minute."""
-    return value.astimezone().strftime("%Y-%m-%d %H:%M") if value else "-"
+    """A stored UTC moment as the school's clocks show it, to the minute."""
+    return in_school_time(value).strftime("%Y-%m-%d %H:%M") if value else "-"
 
 
 def _report_json(report: SendReport) -> dict[str, Any]:

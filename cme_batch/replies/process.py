@@ -29,7 +29,7 @@ from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from cme_batch import log
-from cme_batch.app import App
+from cme_batch.app import App, in_school_time
 from cme_batch.config import Config
 from cme_batch.replies import authres, parse, tokens
 from cme_batch.replies.mailbox import Mailbox, build_mailbox, store_uid
@@ -157,7 +157,7 @@ def apply(conn: Connection, d: Decision, reply_id: int, now: datetime) -> None:
         kind, detail = "hold", {**base, "reason": c.text}
     elif c.verb == "CLOSE":
         conn.execute(update(t.cases).where(cases.id == case_id).values(
-            status="closed", closed_on=now.astimezone().date(), closed_reason="closed_by_dsl", updated_at=now))
+            status="closed", closed_on=in_school_time(now).date(), closed_reason="closed_by_dsl", updated_at=now))
         kind, detail = "closed", {**base, "reason": "closed_by_dsl", "text": c.text}
     else:
         kind, note = parse.note_detail(c.text or "", by)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, select
 
-from cme_batch.app import App
+from cme_batch.app import App, in_school_time
 from cme_batch.errors import RetriableError
 from cme_batch.replies import mark_shown, pending_review, process
 from cme_batch.replies.mailbox import MemoryMailbox
@@ -88,7 +88,7 @@ def test_hold_note_and_close_act_on_the_case(app: App, engine: Engine, maildir: 
         f"CLOSE {REF} family emigrated, LA informed", issue(engine, toks, case_id, DSL, FIXED_NOW), REF))
     assert dict(report.accepted) == {"CLOSE": 1}
     case = case_row(engine, case_id)
-    assert (case.status, case.closed_reason, case.closed_on) == ("closed", "closed_by_dsl", LATER.astimezone().date())
+    assert (case.status, case.closed_reason, case.closed_on) == ("closed", "closed_by_dsl", in_school_time(LATER).date())
     assert events(engine, case_id)[-1] == ("closed", DSL, {"reason": "closed_by_dsl",
                                                            "text": "family emigrated, LA informed"})
 
