@@ -10,6 +10,7 @@ as a count to fix rather than as data in the journal.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Collection, Iterable, MutableMapping
 from datetime import date
 from typing import Any
@@ -27,6 +28,65 @@ def _date_forms(d: date) -> set[str]:
     return {d.isoformat(), d.strftime("%d/%m/%Y"), d.strftime("%d-%m-%Y"), d.strftime("%d.%m.%Y")}
 
 
+#: Typographic apostrophes and hyphens, written as the plain ones a MIS usually stores.
+_PLAIN = str.maketrans({"\u2018": "'", "\u2019": "'", "\u02bc": "'", "\u2010": "-", "\u2011": "-"})
+
+
+def _fold(text: str) -> str:
+    """The form both identities and logged text are compared in: one case, no accents, plain apostrophes.
+
+    The same name reaches a log in several spellings: "Zoë" typed with a combining diaeresis
+    (NFD, as macOS and some exports write it), or without it ("Zoe", where a system keeps to
+    ASCII), or "O\u2019Brien" with a typographic apostrophe; each must still match.
+    """
+    if text.isascii():
+        return text.casefold()
+    text = unicodedata.normalize("NFKD", text.translate(_PLAIN))
+    return "".join(ch for ch in text if not unicodedata.combining(ch)).casefold()
+
+
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_NUMERIC_DATE = re.compile(r"(?<![0-9])([0-9]{1,4})[-/.]([0-9]{1,2})[-/.]([0-9]{2,4})(?![0-9])")
+_COMPACT_DATE = re.compile(r"(?<![0-9])([0-9]{4})([0-9]{2})([0-9]{2})(?![0-9])")
+_REPR_DATE = re.compile(r"date(?:time)?\(([0-9]{4}), ?([0-9]{1,2}), ?([0-9]{1,2})")
+_DAY_MONTH = re.compile(r"(?<![0-9])([0-9]{1,2})(?:st|nd|rd|th)? ([a-z]{3,9})\.?,? ([0-9]{4})(?![0-9])")
+_MONTH_DAY = re.compile(r"(?<![a-z])([a-z]{3,9})\.? ([0-9]{1,2})(?:st|nd|rd|th)?,? ([0-9]{4})(?![0-9])")
+
+
+def _iso(y: int, m: int, d: int) -> str | None:
+    try:
+        return date(y, m, d).isoformat()
+    except ValueError:
+        return None
+
+
+def _month(word: str) -> int:
+    return _MONTHS.index(word[:3]) + 1 if word[:3] in _MONTHS else 0
+
+
+def _dates_in(text: str) -> set[str]:
+    """Every date ``text`` may write, as ISO strings: day-first, month-first, year-first, two-digit
+    years, ``YYYYMMDD``, "19 Oct 2015", "October 19, 2015" and Python's ``datetime.date(2015, 10, 19)``
+    (the form SQLAlchemy prints a statement's parameters in). ``text`` is folded (lower case)."""
+    out: set[str | None] = set()
+    for a, b, c in _NUMERIC_DATE.findall(text):
+        x, y, z = int(a), int(b), int(c)
+        if len(a) == 4:
+            out.add(_iso(x, y, z))
+        elif len(c) in (2, 4) and len(a) <= 2:
+            for year in ((z,) if len(c) == 4 else (2000 + z, 1900 + z)):
+                out.update((_iso(year, y, x), _iso(year, x, y)))
+    for y4, m2, d2 in (*_COMPACT_DATE.findall(text), *_REPR_DATE.findall(text)):
+        out.add(_iso(int(y4), int(m2), int(d2)))
+    for a8 in _COMPACT_DATE.findall(text):  # DDMMYYYY too
+        out.add(_iso(int(a8[1] + a8[2]), int(a8[0][2:]), int(a8[0][:2])))
+    for d, word, y in _DAY_MONTH.findall(text):
+        out.add(_iso(int(y), _month(word), int(d)))
+    for word, d, y in _MONTH_DAY.findall(text):
+        out.add(_iso(int(y), _month(word), int(d)))
+    return {x for x in out if x}
+
+
 class IdentityFilter:
     """A structlog processor withholding values that contain a known pupil identity."""
 
@@ -39,16 +99,21 @@ class IdentityFilter:
         for ident in identities:
             if not ident:
                 continue
+            ident = _fold(ident)
             if ident.isalnum():  # one token (a UPN, most names): no need for the pattern
                 if len(ident) >= 2:
-                    self.tokens.add(ident.casefold())
+                    self.tokens.add(ident)
                 continue
             for tok in _TOKEN.findall(ident):
                 if len(tok) >= 2:
-                    self.tokens.add(tok.casefold())
+                    self.tokens.add(tok)
+                    if "'" in tok:  # O'Brien is often written OBrien where punctuation is dropped
+                        self.tokens.add(tok.replace("'", ""))
 
     def _hits(self, text: str) -> bool:
-        return any(tok.casefold() in self.tokens for tok in _TOKEN.findall(text))
+        text = _fold(text)
+        return (any(tok in self.tokens for tok in _TOKEN.findall(text))
+                or any(iso in self.tokens for iso in _dates_in(text)))
 
     def _clean(self, value: Any) -> Any:
         if isinstance(value, str):
@@ -62,7 +127,11 @@ class IdentityFilter:
             return {k: self._clean(v) for k, v in value.items()}
         if isinstance(value, (list, tuple, set)):
             return [self._clean(v) for v in value]
-        return value
+        if value is None or isinstance(value, (bool, int, float)):
+            return value
+        # anything else (an exception, bytes, a path) is rendered with str() or repr(): check that text
+        text = value.decode("utf-8", "replace") if isinstance(value, (bytes, bytearray)) else str(value)
+        return WITHHELD if self._clean(text) == WITHHELD else value
 
     def __call__(self, _logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
         if not self.tokens:

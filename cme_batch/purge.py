@@ -6,7 +6,10 @@
   its reference and its outcome stay);
 - sent emails older than ``retention.outbox_days`` (summaries and digests name pupils);
 - attendance marks of academic years that ended more than ``retention.registers_years`` ago,
-  with the corrections recorded for them.
+  with the corrections recorded for them;
+- every pupil who left before the oldest academic year kept, with all that is stored about
+  them (details, contacts, flags, cases and their mail), once nothing about them is younger
+  than its own retention period (``_expired_pupils``).
 
 Everything happens in one transaction; ``dry_run`` counts without deleting.
 """
@@ -43,6 +46,47 @@ def _count(conn: Connection, table: Table, *where: Any) -> int:
     return int(conn.execute(select(func.count()).select_from(table).where(*where)).scalar_one())
 
 
+def _expired_pupils(c: Cutoffs) -> Any:
+    """The ids of pupils past retention: on no roll since before the oldest academic year whose
+    registers are kept, and with nothing younger than its own period (an open case, events of a
+    case closed recently, a bundle, a reply or an email still kept).
+
+    Their admission register entries are as old as their attendance registers: keeping their name,
+    date of birth, contacts and safeguarding flags once those are gone would keep personal data
+    about children without end.
+    """
+    p, e, cs = t.pupils.c, t.enrolments.c, t.cases.c
+    left_by = year_start(c.registers_year)
+    kept_case = select(cs.pupil_id).where((cs.status != "closed") | (cs.closed_on >= c.case_events)
+                                          | cs.closed_on.is_(None))
+    case_pupil = select(cs.pupil_id).where(cs.id == t.referral_archive.c.case_id)
+    return select(p.id).where(
+        p.updated_at < datetime.combine(left_by, datetime.min.time(), tzinfo=c.outbox.tzinfo),
+        p.id.in_(select(e.pupil_id)),
+        p.id.not_in(select(e.pupil_id).where(e.leaving_date.is_(None) | (e.leaving_date >= left_by))),
+        p.id.not_in(select(t.mark_strips.c.pupil_id).where(t.mark_strips.c.academic_year >= c.registers_year)),
+        p.id.not_in(select(t.la_returns.c.pupil_id).where(t.la_returns.c.listed_on >= left_by)),
+        p.id.not_in(kept_case),
+        p.id.not_in(case_pupil.where(t.referral_archive.c.created_at >= c.bundles)),
+        p.id.not_in(select(cs.pupil_id).where(cs.id == t.replies.c.case_id, t.replies.c.received_at >= c.replies)),
+        p.id.not_in(select(cs.pupil_id).where(cs.id == t.outbox.c.case_id, t.outbox.c.created_at >= c.outbox)),
+    )
+
+
+def _delete_pupils(conn: Connection, ids: list[int]) -> None:
+    """Delete these pupils and every row about them, children first (no reliance on ON DELETE CASCADE)."""
+    for i in range(0, len(ids), 500):
+        chunk = ids[i:i + 500]
+        cases = select(t.cases.c.id).where(t.cases.c.pupil_id.in_(chunk))
+        for table in (t.case_events, t.reply_tokens, t.replies, t.referral_archive):
+            conn.execute(delete(table).where(table.c.case_id.in_(cases)))
+        conn.execute(delete(t.outbox).where(t.outbox.c.case_id.in_(cases)))
+        conn.execute(delete(t.cases).where(t.cases.c.pupil_id.in_(chunk)))
+        for table in (t.la_returns, t.mark_changes, t.mark_strips, t.flags, t.contacts, t.enrolments, t.pupil_keys):
+            conn.execute(delete(table).where(table.c.pupil_id.in_(chunk)))
+        conn.execute(delete(t.pupils).where(t.pupils.c.id.in_(chunk)))
+
+
 def purge(engine: Engine, cfg: RetentionConfig, now: datetime, dry_run: bool = False) -> dict[str, int]:
     """Delete what is past its retention period; return how many rows of each kind (would) go."""
     c = Cutoffs.from_config(cfg, now)
@@ -59,6 +103,8 @@ def purge(engine: Engine, cfg: RetentionConfig, now: datetime, dry_run: bool = F
     with engine.begin() as conn:
         for name, table, where in plan:
             counts[name] = _count(conn, table, *where)
+        pupils = list(conn.execute(_expired_pupils(c)).scalars())
+        counts["pupils"] = len(pupils)
         if dry_run:
             conn.rollback()
             return counts
@@ -67,4 +113,5 @@ def purge(engine: Engine, cfg: RetentionConfig, now: datetime, dry_run: bool = F
                      .values(outbox_id=None))
         for _name, table, where in plan:
             conn.execute(delete(table).where(*where))
+        _delete_pupils(conn, pupils)
     return counts

@@ -37,12 +37,22 @@ def subject_counts(f: Facts) -> str:
     return f"{len(f.cases)} open case(s), {calls} first-day call(s){stale}"
 
 
-def _stage_rows(cases: list[CaseFact], as_of: date) -> list[Row]:
+def _stage_rows(cases: list[CaseFact], as_of: date, office: bool) -> list[Row]:
+    """Each absent child's step, next step and due date; for the office, only what attendance alone says.
+
+    A vulnerable child's case is at the DSL's review from day 1 (DOMAIN.md 5): its step beside
+    another child's on the same day would tell the office the child is vulnerable. So the office
+    does not get the children still at its own steps (they are on its call lists above, by school
+    days alike), nor the reason the DSL gave for a HOLD (a DSL note).
+    """
     rows = []
     for c in cases:
+        if office and c.office_step is not None:
+            continue
         overdue = c.next_due is not None and c.next_due < as_of
+        step = "On hold by the DSL" if office and c.held else c.next_step
         rows.append(Row([f"{c.pupil}, {c.year_group}", f"{STAGE_LABEL.get(c.stage or '', c.stage or '-')}, "
-                         f"day {c.school_days}", c.next_step, _d(c.next_due) + (" OVERDUE" if overdue else "")],
+                         f"day {c.school_days}", step, _d(c.next_due) + (" OVERDUE" if overdue else "")],
                         RED if overdue else ""))
     return rows
 
@@ -56,7 +66,8 @@ def _office_rows(absences: list[CaseFact], step: str) -> list[Row]:
     return [Row([c.pupil, c.year_group, c.reg_group, _d(c.streak_start)]) for c in absences if c.office_step == step]
 
 
-def _common_sections(f: Facts) -> list[Section]:
+def _common_sections(f: Facts, office: bool = False) -> list[Section]:
+    """The sections both emails share; ``office`` leaves out what only the DSL may see (``_stage_rows``)."""
     absences = f.of_kind("unexplained_absence")
     sections = [
         Section("First-day calls today", ["Pupil", "Year", "Class", "Absent since"],
@@ -69,8 +80,11 @@ def _common_sections(f: Facts) -> list[Section]:
                       "times of the morning.",
                 empty="No emergency contacts to try."),
         Section("Unexplained absence: pupils at each step",
-                ["Pupil", "Step reached", "Next step", "Due"], _stage_rows(absences, f.as_of),
-                empty="No pupil has an unexplained absence streak."),
+                ["Pupil", "Step reached", "Next step", "Due"], _stage_rows(absences, f.as_of, office),
+                intro="Pupils on the first-day call and emergency contact lists above are not repeated here."
+                      if office else "",
+                empty="No pupil has an unexplained absence streak beyond the office's steps." if office
+                      else "No pupil has an unexplained absence streak."),
         Section("Places not taken up", ["Pupil", "Year", "Agreed first day", "School days", "Referral due"],
                 [Row([c.pupil, c.year_group, _d(c.streak_start), str(c.school_days), _d(c.referral_due)])
                  for c in f.of_kind("place_not_taken_up")], empty="None."),
@@ -102,7 +116,7 @@ def office_document(f: Facts) -> Document:
         title=f"CME summary: {f.school}",
         subtitle=f"Registers as of {_d(f.as_of)}. {subject_counts(f)}.",
         banners=_banners(f),
-        sections=_common_sections(f),
+        sections=_common_sections(f, office=True),
         footer="Sent by cme-batch for the office. Safeguarding detail goes to the DSL only. "
                "To record a call or a contact, reply to the case's own action email (NOTE <case ref> ...).")
 

@@ -83,7 +83,7 @@ def test_overdue_next_step_and_outbox_problems_are_shown() -> None:
     doc = documents.office_document(_facts(outbox_problems=[problem]))
     text = render_text(doc)
     assert "!! Milo Hart" in text and "OVERDUE" in text
-    assert "   Amara Okafor" in text  # unflagged rows keep the columns aligned
+    assert "   Tobias Wren" in text  # unflagged rows keep the columns aligned
     assert "550 mailbox unavailable" in text and "--requeue 7" in text
 
 
@@ -132,3 +132,25 @@ def test_a_vulnerable_child_at_dsl_review_is_on_the_office_lists_without_saying_
     assert "young carer" not in text and "child protection" not in text and "social care" not in text
     digest = documents.dsl_document(facts)  # the DSL side as it was: the alert first, the flags shown
     assert digest.sections[0].rows[0].cells[0] == "Poppy Stone" and "young carer" in render_text(digest)
+
+
+def test_the_office_cannot_tell_a_vulnerable_child_from_another_absent_as_long() -> None:
+    """A child protection plan puts the case at DSL review from day 1: the office sees the same as for any child."""
+    plain = _case("CME-2025-0021", "unexplained_absence", "first_day_call", "Ada Lowe", 1,
+                  next_step="Office: try every emergency contact", next_due=date(2025, 12, 2))
+    cp = _case("CME-2025-0021", "unexplained_absence", "dsl_review", "Ada Lowe", 1,
+               flags=["child_protection_plan"], alerts=[{"kind": "immediate_social_care"}],
+               next_step="DSL: home visit within 5 school days", next_due=date(2025, 12, 8))
+    office = [render_text(documents.office_document(_facts(cases=[c]))) for c in (plain, cp)]
+    assert office[0] == office[1] and "Ada Lowe" in office[1]
+    assert "DSL review" not in office[1] and "home visit" not in office[1]
+    assert "3 DSL review, day 1" in render_text(documents.dsl_document(_facts(cases=[cp])))
+
+
+def test_the_dsl_reason_for_a_hold_stays_out_of_the_office_summary() -> None:
+    reason = "On hold by the DSL: social worker says the family is in a refuge"
+    held = _case("CME-2025-0031", "unexplained_absence", "home_visit", "Ben Ives", 6, held="social worker says the "
+                 "family is in a refuge", next_step=reason)
+    office = render_text(documents.office_document(_facts(cases=[held])))
+    assert "Ben Ives" in office and "On hold by the DSL" in office and "refuge" not in office
+    assert reason in render_text(documents.dsl_document(_facts(cases=[held])))
