@@ -10,8 +10,9 @@ The public API of ``cme_batch.referral``:
 - ``archive(conn, case_id, encrypted, outbox_id)`` keeps the encrypted message and its SHA-256 in
   ``referral_archive``, so the school can show what it sent and when.
 
-A referral is refused unless the DSL has confirmed it; an update is sent without a new
-confirmation, since it only reports that a referred child returned or was traced.
+A referral is refused unless the DSL has confirmed it and not put it on HOLD since, and once
+its case has closed without being referred; an update is sent without a new confirmation,
+since it only reports that a referred child returned or was traced.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from sqlalchemy import Connection, insert, select
 from cme_batch.config import Config
 from cme_batch.errors import BadInputError
 from cme_batch.referral import pdfcrypt, smime
-from cme_batch.referral.content import SCHEMA_VERSION, build_document
+from cme_batch.referral.content import SCHEMA_VERSION, build_document, load_case
 from cme_batch.referral.pdf import fmt_date, render_pdf
 from cme_batch.referral.smime import Attachment
 from cme_batch.store import tables as t
@@ -51,6 +52,8 @@ class Bundle:
     note: str
     created: datetime
     schema_version: str = SCHEMA_VERSION
+    #: The DSL replied HOLD: the confirmation stands suspended until a later CONFIRM (never sent to the LA).
+    on_hold: bool = False
 
     @property
     def confirmed(self) -> bool:
@@ -122,7 +125,8 @@ def build_bundle(conn: Connection, case_id: int, config: Config, now: datetime, 
     data = (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
     pdf = render_pdf(doc, now)
     note = covering_note(doc, f"{ref}-{kind}.pdf", f"{ref}-{kind}.json")
-    return Bundle(case_id, ref, kind, doc, data, pdf, note, now)
+    on_hold = load_case(conn, case_id)["hold_reason"] is not None
+    return Bundle(case_id, ref, kind, doc, data, pdf, note, now, on_hold=on_hold)
 
 
 def subject_for(bundle: Bundle, config: Config) -> str:
@@ -141,11 +145,29 @@ def _address(msg: EmailMessage, bundle: Bundle, config: Config, sender: str) -> 
     return subject
 
 
-def encrypt_bundle(bundle: Bundle, config: Config) -> Encrypted | Held:
-    """Seal a bundle for the LA by the configured method; certificates are checked at ``bundle.created``."""
-    if bundle.kind == "referral" and not bundle.confirmed:
+def _check_releasable(bundle: Bundle) -> None:
+    """Refuse a referral the DSL has not confirmed, has put on HOLD, or whose case closed before it went.
+
+    The nightly run only picks open, confirmed cases not on HOLD, but ``cme-batch referral --out``
+    seals any case it is given, and a case can change between the choice and the sealing.
+    """
+    if bundle.kind != "referral":
+        return
+    if not bundle.confirmed:
         raise BadInputError(f"case {bundle.ref}: the DSL has not confirmed this referral, and a referral is "
                             "never sent without that confirmation")
+    if bundle.on_hold:
+        raise BadInputError(f"case {bundle.ref}: the DSL put this referral on HOLD; it is not sent until "
+                            "the DSL replies CONFIRM again")
+    case = bundle.document["case"]
+    if case["status"] != "open" and case["referred_at"] is None:
+        raise BadInputError(f"case {bundle.ref} closed on {case['evaluated_on']} before it was referred, so "
+                            "there is no referral to send")
+
+
+def encrypt_bundle(bundle: Bundle, config: Config) -> Encrypted | Held:
+    """Seal a bundle for the LA by the configured method; certificates are checked at ``bundle.created``."""
+    _check_releasable(bundle)
     ref_cfg = config.referral
     method = ref_cfg.chosen_method()
     if method is None:
@@ -161,7 +183,7 @@ def encrypt_bundle(bundle: Bundle, config: Config) -> Encrypted | Held:
     else:
         if ref_cfg.passphrase is None:
             raise BadInputError("referral.passphrase is needed for method 'pdf-passphrase'")
-        passphrase = ref_cfg.passphrase.reveal()
+        passphrase = pdfcrypt.read_passphrase(ref_cfg.passphrase)
         sealed = pdfcrypt.encrypted_pdf(bundle.document, bundle.created, [bundle.attachments()[1]], passphrase)
         msg = EmailMessage(policy=email.policy.SMTP)
         note = covering_note(bundle.document, bundle.filename("pdf"), bundle.filename("json"), json_in_pdf=True)

@@ -10,8 +10,9 @@ always say the same. The store is read, never written. Columns read:
 - ``case_events``: at, as_of, kind, actor, detail. Events of kind ``action`` or ``note`` are the
   actions log. Their ``detail`` is ``{"action": ACTION, "outcome": "what happened",
   "who": "optional, defaults to the event's actor", "date": "optional ISO date, defaults to
-  as_of, then the date of at"}``, with ACTION one of ``ACTIONS`` (an unknown name is kept as
-  written); a note without ``action`` is shown with its ``text`` as the outcome.
+  as_of, then the date of at"}``, with ACTION one of ``ACTIONS`` or ``ACTION_ALIASES`` (an
+  unknown name is kept as written); a note without ``action`` is shown with its ``text`` as the
+  outcome.
   The latest ``as_of`` of any event is the date the case was evaluated on;
 - ``pupils``, ``contacts``, ``flags``, ``enrolments``, ``mark_strips`` and ``mark_alphabet``.
 """
@@ -46,6 +47,9 @@ ACTIONS: dict[str, str] = {
     "note": "Note",
 }
 CHECKLIST = ("first_day_call", "emergency_contacts", "home_visit", "social_media_search", "other_agencies")
+#: Other names the store holds for the same actions: a DSL's NOTE reply ``contacts-tried ...`` or
+#: ``social-media ...`` is recorded by ``replies.parse`` under these, and must still tick the checklist.
+ACTION_ALIASES: dict[str, str] = {"contacts_tried": "emergency_contacts", "social_media": "social_media_search"}
 
 #: The LA form's three criteria, by case kind (repeated missing episodes are unexplained absence).
 CRITERIA: dict[str, tuple[str, str]] = {
@@ -170,6 +174,7 @@ def _actions(events: list[Row]) -> list[dict[str, Any]]:
             continue
         d = e["detail"] if isinstance(e["detail"], dict) else {}
         action = str(d.get("action") or "note")
+        action = ACTION_ALIASES.get(action, action)
         when = _day(d.get("date")) or _day(e["as_of"]) or _day(e["at"])
         out.append({"date": _iso(when), "action": action, "label": ACTIONS.get(action, action),
                     "who": d.get("who") or e["actor"], "outcome": d.get("outcome") or d.get("text") or ""})

@@ -14,8 +14,10 @@ only on fpdf2's public ``output_producer_class`` hook.
 from __future__ import annotations
 
 import secrets
+import stat
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from fpdf.enums import AccessPermission, EncryptionMethod
@@ -27,8 +29,11 @@ from fpdf.syntax import create_list_string as pdf_list
 from cme_batch.errors import BadInputError
 from cme_batch.referral.pdf import build_pdf
 from cme_batch.referral.smime import Attachment
+from cme_batch.settings import SecretRef
 
 MIN_PASSPHRASE = 12
+#: Fewer different characters than this (``aaaaaaaaaaaa``, ``121212121212``) is guessed at once, whatever the length.
+MIN_DISTINCT = 6
 
 
 class _EncryptedNamesProducer(OutputProducer):
@@ -45,9 +50,29 @@ class _EncryptedNamesProducer(OutputProducer):
 
 
 def check_passphrase(passphrase: str) -> None:
+    """Refuse a passphrase too short or too repetitive to protect a child's safeguarding record."""
     if len(passphrase) < MIN_PASSPHRASE:
         raise BadInputError(f"referral.passphrase is too short ({len(passphrase)} characters); "
                             f"agree one of at least {MIN_PASSPHRASE} characters with the LA")
+    if len(set(passphrase)) < MIN_DISTINCT:
+        raise BadInputError(f"referral.passphrase is too simple (only {len(set(passphrase))} different characters); "
+                            f"agree one with at least {MIN_DISTINCT} different characters with the LA")
+
+
+def read_passphrase(ref: SecretRef) -> str:
+    """The passphrase, refused from a file other users can read (anyone holding it opens every referral)."""
+    if ref.kind == "file":
+        path = Path(ref.ref).expanduser()
+        try:
+            mode = path.stat().st_mode
+        except OSError as exc:
+            raise BadInputError(f"{ref.key}: cannot read secret file {path}: {exc.strerror}") from exc
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise BadInputError(f"{ref.key}: secret file {path} is open to other users (mode "
+                                f"{stat.S_IMODE(mode):04o}); run: chmod 600 {path}")
+    passphrase = ref.reveal()
+    check_passphrase(passphrase)
+    return passphrase
 
 
 def encrypted_pdf(doc: Mapping[str, Any], created: datetime, attachments: Sequence[Attachment],

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 
 from cme_batch.cli import cli
 from cme_batch.store import tables as t
@@ -90,3 +90,20 @@ def test_an_unknown_case_and_a_missing_encryption_setup_are_input_errors(engine:
     ref = _ref(engine, seed_case(engine))
     held = CliRunner().invoke(cli, ["--config", str(config), "referral", ref, "--out", str(tmp_path / "o")])
     assert held.exit_code == 2 and "no encryption is configured" in held.output
+
+
+@pytest.mark.parametrize("change, says", [
+    ({"hold_reason": "mother phoned; checking with social care"}, "on HOLD"),
+    ({"status": "closed", "closed_on": datetime(2025, 12, 1).date(), "closed_reason": "returned"},
+     "before it was referred"),
+])
+def test_a_held_or_closed_unreferred_case_is_not_written_for_the_la(
+        engine: Engine, setup: tuple[Path, Path], tmp_path: Path, change: dict[str, object], says: str) -> None:
+    config, _ = setup
+    case_id = seed_case(engine)  # confirmed by the DSL, then held, or closed before the nightly run sent it
+    with engine.begin() as conn:
+        conn.execute(update(t.cases).where(t.cases.c.id == case_id).values(**change))
+    ref = _ref(engine, case_id)
+    result = CliRunner().invoke(cli, ["--config", str(config), "referral", ref, "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and says in result.output
+    assert not (tmp_path / "o").exists()
