@@ -381,8 +381,10 @@ def decide(f: PupilFacts, cases: list[CaseState], ctx: Context) -> list[Change]:
         newest = qualifying[-1].start
         assert newest is not None
         prior = opened.get(REPEAT_MISSING)
-        if prior is not None or not any(x.kind == REPEAT_MISSING and x.episode_start is not None
-                                        and x.episode_start >= newest for x in cases):
+        # a case the DSL closed covered every episode begun by then (a correction may since have
+        # moved the newest one's start): only an episode begun after it raises a new case
+        if prior is not None or not any(x.kind == REPEAT_MISSING and newest <= (x.closed_on or x.opened_on)
+                                        for x in cases):
             target = {"stage": "dsl_review", "episode_start": newest,
                       "school_days": sum(e.days for e in qualifying), "last_attended": last_seen,
                       "referral_due": None, "register_gaps": [], "compulsory_school_age": csa}

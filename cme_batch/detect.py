@@ -65,7 +65,7 @@ from cme_batch.errors import BadInputError
 from cme_batch.model import SESSIONS
 from cme_batch.store import tables as t
 from cme_batch.store.ingest import load_alphabet
-from cme_batch.streaks import Many, evaluate_many
+from cme_batch.streaks import Many, Streak, evaluate_many
 
 #: How far past the evaluation date the calendar is built (for projected due dates).
 HORIZON = timedelta(days=400)
@@ -574,14 +574,29 @@ def record_returns(conn: Connection, school_id: int, ev: Evaluation, days: int) 
            if pid in ev.on_roll and s.unauthorised.days >= days}
     if not due:
         return []
-    seen = set(conn.execute(select(t.la_returns.c.pupil_id, t.la_returns.c.episode_start).join(
-        t.pupils, t.pupils.c.id == t.la_returns.c.pupil_id).where(t.pupils.c.school_id == school_id)).all())
-    listed = [pid for pid, s in sorted(due.items()) if (pid, s.start) not in seen]
+    seen: dict[int, list[date]] = defaultdict(list)
+    for pid, start in conn.execute(select(t.la_returns.c.pupil_id, t.la_returns.c.episode_start).join(
+            t.pupils, t.pupils.c.id == t.la_returns.c.pupil_id).where(t.pupils.c.school_id == school_id)):
+        seen[pid].append(start)
+    listed = [pid for pid, s in sorted(due.items()) if not _listed_already(seen.get(pid, []), s, ev.on_roll[pid])]
     if listed:
         conn.execute(insert(t.la_returns), [
             {"pupil_id": pid, "episode_start": due[pid].start, "reached_on": due[pid].nth_day(days),
              "listed_on": ev.as_of, "school_days": due[pid].days} for pid in listed])
     return listed
+
+
+def _listed_already(starts: list[date], streak: Streak, on_roll_since: date | None) -> bool:
+    """Whether the episode ``streak`` belongs to was listed, under any start it has had.
+
+    A correction can move an episode's start without ending it (its first day made a missing
+    register, the day before it made unauthorised), and a streak longer than the strips read
+    shows a later start than its own: a listing since the last break before the streak (or,
+    with no break read, since the pupil came on roll) is this episode's.
+    """
+    if streak.after is not None:
+        return any(s > streak.after for s in starts)
+    return any(on_roll_since is None or s >= on_roll_since for s in starts)
 
 
 def list_returns(conn: Connection, school_id: int, listed_on: date) -> list[dict[str, Any]]:

@@ -324,6 +324,39 @@ def test_the_la_return_lists_an_unauthorised_episode_once(eapp: App) -> None:
     assert cases(eapp, kind="unexplained_absence")  # N days in it are CME cases too
 
 
+@pytest.mark.parametrize("correction", ["first day made a missing register", "the day before made unauthorised"])
+def test_a_correction_that_moves_an_episodes_start_does_not_list_it_again(eapp: App, correction: str) -> None:
+    """Once per episode: a listed episode whose start a correction moves is the same episode."""
+    days = school_days(eapp, date(2025, 11, 4), date(2025, 11, 19))
+    ingest(eapp, pupil("8"), *day_marks("8", {date(2025, 10, 24): "/\\", days[0]: "/\\",
+                                              **{d: "GG" for d in days[1:11]}}))
+    assert detect.run_detect(eapp, days[10]).la_returns == 1
+    moved = {days[1]: "--"} if correction.startswith("first") else {days[0]: "GG"}
+    ingest(eapp, *day_marks("8", {**moved, days[11]: "GG"}))
+    assert detect.run_detect(eapp, days[11]).la_returns == 0
+    with eapp.engine().connect() as conn:
+        assert len(conn.execute(select(t.la_returns)).all()) == 1
+
+
+def test_repeat_missing_closed_by_the_dsl_is_not_raised_again_by_a_correction(eapp: App) -> None:
+    """A late explanation for the newest episode's first day is no new episode."""
+    marks = {}
+    for start in (date(2025, 9, 15), date(2025, 10, 6), date(2025, 11, 10)):
+        marks[start - timedelta(days=3)] = "/\\"
+        marks[start] = marks[start + timedelta(days=1)] = marks[start + timedelta(days=2)] = "NN"
+        marks[start + timedelta(days=3)] = "/\\"
+    ingest(eapp, pupil("6"), *day_marks("6", marks))
+    detect.run_detect(eapp, date(2025, 11, 13))
+    [repeat] = cases(eapp, kind="repeat_missing")
+    with eapp.engine().begin() as conn:  # the DSL closes it (as a CLOSE reply does)
+        conn.execute(t.cases.update().where(t.cases.c.id == repeat["id"]).values(
+            status="closed", closed_reason="closed_by_dsl", closed_on=date(2025, 11, 14)))
+    ingest(eapp, *day_marks("6", {date(2025, 11, 10): "II"}))  # the parent rang late about the Monday
+    detect.run_detect(eapp, date(2025, 11, 17))
+    assert [(c["status"], c["closed_reason"]) for c in cases(eapp, kind="repeat_missing")] == [
+        ("closed", "closed_by_dsl")]
+
+
 # -- across the summer, in bulk ---------------------------------------------------------------------
 def test_a_streak_from_last_summer_is_read_from_last_years_strip(eapp: App) -> None:
     summer = school_days(eapp, date(2025, 7, 14), date(2025, 7, 18))
