@@ -221,11 +221,15 @@ def test_repeat_missing_after_three_short_episodes_and_only_once_for_them() -> N
     assert (ch.kind, ch.values["stage"], ch.values["episode_start"]) == ("repeat_missing", "dsl_review",
                                                                           date(2025, 11, 10))
     assert ch.events[0].detail["episodes"][0] == {"start": "2025-09-15", "school_days": 2}
-    closed_by_dsl = cr.CaseState(**{**state(ch).__dict__, "status": "closed", "closed_reason": "dsl"})
+    closed_by_dsl = cr.CaseState(**{**state(ch).__dict__, "status": "closed", "closed_reason": "dsl",
+                                    "opened_on": date(2025, 11, 11), "closed_on": date(2025, 11, 11)})
     assert cr.decide(f, [closed_by_dsl], CTX) == []  # the same three episodes do not open it again
     fourth = Streak(tuple(CAL.school_days(date(2025, 11, 12), date(2025, 11, 13))))
     [again] = cr.decide(facts(0, repeat_episodes=(*eps[1:], fourth)), [closed_by_dsl], CTX)
     assert again.action == "open" and again.values["episode_start"] == date(2025, 11, 12)
+    # a correction moving the newest reviewed episode's start is no new episode
+    moved = Streak(tuple(CAL.school_days(date(2025, 11, 11), date(2025, 11, 12))))
+    assert cr.decide(facts(0, repeat_episodes=(*eps[:2], moved)), [closed_by_dsl], CTX) == []
     short = tuple(Streak(e.counted[:1]) for e in eps)
     assert cr.decide(facts(0, repeat_episodes=short), [], CTX) == []  # one-day episodes do not count
 
