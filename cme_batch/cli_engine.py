@@ -50,7 +50,8 @@ def streak_row(f: PupilFacts) -> dict[str, Any]:
             "unexplained_days": s.unexplained.days, "unexplained_start": _iso(s.unexplained.start),
             "unauthorised_days": s.unauthorised.days, "unauthorised_start": _iso(s.unauthorised.start),
             "last_attended": _iso(s.last_attended),
-            "register_gaps": [d.isoformat() for d in s.unexplained.register_gaps]}
+            "register_gaps": [d.isoformat() for d in s.unexplained.register_gaps],
+            "unauthorised_register_gaps": [d.isoformat() for d in s.unauthorised.register_gaps]}
 
 
 @click.command("streaks")
@@ -63,15 +64,15 @@ def streaks_cmd(app: App, as_of: Any, fmt: str, show_all: bool) -> None:
     """Show each pupil's continuous absence in school days as of a date (changes nothing).
 
     Two streaks per pupil: unexplained (the CME count) and unauthorised (the LA 10-day return),
-    with the date last attended and the register gaps (school days with no mark) of the
-    unexplained streak.
+    with the date last attended and the register gaps (school days with no mark) of each.
     """
     from cme_batch import detect
 
     ev = detect.evaluate(app, as_of_date(app, as_of))
     news = ev.results.streaks
     pids = ev.on_roll if show_all else [pid for pid in news if pid in ev.on_roll and (
-        news[pid].unexplained.days or news[pid].unauthorised.days or news[pid].unexplained.register_gaps)]
+        news[pid].unexplained.days or news[pid].unauthorised.days or news[pid].unexplained.register_gaps
+        or news[pid].unauthorised.register_gaps)]
     rows = [streak_row(ev.facts(pid)) for pid in pids]
     rows.sort(key=lambda r: (-r["unexplained_days"], -r["unauthorised_days"], r["upn"] or "", r["pupil_id"]))
     _warn(ev.warnings)
@@ -80,7 +81,7 @@ def streaks_cmd(app: App, as_of: Any, fmt: str, show_all: bool) -> None:
         return
     click.echo(f"Streaks as of {ev.as_of} (school days): {len(rows)} pupil(s)")
     for r in rows:
-        r["gaps"] = len(r["register_gaps"]) or None
+        r["gaps"] = len(set(r["register_gaps"]) | set(r["unauthorised_register_gaps"])) or None
     _table(rows, [("upn", "UPN"), ("pupil_id", "id"), ("unexplained_days", "unexpl"),
                   ("unexplained_start", "since"), ("unauthorised_days", "unauth"), ("unauthorised_start", "since"),
                   ("last_attended", "last attended"), ("gaps", "gaps")])
@@ -194,16 +195,20 @@ def case_cmd(app: App, ref: str, fmt: str) -> None:
     for a in data["alerts"]:
         click.echo(f"  ALERT {a.get('kind')}: {a.get('action')} (raised {a.get('raised_on')})")
     click.echo("History (each event with the marks it adds to the evidence; --format json has them all):")
-    shown: set[tuple[str, str]] = set()
+    shown: dict[tuple[str, str], str] = {}  # (date, session) -> the code last shown
     for ev in data["events"]:
         d = ev["detail"] or {}
         detail = ", ".join([*(f"{k}={v}" for k, v in d.items() if k != "changed"),
                             *(f"{k} {a} -> {b}" for k, (a, b) in (d.get("changed") or {}).items())])
         click.echo(f"  {ev['as_of']}  {ev['kind']:<8} {ev['stage'] or '':<16} {ev['actor']}  {detail}")
-        new = [m for m in ev["evidence"] if (m["date"], m["session"]) not in shown]
-        shown.update((m["date"], m["session"]) for m in new)
+        # a mark not shown yet, or corrected since it was (shown with the code it had)
+        new = [m for m in ev["evidence"] if shown.get((m["date"], m["session"])) != m["code"]]
         if new:
-            click.echo("      marks: " + "  ".join(f"{m['date']} {m['session']} {m['code']}" for m in new))
+            click.echo("      marks: " + "  ".join(
+                f"{m['date']} {m['session']} {m['code']}" + (f" (was {shown[(m['date'], m['session'])]})"
+                                                             if (m["date"], m["session"]) in shown else "")
+                for m in new))
+        shown.update(((m["date"], m["session"]), m["code"]) for m in ev["evidence"])
 
 
 @click.command("returns")

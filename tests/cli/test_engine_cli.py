@@ -132,3 +132,27 @@ def test_returns_lists_an_episode_once(app: App) -> None:
     assert json.loads(run(app, "returns", "--as-of", "2025-11-18", "--format", "json").stdout) == []
     table = run(app, "returns", "--as-of", "2025-11-17").stdout
     assert "LA 10-day return as of 2025-11-17: 1 pupil(s)" in table and "below compulsory age" in table
+
+
+def test_an_unauthorised_streaks_missing_registers_are_shown(app: App) -> None:
+    """G marks make no unexplained streak, so its gaps were the only ones shown: none."""
+    apply_batch(app.engine(), app.school_id, SourceBatch("test", "t", records=[
+        PupilRecord("G", upn="G916299920002", dob=date(2017, 3, 1)),
+        *(MarksRecord("G", date(2025, 11, d), pair) for d, pair in (
+            (4, ("/", "\\")), (5, ("G", "G")), (6, ("-", "-")), (7, ("G", "G")), (10, ("G", "G"))))]), app.now())
+    [row] = json.loads(run(app, "streaks", "--as-of", "2025-11-10", "--format", "json").stdout)
+    assert (row["unexplained_days"], row["register_gaps"]) == (0, [])
+    assert (row["unauthorised_days"], row["unauthorised_register_gaps"]) == (3, ["2025-11-06"])
+    assert "G916299920002" in run(app, "streaks", "--as-of", "2025-11-10").stdout
+
+
+def test_a_case_shows_a_corrected_mark_with_what_it_was(app: App) -> None:
+    """The mark that explained an absence must be in the history, not only the N it replaced."""
+    load(app)
+    run(app, "detect", "--as-of", "2025-11-10")
+    apply_batch(app.engine(), app.school_id, SourceBatch("test", "t2", records=[
+        MarksRecord("A", date(2025, 11, 10), ("I", "I")), MarksRecord("A", date(2025, 11, 11), ("I", "I"))]),
+        app.now())
+    run(app, "detect", "--as-of", "2025-11-11")
+    text = run(app, "case", "CME-2025-0001").stdout
+    assert "2025-11-10 AM I (was N)" in text and "2025-11-10 PM I (was O)" in text
