@@ -35,8 +35,10 @@ def handle_errors(fn: F) -> F:
         except ConfigError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(EXIT_BAD_INPUT)
-        except CmeError as exc:
-            click.echo(f"error: {exc}", err=True)
+        except CmeError as exc:  # checked like a log line: the message may quote a database's error
+            from cme_batch.logfilter import scrub
+
+            click.echo(f"error: {scrub(str(exc))}", err=True)
             sys.exit(exc.exit_code)
 
     return wrapper  # type: ignore[return-value]

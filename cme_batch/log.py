@@ -42,7 +42,31 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
         cache_logger_on_first_use=False,
     )
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_library_lines)  # the same object each time: added once
     _configured = True
+
+
+class _LibraryLines(logging.Filter):
+    """Libraries' own log lines (SQLAlchemy, urllib3...) bypass structlog, and so its filter:
+    each is checked here against the pupils' identities (``cme_batch.logfilter.scrub``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from cme_batch.logfilter import scrub
+
+        text = record.getMessage()
+        clean = scrub(text)
+        if clean != text:
+            record.msg, record.args = clean, ()
+        if record.exc_info:  # a traceback's text can quote a row too
+            trace = logging.Formatter().formatException(record.exc_info)
+            if scrub(trace) != trace:
+                record.exc_info, record.exc_text = None, None
+                record.msg = f"{record.msg} (its traceback named a pupil and was withheld)"
+        return True
+
+
+_library_lines = _LibraryLines()
 
 
 #: Processors inserted before rendering (the personal-data filter, ``cme_batch.logfilter``).

@@ -200,3 +200,19 @@ def install(engine: Engine, pupil_ids: Collection[int] | None = None) -> Identit
 
 def active() -> IdentityFilter | None:
     return _active
+
+
+def scrub(text: str, f: IdentityFilter | None = None) -> str:
+    """``text`` with every pupil's name, UPN or date of birth the filter knows replaced by
+    ``[withheld]``: for text that does not pass through structlog (an error message printed by
+    the CLI, a library's own log line). Only the identifying words go when that is safe (plain
+    ASCII text, each found word by itself); otherwise the whole text is withheld."""
+    f = f if f is not None else _active
+    if f is None or not f.tokens or not f._hits(text):
+        return text
+    f.withheld += 1
+    if text.isascii():
+        out = _TOKEN.sub(lambda m: WITHHELD if f._hits(m.group()) else m.group(), text)
+        if not f._hits(out.replace(WITHHELD, " ")):
+            return out
+    return WITHHELD

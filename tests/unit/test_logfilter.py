@@ -107,3 +107,42 @@ def test_ordinary_values_are_not_withheld() -> None:
                 "at": date(2025, 5, 1), "error": ValueError("row 12: bad code '#'")}
     out = f(None, "info", dict(ordinary))
     assert out == ordinary | {"at": "2025-05-01"} and f.withheld == 0
+
+
+def test_text_outside_structlog_has_only_the_identifying_words_withheld(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """An error printed by the CLI, a library's own log line: checked too, keeping what helps."""
+    import logging
+    import sys
+
+    import click
+
+    from cme_batch import logfilter
+    from cme_batch.cli import handle_errors
+    from cme_batch.errors import BadInputError
+
+    f = IdentityFilter(["Ravensworth", "A123456789012", *_date_forms(date(2018, 5, 1))])
+    monkeypatch.setattr(logfilter, "_active", f)
+    assert logfilter.scrub("record 3, field Surname: 'Ravensworth' is too long") == \
+        f"record 3, field Surname: '{WITHHELD}' is too long"
+    assert logfilter.scrub("born 1 May 2018, in pupils.xml") == WITHHELD  # no one word to take out
+    assert logfilter.scrub("record 3, field UPN: bad check letter") == "record 3, field UPN: bad check letter"
+
+    @handle_errors
+    def command() -> None:
+        raise BadInputError("duplicate key (upn)=(A123456789012) in pupils")
+
+    messages: list[str] = []
+    monkeypatch.setattr(click, "echo", lambda text, err=False: messages.append(text))
+    try:
+        command()
+    except SystemExit:
+        pass
+    assert messages == [f"error: duplicate key (upn)=({WITHHELD}) in pupils"]
+
+    try:
+        raise ValueError("row ('Ravensworth',)")
+    except ValueError:
+        record = logging.LogRecord("sqlalchemy.engine", logging.WARNING, __file__, 1, "INSERT %s failed",
+                                   ("Ravensworth",), sys.exc_info())
+    assert log._library_lines.filter(record)
+    assert record.getMessage().startswith(f"INSERT {WITHHELD} failed") and record.exc_info is None
