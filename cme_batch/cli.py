@@ -142,6 +142,13 @@ def check_config(app: App) -> None:
             load_keys(cfg.referral, app.now())
         except CmeError as exc:
             problems.append(str(exc))
+    elif cfg.referral.chosen_method() == "pdf-passphrase" and cfg.referral.passphrase is not None:
+        from cme_batch.referral.pdfcrypt import read_passphrase
+
+        try:  # a weak passphrase, or a file others can read, is found now too
+            read_passphrase(cfg.referral.passphrase)
+        except CmeError as exc:
+            problems.append(str(exc))
     if problems:
         raise ConfigError(problems, str(cfg.path))
     click.echo(f"{cfg.path}: configuration valid")

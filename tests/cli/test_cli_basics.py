@@ -63,6 +63,23 @@ def test_check_config_passes_on_the_example(tmp_path: Path) -> None:
     assert "configuration valid" in result.stdout
 
 
+def test_check_config_finds_a_weak_or_exposed_referral_passphrase(tmp_path: Path) -> None:
+    """Found at set-up, not at 05:30 when the first referral is held."""
+    secret = tmp_path / "la-passphrase"
+    secret.write_text("aaaaaaaaaaaaaaaa\n")
+    secret.chmod(0o600)
+    cfg = write_config(tmp_path, f"sqlite:///{tmp_path / 's.sqlite'}",
+                       f'[referral]\npassphrase = {{ file = "{secret}" }}\n')
+    weak = run("--config", str(cfg), "check-config")
+    assert weak.returncode == 2 and "referral" in weak.stderr and "aaaa" not in weak.stderr, weak.stderr
+    secret.write_text("correct-horse-battery-staple-42\n")
+    secret.chmod(0o644)
+    exposed = run("--config", str(cfg), "check-config")
+    assert exposed.returncode == 2 and "chmod 600" in exposed.stderr, exposed.stderr
+    secret.chmod(0o600)
+    assert run("--config", str(cfg), "check-config").returncode == 0
+
+
 def test_broken_config_lists_every_error_and_exits_2(tmp_path: Path) -> None:
     cfg = tmp_path / "broken.toml"
     cfg.write_text('[school]\nla_number = "91"\n[staff.dsl]\nemail = "nobody"\n')
