@@ -174,6 +174,10 @@ def _staff(t: Table) -> StaffConfig:
     return StaffConfig(tuple(office), dsl or Person("", ""), deputy)
 
 
+def _academic_year(d: date) -> int:
+    return d.year if d.month >= 8 else d.year - 1
+
+
 def _calendar(t: Table) -> CalendarConfig:
     terms: list[Term] = []
     for tt in t.list_of_tables("terms"):
@@ -183,6 +187,9 @@ def _calendar(t: Table) -> CalendarConfig:
         if start and end:
             if end < start:
                 tt.problems.add(tt.key("end"), f"{end} is before start {start}", "an end on or after the start")
+            elif _academic_year(start) != _academic_year(end):  # its August weekdays would be school days
+                tt.problems.add(tt.key("end"), f"{end} is in another academic year than start {start} "
+                                "(a year runs 1 August to 31 July)", "a term within one academic year")
             else:
                 terms.append(Term(start, end, name))
     terms.sort(key=lambda x: x.start)

@@ -58,6 +58,8 @@ def test_every_problem_listed_at_once() -> None:
     (lambda d: d["staff"].pop("office"), "staff.office: is missing"),
     (lambda d: d["calendar"]["terms"].append({"start": "2025-10-01", "end": "2025-10-10"}), "overlap"),
     (lambda d: d["calendar"]["terms"].append({"start": "2026-01-10", "end": "2026-01-01"}), "before start"),
+    (lambda d: d["calendar"]["terms"].append({"start": "2027-07-20", "end": "2027-09-10"}),  # summer as term
+     "calendar.terms[2].end: 2027-09-10 is in another academic year than start 2027-07-20"),
     (lambda d: d["codes"]["local"].update({"!": "sort-of-present"}), "codes.local.!: is 'sort-of-present'"),
     (lambda d: d["thresholds"].update(home_visit=9), "thresholds.referral_prepare: is 8, before home_visit"),
     (lambda d: d["thresholds"].update(referral_due="ten"), "thresholds.referral_due: is 'ten'"),
