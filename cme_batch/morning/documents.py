@@ -157,6 +157,10 @@ def dsl_document(f: Facts, *, update: bool = False) -> Document:
                       {True: "yes", False: "no: below compulsory school age", None: "unknown"}[
                           c.compulsory_school_age]]) for c in f.cases if c.flags or c.compulsory_school_age is False],
                 empty="No vulnerability recorded for pupils with open cases."),
+        Section("Closed since the last summary", ["Case", "Pupil", "Why", "Opened", "Closed", "Reason"],
+                [Row([x["ref"], x["pupil"], KIND_LABEL.get(x["kind"], x["kind"]), _d(x["opened_on"]),
+                      _d(x["closed_on"]), str(x["reason"] or "").replace("_", " ")]) for x in f.closed],
+                empty="None."),
         Section("Replies kept for review (not acted on)", ["Received", "From", "Case", "Why kept"],
                 [Row([r["received_at"].strftime("%d %b %H:%M") if r.get("received_at") else "-",
                       r.get("sender") or "-", r.get("case_ref") or "-", r.get("reason") or ""], RED)

@@ -109,6 +109,9 @@ class Facts:
     outbox_problems: list[Any] = field(default_factory=list)
     review_replies: list[dict[str, Any]] = field(default_factory=list)
     confirm_by_reply: bool = True  # false when no reply token key is configured
+    # cases closed since the last summary (DSL only): with nights caught up after the server was
+    # off, a case may have opened and closed without ever being open on a summary's morning
+    closed: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def stale_or_failed(self) -> list[SourceFact]:
@@ -197,19 +200,45 @@ def gather(conn: Connection, config: Config, as_of: date, now: datetime, calenda
         cf.office_step = office_step(cf.kind, cf.school_days, config.thresholds)
         cases.append(cf)
     cases.sort(key=lambda x: (-(STAGES.index(x.stage) if x.stage in STAGES else -1), -x.school_days, x.ref))
+    since = _last_summary_before(conn, as_of)
     returns = [{"pupil": f"{r.legal_forename or ''} {r.legal_surname or ''}".strip(), "year": _year(r.year_group),
                 "start": r.episode_start, "days": r.school_days}
                for r in conn.execute(select(t.la_returns.c.episode_start, t.la_returns.c.school_days,
                                             p.legal_forename, p.legal_surname, p.year_group)
                                      .join(t.pupils, p.id == t.la_returns.c.pupil_id)
-                                     .where(t.la_returns.c.listed_on == as_of))]
+                                     .where(t.la_returns.c.listed_on > since, t.la_returns.c.listed_on <= as_of)
+                                     .order_by(t.la_returns.c.listed_on, t.la_returns.c.id))]
+    closed = [{"ref": r.ref, "kind": r.kind, "pupil": f"{r.preferred_forename or r.legal_forename or ''} "
+                                                       f"{r.legal_surname or ''}".strip() or "(no name)",
+               "opened_on": r.opened_on, "closed_on": r.closed_on, "reason": r.closed_reason}
+              for r in conn.execute(select(c.ref, c.kind, c.opened_on, c.closed_on, c.closed_reason,
+                                           p.legal_forename, p.legal_surname, p.preferred_forename)
+                                    .join(t.pupils, p.id == c.pupil_id)
+                                    .where(c.status == "closed", c.closed_on > since, c.closed_on <= as_of)
+                                    .order_by(c.closed_on, c.ref))]
     warnings: list[str] = []
     run = conn.execute(select(t.detect_runs.c.warnings).where(t.detect_runs.c.as_of == as_of)
                        .order_by(t.detect_runs.c.id.desc()).limit(1)).first()
     if run and run.warnings:
         warnings = [str(w.get("message", w)) if isinstance(w, dict) else str(w) for w in run.warnings]
     return Facts(config.school.name, as_of, now, _sources(conn, config, now), cases, returns, warnings,
-                 list(outbox_problems or []), list(review_replies or []))
+                 list(outbox_problems or []), list(review_replies or []), closed=closed)
+
+
+def _last_summary_before(conn: Connection, as_of: date) -> date:
+    """The evaluation date of the last summary queued before ``as_of`` (the day before, if none):
+    what was listed or closed after it has not been in any summary yet."""
+    latest = as_of - timedelta(days=1)
+    found = None
+    for key in conn.execute(select(t.outbox.c.idempotency_key).where(
+            t.outbox.c.purpose == "summary", t.outbox.c.idempotency_key.like("summary:%"))).scalars():
+        try:
+            day = date.fromisoformat(key.split(":")[1])
+        except ValueError:
+            continue
+        if day < as_of and (found is None or day > found):
+            found = day
+    return found if found is not None else latest
 
 
 def _year(year_group: str | None) -> str:

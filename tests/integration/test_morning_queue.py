@@ -193,3 +193,29 @@ def test_a_second_run_for_the_date_shows_new_problems_and_review_replies_in_an_u
     queue_morning_mail(school_app, AS_OF)  # shown once: a third run has nothing new to say
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(t.outbox)).scalar_one() == n
+
+
+def test_what_happened_while_no_summary_went_out_is_in_the_next_one(
+        tmp_path: Path, store_url: str, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nights caught up after the server was off: a case opened and closed in the gap, and an LA
+    return listed on one of those days, reach the next summary and digest."""
+    app = _app_with_replies(tmp_path, store_url, engine, monkeypatch)
+    school_days = detect.evaluate(app, date(2025, 11, 28)).calendar.school_days(date(2025, 11, 10),
+                                                                               date(2025, 11, 28))
+    marks = {"4004": {d: ("G", "G") for d in school_days[:11]}, "5005": {d: ("/", "\\") for d in school_days}}
+    marks["5005"].update({school_days[2]: ("N", "N"), school_days[3]: ("N", "N")})
+    records: list[PupilRecord | MarksRecord] = [
+        PupilRecord(k, legal_forename=n, legal_surname="Gapp", dob=date(2016, 5, 1), year_group="4", reg_group="4C")
+        for k, n in (("4004", "Ula"), ("5005", "Cato"))]
+    records += [MarksRecord(k, d, pair) for k, days in marks.items() for d, pair in days.items()]
+    ingest.apply_batch(engine, app.school_id, SourceBatch("test", "test", records=records), NOW)
+    detect.run_detect(app, school_days[0])
+    queue_morning_mail(app, school_days[0])
+    for day in school_days[1:12]:  # the server was off: detect catches up, no summary goes out
+        detect.run_detect(app, day)
+    queue_morning_mail(app, school_days[12])
+    summary, digest = _texts(engine, "summary")[-1], _texts(engine, "digest")[-1]
+    assert "Ula Gapp" in _section(summary, "LA 10-day return: new entries"), summary
+    closed = _section(digest, "Closed since the last summary")
+    assert "Cato Gapp" in closed and "returned" in closed, digest
+    assert "Closed since the last summary" not in summary  # the DSL's, not the office's
