@@ -38,6 +38,9 @@ ENROLMENT = "EducationalInstitutionEnrolment"
 DESTINATION = "StudentDestination"
 RELATIONSHIP = "StudentGuardianRelationship"
 GUARDIAN = "Guardian"
+#: Names and dates of birth live on a Person (a pupil's or a guardian's); GraphQL shows them on
+#: Student and on Guardian's ``person``, but a change to them is a change to the Person.
+PERSON = "Person"
 PHONE = "TelephoneNumber"
 EMAIL = "EmailAddress"
 OCCUPANCY = "PostalAddressOccupancy"
@@ -84,7 +87,7 @@ REST_RESOURCES: dict[str, str] = {
     STUDENT: "students", UPN: "uk-dfe_upn-assignments", ENROLMENT: "educational-institution-enrolments",
     DESTINATION: "student-destinations", RELATIONSHIP: "student-guardian-relationships",
     GUARDIAN: "guardians", PHONE: "telephone-numbers", EMAIL: "email-addresses",
-    OCCUPANCY: "postal-address-occupancies", "PostalAddress": "postal-addresses",
+    OCCUPANCY: "postal-address-occupancies", "PostalAddress": "postal-addresses", PERSON: "persons",
     CHILD_PROTECTION: "child-protection-status-assignments", IN_CARE: "in-care-status-assignments",
     SEN: "sen-status-assignments", YOUNG_CARER: "uk-dfe_young-carer-status-assignments",
     ROLL_CALL_RECORD: "attendance-roll-call-records",

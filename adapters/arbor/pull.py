@@ -138,7 +138,7 @@ class Reader:
         ch.students = set(changed.pop(mapping.STUDENT))
         for entity in mapping.STUDENT_SCOPED:
             ch.students |= self._refs(self.by_ids(entity, "", changed.pop(entity)), "student")
-        persons: set[str] = set()
+        persons = changed.pop(mapping.PERSON)  # a renamed guardian or pupil changes only the Person
         for entity, owner in mapping.PERSON_OWNED.items():
             persons |= self._refs(self.by_ids(entity, "", changed.pop(entity)), owner)
         addresses = changed.pop("PostalAddress")
