@@ -98,8 +98,8 @@ def decide(conn: Connection, raw: bytes, policy: Policy, toks: tokens.Tokens, no
     """Accept or keep for review. On acceptance the reply's token has been used up in ``conn``."""
     try:
         msg = parse.read_message(raw)
-        message_id = (str(msg.get("Message-ID", "") or "").strip() or None)
-        sender = parse.sender_of(msg)
+        message_id = _storable(str(msg.get("Message-ID", "") or "").strip() or None)
+        sender = _storable(parse.sender_of(msg))
     except Exception:  # noqa: BLE001 - the email package copes with nearly anything; this is the rest
         return _review(UNPARSEABLE)
     command, why = parse.command_of(msg)
@@ -208,6 +208,14 @@ def read_replies(app: App) -> RepliesReport | None:
         return run(app.engine(), mailbox, Policy.from_config(cfg), tokens.Tokens.from_config(cfg.replies), app.now())
     finally:
         mailbox.close()
+
+
+def _storable(value: str | None) -> str | None:
+    """A header's text as the store can hold it: PostgreSQL text refuses NUL, which a broken or hostile
+    message can carry (raw or in an encoded word), and one such message would stop every run before
+    the replies after it. NUL becomes U+FFFD, as an undecodable byte does, so a sender never comes to
+    match a staff address by losing a character."""
+    return value.replace("\x00", "\ufffd") if value else value
 
 
 def _store(conn: Connection, key: str, raw: bytes, d: Decision, now: datetime) -> int:

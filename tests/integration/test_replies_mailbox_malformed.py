@@ -1,0 +1,84 @@
+"""A broken message in the reply mailbox is kept for review and never stops the replies after it.
+
+Replies arrive in a real Maildir and are read by the replies stage into a real store (SQLite and
+PostgreSQL: PostgreSQL refuses a NUL character in text, SQLite does not).
+"""
+
+from __future__ import annotations
+
+import mailbox as stdlib_mailbox
+import os
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, select
+
+from cme_batch.app import App
+from cme_batch.replies import pending_review, process
+from cme_batch.store import tables as t
+from tests.conftest import FIXED_NOW
+from tests.replies_support import (
+    DSL,
+    KEY,
+    KEY_ENV,
+    case_row,
+    dsl_reply,
+    issue,
+    maildir_app,
+    make_case,
+    make_tokens,
+)
+
+REF = "CME-2025-0041"
+
+
+@pytest.fixture
+def maildir(tmp_path: Path) -> stdlib_mailbox.Maildir:
+    return stdlib_mailbox.Maildir(str(tmp_path / "replies"), create=True)
+
+
+@pytest.fixture
+def app(tmp_path: Path, store_url: str, engine: Engine, maildir: stdlib_mailbox.Maildir,
+        monkeypatch: pytest.MonkeyPatch) -> App:
+    monkeypatch.setenv(KEY_ENV, KEY)
+    return maildir_app(tmp_path, store_url, engine, FIXED_NOW)
+
+
+def deliver_oldest_first(maildir: stdlib_mailbox.Maildir, *messages: bytes) -> None:
+    """Deliver the messages so the stage reads them in this order (it reads new/ oldest first)."""
+    for age, raw in zip(range(len(messages), 0, -1), messages, strict=True):
+        key = maildir.add(raw)
+        path = Path(maildir._path) / "new" / key
+        os.utime(path, (path.stat().st_atime, path.stat().st_mtime - 60 * age))
+
+
+def not_a_reply(from_: bytes, message_id: bytes) -> bytes:
+    """A message that is no reply of the DSL's (a newsletter, a bounce), with the given headers."""
+    return (b"From: " + from_ + b"\r\nTo: cme-bot@school.example\r\nSubject: Spring newsletter\r\n"
+            b"Message-ID: " + message_id + b"\r\n\r\nOur spring newsletter.\r\n")
+
+
+@pytest.mark.parametrize("broken", [
+    not_a_reply(b"news@else.example", b"<broken\x00@else.example>"),
+    not_a_reply(b"news@else.example", b"=?utf-8?b?AA==?="),  # an encoded word that decodes to NUL
+    not_a_reply(b"<=?utf-8?b?ZHNsAEBzY2hvb2wuZXhhbXBsZQ==?=>", b"<n1@else.example>"),  # dsl<NUL>@school...
+], ids=["raw-nul-message-id", "encoded-nul-message-id", "encoded-nul-sender"])
+def test_a_message_with_a_nul_in_a_header_is_kept_and_the_next_reply_is_acted_on(
+        broken: bytes, app: App, engine: Engine, maildir: stdlib_mailbox.Maildir) -> None:
+    case_id = make_case(engine, REF, FIXED_NOW)
+    token = issue(engine, make_tokens(), case_id, DSL, FIXED_NOW)
+    deliver_oldest_first(maildir, broken, dsl_reply(f"CONFIRM {REF}", token, REF))
+
+    report = process.read_replies(app)
+
+    assert report is not None and report.stored == 2
+    assert dict(report.accepted) == {"CONFIRM": 1} and dict(report.review) == {process.UNKNOWN_SENDER: 1}
+    assert case_row(engine, case_id).confirmed_by == DSL
+    with engine.begin() as conn:
+        [kept] = pending_review(conn)
+        first = conn.execute(select(t.replies.c.raw).order_by(t.replies.c.id)).scalars().first()
+    assert kept["reason"] == process.UNKNOWN_SENDER and first == broken  # stored exactly as received
+    assert not list((Path(maildir._path) / "new").iterdir())  # both marked done
+
+    again = process.read_replies(app)
+    assert again is not None and again.stored == 0 and again.seen_before == 0
