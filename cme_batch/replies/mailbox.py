@@ -83,11 +83,20 @@ class MemoryMailbox:
         pass
 
 
+def _flags(name: str) -> str:
+    """The flags of a Maildir file name (``uid:2,FS``), empty when it has none."""
+    return name.split(":2,", 1)[1] if ":2," in name else ""
+
+
 class MaildirMailbox:
     """A Maildir the mail server delivers into (Postfix, Dovecot LDA, fetchmail...).
 
-    Waiting messages are those in ``new/``; ``done`` moves one to ``cur/`` with the Seen flag,
-    as a mail client would, so the Maildir stays readable by people too.
+    Waiting messages are those in ``new/``, and those in ``cur/`` without the Seen flag: a mail
+    client, or an IMAP server serving the same Maildir, moves what it has shown from ``new/`` to
+    ``cur/`` unread, and a reply it moved must still be read. ``done`` gives a message the Seen
+    flag (moving it from ``new/`` to ``cur/``), as a mail client would, so the Maildir stays
+    readable by people too; a reply a person marks as read before the night runs is not seen
+    (README: use IMAP when people read the mailbox too).
     """
 
     def __init__(self, path: Path) -> None:
@@ -99,11 +108,12 @@ class MaildirMailbox:
 
     def waiting(self) -> list[str]:
         try:
-            entries = sorted((p.stat().st_mtime, p.name) for p in (self.path / "new").iterdir()
-                             if not p.name.startswith("."))
+            entries = {p.name.split(":", 1)[0]: p.stat().st_mtime for sub in ("cur", "new")
+                       for p in (self.path / sub).iterdir()
+                       if not p.name.startswith(".") and not (sub == "cur" and "S" in _flags(p.name))}
         except OSError as exc:
             raise RetriableError(f"cannot read Maildir {self.path}: {exc.strerror}") from exc
-        return [name.split(":", 1)[0] for _, name in entries]
+        return [uid for uid, _ in sorted(entries.items(), key=lambda e: (e[1], e[0]))]
 
     def fetch(self, uid: str) -> bytes:
         try:
@@ -115,6 +125,10 @@ class MaildirMailbox:
         src = self.path / "new" / uid
         if src.exists():
             src.rename(self.path / "cur" / f"{uid}:2,S")
+            return
+        for p in (self.path / "cur").glob(f"{uid}:2,*"):  # moved there unread by a client
+            if "S" not in _flags(p.name):
+                p.rename(p.with_name(f"{uid}:2,{''.join(sorted(_flags(p.name) + 'S'))}"))
 
     def close(self) -> None:
         pass
