@@ -10,6 +10,7 @@ school, the date and counts, never anything about a child.
 from __future__ import annotations
 
 from datetime import date
+from typing import Any
 
 from cme_batch.morning.facts import FLAG_LABEL, KIND_LABEL, STAGE_LABEL, CaseFact, Facts
 from cme_batch.report import AMBER, RED, Document, Row, Section
@@ -127,6 +128,26 @@ def _how_to_answer(c: CaseFact) -> str:
             "Keep the subject: its code proves the reply is yours.")
 
 
+#: Replies from other senders than the school's staff listed in one digest (the rest are counted).
+REVIEW_OTHERS_SHOWN = 20
+
+
+def _review_section(replies: list[dict[str, Any]]) -> Section:
+    """Every reply kept for review from the DSL, deputy or office, and the first others: a mailbox
+    that also receives newsletters, bounces and out-of-office answers must not bury the DSL's."""
+    staff = [r for r in replies if r.get("staff", True)]
+    others = [r for r in replies if not r.get("staff", True)]
+    shown = staff + others[:REVIEW_OTHERS_SHOWN]
+    section = Section("Replies kept for review (not acted on)", ["Received", "From", "Case", "Why kept"],
+                      [Row([r["received_at"].strftime("%d %b %H:%M") if r.get("received_at") else "-",
+                            r.get("sender") or "-", r.get("case_ref") or "-", r.get("reason") or ""],
+                           RED if r.get("staff", True) else "") for r in shown], empty="None.")
+    if len(others) > REVIEW_OTHERS_SHOWN:
+        section.notes = [f"{len(others) - REVIEW_OTHERS_SHOWN} more from senders who are not the school's staff "
+                         "are kept, unlisted (newsletters, bounces, out-of-office answers: none can act on a case)."]
+    return section
+
+
 def dsl_document(f: Facts, *, update: bool = False) -> Document:
     """The DSL's digest; ``update`` for a further digest of the same date (see ``queue.queue_morning``)."""
     alerts = [c for c in f.cases if any((a.get("kind") if isinstance(a, dict) else a) == "immediate_social_care"
@@ -161,10 +182,7 @@ def dsl_document(f: Facts, *, update: bool = False) -> Document:
                 [Row([x["ref"], x["pupil"], KIND_LABEL.get(x["kind"], x["kind"]), _d(x["opened_on"]),
                       _d(x["closed_on"]), str(x["reason"] or "").replace("_", " ")]) for x in f.closed],
                 empty="None."),
-        Section("Replies kept for review (not acted on)", ["Received", "From", "Case", "Why kept"],
-                [Row([r["received_at"].strftime("%d %b %H:%M") if r.get("received_at") else "-",
-                      r.get("sender") or "-", r.get("case_ref") or "-", r.get("reason") or ""], RED)
-                 for r in f.review_replies], empty="None."),
+        _review_section(f.review_replies),
     ]
     overdue = [c for c in awaiting if c.referral_due and c.referral_due < f.as_of]
     banners = _banners(f)

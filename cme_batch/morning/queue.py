@@ -171,6 +171,9 @@ def queue_morning(conn: Connection, config: Config, as_of: date, now: datetime, 
     """Queue the summary, the digest and the confirmation requests in the caller's transaction."""
     problems = outbox.problems(conn, include_reported=False)
     review = replies_process.pending_review(conn)
+    staff = {a.lower() for a in (*dsl_addresses(config), *(p.email for p in config.staff.office))}
+    for r in review:  # the staff's own replies are always listed; others may be a flood of newsletters
+        r["staff"] = (r.get("sender") or "").lower() in staff
     facts = gather(conn, config, as_of, now, calendar_for(config, as_of), problems, review)
     facts.confirm_by_reply = tokens is not None
     queued = Queued()

@@ -154,3 +154,18 @@ def test_the_dsl_reason_for_a_hold_stays_out_of_the_office_summary() -> None:
     office = render_text(documents.office_document(_facts(cases=[held])))
     assert "Ben Ives" in office and "On hold by the DSL" in office and "refuge" not in office
     assert reason in render_text(documents.dsl_document(_facts(cases=[held])))
+
+
+def test_a_flood_of_other_mail_kept_for_review_does_not_bury_the_staffs_replies() -> None:
+    from datetime import datetime
+
+    at = datetime(2025, 11, 20, 7, 0)
+    junk = [{"received_at": at, "sender": f"news{i}@shop.example", "case_ref": None, "reason": "no token",
+             "staff": False} for i in range(500)]
+    dsl = {"received_at": at, "sender": "dsl@school.example", "case_ref": "CME-2025-0009",
+           "reason": "HTML only", "staff": True}
+    text = render_text(documents.dsl_document(_facts(review_replies=[*junk, dsl])))
+    section = text.split("Replies kept for review (not acted on)", 1)[1]
+    assert "dsl@school.example" in section and "CME-2025-0009" in section
+    assert section.count("@shop.example") == documents.REVIEW_OTHERS_SHOWN
+    assert "480 more from senders who are not the school's staff" in section
