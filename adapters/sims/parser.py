@@ -29,7 +29,16 @@ from adapters.sims.fields import (
     report_of,
 )
 from cme_batch import upn as upn_mod
-from cme_batch.dropfolder import FileReport, MarkCheck, group_of, parse_bool, parse_date, year_group
+from cme_batch.dropfolder import (
+    MAX_ORDER,
+    FileReport,
+    MarkCheck,
+    group_of,
+    parse_bool,
+    parse_date,
+    parse_order,
+    year_group,
+)
 from cme_batch.errors import ImportRejected
 from cme_batch.model import (
     Address,
@@ -59,7 +68,6 @@ UNKNOWN_DESTINATION = {"unknown", "not known", "n/a", "mmm", "mmmm", "mmm/mmmm"}
 SESSIONS = {"AM": 0, "A": 0, "MORNING": 0, "PM": 1, "P": 1, "AFTERNOON": 1}
 MAX_GAP = 14  # sessions: a pupil's marks closer than a week apart stay in one record
 MAX_BUFFERED = 200_000  # sessions held in open runs before they are all handed on (flat memory)
-MAX_PRIORITY = 9999  # a contact's priority (1, 2, ...); anything longer is not one, nor fits the store
 MARK_FIELDS = frozenset({"adno", "person_id", "date", "session", "mark"})
 
 
@@ -293,10 +301,10 @@ class _Reader:
         prio_raw = rec.get("contact_priority")
         priority = None
         if prio_raw is not None:
-            if prio_raw.isascii() and prio_raw.isdigit() and int(prio_raw) <= MAX_PRIORITY:
-                priority = int(prio_raw)
-            else:
-                self.report.problem(n, display("contact_priority"), f"is not a whole number from 0 to {MAX_PRIORITY}",
+            try:
+                priority = parse_order(prio_raw)
+            except ValueError:
+                self.report.problem(n, display("contact_priority"), f"is not a whole number from 0 to {MAX_ORDER}",
                                     prio_raw[:20])
         ckey = (rec.get("contact_id") or (f"priority:{priority}" if priority is not None else None)
                 or f"name:{rec.get('contact_forename', '')}|{rec.get('contact_surname', '')}")
