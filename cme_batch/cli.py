@@ -8,17 +8,21 @@ from __future__ import annotations
 import functools
 import gc
 import json
+import os
 import sys
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from cme_batch import __version__
 from cme_batch.app import App
 from cme_batch.errors import CmeError, ConfigError
+
+if TYPE_CHECKING:
+    from cme_batch.config import Config
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -115,8 +119,65 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
 
     Exit codes: 0 ok, 1 a stage failed (the others still ran), 2 bad configuration or input.
     """
-    ctx.obj = app = App(config_path)
+    ctx.obj = app = (FailureNoticeApp if ctx.invoked_subcommand == "notify-failure" else App)(config_path)
     ctx.call_on_close(app.close)
+
+
+#: A copy of the configuration as it last loaded for ``nightly``, kept in the state directory, so
+#: that a later edit which breaks the file still lets ``notify-failure`` tell the office.
+LAST_VALID_CONFIG = "last-valid-config.toml"
+_LAST_VALID_HEADER = "# cme-batch: the last valid copy of "
+
+
+def remember_valid_config(app: App) -> None:
+    """Keep a copy of the configuration that has just loaded (it holds no secret: only where they are)."""
+    cfg = app.config
+    if cfg.path is None:
+        return
+    try:
+        body = (_LAST_VALID_HEADER + str(cfg.path) + "\n").encode() + cfg.path.read_bytes()
+        target = cfg.state_dir / LAST_VALID_CONFIG
+        if target.exists() and target.read_bytes() == body:
+            return
+        tmp = target.with_name(target.name + ".new")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(body)
+        os.replace(tmp, target)
+    except OSError as exc:  # never a reason to stop the night
+        app.log(stage="nightly").warning("could not keep a copy of the valid configuration", error=exc.strerror)
+
+
+class FailureNoticeApp(App):
+    """The App of ``notify-failure``: when an edit has broken the configuration file, it mails with the
+    copy the last night kept (the night failed *because* the file is broken: someone must hear of it)."""
+
+    @property
+    def config(self) -> Config:
+        try:
+            return super().config
+        except ConfigError as exc:
+            broken = exc
+        import tomllib
+
+        from cme_batch import config as config_mod
+        from cme_batch import log
+
+        path = config_mod.resolve_path(self.config_path).resolve()
+        copy = config_mod.default_state_dir() / LAST_VALID_CONFIG
+        try:
+            header, _, body = copy.read_text(encoding="utf-8").partition("\n")
+            if header != _LAST_VALID_HEADER + str(path):
+                raise broken
+            cfg = config_mod.parse(tomllib.loads(body), path)
+        except (OSError, ValueError, ConfigError):
+            raise broken from None
+        self._config = cfg
+        log.configure(cfg.logging.level, cfg.logging.format)
+        log.bind_run(self.run_id)
+        click.echo(f"error: {broken}", err=True)
+        click.echo(f"warning: telling the office with the last valid copy of the configuration ({copy})", err=True)
+        return cfg
 
 
 @cli.command("check-config")

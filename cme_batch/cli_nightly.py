@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from cme_batch.app import App
-from cme_batch.cli import EXIT_FAILED, as_of_date, as_of_option, handle_errors, pass_app
+from cme_batch.cli import EXIT_FAILED, as_of_date, as_of_option, handle_errors, pass_app, remember_valid_config
 from cme_batch.errors import LockHeld
 from cme_batch.nightly import STAGES, run_nightly
 
@@ -26,6 +26,7 @@ def nightly(app: App, as_of: Any, only: tuple[str, ...]) -> None:
     If another run holds the lock, say so and exit 0.
     """
     day = as_of_date(app, as_of)
+    remember_valid_config(app)  # for notify-failure, should a later edit break the file
     try:
         report = run_nightly(app, day, only)
     except LockHeld as exc:
