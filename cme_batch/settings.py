@@ -250,11 +250,17 @@ class Table:
                                   "config/cme-batch.example.toml")
 
 
+#: What systemd puts before each file's name when a unit loads a whole folder of credentials
+#: (``LoadCredential=cme-batch:/etc/cme-batch/credentials``): a file ``reply-key-k1`` becomes the
+#: credential ``cme-batch_reply-key-k1``. Either name finds it.
+CREDENTIAL_PREFIX = "cme-batch_"
+
+
 @dataclass(frozen=True)
 class SecretRef:
     """Where a secret lives. Its value is read only when needed, and never shown."""
 
-    kind: str  # env, file, credential
+    kind: str  # env, file, credential (the name, or the file name in the folder the units load)
     ref: str
     key: str  # the config key, for error messages
 
@@ -276,6 +282,9 @@ class SecretRef:
                     f"{self.key}: credential {self.ref!r} asked for but CREDENTIALS_DIRECTORY is not set "
                     "(run under systemd with LoadCredential=, or use {{ file = ... }})")
             path = Path(base) / self.ref
+            prefixed = Path(base) / f"{CREDENTIAL_PREFIX}{self.ref}"
+            if not path.exists() and prefixed.exists():  # the units load a folder: systemd prefixes its files
+                path = prefixed
         else:
             path = Path(self.ref).expanduser()
         try:

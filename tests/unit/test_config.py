@@ -94,6 +94,10 @@ def test_secret_reads_env_file_and_credential(tmp_path: Path, monkeypatch: pytes
     assert SecretRef("file", str(tmp_path / "pw"), "k").reveal() == "from-file"
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
     assert SecretRef("credential", "pw", "k").reveal() == "from-file"
+    # the units load a folder of credentials: systemd names each file's credential "cme-batch_<file>"
+    (tmp_path / "cme-batch_arbor-password").write_text("from-folder\n")
+    assert SecretRef("credential", "arbor-password", "k").reveal() == "from-folder"
+    assert SecretRef("credential", "cme-batch_arbor-password", "k").reveal() == "from-folder"
     monkeypatch.delenv("CME_TEST_SECRET")
     with pytest.raises(BadInputError, match="CME_TEST_SECRET is not set"):
         SecretRef("env", "CME_TEST_SECRET", "mail.password").reveal()
