@@ -1,8 +1,10 @@
 """Writing one SourceBatch into the store: all or nothing, idempotent, with corrections audited.
 
 The whole batch is applied in one transaction. Pupils are matched by the source's own key,
-then by UPN. Marks are laid over the pupil's yearly strips; a real mark that changes is a
-correction and gets a row in ``mark_changes``. Re-applying the same batch changes nothing.
+then by UPN; a UPN never merges two records of one batch that have different keys, nor a record
+whose date of birth is not the stored pupil's (both refuse the batch). Marks are laid over the
+pupil's yearly strips; a real mark that changes is a correction and gets a row in
+``mark_changes``. Re-applying the same batch changes nothing.
 """
 
 from __future__ import annotations
@@ -244,7 +246,13 @@ class _Writer:
         self.known_keys: set[str] = set()
         self.known_upns: set[str] = set()
         self.upn_changed: set[int] = set()
-        self.pupils_in_batch: set[int] = set()
+        #: Each pupil the batch's pupil records named -> the key (of this source) that named it: one
+        #: pupil named by two keys is two records of the MIS, never merged (see ``_claim``).
+        self.claimed: dict[int, str] = {}
+        #: Stored pupils a key new to this source reached by UPN alone -> the record's number, and
+        #: the date of birth it gives (checked against the stored one: a mistyped UPN?).
+        self.by_upn_only: dict[int, tuple[int, date]] = {}
+        self.pupils_written = 0  # pupil records written so far: the number an error names
         self.created: set[int] = set()  # pupils this batch added: nothing of theirs is stored before it
         self.updated: set[int] = set()  # stored pupils whose details this batch changed
         self.stripped: set[int] = set()  # pupils whose strips this batch wrote
@@ -308,10 +316,18 @@ class _Writer:
         new_upns: list[str] = []
         self.look_up((r.pupil_key for r in records), (r.upn for r in records if r.upn))
         checked: list[dict[str, Any]] = []
-        for r in records:
+        first = self.pupils_written + 1
+        self.pupils_written += len(records)
+        for n, r in enumerate(records, first):
             pid = self.by_key.get(r.pupil_key)
             if pid is None and r.upn:
                 pid = self.by_upn.get(r.upn)
+                if pid is not None:
+                    self._claim(pid, r.pupil_key, n)
+                    if pid > 0 and r.dob is not None:
+                        self.by_upn_only[pid] = (n, r.dob)
+            elif pid is not None:
+                self._claim(pid, r.pupil_key, n)
             if pid is not None and pid > 0 and _DETAILS(r) == _NO_DETAILS:
                 # a stored pupil named with its UPN at most (a day's register): nothing else to compare
                 checked.append({"upn": r.upn})
@@ -323,6 +339,7 @@ class _Writer:
             if pid is None:
                 pid = -len(new) - 1
                 new[pid] = given
+                self.claimed[pid] = r.pupil_key
                 self.counts["pupils_added"] += 1
             elif pid < 0:
                 new[pid].update(given)  # the same new pupil twice in one chunk: the later entry wins
@@ -351,6 +368,8 @@ class _Writer:
             ids = bulk.insert_with_ids(self.conn, t.pupils, rows)
             real = dict(zip(new, ids))
             self.created.update(ids)
+            for placeholder, pid in real.items():
+                self.claimed[pid] = self.claimed.pop(placeholder)
             for pid, k in new_keys:
                 self.by_key[k] = real.get(pid, pid)
             for u in new_upns:
@@ -358,9 +377,23 @@ class _Writer:
         if new_keys:
             bulk.insert_rows(self.conn, t.pupil_keys, [
                 {"pupil_id": real.get(pid, pid), "source": self.source, "pupil_key": k} for pid, k in new_keys])
-        self.pupils_in_batch.update(real.values())
-        self.pupils_in_batch.update(changes)
         self.update_pupils(changes)
+
+    def _claim(self, pid: int, key: str, n: int) -> None:
+        """Note that the ``n``-th pupil record, key ``key``, names pupil ``pid``; refuse a pupil that
+        another key of this source named earlier in the batch.
+
+        A UPN is one child's, and an MIS gives each of its pupils one key: two keys reaching one
+        pupil (one of them by UPN) are two records of the MIS, two children with one UPN (a
+        mistyped UPN) or one child entered twice. Merged, one child's details and marks would be
+        laid over the other's, each night's marks "correcting" the other's.
+        """
+        other = self.claimed.setdefault(pid, key)
+        if other != key:
+            raise BadInputError(
+                f"{self.batch.origin}: pupil {n} of the file, field UPN: the UPN of another pupil of the file, who "
+                f"has a different {self.source} key (two children with one UPN, or one child entered twice); a UPN "
+                "belongs to one child: correct the UPN, or remove the duplicate pupil, in the MIS; nothing imported")
 
     def update_pupils(self, changes: dict[int, dict[str, Any]]) -> None:
         """Store what a source says of known pupils; a field it leaves out keeps what another source said."""
@@ -368,6 +401,8 @@ class _Writer:
         by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
         for ids in _chunks([pid for pid, given in changes.items() if given]):
             for row in self.conn.execute(select(t.pupils.c.id, *cols).where(t.pupils.c.id.in_(ids))).mappings():
+                if row["id"] in self.by_upn_only:
+                    self.check_same_child(row["id"], row["dob"])
                 changed = {f: v for f, v in changes[row["id"]].items() if row[f] != v}
                 if "upn" in changed:
                     self.upn_changed.add(row["id"])
@@ -377,6 +412,17 @@ class _Writer:
         for params in by_columns.values():
             bulk.update_rows(self.conn, t.pupils, ("id",), params)
             self.counts["pupils_updated"] += len(params)
+
+    def check_same_child(self, pid: int, stored_dob: date | None) -> None:
+        """Refuse a record that a stored pupil's UPN alone matched (its key is new to this source)
+        when its date of birth is not the stored pupil's: a different child with a mistyped UPN,
+        whom merging would give the stored child's name, records and marks."""
+        n, dob = self.by_upn_only.pop(pid)
+        if stored_dob is not None and dob != stored_dob:
+            raise BadInputError(
+                f"{self.batch.origin}: pupil {n} of the file, field DOB: its UPN is a stored pupil's, but not its "
+                f"date of birth, and its {self.source} key is new (a different child with a mistyped UPN?); correct "
+                "the UPN or the date of birth in the MIS; nothing imported")
 
     # -- contacts, flags, enrolments -------------------------------------------------------
     def sync(self, kind: _Kind, items: list[tuple[int, Any]]) -> None:
@@ -416,7 +462,7 @@ class _Writer:
             if kind.name not in self.batch.replaces:
                 continue
             table, seen = kind.table, self.seen[kind.name]
-            pids = sorted((self.pupils_in_batch | seen.pupils()) - self.created)
+            pids = sorted((self.claimed.keys() | seen.pupils()) - self.created)
             cols = [table.c.id, table.c.pupil_id, *(table.c[c] for c in kind.key_columns)]
             gone: list[int] = []
             for ids in _chunks(pids):
