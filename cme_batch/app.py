@@ -82,11 +82,18 @@ class App:
     def engine(self, *, for_init: bool = False) -> Engine:
         if self._engine is None:
             from cme_batch import logfilter
-            from cme_batch.store import open_store, require_current
+            from cme_batch.store import open_store, require_current, require_one_school
 
             eng = open_store(self.config.database_url, create=for_init)
+            school = self.config.school
+            try:  # before the log filter reads every pupil's identity: another school's too
+                require_one_school(eng, school.la_number, school.establishment_number)
+                if not for_init:
+                    require_current(eng)
+            except Exception:
+                eng.dispose()
+                raise
             if not for_init:
-                require_current(eng)
                 logfilter.install(eng)
             self._engine = eng
         return self._engine
@@ -109,11 +116,15 @@ class App:
     @property
     def school_id(self) -> int:
         if self._school_id is None:
-            from cme_batch.store import ingest
+            from cme_batch.store import ingest, refuse_other_schools
 
             s = self.config.school
             with self.engine().begin() as conn:
-                self._school_id = ingest.ensure_school(conn, s.la_number, s.establishment_number, s.name)
+                school_id = ingest.ensure_school(conn, s.la_number, s.establishment_number, s.name)
+                # again in the transaction that may record the school: another configuration may have
+                # recorded its own school since this process opened the store (one store, one school)
+                refuse_other_schools(conn, s.la_number, s.establishment_number)
+            self._school_id = school_id
         return self._school_id
 
     def now(self) -> datetime:

@@ -4,6 +4,12 @@
 SQLite in WAL mode with foreign keys on, its file created with mode 0600 before anything
 else can create it with a looser mode.
 
+One store serves one school (``require_one_school``): most of what the nightly run reads and
+writes (source state, pupil keys, the outbox, replies, purge, status) is not kept apart by
+school, so a second school's configuration pointed at a store already holding a school is
+refused, before anything is read or written. A trust or local authority gives each school a
+database of its own (on one PostgreSQL server if it likes).
+
 Alembic itself is imported only to migrate (``init``). Every other command checks that the
 schema is current without it (``require_current``): importing Alembic, which imports the DDL
 support of every database it knows, cost about a quarter of a second of every run.
@@ -18,7 +24,7 @@ from json.encoder import encode_basestring_ascii as _quoted
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -182,6 +188,40 @@ def _alembic_heads() -> list[str]:
     from alembic.script import ScriptDirectory
 
     return sorted(ScriptDirectory.from_config(_alembic_config()).get_heads())
+
+
+def other_schools(conn: Connection, la_number: str, establishment_number: str) -> list[tuple[str, str]]:
+    """The LA and establishment numbers of the schools in the store other than the one given."""
+    from cme_batch.store import tables as t
+
+    return sorted((la, estab) for la, estab in conn.execute(
+        select(t.schools.c.la_number, t.schools.c.establishment_number))
+        if (la, estab) != (la_number, establishment_number))
+
+
+def refuse_other_schools(conn: Connection, la_number: str, establishment_number: str) -> None:
+    """Refuse a store that holds a school other than ``la_number``/``establishment_number``.
+
+    Only the schools' DfE numbers are named in the message, never a pupil.
+    """
+    others = other_schools(conn, la_number, establishment_number)
+    if others:
+        held = ", ".join(f"{la}/{estab}" for la, estab in others)
+        raise BadInputError(
+            f"the database at database.url already holds another school's data (LA/establishment number {held}), "
+            f"not this configuration's school ({la_number}/{establishment_number}): one database serves one "
+            "school, so nothing was read or changed. Give each school a database of its own (a SQLite file, or "
+            "a database of its own on the PostgreSQL server); if this is the same school and its numbers have "
+            "changed, see 'One database per school' in the README")
+
+
+def require_one_school(engine: Engine, la_number: str, establishment_number: str) -> None:
+    """Refuse a store holding another school (``refuse_other_schools``); a store not migrated yet has none."""
+    from cme_batch.store import tables as t
+
+    with engine.connect() as conn:
+        if inspect(conn).has_table(t.schools.name):
+            refuse_other_schools(conn, la_number, establishment_number)
 
 
 def require_current(engine: Engine) -> None:
