@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from cme_batch.app import App
+from cme_batch.app import App, in_school_time
 from cme_batch.cli import handle_errors, pass_app
 from cme_batch.errors import BadInputError
 
@@ -37,7 +37,7 @@ def failure_message(app: App, unit: str) -> EmailMessage:
     msg["Date"] = format_datetime(now)
     msg["Message-ID"] = make_msgid(domain=sender.rsplit("@", 1)[1])
     msg.set_content(
-        f"The nightly CME run ({unit}) on {host} failed at {now:%H:%M %d %b %Y} UTC.\n\n"
+        f"The nightly CME run ({unit}) on {host} failed at {in_school_time(now):%H:%M on %d %b %Y}.\n\n"
         "This morning's summary may be missing or based on old data: please make the first-day calls "
         "from the registers as you would without cme-batch, and ask the school's IT technician to look at\n"
         f"    journalctl -u {unit}\n    cme-batch status\non {host}.\n")
