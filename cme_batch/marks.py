@@ -128,6 +128,17 @@ def split_by_year(start: date, symbols: list[str] | str) -> Iterator[tuple[int, 
         day = year_start(yr + 1)
 
 
+def window_by_year(first: date, last: date) -> Iterator[tuple[int, int, int]]:
+    """The sessions of days ``first``..``last`` (both included): (academic year, start index, end index)
+    for each academic year they touch, the end excluded."""
+    day = first
+    while day <= last:
+        yr = academic_year_of(day)
+        end = min(last, year_start(yr + 1) - timedelta(days=1))
+        yield yr, position(day, "AM"), position(end, "PM") + 1
+        day = year_start(yr + 1)
+
+
 def plain(joined: str) -> bool:
     """Whether every character stands for itself as a stored symbol (see ``Alphabet.symbol_for``)."""
     return joined.isascii() and joined.isprintable() and " " not in joined
@@ -178,3 +189,19 @@ class StripWriter:
         if old.count(NO_MARK) == len(old):
             return new, []
         return new, [(start + i, o, n) for i, (o, n) in enumerate(zip(old, symbols)) if o != n and o != NO_MARK]
+
+    @staticmethod
+    def clear(strip: str, start: int, end: int, given: bytes | bytearray) -> tuple[str, list[tuple[int, str, str]]]:
+        """Set every session of ``strip[start:end]`` that ``given`` does not mark (a zero byte at its
+        index; ``given`` may be shorter than the strip) to no-mark.
+
+        Returns the new strip and the corrections: (index, old, no-mark) for each real mark cleared.
+        """
+        cleared = [(i, o, NO_MARK) for i, o in enumerate(strip[start:end], start)
+                   if o != NO_MARK and not (i < len(given) and given[i])]
+        if not cleared:
+            return strip, []
+        cells = list(strip)
+        for i, _o, n in cleared:
+            cells[i] = n
+        return "".join(cells), cleared

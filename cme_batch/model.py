@@ -184,6 +184,11 @@ class SourceBatch:
     (``"contacts"``, ``"flags"``, ``"enrolments"``) of which this batch holds the complete list
     for every pupil it carries a ``PupilRecord`` for: the store then deletes that pupil's
     records of that kind from this source which the batch no longer has.
+    ``marks_complete`` maps pupil keys to a window of dates (first and last day, both included)
+    in which the batch's marks for that pupil are the whole register: the store sets every
+    session there that the batch gives no mark (none, or ``""``) to no-mark, a correction where
+    a real mark was stored (a register record deleted in the MIS). Empty for every source that
+    cannot say so (files of marks, changes-only pulls).
     """
 
     source: str
@@ -193,6 +198,7 @@ class SourceBatch:
     warnings: list[Warning_] = field(default_factory=list)
     cursor: str | None = None  # e.g. the Arbor changelog revision reached
     replaces: frozenset[str] = frozenset()
+    marks_complete: dict[str, tuple[date, date]] = field(default_factory=dict)
     path: Path | None = None  # the file read, for a file adapter's archive step
     #: Maps the reader fills in that outlive the batch (the pupils seen in a run's earlier files):
     #: when the records are read in another process (``cme_batch.readahead``) they are brought back.

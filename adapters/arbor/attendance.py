@@ -77,6 +77,11 @@ def session_of(roll_call: Row) -> str | None:
     return None
 
 
+#: The warning of roll-call records left out (no pupil, date or AM/PM register): a full pull with
+#: any cannot call its marks a pupil's whole register.
+SKIPPED_ROLL_CALLS = "arbor_roll_call_skipped"
+
+
 def marks_records(records: Iterable[Row], roll_calls: Sequence[Row], marks: Sequence[Row],
                   warnings: list[Warning_]) -> list[MarksRecord]:
     """One MarksRecord per pupil, spanning its marked sessions; unmarked sessions in between say nothing.
@@ -113,7 +118,7 @@ def marks_records(records: Iterable[Row], roll_calls: Sequence[Row], marks: Sequ
         if cur is None or rev >= cur[0]:
             best[sid][(day, sess)] = (rev, code)
     if skipped:
-        warnings.append(Warning_("arbor_roll_call_skipped",
+        warnings.append(Warning_(SKIPPED_ROLL_CALLS,
                                  f"{skipped} roll-call record(s) had no pupil, date or AM/PM register and "
                                  "were left out", where="arbor attendance"))
     return [_strip(sid, cells) for sid, cells in best.items()]

@@ -2,7 +2,9 @@
 
 A full pull reads every student with their UPN, enrolments, destinations, guardians and
 relationships, phones, emails, addresses and vulnerability assignments, plus the roll-call
-marks from the start of the academic year to today.
+marks from the start of the academic year to its end. Within that window, clipped to each
+pupil's time on roll, the marks read are the pupil's whole register (``marks_windows``): a
+session Arbor no longer has a record for becomes "no mark" in the store.
 
 An incremental pull reads each followed resource's REST changelog from the stored revision.
 Changed roll-call records are fetched by id and only those marks are stored. Any other change
@@ -31,6 +33,28 @@ def _chunks(ids: Iterable[str], size: int = ID_CHUNK) -> Iterator[list[str]]:
     items = sorted(set(ids), key=lambda x: (len(x), x))
     for i in range(0, len(items), size):
         yield items[i:i + size]
+
+
+def marks_windows(records: Iterable[Record], first: date, last: date) -> dict[str, tuple[date, date]]:
+    """For a full pull that read the marks of ``first``..``last``: each pupil's part of that window
+    in which the marks read are its whole register (``SourceBatch.marks_complete``).
+
+    That is the pupil's time on roll from its enrolments (first entry to last leaving; an enrolment
+    withdrawn before the child started counts for nothing), clipped to the window, so marks that
+    another source stored for before the child joined or after it left are kept. A pupil with no
+    enrolment gets no window: its stored marks are only ever added to.
+    """
+    spans: dict[str, tuple[date, date]] = {}
+    for rec in records:
+        if not isinstance(rec, EnrolmentRecord) or rec.withdrawn:
+            continue
+        start = max(rec.entry_date or rec.admission_date or first, first)
+        end = min(rec.leaving_date or last, last)
+        if start > end:
+            continue
+        had = spans.get(rec.pupil_key)
+        spans[rec.pupil_key] = (start, end) if had is None else (min(had[0], start), max(had[1], end))
+    return spans
 
 
 @dataclass

@@ -16,8 +16,9 @@ from ipaddress import ip_address
 from urllib.parse import urlsplit
 
 from adapters.arbor import mapping
+from adapters.arbor.attendance import SKIPPED_ROLL_CALLS
 from adapters.arbor.client import ArborClient, ClientSettings
-from adapters.arbor.pull import Reader
+from adapters.arbor.pull import Reader, marks_windows
 from cme_batch import log
 from cme_batch.config import SourceConfig
 from cme_batch.errors import ConfigError, FatalError
@@ -131,6 +132,7 @@ class ArborSource:
         head = client.head_revision()  # read first: anything changed after it is read again next run
         since = self._stored_revision(ctx, logger)
         records: list[Record]
+        complete: dict[str, tuple[date, date]] = {}  # a changes-only pull never says its marks are whole
         changes = reader.changes_since(since) if since is not None else None
         if changes is not None and changes.fallback_reason:
             logger.warning("arbor changelog cannot be followed, doing a full pull instead",
@@ -141,7 +143,13 @@ class ArborSource:
             first = self.academic_year_start or date(year, 8, 1)
             # to the end of the year, not today: marks entered ahead (leave agreed in advance) are
             # older than the cursor, so no later changelog would bring them
-            records = [*reader.pupils(None), *reader.marks_between(first, date(year + 1, 7, 31))]
+            last = date(year + 1, 7, 31)
+            records = [*reader.pupils(None), *reader.marks_between(first, last)]
+            # every roll-call record of the window was read: a session with none (a record deleted
+            # in Arbor, or moved to another pupil) is no mark, within each pupil's time on roll
+            complete = marks_windows(records, first, last)
+            if any(w.code == SKIPPED_ROLL_CALLS for w in warnings):  # some records could not be placed:
+                complete = {}  # the marks read are not the whole register, so nothing is cleared
             reached = head if head is not None else reader.max_revision
         else:
             mode = "incremental"
@@ -156,7 +164,7 @@ class ArborSource:
                     records=len(records), warnings=len(warnings), requests=client.requests_made,
                     **({"changed": changes.counts} if changes is not None and mode == "incremental" else {}))
         return SourceBatch(source=self.name, origin=client.host, records=records, warnings=warnings,
-                           cursor=str(reached), replaces=REPLACES)
+                           cursor=str(reached), replaces=REPLACES, marks_complete=complete)
 
     def _stored_revision(self, ctx: SourceContext, logger: object) -> int | None:
         cur = ctx.state.cursor

@@ -262,6 +262,9 @@ class _Writer:
         self.pending: list[Any] = []  # records naming a pupil not seen yet
         self.alphabet = load_alphabet(conn)
         self.marks = mk.StripWriter(self.alphabet)
+        #: For the pupils of ``batch.marks_complete`` only: (pupil, academic year) -> one byte per
+        #: session, non-zero where the batch gave a mark (see ``clear_omitted``).
+        self.given: dict[tuple[int, int], bytearray] = {}
 
     def add(self, rec: Any) -> None:
         if isinstance(rec, PupilRecord):
@@ -486,6 +489,7 @@ class _Writer:
         changes: list[dict[str, Any]] = []
         placed: dict[date, tuple[int, int, int]] = {}  # start -> (academic year, index, sessions left in it)
         first, last = DATES[0].year, DATES[1].year
+        complete = self.batch.marks_complete  # empty for files of marks: nothing below is done for them
         for pid, rec in items:
             codes = rec.codes
             where = placed.get(rec.start)
@@ -516,6 +520,8 @@ class _Writer:
                                     "new_code": self.alphabet.code_for(nw), "at": self.now,
                                     "ingest_run_id": self.run_id})
                 self.counts["marks"] += count
+                if complete and rec.pupil_key in complete:
+                    self.note_given(pid, yr, idx, symbols)
         ins = [{"pupil_id": p, "academic_year": y, "marks": m, "updated_at": self.now}
                for (p, y), m in strips.items() if (p, y) not in original]
         upd = [{"marks": m, "updated_at": self.now, "pupil_id": p, "academic_year": y}
@@ -527,6 +533,58 @@ class _Writer:
             bulk.insert_rows(self.conn, t.mark_changes, changes)
             self.counts["marks_corrected"] += len(changes)
 
+    def note_given(self, pid: int, yr: int, idx: int, symbols: list[str] | str) -> None:
+        """Remember which sessions of a ``marks_complete`` pupil the batch gave a mark."""
+        mask = self.given.get((pid, yr))
+        if mask is None:
+            mask = self.given[(pid, yr)] = bytearray(mk.strip_length(yr))
+        if isinstance(symbols, str):
+            mask[idx:idx + len(symbols)] = b"\x01" * len(symbols)
+        else:
+            for i, sym in enumerate(symbols, idx):
+                if sym:
+                    mask[i] = 1
+
+    def clear_omitted(self) -> None:
+        """For each pupil of ``marks_complete``: set each stored session in its window that the batch
+        gave no mark to no-mark, recording a correction for each real mark so cleared."""
+        complete = self.batch.marks_complete
+        if not complete:
+            return
+        self.look_up(complete)
+        first, last = mk.year_start(DATES[0].year), DATES[1]
+        windows: dict[int, tuple[date, date]] = {}
+        for key, (start, end) in complete.items():
+            pid = self.by_key.get(key)
+            start, end = max(start, first), min(end, last)
+            if pid is not None and pid not in self.created and start <= end:  # a new pupil has only this batch's marks
+                windows[pid] = (start, end)
+        strips: dict[tuple[int, int], str] = {}
+        for ids in _chunks(sorted(windows)):
+            strips.update({(pid, yr): m for pid, yr, m in bulk.rows_in(
+                self.conn, t.mark_strips, ("pupil_id", "academic_year", "marks"), "pupil_id", ids)})
+        upd: list[dict[str, Any]] = []
+        changes: list[dict[str, Any]] = []
+        for pid, (start, end) in windows.items():
+            for yr, lo, hi in mk.window_by_year(start, end):
+                strip = strips.get((pid, yr))
+                if strip is None:
+                    continue  # nothing stored that year: every session is no-mark already
+                new, cleared = self.marks.clear(strip, lo, hi, self.given.get((pid, yr), b""))
+                if not cleared:
+                    continue
+                upd.append({"marks": new, "updated_at": self.now, "pupil_id": pid, "academic_year": yr})
+                for i, old, nw in cleared:
+                    day, sess = mk.day_of_position(yr, i)
+                    changes.append({"pupil_id": pid, "day": day, "session": sess,
+                                    "old_code": self.alphabet.code_for(old), "new_code": self.alphabet.code_for(nw),
+                                    "at": self.now, "ingest_run_id": self.run_id})
+        bulk.update_rows(self.conn, t.mark_strips, ("pupil_id", "academic_year"), upd)
+        if changes:
+            bulk.insert_rows(self.conn, t.mark_changes, changes)
+            self.counts["marks_corrected"] += len(changes)
+            self.counts["marks_cleared"] += len(changes)
+
     def finish(self) -> None:
         """Write what is left, then the records that named a pupil later in the batch; removals last."""
         self.flush()
@@ -537,6 +595,7 @@ class _Writer:
             raise BadInputError(
                 f"{self.batch.origin}: {len(self.pending)} record(s) refer to a pupil that is neither in the file "
                 "nor in the store (import the pupils export first); nothing imported")
+        self.clear_omitted()
         self.remove_missing()
         new = self.alphabet.new_entries()
         for code in new:
