@@ -9,12 +9,15 @@ become warnings.
 
 "This school" is the school whose enrolments and attendance are kept: the ``school`` option
 (LA, establishment) when given, else the file's ``SourceSchool``. School history entries and
-``YearData`` of other schools are history, not ours, and are skipped.
+``YearData`` of other schools are history, not ours, and are skipped. One that does not name its
+school (no ``LEA`` or no ``Estab``) is the sending school's (``SourceSchool``): ours in the
+school's own export, the previous school's in an incoming pupil's file. A file from another
+school never lists this school's enrolments, so it removes none.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import date
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -120,6 +123,9 @@ class _Reader:
         self.ours: tuple[str, str] | None = (
             (str(school.la_number), str(school.establishment_number)) if school is not None else None)
         self.dest: str | None = None
+        #: The file was sent by this school (or does not say who sent it): its unnamed YearData and
+        #: history entries are ours. False for an incoming pupil's CTF from their previous school.
+        self.from_us = True
         self.seen: dict[Any, str] = options.get("seen", {})
         self.in_file: set[str] = set()
         self.info: SchoolInfo | None = None
@@ -158,6 +164,9 @@ class _Reader:
             la, estab = text_of(child_ci(src, "LEA")), text_of(child_ci(src, "Estab"))
             if self.ours is None and la and estab:
                 self.ours = (la, estab)
+            if la and estab and self.ours is not None and (la, estab) != self.ours:
+                self.from_us = False  # another school's file: it cannot list our enrolments
+                self.batch.replaces = self.batch.replaces - {"enrolments"}
             self.info = SchoolInfo(la, estab, text_of(child_ci(src, "SchoolName")))
             yield self.info
         dst = child_ci(h, "DestSchool")
@@ -188,8 +197,12 @@ class _Reader:
         return cast(T, known)
 
     def is_ours(self, el: Element) -> bool:
+        """``el`` (a ``YearData`` or ``SchoolHistory/School``) is this school's; one that does not
+        name its school is the sending school's."""
         la, estab = text_of(el.find("LEA")), text_of(el.find("Estab"))
-        return la is None or estab is None or self.ours is None or (la, estab) == self.ours
+        if la is None or estab is None:
+            return self.from_us
+        return self.ours is None or (la, estab) == self.ours
 
     def address(self, el: Element | None) -> Address | None:
         if el is None:
@@ -311,8 +324,12 @@ class _Reader:
         for yd in grandchildren(p, "Attendance", "YearData"):
             if not self.is_ours(yd):
                 continue
-            box = yd.find("AttendSessions")
-            box = yd if box is None else box
+            # Usually one AttendSessions (or none: the detail straight in YearData); a writer may
+            # give several runs of the year, and each is read.
+            yield from self.sessions(yd.findall("AttendSessions") or (yd,), key)
+
+    def sessions(self, boxes: Iterable[Element], key: str) -> Iterator[MarksRecord]:
+        for box in boxes:
             marks = raw_text_of(box.find("AttendanceMarks"))  # a blank at either end is a session
             start_el = child(box, "AttendanceStartDate", "AttendStartDate")
             if marks is None and start_el is None:
