@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, func, select
 
 from cme_batch.config import Config, Thresholds
 from cme_batch.criteria import STAGES, stage_for
@@ -227,18 +227,15 @@ def gather(conn: Connection, config: Config, as_of: date, now: datetime, calenda
 
 def _last_summary_before(conn: Connection, as_of: date) -> date:
     """The evaluation date of the last summary queued before ``as_of`` (the day before, if none):
-    what was listed or closed after it has not been in any summary yet."""
-    latest = as_of - timedelta(days=1)
-    found = None
-    for key in conn.execute(select(t.outbox.c.idempotency_key).where(
-            t.outbox.c.purpose == "summary", t.outbox.c.idempotency_key.like("summary:%"))).scalars():
-        try:
-            day = date.fromisoformat(key.split(":")[1])
-        except ValueError:
-            continue
-        if day < as_of and (found is None or day > found):
-            found = day
-    return found if found is not None else latest
+    what was listed or closed after it has not been in any summary yet. Summaries are keyed
+    ``summary:YYYY-MM-DD``, so the latest key before this date's is the latest summary."""
+    key = conn.execute(select(func.max(t.outbox.c.idempotency_key)).where(
+        t.outbox.c.purpose == "summary", t.outbox.c.idempotency_key.like("summary:%"),
+        t.outbox.c.idempotency_key < f"summary:{as_of.isoformat()}")).scalar()
+    try:
+        return date.fromisoformat(key.split(":")[1][:10]) if key else as_of - timedelta(days=1)
+    except ValueError:  # not a key this module wrote
+        return as_of - timedelta(days=1)
 
 
 def _year(year_group: str | None) -> str:

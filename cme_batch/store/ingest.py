@@ -513,12 +513,7 @@ class _Writer:
                 key = (pid, yr)
                 new, fixed = self.marks.lay(strips.get(key) or mk.empty_strip(yr), idx, symbols)
                 strips[key] = new
-                for i, old, nw in fixed:
-                    day, sess = mk.day_of_position(yr, i)
-                    changes.append({"pupil_id": pid, "day": day, "session": sess,
-                                    "old_code": self.alphabet.code_for(old),
-                                    "new_code": self.alphabet.code_for(nw), "at": self.now,
-                                    "ingest_run_id": self.run_id})
+                changes += self._corrections(pid, yr, fixed)
                 self.counts["marks"] += count
                 if complete and rec.pupil_key in complete:
                     self.note_given(pid, yr, idx, symbols)
@@ -532,6 +527,15 @@ class _Writer:
         if changes:
             bulk.insert_rows(self.conn, t.mark_changes, changes)
             self.counts["marks_corrected"] += len(changes)
+
+    def _corrections(self, pid: int, yr: int, fixed: list[tuple[int, str, str]]) -> list[dict[str, Any]]:
+        """``mark_changes`` rows for marks of one strip that changed: (strip index, old, new symbol)."""
+        out = []
+        for i, old, nw in fixed:
+            day, sess = mk.day_of_position(yr, i)
+            out.append({"pupil_id": pid, "day": day, "session": sess, "old_code": self.alphabet.code_for(old),
+                        "new_code": self.alphabet.code_for(nw), "at": self.now, "ingest_run_id": self.run_id})
+        return out
 
     def note_given(self, pid: int, yr: int, idx: int, symbols: list[str] | str) -> None:
         """Remember which sessions of a ``marks_complete`` pupil the batch gave a mark."""
@@ -574,11 +578,7 @@ class _Writer:
                 if not cleared:
                     continue
                 upd.append({"marks": new, "updated_at": self.now, "pupil_id": pid, "academic_year": yr})
-                for i, old, nw in cleared:
-                    day, sess = mk.day_of_position(yr, i)
-                    changes.append({"pupil_id": pid, "day": day, "session": sess,
-                                    "old_code": self.alphabet.code_for(old), "new_code": self.alphabet.code_for(nw),
-                                    "at": self.now, "ingest_run_id": self.run_id})
+                changes += self._corrections(pid, yr, cleared)
         bulk.update_rows(self.conn, t.mark_strips, ("pupil_id", "academic_year"), upd)
         if changes:
             bulk.insert_rows(self.conn, t.mark_changes, changes)

@@ -7,6 +7,7 @@ the mailbox; replies kept for review reach the digest once.
 from __future__ import annotations
 
 import mailbox as stdlib_mailbox
+from collections.abc import Callable
 from datetime import timedelta
 from email import message_from_bytes
 from email import policy as email_policy
@@ -27,14 +28,11 @@ from tests.helpers import snapshot
 from tests.replies_support import (
     DEPUTY,
     DSL,
-    KEY,
-    KEY_ENV,
     OFFICE,
     case_row,
     deliver_and_run,
     dsl_reply,
     issue,
-    maildir_app,
     make_case,
     make_tokens,
 )
@@ -44,15 +42,8 @@ LATER = FIXED_NOW + timedelta(hours=2)
 
 
 @pytest.fixture
-def maildir(tmp_path: Path) -> stdlib_mailbox.Maildir:
-    return stdlib_mailbox.Maildir(str(tmp_path / "replies"), create=True)
-
-
-@pytest.fixture
-def app(tmp_path: Path, store_url: str, engine: Engine, maildir: stdlib_mailbox.Maildir,
-        monkeypatch: pytest.MonkeyPatch) -> App:
-    monkeypatch.setenv(KEY_ENV, KEY)
-    return maildir_app(tmp_path, store_url, engine, LATER)
+def app(reply_app: Callable[..., App]) -> App:
+    return reply_app(LATER)
 
 
 def events(engine: Engine, case_id: int) -> list[tuple[str, str, dict[str, object]]]:

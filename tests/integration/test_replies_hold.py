@@ -9,8 +9,8 @@ from __future__ import annotations
 import email
 import email.policy
 import mailbox as stdlib_mailbox
+from collections.abc import Callable
 from datetime import date, timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, select
@@ -23,13 +23,10 @@ from tests.conftest import FIXED_NOW
 from tests.replies_support import (
     DEPUTY,
     DSL,
-    KEY,
-    KEY_ENV,
     case_row,
     deliver_and_run,
     dsl_reply,
     issue,
-    maildir_app,
     make_case,
     make_tokens,
 )
@@ -41,16 +38,9 @@ HOLD = f"HOLD {REF} police are visiting the family today, do not send"
 
 
 @pytest.fixture
-def maildir(tmp_path: Path) -> stdlib_mailbox.Maildir:
-    return stdlib_mailbox.Maildir(str(tmp_path / "replies"), create=True)
-
-
-@pytest.fixture
-def app(tmp_path: Path, store_url: str, engine: Engine, maildir: stdlib_mailbox.Maildir,
-        monkeypatch: pytest.MonkeyPatch) -> App:
-    monkeypatch.setenv(KEY_ENV, KEY)
+def app(reply_app: Callable[..., App], monkeypatch: pytest.MonkeyPatch) -> App:
     monkeypatch.setenv("CME_TEST_LA_PASSPHRASE", "correct-horse-battery-staple-42")
-    return maildir_app(tmp_path, store_url, engine, LATER, """
+    return reply_app(LATER, """
 [referral]
 passphrase = { env = "CME_TEST_LA_PASSPHRASE" }
 """)

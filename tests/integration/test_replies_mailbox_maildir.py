@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import mailbox as stdlib_mailbox
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
-import pytest
 from sqlalchemy import Engine
 
 from cme_batch.app import App
 from tests.conftest import FIXED_NOW
 from tests.replies_support import (
     DSL,
-    KEY,
-    KEY_ENV,
     case_row,
     deliver_and_run,
     dsl_reply,
     issue,
-    maildir_app,
     make_case,
     make_tokens,
 )
@@ -28,10 +25,8 @@ REF = "CME-2025-0041"
 
 
 def test_a_reply_a_mail_client_moved_to_cur_is_still_acted_on_once(
-        tmp_path: Path, store_url: str, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(KEY_ENV, KEY)
-    maildir = stdlib_mailbox.Maildir(str(tmp_path / "replies"), create=True)
-    app: App = maildir_app(tmp_path, store_url, engine, FIXED_NOW + timedelta(hours=2))
+        tmp_path: Path, engine: Engine, maildir: stdlib_mailbox.Maildir, reply_app: Callable[..., App]) -> None:
+    app = reply_app(FIXED_NOW + timedelta(hours=2))
     case_id = make_case(engine, REF, FIXED_NOW)
     key = maildir.add(dsl_reply(f"CONFIRM {REF}", issue(engine, make_tokens(), case_id, DSL, FIXED_NOW), REF))
     new = tmp_path / "replies" / "new" / key

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import mailbox as stdlib_mailbox
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,12 +20,9 @@ from cme_batch.store import tables as t
 from tests.conftest import FIXED_NOW
 from tests.replies_support import (
     DSL,
-    KEY,
-    KEY_ENV,
     case_row,
     dsl_reply,
     issue,
-    maildir_app,
     make_case,
     make_tokens,
 )
@@ -33,15 +31,8 @@ REF = "CME-2025-0041"
 
 
 @pytest.fixture
-def maildir(tmp_path: Path) -> stdlib_mailbox.Maildir:
-    return stdlib_mailbox.Maildir(str(tmp_path / "replies"), create=True)
-
-
-@pytest.fixture
-def app(tmp_path: Path, store_url: str, engine: Engine, maildir: stdlib_mailbox.Maildir,
-        monkeypatch: pytest.MonkeyPatch) -> App:
-    monkeypatch.setenv(KEY_ENV, KEY)
-    return maildir_app(tmp_path, store_url, engine, FIXED_NOW)
+def app(reply_app: Callable[..., App]) -> App:
+    return reply_app(FIXED_NOW)
 
 
 def deliver_oldest_first(maildir: stdlib_mailbox.Maildir, *messages: bytes) -> None:
