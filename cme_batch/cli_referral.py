@@ -3,12 +3,20 @@
 The encrypted form is the e-mail the nightly run would queue for the LA, written as an ``.eml``
 file for a school that sends it some other way. ``--preview`` writes the unencrypted PDF and
 JSON for the DSL to check before confirming, into a new directory only its owner can open.
+
+Every encrypted export is an event in the case's history (who, which bundle, its SHA-256), so
+the audit trail shows a copy that may have reached the LA outside cme-batch. Once the nightly
+run has queued the bundle, the export is that archived message, byte for byte (same
+Message-ID), not a second encryption: a copy sent by hand is then recognisably the same message.
 """
 
 from __future__ import annotations
 
+import getpass
 import os
 import tempfile
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,7 +27,9 @@ from cme_batch.cli import handle_errors, pass_app
 from cme_batch.errors import BadInputError
 
 if TYPE_CHECKING:  # the PDF machinery and the store are imported only by the command that uses them (start-up time)
-    from cme_batch.referral.bundle import Bundle
+    from sqlalchemy import Connection
+
+    from cme_batch.referral.bundle import Bundle, Encrypted
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -30,6 +40,71 @@ def _write_private(path: Path, data: bytes) -> None:
         raise BadInputError(f"{path} already exists; move it away or choose another --out") from exc
     with os.fdopen(fd, "wb") as f:
         f.write(data)
+
+
+@dataclass(frozen=True)
+class _Queued:
+    """The archived message the nightly run queued for this bundle, and how its delivery stands."""
+
+    raw: bytes
+    sha256: str
+    method: str
+    outbox_id: int | None
+    status: str | None
+    sent_at: datetime | None
+
+
+def _queued(conn: Connection, case_id: int, kind: str) -> _Queued | None:
+    from sqlalchemy import select
+
+    from cme_batch.store import tables as t
+
+    a, o = t.referral_archive, t.outbox
+    row = conn.execute(select(a.c.encrypted, a.c.sha256, a.c.method, a.c.outbox_id, o.c.status, o.c.sent_at)
+                       .outerjoin(o, o.c.id == a.c.outbox_id)
+                       .where(a.c.case_id == case_id, a.c.kind == kind).order_by(a.c.id.desc()).limit(1)).first()
+    if row is None:
+        return None
+    return _Queued(bytes(row.encrypted), row.sha256, row.method, row.outbox_id, row.status, row.sent_at)
+
+
+def _exporter() -> str:
+    """Who ran the export, for the case's history: the login name (the DSL's e-mail is not known here)."""
+    try:
+        return f"{getpass.getuser()} (by hand)"
+    except (KeyError, OSError):  # no login name for this uid
+        return "unknown user (by hand)"
+
+
+def _export(app: App, case_id: int, sealed: Encrypted, path: Path) -> _Queued | None:
+    """Write the bundle to ``path`` and record the export in the case's history, both or neither."""
+    from sqlalchemy import insert
+
+    from cme_batch.app import in_school_time
+    from cme_batch.store import tables as t
+
+    now = app.now()
+    with app.engine().begin() as conn:
+        queued = _queued(conn, case_id, sealed.kind)
+        raw, sha256, method = (queued.raw, queued.sha256, queued.method) if queued else (
+            sealed.raw, sealed.sha256, sealed.method)
+        conn.execute(insert(t.case_events).values(
+            case_id=case_id, at=now, as_of=in_school_time(now).date(), kind=f"{sealed.kind}_exported",
+            actor=_exporter(), detail={"file": path.name, "sha256": sha256, "method": method,
+                                       "copy_of_outbox_id": queued.outbox_id if queued else None}))
+        _write_private(path, raw)  # an error here rolls the event back
+    return queued
+
+
+def _what_now(queued: _Queued | None, kind: str) -> str:
+    if queued is None:
+        return (f"this {kind} has not been queued yet: the nightly run will still send it by secure mail. Send this "
+                "file by hand only if the nightly run cannot, or the LA will receive it twice")
+    if queued.status == "sent" and queued.sent_at is not None:
+        return (f"this is the message cme-batch delivered to the LA on {queued.sent_at:%Y-%m-%d} (outbox "
+                f"#{queued.outbox_id}); sending it again gives the LA a second copy of the same message")
+    return (f"this is the message queued for the LA (outbox #{queued.outbox_id}, {queued.status or 'removed'}), "
+            "byte for byte; 'cme-batch outbox' shows whether it has been delivered")
 
 
 def _preview(bundle: Bundle, out_dir: Path) -> Path:
@@ -58,6 +133,8 @@ def referral(app: App, ref: str, out_dir: Path, preview: bool, kind: str) -> Non
     The bundle is an e-mail (.eml) ready to send to the LA: S/MIME to the LA's certificate and the
     school's archive certificate, or an AES-256 PDF opened with the passphrase agreed with the LA.
     A referral is written only once the DSL has confirmed it; --preview works before that.
+    Each export is recorded in the case's history; once the nightly run has queued the bundle,
+    the file is that queued message, byte for byte.
     """
     from sqlalchemy import select
 
@@ -80,8 +157,10 @@ def referral(app: App, ref: str, out_dir: Path, preview: bool, kind: str) -> Non
         raise BadInputError(f"{ref}: {sealed.reason}")
     out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = out_dir / f"{ref}-{kind}.eml"
-    _write_private(path, sealed.raw)
-    click.echo(f"wrote {path} ({sealed.method}, to {', '.join(sealed.recipients)}, sha256 {sealed.sha256})")
+    queued = _export(app, bundle.case_id, sealed, path)
+    method, sha256 = (queued.method, queued.sha256) if queued else (sealed.method, sealed.sha256)
+    click.echo(f"wrote {path} ({method}, to {', '.join(sealed.recipients)}, sha256 {sha256})")
+    click.echo(f"note: {_what_now(queued, kind)}; the export is recorded in the case's history ('cme-batch case {ref}').")
 
 
 COMMANDS = [referral]

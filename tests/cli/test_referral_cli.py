@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email
+import hashlib
 import email.policy
 import json
 import stat
@@ -107,3 +108,52 @@ def test_a_held_or_closed_unreferred_case_is_not_written_for_the_la(
     result = CliRunner().invoke(cli, ["--config", str(config), "referral", ref, "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and says in result.output
     assert not (tmp_path / "o").exists()
+
+
+def _exports(engine: Engine, case_id: int) -> list[dict[str, object]]:
+    with engine.connect() as conn:
+        return [{"actor": r.actor, **(r.detail or {})} for r in conn.execute(
+            select(t.case_events.c.actor, t.case_events.c.detail).where(
+                t.case_events.c.case_id == case_id, t.case_events.c.kind == "referral_exported"))]
+
+
+def test_an_export_before_the_nightly_run_is_in_the_history_and_says_the_night_still_sends(
+        engine: Engine, setup: tuple[Path, Path], tmp_path: Path) -> None:
+    config, _ = setup
+    case_id = seed_case(engine)
+    ref = _ref(engine, case_id)
+    result = CliRunner().invoke(cli, ["--config", str(config), "referral", ref, "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    raw = (tmp_path / "o" / f"{ref}-referral.eml").read_bytes()
+    (export,) = _exports(engine, case_id)
+    assert export["sha256"] == hashlib.sha256(raw).hexdigest() and export["file"] == f"{ref}-referral.eml"
+    assert str(export["actor"]).endswith("(by hand)") and export["copy_of_outbox_id"] is None
+    assert "the nightly run will still send it" in result.output
+    shown = CliRunner().invoke(cli, ["--config", str(config), "case", ref])
+    assert "referral_exported" in shown.output and str(export["sha256"]) in shown.output
+    # a second export into the same folder is refused, and leaves no second event
+    again = CliRunner().invoke(cli, ["--config", str(config), "referral", ref, "--out", str(tmp_path / "o")])
+    assert again.exit_code == 2 and len(_exports(engine, case_id)) == 1
+
+
+def test_an_export_after_the_nightly_run_queued_it_is_the_queued_message_byte_for_byte(
+        engine: Engine, setup: tuple[Path, Path], tmp_path: Path) -> None:
+    from cme_batch.app import App
+    from cme_batch.dispatch import queue_confirmed_referrals
+
+    config, _ = setup
+    case_id = seed_case(engine)
+    ref = _ref(engine, case_id)
+    night = App(str(config), clock=lambda: datetime.now(UTC))
+    assert queue_confirmed_referrals(night, datetime.now(UTC).date()).referred == [ref]
+    with engine.connect() as conn:
+        queued = conn.execute(select(t.outbox.c.id, t.outbox.c.mime, t.outbox.c.message_id).where(
+            t.outbox.c.purpose == "referral", t.outbox.c.case_id == case_id)).one()
+    result = CliRunner().invoke(cli, ["--config", str(config), "referral", ref, "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    raw = (tmp_path / "o" / f"{ref}-referral.eml").read_bytes()
+    assert raw == bytes(queued.mime)  # the same message (same Message-ID), not a second encryption
+    assert str(email.message_from_bytes(raw, policy=email.policy.default)["Message-ID"]).strip() == queued.message_id
+    assert f"outbox #{queued.id}" in result.output and "queued" in result.output
+    (export,) = _exports(engine, case_id)
+    assert export["copy_of_outbox_id"] == queued.id and export["sha256"] == hashlib.sha256(raw).hexdigest()
