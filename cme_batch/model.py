@@ -69,6 +69,10 @@ class PupilRecord:
     address: Address | None = None
     phones: tuple[str, ...] = ()
     emails: tuple[str, ...] = ()
+    #: UPNs the pupil had before (a CTF's ``FormerUPN``: a temporary UPN replaced by the permanent
+    #: one). A record whose key and UPN are new but whose former UPN is a stored pupil's is that
+    #: pupil, given its new UPN, not a second child.
+    former_upns: tuple[str, ...] = ()
 
     @classmethod
     def named(cls, pupil_key: str, upn: str | None) -> PupilRecord:

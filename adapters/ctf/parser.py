@@ -255,6 +255,7 @@ class _Reader:
                 return text_of(basic.find(name)) if basic is not None else None
 
             ncy = b("NCyearActual")
+            former = upn_mod.normalise(b("FormerUPN") or "")
             address = self.address(p.find("Address"))
             yield PupilRecord(
                 pupil_key=key, upn=upn, legal_surname=text_of(p.find("Surname")),
@@ -262,7 +263,8 @@ class _Reader:
                 preferred_forename=b("PreferredForename"), middle_names=b("MiddleNames"),
                 dob=self.date_of(p.find("DOB"), "DOB"), sex=text_of(child(p, "Sex", "Gender")),
                 year_group=year_group(ncy) if ncy else None, address=address, phones=self.phones(p),
-                emails=tuple(v for e in p.findall("Email") if (v := text_of(e))))
+                emails=tuple(v for e in p.findall("Email") if (v := text_of(e))),
+                former_upns=(former,) if former and former != key and len(former) == 13 else ())
         if "Contacts" in tags:
             yield from self.contacts(p, key, address)
         if not tags.isdisjoint(FLAG_PARTS):

@@ -85,7 +85,8 @@ class CtfWriter(AtomicText):
         s = self.school
         out = ["    <Pupil>", _el("UPN", p.upn or p.pupil_key), _el("Surname", p.legal_surname),
                _el("Forename", p.legal_forename), _el("DOB", p.dob.isoformat() if p.dob else None), _el("Sex", p.sex)]
-        basic = (_el("PreferredSurname", p.preferred_surname) + _el("PreferredForename", p.preferred_forename)
+        basic = ("".join(_el("FormerUPN", u) for u in p.former_upns[-1:])
+                 + _el("PreferredSurname", p.preferred_surname) + _el("PreferredForename", p.preferred_forename)
                  + _el("MiddleNames", p.middle_names) + _el("NCyearActual", p.year_group))
         out.append(f"<BasicDetails>{basic}</BasicDetails>" if basic else "")
         kinds = {f.kind for f in flags}

@@ -249,9 +249,10 @@ class _Writer:
         #: Each pupil the batch's pupil records named -> the key (of this source) that named it: one
         #: pupil named by two keys is two records of the MIS, never merged (see ``_claim``).
         self.claimed: dict[int, str] = {}
-        #: Stored pupils a key new to this source reached by UPN alone -> the record's number, and
-        #: the date of birth it gives (checked against the stored one: a mistyped UPN?).
-        self.by_upn_only: dict[int, tuple[int, date]] = {}
+        #: Stored pupils a key new to this source reached by UPN alone -> the record's number, the
+        #: date of birth it gives (checked against the stored one: a mistyped UPN?) and the field
+        #: that matched (its UPN, or a former UPN).
+        self.by_upn_only: dict[int, tuple[int, date, str]] = {}
         self.pupils_written = 0  # pupil records written so far: the number an error names
         self.created: set[int] = set()  # pupils this batch added: nothing of theirs is stored before it
         self.updated: set[int] = set()  # stored pupils whose details this batch changed
@@ -317,18 +318,21 @@ class _Writer:
         changes: dict[int, dict[str, Any]] = {}  # stored pupil id -> values given (later wins)
         new_keys: list[tuple[int, str]] = []
         new_upns: list[str] = []
-        self.look_up((r.pupil_key for r in records), (r.upn for r in records if r.upn))
+        self.look_up((r.pupil_key for r in records), (u for r in records for u in (r.upn, *r.former_upns) if u))
         checked: list[dict[str, Any]] = []
         first = self.pupils_written + 1
         self.pupils_written += len(records)
         for n, r in enumerate(records, first):
             pid = self.by_key.get(r.pupil_key)
             if pid is None and r.upn:
-                pid = self.by_upn.get(r.upn)
-                if pid is not None:
+                # a key new to this source: the pupil of its UPN, or of the UPN it had before
+                found = next(((p, f) for u, f in ((r.upn, "UPN"), *((u, "former UPN") for u in r.former_upns))
+                              if (p := self.by_upn.get(u)) is not None), None)
+                if found is not None:
+                    pid, field = found
                     self._claim(pid, r.pupil_key, n)
                     if pid > 0 and r.dob is not None:
-                        self.by_upn_only[pid] = (n, r.dob)
+                        self.by_upn_only[pid] = (n, r.dob, field)
             elif pid is not None:
                 self._claim(pid, r.pupil_key, n)
             if pid is not None and pid > 0 and _DETAILS(r) == _NO_DETAILS:
@@ -420,10 +424,10 @@ class _Writer:
         """Refuse a record that a stored pupil's UPN alone matched (its key is new to this source)
         when its date of birth is not the stored pupil's: a different child with a mistyped UPN,
         whom merging would give the stored child's name, records and marks."""
-        n, dob = self.by_upn_only.pop(pid)
+        n, dob, matched = self.by_upn_only.pop(pid)
         if stored_dob is not None and dob != stored_dob:
             raise BadInputError(
-                f"{self.batch.origin}: pupil {n} of the file, field DOB: its UPN is a stored pupil's, but not its "
+                f"{self.batch.origin}: pupil {n} of the file, field DOB: its {matched} is a stored pupil's, but not its "
                 f"date of birth, and its {self.source} key is new (a different child with a mistyped UPN?); correct "
                 "the UPN or the date of birth in the MIS; nothing imported")
 
