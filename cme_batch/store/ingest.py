@@ -318,7 +318,8 @@ class _Writer:
         changes: dict[int, dict[str, Any]] = {}  # stored pupil id -> values given (later wins)
         new_keys: list[tuple[int, str]] = []
         new_upns: list[str] = []
-        self.look_up((r.pupil_key for r in records), (u for r in records for u in (r.upn, *r.former_upns) if u))
+        self.look_up((r.pupil_key for r in records),
+                     [*(r.upn for r in records if r.upn), *(u for r in records for u in r.former_upns)])
         checked: list[dict[str, Any]] = []
         first = self.pupils_written + 1
         self.pupils_written += len(records)
