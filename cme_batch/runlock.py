@@ -2,19 +2,28 @@
 
 A run that cannot take the lock raises ``LockHeld`` at once (no waiting): the systemd timer
 will start the next run tomorrow, and a person who runs a command by hand is told why
-nothing happened.
+nothing happened. A caller that must not give up (the night's own ``send`` stage, which would
+otherwise leave the night's summary unsent until the next night because a person's ``send``
+ran; a ``summary`` stage, whose second copy must see what the first queued) passes ``wait``:
+the lock is tried again every ``POLL_SECONDS`` until it is free or ``wait`` seconds have gone.
+
+Locks by name: ``run`` (the nightly run), ``send`` (draining the outbox), ``summary`` (queueing
+the morning emails). Each name is its own lock.
 
 The file lock is ``flock(2)`` on the lock file, as the ``filelock`` package takes it on Linux,
 called directly: importing that package cost every run some 15 ms. The kernel releases the lock
-when the process ends, however it ends, so a killed run never leaves a stale lock behind.
+when the process ends, however it ends, so a killed run never leaves a stale lock behind; the
+PostgreSQL server releases an advisory lock when the session holding it ends, which a killed
+process's closed connection does.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -25,18 +34,36 @@ from cme_batch.store import sqlite_path
 
 #: The PostgreSQL advisory lock key: a stable number derived from the name, per database.
 PG_LOCK_KEY = zlib.crc32(b"cme-batch run lock")
+#: How often a waiting caller tries the lock again.
+POLL_SECONDS = 0.05
+#: How long a stage that must not give up waits for another process's copy of it (a person's
+#: ``send`` retrying a slow server, a ``summary`` by hand) before it fails as held.
+STAGE_WAIT_SECONDS = 900.0
+
+
+def _retrying(take: Callable[[], bool], wait: float) -> bool:
+    """Call ``take`` until it returns True or ``wait`` seconds have passed; its last answer."""
+    deadline = time.monotonic() + wait
+    while not take():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(POLL_SECONDS)
+    return True
 
 
 @contextmanager
-def run_lock(engine: Engine, state_dir: Path, name: str = "run") -> Iterator[None]:
-    """Hold the run lock for the body; raise LockHeld if another process has it."""
+def run_lock(engine: Engine, state_dir: Path, name: str = "run", *, wait: float = 0.0) -> Iterator[None]:
+    """Hold the lock ``name`` for the body; raise LockHeld if another process has it (after ``wait`` s)."""
     if engine.dialect.name == "postgresql":
         key = PG_LOCK_KEY + zlib.crc32(name.encode()) % 1000
         conn = engine.connect()
         try:
-            got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
-            conn.commit()
-            if not got:
+            def take() -> bool:
+                got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
+                conn.commit()
+                return bool(got)
+
+            if not _retrying(take, wait):
                 raise LockHeld(f"another cme-batch run holds the {name} lock (PostgreSQL advisory lock {key})")
             try:
                 yield
@@ -51,11 +78,17 @@ def run_lock(engine: Engine, state_dir: Path, name: str = "run") -> Iterator[Non
     lock_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     lock_file = lock_dir / f"cme-batch.{name}.lock"
     fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+
+    def take_file() -> bool:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    if not _retrying(take_file, wait):
         os.close(fd)
-        raise LockHeld(f"another cme-batch run holds the {name} lock ({lock_file})") from None
+        raise LockHeld(f"another cme-batch run holds the {name} lock ({lock_file})")
     try:
         yield
     finally:

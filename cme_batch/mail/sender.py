@@ -1,7 +1,8 @@
 """The ``send`` stage: drain the outbox through the configured transport, never twice, never lost.
 
 One ``send`` run at a time per store (the ``send`` run lock: a file lock beside a SQLite store,
-an advisory lock in PostgreSQL); a second run finds the lock taken and does nothing. Under the
+an advisory lock in PostgreSQL); a second ``send`` command finds the lock taken and does nothing,
+while the nightly's ``send`` stage waits for it (``send_stage``). Under the
 lock, a run:
 
 1. queues again, flagged ``maybe_duplicate``, any row a dead run left in ``sending``;
@@ -240,12 +241,15 @@ class Drainer:
 
 
 def send_run(app: Any, *, ignore_backoff: bool = False, transport: MailTransport | None = None,
-             sleep: Callable[[float], None] = time.sleep) -> SendReport:
-    """Drain the outbox of ``app``'s store under the send lock (``LockHeld`` if another run has it)."""
+             sleep: Callable[[float], None] = time.sleep, lock_wait: float = 0.0) -> SendReport:
+    """Drain the outbox of ``app``'s store under the send lock.
+
+    ``LockHeld`` if another run has it still after ``lock_wait`` seconds.
+    """
     from cme_batch.runlock import run_lock
 
     engine = app.engine()
-    with run_lock(engine, app.state_dir, "send"):
+    with run_lock(engine, app.state_dir, "send", wait=lock_wait):
         chosen = transport or build_transport(app.config.mail)
         drainer = Drainer(engine, app.config.mail, chosen, clock=app.now, run_id=app.run_id, sleep=sleep,
                           log=app.log(stage="send"))
@@ -253,8 +257,15 @@ def send_run(app: Any, *, ignore_backoff: bool = False, transport: MailTransport
 
 
 def send_stage(app: Any, as_of: date) -> str:
-    """The nightly's ``send`` stage: a one-line result, or an error when anything was left unsent."""
-    report = send_run(app)
+    """The nightly's ``send`` stage: a one-line result, or an error when anything was left unsent.
+
+    A ``send`` a person started holds the send lock: the stage waits for it to end, then sends what
+    that run did not (the night's summary and digest were queued after it had listed the outbox).
+    Giving up at once would leave them queued until the next night, and fail the night.
+    """
+    from cme_batch.runlock import STAGE_WAIT_SECONDS
+
+    report = send_run(app, lock_wait=STAGE_WAIT_SECONDS)
     if report.fatal is not None:
         raise report.fatal
     if report.of("deferred") or report.of("failed"):

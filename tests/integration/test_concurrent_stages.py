@@ -1,0 +1,81 @@
+"""Two processes at once: a person's command by hand while the systemd timer's night runs.
+
+Each test starts the second copy while the first is inside its stage, on SQLite and on
+PostgreSQL, and checks what a person would notice: which emails arrive, and how often.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, select
+
+from cme_batch.store import tables as t
+
+pytest.register_assert_rewrite("tests.mailservers")  # it is also loaded as a plugin, below
+from tests.mailservers import (  # noqa: E402
+    PASSWORD_ENV,
+    SMTP_PASSWORD,
+    SMTP_USER,
+    queue,
+    row,
+    smtp_toml,
+    write_mail_config,
+)
+
+pytest_plugins = ("tests.mailservers",)  # mail_pki, smtp_servers
+pytestmark = pytest.mark.server
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _start(config: Path, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, PASSWORD_ENV: SMTP_PASSWORD, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-c", "from cme_batch.cli import main; main()",
+                             "--config", str(config), *args],
+                            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _until(what: Callable[[], bool], seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not what():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def _stage_outcome(engine: Engine, stage: str) -> str | None:
+    with engine.connect() as conn:
+        return conn.execute(select(t.stage_runs.c.outcome).where(t.stage_runs.c.stage == stage)).scalar()
+
+
+def test_the_nights_send_waits_for_a_send_run_by_hand_then_sends_the_summary(
+        engine: Engine, store_url: str, tmp_path: Path, mail_pki: Any, smtp_servers: Any) -> None:
+    server = smtp_servers(mail_pki, users={SMTP_USER: SMTP_PASSWORD})
+    server.data_gate = threading.Event()  # the person's send stalls in its DATA until we let it go
+    config = write_mail_config(tmp_path, store_url, smtp_toml(server.port, mail_pki).replace(
+        "timeout_seconds = 5", "timeout_seconds = 60"))
+    earlier = queue(engine, "k-earlier")
+    by_hand = _start(config, "send")
+    _until(lambda: server.data_calls == 1)
+    night = _start(config, "nightly", "--as-of", "2025-12-01")
+    _until(lambda: _stage_outcome(engine, "send") is not None)  # the night has reached its send stage
+    time.sleep(0.5)
+    server.data_gate.set()
+    hand_out, hand_err = by_hand.communicate(timeout=60)
+    out, err = night.communicate(timeout=120)
+
+    assert by_hand.returncode == 0, hand_out + hand_err
+    assert night.returncode == 0, out + err[-3000:]
+    assert _stage_outcome(engine, "send") == "ok"
+    with engine.connect() as conn:
+        rows = conn.execute(select(t.outbox.c.idempotency_key, t.outbox.c.message_id, t.outbox.c.status)).all()
+    assert sorted(k for k, _, _ in rows) == ["digest:2025-12-01", "k-earlier", "summary:2025-12-01"]
+    assert sorted(server.message_ids()) == sorted(m for _, m, _ in rows)  # each arrived, once
+    assert {s for _, _, s in rows} == {"sent"} and row(engine, earlier).attempts == 1
