@@ -184,7 +184,8 @@ class FailureNoticeApp(App):
 @pass_app
 @handle_errors
 def check_config(app: App) -> None:
-    """Validate the configuration file and every configured source; list every problem found."""
+    """Validate the configuration file, every configured source and every secret it names; list
+    every problem found."""
     from cme_batch.sources import build_source
 
     cfg = app.config
@@ -210,12 +211,18 @@ def check_config(app: App) -> None:
             read_passphrase(cfg.referral.passphrase)
         except CmeError as exc:
             problems.append(str(exc))
+    from cme_batch.settings import check_secrets
+
+    unreadable, unchecked = check_secrets(cfg)  # an unset variable or unreadable file is found now too
+    problems += unreadable
     if problems:
         raise ConfigError(problems, str(cfg.path))
     click.echo(f"{cfg.path}: configuration valid")
     click.echo(f"  school: {cfg.school.name} ({cfg.school.la_number}/{cfg.school.establishment_number})")
     click.echo(f"  database: {_safe_url(cfg.database_url)}")
     click.echo(f"  sources: {', '.join(f'{s.name} ({s.adapter})' for s in cfg.sources) or 'none'}")
+    for what in unchecked:
+        click.echo(f"  not checked here: {what}; check it with the service's credentials (README, Installing)")
     if not cfg.calendar.terms:
         click.echo("  warning: no term dates configured; school days will be inferred from the registers")
 

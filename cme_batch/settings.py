@@ -8,9 +8,11 @@ at once. ``cme_batch.config`` assembles the sections.
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import datetime as _dt  # the Table methods named date and time hide those names
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, time
 from pathlib import Path
@@ -280,7 +282,7 @@ class SecretRef:
             if not base:
                 raise BadInputError(
                     f"{self.key}: credential {self.ref!r} asked for but CREDENTIALS_DIRECTORY is not set "
-                    "(run under systemd with LoadCredential=, or use {{ file = ... }})")
+                    "(run under systemd with LoadCredential=, or use { file = ... })")
             path = Path(base) / self.ref
             prefixed = Path(base) / f"{CREDENTIAL_PREFIX}{self.ref}"
             if not path.exists() and prefixed.exists():  # the units load a folder: systemd prefixes its files
@@ -291,3 +293,39 @@ class SecretRef:
             return path.read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise BadInputError(f"{self.key}: cannot read secret file {path}: {exc.strerror}") from exc
+
+
+def secrets_in(obj: Any) -> Iterator[SecretRef]:
+    """Every secret a loaded configuration refers to, wherever it sits (frozen objects, tuples,
+    mappings: a source's options too)."""
+    if isinstance(obj, SecretRef):
+        yield obj
+    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        for f in dataclasses.fields(obj):
+            yield from secrets_in(getattr(obj, f.name))
+    elif isinstance(obj, list | tuple | set | frozenset):
+        for item in obj:
+            yield from secrets_in(item)
+    elif isinstance(obj, dict):
+        for item in obj.values():
+            yield from secrets_in(item)
+
+
+def check_secrets(obj: Any) -> tuple[list[builtins.str], list[builtins.str]]:
+    """Read every secret of a configuration once, as the night would, keeping no value: the
+    problems (unset, unreadable, empty), and the secrets that cannot be read here (a systemd
+    credential outside the service)."""
+    from cme_batch.errors import CmeError
+
+    problems: list[builtins.str] = []
+    unchecked: list[builtins.str] = []
+    for ref in secrets_in(obj):
+        if ref.kind == "credential" and not os.environ.get("CREDENTIALS_DIRECTORY"):
+            unchecked.append(f"{ref.key}: systemd credential {ref.ref!r} (readable only under the service)")
+            continue
+        try:
+            if not ref.reveal():
+                problems.append(f"{ref.key}: the secret is empty")
+        except CmeError as exc:
+            problems.append(str(exc))
+    return problems, unchecked

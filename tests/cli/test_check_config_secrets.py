@@ -1,0 +1,62 @@
+"""``check-config`` reads every secret the configuration names, so a missing one is found at
+set-up, not by the first night that needs it (a referral held, a reply never read)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from cme_batch.cli import cli
+from tests.conftest import write_config
+
+REPLIES = """
+[replies]
+mailbox = "imap"
+token_keys = [{{ id = "k1", secret = {key} }}]
+
+[replies.imap]
+host = "127.0.0.1"
+username = "dsl-replies"
+password = {password}
+"""
+
+
+def check(config: Path, **env: str) -> tuple[int, str]:
+    environ = {k: v for k, v in os.environ.items() if k not in ("CREDENTIALS_DIRECTORY", "CME_TEST_IMAP")}
+    result = CliRunner().invoke(cli, ["--config", str(config), "check-config"], env={**environ, **env})
+    return result.exit_code, result.output
+
+
+def test_an_unset_variable_a_missing_file_and_an_empty_secret_are_each_named(tmp_path: Path) -> None:
+    key = tmp_path / "reply-key"
+    key.write_text("")
+    config = write_config(tmp_path, f"sqlite:///{tmp_path / 's.sqlite'}", REPLIES.format(
+        key=f'{{ file = "{key}" }}', password='{ env = "CME_TEST_IMAP" }'))
+    code, out = check(config)
+    assert code == 2
+    assert "replies.imap.password: environment variable CME_TEST_IMAP is not set" in out
+    assert "the secret is empty" in out
+    key.write_text("a-long-random-reply-token-key\n")
+    code, out = check(config, CME_TEST_IMAP="imap-password-of-the-mailbox")
+    assert code == 0 and "configuration valid" in out, out
+    assert "imap-password-of-the-mailbox" not in out and "a-long-random" not in out
+    key.unlink()
+    code, out = check(config, CME_TEST_IMAP="imap-password-of-the-mailbox")
+    assert code == 2 and "cannot read secret file" in out
+
+
+def test_a_systemd_credential_is_read_under_the_service_and_named_as_unchecked_outside_it(tmp_path: Path) -> None:
+    config = write_config(tmp_path, f"sqlite:///{tmp_path / 's.sqlite'}", REPLIES.format(
+        key='{ credential = "cme-batch_reply-key-k1" }', password='{ credential = "cme-batch_imap-password" }'))
+    code, out = check(config)
+    assert code == 0 and "not checked here: replies.imap.password" in out, out
+    creds = tmp_path / "credentials"
+    creds.mkdir()
+    (creds / "cme-batch_reply-key-k1").write_text("a-long-random-reply-token-key\n")
+    code, out = check(config, CREDENTIALS_DIRECTORY=str(creds))
+    assert code == 2 and "replies.imap.password" in out and "not checked here" not in out, out
+    (creds / "cme-batch_imap-password").write_text("imap-password-of-the-mailbox\n")
+    code, out = check(config, CREDENTIALS_DIRECTORY=str(creds))
+    assert code == 0, out
