@@ -100,18 +100,25 @@ def destination_unknown(destination: str | None, leaving_reason: str | None) -> 
     return bool(leaving_reason and _UNKNOWN_DESTINATION.search(leaving_reason))
 
 
-def unexplained_due(streak: Streak, th: Thresholds, calendar: SchoolCalendar, as_of: date,
-                    since: date | None = None) -> date | None:
-    """The date of the streak's referral_due-th school day: past if reached, else projected by the calendar.
+def absence_days(streak: Streak, since: date | None = None) -> list[date]:
+    """The school days of absence of an unexplained streak: its counting days and its register gaps
+    from its first day on, oldest first.
 
-    A register gap inside the streak is counted here as a school day of absence: the child was
-    not seen, and a missing register must never push the referral later. (The streak's length,
-    and so its stage, still counts only the days with unexplained marks.) ``since`` is the start
-    of the case the streak continues, when that is earlier than the streak's own start (its
-    first day's mark has since become a missing register): gaps from then on count too.
+    A register gap inside the streak is a school day of absence here: the child was not seen, and
+    a missing register must never hold back the policy's steps or push the referral later (the
+    streak's length, ``school_days``, still counts only the days with unexplained marks). ``since``
+    is the start of the case the streak continues, when that is earlier than the streak's own
+    start (its first day's mark has since become a missing register): gaps from then on count too.
     """
     first = since if since is not None and (streak.start is None or since < streak.start) else streak.start
-    days = sorted(set(streak.counted) | {g for g in streak.register_gaps if first is not None and g >= first})
+    return sorted(set(streak.counted) | {g for g in streak.register_gaps if first is not None and g >= first})
+
+
+def unexplained_due(streak: Streak, th: Thresholds, calendar: SchoolCalendar, as_of: date,
+                    since: date | None = None) -> date | None:
+    """The date of the streak's referral_due-th school day of absence (``absence_days``): past if
+    reached, else projected by the calendar."""
+    days = absence_days(streak, since)
     if len(days) >= th.referral_due:
         return days[th.referral_due - 1]
     return calendar.nth_school_day_after(as_of, th.referral_due - len(days))
@@ -355,7 +362,11 @@ def decide(f: PupilFacts, cases: list[CaseState], ctx: Context) -> list[Change]:
             since = ua.episode_start
             if not f.streaks.complete:  # begun before the marks read: its start, length and due date are the case's
                 start, days, kept_due = ua.episode_start, max(ua.school_days or 0, days), ua.referral_due
-        target = {"stage": stage_for(days, th, early), "episode_start": start,
+        # the steps go by school days of absence, register gaps included, as the referral's due date does:
+        # counting marked days alone, a child with missing registers reached the due date still short of
+        # "referral prepared", so no confirmation was ever asked and no overdue warning given
+        absent = max(days, len(absence_days(streak, since)))
+        target = {"stage": stage_for(absent, th, early), "episode_start": start,
                   "school_days": days, "last_attended": last_seen,
                   "referral_due": kept_due or unexplained_due(streak, th, ctx.calendar, as_of, since),
                   "register_gaps": [d.isoformat() for d in streak.register_gaps], "compulsory_school_age": csa}

@@ -141,7 +141,7 @@ class Planter:
         flags = self.flags.get(key, frozenset())
         case = ExpectedCase(
             pupil_key=key, kind="unexplained_absence", role=role,
-            stage=expected_stage(count, flags), open_at_as_of=end == "open", streak_start=first,
+            stage=expected_stage(count + len(gaps), flags), open_at_as_of=end == "open", streak_start=first,
             school_days=count, closed_on=closed_on, closed_reason=reason, referral_due=referral_due(first),
             register_gaps=gaps, alerts=("immediate_social_care",) if flags & ALERT_FLAGS else (),
             below_compulsory_age=self.below_age.get(key, False))

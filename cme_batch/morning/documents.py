@@ -53,7 +53,7 @@ def _stage_rows(cases: list[CaseFact], as_of: date, office: bool) -> list[Row]:
         overdue = c.next_due is not None and c.next_due < as_of
         step = "On hold by the DSL" if office and c.held else c.next_step
         rows.append(Row([f"{c.pupil}, {c.year_group}", f"{STAGE_LABEL.get(c.stage or '', c.stage or '-')}, "
-                         f"day {c.school_days}", step, _d(c.next_due) + (" OVERDUE" if overdue else "")],
+                         f"day {c.days_absent}", step, _d(c.next_due) + (" OVERDUE" if overdue else "")],
                         RED if overdue else ""))
     return rows
 

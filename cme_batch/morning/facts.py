@@ -90,6 +90,15 @@ class CaseFact:
     office_step: str | None = None  # the office's step due today (``office_step``), whatever the stage
 
     @property
+    def days_absent(self) -> int:
+        """School days of absence the policy's steps go by: an unexplained streak's days with its
+        register gaps from its first day on (``criteria.absence_days``), else ``school_days``."""
+        if self.kind != "unexplained_absence" or self.streak_start is None:
+            return self.school_days
+        first = self.streak_start.isoformat()
+        return self.school_days + sum(1 for g in self.register_gaps if g >= first)
+
+    @property
     def awaiting_confirmation(self) -> bool:
         """A referral the DSL must decide on: not confirmed yet, or held (only a CONFIRM lifts a
         HOLD, so a held case gets a fresh confirmation request once its last one is used)."""
@@ -136,7 +145,8 @@ def _sources(conn: Connection, config: Config, now: datetime) -> list[SourceFact
 
 
 def office_step(kind: str, school_days: int, th: Thresholds) -> str | None:
-    """The office's step due today for a case (policy steps III and IV), from its school days of absence alone.
+    """The office's step due today for a case (policy steps III and IV), from its school days of absence alone
+    (``CaseFact.days_absent``: register gaps count, as they do for the case's stage).
 
     The office calls and tries every emergency contact for every child. A vulnerable child's case
     is at ``dsl_review`` from day 1 (DOMAIN.md 5), but that review is in addition to the office's
@@ -164,7 +174,7 @@ def _next_step(c: CaseFact, as_of: date, calendar: SchoolCalendar, config: Confi
     if nxt is None:
         return text, c.referral_due
     day_no = getattr(config.thresholds, nxt)
-    ahead = day_no - c.school_days
+    ahead = day_no - c.days_absent
     due = calendar.nth_school_day_after(as_of, ahead) if ahead >= 1 else as_of
     return text, due
 
@@ -197,7 +207,7 @@ def gather(conn: Connection, config: Config, as_of: date, now: datetime, calenda
             held_reason.get(r.id) if r.confirmed_at is not None and r.referred_at is None else None,
             r.referred_at is not None, r.compulsory_school_age)
         cf.next_step, cf.next_due = _next_step(cf, as_of, calendar, config)
-        cf.office_step = office_step(cf.kind, cf.school_days, config.thresholds)
+        cf.office_step = office_step(cf.kind, cf.days_absent, config.thresholds)
         cases.append(cf)
     cases.sort(key=lambda x: (-(STAGES.index(x.stage) if x.stage in STAGES else -1), -x.school_days, x.ref))
     since = _last_summary_before(conn, as_of)
