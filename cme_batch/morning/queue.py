@@ -204,10 +204,17 @@ def queue_morning(conn: Connection, config: Config, as_of: date, now: datetime, 
 
 
 def queue_morning_mail(app: App, as_of: date) -> str:
-    """The nightly 'summary' stage."""
+    """The nightly 'summary' stage, and ``cme-batch summary``.
+
+    Under the summary lock, waited for: a second copy started meanwhile (by hand, while the night
+    runs) reads the store only once the first has queued, so it neither repeats the first's digest
+    as an update nor sends a second confirmation request.
+    """
+    from cme_batch.runlock import STAGE_WAIT_SECONDS, run_lock
+
     config = app.config
     tokens = Tokens.from_config(config.replies) if config.replies.token_keys else None
-    with app.engine().begin() as conn:
+    with run_lock(app.engine(), app.state_dir, "summary", wait=STAGE_WAIT_SECONDS), app.engine().begin() as conn:
         queued, facts = queue_morning(conn, config, as_of, app.now(), tokens)
     note = "" if tokens else "; no reply token key configured, so no confirmation requests"
     return f"{queued}{note}"

@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -79,3 +80,75 @@ def test_the_nights_send_waits_for_a_send_run_by_hand_then_sends_the_summary(
     assert sorted(k for k, _, _ in rows) == ["digest:2025-12-01", "k-earlier", "summary:2025-12-01"]
     assert sorted(server.message_ids()) == sorted(m for _, m, _ in rows)  # each arrived, once
     assert {s for _, _, s in rows} == {"sent"} and row(engine, earlier).attempts == 1
+
+
+def _both_at_once(monkeypatch: pytest.MonkeyPatch, module: Any, name: str, run: Callable[[], object]) -> None:
+    """Run ``run`` in two threads, each waiting after ``module.name`` (a read) until the other has read too.
+
+    That is the moment two processes started together reach: both have read the store, neither has
+    written. Where the code keeps the second out until the first is done, the first waits a second
+    for a partner that cannot come, and goes on alone.
+    """
+    barrier = threading.Barrier(2, timeout=1)
+    real = getattr(module, name)
+
+    def read_then_wait(*args: Any, **kw: Any) -> Any:
+        got = real(*args, **kw)
+        try:
+            barrier.wait()
+        except threading.BrokenBarrierError:
+            pass
+        return got
+
+    monkeypatch.setattr(module, name, read_then_wait)
+    errors: list[BaseException] = []
+
+    def one() -> None:
+        try:
+            run()
+        except BaseException as exc:  # noqa: BLE001 - reported by the test below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=60)
+    assert not errors, errors
+
+
+def test_two_summary_runs_at_once_queue_one_summary_one_digest_and_one_request_each(
+        tmp_path: Path, store_url: str, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cme_batch import detect
+    from cme_batch.app import App
+    from cme_batch.demo.generator import generate
+    from cme_batch.mail import outbox
+    from cme_batch.model import SourceBatch
+    from cme_batch.morning import queue as morning_queue
+    from cme_batch.store import ingest
+    from tests.conftest import FIXED_NOW, write_config
+    from tests.replies_support import KEY, KEY_ENV
+
+    monkeypatch.setenv(KEY_ENV, KEY)
+    cfg = write_config(tmp_path, store_url, f"""
+[replies]
+token_keys = [{{ id = "k1", secret = {{ env = "{KEY_ENV}" }} }}]
+""")
+    app = App(str(cfg), clock=lambda: FIXED_NOW)
+    app._engine = engine
+    ingest.apply_batch(engine, app.school_id, SourceBatch("demo", "demo", records=generate(2025, 80).records),
+                       FIXED_NOW)
+    as_of = date(2025, 11, 28)
+    detect.run_detect(app, as_of)
+    failed = queue(engine, "an-earlier-message", purpose="update")  # a problem the digest must report, once
+    with engine.begin() as conn:
+        outbox.mark_failed(conn, failed, "550 5.1.1 no such user")
+
+    _both_at_once(monkeypatch, morning_queue, "gather", lambda: morning_queue.queue_morning_mail(app, as_of))
+
+    with engine.connect() as conn:
+        rows = conn.execute(select(t.outbox.c.purpose, t.outbox.c.recipients, t.outbox.c.case_id)).all()
+    purposes = [p for p, _, _ in rows]
+    assert purposes.count("summary") == 1 and purposes.count("digest") == 1  # no "update 1" repeating it
+    requests = [(tuple(r), c) for p, r, c in rows if p == "confirm_request"]
+    assert requests and len(requests) == len(set(requests))  # one request per case to each of the DSLs
