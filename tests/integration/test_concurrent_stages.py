@@ -32,7 +32,7 @@ from tests.mailservers import (  # noqa: E402
     write_mail_config,
 )
 
-pytest_plugins = ("tests.mailservers",)  # mail_pki, smtp_servers
+pytest_plugins = ("tests.mailservers",)  # mail_pki, smtp_servers (reply_app, maildir: tests/integration/conftest.py)
 pytestmark = pytest.mark.server
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -152,3 +152,111 @@ token_keys = [{{ id = "k1", secret = {{ env = "{KEY_ENV}" }} }}]
     assert purposes.count("summary") == 1 and purposes.count("digest") == 1  # no "update 1" repeating it
     requests = [(tuple(r), c) for p, r, c in rows if p == "confirm_request"]
     assert requests and len(requests) == len(set(requests))  # one request per case to each of the DSLs
+
+
+def test_a_night_killed_with_sigkill_leaves_no_lock_behind(engine: Engine, store_url: str, tmp_path: Path) -> None:
+    from tests.conftest import write_config
+
+    config = write_config(tmp_path, store_url)
+    env = {**os.environ, "CME_TEST_SLOW_STAGE_SECONDS": "30", "PYTHONPATH": str(ROOT)}
+    night = subprocess.Popen([sys.executable, "-c", "from cme_batch.cli import main; main()", "--config",
+                              str(config), "nightly", "--as-of", "2025-12-01"], env=env, cwd=ROOT,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _until(lambda: _stage_outcome(engine, "ingest") == "running")  # inside the run lock
+    blocked = _start(config, "nightly", "--as-of", "2025-12-01")
+    out, _ = blocked.communicate(timeout=60)
+    assert blocked.returncode == 0 and "holds the run lock" in out
+    night.kill()  # SIGKILL: no finally, no unlock
+    night.wait(timeout=30)
+
+    again = _start(config, "nightly", "--as-of", "2025-12-01")
+    out, err = again.communicate(timeout=120)
+    assert again.returncode == 0, out + err[-3000:]
+    assert "holds the run lock" not in out and "summary    ok" in out
+    with engine.connect() as conn:
+        keys = conn.execute(select(t.outbox.c.idempotency_key, t.outbox.c.status)).all()
+    assert sorted(keys) == [("digest:2025-12-01", "sent"), ("summary:2025-12-01", "sent")]
+
+
+def test_two_replies_runs_at_once_act_on_each_command_once(
+        engine: Engine, reply_app: Callable[..., Any], maildir: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import timedelta
+
+    from cme_batch.replies import process
+    from tests.conftest import FIXED_NOW
+    from tests.replies_support import DEPUTY, DSL, dsl_reply, issue, make_case, make_tokens
+
+    app = reply_app(FIXED_NOW + timedelta(hours=2))
+    ref = "CME-2025-0031"
+    case_id = make_case(engine, ref, FIXED_NOW)
+    toks = make_tokens()
+    dsl_token, deputy_token = (issue(engine, toks, case_id, who, FIXED_NOW) for who in (DSL, DEPUTY))
+    for raw in (dsl_reply(f"CONFIRM {ref}", dsl_token, ref),
+                dsl_reply(f"CONFIRM {ref}", deputy_token, ref, sender=DEPUTY),
+                dsl_reply(f"CONFIRM {ref}", dsl_token, ref)):  # the DSL's mail client sent it twice
+        maildir.add(raw)
+
+    _both_at_once(monkeypatch, process, "decide", lambda: process.read_replies(app))
+
+    with engine.connect() as conn:
+        kinds = conn.execute(select(t.case_events.c.kind).where(t.case_events.c.case_id == case_id)).scalars().all()
+        outcomes = sorted(conn.execute(select(t.replies.c.outcome)).scalars())
+    assert kinds == ["confirmed"]
+    assert outcomes == ["accepted", "review", "review"]  # each reply stored once
+    assert not list(maildir.iterkeys()) or all("S" in maildir.get_message(k).get_flags() for k in maildir.iterkeys())
+
+
+def test_an_import_by_hand_during_detect_leaves_the_store_as_detect_then_import_would(
+        engine: Engine, store_url: str, tmp_path: Path) -> None:
+    """Detect reads the registers, an import commits a correction and a new absentee, detect writes."""
+    from cme_batch import detect
+    from cme_batch.app import App
+    from cme_batch.model import FlagRecord, MarksRecord, PupilRecord, SourceBatch
+    from cme_batch.store.ingest import apply_batch
+    from tests.conftest import FIXED_NOW, write_config
+
+    app = App(str(write_config(tmp_path, store_url)), clock=lambda: FIXED_NOW)
+    app._engine = engine
+    day = date(2025, 11, 28)
+
+    def ingest(*records: Any) -> None:
+        apply_batch(engine, app.school_id, SourceBatch("test", "test", records=list(records)), FIXED_NOW)
+
+    ingest(PupilRecord("1", upn="T000000000001", dob=date(2016, 5, 1)),
+           PupilRecord("2", upn="T000000000002", dob=date(2016, 6, 1)),
+           MarksRecord("1", date(2025, 11, 27), ("/", "/")), MarksRecord("1", day, ("N", "N")),
+           MarksRecord("2", date(2025, 11, 27), ("/", "/")), MarksRecord("2", day, ("/", "/")))
+    late_import = [MarksRecord("1", day, ("I", "I")), MarksRecord("2", day, ("N", "N")),
+                   FlagRecord("1", "child_protection_plan", start=date(2025, 1, 1))]
+    read, imported = threading.Event(), threading.Event()
+    real = detect.evaluate_conn
+
+    def evaluate_then_let_the_import_in(*args: Any, **kw: Any) -> Any:
+        got = real(*args, **kw)
+        read.set()
+        assert imported.wait(30)
+        return got
+
+    def importer() -> None:
+        assert read.wait(30)
+        ingest(*late_import)
+        imported.set()
+
+    detect.evaluate_conn = evaluate_then_let_the_import_in  # type: ignore[assignment]
+    try:
+        th = threading.Thread(target=importer)
+        th.start()
+        detect.run_detect(app, day)
+        th.join(30)
+    finally:
+        detect.evaluate_conn = real  # type: ignore[assignment]
+
+    def cases() -> list[tuple[Any, ...]]:
+        with engine.connect() as conn:
+            return [(r.pupil_id, r.status, r.stage, r.closed_reason, r.alerts) for r in conn.execute(
+                select(t.cases).order_by(t.cases.c.id))]
+
+    # detect, then the import: the case from the registers detect read, without the flag it did not
+    assert cases() == [(1, "open", "first_day_call", None, [])]
+    detect.run_detect(app, day)  # and the next detect brings the import in
+    assert cases() == [(1, "closed", "first_day_call", "explained", []), (2, "open", "first_day_call", None, [])]
