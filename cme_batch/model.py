@@ -73,6 +73,10 @@ class PupilRecord:
     #: one). A record whose key and UPN are new but whose former UPN is a stored pupil's is that
     #: pupil, given its new UPN, not a second child.
     former_upns: tuple[str, ...] = ()
+    #: Other keys this source knew the pupil by before ``pupil_key`` (SIMS: the person id an
+    #: applicant is known by until the admission number is given). A record whose key is new but
+    #: whose former key is stored is that pupil: one child, one enrolment, not a place "not taken up".
+    former_keys: tuple[str, ...] = ()
 
     @classmethod
     def named(cls, pupil_key: str, upn: str | None) -> PupilRecord:

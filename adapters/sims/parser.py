@@ -290,7 +290,9 @@ class _Reader:
             sex=sex[0].upper() if sex and sex.lower() in ("male", "female", "m", "f") else sex,
             year_group=year_group(rec["year_group"]) if "year_group" in rec else None,
             reg_group=rec.get("reg_group"), address=address,
-            phones=tuple(x for x in (rec.get("telephone"),) if x), emails=tuple(x for x in (rec.get("email"),) if x))
+            phones=tuple(x for x in (rec.get("telephone"),) if x), emails=tuple(x for x in (rec.get("email"),) if x),
+            # an admitted pupil with the person id it had as an applicant (keyed by it then)
+            former_keys=("id:" + rec["person_id"],) if rec.get("adno") and rec.get("person_id") else ())
 
     def yes_no(self, rec: dict[str, str], fld: str, n: int) -> bool | None:
         return self.report.convert(n, display(fld), rec.get(fld), parse_bool, "is not Yes/No (or True/False)")

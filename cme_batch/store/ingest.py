@@ -249,6 +249,7 @@ class _Writer:
         #: Each pupil the batch's pupil records named -> the key (of this source) that named it: one
         #: pupil named by two keys is two records of the MIS, never merged (see ``_claim``).
         self.claimed: dict[int, str] = {}
+        self.former_of: dict[str, str] = {}  # a former key (of a pupil named in the batch) -> its key now
         #: Stored pupils a key new to this source reached by UPN alone -> the record's number, the
         #: date of birth it gives (checked against the stored one: a mistyped UPN?) and the field
         #: that matched (its UPN, or a former UPN).
@@ -318,24 +319,24 @@ class _Writer:
         changes: dict[int, dict[str, Any]] = {}  # stored pupil id -> values given (later wins)
         new_keys: list[tuple[int, str]] = []
         new_upns: list[str] = []
-        self.look_up((r.pupil_key for r in records),
+        self.look_up([*(r.pupil_key for r in records), *(k for r in records for k in r.former_keys)],
                      [*(r.upn for r in records if r.upn), *(u for r in records for u in r.former_upns)])
         checked: list[dict[str, Any]] = []
         first = self.pupils_written + 1
         self.pupils_written += len(records)
         for n, r in enumerate(records, first):
             pid = self.by_key.get(r.pupil_key)
-            if pid is None and r.upn:
-                # a key new to this source: the pupil of its UPN, or of the UPN it had before
+            if pid is None:  # a key new to this source: the pupil of a key it had before, ...
+                pid = next((p for k in r.former_keys if (p := self.by_key.get(k)) is not None), None)
+            if pid is None and r.upn:  # ... else of its UPN, or of the UPN it had before
                 found = next(((p, f) for u, f in ((r.upn, "UPN"), *((u, "former UPN") for u in r.former_upns))
                               if (p := self.by_upn.get(u)) is not None), None)
                 if found is not None:
-                    pid, field = found
-                    self._claim(pid, r.pupil_key, n)
+                    pid, matched = found
                     if pid > 0 and r.dob is not None:
-                        self.by_upn_only[pid] = (n, r.dob, field)
-            elif pid is not None:
-                self._claim(pid, r.pupil_key, n)
+                        self.by_upn_only[pid] = (n, r.dob, matched)
+            if pid is not None:
+                self._claim(pid, r.pupil_key, n, r.former_keys)
             if pid is not None and pid > 0 and _DETAILS(r) == _NO_DETAILS:
                 # a stored pupil named with its UPN at most (a day's register): nothing else to compare
                 checked.append({"upn": r.upn})
@@ -387,17 +388,21 @@ class _Writer:
                 {"pupil_id": real.get(pid, pid), "source": self.source, "pupil_key": k} for pid, k in new_keys])
         self.update_pupils(changes)
 
-    def _claim(self, pid: int, key: str, n: int) -> None:
+    def _claim(self, pid: int, key: str, n: int, former: tuple[str, ...] = ()) -> None:
         """Note that the ``n``-th pupil record, key ``key``, names pupil ``pid``; refuse a pupil that
         another key of this source named earlier in the batch.
 
-        A UPN is one child's, and an MIS gives each of its pupils one key: two keys reaching one
+        A UPN is one child's, and an MIS gives each of its pupils one key (and the keys it knew the
+        pupil by before, ``former``, which are the same pupil): two other keys reaching one
         pupil (one of them by UPN) are two records of the MIS, two children with one UPN (a
         mistyped UPN) or one child entered twice. Merged, one child's details and marks would be
         laid over the other's, each night's marks "correcting" the other's.
         """
         other = self.claimed.setdefault(pid, key)
-        if other != key:
+        if other in former:  # the same pupil under the key it had before (an applicant admitted)
+            self.claimed[pid] = key
+            self.former_of.update(dict.fromkeys(former, key))
+        elif other != key and self.former_of.get(key) != other:
             raise BadInputError(
                 f"{self.batch.origin}: pupil {n} of the file, field UPN: the UPN of another pupil of the file, who "
                 f"has a different {self.source} key (two children with one UPN, or one child entered twice); a UPN "
