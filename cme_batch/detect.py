@@ -374,9 +374,34 @@ class _Evaluator:
         unknown = self.classifier.unknown_codes(results.unknown.values())
         warnings = [*self.classifier.warnings, *self.calendar.warnings,
                     *schoolcal.term_warnings(self.config.calendar, self.as_of),
-                    *(codes.warning_text(u) for u in unknown)]
+                    *(codes.warning_text(u) for u in unknown), *self._missing_registers(results)]
         return Evaluation(self.as_of, self.calendar, warnings, self.window_start, self.base, self.alphabet,
                           self.strips, self.on_roll, results, self.current, self.flags, self.read_people)
+
+
+    def _missing_registers(self, results: Many) -> list[str]:
+        """A warning when pupils on roll have no mark at all on the last school day up to the evaluation date.
+
+        A child with no mark that day is on no list of the morning (no streak starts on a missing
+        register), so a register left untaken would look like a quiet day: the summary names the
+        classes and counts the pupils (never names them: warnings are logged and stored).
+        """
+        day = self.calendar.nth_school_day_back(self.as_of, 1)
+        if day is None:
+            return []
+        pids = sorted(pid for pid, s in results.streaks.items()
+                      if s.unexplained.register_gaps and s.unexplained.register_gaps[-1] == day
+                      and pid in self.on_roll and (self.on_roll[pid] is None or self.on_roll[pid] <= day))  # type: ignore[operator]
+        if not pids:
+            return []
+        p = t.pupils.c
+        groups: set[str] = set()
+        for i in range(0, len(pids), _PEOPLE_CHUNK):
+            groups.update(g or "no class recorded" for g in self.conn.execute(
+                select(p.reg_group).where(p.id.in_(pids[i:i + _PEOPLE_CHUNK]))).scalars())
+        return [f"no register mark on {day:%a %d %b %Y} for {len(pids)} pupil(s) on roll (class(es): "
+                f"{', '.join(sorted(groups))}): a child absent that day is on no list here until the "
+                "register is completed in the MIS"]
 
 
 @contextmanager

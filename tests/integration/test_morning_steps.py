@@ -135,3 +135,23 @@ def test_a_missing_register_moves_the_office_on_to_the_emergency_contacts(sapp: 
     assert "Hana Pupil" in section(tuesday, "Emergency contacts to try today")
     assert [s.split(":")[1].split("[")[0].strip() for s, _ in mails(engine, "office_action")] == [
         "first-day call needed", "contact every emergency contact needed"]
+
+
+# -- a day with no register taken ----------------------------------------------------------------
+def test_a_register_not_taken_is_reported_not_a_quiet_morning(sapp: App, engine: Engine) -> None:
+    """Class 4C's register was not taken on Tuesday: the summary says so, by class and count, without
+    naming a child (warnings are logged and stored). Before, it read "No first-day calls." and
+    "No register gaps in open cases." and nothing else: a child absent that day was on no list."""
+    lay(sapp, pupil("1", "Ann", reg_group="4C"), pupil("2", "Ben", reg_group="4C"), pupil("3", "Cyd", reg_group="5B"),
+        *(m for k in "123" for m in marks(k, {date(2025, 11, 10): ("/", "\\")})),
+        *marks("3", {date(2025, 11, 11): ("/", "\\")}))
+    night(sapp, date(2025, 11, 11))
+    night(sapp, date(2025, 11, 16))  # a Sunday (Monday morning's run): Friday 14th, the last school day, unmarked
+    tuesday, sunday = (text for _, text in mails(engine, "summary"))
+    notes = section(tuesday, "Register gaps and unknown codes")
+    assert "no register mark on Tue 11 Nov 2025 for 2 pupil(s) on roll (class(es): 4C)" in notes
+    assert "no register mark on Fri 14 Nov 2025 for 3 pupil(s) on roll (class(es): 4C, 5B)" in section(
+        sunday, "Register gaps and unknown codes")
+    with engine.connect() as conn:
+        stored = conn.execute(select(t.detect_runs.c.warnings)).scalars().all()
+    assert not any(name in str(w) for w in stored for name in ("Ann", "Ben", "Cyd"))
