@@ -28,8 +28,13 @@ def _date_forms(d: date) -> set[str]:
     return {d.isoformat(), d.strftime("%d/%m/%Y"), d.strftime("%d-%m-%Y"), d.strftime("%d.%m.%Y")}
 
 
-#: Typographic apostrophes and hyphens, written as the plain ones a MIS usually stores.
-_PLAIN = str.maketrans({"\u2018": "'", "\u2019": "'", "\u02bc": "'", "\u2010": "-", "\u2011": "-"})
+#: Typographic apostrophes and hyphens, written as the plain ones a MIS usually stores; and the
+#: letters that carry no separable accent (Unicode does not decompose them), as an ASCII-only
+#: system writes them: "Łukasz" reaches a log as "Lukasz", "Søren" as "Soren", "Æsa" as "AEsa".
+_PLAIN = str.maketrans({"\u2018": "'", "\u2019": "'", "\u02bc": "'", "\u2010": "-", "\u2011": "-",
+                        "Ł": "L", "ł": "l", "Ø": "O", "ø": "o", "Đ": "D", "đ": "d", "Ð": "D", "ð": "d",
+                        "Þ": "Th", "þ": "th", "Æ": "AE", "æ": "ae", "Œ": "OE", "œ": "oe", "Ħ": "H", "ħ": "h",
+                        "ı": "i", "ĸ": "k", "Ŧ": "T", "ŧ": "t"})
 
 
 def _fold(text: str) -> str:
