@@ -260,3 +260,31 @@ def test_an_import_by_hand_during_detect_leaves_the_store_as_detect_then_import_
     assert cases() == [(1, "open", "first_day_call", None, [])]
     detect.run_detect(app, day)  # and the next detect brings the import in
     assert cases() == [(1, "closed", "first_day_call", "explained", []), (2, "open", "first_day_call", None, [])]
+
+
+def test_send_killed_while_the_server_holds_its_answer_is_resent_once_and_reported(
+        engine: Engine, store_url: str, tmp_path: Path, mail_pki: Any, smtp_servers: Any) -> None:
+    from tests.mailservers import problems
+
+    server = smtp_servers(mail_pki, users={SMTP_USER: SMTP_PASSWORD})
+    server.data_gate = threading.Event()
+    config = write_mail_config(tmp_path, store_url, smtp_toml(server.port, mail_pki).replace(
+        "timeout_seconds = 5", "timeout_seconds = 60"))
+    first, second = queue(engine, "k-first"), queue(engine, "k-second")
+    killed = _start(config, "send")
+    _until(lambda: server.data_calls == 1)  # the whole first message is with the server, unanswered
+    killed.kill()
+    killed.communicate(timeout=30)
+    server.data_gate.set()  # this stand-in drops a message whose client went away; a real server may keep it
+    assert row(engine, first).status == "sending" and row(engine, second).status == "queued"
+
+    again = _start(config, "send")
+    out, err = again.communicate(timeout=60)
+    assert again.returncode == 0, out + err
+    assert "may arrive twice" in out
+    ids = server.message_ids()
+    assert set(ids) == {row(engine, first).message_id, row(engine, second).message_id}  # neither lost
+    assert ids.count(row(engine, second).message_id) == 1  # the untouched one sent once
+    assert (row(engine, first).status, row(engine, first).maybe_duplicate) == ("sent", True)
+    assert (row(engine, second).status, row(engine, second).maybe_duplicate) == ("sent", False)
+    assert [(p.id, p.kind) for p in problems(engine)] == [(first, "maybe_duplicate")]
