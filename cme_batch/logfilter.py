@@ -114,6 +114,8 @@ class IdentityFilter:
                     self.tokens.add(tok)
                     if "'" in tok:  # O'Brien is often written OBrien where punctuation is dropped
                         self.tokens.add(tok.replace("'", ""))
+                    if "-" in tok and not tok[0].isdigit():  # a double-barrelled name, often written in part
+                        self.tokens.update(part for part in tok.replace("'", "").split("-") if len(part) >= 2)
 
     def _hits(self, text: str) -> bool:
         text = _fold(text)
