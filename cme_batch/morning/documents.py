@@ -58,13 +58,14 @@ def _stage_rows(cases: list[CaseFact], as_of: date, office: bool) -> list[Row]:
     return rows
 
 
-def _office_rows(absences: list[CaseFact], step: str) -> list[Row]:
-    """The children whose office step (policy III or IV) falls today, by school days, whatever their stage.
+def _office_rows(cases: list[CaseFact], step: str) -> list[Row]:
+    """The children whose office step (policy III or IV) falls today, by school days, whatever their stage
+    (an absence, or a place not taken up: ``facts.office_step``).
 
     A vulnerable child's DSL review from day 1 is in addition to the office's call and emergency
     contacts, not instead of them.
     """
-    return [Row([c.pupil, c.year_group, c.reg_group, _d(c.streak_start)]) for c in absences if c.office_step == step]
+    return [Row([c.pupil, c.year_group, c.reg_group, _d(c.streak_start)]) for c in cases if c.office_step == step]
 
 
 def _common_sections(f: Facts, office: bool = False) -> list[Section]:
@@ -72,11 +73,11 @@ def _common_sections(f: Facts, office: bool = False) -> list[Section]:
     absences = f.of_kind("unexplained_absence")
     sections = [
         Section("First-day calls today", ["Pupil", "Year", "Class", "Absent since"],
-                _office_rows(absences, "first_day_call"),
+                _office_rows(f.cases, "first_day_call"),
                 intro="Call by 10:00 the parents or carers of each child below who has not reported the absence.",
                 empty="No first-day calls."),
         Section("Emergency contacts to try today", ["Pupil", "Year", "Class", "Absent since"],
-                _office_rows(absences, "contact_all"),
+                _office_rows(f.cases, "contact_all"),
                 intro="Still no contact: try every known emergency contact of each child below, at various "
                       "times of the morning.",
                 empty="No emergency contacts to try."),

@@ -33,6 +33,9 @@ NEXT_STEP = {
 }
 #: The office's steps of the policy (III and IV): a first-day call, then every emergency contact.
 OFFICE_STAGES = ("first_day_call", "contact_all")
+#: The cases of a child absent from school that the office calls about: a child who has not come on
+#: the agreed first day is absent too (the one case is ``place_not_taken_up``, DOMAIN.md 5).
+OFFICE_KINDS = ("unexplained_absence", "place_not_taken_up")
 STAGE_LABEL = {
     "first_day_call": "1 first-day call", "contact_all": "2 contact all", "dsl_review": "3 DSL review",
     "home_visit": "4 home visit", "referral_prepare": "5 referral prepared", "referral_due": "6 referral due",
@@ -148,11 +151,12 @@ def office_step(kind: str, school_days: int, th: Thresholds) -> str | None:
     """The office's step due today for a case (policy steps III and IV), from its school days of absence alone
     (``CaseFact.days_absent``: register gaps count, as they do for the case's stage).
 
-    The office calls and tries every emergency contact for every child. A vulnerable child's case
+    The office calls and tries every emergency contact for every child, a child who has not taken
+    up a place included (its school days count from the agreed first day). A vulnerable child's case
     is at ``dsl_review`` from day 1 (DOMAIN.md 5), but that review is in addition to the office's
     steps, not instead of them: so the case's stage cannot say whether the office has a call to make.
     """
-    if kind != "unexplained_absence":
+    if kind not in OFFICE_KINDS:
         return None
     step = stage_for(school_days, th)
     return step if step in OFFICE_STAGES else None

@@ -18,7 +18,7 @@ from sqlalchemy import Engine, select
 
 from cme_batch import detect
 from cme_batch.app import App
-from cme_batch.model import MarksRecord, PupilRecord, SourceBatch
+from cme_batch.model import EnrolmentRecord, MarksRecord, PupilRecord, SourceBatch
 from cme_batch.morning.queue import queue_morning_mail
 from cme_batch.store import ingest
 from cme_batch.store import tables as t
@@ -155,3 +155,24 @@ def test_a_register_not_taken_is_reported_not_a_quiet_morning(sapp: App, engine:
     with engine.connect() as conn:
         stored = conn.execute(select(t.detect_runs.c.warnings)).scalars().all()
     assert not any(name in str(w) for w in stored for name in ("Ann", "Ben", "Cyd"))
+
+
+# -- a place not taken up -----------------------------------------------------------------------
+def test_a_child_who_does_not_come_on_the_agreed_first_day_gets_the_office_call_and_contacts(
+        sapp: App, engine: Engine) -> None:
+    """The one case is "place not taken up" (referral at once), but the child is absent like any other:
+    the office calls on the first day and tries every contact on the second. Before, the child was on
+    neither list and no action email went to the office."""
+    first = date(2025, 11, 10)
+    lay(sapp, pupil("9", "Nia", "Newstart"), EnrolmentRecord("9", admission_date=first),
+        *marks("9", {first: ("N", "N"), first + timedelta(days=1): ("N", "N")}))
+    night(sapp, first)
+    night(sapp, first + timedelta(days=1))
+    monday, tuesday = (text for _, text in mails(engine, "summary"))
+    assert "Nia Newstart" in section(monday, "First-day calls today")
+    assert "Nia Newstart" in section(tuesday, "Emergency contacts to try today")
+    assert "Nia Newstart" in section(tuesday, "Places not taken up")
+    ref = case_row(engine)["ref"]
+    assert [s.split("[")[0].strip() for s, _ in mails(engine, "office_action")] == [
+        f"{ref}: first-day call needed", f"{ref}: contact every emergency contact needed"]
+    assert mails(engine, "confirm_request")  # and the DSL is asked about the referral from the first day

@@ -114,7 +114,9 @@ def test_the_office_step_goes_by_school_days_whatever_the_stage() -> None:
     th = Thresholds()
     assert [office_step("unexplained_absence", n, th) for n in (0, 1, 2, 3, 9)] == [
         None, "first_day_call", "contact_all", None, None]
-    assert office_step("place_not_taken_up", 1, th) is None
+    # a child who has not come on the agreed first day is absent too: the office calls and tries contacts
+    assert [office_step("place_not_taken_up", n, th) for n in (1, 2, 3)] == ["first_day_call", "contact_all", None]
+    assert office_step("destination_unknown", 1, th) is None and office_step("repeat_missing", 1, th) is None
     assert office_step("unexplained_absence", 2, Thresholds(contact_all=3, dsl_review=4)) == "first_day_call"
 
 
