@@ -19,7 +19,7 @@ import click
 
 from cme_batch import __version__
 from cme_batch.app import App
-from cme_batch.errors import CmeError, ConfigError
+from cme_batch.errors import BadInputError, CmeError, ConfigError, LockHeld, RetriableError
 
 if TYPE_CHECKING:
     from cme_batch.config import Config
@@ -30,22 +30,104 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
 def handle_errors(fn: F) -> F:
-    """Turn our errors into a message on stderr and the right exit code."""
+    """Turn errors into one message on stderr and the exit code of the contract (0, 1, 2).
+
+    Our own errors carry their exit code. What the system or the database reports about the
+    files and the database a command uses (a folder where a file should be, a file another user
+    owns, a database locked or damaged) is put in words by ``translate`` and given its code too:
+    it is not a bug in cme-batch, and a person can act on it. Anything else is left to ``main``.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except ConfigError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(EXIT_BAD_INPUT)
-        except CmeError as exc:  # checked like a log line: the message may quote a database's error
-            from cme_batch.logfilter import scrub
-
-            click.echo(f"error: {scrub(str(exc))}", err=True)
-            sys.exit(exc.exit_code)
+        except BrokenPipeError:  # the reader went away (``| head``): nothing left to tell anyone
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(EXIT_FAILED)
+        except Exception as exc:
+            error = exc if isinstance(exc, CmeError) else translate(exc)
+            if error is None:
+                raise
+            report_error(error)
+            sys.exit(error.exit_code)
 
     return wrapper  # type: ignore[return-value]
+
+
+def report_error(error: CmeError) -> None:
+    """Print an error as the user sees it: ``error: ...`` on stderr, or a plain note for a lock held."""
+    if isinstance(error, ConfigError):
+        click.echo(f"error: {error}", err=True)
+        return
+    from cme_batch.logfilter import scrub  # checked like a log line: the message may quote a database's error
+
+    if isinstance(error, LockHeld):  # not a failure: another run is doing the work (exit 0)
+        click.echo(f"{scrub(str(error))}; nothing done", err=True)
+        return
+    click.echo(f"error: {scrub(str(error))}", err=True)
+
+
+_OS_ERROR_HINTS: tuple[tuple[type[OSError], str], ...] = (
+    (PermissionError, "run cme-batch as the user that owns its files (the service's user: sudo -u cme-batch "
+                      "...), or correct the owner and mode"),
+    (FileExistsError, "it was left as it is; name one that does not exist yet"),
+    (FileNotFoundError, "check the path"),
+    (IsADirectoryError, "a file was expected there, not a folder"),
+    (NotADirectoryError, "a folder was expected there"),
+)
+
+
+def translate(exc: BaseException) -> CmeError | None:
+    """A system or database error as one of ours, in words a person can act on; None for a bug."""
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        what = exc.strerror or exc.__class__.__name__
+        hint = next((h for t, h in _OS_ERROR_HINTS if isinstance(exc, t)), None)
+        if hint is None:  # a full disk, an I/O error: not the input's fault
+            return CmeError(f"{where}{what}; the command stopped")
+        return BadInputError(f"{where}{what}: {hint}")
+    return _database_error(exc)
+
+
+def _database_error(exc: BaseException) -> CmeError | None:
+    """The database could not be used (locked, unopenable, damaged, unreachable); None for anything else."""
+    sa_exc = sys.modules.get("sqlalchemy.exc")  # imported by whoever raised it, if it is one
+    if sa_exc is None or not (isinstance(exc, sa_exc.OperationalError) or type(exc) is sa_exc.DatabaseError):
+        return None
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+    low = reason.lower()
+    db = _database_named()
+    if "locked" in low:
+        return RetriableError(
+            f"the database {db} stayed locked by another process (a run, a backup, sqlite3) for longer than a "
+            "command waits (30 s); this command stopped and its unfinished change was undone: run it again "
+            "when the other process has finished")
+    if "unable to open database" in low or "readonly database" in low:
+        return BadInputError(
+            f"cannot open the database {db} ({reason}): database.url must name a file, in a folder the user "
+            "running cme-batch may write (the service's user: sudo -u cme-batch ...)")
+    if "not a database" in low or "malformed" in low:
+        return BadInputError(
+            f"the database {db} is not a SQLite database, or is damaged ({reason}): check database.url, or "
+            "restore the file from a backup (README: Backing up and restoring)")
+    if isinstance(exc, sa_exc.OperationalError) and ("authentication" in low or "does not exist" in low):
+        return BadInputError(f"the database server refused {db} ({reason}): check database.url, its user and "
+                             "its password")
+    if isinstance(exc, sa_exc.OperationalError):
+        return RetriableError(f"cannot use the database {db} ({reason}): check that the database server is "
+                              "running and reachable, then run the command again")
+    return None
+
+
+def _database_named() -> str:
+    """database.url, without its password, as the running command's configuration gives it."""
+    ctx = click.get_current_context(silent=True)
+    app = ctx.find_object(App) if ctx is not None else None
+    try:
+        return "at database.url" if app is None else _safe_url(app.config.database_url)
+    except CmeError:
+        return "at database.url"
 
 
 def as_of_option(fn: F) -> F:
@@ -66,6 +148,7 @@ def format_option(choices: tuple[str, ...] = ("table", "json"), default: str = "
 
 def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
+
 
 
 pass_app = click.make_pass_decorator(App)

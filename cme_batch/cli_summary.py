@@ -10,6 +10,7 @@ import click
 
 from cme_batch.app import App
 from cme_batch.cli import as_of_date, as_of_option, handle_errors, pass_app
+from cme_batch.errors import BadInputError
 
 
 @click.command("summary")
@@ -31,7 +32,11 @@ def summary(app: App, as_of: Any, preview: Path | None) -> None:
     if preview is None:
         click.echo(queue.queue_morning_mail(app, day))
         return
-    preview.mkdir(mode=0o700, parents=True, exist_ok=False)
+    try:
+        preview.mkdir(mode=0o700, parents=True, exist_ok=False)
+    except FileExistsError:
+        raise BadInputError(f"--preview {preview} already exists: name a folder that does not exist yet (it is "
+                            "made for the preview alone, readable by its owner only)") from None
     os.chmod(preview, 0o700)
     with app.engine().connect() as conn:
         facts = gather(conn, app.config, day, app.now(), queue.calendar_for(app.config, day),

@@ -82,6 +82,9 @@ def open_store(url: str, *, create: bool = True) -> Engine:
     except Exception as exc:  # sqlalchemy's ArgumentError on a malformed URL
         raise BadInputError(f"database.url is not a valid database URL: {exc}") from exc
     if path is not None:
+        if path.is_dir():  # before anything: preparing the file would change the folder's mode
+            raise BadInputError(f"database file {path} is a folder: database.url must name a file in it, such "
+                                f"as sqlite:///{path / 'cme-batch.sqlite'}")
         if not path.exists() and not create:
             raise BadInputError(f"database file {path} does not exist: run 'cme-batch init' first")
         old = os.umask(0o077)

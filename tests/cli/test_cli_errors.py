@@ -1,0 +1,125 @@
+"""What the technician sees when something around the command is wrong: the configuration file,
+the database, a date, a folder, a lock. One line naming the file and what to do, the exit code of
+the contract (2: fix it; 1: try again later; 0: another run is doing it), never a traceback."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from cme_batch.cli import cli
+from tests.conftest import write_config
+
+EXE = Path(sys.executable).with_name("cme-batch")
+
+
+def run(*args: str, env: dict[str, str] | None = None, unset: tuple[str, ...] = ("CME_BATCH_CONFIG",)
+        ) -> subprocess.CompletedProcess[str]:
+    """The installed console script, as a user runs it."""
+    environ = {k: v for k, v in os.environ.items() if k not in unset}
+    return subprocess.run([str(EXE), *args], capture_output=True, text=True, timeout=120,
+                          env={**environ, **(env or {})})
+
+
+def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr, result.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """A configuration and its database, made by ``init``."""
+    db = tmp_path / "state" / "cme.sqlite"
+    cfg = write_config(tmp_path, f"sqlite:///{db}")
+    assert run("--config", str(cfg), "init").returncode == 0
+    yield cfg, db
+
+
+def test_a_database_that_is_a_folder_is_refused_and_left_as_it_was(tmp_path: Path) -> None:
+    folder = tmp_path / "db.sqlite"
+    folder.mkdir(mode=0o755)
+    os.chmod(folder, 0o755)
+    cfg = write_config(tmp_path, f"sqlite:///{folder}")
+    for command in ("status", "init", "cases"):
+        line = one_error_line(done := run("--config", str(cfg), command))
+        assert done.returncode == 2 and f"{folder} is a folder" in line and "database.url" in line
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o755  # was made 0600, unusable by anyone else
+
+
+def test_a_file_that_is_not_a_database_says_so(tmp_path: Path) -> None:
+    db = tmp_path / "db.sqlite"
+    db.write_text("a note someone saved over the database\n")
+    cfg = write_config(tmp_path, f"sqlite:///{db}")
+    for command in ("status", "init"):
+        line = one_error_line(done := run("--config", str(cfg), command))
+        assert done.returncode == 2 and str(db) in line and "not a SQLite database" in line and "backup" in line
+    assert db.read_text() == "a note someone saved over the database\n"
+
+
+def test_an_unreachable_database_server_exits_1_without_its_password(tmp_path: Path) -> None:
+    pytest.importorskip("psycopg")
+    cfg = write_config(tmp_path, "postgresql+psycopg://cme:s3cret-pw@127.0.0.1:1/cme")
+    line = one_error_line(done := run("--config", str(cfg), "status"))
+    assert done.returncode == 1 and "cannot use the database" in line and "127.0.0.1" in line
+    assert "s3cret-pw" not in done.stderr
+
+
+def test_a_database_locked_by_another_process_exits_1_saying_to_try_again(
+        store: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    from cme_batch import store as store_mod
+
+    pragmas = store_mod._sqlite_pragmas
+
+    def wait_briefly(dbapi_conn: Any, record: Any) -> None:  # the 30 s a command waits, made 0.2 s
+        pragmas(dbapi_conn, record)
+        dbapi_conn.execute("PRAGMA busy_timeout=200")
+
+    monkeypatch.setattr(store_mod, "_sqlite_pragmas", wait_briefly)
+    cfg, db = store
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        result = CliRunner().invoke(cli, ["--config", str(cfg), "detect", "--as-of", "2025-12-01"])
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert result.exit_code == 1, result.output
+    assert "stayed locked by another process" in result.output and "run it again" in result.output
+    assert "Traceback" not in result.output and "internal error" not in result.output
+
+
+def test_a_preview_folder_that_exists_is_refused_and_left_alone(store: tuple[Path, Path], tmp_path: Path) -> None:
+    cfg, _ = store
+    existing = tmp_path / "keep"
+    existing.mkdir()
+    (existing / "mine.txt").write_text("x")
+    line = one_error_line(done := run("--config", str(cfg), "summary", "--as-of", "2025-12-01",
+                                      "--preview", str(existing)))
+    assert done.returncode == 2 and f"--preview {existing} already exists" in line
+    assert [p.name for p in existing.iterdir()] == ["mine.txt"]
+
+
+def test_a_send_while_another_holds_the_lock_is_not_an_error(store: tuple[Path, Path]) -> None:
+    import fcntl
+
+    cfg, db = store
+    lock = db.parent / "cme-batch.send.lock"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        done = run("--config", str(cfg), "send")
+    finally:
+        os.close(fd)
+    assert done.returncode == 0
+    assert done.stderr.strip() == f"another cme-batch run holds the send lock ({lock}); nothing done"
