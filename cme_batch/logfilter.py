@@ -21,7 +21,8 @@ from cme_batch.store import tables as t
 
 WITHHELD = "[withheld]"
 _TOKEN = re.compile(r"[0-9]{1,4}[-/.][0-9]{1,2}[-/.][0-9]{1,4}|[^\W_]+(?:['\u2019-][^\W_]+)*")
-_KEEP = ("event", "level", "timestamp", "run_id", "stage", "logger")
+#: A UPN's shape (folded), found even inside a longer word ("upnA123456789012", "A123456789012_x").
+_UPN_SHAPE = re.compile(r"(?=([a-z][0-9]{11}[0-9a-z]))")
 
 
 def _date_forms(d: date) -> set[str]:
@@ -120,7 +121,8 @@ class IdentityFilter:
     def _hits(self, text: str) -> bool:
         text = _fold(text)
         return (any(tok in self.tokens for tok in _TOKEN.findall(text))
-                or any(iso in self.tokens for iso in _dates_in(text)))
+                or any(iso in self.tokens for iso in _dates_in(text))
+                or any(upn in self.tokens for upn in _UPN_SHAPE.findall(text)))
 
     def _clean(self, value: Any) -> Any:
         if isinstance(value, str):
