@@ -189,7 +189,7 @@ class LazyGroup(click.Group):
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), envvar="CME_BATCH_CONFIG",
+@click.option("--config", "config_path", metavar="FILE", envvar="CME_BATCH_CONFIG",
               help="Configuration file (TOML). Default: $CME_BATCH_CONFIG.")
 @click.version_option(__version__, prog_name="cme-batch")
 @click.pass_context
@@ -202,6 +202,8 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
 
     Exit codes: 0 ok, 1 a stage failed (the others still ran), 2 bad configuration or input.
     """
+    if ctx.get_parameter_source("config_path") is click.core.ParameterSource.ENVIRONMENT:
+        config_path = None  # read from the variable by the configuration, which then names it in an error
     ctx.obj = app = (FailureNoticeApp if ctx.invoked_subcommand == "notify-failure" else App)(config_path)
     ctx.call_on_close(app.close)
 

@@ -14,7 +14,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from cme_batch.errors import ConfigError
+from cme_batch.errors import ConfigError, ConfigFileError
 from cme_batch.mail.settings import MailConfig, parse_mail
 from cme_batch.referral.settings import ReferralConfig, parse_referral
 from cme_batch.replies_settings import RepliesConfig, parse_replies
@@ -286,21 +286,36 @@ def resolve_path(path: str | os.PathLike[str] | None) -> Path:
     if path is None:
         env = os.environ.get(ENV_VAR)
         if not env:
-            raise ConfigError([f"no configuration given: use --config FILE or set {ENV_VAR}"])
+            raise ConfigFileError(f"no configuration given: use --config FILE or set {ENV_VAR}")
         path = env
     return Path(path)
 
 
+def _named(path: str | os.PathLike[str] | None, p: Path) -> str:
+    """The file as the user named it: by --config, or by the environment variable."""
+    return f"{p} (from {ENV_VAR})" if path is None else str(p)
+
+
 def load(path: str | os.PathLike[str] | None) -> Config:
+    """Read and validate the file; every problem is a ``ConfigError`` naming the file (exit 2)."""
     p = resolve_path(path)
+    named = _named(path, p)
     try:
         raw = p.read_bytes()
     except OSError as exc:
-        raise ConfigError([f"cannot read {p}: {exc.strerror}"], str(p)) from exc
+        raise ConfigFileError(f"cannot read the configuration file {named}: {exc.strerror}; give --config "
+                              f"the path of a readable TOML file (or set {ENV_VAR} to it)", str(p)) from exc
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
-        raise ConfigError([f"not UTF-8 text: {exc}"], str(p)) from exc
+        raise ConfigFileError(f"the configuration file {named} is not UTF-8 text (byte {exc.start}): save it "
+                              "as UTF-8", str(p)) from exc
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"not valid TOML: {exc}"], str(p)) from exc
-    return parse(data, p.resolve())
+        raise ConfigFileError(f"the configuration file {named} is not valid TOML: {exc}; correct that line "
+                              "(config/cme-batch.example.toml shows every key)", str(p)) from exc
+    try:
+        return parse(data, p.resolve())
+    except OSError as exc:  # a file the configuration names (a certificate, a folder) cannot be looked at
+        raise ConfigFileError(f"{named}: cannot look at {exc.filename}, which the configuration names: "
+                              f"{exc.strerror}; run as the user the service runs as, or correct the path",
+                              str(p)) from exc

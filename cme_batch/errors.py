@@ -34,6 +34,20 @@ class ConfigError(BadInputError):
         return (self.__class__, (self.problems, self.path))
 
 
+class ConfigFileError(ConfigError):
+    """The configuration file itself cannot be had (none named, missing, unreadable, not TOML).
+
+    One line, naming the file and what to do: there are no keys to list yet.
+    """
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        super().__init__([message], path)
+        Exception.__init__(self, message)  # the message alone, not the "configuration invalid" list
+
+    def __reduce__(self) -> tuple[type, tuple[str, str | None]]:  # type: ignore[override]
+        return (self.__class__, (self.problems[0], self.path))
+
+
 class ImportRejected(BadInputError):
     """An import file was refused whole. Each problem names file, record number, field and value."""
 

@@ -46,6 +46,41 @@ def store(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
     yield cfg, db
 
 
+def test_a_configuration_file_that_cannot_be_had_is_one_line_naming_it(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.toml"
+    line = one_error_line(done := run("--config", str(missing), "status"))
+    assert done.returncode == 2 and str(missing) in line and "No such file" in line and "--config" in line
+
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    for result in (run("--config", str(folder), "status"), run("status", env={"CME_BATCH_CONFIG": str(folder)})):
+        line = one_error_line(result)
+        assert result.returncode == 2 and str(folder) in line and "Is a directory" in line
+    assert "(from CME_BATCH_CONFIG)" in line  # the file came from the variable: say so
+
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[school\nname = 1\n")
+    line = one_error_line(done := run("--config", str(broken), "check-config"))
+    assert done.returncode == 2 and str(broken) in line and "not valid TOML" in line and "line 1" in line
+
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes('[school]\nname = "Caf\xe9"\n'.encode("latin-1"))
+    line = one_error_line(done := run("--config", str(latin), "check-config"))
+    assert done.returncode == 2 and str(latin) in line and "UTF-8" in line
+
+    line = one_error_line(done := run("status"))
+    assert done.returncode == 2 and line == "error: no configuration given: use --config FILE or set CME_BATCH_CONFIG"
+
+
+def test_a_file_the_configuration_names_that_cannot_be_looked_at_is_bad_input_not_a_bug(tmp_path: Path) -> None:
+    """The system refuses to look at a path the file names (here a name too long for the file
+    system; as often, a folder the user running the command may not enter)."""
+    cfg = write_config(tmp_path, f"sqlite:///{tmp_path / 's.sqlite'}",
+                       f'\n[referral]\nmethod = "smime"\nla_certificate = "{tmp_path / ("x" * 300)}"\n')
+    line = one_error_line(done := run("--config", str(cfg), "status"))
+    assert done.returncode == 2 and str(cfg) in line and "File name too long" in line
+
+
 def test_a_database_that_is_a_folder_is_refused_and_left_as_it_was(tmp_path: Path) -> None:
     folder = tmp_path / "db.sqlite"
     folder.mkdir(mode=0o755)
