@@ -130,15 +130,44 @@ def _database_named() -> str:
         return "at database.url"
 
 
+#: The dates ``--as-of`` accepts: the calendar and the register strips are built a year either side.
+AS_OF_RANGE = (date(2000, 1, 1), date(2099, 12, 31))
+
+
+class AsOfDate(click.ParamType):  # type: ignore[type-arg]  # generic only from click 8.2 on
+    """``--as-of``: a date written YYYY-MM-DD, or ``yesterday`` (the default, said aloud)."""
+
+    name = "date"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> date | None:
+        if isinstance(value, date) or value is None:
+            return value
+        text = str(value).strip()
+        if text.lower() == "yesterday":
+            return None  # the default: the school's last day with complete registers
+        try:
+            day = date.fromisoformat(text) if len(text) == 10 else None
+        except ValueError:
+            day = None
+        if day is None:
+            self.fail(f"{text!r} is not a date written YYYY-MM-DD (for example 2025-12-19), or 'yesterday'",
+                      param, ctx)
+        low, high = AS_OF_RANGE
+        if not low <= day <= high:
+            self.fail(f"{text} is outside the dates cme-batch evaluates ({low} to {high})", param, ctx)
+        return day
+
+
 def as_of_option(fn: F) -> F:
     return click.option(
-        "--as-of", "as_of", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
-        help="Evaluate as of this date (YYYY-MM-DD). Default: yesterday, the last day with complete registers.",
+        "--as-of", "as_of", type=AsOfDate(), default=None, metavar="YYYY-MM-DD",
+        help="Evaluate as of this date. Default (or 'yesterday'): the last school day before today in "
+             "England, the last day with complete registers.",
     )(fn)
 
 
-def as_of_date(app: App, value: Any) -> date:
-    return value.date() if value is not None else app.default_as_of()
+def as_of_date(app: App, value: date | None) -> date:
+    return value if value is not None else app.default_as_of()
 
 
 def format_option(choices: tuple[str, ...] = ("table", "json"), default: str = "table") -> Callable[[F], F]:

@@ -134,6 +134,24 @@ def test_a_database_locked_by_another_process_exits_1_saying_to_try_again(
     assert "Traceback" not in result.output and "internal error" not in result.output
 
 
+@pytest.mark.parametrize("value, says", [("9999-12-31", "outside the dates"), ("0001-01-01", "outside the dates"),
+                                         ("2025-13-01", "YYYY-MM-DD"), ("19/12/2025", "YYYY-MM-DD")])
+def test_a_bad_as_of_date_exits_2_naming_the_option(store: tuple[Path, Path], value: str, says: str) -> None:
+    cfg, _ = store
+    done = run("--config", str(cfg), "streaks", "--as-of", value, "--format", "json")
+    assert done.returncode == 2 and "--as-of" in done.stderr and says in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""
+
+
+def test_as_of_yesterday_is_the_default_said_aloud(store: tuple[Path, Path]) -> None:
+    """DESIGN.md's night runs ``nightly --as-of yesterday``."""
+    cfg, _ = store
+    said = run("--config", str(cfg), "streaks", "--as-of", "yesterday")
+    default = run("--config", str(cfg), "streaks")
+    assert said.returncode == 0, said.stderr
+    assert said.stdout == default.stdout and said.stdout.startswith("Streaks as of ")
+
+
 def test_a_preview_folder_that_exists_is_refused_and_left_alone(store: tuple[Path, Path], tmp_path: Path) -> None:
     cfg, _ = store
     existing = tmp_path / "keep"
@@ -158,3 +176,8 @@ def test_a_send_while_another_holds_the_lock_is_not_an_error(store: tuple[Path, 
         os.close(fd)
     assert done.returncode == 0
     assert done.stderr.strip() == f"another cme-batch run holds the send lock ({lock}); nothing done"
+
+
+def test_help_shows_the_date_format_not_a_strftime_pattern() -> None:
+    out = CliRunner().invoke(cli, ["streaks", "--help"]).output
+    assert "--as-of YYYY-MM-DD" in out and "%Y" not in out
