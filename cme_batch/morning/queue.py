@@ -128,7 +128,17 @@ def _office_action(conn: Connection, c: CaseFact, recipient: str, tokens: Tokens
                    "Keep the subject as it is; write plain text, with no attachments."])],
         footer="Sent by cme-batch to the school office.")
     _case_message(conn, c, recipient, tokens, config, now, purpose="office_action",
-                  key=f"action:{c.ref}:{recipient.lower()}:{as_of.isoformat()}", what=f"{step} needed", doc=doc)
+                  key=f"{_action_key(c, recipient)}:{as_of.isoformat()}", what=f"{step} needed", doc=doc)
+
+
+def _action_key(c: CaseFact, recipient: str) -> str:
+    """What an office action email asks: one step, for one school day of absence, of one person.
+
+    Evaluation dates that are not school days (a weekend, a holiday: the timer runs every weekday
+    morning) leave the day count as it was, so a half term does not ask the same first-day call
+    five more times; the next school day of absence asks again.
+    """
+    return f"action:{c.ref}:{recipient.lower()}:{c.office_step}-day{c.days_absent}"
 
 
 def _queued_id(conn: Connection, key: str) -> int | None:
@@ -191,8 +201,8 @@ def queue_morning(conn: Connection, config: Config, as_of: date, now: datetime, 
         for c in facts.cases:
             if c.office_step in OFFICE_STAGES:
                 for person in config.staff.office:
-                    key = f"action:{c.ref}:{person.email.lower()}:{as_of.isoformat()}"
-                    if conn.execute(select(t.outbox.c.id).where(t.outbox.c.idempotency_key == key)).first() is None:
+                    asked = t.outbox.c.idempotency_key.startswith(f"{_action_key(c, person.email)}:", autoescape=True)
+                    if conn.execute(select(t.outbox.c.id).where(asked).limit(1)).first() is None:
                         _office_action(conn, c, person.email, tokens, config, now, as_of)
                         queued.actions += 1
             if c.awaiting_confirmation:

@@ -176,3 +176,22 @@ def test_a_child_who_does_not_come_on_the_agreed_first_day_gets_the_office_call_
     assert [s.split("[")[0].strip() for s, _ in mails(engine, "office_action")] == [
         f"{ref}: first-day call needed", f"{ref}: contact every emergency contact needed"]
     assert mails(engine, "confirm_request")  # and the DSL is asked about the referral from the first day
+
+
+# -- a half term ---------------------------------------------------------------------------------
+def test_half_term_mornings_do_not_ask_the_same_call_again(sapp: App, engine: Engine) -> None:
+    """Absent on the Friday before half term: the first-day call is asked once, not on every morning
+    the timer runs in the holiday (before: seven action emails for one day of absence). Back after
+    half term and still absent: the emergency contacts are asked, once."""
+    friday, back = date(2025, 10, 24), date(2025, 11, 4)  # 3 November is an INSET (closure) day
+    lay(sapp, pupil("1", "Alfie", "Holt"), *marks("1", {date(2025, 10, 23): ("/", "\\"), friday: ("N", "N"),
+                                                        back: ("N", "N")}))
+    holiday_nights = [date(2025, 10, 26), *weekdays(date(2025, 10, 27), date(2025, 10, 30)), date(2025, 11, 2),
+                      date(2025, 11, 3)]  # as of the day before each weekday morning's run
+    for d in [friday, *holiday_nights, back]:
+        night(sapp, d)
+    assert [s.split(":")[1].split("[")[0].strip() for s, _ in mails(engine, "office_action")] == [
+        "first-day call needed", "contact every emergency contact needed"]
+    summaries = [text for _, text in mails(engine, "summary")]
+    assert all("Alfie Holt" in section(s, "First-day calls today") for s in summaries[:-1])  # still listed
+    assert "Alfie Holt" in section(summaries[-1], "Emergency contacts to try today")
