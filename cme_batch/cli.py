@@ -179,6 +179,14 @@ def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
 
 
+def echo_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]], right: tuple[str, ...] = ()) -> None:
+    """Print rows as columns as wide as their widest cell: (key, heading) pairs; ``right`` keys align right."""
+    cells = [[h for _, h in columns]] + [["" if r.get(k) is None else str(r[k]) for k, _ in columns] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    for row in cells:
+        click.echo("  ".join(c.rjust(w) if k in right else c.ljust(w)
+                             for c, w, (k, _) in zip(row, widths, columns)).rstrip())
+
 
 pass_app = click.make_pass_decorator(App)
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from cme_batch.app import App
-from cme_batch.cli import as_of_date, as_of_option, echo_json, format_option, handle_errors, pass_app
+from cme_batch.cli import as_of_date, as_of_option, echo_json, echo_table, format_option, handle_errors, pass_app
 from cme_batch.errors import BadInputError
 
 if TYPE_CHECKING:
@@ -33,14 +33,6 @@ def _iso(d: date | None) -> str | None:
 def _warn(warnings: Iterable[str]) -> None:
     for w in warnings:
         click.echo(f"warning: {w}", err=True)
-
-
-def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> None:
-    """Print rows as aligned columns: (key, heading) pairs."""
-    cells = [[h for _, h in columns]] + [["" if r.get(k) is None else str(r[k]) for k, _ in columns] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
-    for row in cells:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
 
 
 def streak_row(f: PupilFacts) -> dict[str, Any]:
@@ -82,7 +74,7 @@ def streaks_cmd(app: App, as_of: Any, fmt: str, show_all: bool) -> None:
     click.echo(f"Streaks as of {ev.as_of} (school days): {len(rows)} pupil(s)")
     for r in rows:
         r["gaps"] = len(set(r["register_gaps"]) | set(r["unauthorised_register_gaps"])) or None
-    _table(rows, [("upn", "UPN"), ("pupil_id", "id"), ("unexplained_days", "unexpl"),
+    echo_table(rows, [("upn", "UPN"), ("pupil_id", "id"), ("unexplained_days", "unexpl"),
                   ("unexplained_start", "since"), ("unauthorised_days", "unauth"), ("unauthorised_start", "since"),
                   ("last_attended", "last attended"), ("gaps", "gaps")])
 
@@ -151,7 +143,7 @@ def cases_cmd(app: App, show_all: bool, fmt: str) -> None:
         return
     for r in rows:
         r["alert"] = "SOCIAL CARE" if r["alerts"] else None
-    _table(rows, [("ref", "ref"), ("kind", "kind"), ("status", "status"), ("stage", "stage"), ("upn", "UPN"),
+    echo_table(rows, [("ref", "ref"), ("kind", "kind"), ("status", "status"), ("stage", "stage"), ("upn", "UPN"),
                   ("streak_start", "since"), ("school_days", "days"), ("last_attended", "last attended"),
                   ("referral_due", "referral due"), ("closed_reason", "closed"), ("alert", "alert")])
 
@@ -236,7 +228,7 @@ def returns_cmd(app: App, as_of: Any, fmt: str) -> None:
     click.echo(f"LA {app.config.thresholds.la_return_days}-day return as of {day}: {len(rows)} pupil(s)")
     for r in rows:
         r["age"] = {True: "compulsory", False: "below compulsory age", None: "DOB unknown"}[r["compulsory_school_age"]]
-    _table(rows, [("upn", "UPN"), ("pupil_id", "id"), ("unauthorised_start", "since"),
+    echo_table(rows, [("upn", "UPN"), ("pupil_id", "id"), ("unauthorised_start", "since"),
                   ("reached_on", "reached"), ("school_days", "days"), ("age", "school age")])
 
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from cme_batch.app import App, in_school_time
-from cme_batch.cli import EXIT_FAILED, echo_json, format_option, handle_errors, pass_app
+from cme_batch.cli import EXIT_FAILED, echo_json, echo_table, format_option, handle_errors, pass_app
 from cme_batch.errors import BadInputError
 from cme_batch.mail import STATUSES
 
@@ -108,8 +108,7 @@ def outbox_cmd(app: App, statuses: tuple[str, ...], requeue_id: int | None, limi
     click.echo("outbox: " + ", ".join(f"{k} {v}" for k, v in totals.items()))
     if not entries:
         return
-    click.echo(f"{'id':>5}  {'status':<8} {'purpose':<10} {'tries':>5}  {'queued':<16} {'sent / next try':<16} "
-               "reason")
+    rows = []
     for e in entries:
         later = e.sent_at if e.status == "sent" else e.next_attempt_at
         reason = (e.last_error or "").splitlines()[0][:120] if e.last_error else ""
@@ -117,8 +116,11 @@ def outbox_cmd(app: App, statuses: tuple[str, ...], requeue_id: int | None, limi
             note = "may or may not have arrived (held, not sent again). " if e.status == "failed" \
                 else "may have arrived twice. "
             reason = (note + reason).strip()
-        click.echo(f"{e.id:>5}  {e.status:<8} {e.purpose:<10} {e.attempts:>5}  {_when(e.queued_at):<16} "
-                   f"{_when(later):<16} {reason}")
+        rows.append({"id": e.id, "status": e.status, "purpose": e.purpose, "tries": e.attempts,
+                     "queued": _when(e.queued_at), "later": _when(later), "reason": reason})
+    echo_table(rows, [("id", "id"), ("status", "status"), ("purpose", "purpose"), ("tries", "tries"),
+                      ("queued", "queued"), ("later", "sent / next try"), ("reason", "reason")],
+               right=("id", "tries"))
 
 
 COMMANDS = [send, outbox_cmd]

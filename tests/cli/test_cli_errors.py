@@ -178,6 +178,32 @@ def test_a_send_while_another_holds_the_lock_is_not_an_error(store: tuple[Path, 
     assert done.stderr.strip() == f"another cme-batch run holds the send lock ({lock}); nothing done"
 
 
+def test_the_outbox_table_keeps_its_columns_aligned(store: tuple[Path, Path]) -> None:
+    from datetime import UTC, datetime
+
+    from cme_batch.mail import outbox
+    from cme_batch.store import open_store
+
+    cfg, db = store
+    engine = open_store(f"sqlite:///{db}", create=False)
+    with engine.begin() as conn:
+        for key, purpose in (("a", "summary"), ("b", "office_action"), ("c", "referral")):
+            outbox.enqueue(conn, idempotency_key=key, purpose=purpose, recipients=["office@school.example"],
+                           subject="s", message=b"Subject: s\r\n\r\nbody\r\n", from_address="cme@school.example",
+                           now=datetime(2025, 12, 1, 6, 0, tzinfo=UTC))
+    engine.dispose()
+    done = run("--config", str(cfg), "outbox")
+    assert done.returncode == 0, done.stderr
+    header, *rows = done.stdout.splitlines()[1:]
+    assert len(rows) == 3
+    for heading in ("tries", "queued", "sent / next try"):
+        start = header.index(heading)
+        end = start + len(heading)
+        for row in rows:  # every row's cell sits under its heading
+            assert row[start - 1] == " " and (heading == "tries" or row[start] != " "), (heading, header, row)
+            assert heading != "tries" or (row[end - 1] == "0" and row[end] == " "), (header, row)
+
+
 def test_help_shows_the_date_format_not_a_strftime_pattern() -> None:
     out = CliRunner().invoke(cli, ["streaks", "--help"]).output
     assert "--as-of YYYY-MM-DD" in out and "%Y" not in out
