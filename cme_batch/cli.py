@@ -191,6 +191,15 @@ def echo_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]], right
 pass_app = click.make_pass_decorator(App)
 
 
+def first_sentence(help_text: str) -> str:
+    """The first sentence of a command's help, for the list of commands (click's own cut stops at "e.g.")."""
+    import re
+
+    paragraph = " ".join(help_text.strip().split("\n\n", 1)[0].split())
+    end = re.search(r"(?<!\be\.g)(?<!\bi\.e)\.(?=\s|$)", paragraph)
+    return paragraph[:end.end()] if end else paragraph
+
+
 class LazyGroup(click.Group):
     """Registers the commands of every ``cme_batch/cli_*.py`` module the first time commands are listed.
 
@@ -218,6 +227,11 @@ class LazyGroup(click.Group):
         if cmd_name not in self.commands:
             self._load()
         return super().get_command(ctx, cmd_name)
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        if cmd.short_help is None and cmd.help:  # the list of commands shows each one's whole first sentence
+            cmd.short_help = first_sentence(cmd.help)
+        super().add_command(cmd, name)
 
     @property
     def all_commands(self) -> dict[str, click.Command]:

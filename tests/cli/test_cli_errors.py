@@ -204,6 +204,18 @@ def test_the_outbox_table_keeps_its_columns_aligned(store: tuple[Path, Path]) ->
             assert heading != "tries" or (row[end - 1] == "0" and row[end] == " "), (header, row)
 
 
+def test_the_list_of_commands_gives_each_ones_first_sentence_whole() -> None:
+    import re
+
+    from cme_batch.cli import first_sentence
+
+    listing = " ".join(CliRunner().invoke(cli, ["--help"]).output.split())
+    for name, command in cli.all_commands.items():  # type: ignore[attr-defined]
+        sentence = first_sentence(command.help or "")
+        assert sentence.endswith(".") and not sentence.endswith("e.g."), (name, sentence)
+        assert re.search(re.escape(f"{name} {sentence}"), listing), (name, sentence)
+
+
 def test_help_shows_the_date_format_not_a_strftime_pattern() -> None:
     out = CliRunner().invoke(cli, ["streaks", "--help"]).output
     assert "--as-of YYYY-MM-DD" in out and "%Y" not in out
