@@ -520,9 +520,18 @@ def last_run(conn: Connection, school_id: int) -> date | None:
 
 
 def run_detect(app: App, as_of: date) -> DetectReport:
-    """Evaluate every pupil as of ``as_of`` and bring the cases in line, in one transaction."""
+    """Evaluate every pupil as of ``as_of`` and bring the cases in line, in one transaction.
+
+    Under the ``detect`` lock, waited for: a ``detect`` started by hand while the night's runs (or
+    the other way round) reads the store only once the first has written its cases, so it finds
+    them instead of opening the same cases a second time (their references collided, and the run
+    failed).
+    """
+    from cme_batch.runlock import STAGE_WAIT_SECONDS, run_lock
+
     now = app.now()
-    with app.engine().begin() as conn, _collector_paused():
+    with run_lock(app.engine(), app.state_dir, "detect", wait=STAGE_WAIT_SECONDS), app.engine().begin() as conn, \
+            _collector_paused():
         last = last_run(conn, app.school_id)
         if last is not None and as_of < last:
             raise BadInputError(

@@ -288,3 +288,31 @@ def test_send_killed_while_the_server_holds_its_answer_is_resent_once_and_report
     assert (row(engine, first).status, row(engine, first).maybe_duplicate) == ("sent", True)
     assert (row(engine, second).status, row(engine, second).maybe_duplicate) == ("sent", False)
     assert [(p.id, p.kind) for p in problems(engine)] == [(first, "maybe_duplicate")]
+
+
+def test_two_detect_runs_at_once_open_each_case_once_and_both_succeed(
+        tmp_path: Path, store_url: str, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A `detect` by hand while the night's detect runs: the second waits, then finds nothing to do."""
+    from collections import Counter
+
+    from cme_batch import detect
+    from cme_batch.app import App
+    from cme_batch.demo.generator import generate
+    from cme_batch.model import SourceBatch
+    from cme_batch.store import ingest
+    from tests.conftest import FIXED_NOW, write_config
+
+    app = App(str(write_config(tmp_path, store_url)), clock=lambda: FIXED_NOW)
+    app._engine = engine
+    ingest.apply_batch(engine, app.school_id, SourceBatch("demo", "demo", records=generate(2025, 80).records),
+                       FIXED_NOW)
+    as_of = date(2025, 11, 28)
+
+    _both_at_once(monkeypatch, detect, "_case_states", lambda: detect.run_detect(app, as_of))
+
+    with engine.connect() as conn:
+        events = conn.execute(select(t.case_events.c.case_id, t.case_events.c.kind, t.case_events.c.stage)).all()
+        cases = conn.execute(select(t.cases.c.pupil_id, t.cases.c.kind)).all()
+    assert cases and len(cases) == len(set(cases)), "one case per pupil and kind"
+    twice = [e for e, n in Counter(tuple(e) for e in events).items() if n > 1]
+    assert [e for e in events if e.kind == "opened"] and twice == [], f"events written twice: {twice}"
