@@ -345,7 +345,7 @@ class _Evaluator:
         self.registers[year] = schoolcal.register_facts(year, rows, not schoolcal.has_terms(cal, year),
                                                         schoolcal.candidate_sessions(cal, year))
         self.base = mk.year_start(min(self.strips))
-        self.calendar = schoolcal.build(cal, self.base, self.as_of + HORIZON, self.registers)
+        self.calendar = schoolcal.build(cal, self.base, self.as_of + HORIZON, self.registers, self.as_of)
         self.window_start = criteria.window_start_for(self.as_of, self.calendar, self.th.repeat_window_days)
 
     def _many(self, pids: Iterable[int]) -> Many:

@@ -5,8 +5,9 @@ closure day, not an England bank holiday (the ``holidays`` package, subdivision 
 ``extra_holidays`` minus ``not_holidays``), and not a whole-school closure in the registers
 (both sessions ``#`` for every pupil on roll). An academic year with no term dates configured
 falls back to the registers: a weekday is a school day when at least half the pupils on roll
-have a real mark (not ``#``, not no-mark) in one of its sessions; dates after the last mark of
-anyone are projected as weekdays, so due dates can still be computed. A warning says so.
+have a real mark (not ``#``, not no-mark) in one of its sessions; dates after both the last mark
+of anyone and the evaluation date are projected as weekdays, so due dates can still be computed.
+A warning says so.
 
 ``register_facts`` reads what the registers say about one academic year from raw strips
 (see ``cme_batch.marks``) without a loop per mark; ``build``
@@ -189,14 +190,24 @@ def fallback_warning(academic_year: int) -> str:
 
 
 def build(cfg: CalendarConfig, first: date, last: date,
-          registers: Mapping[int, YearRegisters] | None = None) -> SchoolCalendar:
-    """The school days from ``first`` to ``last`` by the configuration and the registers read so far."""
+          registers: Mapping[int, YearRegisters] | None = None, as_of: date | None = None) -> SchoolCalendar:
+    """The school days from ``first`` to ``last`` by the configuration and the registers read so far.
+
+    ``as_of`` is the evaluation date the registers were read for: in a year without term dates,
+    a weekday up to it is a school day only when the registers say so, and weekdays are
+    projected only after it (and after the last mark). Without it, a new academic year whose
+    term dates were not yet added counted every weekday of the summer holiday as a school day
+    with no register: a July absence grew through August and reached its referral date there.
+    """
     registers = registers or {}
     hols = bank_holidays(cfg, first.year, last.year)
     closures = set(cfg.closures)
-    # the registers run to the last mark of a fallback year, or through a year with terms
+    # the registers run to the last mark of a fallback year, or through a year with terms, and
+    # at least to the evaluation date they were read for
     ends = [r.last_marked if r.open is not None else mk.year_start(r.academic_year + 1) - timedelta(days=1)
             for r in registers.values()]
+    if registers and as_of is not None:
+        ends.append(as_of)
     registers_end = max((e for e in ends if e is not None), default=None)
     terms = sorted(cfg.terms, key=lambda t: t.start)
     modes = {y: has_terms(cfg, y) for y in range(mk.academic_year_of(first), mk.academic_year_of(last) + 1)}

@@ -1,0 +1,101 @@
+"""The calendar at its edges, on a real store: the summer holiday and the 1 August change of
+academic year, a year whose term dates are not configured yet, bank holidays, closures recorded
+late, and the attendance codes of both national sets in one streak.
+
+Every test runs ``detect`` night by night, as the timer does, and looks at what a user sees:
+the case's stage, school days and referral due date, and the LA return.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, select
+
+from cme_batch import detect
+from cme_batch.app import App
+from cme_batch.model import MarksRecord, PupilRecord, Record, SourceBatch
+from cme_batch.store import tables as t
+from cme_batch.store.ingest import apply_batch
+from tests.conftest import FIXED_NOW, write_config
+
+# The spring and summer terms of 2025/26; nothing yet for 2026/27.
+TERMS_TO_JULY_2026 = """
+[[calendar.terms]]
+start = "2026-01-05"
+end = "2026-03-27"
+
+[[calendar.terms]]
+start = "2026-04-13"
+end = "2026-07-17"
+"""
+
+
+def make_app(engine: Engine, store_url: str, tmp_path: Path, extra: str) -> App:
+    a = App(str(write_config(tmp_path, store_url, extra)), clock=lambda: FIXED_NOW)
+    a._engine = engine
+    return a
+
+
+def ingest(app: App, *records: Record) -> None:
+    apply_batch(app.engine(), app.school_id, SourceBatch("test", "test", records=list(records)), app.now())
+
+
+def pupil(key: str) -> PupilRecord:
+    return PupilRecord(key, upn=f"T{key:0>12}", dob=date(2016, 5, 1))
+
+
+def day_marks(key: str, marks: Mapping[date, str]) -> list[MarksRecord]:
+    """``{day: "NN"}`` (one character a session) or ``{day: "C1/N"}`` (codes split by '/')."""
+    out = []
+    for day, pair in marks.items():
+        am, pm = pair.split("/") if len(pair) > 2 else (pair[0], pair[1])
+        out.append(MarksRecord(key, day, (am, pm)))
+    return out
+
+
+def days(start: date, end: date) -> Iterator[date]:
+    d = start
+    while d <= end:
+        yield d
+        d += timedelta(days=1)
+
+
+def weekdays(start: date, end: date) -> list[date]:
+    return [d for d in days(start, end) if d.weekday() < 5]
+
+
+def the_case(app: App) -> dict[str, Any]:
+    with app.engine().connect() as conn:
+        [row] = conn.execute(select(t.cases)).mappings().all()
+        return dict(row)
+
+
+# -- a new academic year before its term dates are configured ------------------------------------------
+def test_the_summer_of_a_year_without_term_dates_is_not_school_days(engine: Engine, store_url: str,
+                                                                    tmp_path: Path) -> None:
+    app = make_app(engine, store_url, tmp_path, TERMS_TO_JULY_2026)
+    july = weekdays(date(2026, 7, 6), date(2026, 7, 17))
+    september = weekdays(date(2026, 9, 2), date(2026, 9, 9))
+    ingest(app, pupil("1"), pupil("2"), pupil("3"),
+           *day_marks("1", {d: "/\\" if d < date(2026, 7, 13) else "NN" for d in july}),
+           *(m for k in "23" for m in day_marks(k, {d: "/\\" for d in july})))
+    for night in days(date(2026, 7, 13), date(2026, 9, 9)):
+        if night in september:
+            ingest(app, *day_marks("1", {night: "NN"}), *(m for k in "23" for m in day_marks(k, {night: "/\\"})))
+        report = detect.run_detect(app, night)
+        case = the_case(app)
+        if date(2026, 8, 1) <= night <= date(2026, 9, 1):
+            # the holiday: no register is missing, the child is not absent, no step falls due
+            assert (case["stage"], case["school_days"], case["register_gaps"]) == ("home_visit", 5, []), night
+            assert case["referral_due"] > night, night
+            assert not [w for w in report.warnings if "no register mark" in w], night
+            assert any("2026/27 has no term dates configured" in w for w in report.warnings), night
+    # 13-17 July and 2-8 September: the tenth school day of absence is 8 September
+    assert (case["stage"], case["school_days"], case["referral_due"]) == ("referral_due", 11, date(2026, 9, 8))
+    with app.engine().connect() as conn:
+        listed = conn.execute(select(t.la_returns.c.episode_start, t.la_returns.c.reached_on)).all()
+    assert listed == [(date(2026, 7, 13), date(2026, 9, 8))]
