@@ -7,7 +7,7 @@ root element picks the adapter whose ``root_elements`` name it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import ExitStack
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from datetime import UTC
 from functools import partial
@@ -20,6 +20,7 @@ from sqlalchemy import select
 
 from cme_batch import logfilter
 from cme_batch.app import App
+from cme_batch.config import SourceConfig
 from cme_batch.errors import BadInputError, CmeError, ImportRejected
 from cme_batch.model import SourceBatch
 from cme_batch.readahead import read_ahead
@@ -94,6 +95,7 @@ def import_files(app: App, paths: Sequence[Path], fmt: str | None, options: dict
     opts = {**shared_options(app), **(options or {})}
     opened: dict[int, _Opened] = {}
     with ExitStack() as readers:
+        readers.enter_context(_import_lock(app))
 
         def open_file(i: int) -> None:
             if i >= len(paths) or i in opened:
@@ -152,29 +154,45 @@ def ingest_sources(app: App, only: Iterable[str] = ()) -> list[Outcome]:
     unknown = wanted - {s.name for s in app.config.sources}
     if unknown:
         raise BadInputError(f"no configured source named {', '.join(sorted(unknown))}")
-    outcomes = []
-    for scfg in app.config.sources:
-        if wanted and scfg.name not in wanted:
-            continue
-        log = app.log(stage="ingest", source=scfg.name)
-        stored = 0
-        try:
-            source = build_source(scfg)
-            ctx = SourceContext(now=app.now(), state=source_state(app, scfg.name), options=shared_options(app))
-            for batch in source.batches(ctx):
-                now = app.now()
-                with read_ahead(batch):
-                    result = store_ingest.apply_batch(app.engine(), app.school_id, batch, now)
-                source.committed(batch)
-                logfilter.install(app.engine(), pupil_ids=result.pupil_ids)
-                stored += result.status == "ok"
-                log.info("batch stored", origin=batch.origin, status=result.status, counts=result.counts)
-            outcomes.append(Outcome(scfg.name, "ok", f"{stored} batch(es) stored"))
-        except CmeError as exc:
-            store_ingest.record_source_failure(app.engine(), scfg.name, scfg.name, app.now(), exc)
-            log.error("source failed", error=str(exc).splitlines()[0])
-            outcomes.append(Outcome(scfg.name, "failed", str(exc)))
-    return outcomes
+    with _import_lock(app):
+        outcomes = [_ingest_one(app, scfg, wanted) for scfg in app.config.sources]
+    return [o for o in outcomes if o is not None]
+
+
+def _import_lock(app: App) -> AbstractContextManager[None]:
+    """The ``import`` lock, waited for: one import or ingest writes pupils at a time.
+
+    Two at once (a file imported by hand while the night ingests) both looked the same new
+    pupils up before either had stored them; on PostgreSQL the second then failed on the
+    store's unique keys. The second now reads the store once the first has committed.
+    """
+    from cme_batch.runlock import STAGE_WAIT_SECONDS, run_lock
+
+    return run_lock(app.engine(), app.state_dir, "import", wait=STAGE_WAIT_SECONDS)
+
+
+def _ingest_one(app: App, scfg: SourceConfig, wanted: set[str]) -> Outcome | None:
+    """One configured source's batches, each stored in its own transaction; None when not wanted."""
+    if wanted and scfg.name not in wanted:
+        return None
+    log = app.log(stage="ingest", source=scfg.name)
+    stored = 0
+    try:
+        source = build_source(scfg)
+        ctx = SourceContext(now=app.now(), state=source_state(app, scfg.name), options=shared_options(app))
+        for batch in source.batches(ctx):
+            now = app.now()
+            with read_ahead(batch):
+                result = store_ingest.apply_batch(app.engine(), app.school_id, batch, now)
+            source.committed(batch)
+            logfilter.install(app.engine(), pupil_ids=result.pupil_ids)
+            stored += result.status == "ok"
+            log.info("batch stored", origin=batch.origin, status=result.status, counts=result.counts)
+        return Outcome(scfg.name, "ok", f"{stored} batch(es) stored")
+    except CmeError as exc:
+        store_ingest.record_source_failure(app.engine(), scfg.name, scfg.name, app.now(), exc)
+        log.error("source failed", error=str(exc).splitlines()[0])
+        return Outcome(scfg.name, "failed", str(exc))
 
 
 def stale_sources(app: App) -> list[str]:

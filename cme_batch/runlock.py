@@ -7,8 +7,9 @@ otherwise leave the night's summary unsent until the next night because a person
 ran; a ``summary`` stage, whose second copy must see what the first queued) passes ``wait``:
 the lock is tried again every ``POLL_SECONDS`` until it is free or ``wait`` seconds have gone.
 
-Locks by name: ``run`` (the nightly run), ``send`` (draining the outbox), ``detect`` (bringing
-the cases in line), ``summary`` (queueing the morning emails). Each name is its own lock.
+Locks by name: ``run`` (the nightly run), ``import`` (storing what sources give), ``detect``
+(bringing the cases in line), ``summary`` (queueing the morning emails), ``send`` (draining the
+outbox). Each name is its own lock.
 
 The file lock is ``flock(2)`` on the lock file, as the ``filelock`` package takes it on Linux,
 called directly: importing that package cost every run some 15 ms. The kernel releases the lock

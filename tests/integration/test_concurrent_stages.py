@@ -316,3 +316,23 @@ def test_two_detect_runs_at_once_open_each_case_once_and_both_succeed(
     assert cases and len(cases) == len(set(cases)), "one case per pupil and kind"
     twice = [e for e, n in Counter(tuple(e) for e in events).items() if n > 1]
     assert [e for e in events if e.kind == "opened"] and twice == [], f"events written twice: {twice}"
+
+
+def test_two_imports_at_once_of_new_pupils_both_succeed_with_one_pupil_each(
+        tmp_path: Path, store_url: str, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`import` by hand while the night ingests the same new pupils: the second waits, then finds them."""
+    from cme_batch.app import App
+    from cme_batch.importer import import_files
+    from cme_batch.store import ingest
+    from tests.conftest import FIXED_NOW, write_config
+
+    app = App(str(write_config(tmp_path, store_url)), clock=lambda: FIXED_NOW)
+    app._engine = engine
+    fixture = ROOT / "tests" / "adapters" / "fixtures" / "ctf-25.xml"
+
+    _both_at_once(monkeypatch, ingest._Writer, "look_up", lambda: list(import_files(app, [fixture], "ctf")))
+
+    with engine.connect() as conn:
+        keys = conn.execute(select(t.pupil_keys.c.pupil_key)).scalars().all()
+        pupils = conn.execute(select(t.pupils.c.id)).scalars().all()
+    assert sorted(keys) == ["A123456789012", "P234567890123"] and len(pupils) == 2, "each new pupil stored once"
