@@ -165,7 +165,7 @@ def office_step(kind: str, school_days: int, th: Thresholds) -> str | None:
 def _next_step(c: CaseFact, as_of: date, calendar: SchoolCalendar, config: Config) -> tuple[str, date | None]:
     """The policy's next step for a case, and the school day by which it falls due."""
     if c.kind == "repeat_missing":
-        return "DSL: review the pattern of absence; close the case by reply when resolved", None
+        return "DSL: review the pattern of absence; reply CLOSE to its review request when resolved", None
     if c.held:
         return f"On hold by the DSL: {c.held}", None
     if c.confirmed and not c.referred:

@@ -7,7 +7,8 @@ nothing the second time, except an update digest when email problems or replies 
 have appeared since the first run (the digest already queued cannot show them, and nothing is
 marked reported that no digest carries).
 
-A confirmation request goes to the DSL and to the deputy DSL separately, each with its own
+A repeat-missing case, which has no referral to confirm, gets a review request instead, whose
+reply CLOSE ends the case. A confirmation request goes to the DSL and to the deputy DSL separately, each with its own
 single-use reply token in the subject (``cme_batch.replies.tokens``): the reply is accepted only
 from the address the token was issued to. A new request is sent when the last one's token has
 expired or been used without a confirmation.
@@ -39,11 +40,12 @@ class Queued:
     summary: int | None = None
     digest: int | None = None
     requests: int = 0
+    reviews: int = 0
     actions: int = 0
 
     def __str__(self) -> str:
         return (f"summary #{self.summary}, digest #{self.digest}, {self.requests} confirmation request(s), "
-                f"{self.actions} office action request(s)")
+                f"{self.reviews} review request(s), {self.actions} office action request(s)")
 
 
 def email_for(doc: Document, subject: str, sender: str, recipients: list[str]) -> EmailMessage:
@@ -110,6 +112,33 @@ def _request(conn: Connection, c: CaseFact, recipient: str, tokens: Tokens, conf
         footer="Only the DSL and the deputy DSL receive this request, each with their own code.")
     _case_message(conn, c, recipient, tokens, config, now, purpose="confirm_request",
                   key=f"confirm:{c.ref}:{recipient.lower()}:{{nonce}}", what="please confirm the referral", doc=doc)
+
+
+def _review_request(conn: Connection, c: CaseFact, recipient: str, tokens: Tokens, config: Config, now: datetime,
+                    as_of: date) -> None:
+    """A request to the DSL or the deputy to review a repeat-missing case: the reply CLOSE ends it.
+
+    Nothing else carries a reply token for such a case (it has no referral to confirm and no office
+    step), and a reply without one is never acted on: without this email the DSL could not close it.
+    """
+    doc = Document(
+        title=f"Review the repeated absences of {c.ref}",
+        subtitle=f"{config.school.name}. Registers as of {as_of:%d %b %Y}.",
+        sections=[Section(
+            "The case", ["", ""], [Row(["Pupil", c.pupil]), Row(["Year", c.year_group]),
+                                   Row(["Why", KIND_LABEL.get(c.kind, c.kind)]),
+                                   Row(["School days missed in the episodes", str(c.school_days)]),
+                                   Row(["Latest episode began", f"{c.streak_start:%a %d %b %Y}" if c.streak_start
+                                        else "-"])],
+            notes=[f"When the pattern is resolved, reply to this email with the first line: CLOSE {c.ref} <reason>",
+                   f"To record what was done meanwhile: NOTE {c.ref} <action>: <outcome> "
+                   "(actions: home-visit, social-media, other-agency, contacts-tried, first-day-call)",
+                   "Keep the subject as it is: it carries the code that proves the reply is yours. "
+                   "Write plain text, with no attachments."])],
+        footer="Only the DSL and the deputy DSL receive this request, each with their own code.")
+    _case_message(conn, c, recipient, tokens, config, now, purpose="review_request",
+                  key=f"review:{c.ref}:{recipient.lower()}:{{nonce}}", what="please review the repeated absences",
+                  doc=doc)
 
 
 def _office_action(conn: Connection, c: CaseFact, recipient: str, tokens: Tokens, config: Config, now: datetime,
@@ -205,11 +234,15 @@ def queue_morning(conn: Connection, config: Config, as_of: date, now: datetime, 
                     if conn.execute(select(t.outbox.c.id).where(asked).limit(1)).first() is None:
                         _office_action(conn, c, person.email, tokens, config, now, as_of)
                         queued.actions += 1
-            if c.awaiting_confirmation:
+            if c.awaiting_confirmation or c.kind == "repeat_missing":
                 for addr in dsl:
                     if not _live_request(conn, c.id, addr, now):
-                        _request(conn, c, addr, tokens, config, now, as_of)
-                        queued.requests += 1
+                        if c.awaiting_confirmation:
+                            _request(conn, c, addr, tokens, config, now, as_of)
+                            queued.requests += 1
+                        else:
+                            _review_request(conn, c, addr, tokens, config, now, as_of)
+                            queued.reviews += 1
     return queued, facts
 
 

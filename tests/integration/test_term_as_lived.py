@@ -1,0 +1,98 @@
+"""The term as the DSL lives it: what the emails ask, and whether a reply to them can do it.
+
+The demo school is loaded into a real store, ``detect`` and the summary stage run as the night
+does, and the DSL answers the emails the way a person would: by replying to the one that asks,
+through the Maildir the replies stage reads.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import mailbox as stdlib_mailbox
+from datetime import UTC, date, datetime
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, select
+
+from cme_batch import detect
+from cme_batch.app import App
+from cme_batch.demo.generator import generate
+from cme_batch.model import SourceBatch
+from cme_batch.morning.queue import queue_morning_mail
+from cme_batch.replies.process import read_replies
+from cme_batch.store import ingest
+from cme_batch.store import tables as t
+from tests.conftest import write_config
+from tests.replies_support import DSL, KEY, KEY_ENV, reply
+
+AS_OF = date(2025, 12, 19)
+NOW = datetime(2025, 12, 20, 5, 30, tzinfo=UTC)
+
+
+@pytest.fixture
+def term_app(tmp_path: Path, store_url: str, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> App:
+    """The demo school (80 pupils) in a store whose replies come from the Maildir ``tmp_path/replies``."""
+    monkeypatch.setenv(KEY_ENV, KEY)
+    stdlib_mailbox.Maildir(str(tmp_path / "replies"), create=True)
+    cfg = write_config(tmp_path, store_url, f"""
+[replies]
+mailbox = "maildir"
+token_keys = [{{ id = "k1", secret = {{ env = "{KEY_ENV}" }} }}]
+
+[replies.maildir]
+path = "{tmp_path / 'replies'}"
+""")
+    clock = {"now": NOW}
+    app = App(str(cfg), clock=lambda: clock["now"])
+    app._engine = engine
+    app.clock_box = clock  # type: ignore[attr-defined]
+    school = generate(2025, 80)
+    ingest.apply_batch(engine, app.school_id, SourceBatch("demo", "demo", records=school.records), NOW)
+    return app
+
+
+def _mail_to(engine: Engine, case_id: int, recipient: str) -> list[EmailMessage]:
+    """Every message queued about one case to one person, oldest first."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(t.outbox.c.mime, t.outbox.c.recipients).where(t.outbox.c.case_id == case_id)
+                            .order_by(t.outbox.c.id)).all()
+    return [email.message_from_bytes(bytes(r.mime), policy=email.policy.default)  # type: ignore[misc]
+            for r in rows if [a.lower() for a in r.recipients] == [recipient]]
+
+
+def _deliver(app: App, raw: bytes) -> None:
+    stdlib_mailbox.Maildir(str(Path(app.config_path).parent / "replies"), create=False).add(raw)
+    report = read_replies(app)
+    assert report is not None
+
+
+def _case(engine: Engine, kind: str) -> tuple[int, str]:
+    with engine.connect() as conn:
+        row = conn.execute(select(t.cases.c.id, t.cases.c.ref).where(t.cases.c.kind == kind,
+                                                                      t.cases.c.status == "open")).one()
+    return int(row.id), str(row.ref)
+
+
+def test_the_dsl_closes_a_repeat_missing_case_by_replying_to_the_email_that_asks(term_app: App, engine: Engine) -> None:
+    """The digest tells the DSL to close a repeat-missing case by reply; some email must carry its code."""
+    detect.run_detect(term_app, AS_OF)
+    queue_morning_mail(term_app, AS_OF)
+    case_id, ref = _case(engine, "repeat_missing")
+    asks = _mail_to(engine, case_id, DSL)
+    assert len(asks) == 1, "the DSL has no email about the repeat-missing case to reply to"
+    ask = asks[0]
+    text = ask.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert f"CLOSE {ref}" in text and "[cme:" in str(ask["Subject"])
+    assert "CONFIRM" not in text  # there is no referral to confirm
+
+    _deliver(term_app, reply(DSL, f"Re: {ask['Subject']}", f"CLOSE {ref} attendance panel met the family\n"))
+    with engine.connect() as conn:
+        case = conn.execute(select(t.cases.c.status, t.cases.c.closed_reason).where(t.cases.c.id == case_id)).one()
+    assert (case.status, case.closed_reason) == ("closed", "closed_by_dsl")
+
+    term_app.clock_box["now"] = NOW.replace(hour=6)  # type: ignore[attr-defined]
+    queue_morning_mail(term_app, AS_OF)  # run again: a closed case is not asked about again
+    assert len(_mail_to(engine, case_id, DSL)) == 1
