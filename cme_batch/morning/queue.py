@@ -96,22 +96,30 @@ def _case_message(conn: Connection, c: CaseFact, recipient: str, tokens: Tokens,
 
 def _request(conn: Connection, c: CaseFact, recipient: str, tokens: Tokens, config: Config, now: datetime,
              as_of: date) -> None:
-    """A confirmation request to the DSL or the deputy: the reply CONFIRM sends the referral."""
+    """A confirmation request to the DSL or the deputy: the reply CONFIRM sends the referral.
+
+    A held case gets a fresh request once its last one is used (by the HOLD itself): that request
+    says it is on hold and why, or the morning after a HOLD would read as if it had been ignored.
+    """
     due = f"{c.referral_due:%a %d %b %Y}" if c.referral_due else "-"
+    held = [] if c.held is None else [
+        f"ON HOLD: the referral was put on hold by reply ({c.held or 'no reason given'}). Nothing is sent to the LA "
+        f"until the DSL or the deputy DSL replies CONFIRM {c.ref}."]
     doc = Document(
-        title=f"Confirm the CME referral {c.ref}",
+        title=f"CME referral {c.ref} is on hold" if held else f"Confirm the CME referral {c.ref}",
         subtitle=f"{config.school.name}. Registers as of {as_of:%d %b %Y}.",
         sections=[Section(
             "The case", ["", ""], [Row(["Pupil", c.pupil]), Row(["Year", c.year_group]),
                                    Row(["Why", KIND_LABEL.get(c.kind, c.kind)]),
                                    Row(["School days", str(c.school_days)]), Row(["Referral due", due])],
-            notes=[f"To send the referral to the LA, reply to this email with the first line: CONFIRM {c.ref}",
+            notes=[*held, f"To send the referral to the LA, reply to this email with the first line: CONFIRM {c.ref}",
                    f"Or: HOLD {c.ref} <reason> | CLOSE {c.ref} <reason> | NOTE {c.ref} <text>",
                    "Keep the subject as it is: it carries the code that proves the reply is yours. "
                    "Write plain text, with no attachments."])],
         footer="Only the DSL and the deputy DSL receive this request, each with their own code.")
     _case_message(conn, c, recipient, tokens, config, now, purpose="confirm_request",
-                  key=f"confirm:{c.ref}:{recipient.lower()}:{{nonce}}", what="please confirm the referral", doc=doc)
+                  key=f"confirm:{c.ref}:{recipient.lower()}:{{nonce}}",
+                  what="referral on hold, reply CONFIRM to send it" if held else "please confirm the referral", doc=doc)
 
 
 def _review_request(conn: Connection, c: CaseFact, recipient: str, tokens: Tokens, config: Config, now: datetime,

@@ -96,3 +96,24 @@ def test_the_dsl_closes_a_repeat_missing_case_by_replying_to_the_email_that_asks
     term_app.clock_box["now"] = NOW.replace(hour=6)  # type: ignore[attr-defined]
     queue_morning_mail(term_app, AS_OF)  # run again: a closed case is not asked about again
     assert len(_mail_to(engine, case_id, DSL)) == 1
+
+
+def test_after_a_hold_the_next_request_says_the_referral_is_on_hold(term_app: App, engine: Engine) -> None:
+    """The HOLD uses the request's code, so a fresh request follows the next morning: it must not read
+    as if the HOLD had been ignored."""
+    detect.run_detect(term_app, AS_OF)
+    queue_morning_mail(term_app, AS_OF)
+    with engine.connect() as conn:
+        case_id, ref = conn.execute(select(t.cases.c.id, t.cases.c.ref).where(
+            t.cases.c.kind == "unexplained_absence", t.cases.c.stage == "referral_due").order_by(t.cases.c.ref)).first()
+    first = _mail_to(engine, case_id, DSL)[-1]
+    assert "please confirm the referral" in str(first["Subject"])
+    _deliver(term_app, reply(DSL, f"Re: {first['Subject']}", f"HOLD {ref} social worker visiting on Monday\n"))
+
+    term_app.clock_box["now"] = NOW.replace(hour=7)  # type: ignore[attr-defined]
+    queue_morning_mail(term_app, AS_OF)
+    again = _mail_to(engine, case_id, DSL)
+    assert len(again) == 2
+    subject, text = str(again[-1]["Subject"]), again[-1].get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "on hold" in subject and "please confirm" not in subject
+    assert "social worker visiting on Monday" in text and f"replies CONFIRM {ref}" in text
