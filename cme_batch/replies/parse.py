@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
-from email.utils import getaddresses
+from email.utils import getaddresses, parsedate_to_datetime
 
 VERBS = ("CONFIRM", "HOLD", "CLOSE", "NOTE")
 MAX_TEXT = 1000
@@ -145,3 +146,21 @@ def note_detail(text: str, by: str) -> tuple[str, dict[str, str]]:
     if key in ACTIONS:
         return "action", {"action": ACTIONS[key], "outcome": rest.lstrip(": ").strip(), "by": by}
     return "note", {"action": "note", "text": text, "by": by}
+
+
+def written_at(msg: EmailMessage, received: datetime) -> datetime:
+    """When the reply was written: its Date header, never later than when it was read (``received``).
+
+    Replies are read by the next night's run, the morning after a person wrote them: what a NOTE
+    records was done on the day of the reply, not on the morning it was read. A missing, broken or
+    future Date is read as ``received``.
+    """
+    try:
+        when = parsedate_to_datetime(str(msg.get("Date", "") or ""))
+    except (TypeError, ValueError, IndexError):
+        return received
+    if when is None:
+        return received
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return min(when, received)

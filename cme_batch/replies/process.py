@@ -73,6 +73,7 @@ class Decision:
     case_id: int | None = None
     sender: str | None = None
     message_id: str | None = None
+    written_at: datetime | None = None  # the reply's Date (``parse.written_at``), for a NOTE's date
 
 
 @dataclass
@@ -137,7 +138,7 @@ def decide(conn: Connection, raw: bytes, policy: Policy, toks: tokens.Tokens, no
     verdict = toks.verify(conn, token, case.id, sender, now)
     if not verdict.ok:
         return _review(verdict.reason or tokens.MALFORMED, **ids)
-    return Decision("accepted", **ids)
+    return Decision("accepted", **ids, written_at=parse.written_at(msg, now))
 
 
 def apply(conn: Connection, d: Decision, reply_id: int, now: datetime) -> None:
@@ -161,7 +162,8 @@ def apply(conn: Connection, d: Decision, reply_id: int, now: datetime) -> None:
         kind, detail = "closed", {**base, "reason": "closed_by_dsl", "text": c.text}
     else:
         kind, note = parse.note_detail(c.text or "", by)
-        detail = {**base, **note}
+        done_on = in_school_time(d.written_at or now).date()  # the day it was reported, not the morning read
+        detail = {**base, **note, "date": done_on.isoformat()}
     conn.execute(insert(t.case_events).values(case_id=case_id, at=now, kind=kind, actor=by, detail=detail))
 
 

@@ -68,8 +68,10 @@ def test_hold_note_and_close_act_on_the_case(app: App, engine: Engine, maildir: 
     assert case_row(engine, case_id).hold_reason == "social worker visiting tomorrow"
     assert events(engine, case_id) == [
         ("hold", DSL, {"reason": "social worker visiting tomorrow"}),
-        ("action", OFFICE, {"action": "home_visit", "outcome": "nobody in, card left", "by": OFFICE}),
-        ("note", DEPUTY, {"action": "note", "text": "spoke to the childminder", "by": DEPUTY}),
+        ("action", OFFICE, {"action": "home_visit", "outcome": "nobody in, card left", "by": OFFICE,
+                            "date": "2025-12-01"}),
+        ("note", DEPUTY, {"action": "note", "text": "spoke to the childminder", "by": DEPUTY,
+                          "date": "2025-12-01"}),
     ]
     # read, and moved from new/ to cur/ with the Seen flag
     assert not list((Path(maildir._path) / "new").iterdir())

@@ -117,3 +117,34 @@ def test_after_a_hold_the_next_request_says_the_referral_is_on_hold(term_app: Ap
     subject, text = str(again[-1]["Subject"]), again[-1].get_body(("plain",)).get_content()  # type: ignore[union-attr]
     assert "on hold" in subject and "please confirm" not in subject
     assert "social worker visiting on Monday" in text and f"replies CONFIRM {ref}" in text
+
+
+def test_an_action_noted_by_reply_is_dated_the_day_it_was_reported(term_app: App, engine: Engine) -> None:
+    """The office replies NOTE on the afternoon of the call; the night's run reads it the next morning.
+    The LA's form must date the call on the day it was made, not on the morning the reply was read."""
+    from cme_batch.referral.bundle import build_bundle
+
+    detect.run_detect(term_app, AS_OF)
+    queue_morning_mail(term_app, AS_OF)
+    with engine.connect() as conn:
+        case_id, ref = conn.execute(select(t.cases.c.id, t.cases.c.ref).where(
+            t.cases.c.kind == "unexplained_absence", t.cases.c.stage == "referral_due").order_by(t.cases.c.ref)).first()
+    ask = _mail_to(engine, case_id, DSL)[-1]
+    written = datetime(2025, 12, 19, 15, 40, tzinfo=UTC)  # Friday afternoon; read Saturday 05:30
+    _deliver(term_app, reply(DSL, f"Re: {ask['Subject']}", f"NOTE {ref} home-visit: nobody in, card left\n",
+                             when=written))
+    with engine.connect() as conn:
+        doc = build_bundle(conn, case_id, term_app.config, NOW).document
+    visits = [a for a in doc["actions"] if a["action"] == "home_visit"]
+    assert [a["date"] for a in visits] == ["2025-12-19"]
+    assert next(c for c in doc["checklist"] if c["action"] == "home_visit")["dates"] == ["2025-12-19"]
+
+
+def test_a_reply_dated_in_the_future_or_not_at_all_is_dated_when_read() -> None:
+    from cme_batch.replies.parse import read_message, written_at
+
+    read = datetime(2025, 12, 20, 5, 30, tzinfo=UTC)
+    assert written_at(read_message(reply(DSL, "Re: x", "NOTE x\n", when=datetime(2026, 1, 5, tzinfo=UTC))), read) == read
+    assert written_at(read_message(reply(DSL, "Re: x", "NOTE x\n")), read) == read
+    broken = reply(DSL, "Re: x", "NOTE x\n").replace(b"Subject:", b"Date: not a date\r\nSubject:", 1)
+    assert written_at(read_message(broken), read) == read
