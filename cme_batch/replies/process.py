@@ -44,6 +44,7 @@ CASE_CLOSED = "case is closed"
 ALREADY_CONFIRMED = "case is already confirmed"
 ALREADY_REFERRED = "referral was already queued for the LA: HOLD cannot stop it"
 TOKEN_IN_BODY = "reply token is only in the body, not the subject"
+NO_REFERRAL = "a repeated-missing case has no referral to confirm or hold: reply CLOSE or NOTE"
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,8 @@ def decide(conn: Connection, raw: bytes, policy: Policy, toks: tokens.Tokens, no
         return _review(UNPARSEABLE)
     command, why = parse.command_of(msg)
     case = None if command is None else conn.execute(
-        select(t.cases.c.id, t.cases.c.status, t.cases.c.confirmed_at, t.cases.c.hold_reason, t.cases.c.referred_at)
+        select(t.cases.c.id, t.cases.c.kind, t.cases.c.status, t.cases.c.confirmed_at, t.cases.c.hold_reason,
+               t.cases.c.referred_at)
         .where(t.cases.c.ref == command.ref)).first()
     # what the reply is about is recorded even when it is kept for review: the reviewer needs it
     ids: dict[str, Any] = {"sender": sender, "message_id": message_id[:300] if message_id else None,
@@ -122,6 +124,8 @@ def decide(conn: Connection, raw: bytes, policy: Policy, toks: tokens.Tokens, no
         return _review(NO_CASE, **ids)
     if case.status != "open" and command.verb != "NOTE":
         return _review(CASE_CLOSED, **ids)
+    if command.verb in ("CONFIRM", "HOLD") and case.kind == "repeat_missing":
+        return _review(NO_REFERRAL, **ids)  # DOMAIN.md 5: the DSL reviews the pattern and closes the case
     if command.verb == "CONFIRM" and case.confirmed_at is not None and case.hold_reason is None:
         return _review(ALREADY_CONFIRMED, **ids)  # a CONFIRM on a held case lifts the HOLD
     if command.verb == "HOLD" and case.referred_at is not None:

@@ -148,3 +148,22 @@ def test_a_reply_dated_in_the_future_or_not_at_all_is_dated_when_read() -> None:
     assert written_at(read_message(reply(DSL, "Re: x", "NOTE x\n")), read) == read
     broken = reply(DSL, "Re: x", "NOTE x\n").replace(b"Subject:", b"Date: not a date\r\nSubject:", 1)
     assert written_at(read_message(broken), read) == read
+
+
+def test_confirm_to_a_repeat_missing_review_request_sends_no_referral(term_app: App, engine: Engine) -> None:
+    """A repeat-missing case is not one of the criteria a referral states; a CONFIRM to its review
+    request is kept for review instead of sending the LA a referral under a criterion it does not meet."""
+    from cme_batch.dispatch import queue_confirmed_referrals
+    from cme_batch.replies.process import NO_REFERRAL
+
+    detect.run_detect(term_app, AS_OF)
+    queue_morning_mail(term_app, AS_OF)
+    case_id, ref = _case(engine, "repeat_missing")
+    ask = _mail_to(engine, case_id, DSL)[-1]
+    _deliver(term_app, reply(DSL, f"Re: {ask['Subject']}", f"CONFIRM {ref}\n"))
+    assert str(queue_confirmed_referrals(term_app, AS_OF)) == "0 referral(s) queued, 0 update(s) queued"
+    with engine.connect() as conn:
+        case = conn.execute(select(t.cases.c.confirmed_at, t.cases.c.status).where(t.cases.c.id == case_id)).one()
+        kept = conn.execute(select(t.replies.c.outcome, t.replies.c.reason)).all()
+    assert case.confirmed_at is None and case.status == "open"
+    assert [(k.outcome, k.reason) for k in kept] == [("review", NO_REFERRAL)]
