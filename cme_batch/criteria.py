@@ -285,10 +285,15 @@ def _judged(d: date | None, ctx: Context, case: CaseState | None) -> bool:
 
 
 def place_not_taken_up(f: PupilFacts, ctx: Context, case: CaseState | None = None) -> bool:
-    """An agreed first day has passed and the child has not been seen since (``case``: the open one)."""
+    """An agreed first day has passed and the child has not been seen since (``case``: the open one).
+
+    "Passed" means a school day has come since: an agreed first day in the holidays, on an INSET
+    or closure day, or before a term has begun, has given the child no day to come yet.
+    """
     seen = f.streaks.last_attended
     return (f.on_roll and _judged(f.admission_date, ctx, case) and not f.admission_withdrawn
-            and not (seen is not None and f.admission_date is not None and seen >= f.admission_date))
+            and not (seen is not None and f.admission_date is not None and seen >= f.admission_date)
+            and f.admission_date is not None and ctx.calendar.count(f.admission_date, ctx.as_of) > 0)
 
 
 def _du_case(cases: list[CaseState], leaving: date | None) -> CaseState | None:

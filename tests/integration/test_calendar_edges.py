@@ -17,7 +17,7 @@ from sqlalchemy import Engine, select
 
 from cme_batch import detect
 from cme_batch.app import App
-from cme_batch.model import MarksRecord, PupilRecord, Record, SourceBatch
+from cme_batch.model import EnrolmentRecord, MarksRecord, PupilRecord, Record, SourceBatch
 from cme_batch.store import tables as t
 from cme_batch.store.ingest import apply_batch
 from tests.conftest import FIXED_NOW, write_config
@@ -68,10 +68,14 @@ def weekdays(start: date, end: date) -> list[date]:
     return [d for d in days(start, end) if d.weekday() < 5]
 
 
-def the_case(app: App) -> dict[str, Any]:
+def cases(app: App) -> list[dict[str, Any]]:
     with app.engine().connect() as conn:
-        [row] = conn.execute(select(t.cases)).mappings().all()
-        return dict(row)
+        return [dict(r) for r in conn.execute(select(t.cases).order_by(t.cases.c.id)).mappings()]
+
+
+def the_case(app: App) -> dict[str, Any]:
+    [case] = cases(app)
+    return case
 
 
 # -- a new academic year before its term dates are configured ------------------------------------------
@@ -99,3 +103,38 @@ def test_the_summer_of_a_year_without_term_dates_is_not_school_days(engine: Engi
     with app.engine().connect() as conn:
         listed = conn.execute(select(t.la_returns.c.episode_start, t.la_returns.c.reached_on)).all()
     assert listed == [(date(2026, 7, 13), date(2026, 9, 8))]
+
+
+# -- an agreed first day that is not a school day ------------------------------------------------------
+def test_a_place_is_not_taken_up_only_once_a_school_day_has_come(engine: Engine, store_url: str,
+                                                                 tmp_path: Path) -> None:
+    """A reception intake admitted on 1 September, the school opening on the 3rd, term dates not
+    yet configured (the nightly evaluates every weekday): no case before the first school day; on
+    it, the child who came has none and the child who did not has one."""
+    app = make_app(engine, store_url, tmp_path, TERMS_TO_JULY_2026)
+    july = weekdays(date(2026, 7, 6), date(2026, 7, 17))
+    ingest(app, pupil("1"), pupil("2"), pupil("3"), pupil("4"),
+           EnrolmentRecord("3", date(2026, 9, 1)), EnrolmentRecord("4", date(2026, 9, 1)),
+           *(m for k in "12" for m in day_marks(k, {d: "/\\" for d in july})))
+    for night in days(date(2026, 8, 28), date(2026, 9, 3)):
+        if night == date(2026, 9, 3):
+            ingest(app, *(m for k in "123" for m in day_marks(k, {night: "/\\"})), *day_marks("4", {night: "NN"}))
+        detect.run_detect(app, night)
+        opened = cases(app)
+        if night < date(2026, 9, 3):
+            assert opened == [], night  # no school day yet: nobody can have missed one
+    assert [(c["kind"], c["episode_start"], c["school_days"]) for c in opened] == [
+        ("place_not_taken_up", date(2026, 9, 1), 1)]
+
+
+def test_a_first_day_on_a_closure_day_opens_no_case_that_day(engine: Engine, store_url: str,
+                                                            tmp_path: Path) -> None:
+    # 1 September 2025 is a closure day, the term starts on the 2nd; last summer's registers are stored
+    app = make_app(engine, store_url, tmp_path, '[[calendar.terms]]\nstart = "2025-06-02"\nend = "2025-07-18"\n')
+    ingest(app, pupil("1"), pupil("2"), EnrolmentRecord("2", date(2025, 9, 1)),
+           *day_marks("1", {d: "/\\" for d in weekdays(date(2025, 6, 2), date(2025, 7, 18))}),
+           *day_marks("1", {date(2025, 9, 2): "/\\"}), *day_marks("2", {date(2025, 9, 2): "NN"}))
+    detect.run_detect(app, date(2025, 9, 1))
+    assert cases(app) == []
+    detect.run_detect(app, date(2025, 9, 2))
+    assert [(c["kind"], c["school_days"]) for c in cases(app)] == [("place_not_taken_up", 1)]
