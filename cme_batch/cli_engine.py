@@ -11,12 +11,12 @@ The engine and the store are imported by the commands that use them: every comma
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from cme_batch.app import App
+from cme_batch.app import App, in_school_time
 from cme_batch.cli import as_of_date, as_of_option, echo_json, echo_table, format_option, handle_errors, pass_app
 from cme_batch.errors import BadInputError
 
@@ -192,7 +192,10 @@ def case_cmd(app: App, ref: str, fmt: str) -> None:
         d = ev["detail"] or {}
         detail = ", ".join([*(f"{k}={v}" for k, v in d.items() if k != "changed"),
                             *(f"{k} {a} -> {b}" for k, (a, b) in (d.get("changed") or {}).items())])
-        click.echo(f"  {ev['as_of']}  {ev['kind']:<8} {ev['stage'] or '':<16} {ev['actor']}  {detail}")
+        # a person's reply has no evaluation date: it is shown on the day it was acted on, as the school's clocks say
+        at = datetime.fromisoformat(ev["at"])
+        day = ev["as_of"] or in_school_time(at if at.tzinfo else at.replace(tzinfo=UTC)).date().isoformat()
+        click.echo(f"  {day}  {ev['kind']:<8} {ev['stage'] or '':<16} {ev['actor']}  {detail}")
         # a mark not shown yet, or corrected since it was (shown with the code it had)
         new = [m for m in ev["evidence"] if shown.get((m["date"], m["session"])) != m["code"]]
         if new:

@@ -97,6 +97,16 @@ def test_the_dsl_closes_a_repeat_missing_case_by_replying_to_the_email_that_asks
     queue_morning_mail(term_app, AS_OF)  # run again: a closed case is not asked about again
     assert len(_mail_to(engine, case_id, DSL)) == 1
 
+    # 'case REF' dates the DSL's close on the day it was acted on (a reply has no evaluation date)
+    from click.testing import CliRunner
+
+    from cme_batch.cli import cli
+
+    shown = CliRunner().invoke(cli, ["--config", str(term_app.config_path), "case", ref])
+    assert shown.exit_code == 0, shown.output
+    closed = [line for line in shown.output.splitlines() if " closed " in line and DSL in line]
+    assert len(closed) == 1 and closed[0].split()[0] == "2025-12-20", shown.output
+
 
 def test_after_a_hold_the_next_request_says_the_referral_is_on_hold(term_app: App, engine: Engine) -> None:
     """The HOLD uses the request's code, so a fresh request follows the next morning: it must not read
