@@ -392,6 +392,10 @@ class _Evaluator:
         pids = sorted(pid for pid, s in results.streaks.items()
                       if s.unexplained.register_gaps and s.unexplained.register_gaps[-1] == day
                       and pid in self.on_roll and (self.on_roll[pid] is None or self.on_roll[pid] <= day))  # type: ignore[operator]
+        # a gap made by an unknown code is a mark the office can see (the unknown-code warning names it)
+        year, am = mk.academic_year_of(day), mk.position(day, "AM")
+        year_strips = self.strips.get(year, {})
+        pids = [pid for pid in pids if mk.NO_MARK in (year_strips.get(pid) or mk.NO_MARK * (am + 2))[am:am + 2]]
         if not pids:
             return []
         p = t.pupils.c

@@ -138,3 +138,26 @@ def test_a_first_day_on_a_closure_day_opens_no_case_that_day(engine: Engine, sto
     assert cases(app) == []
     detect.run_detect(app, date(2025, 9, 2))
     assert [(c["kind"], c["school_days"]) for c in cases(app)] == [("place_not_taken_up", 1)]
+
+
+# -- codes of both national sets in one streak ------------------------------------------------------------
+def test_a_streak_across_the_2024_code_change_and_an_unknown_code(engine: Engine, store_url: str,
+                                                                  tmp_path: Path) -> None:
+    """July 2024 in the old codes, September 2024 in the new: neutral codes skip, an unexplained
+    half day counts, ``Q`` breaks; a code of no class is a register gap, warned about as an unknown
+    code, not as a register that was not taken."""
+    terms = ('[[calendar.terms]]\nstart = "2024-06-03"\nend = "2024-07-19"\n\n'
+             '[[calendar.terms]]\nstart = "2024-09-03"\nend = "2024-10-25"\n')
+    app = make_app(engine, store_url, tmp_path, terms)
+    child = {date(2024, 7, 15): "/\\", date(2024, 7, 16): "NN", date(2024, 7, 17): "Y/N", date(2024, 7, 18): "YY",
+             date(2024, 7, 19): "OO", date(2024, 9, 3): "Y1/N", date(2024, 9, 4): "XX", date(2024, 9, 5): "N/Y4",
+             date(2024, 9, 6): "#/N", date(2024, 9, 9): "JJ", date(2024, 9, 10): "C1/N", date(2024, 9, 11): "Q/N"}
+    ingest(app, pupil("1"), pupil("2"), *day_marks("1", child), *day_marks("2", {d: "/\\" for d in child}))
+    ev = detect.evaluate(app, date(2024, 9, 9))
+    s = ev.facts(next(p for p in ev.on_roll if ev.facts(p).streaks.unexplained.days)).streaks.unexplained
+    assert s.counted == (date(2024, 7, 16), date(2024, 7, 17), date(2024, 7, 19), date(2024, 9, 3),
+                         date(2024, 9, 5), date(2024, 9, 6))
+    assert s.register_gaps == (date(2024, 9, 9),)  # 'J' is no code after 19 August 2024
+    assert any("unknown attendance code 'J'" in w for w in ev.warnings)
+    assert not [w for w in ev.warnings if "no register mark" in w]
+    assert detect.evaluate(app, date(2024, 9, 10)).results.streaks == {}  # C1 (authorised) breaks it
