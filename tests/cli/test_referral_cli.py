@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import email
-import hashlib
 import email.policy
+import hashlib
 import json
 import stat
 import subprocess
