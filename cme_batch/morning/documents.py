@@ -154,6 +154,9 @@ def dsl_document(f: Facts, *, update: bool = False) -> Document:
     alerts = [c for c in f.cases if any((a.get("kind") if isinstance(a, dict) else a) == "immediate_social_care"
                                         for a in c.alerts)]
     awaiting = [c for c in f.cases if c.awaiting_confirmation]
+    # The digest is read the morning after its evaluation date: a referral due by that date and not
+    # confirmed has missed it ("by the 10th day"), though the date is not yet "before" the evaluation.
+    late = {c.ref for c in awaiting if c.referral_due is not None and c.referral_due <= f.as_of}
     sections = [
         Section("IMMEDIATE: inform Social Care", ["Pupil", "Year", "Case", "Vulnerability", "Absent since"],
                 [Row([c.pupil, c.year_group, c.ref, ", ".join(FLAG_LABEL.get(x, x) for x in c.flags),
@@ -165,8 +168,8 @@ def dsl_document(f: Facts, *, update: bool = False) -> Document:
                 [Row([c.ref, c.pupil, KIND_LABEL.get(c.kind, c.kind) + (
                       f" (on hold: {c.held or 'no reason given'}; CONFIRM lifts it)" if c.held is not None else ""),
                       str(c.school_days),
-                      _d(c.referral_due) + (" OVERDUE" if c.referral_due and c.referral_due < f.as_of else "")],
-                     RED if c.referral_due and c.referral_due <= f.as_of else "") for c in awaiting],
+                      _d(c.referral_due) + (" OVERDUE" if c.ref in late else "")],
+                     RED if c.ref in late else "") for c in awaiting],
                 intro="A referral is never sent without your confirmation. Each case has its own confirmation "
                       "request email: reply to it.",
                 empty="No referral is waiting for you.",
@@ -185,10 +188,9 @@ def dsl_document(f: Facts, *, update: bool = False) -> Document:
                 empty="None."),
         _review_section(f.review_replies),
     ]
-    overdue = [c for c in awaiting if c.referral_due and c.referral_due < f.as_of]
     banners = _banners(f)
-    if overdue:
-        banners.insert(0, (RED, f"{len(overdue)} referral(s) past the due date without your confirmation."))
+    if late:
+        banners.insert(0, (RED, f"{len(late)} referral(s) past the due date without your confirmation."))
     if update:
         banners.insert(0, (AMBER, "An update to this morning's digest: the summary ran again and found email "
                                   "problems or replies kept for review that the first digest could not show."))

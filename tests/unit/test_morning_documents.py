@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 from cme_batch.config import Thresholds
 from cme_batch.mail.outbox import Problem
@@ -68,6 +68,21 @@ def test_digest_marks_overdue_confirmations_and_says_how_to_answer() -> None:
     assert all("OVERDUE" in r.cells[-1] and r.tone == "red" for r in awaiting.rows)
     assert any("CONFIRM CME-2025-0002" in n for n in awaiting.notes)  # the first awaiting case as the example
     assert doc.banners[0] == ("red", "2 referral(s) past the due date without your confirmation.")
+
+
+def test_a_referral_due_on_the_evaluation_date_is_overdue_when_the_digest_is_read() -> None:
+    """The digest for Monday's registers is read on Tuesday: a referral due on Monday and not
+    confirmed has missed its day (DOMAIN: referral by the 10th day)."""
+    due_yesterday = _case("CME-2025-0005", "unexplained_absence", "referral_due", "Ivy Marsh", 10,
+                          referral_due=AS_OF)
+    due_today = _case("CME-2025-0006", "unexplained_absence", "referral_prepare", "Noah Pike", 9,
+                      referral_due=AS_OF + timedelta(days=1))
+    doc = documents.dsl_document(_facts(cases=[due_yesterday, due_today]))
+    awaiting = next(s for s in doc.sections if s.title == "Awaiting your confirmation")
+    late, not_yet = awaiting.rows
+    assert late.cells[-1].endswith("OVERDUE") and late.tone == "red"
+    assert "OVERDUE" not in not_yet.cells[-1] and not_yet.tone == ""
+    assert doc.banners[0] == ("red", "1 referral(s) past the due date without your confirmation.")
 
 
 def test_stale_source_is_a_red_banner_in_both() -> None:
