@@ -167,7 +167,7 @@ def dsl_document(f: Facts, *, update: bool = False) -> Document:
         Section("Awaiting your confirmation", ["Case", "Pupil", "Why", "School days", "Referral due"],
                 [Row([c.ref, c.pupil, KIND_LABEL.get(c.kind, c.kind) + (
                       f" (on hold: {c.held or 'no reason given'}; CONFIRM lifts it)" if c.held is not None else ""),
-                      str(c.school_days),
+                      c.days_shown,
                       _d(c.referral_due) + (" OVERDUE" if c.ref in late else "")],
                      RED if c.ref in late else "") for c in awaiting],
                 intro="A referral is never sent without your confirmation. Each case has its own confirmation "

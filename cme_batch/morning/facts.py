@@ -93,6 +93,12 @@ class CaseFact:
     office_step: str | None = None  # the office's step due today (``office_step``), whatever the stage
 
     @property
+    def days_shown(self) -> str:
+        """The school days to show beside the case: none for a child who left with no known
+        destination (their absence from this school is not counted: they are no longer on roll)."""
+        return "-" if self.kind == "destination_unknown" else str(self.school_days)
+
+    @property
     def days_absent(self) -> int:
         """School days of absence the policy's steps go by: an unexplained streak's days with its
         register gaps from its first day on (``criteria.absence_days``), else ``school_days``."""

@@ -111,7 +111,7 @@ def _request(conn: Connection, c: CaseFact, recipient: str, tokens: Tokens, conf
         sections=[Section(
             "The case", ["", ""], [Row(["Pupil", c.pupil]), Row(["Year", c.year_group]),
                                    Row(["Why", KIND_LABEL.get(c.kind, c.kind)]),
-                                   Row(["School days", str(c.school_days)]), Row(["Referral due", due])],
+                                   Row(["School days", c.days_shown]), Row(["Referral due", due])],
             notes=[*held, f"To send the referral to the LA, reply to this email with the first line: CONFIRM {c.ref}",
                    f"Or: HOLD {c.ref} <reason> | CLOSE {c.ref} <reason> | NOTE {c.ref} <text>",
                    "Keep the subject as it is: it carries the code that proves the reply is yours. "

@@ -85,6 +85,14 @@ def test_a_referral_due_on_the_evaluation_date_is_overdue_when_the_digest_is_rea
     assert doc.banners[0] == ("red", "1 referral(s) past the due date without your confirmation.")
 
 
+def test_a_leaver_with_no_known_destination_shows_no_school_days_count() -> None:
+    """Their absence is not counted (no longer on roll): "0" read as "not absent at all"."""
+    left = _case("CME-2025-0007", "destination_unknown", "referral_prepare", "Ada Vale", 0, referral_due=AS_OF)
+    doc = documents.dsl_document(_facts(cases=[left]))
+    (row,) = next(s for s in doc.sections if s.title == "Awaiting your confirmation").rows
+    assert row.cells[3] == "-"
+
+
 def test_stale_source_is_a_red_banner_in_both() -> None:
     facts = _facts(sources=[SourceFact("sims", None, True, "no export newer than 26 hours")])
     for doc in (documents.office_document(facts), documents.dsl_document(facts)):
