@@ -233,10 +233,16 @@ def build(cfg: CalendarConfig, first: date, last: date,
 
 
 def term_warnings(cfg: CalendarConfig, as_of: date) -> list[str]:
-    """Warn when the evaluation date lies past the last configured term of its academic year."""
+    """Warn when the evaluation date lies past the last configured term of its academic year, and
+    from July when the next academic year has no term dates yet (a school that keeps term dates
+    is told before September, not by a summer of guessed school days and due dates)."""
     year = mk.academic_year_of(as_of)
     ends = [t.end for t in cfg.terms if mk.academic_year_of(t.end) == year]
+    out = []
     if ends and as_of > max(ends):
-        return [(f"the evaluation date {as_of} is after the last configured term (ending {max(ends)}): "
-                 "later dates count as holidays until the next term's dates are added")]
-    return []
+        out.append(f"the evaluation date {as_of} is after the last configured term (ending {max(ends)}): "
+                   "later dates count as holidays until the next term's dates are added")
+    if ends and as_of >= date(year + 1, 7, 1) and not any(mk.academic_year_of(t.start) == year + 1 for t in cfg.terms):
+        out.append(f"no term dates are configured for {year + 1}/{(year + 2) % 100:02d}: add them to [calendar] "
+                   "before September, or school days from then on are guessed from the registers")
+    return out

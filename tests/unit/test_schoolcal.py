@@ -125,6 +125,14 @@ def test_a_year_with_terms_ignores_the_fallback_and_last_year_uses_it() -> None:
 
 
 def test_term_warnings_after_the_last_configured_term() -> None:
-    assert schoolcal.term_warnings(SUMMER_2026, date(2026, 7, 1)) == []
-    [w] = schoolcal.term_warnings(SUMMER_2026, date(2026, 7, 24))
+    assert schoolcal.term_warnings(SUMMER_2026, date(2026, 6, 30)) == []
+    [w, next_year] = schoolcal.term_warnings(SUMMER_2026, date(2026, 7, 24))
     assert "after the last configured term" in w and "2026-07-22" in w
+    assert "no term dates are configured for 2026/27" in next_year
+
+
+def test_from_july_a_missing_next_year_of_term_dates_is_a_warning_until_it_is_added() -> None:
+    [w] = schoolcal.term_warnings(SUMMER_2026, date(2026, 7, 1))
+    assert "2026/27" in w and "before September" in w
+    autumn = CalendarConfig(terms=(*SUMMER_2026.terms, Term(date(2026, 9, 3), date(2026, 10, 23))))
+    assert schoolcal.term_warnings(autumn, date(2026, 7, 1)) == []
