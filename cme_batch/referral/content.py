@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, func, select
 
 from cme_batch import codes
 from cme_batch import marks as mk
@@ -100,12 +100,24 @@ def _events(conn: Connection, case_id: int) -> list[Row]:
                              .order_by(t.case_events.c.at, t.case_events.c.id)).mappings())
 
 
-def evaluation_date(case: Row, events: list[Row], now: datetime) -> date:
-    """The date the case's facts are as of: its closing date, else the engine's latest run."""
+def evaluation_date(case: Row, events: list[Row], now: datetime, last_detect: date | None = None) -> date:
+    """The date the case's facts are as of: its closing date, else the engine's latest run.
+
+    An open case is re-evaluated by every detect run, but only a change writes an event: a leaver
+    whose destination stays unknown has none after the day it opened. ``last_detect`` (the latest
+    detect run of the pupil's school) keeps such a case's facts as of the night it was last checked.
+    """
     if case["closed_on"]:
         return _day(case["closed_on"]) or now.date()
     days = [d for d in (_day(e["as_of"]) for e in events) if d]
+    if last_detect is not None:
+        days.append(last_detect)
     return max(days) if days else now.date()
+
+
+def _last_detect(conn: Connection, school_id: int) -> date | None:
+    return _day(conn.execute(select(func.max(t.detect_runs.c.as_of)).where(
+        t.detect_runs.c.school_id == school_id)).scalar())
 
 
 def sessions(conn: Connection, pupil_id: int, start: date, end: date) -> Iterator[tuple[date, str, str]]:
@@ -219,8 +231,8 @@ def build_document(conn: Connection, case_id: int, cfg: Config, now: datetime, k
     if kind == "update" and case["referred_at"] is None:
         raise BadInputError(f"case {case['ref']} was never referred, so there is nothing to update")
     events = _events(conn, case_id)
-    as_of = evaluation_date(case, events, now)
     pupil = conn.execute(select(t.pupils).where(t.pupils.c.id == case["pupil_id"])).mappings().one()
+    as_of = evaluation_date(case, events, now, _last_detect(conn, pupil["school_id"]))
     enrol = _latest_enrolment(conn, pupil["id"])
     criterion, criterion_text = CRITERIA.get(case["kind"], ("continuous_absence", case["kind"]))
     year = mk.academic_year_of(as_of)
