@@ -5,7 +5,10 @@ contact or a home address with the child. Sources rarely link siblings explicitl
 contact" means the same MIS contact id from the same source (SIMS and Arbor give one id per
 person, shared by all the children they are linked to), or the same phone number or e-mail
 address on a contact. Per-pupil positional keys (``order:1``), which say nothing about who the
-person is, are not used for matching.
+person is, are not used for matching. Only a family contact counts: one with parental
+responsibility (or not recorded either way) or whom the child lives with. A childminder, a
+social worker or a neighbour recorded without parental responsibility is an emergency contact
+of children of other families too, and sharing them makes no sibling.
 """
 
 from __future__ import annotations
@@ -58,9 +61,17 @@ def _phone_key(phone: str) -> str | None:
     return digits if len(digits) >= 7 else None
 
 
+def _family(row: Row) -> bool:
+    """Whether a contact links children as one family (see the module's docstring)."""
+    pr = row["parental_responsibility"]
+    return pr is None or bool(pr) or bool(row["lives_with"])
+
+
 def contact_keys(row: Row) -> set[tuple[str, ...]]:
     """What identifies the person behind one contact row, for matching across pupils."""
     keys: set[tuple[str, ...]] = set()
+    if not _family(row):
+        return keys
     ck = row["contact_key"] or ""
     if ck and not ck.startswith("order:"):
         keys.add(("id", row["source"], ck))

@@ -1,0 +1,53 @@
+"""Who the LA's officer reads about besides the child: parents and carers, and siblings on roll."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import date
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, select
+
+from cme_batch import config as config_mod
+from cme_batch.config import Config
+from cme_batch.model import ContactRecord, PupilRecord, SourceBatch
+from cme_batch.referral.content import build_document
+from cme_batch.store import tables as t
+from cme_batch.store.ingest import apply_batch
+from tests.conftest import write_config
+from tests.referral_support import NOW, Family, seed_case
+
+
+@pytest.fixture
+def cfg(engine: Engine, tmp_path: Path) -> Config:
+    return config_mod.load(write_config(tmp_path, str(engine.url)))
+
+
+def _doc(engine: Engine, cfg: Config, case_id: int) -> dict[str, object]:
+    with engine.connect() as conn:
+        return build_document(conn, case_id, cfg, NOW)
+
+
+def test_a_childminder_or_social_worker_shared_with_another_family_makes_no_sibling(engine: Engine,
+                                                                                   cfg: Config) -> None:
+    """A childminder (or a social worker, a grandmother) is an emergency contact of children of other
+    families; without parental responsibility for either child, sharing them makes no sibling, and the
+    other child's name and date of birth have no place in this child's referral."""
+    minder = ContactRecord("P1", "C300", 4, "Mrs", "Keeper", "Gill", "Childminder", False, False,
+                           ("07700 900300",), ("gill.minder@example.invalid",))
+    fam = Family()
+    fam.contacts.append(minder)
+    case_id = seed_case(engine, fam)
+    other = PupilRecord("P7-other", upn="A916299925007", legal_surname="Otherfamily", legal_forename="Noah",
+                        dob=date(2018, 2, 2), year_group="2")
+    with engine.connect() as conn:
+        school_id = conn.execute(select(t.schools.c.id)).scalar_one()
+    apply_batch(engine, school_id, SourceBatch("test", "other-family", records=[
+        other, replace(minder, pupil_key="P7-other", priority=2),
+        ContactRecord("P7-other", "C700", 1, "Mr", "Otherfamily", "Ben", "Father", True, True, ("07700 900700",)),
+    ]), NOW)
+    doc = _doc(engine, cfg, case_id)
+    names = [s["name"] for s in doc["siblings"]]  # type: ignore[attr-defined]
+    assert names == ["Oliver Marsh-Ellery"]
+    assert "Childminder" in [c["relationship"] for c in doc["contacts"]]  # type: ignore[attr-defined]
