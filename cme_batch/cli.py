@@ -351,6 +351,13 @@ def check_config(app: App) -> None:
 
     unreadable, unchecked = check_secrets(cfg)  # an unset variable or unreadable file is found now too
     problems += unreadable
+    if cfg.replies.token_keys and not any(p.startswith("replies.token_keys") for p in unreadable + unchecked):
+        from cme_batch.replies.tokens import KeyRing
+
+        try:  # a key too short to sign with stops the summary stage: found now, not at 05:30
+            KeyRing.from_config(cfg.replies)
+        except CmeError as exc:
+            problems.append(str(exc))
     if problems:
         raise ConfigError(problems, str(cfg.path))
     click.echo(f"{cfg.path}: configuration valid")

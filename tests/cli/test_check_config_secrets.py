@@ -60,3 +60,17 @@ def test_a_systemd_credential_is_read_under_the_service_and_named_as_unchecked_o
     (creds / "cme-batch_imap-password").write_text("imap-password-of-the-mailbox\n")
     code, out = check(config, CREDENTIALS_DIRECTORY=str(creds))
     assert code == 0, out
+
+
+def test_a_reply_token_key_too_short_to_sign_with_is_a_problem(tmp_path: Path) -> None:
+    """The summary stage refuses a key of under 16 bytes; check-config said "configuration valid"."""
+    key = tmp_path / "reply-key"
+    key.write_text("tiny-k3y\n")
+    config = write_config(tmp_path, f"sqlite:///{tmp_path / 's.sqlite'}",
+                          f'[replies]\ntoken_keys = [{{ id = "k1", secret = {{ file = "{key}" }} }}]\n')
+    code, out = check(config)
+    assert code == 2 and "replies.token_keys: key 'k1' is shorter than 16 bytes" in out, out
+    assert "tiny-k3y" not in out
+    key.write_text("a-long-random-reply-token-key\n")
+    code, out = check(config)
+    assert code == 0 and "configuration valid" in out, out
