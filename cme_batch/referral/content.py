@@ -274,11 +274,22 @@ def build_document(conn: Connection, case_id: int, cfg: Config, now: datetime, k
         "vulnerability": _vulnerability(conn, pupil["id"], case, as_of),
         "actions": actions,
         "checklist": _checklist(actions),
-        "evidence": [{"date": d.isoformat(), "session": s, "code": c}
-                     for d, s, c in (sessions(conn, pupil["id"], start, as_of) if start else ())
-                     if c != mk.NO_MARK or d.isoformat() in gaps],
+        "evidence": _evidence(sessions(conn, pupil["id"], start, as_of) if start else iter(()), gaps),
     })
     return doc
+
+
+def _evidence(marks: Iterator[tuple[date, str, str]], gaps: set[str]) -> list[dict[str, str]]:
+    """The episode's sessions on its school days: a day with a mark in either session, or a register gap.
+
+    A session with no mark on such a day is shown as ``-`` (an afternoon register not taken), never
+    left out: a day with no mark at all that is not a register gap is a weekend or holiday.
+    """
+    by_day: dict[date, list[tuple[str, str]]] = {}
+    for d, s, c in marks:
+        by_day.setdefault(d, []).append((s, c))
+    return [{"date": d.isoformat(), "session": s, "code": c} for d, day in by_day.items()
+            if d.isoformat() in gaps or any(c != mk.NO_MARK for _s, c in day) for s, c in day]
 
 
 def child_display_name(doc: Row) -> str:

@@ -51,3 +51,16 @@ def test_a_childminder_or_social_worker_shared_with_another_family_makes_no_sibl
     names = [s["name"] for s in doc["siblings"]]  # type: ignore[attr-defined]
     assert names == ["Oliver Marsh-Ellery"]
     assert "Childminder" in [c["relationship"] for c in doc["contacts"]]  # type: ignore[attr-defined]
+
+
+def test_an_afternoon_with_no_register_mark_is_shown_as_such_in_the_evidence(engine: Engine, cfg: Config) -> None:
+    """A day with the morning marked N and no afternoon register still counts (DOMAIN 4), so it is no
+    register gap; the evidence left its afternoon out, and the form showed an empty box."""
+    case_id = seed_case(engine)
+    with engine.begin() as conn:  # as the engine stores it: 20 November counts, it is no gap
+        conn.execute(t.cases.update().where(t.cases.c.id == case_id).values(register_gaps=[]))
+    evidence = _doc(engine, cfg, case_id)["evidence"]
+    day = [(e["session"], e["code"]) for e in evidence if e["date"] == "2025-11-20"]  # type: ignore[index]
+    assert day == [("AM", "N"), ("PM", "-")]
+    assert len(evidence) == 20  # type: ignore[arg-type]
+    assert not any(e["date"] == "2025-11-22" for e in evidence)  # type: ignore[index]  # a Saturday
