@@ -106,8 +106,9 @@ def covering_note(doc: dict[str, Any], pdf_name: str, json_name: str, json_in_pd
                 f"sent on {fmt_date(doc['update']['referred_on'])}.")
     else:
         confirmed = doc["confirmation"]
-        what = (f"This is a Children Missing Education referral, {case['ref']}, for one child, confirmed by our "
-                f"Designated Safeguarding Lead on {fmt_date(confirmed['at'])}.")
+        who = f"our {confirmed['role']}" if confirmed.get("role") else confirmed["by"]
+        what = (f"This is a Children Missing Education referral, {case['ref']}, for one child, confirmed by "
+                f"{who} on {fmt_date(confirmed['at'])}.")
     contact = ", ".join(x for x in (dsl["name"], dsl["phone"], dsl["email"]) if x)
     where = f" (inside {pdf_name})" if json_in_pdf else ""
     return (f"To: {to['name']}\nFrom: {s['name']} (LA {s['la_number']}, establishment {s['establishment_number']})"

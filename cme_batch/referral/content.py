@@ -142,6 +142,20 @@ def _school(cfg: Config) -> dict[str, Any]:
             "dsl": {"name": dsl.name, "phone": dsl.phone, "email": dsl.email}}
 
 
+def _confirmation(case: Row, cfg: Config) -> dict[str, Any]:
+    """Who confirmed, by name and role: the DSL or the deputy DSL may reply CONFIRM."""
+    by = case["confirmed_by"]
+    name = role = None
+    staff = ((cfg.staff.dsl, "Designated Safeguarding Lead"),
+             (cfg.staff.deputy_dsl, "Deputy Designated Safeguarding Lead"))
+    for person, title in staff:
+        if by and person is not None and person.email.strip().lower() == str(by).strip().lower():
+            name, role = person.name, title
+            break
+    return {"confirmed": case["confirmed_at"] is not None, "by": by, "name": name, "role": role,
+            "at": _iso(case["confirmed_at"]), "message_id": case["confirmation_message_id"]}
+
+
 def _latest_enrolment(conn: Connection, pupil_id: int) -> Row | None:
     rows = list(conn.execute(select(t.enrolments).where(t.enrolments.c.pupil_id == pupil_id)).mappings())
     rows.sort(key=lambda e: (e["entry_date"] or e["admission_date"] or date.min, e["id"]))
@@ -256,8 +270,7 @@ def build_document(conn: Connection, case_id: int, cfg: Config, now: datetime, k
         },
         "child": _child(pupil, enrol, as_of),
         "attendance": att.as_dict(),
-        "confirmation": {"confirmed": case["confirmed_at"] is not None, "by": case["confirmed_by"],
-                         "at": _iso(case["confirmed_at"]), "message_id": case["confirmation_message_id"]},
+        "confirmation": _confirmation(case, cfg),
     }
     if kind == "update":
         doc["update"] = _update(conn, case, enrol, as_of, classifier)

@@ -263,7 +263,9 @@ def _confirmation(pdf: ReferralPDF, c: Mapping[str, Any], heading: str) -> None:
     if not c["confirmed"]:
         pdf.note("Not confirmed by the Designated Safeguarding Lead.", WARN, bold=True)
         return
-    pdf.fields([("Confirmed by", c["by"]), ("Confirmed at", fmt_date(c["at"])), ("Reply Message-ID", c["message_id"])])
+    who = _join([c.get("name"), c.get("role") and f"({c['role']})"], " ")
+    pdf.fields([("Confirmed by", _join([who, c["by"]], ", ")), ("Confirmed at", fmt_date(c["at"])),
+                ("Reply Message-ID", c["message_id"])])
 
 
 def _update(pdf: ReferralPDF, doc: Mapping[str, Any]) -> None:
@@ -298,7 +300,7 @@ def build_pdf(doc: Mapping[str, Any], created: datetime) -> ReferralPDF:
     _vulnerability(pdf, doc["vulnerability"])
     _actions(pdf, doc)
     _evidence(pdf, doc["evidence"])
-    _confirmation(pdf, doc["confirmation"], "I. Confirmed by the Designated Safeguarding Lead")
+    _confirmation(pdf, doc["confirmation"], "I. Confirmed by the school's safeguarding lead")
     return pdf
 
 

@@ -53,7 +53,8 @@ def test_the_referral_carries_every_part_and_validates(engine: Engine, cfg: Conf
     assert [c["relationship"] for c in doc["contacts"]] == ["Mother", "Father", "Grandmother"]
     assert doc["lives_with"] == ["Ms Joanna Marsh"]
     assert doc["vulnerability"]["sen"] == "sen_support" and not doc["vulnerability"]["child_protection_plan"]
-    assert doc["confirmation"] == {"confirmed": True, "by": "dsl@school.example", "at": "2025-11-28T08:12:00+00:00",
+    assert doc["confirmation"] == {"confirmed": True, "by": "dsl@school.example", "name": "Dee Ess-Ell",
+                                   "role": "Designated Safeguarding Lead", "at": "2025-11-28T08:12:00+00:00",
                                    "message_id": "<reply-8841@school.example>"}
 
 

@@ -2,21 +2,36 @@
 
 from __future__ import annotations
 
+import io
+import json
 from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
+import jsonschema
+import pypdf
 import pytest
 from sqlalchemy import Engine, select
 
 from cme_batch import config as config_mod
 from cme_batch.config import Config
 from cme_batch.model import ContactRecord, PupilRecord, SourceBatch
+from cme_batch.referral.bundle import build_bundle
 from cme_batch.referral.content import build_document
 from cme_batch.store import tables as t
 from cme_batch.store.ingest import apply_batch
 from tests.conftest import write_config
 from tests.referral_support import NOW, Family, seed_case
+
+SCHEMA = json.loads((Path(__file__).parents[2] / "cme_batch/referral/referral.schema.json").read_text())
+
+
+def _validate(doc: dict[str, object]) -> None:
+    jsonschema.Draft202012Validator(SCHEMA, format_checker=jsonschema.FormatChecker()).validate(doc)
+
+
+def _pdf_text(pdf: bytes) -> str:
+    return "\n".join(p.extract_text() for p in pypdf.PdfReader(io.BytesIO(pdf)).pages)
 
 
 @pytest.fixture
@@ -64,3 +79,23 @@ def test_an_afternoon_with_no_register_mark_is_shown_as_such_in_the_evidence(eng
     assert day == [("AM", "N"), ("PM", "-")]
     assert len(evidence) == 20  # type: ignore[arg-type]
     assert not any(e["date"] == "2025-11-22" for e in evidence)  # type: ignore[index]  # a Saturday
+
+
+def test_a_referral_the_deputy_confirmed_says_the_deputy_confirmed_it(engine: Engine, cfg: Config) -> None:
+    """The deputy DSL may reply CONFIRM; the covering note and the form said the DSL had."""
+    case_id = seed_case(engine)
+    with engine.begin() as conn:
+        conn.execute(t.cases.update().where(t.cases.c.id == case_id).values(confirmed_by="Deputy@School.example"))
+        bundle = build_bundle(conn, case_id, cfg, NOW)
+    _validate(bundle.document)
+    confirmation = bundle.document["confirmation"]
+    assert (confirmation["name"], confirmation["role"]) == (cfg.staff.deputy_dsl.name,  # type: ignore[union-attr]
+                                                            "Deputy Designated Safeguarding Lead")
+    assert "confirmed by our Deputy Designated Safeguarding Lead on 28 Nov 2025" in bundle.note
+    text = _pdf_text(bundle.pdf)
+    assert f"{cfg.staff.deputy_dsl.name} (Deputy Designated Safeguarding Lead)" in text  # type: ignore[union-attr]
+
+    with engine.begin() as conn:  # the DSL's own CONFIRM still reads as before
+        conn.execute(t.cases.update().where(t.cases.c.id == case_id).values(confirmed_by="dsl@school.example"))
+        note = build_bundle(conn, case_id, cfg, NOW).note
+    assert "confirmed by our Designated Safeguarding Lead on 28 Nov 2025" in note
