@@ -201,6 +201,21 @@ def _people(pdf: ReferralPDF, doc: Mapping[str, Any]) -> None:
               for s in doc["siblings"]], (70, 35, 30, 45), "No siblings found on roll at this school.")
 
 
+def _days_missed(case: Mapping[str, Any]) -> str:
+    """School days of absence, and the school days with no register at all since the last break.
+
+    Those are not counted as missed (nobody recorded the child either way), but the referral is
+    due on the 10th school day counting them: "9" alone under a "10 or more school days" box
+    reads as a referral sent too early.
+    """
+    days, gaps = case["school_days_missed"], len(case["register_gaps"])
+    if days is None:
+        return ""
+    if not gaps:
+        return str(days)
+    return f"{days}, plus {gaps} school day(s) with no register mark (listed below)"
+
+
 def _criterion(pdf: ReferralPDF, doc: Mapping[str, Any]) -> None:
     case, att = doc["case"], doc["attendance"]
     pdf.section("E. CME criterion and dates")
@@ -213,7 +228,7 @@ def _criterion(pdf: ReferralPDF, doc: Mapping[str, Any]) -> None:
     pdf.fields([
         ("Case", f"{case['criterion_text']} ({case['kind'].replace('_', ' ')})"),
         ("Episode started", fmt_date(case["episode_start"])), ("Date last attended", fmt_date(case["last_attended"])),
-        ("School days missed", "" if case["school_days_missed"] is None else str(case["school_days_missed"])),
+        ("School days missed", _days_missed(case)),
         ("Referral due by", fmt_date(case["referral_due"])), ("Facts as of", fmt_date(case["evaluated_on"])),
         ("Days with no register mark", ", ".join(fmt_date(g) for g in case["register_gaps"]) or "none"),
         (f"Attendance {att['academic_year']}",

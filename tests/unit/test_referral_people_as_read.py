@@ -99,3 +99,16 @@ def test_a_referral_the_deputy_confirmed_says_the_deputy_confirmed_it(engine: En
         conn.execute(t.cases.update().where(t.cases.c.id == case_id).values(confirmed_by="dsl@school.example"))
         note = build_bundle(conn, case_id, cfg, NOW).note
     assert "confirmed by our Designated Safeguarding Lead on 28 Nov 2025" in note
+
+
+def test_the_form_counts_the_school_days_with_no_register_beside_the_days_missed(engine: Engine,
+                                                                                cfg: Config) -> None:
+    """Nine days marked N and one with no register: the case is due on its 10th school day, and the form
+    said only "School days missed 9" under the ticked "10 or more school days" box."""
+    case_id = seed_case(engine)
+    with engine.begin() as conn:
+        conn.execute(t.cases.update().where(t.cases.c.id == case_id).values(school_days=9))
+        bundle = build_bundle(conn, case_id, cfg, NOW)
+    assert bundle.document["case"]["school_days_missed"] == 9  # the count of `cases`, as the JSON contract has it
+    text = " ".join(_pdf_text(bundle.pdf).split())
+    assert "School days missed 9, plus 1 school day(s) with no register mark (listed below)" in text
