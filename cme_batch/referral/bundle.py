@@ -111,8 +111,9 @@ def covering_note(doc: dict[str, Any], pdf_name: str, json_name: str, json_in_pd
                 f"{who} on {fmt_date(confirmed['at'])}.")
     contact = ", ".join(x for x in (dsl["name"], dsl["phone"], dsl["email"]) if x)
     where = f" (inside {pdf_name})" if json_in_pdf else ""
+    form = "the update form (what has changed and when)" if doc["kind"] == "update" else "the referral form"
     return (f"To: {to['name']}\nFrom: {s['name']} (LA {s['la_number']}, establishment {s['establishment_number']})"
-            f"\n\n{what}\n\nAttached:\n- {pdf_name}: the referral form\n- {json_name}{where}: the same content "
+            f"\n\n{what}\n\nAttached:\n- {pdf_name}: {form}\n- {json_name}{where}: the same content "
             f"as JSON, schema version {doc['schema_version']}\n\nQuestions to our Designated Safeguarding Lead: "
             f"{contact}.\n")
 

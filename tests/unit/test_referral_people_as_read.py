@@ -112,3 +112,15 @@ def test_the_form_counts_the_school_days_with_no_register_beside_the_days_missed
     assert bundle.document["case"]["school_days_missed"] == 9  # the count of `cases`, as the JSON contract has it
     text = " ".join(_pdf_text(bundle.pdf).split())
     assert "School days missed 9, plus 1 school day(s) with no register mark (listed below)" in text
+
+
+def test_the_covering_note_of_an_update_calls_its_form_an_update(engine: Engine, cfg: Config) -> None:
+    """The note sent with an update listed its PDF as "the referral form", as if the child were referred again."""
+    case_id = seed_case(engine, Family(referred=True))
+    with engine.begin() as conn:
+        conn.execute(t.cases.update().where(t.cases.c.id == case_id).values(
+            status="closed", closed_on=date(2025, 12, 1), closed_reason="returned"))
+        bundle = build_bundle(conn, case_id, cfg, NOW, "update")
+    assert bundle.document["update"]["reason"] == "returned"
+    assert f"- {bundle.ref}-update.pdf: the update form (what has changed and when)" in bundle.note
+    assert "the referral form" not in bundle.note
