@@ -349,7 +349,8 @@ def check_config(app: App) -> None:
             problems.append(str(exc))
     from cme_batch.settings import check_secrets
 
-    unreadable, unchecked = check_secrets(cfg)  # an unset variable or unreadable file is found now too
+    # an unset variable or an unreadable file is found now too, in the sections this configuration uses
+    unreadable, unchecked = check_secrets(cfg, cfg.unused_secret_keys())
     problems += unreadable
     if cfg.replies.token_keys and not any(p.startswith("replies.token_keys") for p in unreadable + unchecked):
         from cme_batch.replies.tokens import KeyRing
@@ -365,7 +366,7 @@ def check_config(app: App) -> None:
     click.echo(f"  database: {_safe_url(cfg.database_url)}")
     click.echo(f"  sources: {', '.join(f'{s.name} ({s.adapter})' for s in cfg.sources) or 'none'}")
     for what in unchecked:
-        click.echo(f"  not checked here: {what}; check it with the service's credentials (README, Installing)")
+        click.echo(f"  not checked: {what}")
     if not cfg.calendar.terms:
         click.echo("  warning: no term dates configured; school days will be inferred from the registers")
 

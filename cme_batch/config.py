@@ -133,6 +133,25 @@ class Config:
     def source(self, name: str) -> SourceConfig | None:
         return next((s for s in self.sources if s.name == name), None)
 
+    def unused_secret_keys(self) -> tuple[str, ...]:
+        """The configuration keys (prefixes) whose secrets this configuration never reads: a section
+        kept for later (``[mail.microsoft]`` under ``transport = "maildrop"``), or a referral method
+        not chosen. ``check-config`` names their secrets without requiring them to be readable."""
+        m, r = self.mail, self.replies
+        smtp_auth = m.smtp.auth if m.transport == "smtp" else None
+        imap_auth = r.imap.auth if r.mailbox == "imap" and r.imap is not None else None
+        method = self.referral.chosen_method()
+        unused = {
+            "mail.smtp.": smtp_auth != "password",
+            "mail.microsoft.": m.transport != "graph" and smtp_auth != "xoauth2-microsoft",
+            "mail.google.": smtp_auth != "xoauth2-google",
+            "referral.passphrase": method != "pdf-passphrase",
+            "referral.signing_key": method != "smime",  # the key and its password
+            "replies.imap.": imap_auth != "password",
+            "replies.microsoft.": r.mailbox != "graph" and imap_auth != "xoauth2-microsoft",
+        }
+        return tuple(key for key, is_unused in unused.items() if is_unused)
+
 
 def default_state_dir() -> Path:
     """systemd's StateDirectory when run as the service; otherwise /var/lib/cme-batch."""

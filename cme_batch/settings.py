@@ -311,17 +311,22 @@ def secrets_in(obj: Any) -> Iterator[SecretRef]:
             yield from secrets_in(item)
 
 
-def check_secrets(obj: Any) -> tuple[list[builtins.str], list[builtins.str]]:
+def check_secrets(obj: Any, unused: tuple[builtins.str, ...] = ()) -> tuple[list[builtins.str], list[builtins.str]]:
     """Read every secret of a configuration once, as the night would, keeping no value: the
-    problems (unset, unreadable, empty), and the secrets that cannot be read here (a systemd
+    problems (unset, unreadable, empty), and the secrets not checked: those under a key in
+    ``unused`` (never read by this configuration) and those that cannot be read here (a systemd
     credential outside the service)."""
     from cme_batch.errors import CmeError
 
     problems: list[builtins.str] = []
     unchecked: list[builtins.str] = []
     for ref in secrets_in(obj):
+        if ref.key.startswith(unused):
+            unchecked.append(f"{ref.key}: not used by this configuration")
+            continue
         if ref.kind == "credential" and not os.environ.get("CREDENTIALS_DIRECTORY"):
-            unchecked.append(f"{ref.key}: systemd credential {ref.ref!r} (readable only under the service)")
+            unchecked.append(f"{ref.key}: systemd credential {ref.ref!r}, readable only under the service: check it "
+                             "with the service's credentials (README, Installing)")
             continue
         try:
             if not ref.reveal():

@@ -51,12 +51,12 @@ def test_a_systemd_credential_is_read_under_the_service_and_named_as_unchecked_o
     config = write_config(tmp_path, f"sqlite:///{tmp_path / 's.sqlite'}", REPLIES.format(
         key='{ credential = "cme-batch_reply-key-k1" }', password='{ credential = "cme-batch_imap-password" }'))
     code, out = check(config)
-    assert code == 0 and "not checked here: replies.imap.password" in out, out
+    assert code == 0 and "not checked: replies.imap.password: systemd credential" in out, out
     creds = tmp_path / "credentials"
     creds.mkdir()
     (creds / "cme-batch_reply-key-k1").write_text("a-long-random-reply-token-key\n")
     code, out = check(config, CREDENTIALS_DIRECTORY=str(creds))
-    assert code == 2 and "replies.imap.password" in out and "not checked here" not in out, out
+    assert code == 2 and "replies.imap.password" in out and "not checked" not in out, out
     (creds / "cme-batch_imap-password").write_text("imap-password-of-the-mailbox\n")
     code, out = check(config, CREDENTIALS_DIRECTORY=str(creds))
     assert code == 0, out
@@ -74,3 +74,16 @@ def test_a_reply_token_key_too_short_to_sign_with_is_a_problem(tmp_path: Path) -
     key.write_text("a-long-random-reply-token-key\n")
     code, out = check(config)
     assert code == 0 and "configuration valid" in out, out
+
+
+def test_a_secret_of_a_section_not_in_use_is_named_not_required(tmp_path: Path) -> None:
+    """[mail.microsoft] kept for later under transport = "maildrop": the night never reads its secret."""
+    config = write_config(tmp_path, f"sqlite:///{tmp_path / 's.sqlite'}", """
+[mail.microsoft]
+tenant_id = "school.example"
+client_id = "00000000-0000-0000-0000-000000000000"
+client_secret = { env = "CME_TEST_UNUSED_SECRET" }
+""")
+    code, out = check(config)
+    assert code == 0, out
+    assert "not checked: mail.microsoft.client_secret: not used by this configuration" in out
