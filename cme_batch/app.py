@@ -84,7 +84,9 @@ class App:
             from cme_batch import logfilter
             from cme_batch.store import open_store, require_current, require_one_school
 
-            eng = open_store(self.config.database_url, create=for_init)
+            secret = self.config.database_password
+            eng = open_store(self.config.database_url, create=for_init,
+                             password=secret.reveal() if secret is not None else None)
             school = self.config.school
             try:  # before the log filter reads every pupil's identity: another school's too
                 require_one_school(eng, school.la_number, school.establishment_number)

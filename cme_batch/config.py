@@ -18,7 +18,7 @@ from cme_batch.errors import ConfigError, ConfigFileError
 from cme_batch.mail.settings import MailConfig, parse_mail
 from cme_batch.referral.settings import ReferralConfig, parse_referral
 from cme_batch.replies_settings import RepliesConfig, parse_replies
-from cme_batch.settings import Problems, Table
+from cme_batch.settings import Problems, SecretRef, Table
 
 CODE_CLASSES = (
     "present", "late_after_close", "educational_activity", "authorised", "unauthorised_explained",
@@ -129,6 +129,8 @@ class Config:
     mail: MailConfig
     referral: ReferralConfig
     replies: RepliesConfig
+    #: PostgreSQL's password (``database.password``), kept out of the URL and the file
+    database_password: SecretRef | None = None
 
     def source(self, name: str) -> SourceConfig | None:
         return next((s for s in self.sources if s.name == name), None)
@@ -272,6 +274,9 @@ def parse(data: dict[str, Any], path: Path | None = None) -> Config:
     paths.unknown_keys()
     db = root.sub("database")
     url = db.str("url") or f"sqlite:///{state_dir / 'cme-batch.sqlite'}"
+    db_password = db.secret("password")
+    if db_password is not None:
+        _check_password_place(db, url)
     db.unknown_keys()
     calendar = _calendar(root.sub("calendar"))
     codes = _codes(root.sub("codes"))
@@ -298,7 +303,24 @@ def parse(data: dict[str, Any], path: Path | None = None) -> Config:
     if problems.items:
         raise ConfigError(problems.items, str(path) if path else None)
     return Config(path, school, staff, state_dir, url, calendar, codes, thresholds, sources, logging,
-                  retention, mail, referral, replies)
+                  retention, mail, referral, replies, db_password)
+
+
+def _check_password_place(db: Table, url: str) -> None:
+    """``database.password`` is for a server's URL that carries no password of its own."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        u = make_url(url)
+    except ArgumentError:
+        return  # the URL's own problem is reported when the store is opened
+    if u.get_backend_name() == "sqlite":
+        db.problems.add(db.key("password"), "is set for a SQLite database (a file has no password)",
+                        "no password, or a PostgreSQL url")
+    elif u.password is not None:
+        db.problems.add(db.key("password"), "is set, and database.url holds a password too",
+                        "the password in database.password only, and a url without it")
 
 
 def resolve_path(path: str | os.PathLike[str] | None) -> Path:

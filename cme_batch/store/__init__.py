@@ -75,8 +75,9 @@ def to_json(value: Any) -> str:
     return json.dumps(value)
 
 
-def open_store(url: str, *, create: bool = True) -> Engine:
-    """An engine for ``url``. With ``create`` false a missing SQLite file is an error, not a new file."""
+def open_store(url: str, *, create: bool = True, password: str | None = None) -> Engine:
+    """An engine for ``url``. With ``create`` false a missing SQLite file is an error, not a new file.
+    ``password`` (``database.password``) is given to the server without ever being part of the URL text."""
     try:
         path = sqlite_path(url)
     except Exception as exc:  # sqlalchemy's ArgumentError on a malformed URL
@@ -93,7 +94,8 @@ def open_store(url: str, *, create: bool = True) -> Engine:
         finally:
             os.umask(old)
     try:
-        engine = create_engine(url, future=True, json_serializer=to_json)
+        target = make_url(url) if password is None else make_url(url).set(password=password)
+        engine = create_engine(target, future=True, json_serializer=to_json)
     except (SQLAlchemyError, ImportError) as exc:
         raise BadInputError(f"cannot use database.url: {exc}") from exc
     if engine.dialect.name == "sqlite":
