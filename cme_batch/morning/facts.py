@@ -94,9 +94,13 @@ class CaseFact:
 
     @property
     def days_shown(self) -> str:
-        """The school days to show beside the case: none for a child who left with no known
-        destination (their absence from this school is not counted: they are no longer on roll)."""
-        return "-" if self.kind == "destination_unknown" else str(self.school_days)
+        """The school days to show beside the case, as the steps count them (``days_absent``), with
+        the days of no register said apart (the referral form says so too); none for a child who
+        left with no known destination (no longer on roll, their absence is not counted)."""
+        if self.kind == "destination_unknown":
+            return "-"
+        gaps = self.days_absent - self.school_days
+        return f"{self.days_absent} ({gaps} with no register)" if gaps else str(self.school_days)
 
     @property
     def days_absent(self) -> int:

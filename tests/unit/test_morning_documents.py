@@ -93,6 +93,16 @@ def test_a_leaver_with_no_known_destination_shows_no_school_days_count() -> None
     assert row.cells[3] == "-"
 
 
+def test_the_confirmation_table_counts_days_as_the_steps_do_with_the_days_of_no_register_said() -> None:
+    """The step table said "day 10" and the confirmation table "9" for one child (one day had no register)."""
+    gap = _case("CME-2025-0008", "unexplained_absence", "referral_due", "Ivy Marsh", 9,
+                streak_start=date(2025, 11, 17), register_gaps=["2025-11-20"])
+    doc = documents.dsl_document(_facts(cases=[gap]))
+    (row,) = next(s for s in doc.sections if s.title == "Awaiting your confirmation").rows
+    assert row.cells[3] == "10 (1 with no register)"
+    assert "day 10" in render_text(doc)
+
+
 def test_stale_source_is_a_red_banner_in_both() -> None:
     facts = _facts(sources=[SourceFact("sims", None, True, "no export newer than 26 hours")])
     for doc in (documents.office_document(facts), documents.dsl_document(facts)):
