@@ -10,9 +10,11 @@ the convention of IIS and Exchange pickup folders, for recipients not named in t
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
+import tempfile
 from pathlib import Path
 
 from cme_batch.errors import FatalError
@@ -36,20 +38,26 @@ class MaildropTransport:
 
     def send(self, message: Outgoing) -> Delivery:
         target = self.directory / file_name(message.message_id)
-        tmp = self.directory / f".{target.name}.tmp"
         data = message.raw
         if self.envelope:
             lines = [f"X-Sender: {message.sender}"] + [f"X-Receiver: {r}" for r in message.recipients]
             data = "".join(f"{line}\r\n" for line in lines).encode("ascii") + data
         try:
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            # a new file under an unpredictable name (O_EXCL, mode 0600): a pickup folder may be
+            # writable by others, and a link planted at a name known in advance would be followed
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=self.directory)
             try:
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, target)
+                try:
+                    os.write(fd, data)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.replace(tmp, target)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
         except PermissionError as exc:
             raise FatalError(f"maildrop: cannot write to {self.directory}: {exc.strerror}") from exc
         except OSError as exc:
