@@ -25,12 +25,15 @@ Reading a file is two passes:
 from __future__ import annotations
 
 import codecs
+import errno
 import hashlib
+import os
 import re
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from xml.etree.ElementTree import Element, ParseError, TreeBuilder, XMLParser, fromstring
 
 from lxml import etree
@@ -129,11 +132,30 @@ def check_prolog(text: str) -> int:
         i = end + 2
 
 
+def open_export(path: Path) -> BinaryIO:
+    """``path`` opened for reading, only if it is itself a regular file.
+
+    A drop folder is written by another machine (the MIS server's share): a symbolic link there
+    would make cme-batch read a file outside the folder (another school's export, the service's
+    own files), and a pipe or device swapped in after the folder was listed would stop the
+    night. ``O_NOFOLLOW`` refuses a link at the moment of opening, not just when listing.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise XmlRefused("refused: not a regular file (a pipe, device or folder); exports are plain files")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def _fits(path: Path, encoding: str) -> int | None:
     """The byte offset of the first byte that does not decode in ``encoding``, or None."""
     dec = codecs.getincrementaldecoder(encoding)("strict")
     done = 0
-    with path.open("rb") as f:
+    with open_export(path) as f:
         while chunk := f.read(CHUNK):
             try:
                 dec.decode(chunk)
@@ -150,9 +172,12 @@ def _fits(path: Path, encoding: str) -> int | None:
 def prepare(path: Path) -> Prepared:
     """Refuse unsafe or unreadable files at once; hash the file and settle its real encoding."""
     try:
-        with path.open("rb") as f:
+        with open_export(path) as f:
             head = f.read(HEAD)
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise XmlRefused("refused: the file is a symbolic link; name the file itself (a link in a drop "
+                             "folder would have cme-batch read a file outside it)") from exc
         raise XmlRefused(f"cannot read the file: {exc.strerror}") from exc
     declared, _bom = _declared(head)
     check_prolog(head.decode(declared if declared != "utf-8" else "utf-8-sig", errors="replace"))
@@ -163,7 +188,7 @@ def prepare(path: Path) -> Prepared:
     utf8_ok = True
     bad_at: int | None = None
     strict = codecs.getincrementaldecoder(declared)("strict")
-    with path.open("rb") as f:
+    with open_export(path) as f:
         while chunk := f.read(CHUNK):
             sha.update(chunk)
             if bad_at is None:
@@ -224,7 +249,7 @@ def _pieces(prep: Prepared) -> Iterator[bytes | str]:
     """The file in pieces for the parser: raw bytes when libxml2 reads the encoding itself, else text."""
     codec = codecs.lookup(prep.encoding).name
     dec = None if codec in _LIBXML_ENCODINGS else codecs.getincrementaldecoder(prep.encoding)("strict")
-    with prep.path.open("rb") as f:
+    with open_export(prep.path) as f:
         while chunk := f.read(FEED):
             yield dec.decode(chunk) if dec is not None else chunk
     if dec is not None:

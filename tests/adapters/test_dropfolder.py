@@ -216,3 +216,40 @@ def test_marks_string_checks_agree_with_checking_each_session(marks: str, offset
         each.code(code, 7)
     assert whole.outside == each.outside
     assert whole.unknown == each.unknown
+
+
+def test_a_link_in_the_drop_folder_is_refused_not_read_through(tmp_path: Path) -> None:
+    """Whoever writes the share can plant a link to a file outside it (another school's export, the
+    service's own files): it is refused by name, and the file it points at is neither read nor moved."""
+    from cme_batch.errors import ImportRejected
+
+    elsewhere = put(tmp_path / "other-school", "sims-pupils.xml", "pupils-secret.xml", 1)
+    drop = tmp_path / "drop"
+    put(drop, "sims-marks.xml", "marks-1.xml", 1)
+    os.symlink(elsewhere, drop / "pupils-1.xml")
+    source = sims(tmp_path, max_age_hours=0)
+    with pytest.raises(ImportRejected, match="symbolic link") as refused:
+        run(source)
+    assert "pupils-1.xml" in str(refused.value)
+    assert elsewhere.exists() and not (drop / "archive" / "pupils-secret.xml").exists()
+
+
+def test_a_pipe_swapped_in_after_listing_is_refused_without_waiting(tmp_path: Path) -> None:
+    import signal
+
+    from cme_batch.xmlstream import XmlRefused, prepare
+
+    fifo = tmp_path / "marks-1.xml"
+    os.mkfifo(fifo)
+
+    def stuck(*_: object) -> None:
+        raise AssertionError("opening the pipe blocked: the night would hang")
+
+    old = signal.signal(signal.SIGALRM, stuck)
+    signal.alarm(5)
+    try:
+        with pytest.raises(XmlRefused, match="not a regular file"):
+            prepare(fifo)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
