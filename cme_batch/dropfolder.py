@@ -19,6 +19,7 @@ days the school is closed).
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -32,7 +33,7 @@ from typing import IO, Any, Self, TypeVar
 from cme_batch import log
 from cme_batch.codes import CODES_2024, LEGACY
 from cme_batch.config import SourceConfig
-from cme_batch.errors import RetriableError
+from cme_batch.errors import BadInputError, RetriableError
 from cme_batch.model import SourceBatch, Warning_
 from cme_batch.settings import Table
 from cme_batch.xmlstream import Prepared, XmlRefused, prepare
@@ -145,18 +146,36 @@ class DropFolder:
             self.archive(batch.path)
 
     def archive(self, path: Path) -> Path:
-        """Move a processed file into the archive folder (never overwriting an earlier one)."""
-        self.s.archive_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        target = self.s.archive_dir / path.name
-        i = 1
-        while target.exists():
-            target = self.s.archive_dir / f"{path.stem}.{i}{path.suffix}"
-            i += 1
+        """Move a processed file into the archive folder (never overwriting an earlier one).
+
+        The archive folder usually lies in the drop folder, which the MIS server's share can
+        change: one replaced by a link would have processed exports moved wherever it points
+        (the state directory, another school's drop folder). The folder is opened without
+        following a link, and the file is moved into what was opened.
+        """
+        folder = self.s.archive_dir
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
-            os.replace(path, target)
-        except OSError:
-            shutil.move(str(path), str(target))
-        return target
+            dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            why = "is a symbolic link" if exc.errno in (errno.ELOOP, errno.ENOTDIR) and folder.is_symlink() \
+                else f"cannot be opened ({exc.strerror})"
+            raise BadInputError(f"source {self.source}: the archive folder {folder} {why}: nothing is moved into "
+                                "it; make it a plain folder") from exc
+        try:
+            name, i = path.name, 1
+            while _exists_in(dir_fd, name):
+                name = f"{path.stem}.{i}{path.suffix}"
+                i += 1
+            try:
+                os.replace(path, name, dst_dir_fd=dir_fd)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+                shutil.move(str(path), str(folder / name))  # an archive folder on another file system
+        finally:
+            os.close(dir_fd)
+        return folder / name
 
 
 class AtomicText:
@@ -180,6 +199,15 @@ class AtomicText:
             os.replace(self.tmp, self.path)
         else:
             self.tmp.unlink(missing_ok=True)
+
+
+def _exists_in(dir_fd: int, name: str) -> bool:
+    """Whether ``name`` is taken in the folder ``dir_fd`` (a link counts, whatever it points at)."""
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _mtime_then_name(p: Path) -> tuple[float, str]:

@@ -253,3 +253,18 @@ def test_a_pipe_swapped_in_after_listing_is_refused_without_waiting(tmp_path: Pa
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)
+
+
+def test_an_archive_folder_replaced_by_a_link_receives_nothing(tmp_path: Path) -> None:
+    """The share's writer can replace ``archive`` by a link (to the state directory, or another
+    school's drop folder, whose night would import these files): nothing is moved through it."""
+    from cme_batch.errors import BadInputError
+
+    drop = tmp_path / "drop"
+    put(drop, "sims-pupils.xml", "pupils-1.xml", 1)
+    elsewhere = tmp_path / "other-school-drop"
+    elsewhere.mkdir()
+    os.symlink(elsewhere, drop / "archive")
+    with pytest.raises(BadInputError, match="archive folder .* is a symbolic link"):
+        run(sims(tmp_path, max_age_hours=0, reports=["pupils"]))
+    assert list(elsewhere.iterdir()) == [] and (drop / "pupils-1.xml").is_file()
