@@ -293,6 +293,8 @@ class SecretRef:
             return path.read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise BadInputError(f"{self.key}: cannot read secret file {path}: {exc.strerror}") from exc
+        except UnicodeDecodeError:  # its message quotes a byte of the secret and where it is: never shown
+            raise BadInputError(f"{self.key}: secret file {path} is not UTF-8 text") from None
 
 
 def secrets_in(obj: Any) -> Iterator[SecretRef]:

@@ -128,3 +128,19 @@ def test_relative_secret_file_is_read_beside_the_config(tmp_path: Path) -> None:
     (tmp_path / "secrets" / "pw").write_text("beside\n")
     ref = t.secret("password")
     assert ref is not None and ref.reveal() == "beside"
+
+
+def test_a_secret_file_that_is_not_utf8_is_named_without_quoting_any_byte_of_it(tmp_path: Path) -> None:
+    import traceback
+
+    from cme_batch.errors import BadInputError
+    from cme_batch.settings import SecretRef, check_secrets
+
+    secret = tmp_path / "smtp-password"
+    secret.write_bytes(b"abc\xffsecretpart")
+    ref = SecretRef("file", str(secret), "mail.smtp.password")
+    with pytest.raises(BadInputError) as refused:
+        ref.reveal()
+    shown = "".join(traceback.format_exception(refused.value))
+    assert "not UTF-8 text" in shown and "0xff" not in shown and "position" not in shown
+    assert check_secrets(ref) == ([f"mail.smtp.password: secret file {secret} is not UTF-8 text"], [])
