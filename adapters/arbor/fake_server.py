@@ -19,7 +19,7 @@ import ssl
 import tempfile
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -121,6 +121,10 @@ class FakeArbor(ThreadingHTTPServer):
         self.max_page_size: int | None = None
         self.cap_offsets = "capped"
         self.head_revision_supported = True
+        # rewrites the rows of an answer before they are sent, for answers not in the shape the
+        # adapter expects (a field missing, a null, a wrong type): ``mangle(entity, rows)`` for a
+        # GraphQL page, ``mangle("changelog " + resource, changes)`` for a changelog page
+        self.mangle: Callable[[str, list[dict[str, Any]]], list[dict[str, Any]]] | None = None
         self.lock = threading.Lock()
         self._tmp = tempfile.TemporaryDirectory(prefix="fake-arbor-")
         self.ca_bundle: Path | None = None
@@ -300,6 +304,8 @@ class _Handler(BaseHTTPRequestHandler):
                 rows = srv.graphql.rows(entity, args)
                 page = self._page(rows, int(args.get("page_size", 3000)), int(args.get("page_num", 0)))
                 out = [srv.graphql.render(entity, r, sel) for r in page]
+            if srv.mangle is not None:
+                out = srv.mangle(entity, out)
         except QueryError as exc:
             self._send(200, {"data": None, "errors": [{"message": str(exc)}]})
             return
@@ -314,10 +320,13 @@ class _Handler(BaseHTTPRequestHandler):
         start = int(query.get("from-revision", ["0"])[0])
         size, number = int(query.get("page-size", ["100"])[0]), int(query.get("page-number", ["1"])[0])
         changes = self._page(school.changelog(entity, start), size, number - 1)
-        self._send(200, {"changes": [
+        out: list[dict[str, Any]] = [
             {"changeType": kind, "fromRevision": rev - 1, "toRevision": rev,
              "changedObject": {"entityType": entity, "href": f"/rest-v2/{resource}/{oid}"}}
-            for rev, _e, oid, kind in changes]})
+            for rev, _e, oid, kind in changes]
+        if self.server.mangle is not None:
+            out = self.server.mangle(f"changelog {resource}", out)
+        self._send(200, {"changes": out})
 
 
 def serve_records(records: Iterable[Any], *, date_format: str = "plain", username: str = "cme-app",

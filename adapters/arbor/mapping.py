@@ -77,6 +77,56 @@ SELECTIONS: dict[str, str] = {
           "isStatisticalUnauthorizedAbsent isStatisticalPossibleAttendance",
 }
 
+#: The type of every field ``SELECTIONS`` reads (a dotted path inside a nested object), checked
+#: on every row before any is used, so an answer in another shape refuses the whole pull, naming
+#: the entity, the Arbor id and the field, never the value. ``id``: a number (or a string of one),
+#: never null; ``ref``: an object holding an ``id``; ``obj``: an object; ``str``, ``int``, ``bool``;
+#: ``rev``: a revision number (or a string of digits);
+#: ``date``: either date encoding; ``strs``: a list of strings. A trailing ``?`` allows null or
+#: absence. Which fields may be null is UNCONFIRMED: a null that decides what is stored (whose
+#: enrolment, which status) is refused rather than guessed at.
+_COMMON = {"id": "id", "revisionId": "rev?"}
+_SPAN = {"startDate": "date?", "endDate": "date?"}
+FIELDS: dict[str, dict[str, str]] = {
+    STUDENT: {**_COMMON, "person": "ref?", "legalFirstName": "str?", "legalMiddleNames": "str?",
+              "legalLastName": "str?", "preferredFirstName": "str?", "preferredLastName": "str?",
+              "dateOfBirth": "date?", "gender": "str?", "displayAcademicLevel": "obj?",
+              "displayAcademicLevel.displayName": "str?", "registrationForm": "obj?",
+              "registrationForm.displayName": "str?", "userTags": "strs?"},
+    UPN: {**_COMMON, "student": "ref", "upn": "str?", "startDatetime": "date?", "endDatetime": "date?"},
+    ENROLMENT: {**_COMMON, "student": "ref", "entryDate": "date?", "leavingDate": "date?",
+                "unenrolmentReason": "obj?", "unenrolmentReason.code": "str?",
+                "unenrolmentReason.unenrolmentReason": "str?"},
+    DESTINATION: {**_COMMON, "student": "ref", "startDate": "date?", "studentDestinationType": "obj?",
+                  "studentDestinationType.code": "str?", "studentDestinationType.label": "str?",
+                  "linkedRecord": "obj?", "linkedRecord.displayName": "str?"},
+    RELATIONSHIP: {**_COMMON, "student": "ref", "guardian": "ref", "guardianRelationshipType": "obj?",
+                   "guardianRelationshipType.relationshipName": "str?", "emergencyContactPriority": "int?",
+                   "isLegalGuardian": "bool?"},
+    GUARDIAN: {**_COMMON, "person": "ref?", "person.title": "str?", "person.legalFirstName": "str?",
+               "person.legalLastName": "str?"},
+    PHONE: {**_COMMON, "numberOwner": "ref", "number": "str?", "telephoneNumberRanking": "int?"},
+    EMAIL: {**_COMMON, "emailAddressOwner": "ref", "emailAddress": "str?", "dataOrder": "int?"},
+    OCCUPANCY: {**_COMMON, "occupant": "ref", "effectiveDate": "date?", "endDate": "date?",
+                "postalAddress": "ref?", "postalAddress.address1": "str?", "postalAddress.address2": "str?",
+                "postalAddress.address3": "str?", "postalAddress.postalTown": "str?",
+                "postalAddress.postalCode": "str?"},
+    CHILD_PROTECTION: {**_COMMON, "student": "ref", **_SPAN, "childProtectionStatus": "obj",
+                       "childProtectionStatus.code": "str?"},
+    IN_CARE: {**_COMMON, "student": "ref", **_SPAN, "inCareStatus": "obj", "inCareStatus.code": "str?",
+              "inCareStatus.countsAsInCareStatus": "bool?"},
+    SEN: {**_COMMON, "student": "ref", **_SPAN, "senStatus": "obj", "senStatus.code": "str?"},
+    YOUNG_CARER: {**_COMMON, "student": "ref", **_SPAN},
+    # a record with no pupil, date or roll call is left out with a warning (attendance.marks_records)
+    ROLL_CALL_RECORD: {**_COMMON, "student": "ref?", "recordDate": "date?", "attendanceRollCall": "ref?",
+                       "attendanceMark": "ref?"},
+    ROLL_CALL: {"id": "id", "attendanceRegisterType": "obj?", "attendanceRegisterType.isMorning": "bool?",
+                "attendanceRegisterType.isAfternoon": "bool?"},
+    MARK: {"id": "id", "code": "str?", "isStatisticalPresent": "bool?",
+           "isStatisticalApprovedEducationalActivity": "bool?", "isStatisticalAuthorizedAbsent": "bool?",
+           "isStatisticalUnauthorizedAbsent": "bool?", "isStatisticalPossibleAttendance": "bool?"},
+}
+
 #: Entities that hang off a student, read with a ``student__id_in`` filter for a few pupils.
 STUDENT_SCOPED = (UPN, ENROLMENT, DESTINATION, RELATIONSHIP, CHILD_PROTECTION, IN_CARE, SEN, YOUNG_CARER)
 #: Entities owned by a person (a pupil's or a guardian's), and the field naming the owner.
@@ -154,6 +204,78 @@ def graphql_rows(body: Any, entity: str) -> list[Row]:
     return rows
 
 
+def _is_id(v: Any) -> bool:
+    return (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, str) and v.strip() != "")
+
+
+def _kind_ok(kind: str, v: Any) -> bool:
+    if kind == "id":
+        return _is_id(v)
+    if kind == "ref":
+        return isinstance(v, dict) and _is_id(v.get("id"))
+    if kind == "obj":
+        return isinstance(v, dict)
+    if kind == "str":
+        return isinstance(v, str)
+    if kind == "int":
+        return isinstance(v, int) and not isinstance(v, bool)
+    if kind == "rev":  # a revision is compared as a number, so a string of digits will do
+        return isinstance(v, int) and not isinstance(v, bool) or isinstance(v, str) and v.isdigit()
+    if kind == "bool":
+        return isinstance(v, bool)
+    if kind == "strs":
+        return isinstance(v, list) and all(isinstance(x, str) for x in v)
+    if kind == "date":
+        parse_date(v)  # raises BadShape, naming the encoding but not the value
+        return True
+    raise AssertionError(f"unknown field kind {kind!r}")
+
+
+_JSON_TYPES = {bool: "true or false", int: "a number", float: "a number", str: "a string", list: "a list",
+               dict: "an object"}
+
+
+def _what(v: Any) -> str:
+    return "null" if v is None else _JSON_TYPES.get(type(v), type(v).__name__)
+
+
+def check_rows(entity: str, rows: Sequence[Row]) -> None:
+    """Refuse rows not in the shape ``FIELDS`` gives ``entity``: the message names the entity, the
+    row's Arbor id (or its place in the answer) and the field, and what was found instead, never
+    the value itself (it could be a child's name or date of birth)."""
+    fields = FIELDS[entity]
+    for n, row in enumerate(rows, 1):
+        rid = row.get("id")
+        name = f"{entity} {rid}" if _is_id(rid) else f"{entity} (row {n} of the answer, which has no id)"
+        for path, kind in fields.items():
+            parent: Any = row
+            *up, last = path.split(".")
+            for part in up:
+                parent = parent.get(part) if isinstance(parent, dict) else None
+            if not isinstance(parent, dict):
+                continue  # its object is null (when allowed: the object's own check says)
+            v = parent.get(last)
+            optional = kind.endswith("?")
+            base = kind.rstrip("?")
+            if v is None:
+                if not optional:
+                    got = "missing" if last not in parent else "null"
+                    raise BadShape(f"{name}: field {path} is {got}, expected {_KIND_WORDS[base]}")
+                continue
+            try:
+                ok = _kind_ok(base, v)
+            except BadShape as exc:
+                raise BadShape(f"{name}: field {path}: {exc}") from None
+            if not ok:
+                raise BadShape(f"{name}: field {path} holds {_what(v)}, expected {_KIND_WORDS[base]}"
+                               + (" or null" if optional else ""))
+
+
+_KIND_WORDS = {"id": "an id (a number)", "ref": "an object with an id", "obj": "an object", "str": "a string",
+               "int": "a whole number", "rev": "a revision number", "bool": "true or false", "strs": "a list of strings",
+               "date": "a date"}
+
+
 _DENIED = re.compile(r"do not have access to `?([A-Za-z_]+\.[A-Za-z_]+)`?")
 
 
@@ -205,10 +327,16 @@ def parse_changelog(body: Any) -> list[Change]:
     if not isinstance(changes, list):
         raise BadShape("changelog answer has no 'changes' list")
     out = []
-    for c in changes:
-        href = str(((c or {}).get("changedObject") or {}).get("href") or "")
-        out.append(Change(str(c.get("changeType", "")).lower(), href.rstrip("/").rsplit("/", 1)[-1],
-                          int(c.get("toRevision") or 0)))
+    for n, c in enumerate(changes, 1):
+        obj = c.get("changedObject") if isinstance(c, dict) else None
+        href = obj.get("href") if isinstance(obj, dict) else None
+        oid = href.rstrip("/").rsplit("/", 1)[-1] if isinstance(href, str) else ""
+        if not oid:  # a change that names no object would be followed by reading nothing: lost
+            raise BadShape(f"change {n} of the page has no changedObject.href naming the changed object")
+        rev = c.get("toRevision")
+        if rev is not None and not _kind_ok("rev", rev):
+            raise BadShape(f"change {n} of the page: field toRevision holds {_what(rev)}, expected a revision number")
+        out.append(Change(str(c.get("changeType", "")).lower(), oid, int(rev or 0)))
     return out
 
 
@@ -226,7 +354,7 @@ def parse_date(v: Any) -> date | None:
     if isinstance(v, dict):
         v = v.get("date")
     if not isinstance(v, str):
-        raise BadShape(f"a date is a {type(v).__name__}, not a string or date object")
+        raise BadShape(f"a date is {_what(v)}, not a string or date object")
     text = v.strip()
     try:
         if len(text) == 10:

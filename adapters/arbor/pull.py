@@ -88,7 +88,9 @@ class Reader:
         return out
 
     def all(self, entity: str, filters: dict[str, Any] | None = None) -> list[Row]:
-        return self._seen(self.client.graphql_all(entity, filters))
+        rows = list(self.client.graphql_all(entity, filters))
+        mapping.check_rows(entity, rows)  # before anything is read from them, revisions included
+        return self._seen(rows)
 
     def by_ids(self, entity: str, path: str, ids: Iterable[str]) -> list[Row]:
         """Rows whose ``path`` object (or the row itself, for ``""``) has one of the ids."""

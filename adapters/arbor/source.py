@@ -116,7 +116,7 @@ class ArborSource:
         except mapping.BadShape as exc:
             raise FatalError(f"Arbor's answer is not in the shape the adapter expects: {exc} "
                              "(see adapters/arbor/mapping.py)") from exc
-        except (KeyError, TypeError, ValueError) as exc:  # a field missing or of another type
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a shape check_rows let through
             what = f"field {exc.args[0]!r} missing" if isinstance(exc, KeyError) else exc.__class__.__name__
             raise FatalError(f"Arbor's answer is not in the shape the adapter expects ({what}); "
                              "see adapters/arbor/mapping.py") from exc
