@@ -45,8 +45,17 @@ def _base_url(t: Table, allow_loopback_http: bool) -> str | None:
     if raw is None:
         return None
     parts = urlsplit(raw.strip())
+    if parts.username is not None or parts.password is not None:  # never echo it: it may hold the password
+        t.problems.add(t.key("base_url"), "holds a user name or password before the host",
+                       "the bare address, with the app's credentials in username and password")
+        return None
     host = parts.hostname or ""
-    if not host or parts.scheme not in ("https", "http") or parts.path.strip("/") or parts.query:
+    try:
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        port_ok = False
+    if not host or not port_ok or parts.scheme not in ("https", "http") or parts.path.strip("/") or \
+            parts.query or parts.fragment:
         t.problems.add(t.key("base_url"), f"is {raw!r}", "a bare address like https://myschool.uk.arbor.sc "
                        "(no path: /rest-v2 and /graphql are added by the adapter)")
         return None
@@ -76,6 +85,8 @@ class ArborSource:
         loopback = t.bool("allow_insecure_loopback", False)
         base_url = _base_url(t, loopback)
         username = t.str("username", required=True, right="the Arbor app's username")
+        if username is not None and not username.strip():
+            problems.add(t.key("username"), "is empty", "the Arbor app's username")
         password = t.secret("password", required=True)
         ca_bundle = t.path("ca_bundle", cfg.base_dir)
         if ca_bundle is not None and not ca_bundle.is_file():
