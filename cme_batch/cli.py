@@ -326,9 +326,10 @@ def check_config(app: App) -> None:
 
     cfg = app.config
     problems: list[str] = []
+    built = []  # their secrets (an Arbor password) are checked with the others below
     for s in cfg.sources:
         try:
-            build_source(s)
+            built.append(build_source(s))
         except ConfigError as exc:
             problems.extend(exc.problems)
         except CmeError as exc:
@@ -350,7 +351,7 @@ def check_config(app: App) -> None:
     from cme_batch.settings import check_secrets
 
     # an unset variable or an unreadable file is found now too, in the sections this configuration uses
-    unreadable, unchecked = check_secrets(cfg, cfg.unused_secret_keys())
+    unreadable, unchecked = check_secrets((cfg, built), cfg.unused_secret_keys())
     problems += unreadable
     if cfg.replies.token_keys and not any(p.startswith("replies.token_keys") for p in unreadable + unchecked):
         from cme_batch.replies.tokens import KeyRing

@@ -64,3 +64,21 @@ def test_credentials_written_into_the_address_are_refused_and_not_echoed(tmp_pat
     code, out = check(tmp_path, base_url=f'"https://cme-app:{PASSWORD}@myschool.uk.arbor.sc"')
     assert code == 2
     assert "sources.arbor.base_url: holds a user name or password before the host" in out, out
+
+
+def test_the_password_secret_is_read_as_the_night_would(tmp_path: Path) -> None:
+    """check-config read every secret but the Arbor password: an unset variable or a missing file
+    was found only by the first night's ingest (401 or 'not set')."""
+    code, out = check(tmp_path, password='{ env = "CME_TEST_ARBOR_UNSET" }')
+    assert code == 2 and "sources.arbor.password: environment variable CME_TEST_ARBOR_UNSET is not set" in out, out
+    secret = tmp_path / "arbor-password"
+    code, out = check(tmp_path, password=f'{{ file = "{secret}" }}')
+    assert code == 2 and "sources.arbor.password: cannot read secret file" in out, out
+    secret.write_text("\n")
+    code, out = check(tmp_path, password=f'{{ file = "{secret}" }}')
+    assert code == 2 and "sources.arbor.password: the secret is empty" in out, out
+    secret.write_text(PASSWORD + "\n")
+    code, out = check(tmp_path, password=f'{{ file = "{secret}" }}')
+    assert code == 0, out
+    code, out = check(tmp_path, password='{ credential = "cme-batch_arbor-password" }')
+    assert code == 0 and "not checked: sources.arbor.password: systemd credential" in out, out
