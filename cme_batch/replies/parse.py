@@ -15,11 +15,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import policy
 from email.message import EmailMessage
-from email.parser import BytesParser
+from email.parser import BytesHeaderParser, BytesParser
 from email.utils import getaddresses, parsedate_to_datetime
 
 VERBS = ("CONFIRM", "HOLD", "CLOSE", "NOTE")
 MAX_TEXT = 1000
+#: The largest reply whose body is read. A command is one line; the email package needs some eight
+#: times a message's size to parse it, so a 100 MB message from anyone would take the night past
+#: its memory cap, at the same message every night. A larger one is kept for review, headers read.
+MAX_BYTES = 2 << 20
 COMMAND_RE = re.compile(r"(?P<verb>[A-Za-z]+)\s+(?P<ref>[A-Za-z0-9]+(?:-[A-Za-z0-9]+)+)(?:\s+(?P<text>.*))?")
 
 # Actions an office NOTE can record, by the word that starts its text; the value is stored.
@@ -39,6 +43,8 @@ NOT_COMMAND = "first unquoted line is not a command"
 NEEDS_TEXT = "command needs a reason or text after the case reference"
 CONFIRM_ONLY_REF = "CONFIRM takes only a case reference"
 TOO_LONG = f"command text is longer than {MAX_TEXT} characters"
+TOO_LARGE = f"reply is larger than {MAX_BYTES >> 20} MB: its text was not read"
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,16 @@ class Command:
 
 def read_message(raw: bytes) -> EmailMessage:
     msg = BytesParser(policy=policy.default).parsebytes(raw)
+    assert isinstance(msg, EmailMessage)
+    return msg
+
+
+def read_headers(raw: bytes) -> EmailMessage:
+    """Only a message's header section (up to its first empty line, within ``MAX_BYTES``), parsed:
+    the body is never decoded, whatever its size."""
+    head = raw[:MAX_BYTES]
+    end = _HEADER_END.search(head)
+    msg = BytesHeaderParser(policy=policy.default).parsebytes(head[:end.end()] if end else head)
     assert isinstance(msg, EmailMessage)
     return msg
 

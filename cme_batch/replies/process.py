@@ -98,12 +98,15 @@ def _review(reason: str, **kw: Any) -> Decision:
 
 def decide(conn: Connection, raw: bytes, policy: Policy, toks: tokens.Tokens, now: datetime) -> Decision:
     """Accept or keep for review. On acceptance the reply's token has been used up in ``conn``."""
+    large = len(raw) > parse.MAX_BYTES
     try:
-        msg = parse.read_message(raw)
+        msg = parse.read_headers(raw) if large else parse.read_message(raw)
         message_id = _storable(str(msg.get("Message-ID", "") or "").strip() or None)
         sender = _storable(parse.sender_of(msg))
     except Exception:  # noqa: BLE001 - the email package copes with nearly anything; this is the rest
         return _review(UNPARSEABLE)
+    if large:
+        return _review(parse.TOO_LARGE, sender=sender, message_id=message_id[:300] if message_id else None)
     command, why = parse.command_of(msg)
     case = None if command is None else conn.execute(
         select(t.cases.c.id, t.cases.c.kind, t.cases.c.status, t.cases.c.confirmed_at, t.cases.c.hold_reason,
@@ -251,7 +254,7 @@ def pending_review(conn: Connection) -> list[dict[str, Any]]:
     out = []
     for row in rows:
         try:
-            subject = parse.subject_of(parse.read_message(row.raw))
+            subject = parse.subject_of(parse.read_headers(row.raw))  # the body is not needed
         except Exception:  # noqa: BLE001 - kept for review because it is broken: shown without a subject
             subject = ""
         out.append({"id": row.id, "received_at": row.received_at, "sender": row.sender, "subject": subject,

@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import Engine, select
 
 from cme_batch.app import App
+from cme_batch.replies import parse as p
 from cme_batch.replies import pending_review, process
 from cme_batch.store import tables as t
 from tests.conftest import FIXED_NOW
@@ -73,3 +74,37 @@ def test_a_message_with_a_nul_in_a_header_is_kept_and_the_next_reply_is_acted_on
 
     again = process.read_replies(app)
     assert again is not None and again.stored == 0 and again.seen_before == 0
+
+
+def test_a_huge_message_is_kept_unread_in_bounded_memory_and_the_next_reply_is_acted_on(
+        app: App, engine: Engine, maildir: stdlib_mailbox.Maildir) -> None:
+    """Anyone can mail the reply mailbox. Parsing a message takes the email package some eight times
+    its size: one of 100 MB took the night past its 1 GB memory cap, at the same message every night
+    (never stored, so read again), so no referral, summary or email ever went again."""
+    import base64
+    import tracemalloc
+
+    case_id = make_case(engine, REF, FIXED_NOW)
+    token = issue(engine, make_tokens(), case_id, DSL, FIXED_NOW)
+    big = (b"From: stranger@else.example\r\nSubject: holiday photos\r\nMessage-ID: <big@else.example>\r\n"
+           b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\n"
+           b"Content-Type: text/plain\r\n\r\nPhotos attached.\r\n--B\r\nContent-Type: image/jpeg\r\n"
+           b"Content-Transfer-Encoding: base64\r\n\r\n" + base64.encodebytes(os.urandom(9 << 20)) + b"--B--\r\n")
+    deliver_oldest_first(maildir, big, dsl_reply(f"CONFIRM {REF}", token, REF))
+
+    tracemalloc.start()
+    try:
+        report = process.read_replies(app)
+        with engine.begin() as conn:
+            kept = pending_review(conn)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+    assert report is not None and report.stored == 2 and dict(report.accepted) == {"CONFIRM": 1}
+    assert [(k["reason"], k["sender"], k["message_id"], k["subject"]) for k in kept] == [
+        (p.TOO_LARGE, "stranger@else.example", "<big@else.example>", "holiday photos")]
+    assert peak < 4 * len(big), f"{peak / len(big):.1f} times the message's size"
+    with engine.connect() as conn:
+        stored = conn.execute(select(t.replies.c.raw).where(t.replies.c.message_id == "<big@else.example>")).scalar()
+    assert stored == big  # kept whole, for the audit trail
