@@ -97,14 +97,15 @@ class ArborClient:
 
     # -- one request, with retries -------------------------------------------------------------
     def request(self, method: str, path: str, *, params: Mapping[str, str] | None = None,
-                json_body: Any = None) -> Any:
-        """The parsed JSON answer to one request, after retrying temporary failures."""
+                json_body: Any = None, what: str | None = None) -> Any:
+        """The parsed JSON answer to one request, after retrying temporary failures; ``what`` names
+        the request in errors (the GraphQL entity: every query goes to one path)."""
         s = self.settings
         retrying = Retrying(
             retry=retry_if_exception_type(RetriableError), stop=stop_after_attempt(s.max_retries + 1),
             wait=self._wait, sleep=self._sleep, before_sleep=self._before_sleep, reraise=True)
         try:
-            return retrying(self._once, method, path, params, json_body)
+            return retrying(self._once, method, path, params, json_body, what)
         except RetriableError as exc:
             raise RetriableError(f"{exc} (gave up after {s.max_retries + 1} attempt(s); the next run tries "
                                  "again)") from exc
@@ -122,7 +123,8 @@ class ArborClient:
         self._log.warning("arbor request failed, will retry", attempt=state.attempt_number,
                           wait_seconds=round(wait, 3), reason=str(exc))
 
-    def _once(self, method: str, path: str, params: Mapping[str, str] | None, json_body: Any) -> Any:
+    def _once(self, method: str, path: str, params: Mapping[str, str] | None, json_body: Any,
+              what: str | None = None) -> Any:
         url = self._url(path)
         for _ in range(MAX_REDIRECTS + 1):
             resp = self._send(method, url, params, json_body)
@@ -130,7 +132,7 @@ class ArborClient:
                 url = self._url(urljoin(url, resp.headers.get("Location", "")))
                 params = None  # the Location carries its own query
                 continue
-            return self._answer(resp, path)
+            return self._answer(resp, path, what)
         raise FatalError(f"Arbor redirected {path} more than {MAX_REDIRECTS} times")
 
     def _url(self, path_or_url: str) -> str:
@@ -155,8 +157,8 @@ class ArborClient:
         except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
             raise ArborBusy(f"cannot reach Arbor at {self.host} ({exc.__class__.__name__})") from exc
 
-    def _answer(self, resp: requests.Response, path: str) -> Any:
-        status, where = resp.status_code, f"{resp.request.method} {path}"
+    def _answer(self, resp: requests.Response, path: str, what: str | None = None) -> Any:
+        status, where = resp.status_code, f"{resp.request.method} {path}" + (f" ({what})" if what else "")
         body: Any = None
         if "json" in resp.headers.get("Content-Type", "") or resp.content[:1] in (b"{", b"["):
             try:
@@ -191,7 +193,8 @@ class ArborClient:
     # -- GraphQL and REST reads ----------------------------------------------------------------
     def graphql(self, entity: str, args: Mapping[str, Any]) -> list[mapping.Row]:
         """One page of one GraphQL entity."""
-        body = self.request("POST", mapping.GRAPHQL_PATH, json_body={"query": mapping.graphql_query(entity, args)})
+        body = self.request("POST", mapping.GRAPHQL_PATH, json_body={"query": mapping.graphql_query(entity, args)},
+                            what=entity)
         denied, other = mapping.graphql_errors(body)
         if denied:
             raise FatalError(f"Arbor refused access to {', '.join(denied)}: ask the school to give the app "

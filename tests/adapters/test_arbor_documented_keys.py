@@ -1,6 +1,6 @@
 """Every key the Arbor adapter reads is in the commented ``[sources.arbor]`` section of
 config/cme-batch.example.toml and in the table of adapters/arbor/README.md, with the code's
-defaults; uncommented, each of them builds a source. The example listed 6 of the 15 keys."""
+defaults; uncommented, each of them builds a source. The example listed 7 of the 15 keys."""
 
 from __future__ import annotations
 
