@@ -8,7 +8,7 @@ be the same. A change the changelog does not carry to the store shows up as a di
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from cme_batch.importer import ingest_sources
 from cme_batch.model import ContactRecord, EnrolmentRecord, FlagRecord, PupilRecord
 from cme_batch.store import migrate, open_store
 from cme_batch.store import tables as t
-from tests.adapters.arbor_helpers import arbor_app, small_school_server
+from tests.adapters.arbor_helpers import arbor_app
 
 IGNORED = frozenset({"id", "pupil_id", "school_id", "created_at", "updated_at"})
 
@@ -48,12 +48,6 @@ def new_store(tmp_path: Path, name: str) -> tuple[str, Engine]:
     migrate(engine)
     return url, engine
 
-
-@pytest.fixture
-def arbor() -> Iterator[FakeArbor]:
-    server = small_school_server()
-    yield server
-    server.close()
 
 
 def guardian_renamed(school: FakeSchool) -> None:

@@ -3,7 +3,6 @@ or a clear error with the store and its stored revision exactly as they were."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -25,14 +24,6 @@ def store_url(tmp_path: Path) -> str:
     """These failures happen before the store is touched, so one backend is enough here."""
     return f"sqlite:///{tmp_path / 'store.sqlite'}"
 
-
-@pytest.fixture
-def arbor() -> Iterator[FakeArbor]:
-    from tests.adapters.arbor_helpers import small_school_server
-
-    server = small_school_server()
-    yield server
-    server.close()
 
 
 def assert_complete(outcome: Outcome, engine: Engine) -> None:

@@ -3,7 +3,6 @@ every row still arrives, once, and the stored revision moves only when all of th
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from adapters.arbor.fake_server import FakeArbor
 from cme_batch.errors import FatalError
 from cme_batch.store import migrate, open_store
 from cme_batch.store import tables as t
-from tests.adapters.arbor_helpers import ingest_once, small_school_server, stored_cursor
+from tests.adapters.arbor_helpers import ingest_once, stored_cursor
 from tests.helpers import snapshot
 
 ROLL_CALL_RECORD = "AttendanceRollCallRecord"
@@ -27,12 +26,6 @@ def store_url(tmp_path: Path) -> str:
     """Paging happens before the store is touched, so one backend is enough here."""
     return f"sqlite:///{tmp_path / 'store.sqlite'}"
 
-
-@pytest.fixture
-def arbor() -> Iterator[FakeArbor]:
-    server = small_school_server()
-    yield server
-    server.close()
 
 
 def uncapped_store(tmp_path: Path, server: FakeArbor, page_size: int) -> dict[str, list[tuple[Any, ...]]]:

@@ -3,7 +3,6 @@ the credentials are wrong, without the password; and a school with nobody in it 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,7 @@ from sqlalchemy import Engine
 
 from adapters.arbor.fake_school import FakeSchool
 from adapters.arbor.fake_server import FakeArbor
-from tests.adapters.arbor_helpers import PASSWORD, ingest_once, small_school_server, stored_cursor, stored_upns
+from tests.adapters.arbor_helpers import PASSWORD, ingest_once, stored_cursor, stored_upns
 from tests.helpers import snapshot
 
 
@@ -19,12 +18,6 @@ from tests.helpers import snapshot
 def store_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'store.sqlite'}"
 
-
-@pytest.fixture
-def arbor() -> Iterator[FakeArbor]:
-    server = small_school_server()
-    yield server
-    server.close()
 
 
 @pytest.mark.parametrize("entity", ["EducationalInstitutionEnrolment", "StudentGuardianRelationship",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from sqlalchemy import Engine
 from adapters.arbor import mapping
 from adapters.arbor.fake_server import FakeArbor
 from cme_batch.model import PupilRecord
-from tests.adapters.arbor_helpers import PASSWORD, ingest_once, small_school_server, stored_cursor
+from tests.adapters.arbor_helpers import PASSWORD, ingest_once, stored_cursor
 from tests.helpers import snapshot
 
 Mangle = Callable[[str, list[dict[str, Any]]], list[dict[str, Any]]]
@@ -31,12 +31,6 @@ def store_url(tmp_path: Path) -> str:
     """Nothing reaches the store in these tests, so one backend is enough."""
     return f"sqlite:///{tmp_path / 'store.sqlite'}"
 
-
-@pytest.fixture
-def arbor() -> Iterator[FakeArbor]:
-    server = small_school_server()
-    yield server
-    server.close()
 
 
 def first_row(entity: str, path: str, value: Any = None, *, drop: bool = False) -> Mangle:
