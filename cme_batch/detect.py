@@ -378,7 +378,6 @@ class _Evaluator:
         return Evaluation(self.as_of, self.calendar, warnings, self.window_start, self.base, self.alphabet,
                           self.strips, self.on_roll, results, self.current, self.flags, self.read_people)
 
-
     def _missing_registers(self, results: Many) -> list[str]:
         """A warning when pupils on roll have no mark at all on the last school day up to the evaluation date.
 
@@ -389,9 +388,14 @@ class _Evaluator:
         day = self.calendar.nth_school_day_back(self.as_of, 1)
         if day is None:
             return []
+        def on_roll_by(pid: int) -> bool:
+            if pid not in self.on_roll:
+                return False
+            first = self.on_roll[pid]
+            return first is None or first <= day
+
         pids = sorted(pid for pid, s in results.streaks.items()
-                      if s.unexplained.register_gaps and s.unexplained.register_gaps[-1] == day
-                      and pid in self.on_roll and (self.on_roll[pid] is None or self.on_roll[pid] <= day))  # type: ignore[operator]
+                      if s.unexplained.register_gaps and s.unexplained.register_gaps[-1] == day and on_roll_by(pid))
         # a gap made by an unknown code is a mark the office can see (the unknown-code warning names it)
         year, am = mk.academic_year_of(day), mk.position(day, "AM")
         year_strips = self.strips.get(year, {})
