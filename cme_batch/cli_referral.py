@@ -63,7 +63,7 @@ def _queued(conn: Connection, case_id: int, kind: str) -> _Queued | None:
     row = conn.execute(select(a.c.encrypted, a.c.sha256, a.c.method, a.c.outbox_id, o.c.status, o.c.sent_at)
                        .outerjoin(o, o.c.id == a.c.outbox_id)
                        .where(a.c.case_id == case_id, a.c.kind == kind).order_by(a.c.id.desc()).limit(1)).first()
-    if row is None:
+    if row is None or not row.encrypted:  # never queued, or its bundle removed by purge
         return None
     return _Queued(bytes(row.encrypted), row.sha256, row.method, row.outbox_id, row.status, row.sent_at)
 

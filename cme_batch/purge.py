@@ -1,7 +1,10 @@
 """Retention: remove what the school no longer needs to keep, as the configuration says.
 
 - raw DSL replies older than ``retention.replies_days`` (by the day they arrived);
-- archived referral bundles older than ``retention.bundles_days``;
+- archived referral bundles older than ``retention.bundles_days``: the encrypted message goes, the
+  row saying which bundle of which case was queued, when, and its SHA-256 stays (the referrals stage
+  reads it to know that a closed case's update already went: without it the LA would be sent the
+  update again, years after the case closed);
 - the audit events of cases closed more than ``retention.case_events_days`` ago (the case row,
   its reference and its outcome stay);
 - sent emails older than ``retention.outbox_days`` (summaries and digests name pupils);
@@ -93,14 +96,16 @@ def purge(engine: Engine, cfg: RetentionConfig, now: datetime, dry_run: bool = F
     old_cases = select(t.cases.c.id).where(t.cases.c.status == "closed", t.cases.c.closed_on < c.case_events)
     plan = [
         ("replies", t.replies, (t.replies.c.received_at < c.replies,)),
-        ("referral_bundles", t.referral_archive, (t.referral_archive.c.created_at < c.bundles,)),
         ("case_events", t.case_events, (t.case_events.c.case_id.in_(old_cases),)),
         ("sent_emails", t.outbox, (t.outbox.c.status == "sent", t.outbox.c.created_at < c.outbox)),
         ("register_years", t.mark_strips, (t.mark_strips.c.academic_year < c.registers_year,)),
         ("mark_corrections", t.mark_changes, (t.mark_changes.c.day < year_start(c.registers_year),)),
     ]
+    a = t.referral_archive.c
+    old_bundles = (a.created_at < c.bundles, func.length(a.encrypted) > 0)
     counts: dict[str, int] = {}
     with engine.begin() as conn:
+        counts["referral_bundles"] = _count(conn, t.referral_archive, *old_bundles)
         for name, table, where in plan:
             counts[name] = _count(conn, table, *where)
         pupils = list(conn.execute(_expired_pupils(c)).scalars())
@@ -111,6 +116,7 @@ def purge(engine: Engine, cfg: RetentionConfig, now: datetime, dry_run: bool = F
         old_mail = select(t.outbox.c.id).where(t.outbox.c.status == "sent", t.outbox.c.created_at < c.outbox)
         conn.execute(update(t.referral_archive).where(t.referral_archive.c.outbox_id.in_(old_mail))
                      .values(outbox_id=None))
+        conn.execute(update(t.referral_archive).where(*old_bundles).values(encrypted=b""))
         for _name, table, where in plan:
             conn.execute(delete(table).where(*where))
         _delete_pupils(conn, pupils)

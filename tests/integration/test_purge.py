@@ -53,8 +53,10 @@ def test_purge_removes_only_what_is_old(engine: Engine) -> None:
     assert _n(engine, t.replies) == 2  # a dry run changes nothing
     assert purge(engine, cfg, NOW) == counts
     assert [_n(engine, x) for x in (t.replies, t.referral_archive, t.case_events, t.outbox, t.mark_strips)] == \
-        [1, 1, 2, 1, 1]
+        [1, 2, 2, 1, 1]
     with engine.connect() as conn:
+        # the old bundle's content went; its row (kind, date, hash) stays: the referrals stage reads it
+        assert sorted(len(bytes(b)) for b in conn.execute(select(t.referral_archive.c.encrypted)).scalars()) == [0, 1]
         assert conn.execute(select(t.mark_strips.c.academic_year)).scalar_one() == 2025
         assert conn.execute(select(func.count()).select_from(t.cases)).scalar_one() == 3
 
