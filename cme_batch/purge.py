@@ -7,7 +7,10 @@
   update again, years after the case closed);
 - the audit events of cases closed more than ``retention.case_events_days`` ago (the case row,
   its reference and its outcome stay);
-- sent emails older than ``retention.outbox_days`` (summaries and digests name pupils);
+- sent emails older than ``retention.outbox_days`` (summaries and digests name pupils), except
+  those sent since the latest evaluation date: through a holiday every morning evaluates the last
+  school day again, and the morning stage knows that day's summary, digest and office emails went
+  only by finding them in the outbox (without them it would send them all again);
 - attendance marks of academic years that ended more than ``retention.registers_years`` ago,
   with the corrections recorded for them;
 - every pupil who left before the oldest academic year kept, with all that is stored about
@@ -19,7 +22,7 @@ Everything happens in one transaction; ``dry_run`` counts without deleting.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -93,6 +96,10 @@ def _delete_pupils(conn: Connection, ids: list[int]) -> None:
 def purge(engine: Engine, cfg: RetentionConfig, now: datetime, dry_run: bool = False) -> dict[str, int]:
     """Delete what is past its retention period; return how many rows of each kind (would) go."""
     c = Cutoffs.from_config(cfg, now)
+    with engine.connect() as conn:
+        evaluated = conn.execute(select(func.max(t.detect_runs.c.as_of))).scalar()
+    if evaluated is not None:  # keep the mail of the date the mornings still evaluate
+        c = replace(c, outbox=min(c.outbox, datetime.combine(evaluated, datetime.min.time(), tzinfo=now.tzinfo)))
     old_cases = select(t.cases.c.id).where(t.cases.c.status == "closed", t.cases.c.closed_on < c.case_events)
     plan = [
         ("replies", t.replies, (t.replies.c.received_at < c.replies,)),

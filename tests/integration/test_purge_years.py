@@ -68,3 +68,35 @@ def test_a_closed_referral_whose_update_bundle_was_purged_is_not_updated_again(r
 def _ref(engine: Engine, case_id: int) -> str:
     with engine.connect() as conn:
         return str(conn.execute(select(t.cases.c.ref).where(t.cases.c.id == case_id)).scalar_one())
+
+
+def test_a_purge_in_the_holiday_does_not_send_the_last_school_days_mail_again(app: App, engine: Engine) -> None:
+    """Over the Christmas holiday every morning evaluates the last school day of term again; a purge
+    with short retention in between must not make the next morning queue that day's summary and
+    digest a second time."""
+    from datetime import UTC, date, datetime
+
+    from cme_batch import detect
+    from cme_batch.model import EnrolmentRecord, MarksRecord, PupilRecord, SourceBatch
+    from cme_batch.morning.queue import queue_morning_mail
+    from cme_batch.store import ingest
+
+    last_day, clock = date(2025, 12, 19), {"now": datetime(2025, 12, 20, 5, 30, tzinfo=UTC)}
+    app.clock = lambda: clock["now"]
+    ingest.apply_batch(engine, app.school_id, SourceBatch("t", "t", records=[
+        PupilRecord("P1", legal_surname="Example", year_group="3"),
+        EnrolmentRecord("P1", admission_date=date(2025, 9, 2), entry_date=date(2025, 9, 2)),
+        MarksRecord("P1", last_day, ("N", "N"))]), clock["now"])
+    detect.run_detect(app, last_day)
+    queue_morning_mail(app, last_day)
+    with engine.begin() as conn:
+        conn.execute(update(t.outbox).values(status="sent", sent_at=clock["now"]))
+    before = _mail(engine, "summary"), _mail(engine, "digest")
+    assert before == (1, 1)
+    for day in (29, 30, 31):  # holiday mornings: a purge, then the night for the same date
+        clock["now"] = datetime(2025, 12, day, 5, 30, tzinfo=UTC)
+        purge(engine, RetentionConfig(outbox_days=1), clock["now"])
+        queue_morning_mail(app, last_day)
+    with engine.connect() as conn:
+        again = conn.execute(select(t.outbox.c.purpose).where(t.outbox.c.status != "sent")).scalars().all()
+    assert again == [] and (_mail(engine, "summary"), _mail(engine, "digest")) == before
