@@ -44,7 +44,8 @@ def _write_private(path: Path, data: bytes) -> None:
 
 @dataclass(frozen=True)
 class _Queued:
-    """The archived message the nightly run queued for this bundle, and how its delivery stands."""
+    """The archived message the nightly run queued for this bundle, and how its delivery stands;
+    ``raw`` is empty once purge has removed the archived copy (retention)."""
 
     raw: bytes
     sha256: str
@@ -52,6 +53,7 @@ class _Queued:
     outbox_id: int | None
     status: str | None
     sent_at: datetime | None
+    queued_at: datetime
 
 
 def _queued(conn: Connection, case_id: int, kind: str) -> _Queued | None:
@@ -60,12 +62,14 @@ def _queued(conn: Connection, case_id: int, kind: str) -> _Queued | None:
     from cme_batch.store import tables as t
 
     a, o = t.referral_archive, t.outbox
-    row = conn.execute(select(a.c.encrypted, a.c.sha256, a.c.method, a.c.outbox_id, o.c.status, o.c.sent_at)
+    row = conn.execute(select(a.c.encrypted, a.c.sha256, a.c.method, a.c.outbox_id, o.c.status, o.c.sent_at,
+                              a.c.created_at)
                        .outerjoin(o, o.c.id == a.c.outbox_id)
                        .where(a.c.case_id == case_id, a.c.kind == kind).order_by(a.c.id.desc()).limit(1)).first()
-    if row is None or not row.encrypted:  # never queued, or its bundle removed by purge
+    if row is None:  # never queued
         return None
-    return _Queued(bytes(row.encrypted), row.sha256, row.method, row.outbox_id, row.status, row.sent_at)
+    return _Queued(bytes(row.encrypted or b""), row.sha256, row.method, row.outbox_id, row.status, row.sent_at,
+                   row.created_at)
 
 
 def _exporter() -> str:
@@ -86,12 +90,13 @@ def _export(app: App, case_id: int, sealed: Encrypted, path: Path) -> _Queued | 
     now = app.now()
     with app.engine().begin() as conn:
         queued = _queued(conn, case_id, sealed.kind)
-        raw, sha256, method = (queued.raw, queued.sha256, queued.method) if queued else (
+        archived = queued is not None and bool(queued.raw)
+        raw, sha256, method = (queued.raw, queued.sha256, queued.method) if queued and archived else (
             sealed.raw, sealed.sha256, sealed.method)
         conn.execute(insert(t.case_events).values(
             case_id=case_id, at=now, as_of=in_school_time(now).date(), kind=f"{sealed.kind}_exported",
             actor=_exporter(), detail={"file": path.name, "sha256": sha256, "method": method,
-                                       "copy_of_outbox_id": queued.outbox_id if queued else None}))
+                                       "copy_of_outbox_id": queued.outbox_id if queued and archived else None}))
         _write_private(path, raw)  # an error here rolls the event back
     return queued
 
@@ -100,6 +105,10 @@ def _what_now(queued: _Queued | None, kind: str) -> str:
     if queued is None:
         return (f"this {kind} has not been queued yet: the nightly run will still send it by secure mail. Send this "
                 "file by hand only if the nightly run cannot, or the LA will receive it twice")
+    if not queued.raw:
+        return (f"this {kind} was queued for the LA on {queued.queued_at:%Y-%m-%d}; its archived copy has since been "
+                "removed under the retention rules, so this file is a new encryption (another Message-ID) of what "
+                "the store holds today")
     if queued.status == "sent" and queued.sent_at is not None:
         return (f"this is the message cme-batch delivered to the LA on {queued.sent_at:%Y-%m-%d} (outbox "
                 f"#{queued.outbox_id}); sending it again gives the LA a second copy of the same message")
@@ -158,7 +167,7 @@ def referral(app: App, ref: str, out_dir: Path, preview: bool, kind: str) -> Non
     out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = out_dir / f"{ref}-{kind}.eml"
     queued = _export(app, bundle.case_id, sealed, path)
-    method, sha256 = (queued.method, queued.sha256) if queued else (sealed.method, sealed.sha256)
+    method, sha256 = (queued.method, queued.sha256) if queued and queued.raw else (sealed.method, sealed.sha256)
     click.echo(f"wrote {path} ({method}, to {', '.join(sealed.recipients)}, sha256 {sha256})")
     click.echo(f"note: {_what_now(queued, kind)}; the export is recorded in the case's history ('cme-batch case {ref}').")
 

@@ -157,3 +157,23 @@ def test_an_export_after_the_nightly_run_queued_it_is_the_queued_message_byte_fo
     assert f"outbox #{queued.id}" in result.output and "queued" in result.output
     (export,) = _exports(engine, case_id)
     assert export["copy_of_outbox_id"] == queued.id and export["sha256"] == hashlib.sha256(raw).hexdigest()
+
+
+def test_an_export_after_purge_removed_the_archived_copy_says_so(
+        engine: Engine, setup: tuple[Path, Path], tmp_path: Path) -> None:
+    from cme_batch.app import App
+    from cme_batch.dispatch import queue_confirmed_referrals
+
+    config, _ = setup
+    case_id = seed_case(engine)
+    ref = _ref(engine, case_id)
+    assert queue_confirmed_referrals(App(str(config), clock=lambda: datetime.now(UTC)),
+                                     datetime.now(UTC).date()).referred == [ref]
+    with engine.begin() as conn:  # as purge leaves a bundle past its retention: the row, without the message
+        conn.execute(update(t.referral_archive).where(t.referral_archive.c.case_id == case_id).values(encrypted=b""))
+    result = CliRunner().invoke(cli, ["--config", str(config), "referral", ref, "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    assert "removed under the retention rules" in result.output and "has not been queued" not in result.output
+    assert (tmp_path / "o" / f"{ref}-referral.eml").stat().st_size > 0  # a new encryption, not an empty file
+    (export,) = _exports(engine, case_id)
+    assert export["copy_of_outbox_id"] is None
