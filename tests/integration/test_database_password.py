@@ -7,12 +7,14 @@ the server without ever being part of the URL text that is printed or logged.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
 from cme_batch.cli import cli
 from cme_batch.store import open_store
@@ -34,13 +36,32 @@ def password_role(_postgres: str) -> Iterator[str]:
         original = hba.read_text()
         hba.write_text(f"host all {ROLE} 127.0.0.1/32 scram-sha-256\n" + original)
         conn.execute(text("SELECT pg_reload_conf()"))
+    url = _postgres.replace("//cme@", f"//{ROLE}@").rsplit("/", 1)[0] + f"/{ROLE}"
+    _until_a_password_is_asked(url)  # the server reloads its rules a moment after being told to
     try:
-        yield _postgres.replace("//cme@", f"//{ROLE}@").rsplit("/", 1)[0] + f"/{ROLE}"
+        yield url
     finally:
         with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             hba.write_text(original)
             conn.execute(text("SELECT pg_reload_conf()"))
         admin.dispose()
+
+
+def _until_a_password_is_asked(url: str, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        probe = open_store(url)
+        try:
+            with probe.connect():
+                pass
+        except OperationalError as exc:
+            if "password" in str(exc).lower():
+                return
+            raise
+        finally:
+            probe.dispose()
+        assert time.monotonic() < deadline, "the server did not start asking for the password"
+        time.sleep(0.05)
 
 
 def _config(tmp_path: Path, url: str, password: str | None) -> Path:
