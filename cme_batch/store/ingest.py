@@ -264,6 +264,7 @@ class _Writer:
         self.pending: list[Any] = []  # records naming a pupil not seen yet
         self.alphabet = load_alphabet(conn)
         self.marks = mk.StripWriter(self.alphabet)
+        self.plain: dict[str, bool] = {}  # short runs of codes -> mk.plain(run) (see _plain)
         #: For the pupils of ``batch.marks_complete`` only: (pupil, academic year) -> one byte per
         #: session, non-zero where the batch gave a mark (see ``clear_omitted``).
         self.given: dict[tuple[int, int], bytearray] = {}
@@ -321,8 +322,10 @@ class _Writer:
         new_upns: list[str] = []
         self.look_up([*(r.pupil_key for r in records), *(k for r in records for k in r.former_keys)],
                      [*(r.upn for r in records if r.upn), *(u for r in records for u in r.former_upns)])
-        checked: list[dict[str, Any]] = []
         first = self.pupils_written + 1
+        if self._write_named(records, first):
+            return
+        checked: list[dict[str, Any]] = []
         self.pupils_written += len(records)
         for n, r in enumerate(records, first):
             pid = self.by_key.get(r.pupil_key)
@@ -387,6 +390,42 @@ class _Writer:
             bulk.insert_rows(self.conn, t.pupil_keys, [
                 {"pupil_id": real.get(pid, pid), "source": self.source, "pupil_key": k} for pid, k in new_keys])
         self.update_pupils(changes)
+
+    def _write_named(self, records: list[PupilRecord], first: int) -> bool:
+        """``write_pupils`` for a chunk of stored pupils named with their UPN at most (a day's
+        register): what the general loop does for such records, without its per-record work for
+        details, new pupils and former keys. Returns False, having changed nothing, for any other
+        chunk (the general loop then writes it)."""
+        by_key, by_upn = self.by_key, self.by_upn
+        pids = list(map(by_key.get, [r.pupil_key for r in records]))
+        if None in pids or min(pids, default=1) <= 0:
+            return False  # a pupil new to the store, or to this batch: the general loop
+        upns = [r.upn for r in records]
+        longest = LIMITS[t.pupils.name]["upn"]
+        if "" in upns or any(r.former_keys or r.former_upns or _DETAILS(r) != _NO_DETAILS for r in records) or \
+                any(len(u) > longest for u in upns if u is not None):
+            return False
+        self.pupils_written += len(records)
+        claimed, upn_changed = self.claimed, self.upn_changed
+        changes: dict[int, dict[str, Any]] = {}
+        for n, (r, pid, upn) in enumerate(zip(records, pids, upns, strict=True), first):
+            if claimed.setdefault(pid, r.pupil_key) != r.pupil_key:
+                self._claim(pid, r.pupil_key, n)  # the same check and message as the general loop
+            if upn is None:
+                continue
+            holder = by_upn.get(upn)
+            if holder == pid:
+                if pid in upn_changed:
+                    changes.setdefault(pid, {})["upn"] = upn
+                continue
+            changes.setdefault(pid, {})["upn"] = upn
+            if holder is not None:
+                raise BadInputError(
+                    f"{self.batch.origin}: a record gives a pupil the UPN of another pupil already stored "
+                    "(the pupils' UPNs changed places?): correct it in the MIS; nothing imported")
+            by_upn[upn] = pid
+        self.update_pupils(changes)
+        return True
 
     def _claim(self, pid: int, key: str, n: int, former: tuple[str, ...] = ()) -> None:
         """Note that the ``n``-th pupil record, key ``key``, names pupil ``pid``; refuse a pupil that
@@ -500,6 +539,8 @@ class _Writer:
         placed: dict[date, tuple[int, int, int]] = {}  # start -> (academic year, index, sessions left in it)
         first, last = DATES[0].year, DATES[1].year
         complete = self.batch.marks_complete  # empty for files of marks: nothing below is done for them
+        plain = self.plain
+        laid = 0  # marks laid by the short way below
         for pid, rec in items:
             codes = rec.codes
             where = placed.get(rec.start)
@@ -512,6 +553,24 @@ class _Writer:
                     where = (yr, 0, -1)  # a year the store does not keep: no room, refused below
                 placed[rec.start] = where
             parts: Iterable[tuple[int, int, list[str] | str, int]]
+            if codes.__class__ is str and 0 < (n := len(codes)) <= where[2] and (
+                    plain[codes] if codes in plain else _plain(plain, codes)):
+                # One year's run of one-character codes (a CTF's marks, a day's register): what
+                # ``lay`` does, written out, as this runs for every pupil of every file.
+                yr, idx = where[0], where[1]
+                key = (pid, yr)
+                strip = strips.get(key) or mk.empty_strip(yr)
+                old = strip[idx:idx + n]
+                if old != codes:
+                    if old.count(mk.NO_MARK) != n:
+                        changes += self._corrections(pid, yr, [
+                            (i, o, c) for i, (o, c) in enumerate(zip(old, codes), idx) if o != c and o != mk.NO_MARK])
+                    strip = strip[:idx] + codes + strip[idx + n:]
+                strips[key] = strip
+                laid += n
+                if complete and rec.pupil_key in complete:
+                    self.note_given(pid, yr, idx, codes)
+                continue
             if isinstance(codes, str) and 0 < len(codes) <= where[2] and mk.plain(codes):
                 parts = ((where[0], where[1], codes, len(codes)),)  # one year's run of one-character codes
             elif not mk.within_years(rec.start, len(codes), first, last):
@@ -527,6 +586,7 @@ class _Writer:
                 self.counts["marks"] += count
                 if complete and rec.pupil_key in complete:
                     self.note_given(pid, yr, idx, symbols)
+        self.counts["marks"] += laid
         ins = [{"pupil_id": p, "academic_year": y, "marks": m, "updated_at": self.now}
                for (p, y), m in strips.items() if (p, y) not in original]
         upd = [{"marks": m, "updated_at": self.now, "pupil_id": p, "academic_year": y}
@@ -615,6 +675,14 @@ class _Writer:
                                     "map it under [codes] subcodes or correct the export; nothing imported")
         if new:
             self.conn.execute(insert(t.mark_alphabet), [{"code": c, "symbol": s} for c, s in new.items()])
+
+
+def _plain(known: dict[str, bool], codes: str) -> bool:
+    """``mk.plain(codes)``, remembered for short runs (a day's register repeats a few pairs of codes)."""
+    found = mk.plain(codes)
+    if len(codes) <= 8:
+        known[codes] = found
+    return found
 
 
 def _enrolment_key(v: Any) -> tuple[str, Any]:
