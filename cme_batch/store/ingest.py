@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from operator import attrgetter, methodcaller
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Connection, Date, Engine, String, delete, insert, select, update
 
@@ -397,9 +397,12 @@ class _Writer:
         details, new pupils and former keys. Returns False, having changed nothing, for any other
         chunk (the general loop then writes it)."""
         by_key, by_upn = self.by_key, self.by_upn
-        pids = list(map(by_key.get, [r.pupil_key for r in records]))
-        if None in pids or min(pids, default=1) <= 0:
+        found = list(map(by_key.get, [r.pupil_key for r in records]))
+        if None in found:
             return False  # a pupil new to the store, or to this batch: the general loop
+        pids = cast(list[int], found)
+        if min(pids, default=1) <= 0:
+            return False
         upns = [r.upn for r in records]
         longest = LIMITS[t.pupils.name]["upn"]
         if "" in upns or any(r.former_keys or r.former_upns or _DETAILS(r) != _NO_DETAILS for r in records) or \
