@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from cme_batch.errors import CmeError
-from cme_batch.model import Record, SourceBatch
+from cme_batch.model import Record, SourceBatch, packed, unpacked
 
 #: Files smaller than this are read in this process (starting a child costs a few milliseconds).
 MIN_BYTES = 4 << 20
@@ -124,9 +124,9 @@ def _read(batch: SourceBatch, sender: Any, receiver: Any) -> None:
         for rec in batch.records:
             chunk.append(rec)
             if len(chunk) >= CHUNK:
-                sender.send_bytes(pickle.dumps(("records", chunk), pickle.HIGHEST_PROTOCOL))
+                sender.send_bytes(pickle.dumps(("records", packed(chunk)), pickle.HIGHEST_PROTOCOL))
                 chunk = []
-        end = ("end", chunk, batch.warnings, batch.replaces, batch.cursor, [dict(m) for m in batch.shared])
+        end = ("end", packed(chunk), batch.warnings, batch.replaces, batch.cursor, [dict(m) for m in batch.shared])
         sender.send_bytes(pickle.dumps(end, pickle.HIGHEST_PROTOCOL))
     except (BrokenPipeError, ConnectionResetError):
         pass  # the storing process has gone: nothing to hand over
@@ -209,7 +209,7 @@ def _received(batch: SourceBatch, buffer: queue.Queue[bytes | None], finished: t
         message = pickle.loads(raw)
         kind = message[0]
         if kind == "records":
-            yield from message[1]
+            yield from unpacked(message[1])
         elif kind == "end":
             _kind, rest, warnings, replaces, cursor, maps = message
             batch.warnings[:] = warnings
@@ -219,7 +219,7 @@ def _received(batch: SourceBatch, buffer: queue.Queue[bytes | None], finished: t
             if then is not None:
                 _alone(pump)
                 then()
-            yield from rest
+            yield from unpacked(rest)
             return
         else:
             _kind, exc, where = message
