@@ -27,6 +27,7 @@ from sqlalchemy import Connection, func, select
 
 from cme_batch import codes
 from cme_batch import marks as mk
+from cme_batch.app import in_school_time
 from cme_batch.config import Config
 from cme_batch.errors import BadInputError
 from cme_batch.referral import attendance
@@ -51,15 +52,20 @@ CHECKLIST = ("first_day_call", "emergency_contacts", "home_visit", "social_media
 #: ``social-media ...`` is recorded by ``replies.parse`` under these, and must still tick the checklist.
 ACTION_ALIASES: dict[str, str] = {"contacts_tried": "emergency_contacts", "social_media": "social_media_search"}
 
-#: The LA form's three criteria, by case kind (repeated missing episodes are unexplained absence).
-CRITERIA: dict[str, tuple[str, str]] = {
-    "unexplained_absence": ("continuous_absence",
-                            "10 or more days of continuous absence without explanation; attempts to contact failed"),
-    "repeat_missing": ("continuous_absence", "Repeated episodes of unexplained absence; attempts to contact failed"),
-    "place_not_taken_up": ("place_not_taken_up",
-                           "Has not taken up an allocated school place; attempts to contact failed"),
-    "destination_unknown": ("destination_unknown", "Left the school suddenly; destination school and address unknown"),
+#: The LA form's three criteria, by case kind (repeated missing episodes are unexplained absence),
+#: and whether the text goes on to say what the school's attempts to contact the family came to.
+CRITERIA: dict[str, tuple[str, str, bool]] = {
+    "unexplained_absence": ("continuous_absence", "10 or more days of continuous absence without explanation", True),
+    "repeat_missing": ("continuous_absence", "Repeated episodes of unexplained absence", True),
+    "place_not_taken_up": ("place_not_taken_up", "Has not taken up an allocated school place", True),
+    "destination_unknown": ("destination_unknown", "Left the school suddenly; destination school and address unknown",
+                            False),
 }
+#: Actions that try to reach the family: a call to parents, every emergency contact, a home visit.
+#: Searches, asking other agencies, informing Social Care and notes are recorded, but are not that.
+CONTACT_ATTEMPTS = frozenset({"first_day_call", "emergency_contacts", "home_visit"})
+CONTACT_FAILED = "attempts to contact failed"
+NO_CONTACT_ATTEMPT = "no contact attempt is recorded"
 
 FLAG_LABELS: dict[str, str] = {
     "child_protection_plan": "Child protection plan", "looked_after": "Looked after (in care)",
@@ -70,6 +76,15 @@ FLAG_LABELS: dict[str, str] = {
     "parent_mental_health": "Parent with mental health problems",
     "parent_learning_difficulty": "Parent with learning difficulties",
 }
+
+
+def criterion_of(case_kind: str, actions: list[dict[str, Any]]) -> tuple[str, str]:
+    """The case's LA criterion and its text, which says attempts to contact failed only when one is recorded."""
+    criterion, text, contact = CRITERIA.get(case_kind, ("continuous_absence", case_kind, False))
+    if contact:
+        tried = any(a["action"] in CONTACT_ATTEMPTS for a in actions)
+        text = f"{text}; {CONTACT_FAILED if tried else NO_CONTACT_ATTEMPT}"
+    return criterion, text
 
 
 def _iso(v: date | datetime | None) -> str | None:
@@ -103,16 +118,20 @@ def _events(conn: Connection, case_id: int) -> list[Row]:
 def evaluation_date(case: Row, events: list[Row], now: datetime, last_detect: date | None = None) -> date:
     """The date the case's facts are as of: its closing date, else the engine's latest run.
 
+    With neither (no event, no detect run), it is the school's date at ``now`` (England's, not
+    UTC's: at 23:30 UTC in summer it is already the next day at the school).
+
     An open case is re-evaluated by every detect run, but only a change writes an event: a leaver
     whose destination stays unknown has none after the day it opened. ``last_detect`` (the latest
     detect run of the pupil's school) keeps such a case's facts as of the night it was last checked.
     """
+    today = in_school_time(now if now.tzinfo else now.replace(tzinfo=UTC)).date()
     if case["closed_on"]:
-        return _day(case["closed_on"]) or now.date()
+        return _day(case["closed_on"]) or today
     days = [d for d in (_day(e["as_of"]) for e in events) if d]
     if last_detect is not None:
         days.append(last_detect)
-    return max(days) if days else now.date()
+    return max(days) if days else today
 
 
 def _last_detect(conn: Connection, school_id: int) -> date | None:
@@ -248,7 +267,8 @@ def build_document(conn: Connection, case_id: int, cfg: Config, now: datetime, k
     pupil = conn.execute(select(t.pupils).where(t.pupils.c.id == case["pupil_id"])).mappings().one()
     as_of = evaluation_date(case, events, now, _last_detect(conn, pupil["school_id"]))
     enrol = _latest_enrolment(conn, pupil["id"])
-    criterion, criterion_text = CRITERIA.get(case["kind"], ("continuous_absence", case["kind"]))
+    actions = _actions(events)
+    criterion, criterion_text = criterion_of(case["kind"], actions)
     year = mk.academic_year_of(as_of)
     classifier = codes.Classifier(cfg.codes.local, cfg.codes.subcodes, load_alphabet(conn))
     att = attendance.summarise(sessions(conn, pupil["id"], mk.year_start(year), as_of), year, as_of, classifier)
@@ -277,7 +297,6 @@ def build_document(conn: Connection, case_id: int, cfg: Config, now: datetime, k
         return doc
     contact_rows = list(conn.execute(select(t.contacts).where(t.contacts.c.pupil_id == pupil["id"])).mappings())
     contacts = contact_entries(contact_rows)
-    actions = _actions(events)
     start = _day(case["episode_start"])
     gaps = set(doc["case"]["register_gaps"])
     doc.update({

@@ -238,16 +238,27 @@ def _criterion(pdf: ReferralPDF, doc: Mapping[str, Any]) -> None:
     ])
 
 
+def _with_details(value: str, flags: Iterable[Mapping[str, Any]], kind: str) -> str:
+    """A box's value followed by the details recorded with its flag, so they are shown there and only there."""
+    details = "; ".join(f["detail"] for f in flags if f["kind"] == kind and f["detail"])
+    return f"{value} ({details})" if details else value
+
+
 def _vulnerability(pdf: ReferralPDF, v: Mapping[str, Any]) -> None:
     pdf.section("F. Vulnerability")
     if v["child_protection_plan"] or v["looked_after"]:
         pdf.note("Child protection plan or looked after: Social Care must be informed immediately.", WARN, bold=True)
     sen = {"none": "No", "sen_support": "SEN support", "ehcp": "Education, health and care plan"}[v["sen"]]
+    flags = v["flags"]
+    # Flags with a box of their own are shown there; the SEN box shows one of SEN support and EHCP.
+    boxed = {"child_protection_plan", "looked_after", "young_carer", v["sen"]}
     pdf.fields([
-        ("Child protection plan", yes_no(v["child_protection_plan"])), ("Looked after", yes_no(v["looked_after"])),
-        ("SEN or EHCP", sen), ("Young carer", yes_no(v["young_carer"])),
+        ("Child protection plan", _with_details(yes_no(v["child_protection_plan"]), flags, "child_protection_plan")),
+        ("Looked after", _with_details(yes_no(v["looked_after"]), flags, "looked_after")),
+        ("SEN or EHCP", _with_details(sen, flags, v["sen"])),
+        ("Young carer", _with_details(yes_no(v["young_carer"]), flags, "young_carer")),
         ("Also recorded", "\n".join(f"{f['label']}{' (' + f['detail'] + ')' if f['detail'] else ''}"
-                                    for f in v["flags"]) or "nothing else"),
+                                    for f in flags if f["kind"] not in boxed) or "nothing else"),
         ("Alerts raised", ", ".join(a.replace("_", " ") for a in v["alerts"]) or "none"),
     ])
 
