@@ -50,6 +50,10 @@ def handle_errors(fn: F) -> F:
             if error is None:
                 raise
             report_error(error)
+            if isinstance(error, LockHeld) and kwargs.get("fmt") == "json":  # a script still gets its document
+                ctx = click.get_current_context(silent=True)
+                echo_json({"lock_held": True, "command": ctx.info_name if ctx is not None else None,
+                           "message": lock_note(error)})
             sys.exit(error.exit_code)
 
     return wrapper  # type: ignore[return-value]
@@ -63,9 +67,16 @@ def report_error(error: CmeError) -> None:
     from cme_batch.logfilter import scrub  # checked like a log line: the message may quote a database's error
 
     if isinstance(error, LockHeld):  # not a failure: another run is doing the work (exit 0)
-        click.echo(f"{scrub(str(error))}; nothing done", err=True)
+        click.echo(lock_note(error), err=True)
         return
     click.echo(f"error: {scrub(str(error))}", err=True)
+
+
+def lock_note(error: LockHeld) -> str:
+    """What a command whose lock another run holds says: which lock, and that nothing was done."""
+    from cme_batch.logfilter import scrub
+
+    return f"{scrub(str(error))}; nothing done"
 
 
 _OS_ERROR_HINTS: tuple[tuple[type[OSError], str], ...] = (
@@ -431,18 +442,32 @@ def _report_import(file: Path, result: Any) -> None:
 
 @cli.command("ingest")
 @click.option("--source", "only", multiple=True, help="Only this configured source (repeatable).")
+@format_option()
 @pass_app
 @handle_errors
-def ingest_cmd(app: App, only: tuple[str, ...]) -> None:
-    """Read every configured source (drop folders, Arbor API) into the store."""
+def ingest_cmd(app: App, only: tuple[str, ...], fmt: str) -> None:
+    """Read every configured source (the [sources.<name>] tables: drop folders, Arbor API) into the store.
+
+    Exit code 1 when a source failed (the others are still read).
+    """
     from cme_batch.importer import ingest_sources
 
+    if not app.config.sources and not only:  # a valid configuration (files imported by hand): nothing is wrong
+        where = f" in {app.config.path}" if app.config.path else ""
+        note = (f"ingest: no sources configured{where}, so nothing was read: add a [sources.<name>] table "
+                "(adapter sims-xml, ctf or arbor) to read the MIS, or import its files with 'cme-batch import FILE'")
+        if fmt == "json":
+            echo_json({"sources": [], "message": note})
+        else:
+            click.echo(note)
+        return
     outcomes = ingest_sources(app, only)
-    failed = False
-    for o in outcomes:
-        click.echo(f"{o.source}: {o.status}{' - ' + o.detail if o.detail else ''}")
-        failed = failed or o.status == "failed"
-    if failed:
+    if fmt == "json":
+        echo_json({"sources": [{"source": o.source, "status": o.status, "detail": o.detail} for o in outcomes]})
+    else:
+        for o in outcomes:
+            click.echo(f"{o.source}: {o.status}{' - ' + o.detail if o.detail else ''}")
+    if any(o.status == "failed" for o in outcomes):
         sys.exit(EXIT_FAILED)
 
 

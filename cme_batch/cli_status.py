@@ -9,6 +9,36 @@ import click
 
 from cme_batch.app import App
 from cme_batch.cli import echo_json, format_option, handle_errors, pass_app
+from cme_batch.errors import BadInputError
+
+#: The first 16 bytes of every SQLite database file.
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def refuse_a_file_that_holds_no_database(url: str) -> None:
+    """Refuse, before opening the store, a SQLite file that is empty or is not a database.
+
+    ``status`` only reads: opening the store prepares its file (mode 0600) and SQLite writes a
+    header into an empty file, so a wrong file named by database.url would be changed by the
+    command that should only look at it. The message names the file, never its content.
+    """
+    from cme_batch.store import sqlite_path
+
+    try:
+        path = sqlite_path(url)
+    except Exception:  # a malformed URL: opening the store says what is wrong with it
+        return
+    if path is None or not path.is_file():  # PostgreSQL, or missing, or a folder: refused when opened, untouched
+        return
+    with path.open("rb") as f:
+        head = f.read(len(SQLITE_HEADER))
+    if not head:
+        raise BadInputError(f"the database file {path} is empty (0 bytes), so it holds no cme-batch database: "
+                            "restore it from a backup (README: Backing up and restoring) if it held the school's "
+                            "data, or run 'cme-batch init' to make a new database there; it was left as it is")
+    if head != SQLITE_HEADER:
+        raise BadInputError(f"the database file {path} is not a SQLite database: check database.url, or restore "
+                            "the file from a backup (README: Backing up and restoring); it was left as it is")
 
 
 def gather(app: App) -> dict[str, Any]:
@@ -104,6 +134,7 @@ def _last_run_line(run: dict[str, Any] | None) -> str:
 @handle_errors
 def status(app: App, fmt: str) -> None:
     """Show source freshness, the last run of each stage, open cases by stage and the outbox."""
+    refuse_a_file_that_holds_no_database(app.config.database_url)
     data = gather(app)
     if fmt == "json":
         echo_json(data)
