@@ -10,11 +10,16 @@ always say the same. The store is read, never written. Columns read:
 - ``case_events``: at, as_of, kind, actor, detail. Events of kind ``action`` or ``note`` are the
   actions log. Their ``detail`` is ``{"action": ACTION, "outcome": "what happened",
   "who": "optional, defaults to the event's actor", "date": "optional ISO date, defaults to
-  as_of, then the date of at"}``, with ACTION one of ``ACTIONS`` or ``ACTION_ALIASES`` (an
+  as_of, then England's date of at"}``, with ACTION one of ``ACTIONS`` or ``ACTION_ALIASES`` (an
   unknown name is kept as written); a note without ``action`` is shown with its ``text`` as the
   outcome.
   The latest ``as_of`` of any event is the date the case was evaluated on;
 - ``pupils``, ``contacts``, ``flags``, ``enrolments``, ``mark_strips`` and ``mark_alphabet``.
+
+Moments (``confirmed_at``, ``referred_at``, an event's ``at``) are stored in UTC; SQLite gives
+them back naive, which means UTC here. The JSON keeps a moment as UTC with its offset, but the
+date of a moment is always the school's (England's) date: 23:30 UTC in summer is already the
+next day at the school and at the LA.
 """
 
 from __future__ import annotations
@@ -87,20 +92,32 @@ def criterion_of(case_kind: str, actions: list[dict[str, Any]]) -> tuple[str, st
     return criterion, text
 
 
+def _utc(moment: datetime) -> datetime:
+    """A stored moment made aware: one without a zone (as SQLite gives it back) is UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def _iso(v: date | datetime | None) -> str | None:
     if v is None:
         return None
     if isinstance(v, datetime):
-        return (v if v.tzinfo else v.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
+        return _utc(v).astimezone(UTC).isoformat()
     return v.isoformat()
 
 
 def _day(v: Any) -> date | None:
+    """A date as stored, or the school's (England's) date of a moment, never UTC's date of it."""
     if v is None or isinstance(v, date) and not isinstance(v, datetime):
         return v
     if isinstance(v, datetime):
-        return v.date()
-    return date.fromisoformat(str(v)[:10])
+        return in_school_time(_utc(v)).date()
+    text = str(v)
+    if len(text) > 10:  # an ISO moment written where a date was expected
+        try:
+            return in_school_time(_utc(datetime.fromisoformat(text))).date()
+        except ValueError:
+            pass
+    return date.fromisoformat(text[:10])
 
 
 def load_case(conn: Connection, case_id: int) -> Row:
@@ -125,7 +142,7 @@ def evaluation_date(case: Row, events: list[Row], now: datetime, last_detect: da
     whose destination stays unknown has none after the day it opened. ``last_detect`` (the latest
     detect run of the pupil's school) keeps such a case's facts as of the night it was last checked.
     """
-    today = in_school_time(now if now.tzinfo else now.replace(tzinfo=UTC)).date()
+    today = in_school_time(_utc(now)).date()
     if case["closed_on"]:
         return _day(case["closed_on"]) or today
     days = [d for d in (_day(e["as_of"]) for e in events) if d]
@@ -220,7 +237,7 @@ def _actions(events: list[Row]) -> list[dict[str, Any]]:
         d = e["detail"] if isinstance(e["detail"], dict) else {}
         action = str(d.get("action") or "note")
         action = ACTION_ALIASES.get(action, action)
-        when = _day(d.get("date")) or _day(e["as_of"]) or _day(e["at"])
+        when = _day(d.get("date")) or _day(e["as_of"]) or _day(e["at"])  # ``at``: England's date of it
         out.append({"date": _iso(when), "action": action, "label": ACTIONS.get(action, action),
                     "who": d.get("who") or e["actor"], "outcome": d.get("outcome") or d.get("text") or ""})
     return out
@@ -241,6 +258,8 @@ def _last_attended(conn: Connection, pupil_id: int, since: date | None, until: d
 
 def _update(conn: Connection, case: Row, enrol: Row | None, as_of: date,
             classifier: codes.Classifier) -> dict[str, Any]:
+    # England's date the referral was sent on: a referral queued at 00:30 BST went on that day,
+    # not on UTC's day before, and the child's return is looked for from that day on.
     referred = _day(case["referred_at"])
     destination = (enrol or {}).get("destination")
     returned = _last_attended(conn, case["pupil_id"], referred, as_of, classifier)

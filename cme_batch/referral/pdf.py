@@ -11,12 +11,14 @@ attachment and encryption before it is written out.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 from fpdf import FPDF
 from fpdf.fonts import FontFace
+
+from cme_batch.app import in_school_time
 
 FONTS = Path(__file__).with_name("fonts")
 FAMILY = "DejaVuCond"
@@ -28,12 +30,19 @@ LABEL_W = 52
 
 
 def fmt_date(value: str | None) -> str:
-    """An ISO date as the form shows it (``14 Mar 2017``); blank when unknown."""
+    """An ISO date as the form shows it (``14 Mar 2017``); blank when unknown.
+
+    A moment (``confirmation.at``, ``generated_at``) is shown as England's clocks showed it,
+    with GMT or BST (``14 Apr 2026 00:30 BST``): the school and the LA's officer work in that
+    time, and nothing on the LA's form asks for UTC. A moment without an offset is UTC, as the
+    store means it. The JSON keeps the moment itself in UTC, with its offset.
+    """
     if not value:
         return ""
     if "T" in value:
         moment = datetime.fromisoformat(value)
-        return f"{moment:%d %b %Y %H:%M} UTC"
+        local = in_school_time(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+        return f"{local:%d %b %Y %H:%M %Z}"
     return f"{date.fromisoformat(value):%d %b %Y}"
 
 
