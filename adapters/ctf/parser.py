@@ -3,8 +3,10 @@
 Any CTF version (CTF 24, 25 and older): elements are matched by local name, so a file with
 the 2010 schema namespace and one without read the same; ``Sex`` and ``Gender`` are both
 accepted, as are ``AttendanceStartDate`` and ``AttendStartDate``. Pupils are streamed one
-``Pupil`` element at a time. Problems are collected per record (the pupil's position in the
-file, never their name or UPN) and reject the whole file at the end; data-quality issues
+``Pupil`` element at a time; a small file whose pupils have only a UPN, ``LookedAfter`` and
+``Attendance`` (a day's register) is read by libxml2 and libxslt instead (``fastread.py``), with
+the same records, warnings and problems. Problems are collected per record (the pupil's position
+in the file, never their name or UPN) and reject the whole file at the end; data-quality issues
 become warnings.
 
 "This school" is the school whose enrolments and attendance are kept: the ``school`` option
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 from xml.etree.ElementTree import Element
 
+from adapters.ctf import fastread
 from adapters.ctf.marks import decode_marks
 from cme_batch import upn as upn_mod
 from cme_batch.dropfolder import (
@@ -69,6 +72,7 @@ FLAG_PARTS = frozenset({"LookedAfter", "SENhistory"})
 SEN_FLAGS = {"E": "ehcp", "S": "ehcp", "K": "sen_support", "A": "sen_support", "P": "sen_support", "N": None}
 PLACEHOLDER_SCHOOLS = {"MMM", "MMMM", "XXX", "XXXX", ""}
 BS7666 = ("SAON", "PAON", "Street", "Locality", "Town", "AdministrativeArea", "PostTown")
+NOT_A_DATE, NOT_YES_NO = "is not a date YYYY-MM-DD", "is not true or false"
 
 
 def read_file(path: Path, options: Mapping[str, Any], source: str = "ctf", prep: Prepared | None = None
@@ -88,6 +92,7 @@ def read_file(path: Path, options: Mapping[str, Any], source: str = "ctf", prep:
                         replaces=frozenset({"contacts", "flags", "enrolments"}))
     batch.warnings.extend(Warning_("encoding", w, path.name) for w in prep.warnings)
     reader = _Reader(prep, batch, options)
+    reader.first_header = header
     if header is not None:
         list(reader.header(header))  # settles "this school" and replaces before any record is read
     batch.records = reader.records()
@@ -131,21 +136,34 @@ class _Reader:
         self.info: SchoolInfo | None = None
         self.n = 0
         self.read: dict[tuple[Callable[[str], Any], str], Any] = {}  # (parser, text) -> value, see value()
+        #: The file's first ``Header`` as ``read_file`` found it (the fast way reads no header itself).
+        self.first_header: Element | None = None
 
     def warn(self, code: str, message: str) -> None:
         self.batch.warnings.append(Warning_(code, message, f"{self.file} record {self.n}"))
 
     def records(self) -> Iterator[Record]:
+        # A simple file (a day's register: UPN, LookedAfter, Attendance) is read by libxml2 and
+        # libxslt into one line per pupil (fastread.py), with the same records, warnings and
+        # problems as this general reading's.
+        lines = fastread.pupil_lines(self.prep) if self.first_header is not None else None
         try:
-            for path, el in iter_elements(self.prep, ROOTS, (HEADER, PUPIL)):
-                if path == HEADER:
-                    if self.info is None:
-                        list(self.header(el))
-                    if self.info is not None:
-                        yield self.info
-                else:
-                    self.n += 1
-                    yield from self.pupil(el)
+            if lines is not None and self.first_header is not None:
+                if self.info is None:
+                    list(self.header(self.first_header))
+                if self.info is not None:
+                    yield self.info
+                yield from self.simple_pupils(lines)
+            else:
+                for path, el in iter_elements(self.prep, ROOTS, (HEADER, PUPIL)):
+                    if path == HEADER:
+                        if self.info is None:
+                            list(self.header(el))
+                        if self.info is not None:
+                            yield self.info
+                    else:
+                        self.n += 1
+                        yield from self.pupil(el)
         except XmlRefused as exc:
             self.report.problem(None, None, f"after record {self.n}: {exc}")
         if self.report.problems:
@@ -178,15 +196,18 @@ class _Reader:
 
     # -- values ------------------------------------------------------------------------------
     def date_of(self, el: Element | None, fld: str) -> date | None:
-        return self.value(el, fld, parse_date, "is not a date YYYY-MM-DD")
+        return self.value(el, fld, parse_date, NOT_A_DATE)
 
     def yes_no(self, el: Element | None, fld: str) -> bool | None:
-        return self.value(el, fld, parse_bool, "is not true or false")
+        return self.value(el, fld, parse_bool, NOT_YES_NO)
 
     def value(self, el: Element | None, fld: str, parse: Callable[[str], T], wrong: str) -> T | None:
         """``parse`` of the element's text, remembered per text: every pupil of a day's file has
         the same start date. A text that does not parse is a problem each time it is met."""
-        raw = text_of(el)
+        return self.parsed(text_of(el), fld, parse, wrong)
+
+    def parsed(self, raw: str | None, fld: str, parse: Callable[[str], T], wrong: str) -> T | None:
+        """``value`` of a text (stripped, None when empty)."""
         if raw is None:
             return None
         known = self.read.get((parse, raw))
@@ -199,7 +220,10 @@ class _Reader:
     def is_ours(self, el: Element) -> bool:
         """``el`` (a ``YearData`` or ``SchoolHistory/School``) is this school's; one that does not
         name its school is the sending school's."""
-        la, estab = text_of(el.find("LEA")), text_of(el.find("Estab"))
+        return self.names_ours(text_of(el.find("LEA")), text_of(el.find("Estab")))
+
+    def names_ours(self, la: str | None, estab: str | None) -> bool:
+        """``is_ours`` of an entry naming LA ``la`` and establishment ``estab`` (stripped texts or None)."""
         if la is None or estab is None:
             return self.from_us
         return self.ours is None or (la, estab) == self.ours
@@ -224,11 +248,12 @@ class _Reader:
         return tuple(v for p in grandchildren(el, "Phones", "Phone") if (v := text_of(p.find("PhoneNo"))))
 
     # -- one pupil ---------------------------------------------------------------------------
-    def pupil(self, p: Element) -> Iterator[Record]:
-        raw = text_of(p.find("UPN"))
+    def identify(self, raw: str | None) -> tuple[str, str | None] | None:
+        """The pupil's key and UPN from the UPN's text (stripped, None when empty), with the UPN's
+        warnings and the checks for a pupil met before; None (and a problem) without a UPN."""
         if raw is None:
             self.report.problem(self.n, "UPN", "is missing: a CTF identifies each pupil by UPN")
-            return
+            return None
         key = upn_mod.normalise(raw) or raw
         upn: str | None = key
         if why := upn_mod.problem(key):
@@ -242,6 +267,74 @@ class _Reader:
             self.warn("duplicate_pupil", f"this pupil is also in {elsewhere}")
         self.in_file.add(key)
         self.seen[key] = self.file
+        return key, upn
+
+    def simple_pupils(self, lines: list[str]) -> Iterator[Record]:
+        """The records of a simple file's pupils, one line each (``fastread.pupil_lines``): what
+        ``pupil`` makes of the same pupils, through the same methods, in the same order.
+
+        Most pupils of a day's file have the same line after their UPN (the school, the start date,
+        the marks): what such a text gives is worked out once, unless it gave a problem (a problem
+        is one for each pupil that has it). Only ``check.strip`` depends on the pupil (the record
+        number of a warning), and is called for each run unless it noted nothing the first time.
+        """
+        field, named_pupil, report = fastread.FIELD, PupilRecord.named, self.report
+        plans: dict[str, tuple[bool, str | None, list[list[Any]]]] = {}
+        for line in lines:
+            self.n += 1
+            upn_text, _, rest = line.partition(field)
+            named = self.identify(upn_text.strip() or None)
+            if named is None:
+                continue
+            key, upn = named
+            yield named_pupil(key, upn)
+            plan = plans.get(rest)
+            if plan is None:
+                problems = len(report.problems) + report.dropped
+                plan = self._plan(rest.split(field))
+                if len(report.problems) + report.dropped == problems:
+                    plans[rest] = plan
+            looked_after, detail, runs = plan
+            if looked_after:
+                yield FlagRecord(key, "looked_after", detail=detail)
+            for run in runs:  # [start, codes, whether check.strip notes nothing (None: not known yet)]
+                start, codes, quiet = run
+                if quiet is None:
+                    before = self._noted()
+                    self.check.strip(start, codes, self.n)
+                    run[2] = self._noted() == before
+                elif not quiet:
+                    self.check.strip(start, codes, self.n)
+                yield MarksRecord(key, start, codes)
+
+    def _plan(self, f: list[str]) -> tuple[bool, str | None, list[list[Any]]]:
+        """What a pupil's fields after the UPN give (``fastread.pupil_lines``): whether looked after,
+        the care authority, and the runs of marks of this school (problems reported as ``pupil``)."""
+        looked_after = bool(self.parsed(f[0].strip() or None, "LookedAfter/InCare", parse_bool, NOT_YES_NO))
+        runs: list[list[Any]] = []
+        i, ours = 2, False
+        while i < len(f):
+            if f[i] == "Y":  # a YearData: "Y", LEA, Estab
+                ours = self.names_ours(f[i + 1].strip() or None, f[i + 2].strip() or None)
+                i += 3
+                continue
+            if ours:  # one of its runs: "B", the start date's element, the start date, the marks
+                run = self.run(f[i + 3] or None, fastread.START_TAGS[f[i + 1]], f[i + 2].strip() or None)
+                if run is not None:
+                    runs.append([*run, None])
+            i += 4
+        return looked_after, f[1].strip() or None, runs
+
+    def _noted(self) -> tuple[int, int]:
+        """How much ``check.strip`` has noted (marks outside the calendar, unknown codes): a run after
+        which this is unchanged notes nothing, whatever the record, each time it is met."""
+        return self.check.outside[0], sum(n for n, _first in self.check.unknown.values())
+
+    def pupil(self, p: Element) -> Iterator[Record]:
+        named = self.identify(text_of(p.find("UPN")))
+        if named is None:
+            return
+        key, upn = named
         # A day's partial CTF often carries a UPN and attendance only: the parts a pupil does
         # not have are not searched for (each search is a call per pupil).
         tags = {c.tag for c in p}
@@ -332,20 +425,36 @@ class _Reader:
 
     def sessions(self, boxes: Iterable[Element], key: str) -> Iterator[MarksRecord]:
         for box in boxes:
-            marks = raw_text_of(box.find("AttendanceMarks"))  # a blank at either end is a session
             start_el = child(box, "AttendanceStartDate", "AttendStartDate")
-            if marks is None and start_el is None:
-                continue  # summary counts only: nothing to store per session
-            start = self.date_of(start_el, start_el.tag if start_el is not None else "AttendanceStartDate")
-            if start is None or marks is None:
-                if start_el is None or marks is None:
-                    self.report.problem(self.n, "AttendanceMarks" if marks is None else "AttendanceStartDate",
-                                        "is missing while the rest of the session detail is there")
-                continue
-            try:
-                start, codes = decode_marks(start, marks)
-            except ValueError as exc:
-                self.report.problem(self.n, "AttendanceMarks", str(exc))
-                continue
-            self.check.strip(start, codes, self.n)
-            yield MarksRecord(key, start, codes)
+            rec = self.session(key, raw_text_of(box.find("AttendanceMarks")),  # a blank at either end is a session
+                               start_el.tag if start_el is not None else None, text_of(start_el))
+            if rec is not None:
+                yield rec
+
+    def session(self, key: str, marks: str | None, start_tag: str | None, start_text: str | None
+                ) -> MarksRecord | None:
+        """One run of marks (see ``run``), noted by the mark check."""
+        run = self.run(marks, start_tag, start_text)
+        if run is None:
+            return None
+        start, codes = run
+        self.check.strip(start, codes, self.n)
+        return MarksRecord(key, start, codes)
+
+    def run(self, marks: str | None, start_tag: str | None, start_text: str | None) -> tuple[date, str] | None:
+        """The start and codes of a run of marks, from ``marks`` as written (None when empty), the name
+        of the start date's element (None when there is none) and its text (stripped, None when
+        empty); None (with a problem when one of the two is missing or wrong) when there is none."""
+        if marks is None and start_tag is None:
+            return None  # summary counts only: nothing to store per session
+        start = self.parsed(start_text, start_tag or "AttendanceStartDate", parse_date, NOT_A_DATE)
+        if start is None or marks is None:
+            if start_tag is None or marks is None:
+                self.report.problem(self.n, "AttendanceMarks" if marks is None else "AttendanceStartDate",
+                                    "is missing while the rest of the session detail is there")
+            return None
+        try:
+            return decode_marks(start, marks)
+        except ValueError as exc:
+            self.report.problem(self.n, "AttendanceMarks", str(exc))
+            return None
