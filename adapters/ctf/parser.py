@@ -149,16 +149,16 @@ class _Reader:
         lines = fastread.pupil_lines(self.prep) if self.first_header is not None else None
         try:
             if lines is not None and self.first_header is not None:
-                if self.info is None:
-                    list(self.header(self.first_header))
-                if self.info is not None:
+                if self.info is not None:  # (read_file has read the header)
                     yield self.info
                 yield from self.simple_pupils(lines)
             else:
+                headers = 0
                 for path, el in iter_elements(self.prep, ROOTS, (HEADER, PUPIL)):
                     if path == HEADER:
-                        if self.info is None:
-                            list(self.header(el))
+                        headers += 1
+                        if self.info is None and (headers > 1 or self.first_header is None):
+                            list(self.header(el))  # (the first header, read_file has read: its warnings once)
                         if self.info is not None:
                             yield self.info
                     else:
@@ -452,6 +452,9 @@ class _Reader:
             if start_tag is None or marks is None:
                 self.report.problem(self.n, "AttendanceMarks" if marks is None else "AttendanceStartDate",
                                     "is missing while the rest of the session detail is there")
+            elif start_text is None:  # written but empty: the marks cannot be placed, and must not vanish
+                self.report.problem(self.n, start_tag, "is empty while the marks are there: the marks cannot be "
+                                                       "placed without the date of their first session")
             return None
         try:
             return decode_marks(start, marks)

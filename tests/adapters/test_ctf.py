@@ -312,3 +312,32 @@ def test_a_date_or_yes_no_written_the_same_way_twice_is_read_or_refused_each_tim
     marks = [r for r in _read(ET.tostring(good_only, encoding="utf-8", xml_declaration=True))
              if isinstance(r, MarksRecord)]
     assert [m.start for m in marks] == [date(2025, 11, 6)] * 2
+
+
+@pytest.mark.parametrize("start", ["<AttendanceStartDate> </AttendanceStartDate>", "<AttendStartDate/>"])
+def test_marks_with_an_empty_start_date_reject_the_file_naming_the_field(start: str) -> None:
+    """Marks whose start date is written but empty cannot be placed: before, they were dropped
+    without a word (a child's absences lost); now the file is refused naming record and field."""
+    attendance = ET.fromstring(f"<Attendance><YearData><AttendSessions>{start}"
+                               "<AttendanceMarks>NNNN</AttendanceMarks></AttendSessions></YearData></Attendance>")
+    parts = [el for el in _rich_pupil() if el.tag == "UPN"] + [attendance]
+    with pytest.raises(ImportRejected) as info:
+        _read(_file_of(parts))
+    tag = "AttendanceStartDate" if "AttendanceStartDate" in start else "AttendStartDate"
+    assert f"record 1, field {tag}: is empty while the marks are there" in str(info.value)
+
+
+def test_a_header_without_source_school_or_version_is_warned_about_once() -> None:
+    root = ET.fromstring(_file_of([el for el in _rich_pupil() if el.tag in ("UPN", "Attendance")]))
+    header = root.find("Header")
+    assert header is not None
+    for tag in ("SourceSchool", "CTFversion"):
+        el = header.find(tag)
+        assert el is not None
+        header.remove(el)
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "no-source.xml"
+        path.write_bytes(ET.tostring(root, encoding="utf-8", xml_declaration=True))
+        batch = CtfSource.parse_file(path, {})
+        list(batch.records)
+    assert [w.code for w in batch.warnings].count("ctf_version") == 1
