@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import structlog
 from sqlalchemy import Engine, text
 
 from cme_batch.errors import LockHeld
@@ -42,12 +43,22 @@ POLL_SECONDS = 0.05
 STAGE_WAIT_SECONDS = 900.0
 
 
-def _retrying(take: Callable[[], bool], wait: float) -> bool:
-    """Call ``take`` until it returns True or ``wait`` seconds have passed; its last answer."""
+def _retrying(take: Callable[[], bool], wait: float, name: str) -> bool:
+    """Call ``take`` until it returns True or ``wait`` seconds have passed; its last answer.
+
+    A caller that is going to wait says so once, on standard error (a log line): a person who
+    runs ``detect`` by hand while the night's detect runs would otherwise see nothing for up to
+    a quarter of an hour.
+    """
     deadline = time.monotonic() + wait
+    told = False
     while not take():
         if time.monotonic() >= deadline:
             return False
+        if not told:
+            told = True
+            structlog.get_logger().info("waiting for another cme-batch run to finish", lock=name,
+                                        up_to_seconds=round(deadline - time.monotonic()))
         time.sleep(POLL_SECONDS)
     return True
 
@@ -64,7 +75,7 @@ def run_lock(engine: Engine, state_dir: Path, name: str = "run", *, wait: float 
                 conn.commit()
                 return bool(got)
 
-            if not _retrying(take, wait):
+            if not _retrying(take, wait, name):
                 raise LockHeld(f"another cme-batch run holds the {name} lock (PostgreSQL advisory lock {key})")
             try:
                 yield
@@ -87,7 +98,7 @@ def run_lock(engine: Engine, state_dir: Path, name: str = "run", *, wait: float 
             return False
         return True
 
-    if not _retrying(take_file, wait):
+    if not _retrying(take_file, wait, name):
         os.close(fd)
         raise LockHeld(f"another cme-batch run holds the {name} lock ({lock_file})")
     try:

@@ -72,7 +72,8 @@ def test_send_json_while_another_send_holds_the_lock_prints_one_json_document(st
 ])
 def test_json_of_a_stage_whose_lock_another_process_holds_is_one_document(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lock: str, args: list[str]) -> None:
-    """``detect`` and ``ingest`` wait for their lock (15 minutes, made 0.2 s here), then say so."""
+    """``detect`` and ``ingest`` say they are waiting for their lock, wait (15 minutes, made 0.2 s
+    here), then say they gave up."""
     monkeypatch.setattr("cme_batch.runlock.STAGE_WAIT_SECONDS", 0.2)
     db = tmp_path / "state" / "cme.sqlite"
     cfg = write_config(tmp_path, f"sqlite:///{db}", SOURCE)
@@ -85,7 +86,10 @@ def test_json_of_a_stage_whose_lock_another_process_holds_is_one_document(
     note = f"another cme-batch run holds the {lock} lock ({db.parent / f'cme-batch.{lock}.lock'}); nothing done"
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == {"lock_held": True, "command": args[0], "message": note}
-    assert result.stderr.strip() == note
+    waiting, *_, last = result.stderr.strip().splitlines()
+    # said at once, not after the wait: a person at the terminal knows why nothing happens yet
+    assert "waiting for another cme-batch run to finish" in waiting and lock in waiting
+    assert last == note
 
 
 # -- 2. ingest with no source configured ---------------------------------------------------------
