@@ -83,9 +83,21 @@ FLAG_LABELS: dict[str, str] = {
 }
 
 
-def criterion_of(case_kind: str, actions: list[dict[str, Any]]) -> tuple[str, str]:
-    """The case's LA criterion and its text, which says attempts to contact failed only when one is recorded."""
+#: School days of absence the LA's criterion for continuous absence names.
+CRITERION_DAYS = 10
+
+
+def criterion_of(case_kind: str, actions: list[dict[str, Any]], days: int | None = None) -> tuple[str, str]:
+    """The case's LA criterion and its text, which says attempts to contact failed only when one is recorded.
+
+    ``days``: the school days of the absence so far, days with no register mark included (as the
+    due date counts them). The policy sends a referral *no later than* the 10th day, so the DSL
+    may confirm it on the 8th: the text then says how many days it is, not "10 or more".
+    """
     criterion, text, contact = CRITERIA.get(case_kind, ("continuous_absence", case_kind, False))
+    if case_kind == "unexplained_absence" and days is not None and days < CRITERION_DAYS:
+        text = (f"Continuous absence without explanation, {days} school day(s) so far: referred before the "
+                f"{CRITERION_DAYS}th day, as the school's policy asks")
     if contact:
         tried = any(a["action"] in CONTACT_ATTEMPTS for a in actions)
         text = f"{text}; {CONTACT_FAILED if tried else NO_CONTACT_ATTEMPT}"
@@ -287,7 +299,8 @@ def build_document(conn: Connection, case_id: int, cfg: Config, now: datetime, k
     as_of = evaluation_date(case, events, now, _last_detect(conn, pupil["school_id"]))
     enrol = _latest_enrolment(conn, pupil["id"])
     actions = _actions(events)
-    criterion, criterion_text = criterion_of(case["kind"], actions)
+    days = None if case["school_days"] is None else case["school_days"] + len(case["register_gaps"] or [])
+    criterion, criterion_text = criterion_of(case["kind"], actions, days)
     year = mk.academic_year_of(as_of)
     classifier = codes.Classifier(cfg.codes.local, cfg.codes.subcodes, load_alphabet(conn))
     att = attendance.summarise(sessions(conn, pupil["id"], mk.year_start(year), as_of), year, as_of, classifier)

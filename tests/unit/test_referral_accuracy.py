@@ -174,3 +174,25 @@ def test_in_winter_the_school_date_is_the_utc_date(store: Engine, cfg: Config) -
     _forget_events(store, case_id, ("opened", "action", "note", "stage"))
     bundle = _bundle(store, cfg, case_id, now=datetime(2025, 12, 1, 23, 30, tzinfo=UTC))
     assert bundle.document["case"]["evaluated_on"] == "2025-12-01"
+
+
+# -- 4. a referral confirmed before the 10th day says how many days it is ---------------------------
+
+@pytest.mark.parametrize(("days", "gaps", "early"), [(8, [], True), (9, [], True), (9, ["2025-11-20"], False),
+                                                     (10, [], False)])
+def test_a_referral_confirmed_before_the_tenth_day_does_not_say_ten_or_more(
+        store: Engine, cfg: Config, days: int, gaps: list[str], early: bool) -> None:
+    """The policy refers "no later than the 10th day": a DSL may confirm on the 8th. The case's text
+    then gives the days so far (days with no register mark counted, as the due date counts them)."""
+    case_id = seed_case(store)
+    with store.begin() as conn:
+        conn.execute(t.cases.update().where(t.cases.c.id == case_id).values(school_days=days, register_gaps=gaps))
+    bundle = _bundle(store, cfg, case_id)
+    text = bundle.document["case"]["criterion_text"]
+    if early:
+        assert text.startswith(f"Continuous absence without explanation, {days} school day(s) so far: referred "
+                               "before the 10th day, as the school's policy asks;")
+        assert "10 or more days" not in text and "10 or more days" not in _between(_text(bundle.pdf), "Case", "Episode")
+    else:
+        assert text.startswith("10 or more days of continuous absence without explanation;")
+    assert text in _text(bundle.pdf)
