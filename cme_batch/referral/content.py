@@ -241,7 +241,23 @@ def _vulnerability(conn: Connection, pupil_id: int, case: Row, as_of: date) -> d
             "young_carer": "young_carer" in kinds, "flags": flags, "alerts": alerts}
 
 
-def _actions(events: list[Row]) -> list[dict[str, Any]]:
+def staff_names(cfg: Config | None) -> dict[str, str]:
+    """The school staff's e-mail addresses (lower case) -> "Name (role)", as the LA's form shows who acted."""
+    if cfg is None:
+        return {}
+    staff: list[tuple[Any, str]] = [(p, "School office") for p in cfg.staff.office]
+    staff += [(cfg.staff.dsl, "Designated Safeguarding Lead"), (cfg.staff.deputy_dsl, "Deputy Designated Safeguarding Lead")]
+    out: dict[str, str] = {}
+    for person, role in staff:
+        if person is not None and person.email.strip() and person.name.strip():
+            out[person.email.strip().lower()] = f"{person.name} ({role})"
+    return out
+
+
+def _actions(events: list[Row], cfg: Config | None = None) -> list[dict[str, Any]]:
+    """The actions log; ``who`` is the member of staff's name and role when the address is one of
+    theirs (the LA's officer reads a person, not a mailbox), else as recorded."""
+    names = staff_names(cfg)
     out = []
     for e in events:
         if e["kind"] not in ("action", "note"):
@@ -251,8 +267,14 @@ def _actions(events: list[Row]) -> list[dict[str, Any]]:
         action = ACTION_ALIASES.get(action, action)
         when = _day(d.get("date")) or _day(e["as_of"]) or _day(e["at"])  # ``at``: England's date of it
         out.append({"date": _iso(when), "action": action, "label": ACTIONS.get(action, action),
-                    "who": d.get("who") or e["actor"], "outcome": d.get("outcome") or d.get("text") or ""})
+                    "who": _who(d.get("who") or e["actor"], names),
+                    "outcome": d.get("outcome") or d.get("text") or ""})
     return out
+
+
+def _who(recorded: Any, names: dict[str, str]) -> str:
+    text = str(recorded or "")
+    return names.get(text.strip().lower(), text)
 
 
 def _checklist(actions: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -298,7 +320,7 @@ def build_document(conn: Connection, case_id: int, cfg: Config, now: datetime, k
     pupil = conn.execute(select(t.pupils).where(t.pupils.c.id == case["pupil_id"])).mappings().one()
     as_of = evaluation_date(case, events, now, _last_detect(conn, pupil["school_id"]))
     enrol = _latest_enrolment(conn, pupil["id"])
-    actions = _actions(events)
+    actions = _actions(events, cfg)
     days = None if case["school_days"] is None else case["school_days"] + len(case["register_gaps"] or [])
     criterion, criterion_text = criterion_of(case["kind"], actions, days)
     year = mk.academic_year_of(as_of)

@@ -196,3 +196,23 @@ def test_a_referral_confirmed_before_the_tenth_day_does_not_say_ten_or_more(
     else:
         assert text.startswith("10 or more days of continuous absence without explanation;")
     assert text in _text(bundle.pdf)
+
+
+# -- 5. who acted, as a person the LA can call, not a mailbox -------------------------------------
+
+def test_the_actions_log_names_the_member_of_staff_and_role(store: Engine, cfg: Config) -> None:
+    case_id = seed_case(store)
+    _forget_events(store, case_id)
+    with store.begin() as conn:
+        for actor, text in (("OFFICE@school.example", "first-day-call: no answer"),
+                            ("dsl@school.example", "home-visit: nobody at home"),
+                            ("someone@elsewhere.example", "other-agencies: health visitor knows nothing")):
+            kind, detail = note_detail(text, actor)
+            conn.execute(insert(t.case_events).values(case_id=case_id, at=datetime(2025, 11, 17, 10, tzinfo=UTC),
+                                                      as_of=date(2025, 11, 17), kind=kind, actor=actor, detail=detail))
+    bundle = _bundle(store, cfg, case_id)
+    assert [a["who"] for a in bundle.document["actions"]] == [
+        "Attendance Officer (School office)", "Dee Ess-Ell (Designated Safeguarding Lead)",
+        "someone@elsewhere.example"]
+    text = _text(bundle.pdf)
+    assert "Attendance Officer (School office)" in text and "Dee Ess-Ell (Designated Safeguarding Lead)" in text
