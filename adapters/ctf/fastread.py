@@ -48,6 +48,10 @@ from cme_batch.xmlstream import HEAD, Prepared, XmlRefused, check_prolog, open_e
 #: The largest file read this way: libxml2's tree of a 5.3 MB day file (10,000 pupils) takes about
 #: 37 MB, 7 times the file, so a file of this size needs about 90 MB for the tree and its bytes.
 MAX_BYTES = 12 << 20
+#: At most one ``<`` in this many bytes: a day file has one in 15-23 bytes. A file dense in elements
+#: (say 300 empty ones in each YearData, which the general reader ignores) makes a tree of some 30
+#: times its size; the general reader's memory stays flat whatever the file holds.
+TAG_DENSITY = 12
 #: Between the fields of a pupil's line, and before each pupil's line.
 FIELD, LINE = "\ue000", "\ue001"
 #: The start date's element, by its letter in a line (``AttendanceStartDate`` is looked for first).
@@ -79,8 +83,8 @@ def pupil_lines(prep: Prepared) -> list[str] | None:
             data = f.read(MAX_BYTES + 1)
     except (OSError, XmlRefused):  # the general reader says what is wrong
         return None
-    if len(data) > MAX_BYTES:
-        return None
+    if len(data) > MAX_BYTES or data.count(b"<") > len(data) // TAG_DENSITY:
+        return None  # (many elements for the size: libxml2's tree would outgrow the bound below)
     # No DOCTYPE (prepare() refused one; checked again on these bytes, as the general reader does),
     # so no entity can be declared; none would be expanded here anyway.
     try:
@@ -95,7 +99,7 @@ def pupil_lines(prep: Prepared) -> list[str] | None:
         return None
     if len(parser.error_log) or root.prefix is not None or etree.QName(root).localname != "CTfile":
         return None
-    ns = root.nsmap.get(None)
+    ns = root.nsmap.get(None) or None  # (xmlns="" is no namespace)
     header = root[0] if len(root) else None
     if header is None or header.tag != etree.QName(ns, "Header").text:
         return None
@@ -135,7 +139,8 @@ def _plain(data: bytes, start: int, prefixes: list[str]) -> bool:
 
     if has(b"<!", b"!") or has(b"<?", b"?") or has(b"&#", b"&") or has(b"xmlns", b"="):
         return False
-    return not any(has(b"<" + p.encode("ascii") + b":", b":") for p in [*prefixes, "xml"])
+    # (a prefix that is not ASCII cannot be written in the ASCII bytes checked)
+    return not any(has(b"<" + p.encode("ascii") + b":", b":") for p in [*prefixes, "xml"] if p.isascii())
 
 
 def _names(ns: str | None) -> tuple[dict[str, str], str]:

@@ -146,7 +146,7 @@ class _Reader:
         # A simple file (a day's register: UPN, LookedAfter, Attendance) is read by libxml2 and
         # libxslt into one line per pupil (fastread.py), with the same records, warnings and
         # problems as this general reading's.
-        lines = fastread.pupil_lines(self.prep) if self.first_header is not None else None
+        lines = self.simple_lines() if self.first_header is not None else None
         try:
             if lines is not None and self.first_header is not None:
                 if self.info is not None:  # (read_file has read the header)
@@ -169,6 +169,14 @@ class _Reader:
         if self.report.problems:
             raise ImportRejected(self.file, self.report.all_problems())
         self.batch.warnings.extend(self.check.warnings(self.file))
+
+    def simple_lines(self) -> list[str] | None:
+        """``fastread.pupil_lines``, or None (the general reading) should it fail in any way: it is
+        only a faster way through some files, never a reason a file is not read."""
+        try:
+            return fastread.pupil_lines(self.prep)
+        except Exception:  # noqa: BLE001 - the general reader reads the file, and words any refusal
+            return None
 
     def header(self, h: Element) -> Iterator[Record]:
         version = text_of(child_ci(h, "CTFversion"))
