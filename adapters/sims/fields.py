@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from cme_batch.xmlstream import field_key, flat
+from cme_batch.xmlstream import field_key
 
 #: canonical key -> (display name, aliases...). The first name is the one the README documents.
 FIELDS: dict[str, tuple[str, ...]] = {
@@ -87,6 +87,14 @@ FLAG_FIELDS: dict[str, str] = {
 #: SEN status codes (current and legacy) and the flag each one raises; N means none.
 SEN_FLAGS = {"E": "ehcp", "S": "ehcp", "K": "sen_support", "A": "sen_support", "P": "sen_support", "N": None}
 
+#: Fields of which a record must give one value: given twice with different texts (a field added
+#: to the report twice, or a field and its alias), the record is refused rather than one text
+#: picked (``FieldMap.twice``); so are the school's own flag fields (``flag_fields``). Names, addresses and phones are left out: a second one is no
+#: reason to refuse a file, and nothing the criteria rely on.
+ONE_VALUE = frozenset({"adno", "person_id", "upn", "dob", "date", "session", "mark", "agreed_start",
+                       "admission_date", "application_status", "leaving_date", "leaving_reason", "destination",
+                       "sen_status", *FLAG_FIELDS})
+
 #: Fields whose values are personal data and never appear in an error message.
 PERSONAL = frozenset({"upn", "legal_surname", "legal_forename", "preferred_surname", "preferred_forename",
                       "middle_names", "dob", "contact_surname", "contact_forename", "contact_telephone",
@@ -115,6 +123,7 @@ class FieldMap:
         self._cache: dict[str, str | None] = {}
         self._plans: dict[tuple[tuple[str, ...], frozenset[str] | None], tuple[tuple[str, str], ...]] = {}
         self._rows: dict[tuple[tuple[str, ...], frozenset[str] | None], tuple[tuple[int, str], ...]] = {}
+        self._twice: dict[tuple[str, ...], tuple[tuple[int, str], ...]] = {}
 
     def canonical(self, raw: str) -> str | None:
         try:
@@ -127,11 +136,11 @@ class FieldMap:
     def row(self, tags: tuple[str, ...], texts: list[str | None], only: frozenset[str] | None = None
             ) -> dict[str, str]:
         """``record`` of one ``xmlstream.iter_rows`` record: the positions of the known fields
-        are worked out once per list of names (a report's records share one)."""
+        are worked out once per list of names (a report's records share one). A field given more
+        than once (by one name twice, or by a name and its alias) gives its last non-empty text;
+        ``twice`` says which of them disagree."""
         plan = self._rows.get((tags, only))
         if plan is None:
-            if len(set(tags)) < len(tags):  # a field given twice: its texts are joined first
-                return self.record(flat(tags, texts), only)
             plan = self._rows[(tags, only)] = tuple(
                 (i, k) for i, n in enumerate(tags) if (k := self.canonical(n)) is not None and (only is None or k in only))
         out: dict[str, str] = {}
@@ -143,10 +152,31 @@ class FieldMap:
                     out[key] = v
         return out
 
+    def twice(self, tags: tuple[str, ...], texts: list[str | None]) -> list[str]:
+        """The fields of ``ONE_VALUE`` a record gives more than once with different non-empty
+        texts (the same text twice, or once empty, is that text). Which of two dates, two
+        admission numbers or two marks is the right one cannot be told; the texts used to be
+        joined (``2025-11-03`` and ``2025-11-04`` read as the first date, Adno 5 and 6 as 56)
+        or the later alias kept."""
+        repeated = self._twice.get(tags)
+        if repeated is None:
+            known = [(i, k) for i, n in enumerate(tags)
+                     if (k := self.canonical(n)) is not None and (k in ONE_VALUE or k.startswith("flag:"))]
+            keys = [k for _, k in known]
+            repeated = self._twice[tags] = tuple((i, k) for i, k in known if keys.count(k) > 1)
+        if not repeated:
+            return []
+        seen: dict[str, set[str]] = {}
+        for i, key in repeated:
+            v = (texts[i] or "").strip()
+            if v:
+                seen.setdefault(key, set()).add(v)
+        return [k for k, vs in seen.items() if len(vs) > 1]
+
     def positions(self, tags: tuple[str, ...], keys: tuple[str, ...]) -> tuple[int, ...] | None:
         """Where each of ``keys`` is in a record with fields ``tags``: one position per key, or
         None when a key is missing, given twice, or any field name repeats (such a record goes
-        through ``row``, which joins repeated fields)."""
+        through ``row``, and ``twice`` checks its repeated fields)."""
         if len(set(tags)) < len(tags):
             return None
         found: dict[str, list[int]] = {}
