@@ -51,8 +51,13 @@ EARLY_DSL_FLAGS = SOCIAL_CARE_FLAGS | frozenset({
 #: The reasons detect closes a case with (a case closed for any other reason was closed by a person).
 SYSTEM_CLOSE_REASONS = frozenset({"returned", "explained", "attended", "withdrawn", "destination_known", "left",
                                   "superseded", "no_longer_applies"})
-_UNKNOWN_DESTINATION = re.compile(r"unknown|whereabouts|missing|not known", re.IGNORECASE)
-_PLACEHOLDER_DESTINATIONS = {"", "MMM", "MMMM", "XXX", "XXXX", "UNKNOWN", "N/A", "NA", "NONE"}
+_UNKNOWN_DESTINATION = re.compile(
+    r"unknown|whereabouts|missing|not\s+(?:known|recorded|given|yet\s+known)|\btbc\b|to\s+be\s+confirmed",
+    re.IGNORECASE)
+_PLACEHOLDER_DESTINATIONS = {"", "MMM", "MMMM", "XXX", "XXXX", "UNKNOWN", "N/A", "NA", "NONE", "NIL", "TBA"}
+#: A placeholder written however the MIS joins it: "MMMMMMM", "MMM/MMMM", "XXX XXXX" (the CTF's
+#: unknown LA and establishment numbers), or no letter or digit at all ("-", "?", "...").
+_PLACEHOLDER_SHAPE = re.compile(r"[^A-Za-z0-9]*|[MmXx\W_]*")
 
 
 # -- the rules, one small function each -----------------------------------------------------
@@ -90,6 +95,7 @@ def compulsory_school_age(dob: date | None, on: date) -> bool | None:
 def destination_recorded(destination: str | None) -> bool:
     """A destination is recorded: not empty, not a placeholder, and not itself saying it is unknown."""
     return not (destination is None or destination.strip().upper() in _PLACEHOLDER_DESTINATIONS
+                or _PLACEHOLDER_SHAPE.fullmatch(destination.strip()) is not None
                 or _UNKNOWN_DESTINATION.search(destination))
 
 

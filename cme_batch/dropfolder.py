@@ -320,7 +320,12 @@ def parse_date(v: str) -> date:
     """ISO dates with or without a time (``2025-11-03T00:00:00``), or UK ``03/11/2025``."""
     s = v.strip()
     if len(s) >= 10 and s[4] == "-":
-        return date.fromisoformat(s[:10])
+        day = date.fromisoformat(s[:10])
+        if len(s) > 10:  # only a time may follow ("2025-11-03junk" or "2025-11-031" is no date)
+            if s[10] not in "T ":
+                raise ValueError(v)
+            datetime.fromisoformat(s[:10] + "T" + s[11:])
+        return day
     if len(s) == 10 and s[2] == "/" and s[5] == "/":
         return date(int(s[6:]), int(s[3:5]), int(s[:2]))
     raise ValueError(v)

@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date
 
-from adapters.arbor.mapping import BadShape, Row, parse_date, ref_id
+from adapters.arbor.mapping import MARK, BadShape, Row, parse_date, ref_id
 from cme_batch.codes import CHANGEOVER, UNKNOWN, national_set
 from cme_batch.model import MarksRecord, Warning_
 
@@ -49,7 +49,7 @@ def arbor_reading(mark: Row) -> tuple[str, frozenset[str]]:
 
 def cross_check(mark: Row, day: date) -> Warning_ | None:
     """A warning when Arbor's own flags on a mark type disagree with the national code's class."""
-    code = str(mark.get("code") or "")
+    code = str(mark.get("code") or "").strip()
     cls = code_class(code, day)
     label, allowed = arbor_reading(mark)
     if not allowed:
@@ -108,8 +108,12 @@ def marks_records(records: Iterable[Row], roll_calls: Sequence[Row], marks: Sequ
             if mark is None:  # laid as "no mark" it would replace a real mark: refuse the pull instead
                 raise BadShape(f"a roll-call record names attendance mark {mid}, which Arbor's list of "
                                "attendance marks does not hold")
-            code = str(mark.get("code") or "") or "-"
-            if mark is not None and (mid, day >= CHANGEOVER) not in checked:
+            raw = mark.get("code")
+            code = raw.strip() if isinstance(raw, str) else ""  # blanks around a code are no part of it
+            if not code:  # laid as "no mark" it would replace a real mark, as above
+                raise BadShape(f"{MARK} {mid}: field code is {'null' if raw is None else 'blank'}, expected the "
+                               "mark's code: roll-call records have this mark, and cannot be stored without it")
+            if (mid, day >= CHANGEOVER) not in checked:
                 checked.add((mid, day >= CHANGEOVER))
                 if (w := cross_check(mark, day)) is not None:
                     warnings.append(w)

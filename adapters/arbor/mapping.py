@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from cme_batch.model import Address, ContactRecord, EnrolmentRecord, FlagRecord, PupilRecord
+from cme_batch.model import Address, ContactRecord, EnrolmentRecord, FlagRecord, PupilRecord, Warning_
 
 Row = dict[str, Any]
 
@@ -25,6 +25,11 @@ Row = dict[str, Any]
 class BadShape(ValueError):
     """An answer not in the shape this module expects. Its message never holds the value itself
     (it could be a pupil's date of birth or name)."""
+
+
+class Conflict(ValueError):
+    """Rows of Arbor's answer that the store cannot hold together (one would replace the other
+    unseen). Its message names the entity, the Arbor ids and the field, never a pupil."""
 
 GRAPHQL_PATH = "/graphql/query"
 REST_PREFIX = "/rest-v2"
@@ -143,9 +148,12 @@ REST_RESOURCES: dict[str, str] = {
     ROLL_CALL_RECORD: "attendance-roll-call-records",
 }
 
-#: Codes of child protection statuses, SEN statuses, and what core flag each one is (UNCONFIRMED codes).
+#: Codes of child protection statuses, SEN statuses, and what core flag each one is (UNCONFIRMED codes),
+#: compared ignoring case and blanks around them; SEN ``N`` is no SEN. Any other code raises no flag
+#: and is warned about (``arbor_unknown_status``).
 CHILD_PROTECTION_KINDS = {"CPP": "child_protection_plan", "CIN": "child_in_need"}
 SEN_KINDS = {"K": "sen_support", "E": "ehcp"}
+SEN_NONE = frozenset({"N"})
 #: Student tags (``userTags``, UNCONFIRMED as GraphQL strings) for groups Arbor has no assignment for;
 #: a school names its own tags in ``tag_flags``, these are the defaults.
 DEFAULT_TAG_FLAGS = {
@@ -471,18 +479,34 @@ def enrolment_records(rows: Mapping[str, Sequence[Row]]) -> list[EnrolmentRecord
         if sid not in dest or (parse_date(d.get("startDate")) or date.min) >= (
                 parse_date(dest[sid].get("startDate")) or date.min):
             dest[sid] = d
-    out = []
+    # the store keeps one admission per pupil and first day (here the entry date): two enrolments
+    # of one student with the same entry date (or none) are one record, or one replaces the other
+    kept: dict[tuple[str, date | None], tuple[EnrolmentRecord, str]] = {}
     for e in rows.get(ENROLMENT, ()):
         sid = ref_id(e.get("student")) or ""
         entry, leaving = parse_date(e.get("entryDate")), parse_date(e.get("leavingDate"))
         reason: Row = e.get("unenrolmentReason") or {}
         went = dest.get(sid) if leaving else None
         destination = _text(((went or {}).get("linkedRecord") or {}).get("displayName"))
-        out.append(EnrolmentRecord(
+        rec = EnrolmentRecord(
             pupil_key=sid, admission_date=entry, entry_date=entry, leaving_date=leaving,
             leaving_reason=_text(reason.get("unenrolmentReason") or reason.get("code")),
-            destination=destination, withdrawn=reason.get("code") in WITHDRAWN_REASONS))
-    return out
+            destination=destination, withdrawn=reason.get("code") in WITHDRAWN_REASONS)
+        had = kept.get((sid, entry))
+        if had is None or (had[0].withdrawn and not rec.withdrawn):
+            kept[(sid, entry)] = (rec, str(e["id"]))  # a live admission stands over a withdrawn one of its day
+        elif had[0] != rec and not rec.withdrawn:
+            field = next(f for a, f in _ENROLMENT_FIELDS.items() if getattr(had[0], a) != getattr(rec, a))
+            raise Conflict(f"{ENROLMENT} {had[1]} and {e['id']}: two enrolments of student {sid} with the same "
+                           f"entryDate ({entry.isoformat() if entry else 'none'}) differ in {field}; the store keeps "
+                           "one admission per first day, so one would replace the other unseen: correct the "
+                           "student's enrolments in Arbor")
+    return [rec for rec, _id in kept.values()]
+
+
+#: What two enrolments of one first day may differ in, and the Arbor field each comes from.
+_ENROLMENT_FIELDS = {"leaving_date": "leavingDate", "leaving_reason": "unenrolmentReason",
+                     "destination": f"the {DESTINATION}"}
 
 
 def contact_records(rows: Mapping[str, Sequence[Row]], people: PeopleIndex,
@@ -505,8 +529,19 @@ def contact_records(rows: Mapping[str, Sequence[Row]], people: PeopleIndex,
     return out
 
 
-def flag_records(rows: Mapping[str, Sequence[Row]], tag_flags: Mapping[str, str]) -> list[FlagRecord]:
-    """Flags from status assignments (with their dates) and from student tags (undated)."""
+def _tag(name: str) -> str:
+    """A student tag's name as compared: case and runs of blanks make no difference."""
+    return " ".join(name.split()).casefold()
+
+
+def flag_records(rows: Mapping[str, Sequence[Row]], tag_flags: Mapping[str, str],
+                 warnings: list[Warning_] | None = None) -> list[FlagRecord]:
+    """Flags from status assignments (with their dates) and from student tags (undated).
+
+    A status whose code is not one of the codes read (or is null), or an in-care status that does
+    not say whether it counts as in care, raises no flag: each is warned about (``warnings``),
+    naming the assignment, since a child protection plan dropped unsaid is a child whose absence
+    would not have social care told at once."""
     out = []
 
     def add(r: Row, kind: str | None, detail: str | None = None) -> None:
@@ -514,15 +549,38 @@ def flag_records(rows: Mapping[str, Sequence[Row]], tag_flags: Mapping[str, str]
             out.append(FlagRecord(ref_id(r.get("student")) or "", kind, parse_date(r.get("startDate")),
                                   parse_date(r.get("endDate")), detail))
 
+    def unread(entity: str, r: Row, what: str, flag: str) -> None:
+        if warnings is not None:
+            warnings.append(Warning_("arbor_unknown_status", f"Arbor {entity} {r['id']} has {what}: no {flag} flag "
+                                     "raised for it; check the status in Arbor (the codes read are in "
+                                     "adapters/arbor/mapping.py)", where="arbor vulnerability statuses",
+                                     pupil_key=ref_id(r.get("student"))))
+
+    def coded(entity: str, r: Row, code: Any, kinds: Mapping[str, str], none: frozenset[str], flag: str
+              ) -> str | None:
+        c = code.strip().upper() if isinstance(code, str) else ""
+        if c in kinds or c in none:
+            return kinds.get(c)
+        known = [*kinds, *sorted(none)]
+        unread(entity, r, f"status code {code!r}, which is not {', '.join(known[:-1])} or {known[-1]}" if c
+               else "no status code", flag)
+        return None
+
     for r in rows.get(CHILD_PROTECTION, ()):
-        add(r, CHILD_PROTECTION_KINDS.get(str((r.get("childProtectionStatus") or {}).get("code"))))
+        add(r, coded(CHILD_PROTECTION, r, (r.get("childProtectionStatus") or {}).get("code"), CHILD_PROTECTION_KINDS,
+                     frozenset(), "child protection"))
     for r in rows.get(IN_CARE, ()):
-        add(r, "looked_after" if (r.get("inCareStatus") or {}).get("countsAsInCareStatus") else None)
+        counts = (r.get("inCareStatus") or {}).get("countsAsInCareStatus")
+        if counts is None:
+            unread(IN_CARE, r, "a status that does not say whether it counts as in care "
+                   "(inCareStatus.countsAsInCareStatus is null)", "looked-after")
+        add(r, "looked_after" if counts else None)
     for r in rows.get(SEN, ()):
-        add(r, SEN_KINDS.get(str((r.get("senStatus") or {}).get("code"))))
+        add(r, coded(SEN, r, (r.get("senStatus") or {}).get("code"), SEN_KINDS, SEN_NONE, "SEN"))
     for r in rows.get(YOUNG_CARER, ()):
         add(r, "young_carer")
+    wanted = {_tag(name): kind for name, kind in tag_flags.items()}
     for s in rows.get(STUDENT, ()):
-        kinds = {tag_flags[str(tag)] for tag in s.get("userTags") or () if str(tag) in tag_flags}
+        kinds = {wanted[t] for tag in s.get("userTags") or () if (t := _tag(str(tag))) in wanted}
         out += [FlagRecord(str(s["id"]), kind, detail="Arbor student tag") for kind in sorted(kinds)]
     return out

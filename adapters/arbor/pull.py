@@ -16,6 +16,7 @@ so a changelog with deletions makes the pull a full one, and says so in the log.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
@@ -27,6 +28,9 @@ from adapters.arbor.mapping import Row
 from cme_batch.model import ContactRecord, EnrolmentRecord, FlagRecord, MarksRecord, Record, Warning_
 
 ID_CHUNK = 100  # ids per ``..._in`` filter, to keep each query short
+#: The Arbor rows each kind of record comes from (for messages).
+_ROW_OF: dict[type, str] = {EnrolmentRecord: mapping.ENROLMENT, ContactRecord: mapping.RELATIONSHIP,
+                            FlagRecord: "status assignment"}
 
 
 def _chunks(ids: Iterable[str], size: int = ID_CHUNK) -> Iterator[list[str]]:
@@ -123,10 +127,21 @@ class Reader:
         records: list[Record] = list(mapping.pupil_records(rows, people, self.today))
         related: list[EnrolmentRecord | ContactRecord | FlagRecord] = [
             *mapping.enrolment_records(rows), *mapping.contact_records(rows, people, student_person),
-            *mapping.flag_records(rows, self.tag_flags)]
+            *mapping.flag_records(rows, self.tag_flags, self.warnings)]
+        unlisted: dict[str, set[str]] = defaultdict(set)  # what of students Arbor did not list -> their ids
         for rec in related:
-            if rec.pupil_key in known:  # a row naming a student outside this read is left for that pupil's read
+            if rec.pupil_key in known:
                 records.append(rec)
+            else:  # no pupil to file it under: left out, but never unsaid
+                unlisted[_ROW_OF[type(rec)]].add(rec.pupil_key)
+        if unlisted:
+            ids = sorted(set().union(*unlisted.values()), key=lambda x: (len(x), x))
+            self.warnings.append(Warning_(
+                "arbor_student_not_listed", f"rows ({', '.join(sorted(unlisted))}) of Arbor student(s) "
+                f"{', '.join(ids[:10])}{' and others' if len(ids) > 10 else ''}, whom Arbor's list of students did "
+                "not hold, were left out: their enrolments, contacts and flags are not stored (a student added "
+                "during the pull is read next time; otherwise check the app's access to Student in Arbor)",
+                where="arbor students"))
         return records
 
     # -- marks ------------------------------------------------------------------------------------

@@ -124,6 +124,8 @@ class ArborSource:
         client = ArborClient(self.client_settings, self.password.reveal())
         try:
             batch = self._pull(client, ctx)
+        except mapping.Conflict as exc:
+            raise FatalError(f"Arbor's answer cannot be stored as it stands: {exc}") from exc
         except mapping.BadShape as exc:
             raise FatalError(f"Arbor's answer is not in the shape the adapter expects: {exc} "
                              "(see adapters/arbor/mapping.py)") from exc

@@ -52,6 +52,8 @@ MAX_BYTES = 12 << 20
 #: (say 300 empty ones in each YearData, which the general reader ignores) makes a tree of some 30
 #: times its size; the general reader's memory stays flat whatever the file holds.
 TAG_DENSITY = 12
+#: ... checked from this size on (below it, even such a tree is a few tens of megabytes).
+DENSE_FROM = 1 << 20
 #: Between the fields of a pupil's line, and before each pupil's line.
 FIELD, LINE = "\ue000", "\ue001"
 #: The start date's element, by its letter in a line (``AttendanceStartDate`` is looked for first).
@@ -83,8 +85,8 @@ def pupil_lines(prep: Prepared) -> list[str] | None:
             data = f.read(MAX_BYTES + 1)
     except (OSError, XmlRefused):  # the general reader says what is wrong
         return None
-    if len(data) > MAX_BYTES or data.count(b"<") > len(data) // TAG_DENSITY:
-        return None  # (many elements for the size: libxml2's tree would outgrow the bound below)
+    if len(data) > MAX_BYTES or (len(data) > DENSE_FROM and data.count(b"<") > len(data) // TAG_DENSITY):
+        return None  # (many elements for the size: libxml2's tree would outgrow the bound above)
     # No DOCTYPE (prepare() refused one; checked again on these bytes, as the general reader does),
     # so no entity can be declared; none would be expanded here anyway.
     try:

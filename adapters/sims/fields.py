@@ -86,11 +86,17 @@ FLAG_FIELDS: dict[str, str] = {
 
 #: SEN status codes (current and legacy) and the flag each one raises; N means none.
 SEN_FLAGS = {"E": "ehcp", "S": "ehcp", "K": "sen_support", "A": "sen_support", "P": "sen_support", "N": None}
+#: SEN statuses written by their description instead of their code (lower case, single spaces).
+#: Only the first letter used to be read, so "SEN Support" or "School Action" read as S, an EHCP.
+SEN_NAMES = {"sen support": "K", "education, health and care plan": "E", "ehc plan": "E", "ehcp": "E",
+             "statement": "S", "school action": "A", "school action plus": "P", "no special educational need": "N",
+             "none": "N"}
 
 #: Fields of which a record must give one value: given twice with different texts (a field added
 #: to the report twice, or a field and its alias), the record is refused rather than one text
-#: picked (``FieldMap.twice``); so are the school's own flag fields (``flag_fields``). Names, addresses and phones are left out: a second one is no
-#: reason to refuse a file, and nothing the criteria rely on.
+#: picked (``FieldMap.twice``); so are the school's own flag fields (``flag_fields``). Names,
+#: addresses and phones are left out: a second one is no reason to refuse a file, and nothing
+#: the criteria rely on.
 ONE_VALUE = frozenset({"adno", "person_id", "upn", "dob", "date", "session", "mark", "agreed_start",
                        "admission_date", "application_status", "leaving_date", "leaving_reason", "destination",
                        "sen_status", *FLAG_FIELDS})

@@ -11,18 +11,21 @@ closed days, one pupil in two files) become warnings.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 from adapters.sims.fields import (
+    FIELDS,
     FLAG_FIELDS,
     KINDS,
     PERSONAL,
     READ_AS,
     REPLACES,
     SEN_FLAGS,
+    SEN_NAMES,
     FieldMap,
     display,
     kind_of_fields,
@@ -111,6 +114,35 @@ def _clean(text: str | None) -> str | None:
     return text or None
 
 
+#: The fields of an enrolment two rows of one admission may disagree on, and where each comes from.
+_ENROLMENT_FIELDS = {"admission_date": "agreed_start", "entry_date": "admission_date", "leaving_date": "leaving_date",
+                     "leaving_reason": "leaving_reason", "destination": "destination"}
+#: A flag kind -> the display names of the fields that raise it (for messages).
+_FLAG_FIELD_NAMES = {**{kind: " or ".join(display(f) for f, k in FLAG_FIELDS.items() if k == kind)
+                        for kind in FLAG_FIELDS.values()},
+                     **{kind: display("sen_status") for kind in SEN_FLAGS.values() if kind}}
+
+
+_SEN_CODED = re.compile(r"([A-Za-z])(?:\s*[-\u2013:]\s*\S.*)?")
+
+
+def _sen_code(text: str) -> str:
+    """The SEN status code of a SEN Status text: the code alone (``K``), the code before its
+    description (``K - SEN Support``), or a description alone (``SEN Support``, ``SEN_NAMES``);
+    else the text, which is no code."""
+    s = " ".join(text.split())
+    if m := _SEN_CODED.fullmatch(s):
+        return m.group(1).upper()
+    return SEN_NAMES.get(s.lower(), s)
+
+
+def _shown(v: object) -> str:
+    """A value of an enrolment in a message (none of them personal data)."""
+    if v is None:
+        return "none"
+    return v.isoformat() if isinstance(v, date) else repr(v)
+
+
 def _adno_key(adno: str) -> str:
     """The pupil's key from an Adno (stripped, not empty): leading zeros do not count."""
     return adno.lstrip("0") or "0"
@@ -126,7 +158,12 @@ class _Reader:
         self.seen_elsewhere: dict[tuple[str, str], str] = options.get("seen", {})
         self.pupils: dict[str, str | None] = {}  # key -> UPN
         self.by_upn: dict[str, tuple[str, int]] = {}  # UPN -> key, record
-        self.done: set[tuple[str, ...]] = set()  # contacts, flags, enrolments already yielded
+        self.done: set[tuple[str, ...]] = set()  # contacts already yielded, warnings already given
+        #: each pupil's flags (as its first row gave them, raised by any row since) and that row's number
+        self.flag_rows: dict[str, tuple[set[str], int]] = {}
+        #: (pupil, the store's key of an admission) -> the enrolment and the record that gave it
+        self.enrolments: dict[tuple[str, str, date | None], tuple[EnrolmentRecord, int]] = {}
+        self.any_mark = False  # whether any row of a marks report has a mark (one with none may be renamed)
         self.runs: dict[str, list[Any]] = {}  # key -> [first session index, codes, reach when opened]
         self.reach: dict[str, int] = {}  # key -> last session index of its runs already handed on
         self.doubtful: set[tuple[str, int]] = set()  # (key, session index) given again after hand-on
@@ -149,6 +186,7 @@ class _Reader:
                 for tags, texts in iter_rows(self.prep, ROOTS, PATH):
                     self.n += 1
                     rec = record(tags, texts)
+                    self.twice(tags, texts, self.n)
                     if not self.fits(rec, self.n):
                         break
                     yield from self.row(rec, self.n)
@@ -156,6 +194,12 @@ class _Reader:
             self.report.problem(None, None, f"after record {self.n}: {exc}")
         for key, run in self.runs.items():
             yield self.flush(key, run)
+        yield from (e for e, _n in self.enrolments.values())
+        if self.kind == "marks" and self.n and not self.any_mark and not self.report.problems:
+            self.report.problem(None, display("mark"), "not one record has a mark (a field named "
+                                f"{' or '.join(', '.join(FIELDS['mark']).rsplit(', ', 1))}), so every session "
+                                "would be stored as no mark, replacing the marks stored: if the report names its "
+                                'mark field otherwise, map it in the source\'s fields (mark = "...")')
         if self.report.problems:
             raise ImportRejected(self.file, self.report.all_problems())
         if self.n == 0:
@@ -194,7 +238,9 @@ class _Reader:
                     ta, td, ts, tm = raw[a], raw[d], raw[s], raw[m]
                 else:
                     size = -1
-                rec = record(tags, [f.text for f in fields])
+                texts = [f.text for f in fields]
+                rec = record(tags, texts)
+                self.twice(tags, texts, self.n)
                 if not self.fits(rec, self.n):
                     return
                 slow_key = self.key(rec, self.n)  # None: reported
@@ -212,6 +258,13 @@ class _Reader:
         self.buffered = 0
 
     # -- one row -----------------------------------------------------------------------------
+    def twice(self, tags: tuple[str, ...], texts: list[str | None], n: int) -> None:
+        """A problem for each field the record gives more than once with different values."""
+        for key in self.fmap.twice(tags, texts):
+            self.report.problem(n, display(key), "is given more than once, with different values: a record gives "
+                                "each field once (check the report for a field added twice, or a field and its "
+                                "alias)")
+
     def fits(self, rec: dict[str, str], n: int) -> bool:
         """Whether the record can come from the report the file is read as (else a problem, and
         the file is read no further). A file saved under another report's name, by an export
@@ -238,11 +291,9 @@ class _Reader:
             yield pupil
         if self.kind == "pupils":
             yield from self.contact(rec, key, n)
-            if ("flags", key) not in self.done:
-                self.done.add(("flags", key))
-                yield from self.flags(rec, key, n)
+            yield from self.flags(rec, key, n)
         if self.kind in ("admissions", "leavers"):
-            yield from self.enrolment(rec, key, n)
+            self.enrolment(rec, key, n)
         if self.kind == "marks" and (done := self.mark(rec, key, n)) is not None:
             yield done
 
@@ -340,16 +391,40 @@ class _Reader:
                     self.report.problem(n, display(fld), "is not Yes/No (or True/False)", value)
         sen = rec.get("sen_status")
         if sen is not None:
-            code = sen.strip().upper()[:1]
+            code = _sen_code(sen)
             if code in SEN_FLAGS:
                 if SEN_FLAGS[code]:
                     kinds.append(SEN_FLAGS[code])  # type: ignore[arg-type]
-            else:
+            elif ("unknown_sen_status", key, sen) not in self.done:  # (once, not on each of its rows)
+                self.done.add(("unknown_sen_status", key, sen))
                 self.warn("unknown_sen_status", f"SEN status {sen!r} is not E, K or N; ignored", n, key)
-        for kind in dict.fromkeys(kinds):
+        # every row of the pupil is read (one row per contact): a flag raised on any of them is
+        # raised, and rows that disagree are shown (only the first row used to be read, so a Yes
+        # on a later row was dropped and its values went unchecked)
+        raised = set(kinds)
+        had = self.flag_rows.get(key)
+        if had is None:
+            self.flag_rows[key] = (raised, n)
+            new = list(dict.fromkeys(kinds))
+        else:
+            first, where = had
+            new = [k for k in dict.fromkeys(kinds) if k not in first]
+            if raised != first and ("flag_rows_disagree", key) not in self.done:
+                self.done.add(("flag_rows_disagree", key))
+                names = {**_FLAG_FIELD_NAMES, **{k: display("flag:" + f) for f, k in self.fmap.extra_flags.items()}}
+                differ = sorted({names.get(k, k) for k in raised ^ first})
+                self.warn("flag_rows_disagree", f"the pupil's rows disagree on {', '.join(differ)}: this row and "
+                          f"record {where}, an earlier row of the same pupil; every flag any of its rows raises is "
+                          "kept: correct the report or the pupil's record in SIMS", n, key)
+            first.update(new)
+        for kind in new:
             yield FlagRecord(key, kind)
 
-    def enrolment(self, rec: dict[str, str], key: str, n: int) -> Iterator[EnrolmentRecord]:
+    def enrolment(self, rec: dict[str, str], key: str, n: int) -> None:
+        """Note the row's admission; all of them are handed on once the file is read (``enrolments``).
+
+        The store keeps one admission per pupil and first day (the agreed one, else the admission
+        date): two rows of one are compared here, so that neither replaces the other unseen."""
         dest = rec.get("destination")
         status = rec.get("application_status", "").lower()
         e = EnrolmentRecord(
@@ -358,10 +433,31 @@ class _Reader:
             leaving_reason=rec.get("leaving_reason"),
             destination=None if dest is None or dest.lower() in UNKNOWN_DESTINATION else dest,
             withdrawn=status in WITHDRAWN)
-        ident = ("enrolment", key, str(e.admission_date), str(e.entry_date))
-        if ident not in self.done:
-            self.done.add(ident)
-            yield e
+        if "leaving_date" not in rec:
+            told = [display(k) for k in ("leaving_reason", "destination") if k in rec] if not e.withdrawn else []
+            if told or self.kind == "leavers":
+                # read as a pupil still on roll, the leaving (and a destination unknown) would be lost
+                why = f"while {' and '.join(told)} {'are' if len(told) > 1 else 'is'} there" if told else \
+                    "on a row of the leavers report"
+                self.report.problem(n, display("leaving_date"), f"is missing {why}: a leaving cannot be stored "
+                                    "without its date, and the pupil would look still on roll; give the Leaving "
+                                    "Date in SIMS")
+        ident = (key, "admission", e.admission_date) if e.admission_date is not None else (key, "entry", e.entry_date)
+        had = self.enrolments.get(ident)
+        if had is None:
+            self.enrolments[ident] = (e, n)
+        elif had[0] != e:
+            old, where = had
+            if old.withdrawn != e.withdrawn:
+                # a withdrawn application and a live one for the same first day: the child is expected
+                if old.withdrawn:
+                    self.enrolments[ident] = (e, n)
+            elif not e.withdrawn:
+                attr = next(a for a in _ENROLMENT_FIELDS if getattr(old, a) != getattr(e, a))
+                self.report.problem(n, display(_ENROLMENT_FIELDS[attr]), f"contradicts record {where}, an earlier "
+                                    "row for the same pupil and admission (the same first day): "
+                                    f"{_shown(getattr(old, attr))} then {_shown(getattr(e, attr))}; one admission "
+                                    "is one row: correct the pupil's admissions in SIMS")
 
     # -- marks -------------------------------------------------------------------------------
     def mark(self, rec: dict[str, str], key: str, n: int) -> MarksRecord | None:
@@ -389,7 +485,10 @@ class _Reader:
         day, idx, closed = slot
         code = self.codes.get(mark_text)
         if code is None:  # first sight of this code, or one that is counted as unknown each time
-            code = self.check.code(_clean(mark_text) or "-", n)
+            cleaned = _clean(mark_text)
+            if cleaned is not None:
+                self.any_mark = True
+            code = self.check.code(cleaned or "-", n)
             if code in self.check.known:
                 self.codes[mark_text] = code
         if closed:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from cme_batch.config import SourceConfig
-from cme_batch.dropfolder import ExportMissing, group_of, is_complete_name
+from cme_batch.dropfolder import ExportMissing, group_of, is_complete_name, parse_date
 from cme_batch.model import PupilRecord
 from cme_batch.sources import SourceContext, SourceState, build_source
 
@@ -268,3 +268,17 @@ def test_an_archive_folder_replaced_by_a_link_receives_nothing(tmp_path: Path) -
     with pytest.raises(BadInputError, match="archive folder .* is a symbolic link"):
         run(sims(tmp_path, max_age_hours=0, reports=["pupils"]))
     assert list(elsewhere.iterdir()) == [] and (drop / "pupils-1.xml").is_file()
+
+
+@pytest.mark.parametrize("text", ["2025-11-03", "2025-11-03T00:00:00", "2025-11-03 00:00:00", "2025-11-03T00:00",
+                                  "2025-11-03T00:00:00.0000000", "2025-11-03T00:00:00Z", "03/11/2025"])
+def test_a_date_with_or_without_its_time_is_read(text: str) -> None:
+    assert parse_date(text) == date(2025, 11, 3)
+
+
+@pytest.mark.parametrize("text", ["2025-11-03junk", "2025-11-031", "2025-11-03T", "2025-11-03T99", "2025-11-03 x"])
+def test_a_date_followed_by_anything_but_a_time_is_no_date(text: str) -> None:
+    """Before, anything after the first ten characters was ignored: "2025-11-031" (a 31 typed
+    after the 03) was read as 3 November without a word."""
+    with pytest.raises(ValueError):
+        parse_date(text)

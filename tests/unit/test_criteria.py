@@ -76,6 +76,14 @@ def test_a_leap_day_birthday_and_an_unknown_birthday() -> None:
     (None, None, True), ("", "Moved away", True), ("MMM", None, True), ("unknown", None, True),
     ("St Mary's CE Primary", None, False), ("916/2001", "Transferred", False),
     ("Elsewhere", "Whereabouts unknown", True), ("Elsewhere", "left the country, destination not known", True),
+    # placeholders as MISs and people write them: before, each read as a known destination, so a
+    # leaver with none never had a "destination unknown" case
+    ("MMMMMMM", None, True), ("MMM/MMMM", None, True), ("XXX XXXX", None, True), ("-", None, True),
+    ("?", None, True), ("...", None, True), ("Not recorded", None, True), ("TBC", None, True),
+    ("to be confirmed", None, True), ("not yet known", None, True), ("Nil", None, True),
+    # real destinations, including ones with an M or X in them
+    ("Mix Lane Academy", None, False), ("Max Primary", None, False), ("MMX Academy Trust school", None, False),
+    ("Tbilisi International School", None, False), ("X1", None, False),
 ])
 def test_destination_unknown(destination: str | None, reason: str | None, unknown: bool) -> None:
     assert cr.destination_unknown(destination, reason) is unknown
