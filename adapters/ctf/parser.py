@@ -410,18 +410,29 @@ class _Reader:
                 yield FlagRecord(key, kind, start=start)
 
     def history(self, p: Element, key: str) -> Iterator[EnrolmentRecord]:
-        done: set[Any] = set()
+        """This school's entries of the pupil's school history, one enrolment per entry date.
+
+        The store keeps one admission per first day: two entries of this school with one entry
+        date are the same entry given twice (read once) or a contradiction, which refuses the file
+        (the first used to be kept without a word, a leaving date in the second lost)."""
+        done: dict[date | None, EnrolmentRecord] = {}
         for s in grandchildren(p, "SchoolHistory", "School"):
             if not self.is_ours(s) or text_of(s.find("LEA")) is None:
                 continue
             entry = self.date_of(s.find("EntryDate"), "SchoolHistory/EntryDate")
             leaving = self.date_of(s.find("LeavingDate"), "SchoolHistory/LeavingDate")
-            if (None, entry) in done:
-                continue
-            done.add((None, entry))
-            yield EnrolmentRecord(pupil_key=key, entry_date=entry, leaving_date=leaving,
+            rec = EnrolmentRecord(pupil_key=key, entry_date=entry, leaving_date=leaving,
                                   leaving_reason=text_of(s.find("LeavingReason")),
                                   destination=self.dest if leaving else None)
+            first = done.get(entry)
+            if first is None:
+                done[entry] = rec
+                yield rec
+            elif first != rec:
+                fld = "LeavingDate" if first.leaving_date != rec.leaving_date else "LeavingReason"
+                self.report.problem(self.n, f"SchoolHistory/{fld}", "differs between two entries of this school with "
+                                    "the same EntryDate: one admission is one entry; correct the pupil's school "
+                                    "history in the MIS")
 
     def attendance(self, p: Element, key: str) -> Iterator[MarksRecord]:
         for yd in grandchildren(p, "Attendance", "YearData"):

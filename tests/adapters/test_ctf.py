@@ -341,3 +341,27 @@ def test_a_header_without_source_school_or_version_is_warned_about_once() -> Non
         batch = CtfSource.parse_file(path, {})
         list(batch.records)
     assert [w.code for w in batch.warnings].count("ctf_version") == 1
+
+
+def _history(*schools: str) -> ET.Element:
+    return ET.fromstring("<SchoolHistory>" + "".join(schools) + "</SchoolHistory>")
+
+
+OURS = "<School><LEA>916</LEA><Estab>2999</Estab><EntryDate>2022-09-05</EntryDate>{}</School>"
+
+
+def test_one_entry_of_this_school_given_twice_is_one_enrolment() -> None:
+    upn_ = [el for el in _rich_pupil() if el.tag == "UPN"]
+    records = _read(_file_of([*upn_, _history(OURS.format(""), OURS.format(""))]))
+    assert [r for r in records if isinstance(r, EnrolmentRecord)] == [
+        EnrolmentRecord("A123456789012", entry_date=date(2022, 9, 5))]
+
+
+def test_two_entries_of_this_school_with_one_entry_date_that_differ_refuse_the_file() -> None:
+    """Before, the first entry was kept without a word: a leaving date in the second was lost, and
+    the child looked still on roll (no "destination unknown" case)."""
+    upn_ = [el for el in _rich_pupil() if el.tag == "UPN"]
+    parts = [*upn_, _history(OURS.format(""), OURS.format("<LeavingDate>2025-11-14</LeavingDate>"))]
+    with pytest.raises(ImportRejected) as info:
+        _read(_file_of(parts))
+    assert "record 1, field SchoolHistory/LeavingDate: differs between two entries" in str(info.value)
