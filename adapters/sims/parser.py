@@ -11,6 +11,7 @@ closed days, one pupil in two files) become warnings.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterator, Mapping
 from datetime import date
@@ -143,6 +144,11 @@ def _shown(v: object) -> str:
     return v.isoformat() if isinstance(v, date) else repr(v)
 
 
+#: A contact's fields that hold one value (its numbers and e-mail addresses are gathered from every row).
+_CONTACT_SINGLE = ("priority", "title", "surname", "forename", "relationship", "parental_responsibility",
+                   "lives_with", "address")
+
+
 def _adno_key(adno: str) -> str:
     """The pupil's key from an Adno (stripped, not empty): leading zeros do not count."""
     return adno.lstrip("0") or "0"
@@ -163,6 +169,8 @@ class _Reader:
         self.flag_rows: dict[str, tuple[set[str], int]] = {}
         #: (pupil, the store's key of an admission) -> the enrolment and the record that gave it
         self.enrolments: dict[tuple[str, str, date | None], tuple[EnrolmentRecord, int]] = {}
+        #: (pupil, contact key) -> the contact as its rows give it, and its first row (see ``contact``)
+        self.contacts: dict[tuple[str, str], tuple[ContactRecord, int]] = {}
         self.any_mark = False  # whether any row of a marks report has a mark (one with none may be renamed)
         self.runs: dict[str, list[Any]] = {}  # key -> [first session index, codes, reach when opened]
         self.reach: dict[str, int] = {}  # key -> last session index of its runs already handed on
@@ -195,6 +203,7 @@ class _Reader:
         for key, run in self.runs.items():
             yield self.flush(key, run)
         yield from (e for e, _n in self.enrolments.values())
+        yield from (c for c, _n in self.contacts.values())
         if self.kind == "marks" and self.n and not self.any_mark and not self.report.problems:
             self.report.problem(None, display("mark"), "not one record has a mark (a field named "
                                 f"{' or '.join(', '.join(FIELDS['mark']).rsplit(', ', 1))}), so every session "
@@ -290,7 +299,7 @@ class _Reader:
                 return
             yield pupil
         if self.kind == "pupils":
-            yield from self.contact(rec, key, n)
+            self.contact(rec, key, n)
             yield from self.flags(rec, key, n)
         if self.kind in ("admissions", "leavers"):
             self.enrolment(rec, key, n)
@@ -348,7 +357,13 @@ class _Reader:
     def yes_no(self, rec: dict[str, str], fld: str, n: int) -> bool | None:
         return self.report.convert(n, display(fld), rec.get(fld), parse_bool, "is not Yes/No (or True/False)")
 
-    def contact(self, rec: dict[str, str], key: str, n: int) -> Iterator[ContactRecord]:
+    def contact(self, rec: dict[str, str], key: str, n: int) -> None:
+        """Note the row's contact; all of them are handed on once the file is read.
+
+        A report with a telephone or e-mail sub-report gives a contact one row per number: every
+        row of one contact (one contact key) adds its numbers and addresses, and fills what earlier
+        rows left empty. Only the first row used to be read, so the office was given one number of
+        several. Rows that give one field two values keep the first, with a warning."""
         if not any(k.startswith("contact_") for k in rec):
             return
         prio_raw = rec.get("contact_priority")
@@ -361,14 +376,11 @@ class _Reader:
                                     prio_raw[:20])
         ckey = (rec.get("contact_id") or (f"priority:{priority}" if priority is not None else None)
                 or f"name:{rec.get('contact_forename', '')}|{rec.get('contact_surname', '')}")
-        if ("contact", key, ckey) in self.done:
-            return
-        self.done.add(("contact", key, ckey))
         addr = rec.get("contact_address")
         address = None
         if addr or rec.get("contact_postcode"):
             address = Address(tuple(x.strip() for x in (addr or "").split(",") if x.strip()), rec.get("contact_postcode"))
-        yield ContactRecord(
+        c = ContactRecord(
             pupil_key=key, contact_key=ckey, priority=priority, title=rec.get("contact_title"),
             surname=rec.get("contact_surname"), forename=rec.get("contact_forename"),
             relationship=rec.get("contact_relationship"),
@@ -376,6 +388,22 @@ class _Reader:
             lives_with=self.yes_no(rec, "contact_lives_with", n),
             phones=tuple(x for x in (rec.get("contact_telephone"), rec.get("contact_mobile")) if x),
             emails=tuple(x for x in (rec.get("contact_email"),) if x), address=address)
+        had = self.contacts.get((key, ckey))
+        if had is None:
+            self.contacts[(key, ckey)] = (c, n)
+            return
+        first, where = had
+        merged = dataclasses.replace(
+            first, phones=tuple(dict.fromkeys((*first.phones, *c.phones))),
+            emails=tuple(dict.fromkeys((*first.emails, *c.emails))),
+            **{f: getattr(c, f) for f in _CONTACT_SINGLE if getattr(first, f) is None and getattr(c, f) is not None})
+        differ = [f for f in _CONTACT_SINGLE if None not in (getattr(first, f), getattr(c, f))
+                  and getattr(first, f) != getattr(c, f)]
+        if differ and ("contact_rows_disagree", key, ckey) not in self.done:
+            self.done.add(("contact_rows_disagree", key, ckey))
+            self.warn("contact_rows_disagree", f"rows of one contact disagree on {', '.join(differ)}: this row and "
+                      f"record {where}; the earlier row's values are kept: correct the contact in SIMS", n, key)
+        self.contacts[(key, ckey)] = (merged, where)
 
     def flags(self, rec: dict[str, str], key: str, n: int) -> Iterator[FlagRecord]:
         kinds: list[str] = []

@@ -23,7 +23,7 @@ from adapters.sims.fields import FieldMap
 from adapters.sims.parser import read_file
 from cme_batch.config import CodesConfig
 from cme_batch.errors import ImportRejected
-from cme_batch.model import EnrolmentRecord, FlagRecord, MarksRecord, Record, SourceBatch, Warning_
+from cme_batch.model import ContactRecord, EnrolmentRecord, FlagRecord, MarksRecord, Record, SourceBatch, Warning_
 from cme_batch.sources import SourceContext
 from cme_batch.store import ingest
 from tests.adapters.arbor_helpers import ingest_once, source_config, stored_cursor
@@ -372,3 +372,25 @@ def test_arbor_rows_of_a_student_arbor_did_not_list_are_warned_about(arbor: Fake
     (warning,) = [w for w in batch.warnings if w.code == "arbor_student_not_listed"]
     assert str(P3) in warning.message and "EducationalInstitutionEnrolment" in warning.message, warning.message
 
+
+
+def test_a_sims_contact_on_several_rows_keeps_every_number(tmp_path: Path) -> None:
+    """A report with a telephone sub-report gives a contact one row per number: only the first row
+    was read, so the office had one of the mother's numbers. Every row's numbers are kept, empty
+    fields are filled from later rows, and rows that disagree keep the first value, with a warning
+    that names the field, never the value."""
+    contact = [("Contact_x0020_ID", "77"), ("Contact_x0020_Surname", "Example"), ("Contact_x0020_Forename", "Amy")]
+    rows = [[*_pupil(), *contact, ("Contact_x0020_Telephone", "01452 000001")],
+            [*_pupil(), *contact, ("Contact_x0020_Telephone", "07700 900001"), ("Relationship", "Mother")],
+            [*_pupil(), *contact, ("Contact_x0020_Telephone", "01452 000001"), ("Contact_x0020_Email", "a@example.org")]]
+    records, warnings = _sims(tmp_path, "pupils-1.xml", rows)
+    (c,) = _of(records, ContactRecord)
+    assert c.phones == ("01452 000001", "07700 900001") and c.emails == ("a@example.org",)
+    assert c.relationship == "Mother" and c.surname == "Example"
+    assert warnings == []
+    rows.append([*_pupil(), ("Contact_x0020_ID", "77"), ("Contact_x0020_Surname", "Other"),
+                 ("Contact_x0020_Forename", "Amy")])
+    records, warnings = _sims(tmp_path, "pupils-1.xml", rows)
+    assert [r.surname for r in _of(records, ContactRecord)] == ["Example"]
+    assert [(w.code, w.where) for w in warnings] == [("contact_rows_disagree", "pupils-1.xml record 4")]
+    assert "surname" in warnings[0].message and "Other" not in warnings[0].message
