@@ -171,6 +171,8 @@ class _Reader:
         self.enrolments: dict[tuple[str, str, date | None], tuple[EnrolmentRecord, int]] = {}
         #: (pupil, contact key) -> the contact as its rows give it, and its first row (see ``contact``)
         self.contacts: dict[tuple[str, str], tuple[ContactRecord, int]] = {}
+        #: the parts of a pupils report any row gave a field of (what it can replace, see ``records``)
+        self.parts_given: set[str] = set()
         self.any_mark = False  # whether any row of a marks report has a mark (one with none may be renamed)
         self.runs: dict[str, list[Any]] = {}  # key -> [first session index, codes, reach when opened]
         self.reach: dict[str, int] = {}  # key -> last session index of its runs already handed on
@@ -204,6 +206,8 @@ class _Reader:
             yield self.flush(key, run)
         yield from (e for e, _n in self.enrolments.values())
         yield from (c for c, _n in self.contacts.values())
+        if self.kind == "pupils" and self.n:
+            self.keep_parts_not_given()
         if self.kind == "marks" and self.n and not self.any_mark and not self.report.problems:
             self.report.problem(None, display("mark"), "not one record has a mark (a field named "
                                 f"{' or '.join(', '.join(FIELDS['mark']).rsplit(', ', 1))}), so every session "
@@ -357,6 +361,19 @@ class _Reader:
     def yes_no(self, rec: dict[str, str], fld: str, n: int) -> bool | None:
         return self.report.convert(n, display(fld), rec.get(fld), parse_bool, "is not Yes/No (or True/False)")
 
+    def keep_parts_not_given(self) -> None:
+        """A pupils report replaces the stored contacts and flags of its pupils, but only the parts
+        of which some row gives a field: a report without any contact field (or any flag field: its
+        flag columns renamed, say "CP Plan") says nothing of them, and used to remove every stored
+        contact (or flag, a child protection plan among them) of every pupil."""
+        for part, fields in (("contacts", "a contact field (Contact ID, Contact Surname, Contact Telephone...)"),
+                             ("flags", "a flag field (Child Protection Plan, In Care, SEN Status...)")):
+            if part in self.batch.replaces and part not in self.parts_given:
+                self.batch.replaces = self.batch.replaces - {part}
+                self.warn(f"no_{part}", f"no record of the pupils report has {fields}: the {part} stored are "
+                          f"kept as they are; if the report names these fields otherwise, map them in the "
+                          "source's fields", 0, None)
+
     def contact(self, rec: dict[str, str], key: str, n: int) -> None:
         """Note the row's contact; all of them are handed on once the file is read.
 
@@ -366,6 +383,7 @@ class _Reader:
         several. Rows that give one field two values keep the first, with a warning."""
         if not any(k.startswith("contact_") for k in rec):
             return
+        self.parts_given.add("contacts")
         prio_raw = rec.get("contact_priority")
         priority = None
         if prio_raw is not None:
@@ -407,6 +425,9 @@ class _Reader:
 
     def flags(self, rec: dict[str, str], key: str, n: int) -> Iterator[FlagRecord]:
         kinds: list[str] = []
+        if "flags" not in self.parts_given and ("sen_status" in rec or any(f in rec for f in FLAG_FIELDS)
+                                                or any(k.startswith("flag:") for k in rec)):
+            self.parts_given.add("flags")
         for fld, kind in FLAG_FIELDS.items():
             if self.yes_no(rec, fld, n):
                 kinds.append(kind)

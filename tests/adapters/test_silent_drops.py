@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from adapters.arbor.fake_server import FakeArbor
 from adapters.arbor.source import ArborSource
@@ -26,6 +26,7 @@ from cme_batch.errors import ImportRejected
 from cme_batch.model import ContactRecord, EnrolmentRecord, FlagRecord, MarksRecord, Record, SourceBatch, Warning_
 from cme_batch.sources import SourceContext
 from cme_batch.store import ingest
+from cme_batch.store import tables as t
 from tests.adapters.arbor_helpers import ingest_once, source_config, stored_cursor
 from tests.conftest import FIXED_NOW
 from tests.helpers import snapshot
@@ -187,7 +188,8 @@ def test_a_sims_sen_status_written_as_its_description_is_read_as_that_status(tmp
                                                                              flag: str | None) -> None:
     """Only the first letter was read: 'SEN Support', 'School Action' or 'Special needs' read as
     S, a statement, and raised an EHCP flag without a word."""
-    records, warnings = _sims(tmp_path, "pupils-1.xml", [[*_pupil(), ("SEN_x0020_Status", status)]])
+    records, warnings = _sims(tmp_path, "pupils-1.xml", [[*_pupil(), ("Contact_x0020_ID", "1"),
+                                                          ("SEN_x0020_Status", status)]])
     kinds = [f.kind for f in _of(records, FlagRecord)]
     if flag == "warned":
         assert kinds == [] and [w.code for w in warnings] == ["unknown_sen_status"]
@@ -221,6 +223,43 @@ def test_a_refused_sims_file_changes_nothing_in_the_store(engine: Engine, tmp_pa
     with pytest.raises(ImportRejected):
         ingest.apply_batch(engine, school, read_file(path, {}), now)
     assert snapshot(engine) == before
+
+
+def _stored(engine: Engine, table: Any) -> list[Any]:
+    with engine.connect() as conn:
+        return list(conn.execute(select(table)).mappings())
+
+
+@pytest.mark.parametrize(("second", "kept", "code"), [
+    # no contact field in any row (a report without them): the stored contacts were all removed
+    ([*_pupil(), (CPP, "Yes")], "contacts", "no_contacts"),
+    # the flag columns renamed ("CP Plan"): every stored flag, the child protection plan too, removed
+    ([*_pupil(), ("Contact_x0020_ID", "77"), ("Contact_x0020_Surname", "Example"), ("CP_x0020_Plan", "Yes")],
+     "flags", "no_flags"),
+])
+def test_a_sims_pupils_report_without_contact_or_flag_fields_keeps_what_is_stored(
+        engine: Engine, tmp_path: Path, second: Row, kept: str, code: str) -> None:
+    with engine.begin() as conn:
+        school = ingest.ensure_school(conn, "916", "2999", "Test School")
+    first = [*_pupil(), ("Contact_x0020_ID", "77"), ("Contact_x0020_Surname", "Example"), (CPP, "Yes")]
+    ingest.apply_batch(engine, school, read_file(_export(tmp_path, "pupils-1.xml", [first]), {}), FIXED_NOW)
+    assert len(_stored(engine, t.contacts)) == 1 and len(_stored(engine, t.flags)) == 1
+    batch = read_file(_export(tmp_path, "pupils-2.xml", [second]), {})
+    ingest.apply_batch(engine, school, batch, FIXED_NOW)
+    assert len(_stored(engine, t.contacts if kept == "contacts" else t.flags)) == 1
+    assert [w.code for w in batch.warnings] == [code]
+
+
+def test_a_sims_pupils_report_whose_flags_all_say_no_removes_the_stored_flag(engine: Engine, tmp_path: Path) -> None:
+    """The other side: a report that has the field and says No is heard (the plan has ended)."""
+    with engine.begin() as conn:
+        school = ingest.ensure_school(conn, "916", "2999", "Test School")
+    rows = [[*_pupil(), ("Contact_x0020_ID", "77"), ("Contact_x0020_Surname", "Example"), (CPP, "Yes")]]
+    ingest.apply_batch(engine, school, read_file(_export(tmp_path, "pupils-1.xml", rows), {}), FIXED_NOW)
+    rows[0][-1] = (CPP, "No")
+    batch = read_file(_export(tmp_path, "pupils-2.xml", rows), {})
+    ingest.apply_batch(engine, school, batch, FIXED_NOW)
+    assert _stored(engine, t.flags) == [] and batch.warnings == []
 
 
 # -- Arbor -----------------------------------------------------------------------------------------
@@ -383,13 +422,14 @@ def test_a_sims_contact_on_several_rows_keeps_every_number(tmp_path: Path) -> No
     rows = [[*_pupil(), *contact, ("Contact_x0020_Telephone", "01452 000001")],
             [*_pupil(), *contact, ("Contact_x0020_Telephone", "07700 900001"), ("Relationship", "Mother")],
             [*_pupil(), *contact, ("Contact_x0020_Telephone", "01452 000001"), ("Contact_x0020_Email", "a@example.org")]]
+    rows = [[*row, (CPP, "No")] for row in rows]  # (a report with a flag field: no "no_flags" warning)
     records, warnings = _sims(tmp_path, "pupils-1.xml", rows)
     (c,) = _of(records, ContactRecord)
     assert c.phones == ("01452 000001", "07700 900001") and c.emails == ("a@example.org",)
     assert c.relationship == "Mother" and c.surname == "Example"
     assert warnings == []
     rows.append([*_pupil(), ("Contact_x0020_ID", "77"), ("Contact_x0020_Surname", "Other"),
-                 ("Contact_x0020_Forename", "Amy")])
+                 ("Contact_x0020_Forename", "Amy"), (CPP, "No")])
     records, warnings = _sims(tmp_path, "pupils-1.xml", rows)
     assert [r.surname for r in _of(records, ContactRecord)] == ["Example"]
     assert [(w.code, w.where) for w in warnings] == [("contact_rows_disagree", "pupils-1.xml record 4")]
