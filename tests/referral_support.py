@@ -8,18 +8,21 @@ throwaway CA, LA, school-archive and school-signing certificate with ``cryptogra
 
 from __future__ import annotations
 
+import io
 import itertools
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pypdf
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from sqlalchemy import Engine, insert
 
+from cme_batch.config import Config
 from cme_batch.model import (
     Address,
     ContactRecord,
@@ -29,6 +32,7 @@ from cme_batch.model import (
     PupilRecord,
     SourceBatch,
 )
+from cme_batch.referral.bundle import Bundle, build_bundle
 from cme_batch.store import tables as t
 from cme_batch.store.ingest import apply_batch, ensure_school
 
@@ -236,3 +240,14 @@ def smime_config(pki: PKI, sign: bool = True) -> str:
     signing_key = "{pki.signer.key_path}"
     '''
     return text
+
+
+def pdf_text(pdf: bytes) -> str:
+    """A PDF's text with line breaks and runs of spaces as one space (table cells wrap)."""
+    return " ".join(" ".join(p.extract_text() for p in pypdf.PdfReader(io.BytesIO(pdf)).pages).split())
+
+
+def bundle_of(store: Engine, cfg: Config, case_id: int, now: datetime = NOW, kind: str = "referral") -> Bundle:
+    """The bundle a case's referral (or update) would be sent as, built at ``now``."""
+    with store.connect() as conn:
+        return build_bundle(conn, case_id, cfg, now, kind)

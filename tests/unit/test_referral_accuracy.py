@@ -6,24 +6,21 @@ the text of its PDF.
 
 from __future__ import annotations
 
-import io
 import json
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-import pypdf
 import pytest
 from sqlalchemy import Engine, delete, insert, select
 
 from cme_batch import config as config_mod
 from cme_batch.config import Config
 from cme_batch.model import FlagRecord
-from cme_batch.referral.bundle import Bundle, build_bundle
 from cme_batch.replies.parse import note_detail
 from cme_batch.store import migrate, open_store
 from cme_batch.store import tables as t
 from tests.conftest import write_config
-from tests.referral_support import NOW, Family, seed_case
+from tests.referral_support import Family, bundle_of, pdf_text, seed_case
 
 CLAIM = "attempts to contact failed"
 NONE_RECORDED = "no contact attempt is recorded"
@@ -40,15 +37,6 @@ def store(tmp_path: Path) -> Engine:
 def cfg(store: Engine, tmp_path: Path) -> Config:
     return config_mod.load(write_config(tmp_path, str(store.url)))
 
-
-def _text(pdf: bytes) -> str:
-    """The PDF's text with line breaks and runs of spaces as one space (table cells wrap)."""
-    return " ".join(" ".join(p.extract_text() for p in pypdf.PdfReader(io.BytesIO(pdf)).pages).split())
-
-
-def _bundle(store: Engine, cfg: Config, case_id: int, now: datetime = NOW, kind: str = "referral") -> Bundle:
-    with store.connect() as conn:
-        return build_bundle(conn, case_id, cfg, now, kind)
 
 
 def _forget_events(store: Engine, case_id: int, kinds: tuple[str, ...] = ("action", "note")) -> None:
@@ -68,12 +56,12 @@ def test_with_no_contact_attempt_recorded_the_referral_does_not_say_attempts_fai
                                                                                    cfg: Config) -> None:
     case_id = seed_case(store)
     _forget_events(store, case_id)
-    bundle = _bundle(store, cfg, case_id)
+    bundle = bundle_of(store, cfg, case_id)
     assert bundle.document["actions"] == []
     expected = f"10 or more days of continuous absence without explanation; {NONE_RECORDED}"
     assert bundle.document["case"]["criterion_text"] == expected
     assert json.loads(bundle.json)["case"]["criterion_text"] == expected
-    text = _text(bundle.pdf)
+    text = pdf_text(bundle.pdf)
     assert CLAIM not in text and CLAIM.encode() not in bundle.json
     assert expected in text
 
@@ -90,11 +78,11 @@ def test_a_search_and_a_note_are_not_contact_attempts(store: Engine, cfg: Config
             conn.execute(insert(t.case_events).values(case_id=case_id, at=datetime(2025, 11, 25, 12, tzinfo=UTC),
                                                       as_of=date(2025, 11, 25), kind=kind,
                                                       actor="dsl@school.example", detail=detail))
-    bundle = _bundle(store, cfg, case_id)
+    bundle = bundle_of(store, cfg, case_id)
     assert [a["label"] for a in bundle.document["actions"]] == ["Social media searches", "Note"]
     expected = f"Has not taken up an allocated school place; {NONE_RECORDED}"
     assert bundle.document["case"]["criterion_text"] == expected
-    text = _text(bundle.pdf)
+    text = pdf_text(bundle.pdf)
     assert CLAIM not in text and expected in text
 
 
@@ -106,16 +94,16 @@ def test_a_recorded_call_keeps_the_statement_that_attempts_failed(store: Engine,
         conn.execute(insert(t.case_events).values(case_id=case_id, at=datetime(2025, 11, 17, 10, tzinfo=UTC),
                                                   as_of=date(2025, 11, 17), kind=kind,
                                                   actor="office@school.example", detail=detail))
-    bundle = _bundle(store, cfg, case_id)
+    bundle = bundle_of(store, cfg, case_id)
     expected = f"10 or more days of continuous absence without explanation; {CLAIM}"
     assert bundle.document["case"]["criterion_text"] == expected
-    assert expected in _text(bundle.pdf)
+    assert expected in pdf_text(bundle.pdf)
 
 
 def test_the_update_document_makes_no_claim_either(store: Engine, cfg: Config) -> None:
     case_id = seed_case(store, Family(referred=True))
     _forget_events(store, case_id)
-    doc = _bundle(store, cfg, case_id, kind="update").document
+    doc = bundle_of(store, cfg, case_id, kind="update").document
     assert doc["case"]["criterion_text"] == f"10 or more days of continuous absence without explanation; " \
                                             f"{NONE_RECORDED}"
 
@@ -126,8 +114,8 @@ def test_also_recorded_does_not_repeat_the_child_protection_plan(store: Engine, 
     flags = [FlagRecord("P1", "child_protection_plan", date(2025, 5, 1), detail="Neglect, since May 2025"),
              FlagRecord("P1", "sen_support", date(2024, 9, 1)),
              FlagRecord("P1", "highly_mobile", date(2023, 9, 1), detail="Armed forces family")]
-    bundle = _bundle(store, cfg, seed_case(store, Family(flags=flags)))
-    text = _text(bundle.pdf)
+    bundle = bundle_of(store, cfg, seed_case(store, Family(flags=flags)))
+    text = pdf_text(bundle.pdf)
     also = _between(text, "Also recorded", "Alerts raised")
     assert "Child protection plan" not in also
     assert "SEN support" not in also  # the SEN or EHCP box says it
@@ -142,7 +130,7 @@ def test_also_recorded_keeps_what_no_box_shows(store: Engine, cfg: Config) -> No
     flags = [FlagRecord("P1", "looked_after", date(2024, 1, 1)), FlagRecord("P1", "young_carer", date(2024, 1, 1)),
              FlagRecord("P1", "ehcp", date(2024, 9, 1)),
              FlagRecord("P1", "sen_support", date(2023, 9, 1), detail="Speech and language")]
-    text = _text(_bundle(store, cfg, seed_case(store, Family(flags=flags))).pdf)
+    text = pdf_text(bundle_of(store, cfg, seed_case(store, Family(flags=flags))).pdf)
     also = _between(text, "Also recorded", "Alerts raised")
     # the SEN box shows the plan; SEN support appears nowhere else, so it stays
     assert also.strip() == "SEN support (Speech and language)"
@@ -152,7 +140,7 @@ def test_also_recorded_keeps_what_no_box_shows(store: Engine, cfg: Config) -> No
 
 def test_also_recorded_says_nothing_else_when_every_flag_has_its_own_box(store: Engine, cfg: Config) -> None:
     only_boxed = [FlagRecord("P1", "child_protection_plan", date(2025, 5, 1))]
-    text = _text(_bundle(store, cfg, seed_case(store, Family(flags=only_boxed))).pdf)
+    text = pdf_text(bundle_of(store, cfg, seed_case(store, Family(flags=only_boxed))).pdf)
     assert _between(text, "Also recorded", "Alerts raised").strip() == "nothing else"
 
 
@@ -164,15 +152,15 @@ def test_a_case_with_no_events_is_dated_by_englands_calendar_not_utcs(store: Eng
     _forget_events(store, case_id, ("opened", "action", "note", "stage"))
     with store.connect() as conn:
         assert conn.execute(select(t.detect_runs.c.id)).first() is None
-    bundle = _bundle(store, cfg, case_id, now=datetime(2026, 4, 14, 23, 30, tzinfo=UTC))
+    bundle = bundle_of(store, cfg, case_id, now=datetime(2026, 4, 14, 23, 30, tzinfo=UTC))
     assert bundle.document["case"]["evaluated_on"] == "2026-04-15"
-    assert "Facts as of 15 Apr 2026" in _text(bundle.pdf)
+    assert "Facts as of 15 Apr 2026" in pdf_text(bundle.pdf)
 
 
 def test_in_winter_the_school_date_is_the_utc_date(store: Engine, cfg: Config) -> None:
     case_id = seed_case(store)
     _forget_events(store, case_id, ("opened", "action", "note", "stage"))
-    bundle = _bundle(store, cfg, case_id, now=datetime(2025, 12, 1, 23, 30, tzinfo=UTC))
+    bundle = bundle_of(store, cfg, case_id, now=datetime(2025, 12, 1, 23, 30, tzinfo=UTC))
     assert bundle.document["case"]["evaluated_on"] == "2025-12-01"
 
 
@@ -187,15 +175,15 @@ def test_a_referral_confirmed_before_the_tenth_day_does_not_say_ten_or_more(
     case_id = seed_case(store)
     with store.begin() as conn:
         conn.execute(t.cases.update().where(t.cases.c.id == case_id).values(school_days=days, register_gaps=gaps))
-    bundle = _bundle(store, cfg, case_id)
+    bundle = bundle_of(store, cfg, case_id)
     text = bundle.document["case"]["criterion_text"]
     if early:
         assert text.startswith(f"Continuous absence without explanation, {days} school day(s) so far: referred "
                                "before the 10th day, as the school's policy asks;")
-        assert "10 or more days" not in text and "10 or more days" not in _between(_text(bundle.pdf), "Case", "Episode")
+        assert "10 or more days" not in text and "10 or more days" not in _between(pdf_text(bundle.pdf), "Case", "Episode")
     else:
         assert text.startswith("10 or more days of continuous absence without explanation;")
-    assert text in _text(bundle.pdf)
+    assert text in pdf_text(bundle.pdf)
 
 
 # -- 5. who acted, as a person the LA can call, not a mailbox -------------------------------------
@@ -210,9 +198,9 @@ def test_the_actions_log_names_the_member_of_staff_and_role(store: Engine, cfg: 
             kind, detail = note_detail(text, actor)
             conn.execute(insert(t.case_events).values(case_id=case_id, at=datetime(2025, 11, 17, 10, tzinfo=UTC),
                                                       as_of=date(2025, 11, 17), kind=kind, actor=actor, detail=detail))
-    bundle = _bundle(store, cfg, case_id)
+    bundle = bundle_of(store, cfg, case_id)
     assert [a["who"] for a in bundle.document["actions"]] == [
         "Attendance Officer (School office)", "Dee Ess-Ell (Designated Safeguarding Lead)",
         "someone@elsewhere.example"]
-    text = _text(bundle.pdf)
+    text = pdf_text(bundle.pdf)
     assert "Attendance Officer (School office)" in text and "Dee Ess-Ell (Designated Safeguarding Lead)" in text

@@ -9,25 +9,22 @@ the covering note.
 
 from __future__ import annotations
 
-import io
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-import pypdf
 import pytest
 from sqlalchemy import Engine, delete, insert, select, update
 
 from cme_batch import config as config_mod
 from cme_batch.config import Config
 from cme_batch.model import MarksRecord, SourceBatch
-from cme_batch.referral.bundle import Bundle, build_bundle
 from cme_batch.referral.pdf import fmt_date
 from cme_batch.store import migrate, open_store
 from cme_batch.store import tables as t
 from cme_batch.store.ingest import apply_batch
 from tests.conftest import write_config
-from tests.referral_support import NOW, Family, seed_case
+from tests.referral_support import NOW, Family, bundle_of, pdf_text, seed_case
 
 #: 00:30 BST on Tuesday 14 April 2026, as stored.
 SUMMER_NIGHT = datetime(2026, 4, 13, 23, 30, tzinfo=UTC)
@@ -46,15 +43,6 @@ def store(tmp_path: Path) -> Engine:
 def cfg(store: Engine, tmp_path: Path) -> Config:
     return config_mod.load(write_config(tmp_path, str(store.url)))
 
-
-def _text(pdf: bytes) -> str:
-    """The PDF's text with line breaks and runs of spaces as one space (table cells wrap)."""
-    return " ".join(" ".join(p.extract_text() for p in pypdf.PdfReader(io.BytesIO(pdf)).pages).split())
-
-
-def _bundle(store: Engine, cfg: Config, case_id: int, now: datetime = NOW, kind: str = "referral") -> Bundle:
-    with store.connect() as conn:
-        return build_bundle(conn, case_id, cfg, now, kind)
 
 
 def _set_case(store: Engine, case_id: int, **values: Any) -> None:
@@ -99,9 +87,9 @@ def test_an_update_to_a_referral_queued_after_midnight_in_summer_says_the_englis
         store: Engine, cfg: Config) -> None:
     case_id = _referred_case(store, SUMMER_NIGHT, date(2026, 4, 16),
                              MarksRecord("", date(2026, 4, 16), ("/", "/")))
-    bundle = _bundle(store, cfg, case_id, datetime(2026, 4, 17, 6, 0, tzinfo=UTC), "update")
+    bundle = bundle_of(store, cfg, case_id, datetime(2026, 4, 17, 6, 0, tzinfo=UTC), "update")
     assert bundle.document["update"]["referred_on"] == "2026-04-14"
-    assert "Referred on 14 Apr 2026" in _text(bundle.pdf)
+    assert "Referred on 14 Apr 2026" in pdf_text(bundle.pdf)
     assert "sent on 14 Apr 2026." in bundle.note
     assert bundle.document["update"]["reason"] == "returned"
     assert bundle.document["update"]["last_attended"] == "2026-04-16"
@@ -114,18 +102,18 @@ def test_attending_the_day_before_a_referral_queued_after_midnight_is_not_a_retu
     case_id = _referred_case(store, SUMMER_NIGHT, date(2026, 4, 16),
                              MarksRecord("", date(2026, 4, 13), ("/", "/", "N", "N", "N", "N")),
                              closed_reason="closed_by_dsl")
-    bundle = _bundle(store, cfg, case_id, datetime(2026, 4, 17, 6, 0, tzinfo=UTC), "update")
+    bundle = bundle_of(store, cfg, case_id, datetime(2026, 4, 17, 6, 0, tzinfo=UTC), "update")
     assert bundle.document["update"]["reason"] == "closed"
     assert bundle.document["update"]["last_attended"] == "2025-11-14"  # as referred
-    assert "The child has returned to school" not in _text(bundle.pdf)
+    assert "The child has returned to school" not in pdf_text(bundle.pdf)
 
 
 def test_in_winter_the_update_keeps_the_utc_day(store: Engine, cfg: Config) -> None:
     case_id = _referred_case(store, WINTER_NIGHT, date(2025, 12, 3),
                              MarksRecord("", date(2025, 12, 3), ("/", "/")))
-    bundle = _bundle(store, cfg, case_id, datetime(2025, 12, 4, 6, 0, tzinfo=UTC), "update")
+    bundle = bundle_of(store, cfg, case_id, datetime(2025, 12, 4, 6, 0, tzinfo=UTC), "update")
     assert bundle.document["update"]["referred_on"] == "2025-12-01"
-    assert "Referred on 01 Dec 2025" in _text(bundle.pdf)
+    assert "Referred on 01 Dec 2025" in pdf_text(bundle.pdf)
     assert "sent on 01 Dec 2025." in bundle.note
 
 
@@ -135,11 +123,11 @@ def test_an_action_recorded_after_midnight_in_summer_is_dated_by_englands_calend
         store: Engine, cfg: Config) -> None:
     case_id = seed_case(store)
     _only_action_at(store, case_id, SUMMER_NIGHT, {"action": "home_visit", "outcome": "No reply"})
-    bundle = _bundle(store, cfg, case_id)
+    bundle = bundle_of(store, cfg, case_id)
     assert [a["date"] for a in bundle.document["actions"]] == ["2026-04-14"]
     ticked = {c["action"]: c["dates"] for c in bundle.document["checklist"]}
     assert ticked["home_visit"] == ["2026-04-14"]
-    text = _text(bundle.pdf)
+    text = pdf_text(bundle.pdf)
     assert "Home visit 14 Apr 2026" in text  # the checklist
     assert "14 Apr 2026 Home visit" in text  # the actions log
     assert "13 Apr 2026" not in text
@@ -149,16 +137,16 @@ def test_an_action_dated_with_a_utc_moment_is_dated_by_englands_calendar(store: 
     case_id = seed_case(store)
     _only_action_at(store, case_id, datetime(2026, 4, 14, 9, 0, tzinfo=UTC),
                     {"action": "home_visit", "outcome": "No reply", "date": SUMMER_NIGHT.isoformat()})
-    bundle = _bundle(store, cfg, case_id)
+    bundle = bundle_of(store, cfg, case_id)
     assert [a["date"] for a in bundle.document["actions"]] == ["2026-04-14"]
 
 
 def test_in_winter_an_action_keeps_the_utc_day(store: Engine, cfg: Config) -> None:
     case_id = seed_case(store)
     _only_action_at(store, case_id, WINTER_NIGHT, {"action": "home_visit", "outcome": "No reply"})
-    bundle = _bundle(store, cfg, case_id)
+    bundle = bundle_of(store, cfg, case_id)
     assert [a["date"] for a in bundle.document["actions"]] == ["2025-12-01"]
-    text = _text(bundle.pdf)
+    text = pdf_text(bundle.pdf)
     assert "Home visit 01 Dec 2025" in text and "01 Dec 2025 Home visit" in text
 
 
@@ -167,19 +155,19 @@ def test_in_winter_an_action_keeps_the_utc_day(store: Engine, cfg: Config) -> No
 def test_the_confirmation_time_is_shown_as_englands_clocks_showed_it(store: Engine, cfg: Config) -> None:
     case_id = seed_case(store)
     _set_case(store, case_id, confirmed_at=SUMMER_NIGHT)
-    bundle = _bundle(store, cfg, case_id)
+    bundle = bundle_of(store, cfg, case_id)
     # the JSON keeps the moment itself, with its offset: a machine reads it without guessing the zone
     assert bundle.document["confirmation"]["at"] == "2026-04-13T23:30:00+00:00"
-    text = _text(bundle.pdf)
+    text = pdf_text(bundle.pdf)
     assert "Confirmed at 14 Apr 2026 00:30 BST" in text
     assert "UTC" not in text
     assert "on 14 Apr 2026 00:30 BST." in bundle.note
 
 
 def test_the_forms_date_and_footer_are_englands(store: Engine, cfg: Config) -> None:
-    bundle = _bundle(store, cfg, seed_case(store), SUMMER_NIGHT)
+    bundle = bundle_of(store, cfg, seed_case(store), SUMMER_NIGHT)
     assert bundle.document["generated_at"] == "2026-04-13T23:30:00+00:00"
-    text = _text(bundle.pdf)
+    text = pdf_text(bundle.pdf)
     assert "Date of this form 14 Apr 2026 00:30 BST" in text
     assert "generated 14 Apr 2026 00:30 BST" in text
 
@@ -187,9 +175,9 @@ def test_the_forms_date_and_footer_are_englands(store: Engine, cfg: Config) -> N
 def test_in_winter_the_confirmation_and_form_keep_the_utc_date_and_time(store: Engine, cfg: Config) -> None:
     case_id = seed_case(store)
     _set_case(store, case_id, confirmed_at=WINTER_NIGHT)
-    bundle = _bundle(store, cfg, case_id, WINTER_NIGHT)
+    bundle = bundle_of(store, cfg, case_id, WINTER_NIGHT)
     assert bundle.document["confirmation"]["at"] == "2025-12-01T23:30:00+00:00"
-    text = _text(bundle.pdf)
+    text = pdf_text(bundle.pdf)
     assert "Confirmed at 01 Dec 2025 23:30" in text
     assert "Date of this form 01 Dec 2025 23:30" in text
     assert "on 01 Dec 2025 23:30" in bundle.note
@@ -198,7 +186,7 @@ def test_in_winter_the_confirmation_and_form_keep_the_utc_date_and_time(store: E
 def test_in_winter_the_zone_is_named_gmt(store: Engine, cfg: Config) -> None:
     case_id = seed_case(store)
     _set_case(store, case_id, confirmed_at=WINTER_NIGHT)
-    assert "Confirmed at 01 Dec 2025 23:30 GMT" in _text(_bundle(store, cfg, case_id, WINTER_NIGHT).pdf)
+    assert "Confirmed at 01 Dec 2025 23:30 GMT" in pdf_text(bundle_of(store, cfg, case_id, WINTER_NIGHT).pdf)
 
 
 @pytest.mark.parametrize(("value", "shown"), [
