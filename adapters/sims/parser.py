@@ -482,6 +482,11 @@ class _Reader:
             leaving_reason=rec.get("leaving_reason"),
             destination=None if dest is None or dest.lower() in UNKNOWN_DESTINATION else dest,
             withdrawn=status in WITHDRAWN)
+        if self.kind == "admissions" and e.admission_date is None and e.entry_date is None and not e.withdrawn \
+                and ("no_admission_dates", key) not in self.done:
+            self.done.add(("no_admission_dates", key))  # (once a pupil)
+            self.warn("no_admission_dates", "an admission with neither an agreed start date nor an admission "
+                      "date: whether the child took up the place cannot be checked; give the dates in SIMS", n, key)
         if "leaving_date" not in rec:
             told = [display(k) for k in ("leaving_reason", "destination") if k in rec] if not e.withdrawn else []
             if told or self.kind == "leavers":

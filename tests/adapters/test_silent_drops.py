@@ -434,3 +434,14 @@ def test_a_sims_contact_on_several_rows_keeps_every_number(tmp_path: Path) -> No
     assert [r.surname for r in _of(records, ContactRecord)] == ["Example"]
     assert [(w.code, w.where) for w in warnings] == [("contact_rows_disagree", "pupils-1.xml record 4")]
     assert "surname" in warnings[0].message and "Other" not in warnings[0].message
+
+
+def test_a_sims_admission_without_any_date_is_warned_about(tmp_path: Path) -> None:
+    """An offered place with neither an agreed start date nor an admission date can never be found
+    "not taken up": before, nothing said so."""
+    records, warnings = _sims(tmp_path, "admissions-1.xml", [[*_pupil(), (STATUS, "Accepted")]])
+    assert _of(records, EnrolmentRecord) == [EnrolmentRecord("5")]
+    assert [(w.code, w.pupil_key) for w in warnings] == [("no_admission_dates", "5")]
+    assert "Zoe" not in warnings[0].message and "A123456789012" not in warnings[0].message
+    _, dated = _sims(tmp_path, "admissions-1.xml", [[*_pupil(), (STATUS, "Accepted"), (AGREED, "2025-09-03")]])
+    assert dated == []
