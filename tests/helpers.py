@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import Engine, select
 
+from cme_batch.store import ingest, migrate, open_store
 from cme_batch.store import tables as t
 
 #: Tables that hold pupil data and case state (not run bookkeeping).
@@ -24,3 +30,22 @@ def snapshot(engine: Engine, tables: tuple[str, ...] = DATA_TABLES,
             rows = conn.execute(select(*cols).order_by(*table.primary_key.columns)).all()
             out[name] = [tuple(r) for r in rows]
     return out
+
+
+@contextmanager
+def migrated_template() -> Iterator[Path]:
+    """A migrated, empty SQLite store to copy for each example of a property test (migrating one
+    takes far longer than copying it)."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "template.sqlite"
+        engine = open_store(f"sqlite:///{path}")
+        migrate(engine)
+        engine.dispose()
+        yield path
+
+
+def general_loops_only(m: pytest.MonkeyPatch) -> None:
+    """Turn the store's short ways for a day's register off (``_Writer._write_named`` and the inline
+    laying of one-character runs): what they store is then compared with what the general loops store."""
+    m.setattr(ingest._Writer, "_write_named", lambda self, records, first: False)
+    m.setattr(ingest, "_plain", lambda known, codes: False)

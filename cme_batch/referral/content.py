@@ -193,13 +193,7 @@ def _school(cfg: Config) -> dict[str, Any]:
 def _confirmation(case: Row, cfg: Config) -> dict[str, Any]:
     """Who confirmed, by name and role: the DSL or the deputy DSL may reply CONFIRM."""
     by = case["confirmed_by"]
-    name = role = None
-    staff = ((cfg.staff.dsl, "Designated Safeguarding Lead"),
-             (cfg.staff.deputy_dsl, "Deputy Designated Safeguarding Lead"))
-    for person, title in staff:
-        if by and person is not None and person.email.strip().lower() == str(by).strip().lower():
-            name, role = person.name, title
-            break
+    name, role = staff_roles(cfg).get(str(by or "").strip().lower(), (None, None))
     return {"confirmed": case["confirmed_at"] is not None, "by": by, "name": name, "role": role,
             "at": _iso(case["confirmed_at"]), "message_id": case["confirmation_message_id"]}
 
@@ -241,23 +235,19 @@ def _vulnerability(conn: Connection, pupil_id: int, case: Row, as_of: date) -> d
             "young_carer": "young_carer" in kinds, "flags": flags, "alerts": alerts}
 
 
-def staff_names(cfg: Config | None) -> dict[str, str]:
-    """The school staff's e-mail addresses (lower case) -> "Name (role)", as the LA's form shows who acted."""
-    if cfg is None:
-        return {}
+def staff_roles(cfg: Config) -> dict[str, tuple[str, str]]:
+    """The school staff's e-mail addresses (lower case) -> (name, role), the DSL's and the deputy's
+    before the office's (one address given twice is the safeguarding role)."""
     staff: list[tuple[Any, str]] = [(p, "School office") for p in cfg.staff.office]
-    staff += [(cfg.staff.dsl, "Designated Safeguarding Lead"), (cfg.staff.deputy_dsl, "Deputy Designated Safeguarding Lead")]
-    out: dict[str, str] = {}
-    for person, role in staff:
-        if person is not None and person.email.strip() and person.name.strip():
-            out[person.email.strip().lower()] = f"{person.name} ({role})"
-    return out
+    staff += [(cfg.staff.deputy_dsl, "Deputy Designated Safeguarding Lead"), (cfg.staff.dsl, "Designated Safeguarding Lead")]
+    return {person.email.strip().lower(): (person.name, role) for person, role in staff
+            if person is not None and person.email.strip() and person.name.strip()}
 
 
 def _actions(events: list[Row], cfg: Config | None = None) -> list[dict[str, Any]]:
     """The actions log; ``who`` is the member of staff's name and role when the address is one of
     theirs (the LA's officer reads a person, not a mailbox), else as recorded."""
-    names = staff_names(cfg)
+    names = {email: f"{name} ({role})" for email, (name, role) in (staff_roles(cfg) if cfg else {}).items()}
     out = []
     for e in events:
         if e["kind"] not in ("action", "note"):

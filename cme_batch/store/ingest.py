@@ -555,7 +555,6 @@ class _Writer:
                 else:
                     where = (yr, 0, -1)  # a year the store does not keep: no room, refused below
                 placed[rec.start] = where
-            parts: Iterable[tuple[int, int, list[str] | str, int]]
             if codes.__class__ is str and 0 < (n := len(codes)) <= where[2] and (
                     plain[codes] if codes in plain else _plain(plain, codes)):
                 # One year's run of one-character codes (a CTF's marks, a day's register): what
@@ -574,14 +573,10 @@ class _Writer:
                 if complete and rec.pupil_key in complete:
                     self.note_given(pid, yr, idx, codes)
                 continue
-            if isinstance(codes, str) and 0 < len(codes) <= where[2] and mk.plain(codes):
-                parts = ((where[0], where[1], codes, len(codes)),)  # one year's run of one-character codes
-            elif not mk.within_years(rec.start, len(codes), first, last):
+            if not mk.within_years(rec.start, len(codes), first, last):
                 raise BadInputError(f"{self.batch.origin}: marks from {rec.start} for {len(codes)} sessions fall "
                                     f"outside the years {first}-{last}; correct the export; nothing imported")
-            else:
-                parts = self.marks.symbols(rec)
-            for yr, idx, symbols, count in parts:
+            for yr, idx, symbols, count in self.marks.symbols(rec):  # codes of the alphabet, gaps, two years
                 key = (pid, yr)
                 new, fixed = self.marks.lay(strips.get(key) or mk.empty_strip(yr), idx, symbols)
                 strips[key] = new

@@ -37,7 +37,7 @@ from adapters.ctf.writer import NS_2010
 from cme_batch.config import CalendarConfig, CodesConfig, Term
 from cme_batch.errors import BadInputError
 from cme_batch.model import MarksRecord, PupilRecord, SourceBatch, packed, unpacked
-from cme_batch.store import ingest, migrate, open_store
+from cme_batch.store import ingest, open_store
 from cme_batch.xmlstream import prepare
 from tests.adapters.test_ctf_fast_reader import (
     OTHER,
@@ -54,7 +54,7 @@ from tests.adapters.test_ctf_fast_reader import (
     way,
     write,
 )
-from tests.helpers import snapshot
+from tests.helpers import general_loops_only, migrated_template, snapshot
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -367,11 +367,7 @@ DAYS = [date(2026, 7, 20), date(2026, 7, 21), date(2026, 7, 31), date(2026, 8, 3
 
 @pytest.fixture(scope="module")
 def template() -> Iterator[Path]:
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "template.sqlite"
-        engine = open_store(f"sqlite:///{path}")
-        migrate(engine)
-        engine.dispose()
+    with migrated_template() as path:
         yield path
 
 
@@ -394,8 +390,7 @@ def _apply(template: Path, folder: Path, name: str, day_records: list[Any], comp
             m.setattr(ingest, "PUPIL_CHUNK", chunks[0])
             m.setattr(ingest, "RECORD_CHUNK", chunks[1])
             if not short:
-                m.setattr(ingest._Writer, "_write_named", lambda self, records, first: False)
-                m.setattr(ingest, "_plain", lambda known, codes: False)
+                general_loops_only(m)
             records = unpacked(packed(day_records)) if short else list(day_records)
             try:
                 result = ingest.apply_batch(engine, school, SourceBatch("ctf", "day", records=records,

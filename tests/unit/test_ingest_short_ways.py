@@ -25,8 +25,8 @@ from hypothesis import strategies as st
 
 from cme_batch.errors import BadInputError
 from cme_batch.model import MarksRecord, PupilRecord, SourceBatch
-from cme_batch.store import ingest, migrate, open_store
-from tests.helpers import snapshot
+from cme_batch.store import ingest, open_store
+from tests.helpers import general_loops_only, migrated_template, snapshot
 
 NOW = datetime(2026, 7, 21, 6, 0, tzinfo=UTC)
 KEYS = [f"A91620002400{i}" for i in range(6)]
@@ -37,11 +37,7 @@ RUNS = ["/\\", "NN", "--", "/", "N/\\N", "C", "/\\/\\/\\/\\/\\"]
 
 @pytest.fixture(scope="module")
 def template() -> Iterator[Path]:
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "template.sqlite"
-        engine = open_store(f"sqlite:///{path}")
-        migrate(engine)
-        engine.dispose()
+    with migrated_template() as path:
         yield path
 
 
@@ -70,8 +66,7 @@ def _store(template: Path, folder: Path, name: str, first: list[Any], second: li
             m.setattr(ingest, "PUPIL_CHUNK", 3)  # several chunks in a batch of a few pupils
             m.setattr(ingest, "RECORD_CHUNK", 4)
             if not short:
-                m.setattr(ingest._Writer, "_write_named", lambda self, records, first: False)
-                m.setattr(ingest, "_plain", lambda known, codes: False)
+                general_loops_only(m)
             records: list[Any] = []
             for key, upn, start, run in second:
                 records += [PupilRecord.named(key, key if upn == SAME else upn), MarksRecord(key, start, run)]
