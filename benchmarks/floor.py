@@ -23,6 +23,13 @@ The same two floors for the other design the README weighs (``--other``):
   would pay on top, to see the unfolded day, is timed apart: reading the day's rows back and
   laying them on strips held in memory.
 
+And the floor of ``detect`` as the issue sketches it (``--reference``): every strip of the year
+already in memory, each code made "attended" or "unexplained" by ``str.translate`` (the engine's
+code sets), then ``rfind`` for the last session attended and a count of the unexplained sessions
+after it: the sketch, not the engine (no calendar, no register gaps). The issue gives
+about 0.15 s for it on its 2-core machine, so the same pass timed here tells how this machine's
+Python speed compares with that one's.
+
 Nothing here is checked or kept: it is not an importer.
 """
 
@@ -43,6 +50,7 @@ from lxml import etree
 
 from benchmarks import generate as gen
 from cme_batch import marks as mk
+from cme_batch.codes import ATTENDED, UNEXPLAINED, Classifier
 
 IN = 500  # keys per IN (...), as the store's lookups
 
@@ -162,6 +170,29 @@ def append_floor(store: Path, days: list[list[tuple[str, str]]]) -> dict[str, fl
     return parts
 
 
+def reference_pass(store: Path) -> tuple[int, list[float]]:
+    """Three timings of the issue's per-pupil pass over the new day's year of strips (read first, untimed)."""
+    year = mk.academic_year_of(gen.NEW_DAY)
+    with store_copy(store) as con:
+        strips = [s for (s,) in con.execute("SELECT marks FROM mark_strips WHERE academic_year = ?", [year])]
+    classifier = Classifier()
+    # the sketch's two classes, by the engine's own code sets: attended breaks, unexplained counts
+    table = {ord(c): "B" for c in classifier.symbols(ATTENDED, gen.NEW_DAY)}
+    table.update({ord(c): "U" for c in classifier.symbols({UNEXPLAINED}, gen.NEW_DAY)})
+    end = 2 * ((gen.NEW_DAY - mk.year_start(year)).days + 1)
+    took = []
+    for _ in range(3):
+        started = time.perf_counter()
+        counts = []
+        for strip in strips:
+            letters = strip.translate(table)
+            counts.append(letters.count("U", letters.rfind("B", 0, end) + 1, end))
+        took.append(round(time.perf_counter() - started, 3))
+    if len(counts) != len(strips):
+        raise SystemExit("the pass did not cover every strip")
+    return len(strips), took
+
+
 def _parts(parts: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.2f}" for k, v in parts.items())
 
@@ -172,9 +203,18 @@ def main() -> None:
                     help="the benchmark's folder (ctf/day-*.xml and la/state/cme-batch.sqlite)")
     ap.add_argument("--other", action="store_true",
                     help="also the floors of the other design: reading in C, appending the day")
+    ap.add_argument("--reference", action="store_true",
+                    help="only the issue's per-pupil pass over the strips (its reference: about 0.15 s)")
     args = ap.parse_args()
-    files = sorted((args.dir / "ctf").glob("day-*.xml"))
     store = args.dir / "la" / "state" / "cme-batch.sqlite"
+    if args.reference:
+        if not store.exists():
+            raise SystemExit(f"no LA store under {args.dir}: run python -m benchmarks.run first")
+        n, took = reference_pass(store)
+        print(f"the issue's per-pupil pass over {n:,} strips: {', '.join(map(str, took))} s "
+              "(the issue: about 0.15 s on its machine)")
+        return
+    files = sorted((args.dir / "ctf").glob("day-*.xml"))
     if not files or not store.exists():
         raise SystemExit(f"no day files or LA store under {args.dir}: run python -m benchmarks.run first")
     reading = read_floor(files)
