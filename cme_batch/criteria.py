@@ -10,7 +10,8 @@ Rules kept here, beyond the tables of DOMAIN.md 5:
 
 - one case per pupil per episode and never two open cases of one kind; a case that detect
   closed is *reopened* when the same episode comes back (a correction undone); a case a person
-  closed is left closed for that episode;
+  closed is left closed for that episode, except an unexplained absence that goes on
+  (``raised_again_at``: on the LA's criterion day, then every as many school days more);
 - ``place_not_taken_up`` takes precedence: an open ``unexplained_absence`` case of the same
   child is closed ``superseded``;
 - a stage never moves backwards (a corrected mark may shorten a streak; the steps already
@@ -22,6 +23,7 @@ Rules kept here, beyond the tables of DOMAIN.md 5:
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from typing import Any
@@ -238,7 +240,13 @@ def _ensure(f: PupilFacts, cases: list[CaseState], kind: str, target: dict[str, 
     if same:
         last = max(same, key=lambda c: c.id)
         if last.closed_reason not in SYSTEM_CLOSE_REASONS:
-            return []  # a person closed this episode's case: leave it so
+            again = raised_again_at(last, ctx.thresholds)
+            if again is None or _days_absent(target["school_days"], target["register_gaps"],
+                                             target["episode_start"]) < again:
+                return []  # a person closed this episode's case: leave it so, for now
+            return _update(f, last, target, ctx, evidence_from, reopen=True, why={
+                "unexplained_days_at_close": _days_absent(last.school_days, last.register_gaps, last.episode_start),
+                "raised_again_at": again})
         return _update(f, last, target, ctx, evidence_from, reopen=True)
     alerts, alert_events = _alerts(f, kind, (), ctx.as_of)
     values = {**target, "alerts": alerts, "status": OPEN, "opened_on": ctx.as_of}
@@ -247,8 +255,30 @@ def _ensure(f: PupilFacts, cases: list[CaseState], kind: str, target: dict[str, 
                                                   *alert_events])]
 
 
+def raised_again_at(case: CaseState, th: Thresholds) -> int | None:
+    """The school days of absence at which a case a person closed is opened again, while its episode
+    goes on unexplained (None: never).
+
+    Only an unexplained-absence case: the DSL's CLOSE records a decision, but the register still
+    says "unexplained" day after day, and a child missing education must not go unwatched because
+    of an early word ("mum rang, he's ill") that nobody wrote into the register. A case closed
+    before the LA's criterion day (``referral_due``, 10) is raised again on that day; one closed
+    on or after it, each time the absence has gone on for that many more school days.
+    """
+    if case.kind != UNEXPLAINED_ABSENCE:
+        return None
+    at_close = _days_absent(case.school_days, case.register_gaps, case.episode_start)
+    return th.referral_due if at_close < th.referral_due else at_close + th.referral_due
+
+
+def _days_absent(school_days: int | None, register_gaps: Sequence[str], start: date | None) -> int:
+    """School days of an absence with its register gaps from its first day on, as the due date counts them."""
+    first = start.isoformat() if start is not None else ""
+    return (school_days or 0) + sum(1 for g in register_gaps if g >= first)
+
+
 def _update(f: PupilFacts, case: CaseState, target: dict[str, Any], ctx: Context, evidence_from: date | None,
-            reopen: bool = False) -> list[Change]:
+            reopen: bool = False, why: dict[str, Any] | None = None) -> list[Change]:
     old = _current(case)
     new = dict(target)
     if stage_rank(new["stage"]) < stage_rank(old["stage"]):
@@ -258,8 +288,11 @@ def _update(f: PupilFacts, case: CaseState, target: dict[str, Any], ctx: Context
     values: dict[str, Any] = {k: new[k] for k in changed}
     if reopen:
         values.update(status=OPEN, closed_on=None, closed_reason=None)
+        if why is not None:
+            # a person's CLOSE came after any CONFIRM or HOLD: the referral must be decided afresh
+            values.update(confirmed_at=None, confirmed_by=None, confirmation_message_id=None, hold_reason=None)
         events.insert(0, Event("reopened", new["stage"], {"previous_reason": case.closed_reason,
-                                                           "changed": changed}, evidence_from))
+                                                           "changed": changed, **(why or {})}, evidence_from))
     elif "stage" in changed:
         passed = [s for s in STAGES if stage_rank(old["stage"]) < stage_rank(s) < stage_rank(new["stage"])]
         events.insert(0, Event("stage", new["stage"], {"from": old["stage"], "to": new["stage"], "passed": passed,

@@ -32,14 +32,16 @@ What is stored (read by others):
   "immediate_social_care", "raised_on", "flags", "action"}``), ``compulsory_school_age``,
   ``closed_on``/``closed_reason`` (``returned``, ``explained``, ``attended``, ``withdrawn``,
   ``destination_known``, ``left``, ``superseded``, ``no_longer_applies``; any other reason is a
-  person's and detect never reopens that episode).
+  person's, and detect reopens that episode's case only for an unexplained absence that goes on:
+  ``criteria.raised_again_at``).
 - ``case_events`` (actor ``"system"``, ``as_of`` the evaluation date), by ``kind``:
   ``opened`` detail ``{"kind", "stage", "episode_start", "school_days", "last_attended",
   "referral_due", "register_gaps", "compulsory_school_age", ...}`` plus ``admission_date``,
   ``leaving_date``/``leaving_reason`` or ``episodes`` by kind; ``stage`` ``{"from", "to", "passed",
   "changed"}``; ``updated`` ``{"changed": {field: [old, new]}}``; ``alert`` ``{"alert", "flags",
   "action"}``; ``closed`` ``{"reason", "school_days", "last_attended"}``; ``reopened``
-  ``{"previous_reason", "changed"}``. ``evidence`` is the list of marks behind the event,
+  ``{"previous_reason", "changed"}``, plus ``{"unexplained_days_at_close", "raised_again_at"}`` after
+  a person's close (its confirmation and hold cleared). ``evidence`` is the list of marks behind the event,
   ``[{"date": "YYYY-MM-DD", "session": "AM"|"PM", "code": "N"}, ...]``: every session of every
   school day from the episode's first day to the evaluation date (empty for a leaver).
 """
