@@ -181,6 +181,7 @@ class CaseState:
     closed_reason: str | None = None
     closed_on: date | None = None
     opened_destination: str | None = None  # destination_unknown: the destination recorded when it opened
+    referred: bool = False  # the referral went to the LA
 
 
 @dataclass(frozen=True)
@@ -288,8 +289,9 @@ def _update(f: PupilFacts, case: CaseState, target: dict[str, Any], ctx: Context
     values: dict[str, Any] = {k: new[k] for k in changed}
     if reopen:
         values.update(status=OPEN, closed_on=None, closed_reason=None)
-        if why is not None:
+        if why is not None and not case.referred:
             # a person's CLOSE came after any CONFIRM or HOLD: the referral must be decided afresh
+            # (one already sent keeps its confirmation: the LA's update says who confirmed it)
             values.update(confirmed_at=None, confirmed_by=None, confirmation_message_id=None, hold_reason=None)
         events.insert(0, Event("reopened", new["stage"], {"previous_reason": case.closed_reason,
                                                            "changed": changed, **(why or {})}, evidence_from))

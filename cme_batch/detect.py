@@ -41,9 +41,10 @@ What is stored (read by others):
   "changed"}``; ``updated`` ``{"changed": {field: [old, new]}}``; ``alert`` ``{"alert", "flags",
   "action"}``; ``closed`` ``{"reason", "school_days", "last_attended"}``; ``reopened``
   ``{"previous_reason", "changed"}``, plus ``{"unexplained_days_at_close", "raised_again_at"}`` after
-  a person's close (its confirmation and hold cleared). ``evidence`` is the list of marks behind the event,
-  ``[{"date": "YYYY-MM-DD", "session": "AM"|"PM", "code": "N"}, ...]``: every session of every
-  school day from the episode's first day to the evaluation date (empty for a leaver).
+  a person's close (the confirmation and hold of a case not yet referred cleared). ``evidence`` is
+  the list of marks behind the event, ``[{"date": "YYYY-MM-DD", "session": "AM"|"PM", "code": "N"},
+  ...]``: every session of every school day from the episode's first day to the evaluation date
+  (empty for a leaver).
 """
 
 from __future__ import annotations
@@ -481,16 +482,16 @@ def _case_states(conn: Connection, school_id: int) -> tuple[dict[int, list[crite
     refs: dict[int, str] = {}
     query = select(c.c.id, c.c.ref, c.c.pupil_id, c.c.kind, c.c.status, c.c.stage, c.c.episode_start, c.c.opened_on,
                    c.c.school_days, c.c.last_attended, c.c.referral_due, c.c.register_gaps, c.c.alerts,
-                   c.c.compulsory_school_age, c.c.closed_reason, c.c.closed_on).join(
+                   c.c.compulsory_school_age, c.c.closed_reason, c.c.closed_on, c.c.referred_at).join(
         t.pupils, t.pupils.c.id == c.c.pupil_id).where(t.pupils.c.school_id == school_id).order_by(c.c.id)
     rows = conn.execute(query).all()
     destinations = _opened_destinations(conn, [r[0] for r in rows if r[3] == criteria.DESTINATION_UNKNOWN])
     for (case_id, ref, pid, kind, status, stage, start, opened, days, last, due, gaps, alerts, csa, reason,
-         closed) in rows:
+         closed, referred) in rows:
         refs[case_id] = ref
         out[pid].append(criteria.CaseState(case_id, kind, status, stage, start, opened, days, last, due,
                                            tuple(gaps or ()), tuple(alerts or ()), csa, reason, closed,
-                                           destinations.get(case_id)))
+                                           destinations.get(case_id), referred is not None))
     return out, refs
 
 

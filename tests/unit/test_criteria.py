@@ -167,6 +167,27 @@ def test_a_case_detect_closed_is_reopened_when_the_same_episode_comes_back() -> 
     assert cr.decide(facts(5), [by_dsl], CTX) == []  # the DSL's decision stands for this episode
 
 
+def test_an_absence_a_person_closed_is_raised_again_at_the_criterion_day_keeping_a_sent_referrals_confirmation(
+        ) -> None:
+    [ch] = cr.decide(facts(4), [], CTX)
+    by_dsl = cr.CaseState(**{**state(ch).__dict__, "status": "closed", "closed_reason": "closed_by_dsl"})
+    assert cr.decide(facts(9), [by_dsl], CTX) == []
+    [re] = cr.decide(facts(10), [by_dsl], CTX)
+    assert (re.action, re.values["status"], re.values["stage"]) == ("reopen", "open", "referral_due")
+    assert re.values["confirmed_at"] is None and re.values["hold_reason"] is None  # to be decided afresh
+    assert (re.events[0].detail["unexplained_days_at_close"], re.events[0].detail["raised_again_at"]) == (4, 10)
+    # closed again on its 12th day: raised again on the 22nd; a referral already sent keeps its confirmation
+    [ch12] = cr.decide(facts(12), [], CTX)
+    sent = cr.CaseState(**{**state(ch12).__dict__, "status": "closed", "closed_reason": "closed_by_dsl",
+                           "referred": True})
+    assert cr.decide(facts(21), [sent], CTX) == []
+    [again] = cr.decide(facts(22), [sent], CTX)
+    assert again.action == "reopen" and "confirmed_at" not in again.values
+    # the other kinds stay closed: their facts do not grow
+    pntu = cr.CaseState(**{**by_dsl.__dict__, "kind": cr.PLACE_NOT_TAKEN_UP})
+    assert cr.raised_again_at(pntu, TH) is None
+
+
 def test_a_stage_never_moves_back() -> None:
     [ch] = cr.decide(facts(6), [], CTX)
     [upd] = cr.decide(facts(6, seen=date(2025, 10, 1)).__class__(
