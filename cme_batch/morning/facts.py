@@ -179,6 +179,8 @@ def _next_step(c: CaseFact, as_of: date, calendar: SchoolCalendar, config: Confi
     if c.held:
         return f"On hold by the DSL: {c.held}", None
     if c.confirmed and not c.referred:
+        if c.referral_held:  # the reason is the DSL's to read (the digest's "Referrals confirmed but not sent")
+            return "Referral confirmed, NOT sent to the LA yet: the DSL's digest says why", None
         return "Referral confirmed: being sent to the LA", None
     if c.referred:
         return "Referred to the LA: watch for the child's return", None
@@ -191,6 +193,37 @@ def _next_step(c: CaseFact, as_of: date, calendar: SchoolCalendar, config: Confi
     ahead = day_no - c.days_absent
     due = calendar.nth_school_day_after(as_of, ahead) if ahead >= 1 else as_of
     return text, due
+
+
+def _not_queued(config: Config, now: datetime) -> str:
+    """Why a confirmed referral, not on HOLD, is still not queued for the LA when the morning emails
+    are written (the night's referrals stage runs before its summary stage).
+
+    The referrals stage records an event only when no encryption is configured; when encryption is
+    configured but cannot be used (the LA's certificate expired or missing, a passphrase refused) it
+    logs the error and queues nothing, nothing unencrypted leaves, and the DSL must be told, or a
+    referral confirmed on time would wait unseen past its due date. The keys are checked here as the
+    referrals stage checks them, to give the DSL the reason; never the passphrase itself.
+    """
+    from cme_batch.errors import CmeError
+
+    ref = config.referral
+    try:
+        method = ref.chosen_method()
+        if method == "smime":
+            from cme_batch.referral import smime
+
+            smime.load_keys(ref, now)
+        elif method == "pdf-passphrase" and ref.passphrase is not None:
+            from cme_batch.referral import pdfcrypt
+
+            pdfcrypt.read_passphrase(ref.passphrase)
+    except CmeError as exc:
+        return f"not queued for the LA: {str(exc).splitlines()[0]}"
+    except Exception:  # noqa: BLE001 - the morning emails must go whatever this check meets
+        pass
+    return ("not queued for the LA: the referrals stage has not queued it; if this is still here tomorrow, "
+            "ask the IT technician to look at the night's log (journalctl -u cme-batch)")
 
 
 def gather(conn: Connection, config: Config, as_of: date, now: datetime, calendar: SchoolCalendar,
@@ -212,6 +245,7 @@ def gather(conn: Connection, config: Config, as_of: date, now: datetime, calenda
         p.id.label("pupil_id"), p.legal_forename, p.legal_surname, p.preferred_forename, p.year_group,
         p.reg_group).join(t.pupils, p.id == c.pupil_id).where(c.status == "open").order_by(c.ref)).all()
     cases = []
+    stuck: list[str] = []  # why confirmed referrals are not queued, worked out once (``_not_queued``)
     for r in rows:
         name = f"{r.preferred_forename or r.legal_forename or ''} {r.legal_surname or ''}".strip() or "(no name)"
         cf = CaseFact(
@@ -220,6 +254,9 @@ def gather(conn: Connection, config: Config, as_of: date, now: datetime, calenda
             sorted(set(flags.get(r.pupil_id, []))), r.confirmed_at is not None, r.hold_reason,
             held_reason.get(r.id) if r.confirmed_at is not None and r.referred_at is None else None,
             r.referred_at is not None, r.compulsory_school_age)
+        if cf.confirmed and not cf.referred and cf.held is None and cf.referral_held is None:
+            stuck = stuck or [_not_queued(config, now)]
+            cf.referral_held = stuck[0]
         cf.next_step, cf.next_due = _next_step(cf, as_of, calendar, config)
         cf.office_step = office_step(cf.kind, cf.days_absent, config.thresholds)
         cases.append(cf)

@@ -10,6 +10,8 @@ attachment and encryption before it is written out.
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -27,6 +29,31 @@ SHADE = (226, 232, 240)
 BAND = (31, 56, 100)
 WARN = (170, 20, 20)
 LABEL_W = 52
+
+
+class _UnnamedGlyphs(logging.Filter):
+    """fpdf2 logs every character a font lacks, one by one (``'李' (\\u674e), '明' ...``): for a
+    child whose name is written in a script the form's font does not cover, that spells the name
+    out in the night's journal, and the log filter, which compares whole words, cannot see it.
+    The line keeps the font and the number of characters, never the characters."""
+
+    _ENTRY = re.compile(r"'.' \(", re.DOTALL)
+    _MORE = re.compile(r"\(and (\d+) others\)")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "missing the following glyphs" in str(record.msg):
+            args = record.args if isinstance(record.args, tuple) else ()
+            listed = str(args[1]) if len(args) > 1 else ""
+            more = self._MORE.search(listed)
+            count = len(self._ENTRY.findall(listed)) + (int(more.group(1)) if more else 0)
+            record.msg = (f"the referral form's font %s has no glyph for {count} character(s) of the form's text: "
+                          "they are left blank in the PDF, and the JSON copy holds them (not named here: they "
+                          "may be a child's name)")
+            record.args = (args[0] if args else "",)
+        return True
+
+
+logging.getLogger("fpdf.output").addFilter(_UnnamedGlyphs())
 
 
 def fmt_date(value: str | None) -> str:
@@ -328,6 +355,7 @@ def build_pdf(doc: Mapping[str, Any], created: datetime) -> ReferralPDF:
         _update(pdf, doc)
         if doc["confirmation"]["confirmed"]:
             _confirmation(pdf, doc["confirmation"], "D. Original referral confirmed")
+        _missing_glyphs_note(pdf)
         return pdf
     _child(pdf, doc["child"])
     _people(pdf, doc)
@@ -336,7 +364,18 @@ def build_pdf(doc: Mapping[str, Any], created: datetime) -> ReferralPDF:
     _actions(pdf, doc)
     _evidence(pdf, doc["evidence"])
     _confirmation(pdf, doc["confirmation"], "I. Confirmed by the school's safeguarding lead")
+    _missing_glyphs_note(pdf)
     return pdf
+
+
+def _missing_glyphs_note(pdf: ReferralPDF) -> None:
+    """Say on the form when its font lacked characters of its text (a name written in a script the
+    font does not cover): they show as blank boxes, and the reader must know to look at the JSON."""
+    if any(getattr(font, "missing_glyphs", None) for font in pdf.fonts.values()):
+        pdf.ln(3)
+        pdf.note("Some characters of this form's text are not in its font and are left blank (a name written "
+                 "in another script, for example): the JSON copy of this referral holds every text exactly as "
+                 "recorded.", WARN, bold=True)
 
 
 def render_pdf(doc: Mapping[str, Any], created: datetime) -> bytes:
