@@ -166,7 +166,8 @@ def dsl_document(f: Facts, *, update: bool = False) -> Document:
                 empty="No alerts.", tone=RED if alerts else ""),
         Section("Awaiting your confirmation", ["Case", "Pupil", "Why", "School days", "Referral due"],
                 [Row([c.ref, c.pupil, KIND_LABEL.get(c.kind, c.kind) + (
-                      f" (on hold: {c.held or 'no reason given'}; CONFIRM lifts it)" if c.held is not None else ""),
+                      f" (on hold: {c.held or 'no reason given'}; CONFIRM lifts it)" if c.held is not None else "") + (
+                      f". {c.raised_again}" if c.raised_again else ""),
                       c.days_shown,
                       _d(c.referral_due) + (" OVERDUE" if c.ref in late else "")],
                      RED if c.ref in late else "") for c in awaiting],

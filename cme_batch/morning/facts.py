@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
+from cme_batch.app import in_school_time
 from cme_batch.config import Config, Thresholds
 from cme_batch.criteria import STAGES, stage_for
 from cme_batch.schoolcal import SchoolCalendar
@@ -91,6 +92,7 @@ class CaseFact:
     next_step: str = ""
     next_due: date | None = None
     office_step: str | None = None  # the office's step due today (``office_step``), whatever the stage
+    raised_again: str | None = None  # closed by a person's reply, raised again as the absence went on
 
     @property
     def days_shown(self) -> str:
@@ -226,6 +228,33 @@ def _not_queued(config: Config, now: datetime) -> str:
             "ask the IT technician to look at the night's log (journalctl -u cme-batch)")
 
 
+def _raised_again(conn: Connection, case_ids: list[int]) -> dict[int, str]:
+    """For each open case whose latest reopening followed a person's close (``criteria.raised_again_at``):
+    when and why it was closed, for the DSL to read beside it (else the request would look like a
+    reply gone astray)."""
+    ce = t.case_events.c
+    latest: dict[int, tuple[str, dict[str, Any], Any]] = {}
+    closes: dict[int, tuple[Any, dict[str, Any]]] = {}
+    for i in range(0, len(case_ids), 500):
+        for case_id, kind, at, detail in conn.execute(select(ce.case_id, ce.kind, ce.at, ce.detail).where(
+                ce.case_id.in_(case_ids[i:i + 500]), ce.kind.in_(("closed", "reopened"))).order_by(ce.id)):
+            if kind == "closed":
+                closes[case_id] = (at, detail or {})
+            else:
+                latest[case_id] = (kind, detail or {}, closes.get(case_id))
+    out: dict[int, str] = {}
+    for case_id, (_kind, detail, close) in latest.items():
+        if "raised_again_at" not in detail:
+            continue
+        closed_at = aware(close[0]) if close else None
+        when = f" on {in_school_time(closed_at):%a %d %b %Y}" if closed_at else ""
+        why = f" ({close[1]['text']})" if close and close[1].get("text") else ""
+        out[case_id] = (f"Raised again: this case was closed by reply{when}{why}, but the register still says "
+                        f"the absence is unexplained ({detail['raised_again_at']} school days). To end it, record "
+                        "the reason in the MIS register (or the child's leaving); otherwise decide on the referral.")
+    return out
+
+
 def gather(conn: Connection, config: Config, as_of: date, now: datetime, calendar: SchoolCalendar,
            outbox_problems: list[Any] | None = None, review_replies: list[dict[str, Any]] | None = None) -> Facts:
     """Everything both morning emails say, read in a handful of queries."""
@@ -245,6 +274,7 @@ def gather(conn: Connection, config: Config, as_of: date, now: datetime, calenda
         p.id.label("pupil_id"), p.legal_forename, p.legal_surname, p.preferred_forename, p.year_group,
         p.reg_group).join(t.pupils, p.id == c.pupil_id).where(c.status == "open").order_by(c.ref)).all()
     cases = []
+    raised = _raised_again(conn, [r.id for r in rows])
     stuck: list[str] = []  # why confirmed referrals are not queued, worked out once (``_not_queued``)
     for r in rows:
         name = f"{r.preferred_forename or r.legal_forename or ''} {r.legal_surname or ''}".strip() or "(no name)"
@@ -257,6 +287,7 @@ def gather(conn: Connection, config: Config, as_of: date, now: datetime, calenda
         if cf.confirmed and not cf.referred and cf.held is None and cf.referral_held is None:
             stuck = stuck or [_not_queued(config, now)]
             cf.referral_held = stuck[0]
+        cf.raised_again = raised.get(r.id)
         cf.next_step, cf.next_due = _next_step(cf, as_of, calendar, config)
         cf.office_step = office_step(cf.kind, cf.days_absent, config.thresholds)
         cases.append(cf)

@@ -105,8 +105,10 @@ def _request(conn: Connection, c: CaseFact, recipient: str, tokens: Tokens, conf
     held = [] if c.held is None else [
         f"ON HOLD: the referral was put on hold by reply ({c.held or 'no reason given'}). Nothing is sent to the LA "
         f"until the DSL or the deputy DSL replies CONFIRM {c.ref}."]
+    if c.raised_again:
+        held.insert(0, c.raised_again)
     doc = Document(
-        title=f"CME referral {c.ref} is on hold" if held else f"Confirm the CME referral {c.ref}",
+        title=f"CME referral {c.ref} is on hold" if c.held is not None else f"Confirm the CME referral {c.ref}",
         subtitle=f"{config.school.name}. Registers as of {as_of:%d %b %Y}.",
         sections=[Section(
             "The case", ["", ""], [Row(["Pupil", c.pupil]), Row(["Year", c.year_group]),
@@ -119,7 +121,8 @@ def _request(conn: Connection, c: CaseFact, recipient: str, tokens: Tokens, conf
         footer="Only the DSL and the deputy DSL receive this request, each with their own code.")
     _case_message(conn, c, recipient, tokens, config, now, purpose="confirm_request",
                   key=f"confirm:{c.ref}:{recipient.lower()}:{{nonce}}",
-                  what="referral on hold, reply CONFIRM to send it" if held else "please confirm the referral", doc=doc)
+                  what="referral on hold, reply CONFIRM to send it" if c.held is not None else
+                  "please confirm the referral", doc=doc)
 
 
 def _review_request(conn: Connection, c: CaseFact, recipient: str, tokens: Tokens, config: Config, now: datetime,
