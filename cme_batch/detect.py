@@ -72,6 +72,8 @@ from cme_batch.streaks import Many, Streak, evaluate_many
 
 #: How far past the evaluation date the calendar is built (for projected due dates).
 HORIZON = timedelta(days=400)
+#: A pupil whose leaving date has passed is on roll again when marked on one of this many last school days after it.
+REGISTERED_DAYS = 5
 Range = tuple[date | None, date | None]
 
 
@@ -200,6 +202,9 @@ class Evaluation:
     read_people: PeopleReader = field(repr=False)
     people: dict[int, Person] = field(default_factory=dict, repr=False)  # pupil id -> (UPN, date of birth)
     _everyone: bool = field(default=False, repr=False)  # people holds every pupil of the school
+    #: pupils whose recorded leaving date has passed but whom the registers still mark (see
+    #: ``_Evaluator._still_registered``): on roll, their leaving not counted
+    still_registered: frozenset[int] = frozenset()
     _days: dict[date, tuple[str, int, int]] = field(default_factory=dict, repr=False)  # see _day
 
     def load_people(self, pupil_ids: Iterable[int]) -> None:
@@ -222,7 +227,8 @@ class Evaluation:
         upn, dob = self.people[pupil_id]
         cur = self.enrolments.get(pupil_id)
         left: date | None = None
-        if cur is not None and cur.leaving_date is not None and cur.leaving_date <= self.as_of:
+        if cur is not None and cur.leaving_date is not None and cur.leaving_date <= self.as_of \
+                and pupil_id not in self.still_registered:
             left = cur.leaving_date
         return criteria.PupilFacts(
             pupil_id=pupil_id, on_roll=pupil_id in self.on_roll, streaks=self.results.get(pupil_id), dob=dob,
@@ -359,10 +365,87 @@ class _Evaluator:
         return evaluate_many(pupils, self.strips, self.classifier, self.calendar.school_days(self.base, self.as_of),
                              self.as_of, self.window_start, self.th.repeat_episodes * self.th.repeat_min_days)
 
+    def _still_registered(self) -> dict[int, date]:
+        """Pupils whose recorded leaving date has passed but who have a register mark that says
+        something about the child (not neutral, no mark or an unknown code) on one of the last
+        ``REGISTERED_DAYS`` school days after it, with the last such day.
+
+        The MIS registers only the pupils on its roll, so such marks mean the leaving was undone
+        there (a July leaver who came back in September). A SIMS leavers report lists this
+        academic year's leavers only, and an admission a SIMS export stops giving is kept as
+        stored: the July leaving stayed in the store, and the child, marked absent every day of
+        September, was "left" for good, with no absence case. Only marks laid after the leaving
+        was stored count (the year's strip changed since the admission row did): marks stored
+        before a leaving entered late and dated back are the past, not a register still kept
+        (over the summer the evaluation date stays on the last day of term, and such a leaver's
+        "destination unknown" would have waited for September).
+        """
+        last = self.calendar.school_days(
+            self.calendar.nth_school_day_back(self.as_of, REGISTERED_DAYS) or self.base, self.as_of)
+        if not last:
+            return {}
+        told = (codes.PRESENT, codes.LATE_AFTER_CLOSE, codes.EDUCATIONAL, codes.AUTHORISED,
+                codes.UNAUTHORISED_EXPLAINED, codes.UNEXPLAINED, codes.UNABLE)
+        symbols = {legacy: self.classifier.symbols(told, codes.CHANGEOVER - timedelta(days=1) if legacy
+                                                   else codes.CHANGEOVER) for legacy in (True, False)}
+        out: dict[int, date] = {}
+        for pid, r in self.current.items():
+            leaving = r[_LEAVING]
+            if leaving is None or leaving >= self.as_of or r[_WITHDRAWN] or pid in self.on_roll:
+                continue
+            for day in reversed(last):
+                if day <= leaving:
+                    break
+                strip = self.strips.get(mk.academic_year_of(day), {}).get(pid)
+                am = mk.position(day, "AM")
+                if strip and (strip[am] in symbols[day < codes.CHANGEOVER]
+                              or strip[am + 1] in symbols[day < codes.CHANGEOVER]):
+                    out[pid] = day
+                    break
+        return self._laid_since_leaving(out)
+
+    def _laid_since_leaving(self, found: dict[int, date]) -> dict[int, date]:
+        """Of ``found`` (pupil -> a marked day after the leaving), those whose marks of that day's year
+        were stored after their leaving was (a few pupils: read by id)."""
+        s, e = t.mark_strips.c, t.enrolments.c
+        pids = sorted(found)
+        strips: dict[tuple[int, int], Any] = {}
+        leavings: dict[int, Any] = {}
+        for i in range(0, len(pids), _PEOPLE_CHUNK):
+            chunk = pids[i:i + _PEOPLE_CHUNK]
+            strips.update(((pid, year), at) for pid, year, at in self.conn.execute(
+                select(s.pupil_id, s.academic_year, s.updated_at).where(s.pupil_id.in_(chunk))))
+            leavings.update(self.conn.execute(select(e.pupil_id, func.max(e.updated_at)).where(
+                e.pupil_id.in_(chunk), e.leaving_date.is_not(None)).group_by(e.pupil_id)).all())
+        out = {}
+        for pid, day in found.items():
+            laid, left = strips.get((pid, mk.academic_year_of(day))), leavings.get(pid)
+            if laid is not None and left is not None and laid > left:
+                out[pid] = day
+        return out
+
+    def _registered_warning(self, found: dict[int, date]) -> list[str]:
+        """The warning for pupils taken back on roll (``_still_registered``): counts and classes, never names."""
+        if not found:
+            return []
+        p = t.pupils.c
+        groups: set[str] = set()
+        pids = sorted(found)
+        for i in range(0, len(pids), _PEOPLE_CHUNK):
+            groups.update(g or "no class recorded" for g in self.conn.execute(
+                select(p.reg_group).where(p.id.in_(pids[i:i + _PEOPLE_CHUNK]))).scalars())
+        return [f"{len(found)} pupil(s) recorded as having left still have register marks after their leaving "
+                f"date (the last on {max(found.values()):%a %d %b %Y}; class(es): {', '.join(sorted(groups))}): "
+                "they are watched as pupils on roll. If a child did leave, remove those marks in the MIS; if not, "
+                "the MIS's leavers export still gives the old leaving date: correct it there"]
+
     def run(self) -> Evaluation:
         if self.window_start < mk.year_start(self.year) or \
                 self.calendar.count(mk.year_start(self.year), self.as_of) < self.th.repeat_window_days:
             self._load(self.year - 1)  # the repeat window reaches into last year
+        registered = self._still_registered()
+        for pid in registered:
+            self.on_roll[pid] = self.current[pid][_FIRST]  # as if the leaving had not been: the MIS undid it
         results = self._many(self.pupils)
         incomplete = [pid for pid, s in results.streaks.items() if not s.complete]
         if incomplete and self.year - 1 not in self.strips:
@@ -377,9 +460,11 @@ class _Evaluator:
         unknown = self.classifier.unknown_codes(results.unknown.values())
         warnings = [*self.classifier.warnings, *self.calendar.warnings,
                     *schoolcal.term_warnings(self.config.calendar, self.as_of),
-                    *(codes.warning_text(u) for u in unknown), *self._missing_registers(results)]
+                    *(codes.warning_text(u) for u in unknown), *self._missing_registers(results),
+                    *self._registered_warning(registered)]
         return Evaluation(self.as_of, self.calendar, warnings, self.window_start, self.base, self.alphabet,
-                          self.strips, self.on_roll, results, self.current, self.flags, self.read_people)
+                          self.strips, self.on_roll, results, self.current, self.flags, self.read_people,
+                          still_registered=frozenset(registered))
 
     def _missing_registers(self, results: Many) -> list[str]:
         """A warning when pupils on roll have no mark at all on the last school day up to the evaluation date.
