@@ -428,14 +428,8 @@ class _Evaluator:
         """The warning for pupils taken back on roll (``_still_registered``): counts and classes, never names."""
         if not found:
             return []
-        p = t.pupils.c
-        groups: set[str] = set()
-        pids = sorted(found)
-        for i in range(0, len(pids), _PEOPLE_CHUNK):
-            groups.update(g or "no class recorded" for g in self.conn.execute(
-                select(p.reg_group).where(p.id.in_(pids[i:i + _PEOPLE_CHUNK]))).scalars())
         return [f"{len(found)} pupil(s) recorded as having left still have register marks after their leaving "
-                f"date (the last on {max(found.values()):%a %d %b %Y}; class(es): {', '.join(sorted(groups))}): "
+                f"date (the last on {max(found.values()):%a %d %b %Y}; class(es): {self._classes(found)}): "
                 "they are watched as pupils on roll. If a child did leave, remove those marks in the MIS; if not, "
                 "the MIS's leavers export still gives the old leaving date: correct it there"]
 
@@ -490,14 +484,32 @@ class _Evaluator:
         pids = [pid for pid in pids if mk.NO_MARK in (year_strips.get(pid) or mk.NO_MARK * (am + 2))[am:am + 2]]
         if not pids:
             return []
+        out = [f"no register mark on {day:%a %d %b %Y} for {len(pids)} pupil(s) on roll (class(es): "
+               f"{self._classes(pids)}): a child absent that day is on no list here until the "
+               "register is completed in the MIS"]
+        # not one mark since they were last seen, for as long as an absence takes to reach the LA's
+        # criterion: a child taken off roll in the MIS without the leaving reaching cme-batch (or gone
+        # from its exports altogether) looks just like this, and no streak counts a day with no mark
+        unseen = {pid: results.streaks[pid].unexplained for pid in pids}
+        unseen = {pid: s for pid, s in unseen.items() if s.days == 0 and len(s.register_gaps) >= self.th.referral_due}
+        if unseen:
+            since = min(s.register_gaps[0] for s in unseen.values())
+            out.append(f"{len(unseen)} pupil(s) on roll have had no register mark at all for {self.th.referral_due} "
+                       f"school days or more (the longest since {since:%a %d %b %Y}; class(es): "
+                       f"{self._classes(unseen)}): a child taken off roll in the MIS without the leaving reaching "
+                       "cme-batch, or gone from its exports, looks like this and is on no other list here. Check "
+                       "each in the MIS today: record the leaving, with the destination, or complete the registers")
+        return out
+
+    def _classes(self, pids: Iterable[int]) -> str:
+        """The registration groups of some pupils, for a warning (never their names)."""
         p = t.pupils.c
+        ids = sorted(pids)
         groups: set[str] = set()
-        for i in range(0, len(pids), _PEOPLE_CHUNK):
+        for i in range(0, len(ids), _PEOPLE_CHUNK):
             groups.update(g or "no class recorded" for g in self.conn.execute(
-                select(p.reg_group).where(p.id.in_(pids[i:i + _PEOPLE_CHUNK]))).scalars())
-        return [f"no register mark on {day:%a %d %b %Y} for {len(pids)} pupil(s) on roll (class(es): "
-                f"{', '.join(sorted(groups))}): a child absent that day is on no list here until the "
-                "register is completed in the MIS"]
+                select(p.reg_group).where(p.id.in_(ids[i:i + _PEOPLE_CHUNK]))).scalars())
+        return ", ".join(sorted(groups))
 
 
 @contextmanager

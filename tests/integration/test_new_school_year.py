@@ -159,3 +159,29 @@ def test_a_leaving_dated_back_over_the_summer_opens_destination_unknown_at_once(
     report = school.night(JULY[1])  # the holiday: the last school day again
     assert [(c["pupil_key"], c["kind"], c["status"]) for c in school.cases()] == [("3", "destination_unknown", "open")]
     assert not [w for w in report.warnings if "recorded as having left" in w]
+
+
+# -- a child gone from the MIS's exports over the summer ----------------------------------------------------
+def test_a_child_gone_from_every_september_export_is_warned_about_on_the_10th_school_day(
+        engine: Engine, store_url: str, tmp_path: Path) -> None:
+    """A child on roll in July is in none of September's exports: no pupil row, no leaving, no mark
+    (taken off roll in SIMS with a leaving that never reached cme-batch). No streak counts a day with
+    no mark, so no case opens; the daily "no register mark" warning alone read the same as a register
+    not taken yesterday. On the 10th school day with no mark at all, the warning says so."""
+    school = School(engine, store_url, tmp_path)
+    pupils = [_pupil(k) for k in ("1", "2", "3")]
+    roll = [EnrolmentRecord(k, None, ADMITTED) for k in "123"]
+    school.export(JULY[1], pupils, roll, [m for p in pupils for m in _marks(p.pupil_key, _weekdays(*JULY), "/")])
+    school.night(JULY[1])
+    september = _weekdays(date(2026, 9, 3), date(2026, 9, 16))
+    for i, night in enumerate(september):
+        school.export(night, pupils[:2], [], [m for k in "12" for m in _marks(k, september[:i + 1], "/")])
+        report = school.night(night)
+        long = [w for w in report.warnings if "no register mark at all for 10 school days" in w]
+        assert any(f"no register mark on {night:%a %d %b %Y} for 1 pupil(s)" in w for w in report.warnings), night
+        if i < 9:
+            assert long == [], night
+        else:
+            assert len(long) == 1 and "since Thu 03 Sep 2026" in long[0] and "4B" in long[0], report.warnings
+            assert "Surname3" not in long[0] and "Forename3" not in long[0]
+    assert school.cases() == []
