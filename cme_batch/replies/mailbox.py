@@ -107,10 +107,16 @@ class MaildirMailbox:
         self._md = stdlib_mailbox.Maildir(str(path), factory=None, create=False)
 
     def waiting(self) -> list[str]:
+        entries: dict[str, float] = {}
         try:
-            entries = {p.name.split(":", 1)[0]: p.stat().st_mtime for sub in ("cur", "new")
-                       for p in (self.path / sub).iterdir()
-                       if not p.name.startswith(".") and not (sub == "cur" and "S" in _flags(p.name))}
+            for sub in ("cur", "new"):
+                for p in (self.path / sub).iterdir():
+                    if p.name.startswith(".") or (sub == "cur" and "S" in _flags(p.name)):
+                        continue
+                    try:
+                        entries[p.name.split(":", 1)[0]] = p.stat().st_mtime
+                    except FileNotFoundError:
+                        continue  # moved since it was listed (a client, or another replies run, read it)
         except OSError as exc:
             raise RetriableError(f"cannot read Maildir {self.path}: {exc.strerror}") from exc
         return [uid for uid, _ in sorted(entries.items(), key=lambda e: (e[1], e[0]))]
@@ -122,13 +128,19 @@ class MaildirMailbox:
             raise RetriableError(f"cannot read message {uid} from Maildir {self.path}") from exc
 
     def done(self, uid: str) -> None:
-        src = self.path / "new" / uid
-        if src.exists():
-            src.rename(self.path / "cur" / f"{uid}:2,S")
+        """Flag a message Seen. Another replies run (the hourly one beside the night's) may have
+        flagged it a moment before: a message already gone from where it was looked for is done."""
+        try:
+            (self.path / "new" / uid).rename(self.path / "cur" / f"{uid}:2,S")
             return
-        for p in (self.path / "cur").glob(f"{uid}:2,*"):  # moved there unread by a client
+        except FileNotFoundError:
+            pass  # not in new/: a client moved it to cur/ unread, or another run flagged it meanwhile
+        for p in (self.path / "cur").glob(f"{uid}:2,*"):
             if "S" not in _flags(p.name):
-                p.rename(p.with_name(f"{uid}:2,{''.join(sorted(_flags(p.name) + 'S'))}"))
+                try:
+                    p.rename(p.with_name(f"{uid}:2,{''.join(sorted(_flags(p.name) + 'S'))}"))
+                except FileNotFoundError:
+                    pass  # flagged by another run meanwhile
 
     def close(self) -> None:
         pass

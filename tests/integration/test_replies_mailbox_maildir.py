@@ -6,7 +6,9 @@ import mailbox as stdlib_mailbox
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
+import pytest
 from sqlalchemy import Engine
 
 from cme_batch.app import App
@@ -37,3 +39,37 @@ def test_a_reply_a_mail_client_moved_to_cur_is_still_acted_on_once(
     assert [p.name for p in (tmp_path / "replies" / "cur").iterdir()] == [f"{key}:2,S"]  # read now
     again = deliver_and_run(app, maildir)
     assert again.stored == 0 and again.seen_before == 0
+
+
+def test_a_message_another_replies_run_flags_first_is_not_an_error(
+        tmp_path: Path, maildir: stdlib_mailbox.Maildir, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two replies runs at once (the hourly one and the night's): one flags a message Seen between the
+    other's listing it and renaming it. Before, the second run failed with FileNotFoundError."""
+    from cme_batch.replies.mailbox import MaildirMailbox
+
+    key = maildir.add(b"Subject: x\n\nhello\n")
+    ours, theirs = MaildirMailbox(tmp_path / "replies"), MaildirMailbox(tmp_path / "replies")
+    assert ours.waiting() == [key]
+    real_rename = Path.rename
+
+    def theirs_first(self: Path, target: Any) -> Any:  # the other run renames it a moment before us
+        monkeypatch.setattr(Path, "rename", real_rename)
+        theirs.done(key)
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", theirs_first)
+    ours.done(key)  # must not raise
+    assert [p.name for p in (tmp_path / "replies" / "cur").iterdir()] == [f"{key}:2,S"]
+    assert ours.waiting() == []
+
+    # listed, then moved before its date was read: left for the run that moved it
+    late = maildir.add(b"Subject: y\n\nhello\n")
+    real_stat = Path.stat
+
+    def gone(self: Path, *a: Any, **kw: Any) -> Any:
+        if self.name == late:
+            raise FileNotFoundError(2, "No such file or directory", str(self))
+        return real_stat(self, *a, **kw)
+
+    monkeypatch.setattr(Path, "stat", gone)
+    assert ours.waiting() == []
