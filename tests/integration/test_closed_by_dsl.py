@@ -103,14 +103,20 @@ def _close_by_reply(app: App, engine: Engine, ref: str, case_id: int) -> None:
     assert (case.status, case.closed_reason) == ("closed", "closed_by_dsl")
 
 
+def _eight_days_absent(app: App) -> tuple[list[date], Any]:
+    """Present on the term's first day, then N for 8 school days: the case at "referral prepared",
+    its confirmation requests queued. Returns the term's school days and the case."""
+    days = _school_days(app, TERM[0], TERM[1])
+    _night(app, days[0], "/")
+    for d in days[1:9]:
+        _night(app, d, "N")
+    return days, _case(app.engine())
+
+
 def test_an_absence_the_dsl_closed_comes_back_on_the_criterion_day_and_every_ten_days_after(
         school: App, engine: Engine) -> None:
-    days = _school_days(school, TERM[0], TERM[1])
-    _night(school, days[0], "/")
+    days, case = _eight_days_absent(school)
     absent = days[1:]  # the streak's 1st school day is days[1]
-    for d in absent[:8]:
-        _night(school, d, "N")
-    case = _case(school.engine())
     assert (case.status, case.stage, case.school_days) == ("open", "referral_prepare", 8)
     _close_by_reply(school, engine, case.ref, case.id)
     asked_before = len(_requests(engine, case.id))
@@ -150,11 +156,7 @@ def test_a_confirmation_the_deputy_overruled_does_not_send_the_reopened_referral
     """The DSL confirms, the deputy closes (each replies to their own request; the night reads both):
     the close is the later word, so the reopened case is asked about afresh and no referral goes to
     the LA on the old confirmation."""
-    days = _school_days(school, TERM[0], TERM[1])
-    _night(school, days[0], "/")
-    for d in days[1:9]:
-        _night(school, d, "N")
-    case = _case(engine)
+    days, case = _eight_days_absent(school)
     to_dsl = _requests(engine, case.id)[-1]
     to_deputy = _requests(engine, case.id, DEPUTY)[-1]
     _mailbox(school).add(reply(DSL, f"Re: {to_dsl['Subject']}", f"CONFIRM {case.ref}\n"))
@@ -170,11 +172,7 @@ def test_a_confirmation_the_deputy_overruled_does_not_send_the_reopened_referral
 
 
 def test_a_child_who_comes_back_after_the_close_raises_nothing(school: App, engine: Engine) -> None:
-    days = _school_days(school, TERM[0], TERM[1])
-    _night(school, days[0], "/")
-    for d in days[1:9]:
-        _night(school, d, "N")
-    case = _case(engine)
+    days, case = _eight_days_absent(school)
     _close_by_reply(school, engine, case.ref, case.id)
     _night(school, days[9], "/")
     for d in days[10:13]:
@@ -187,11 +185,7 @@ def test_a_child_who_comes_back_after_the_close_raises_nothing(school: App, engi
 def test_days_with_no_register_count_towards_raising_it_again(school: App, engine: Engine) -> None:
     """The 9th and 10th days' registers were never taken: the child was still not seen, so the 10th
     day of absence raises the case again, as it brings the referral's due date."""
-    days = _school_days(school, TERM[0], TERM[1])
-    _night(school, days[0], "/")
-    for d in days[1:9]:
-        _night(school, d, "N")
-    case = _case(engine)
+    days, case = _eight_days_absent(school)
     _close_by_reply(school, engine, case.ref, case.id)
     _night(school, days[9], None)
     assert _case(engine).status == "closed"
