@@ -60,23 +60,27 @@ def _stage_rows(cases: list[CaseFact], as_of: date, office: bool) -> list[Row]:
 
 def _office_rows(cases: list[CaseFact], step: str) -> list[Row]:
     """The children whose office step (policy III or IV) falls today, by school days, whatever their stage
-    (an absence, or a place not taken up: ``facts.office_step``).
+    (an absence, or a place not taken up: ``facts.office_step``), in class and name order.
 
     A vulnerable child's DSL review from day 1 is in addition to the office's call and emergency
-    contacts, not instead of them.
+    contacts, not instead of them; listed in the order of the cases (by stage), its child came
+    first every time, which told the office who is vulnerable. A child with no emergency contact
+    recorded is said so: the office cannot make the call, and the DSL must know (policy step V).
     """
-    return [Row([c.pupil, c.year_group, c.reg_group, _d(c.streak_start)]) for c in cases if c.office_step == step]
+    due = sorted((c for c in cases if c.office_step == step), key=lambda c: (c.reg_group, c.pupil, c.ref))
+    return [Row([c.pupil, c.year_group, c.reg_group, _d(c.streak_start),
+                 str(len(c.contacts)) if c.contacts else "none recorded: tell the DSL"]) for c in due]
 
 
 def _common_sections(f: Facts, office: bool = False) -> list[Section]:
     """The sections both emails share; ``office`` leaves out what only the DSL may see (``_stage_rows``)."""
     absences = f.of_kind("unexplained_absence")
     sections = [
-        Section("First-day calls today", ["Pupil", "Year", "Class", "Absent since"],
+        Section("First-day calls today", ["Pupil", "Year", "Class", "Absent since", "Contacts"],
                 _office_rows(f.cases, "first_day_call"),
                 intro="Call by 10:00 the parents or carers of each child below who has not reported the absence.",
                 empty="No first-day calls."),
-        Section("Emergency contacts to try today", ["Pupil", "Year", "Class", "Absent since"],
+        Section("Emergency contacts to try today", ["Pupil", "Year", "Class", "Absent since", "Contacts"],
                 _office_rows(f.cases, "contact_all"),
                 intro="Still no contact: try every known emergency contact of each child below, at various "
                       "times of the morning.",

@@ -9,6 +9,7 @@ vulnerability and safeguarding detail.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -93,6 +94,9 @@ class CaseFact:
     next_due: date | None = None
     office_step: str | None = None  # the office's step due today (``office_step``), whatever the stage
     raised_again: str | None = None  # closed by a person's reply, raised again as the absence went on
+    # the child's emergency contacts as recorded, priority order: (who, numbers and addresses); the
+    # office's own steps are to call them (read only for the cases the office acts on)
+    contacts: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def days_shown(self) -> str:
@@ -159,19 +163,63 @@ def _sources(conn: Connection, config: Config, now: datetime) -> list[SourceFact
     return out
 
 
-def office_step(kind: str, school_days: int, th: Thresholds) -> str | None:
-    """The office's step due today for a case (policy steps III and IV), from its school days of absence alone
+def office_step(kind: str, school_days: int, th: Thresholds, office_told: bool = True) -> str | None:
+    """The office's step due today for a case (policy steps III and IV), from its school days of absence
     (``CaseFact.days_absent``: register gaps count, as they do for the case's stage).
 
     The office calls and tries every emergency contact for every child, a child who has not taken
     up a place included (its school days count from the agreed first day). A vulnerable child's case
     is at ``dsl_review`` from day 1 (DOMAIN.md 5), but that review is in addition to the office's
     steps, not instead of them: so the case's stage cannot say whether the office has a call to make.
+
+    ``office_told`` is false when no morning summary has gone out since the absence began (the
+    server was off on those mornings, or the store is new): a child already past the office's days
+    then still gets its last step, every emergency contact, once, instead of none at all.
     """
     if kind not in OFFICE_KINDS:
         return None
     step = stage_for(school_days, th)
-    return step if step in OFFICE_STAGES else None
+    if step in OFFICE_STAGES:
+        return step
+    return "contact_all" if not office_told and school_days > 0 else None
+
+
+def _summary_dates(conn: Connection, as_of: date) -> list[date]:
+    """The evaluation dates of the summaries queued before ``as_of``, oldest first."""
+    out = []
+    for key in conn.execute(select(t.outbox.c.idempotency_key).where(
+            t.outbox.c.purpose == "summary", t.outbox.c.idempotency_key.like("summary:%"),
+            t.outbox.c.idempotency_key < f"summary:{as_of.isoformat()}")).scalars():
+        try:
+            out.append(date.fromisoformat(key.split(":")[1][:10]))
+        except ValueError:  # not a key this module wrote
+            continue
+    return sorted(out)
+
+
+def _contacts(conn: Connection, cases: list[tuple[int, int]]) -> dict[int, list[tuple[str, str]]]:
+    """The emergency contacts of each case's child (``cases``: case id, pupil id), first priority first."""
+    by_pupil: dict[int, list[Any]] = defaultdict(list)
+    pids = sorted({pid for _, pid in cases})
+    k = t.contacts.c
+    for i in range(0, len(pids), 500):
+        for row in conn.execute(select(k.pupil_id, k.priority, k.title, k.forename, k.surname, k.relationship,
+                                       k.phones, k.emails, k.id).where(k.pupil_id.in_(pids[i:i + 500]))):
+            by_pupil[row.pupil_id].append(row)
+    out: dict[int, list[tuple[str, str]]] = {}
+    for case_id, pid in cases:
+        rows = sorted(by_pupil.get(pid, []), key=lambda r: (r.priority is None, r.priority or 0, r.id))
+        out[case_id] = [((" ".join(x for x in (r.title, r.forename, r.surname) if x) or "(no name)")
+                         + (f" ({r.relationship})" if r.relationship else ""),
+                         ", ".join([*(r.phones or []), *(r.emails or [])]) or "no number or email recorded")
+                        for r in rows]
+    return out
+
+
+def _office_told(summaries: list[date], since: date | None) -> bool:
+    """Whether a summary went out for an evaluation date on or after the absence's first day (the
+    office had the child on its lists then: by its days of absence, or by this catch-up)."""
+    return since is None or bisect_left(summaries, since) < len(summaries)
 
 
 def _next_step(c: CaseFact, as_of: date, calendar: SchoolCalendar, config: Config) -> tuple[str, date | None]:
@@ -275,6 +323,8 @@ def gather(conn: Connection, config: Config, as_of: date, now: datetime, calenda
         p.reg_group).join(t.pupils, p.id == c.pupil_id).where(c.status == "open").order_by(c.ref)).all()
     cases = []
     raised = _raised_again(conn, [r.id for r in rows])
+    summaries = _summary_dates(conn, as_of)
+    pupil_ids: list[int] = []
     stuck: list[str] = []  # why confirmed referrals are not queued, worked out once (``_not_queued``)
     for r in rows:
         name = f"{r.preferred_forename or r.legal_forename or ''} {r.legal_surname or ''}".strip() or "(no name)"
@@ -289,8 +339,14 @@ def gather(conn: Connection, config: Config, as_of: date, now: datetime, calenda
             cf.referral_held = stuck[0]
         cf.raised_again = raised.get(r.id)
         cf.next_step, cf.next_due = _next_step(cf, as_of, calendar, config)
-        cf.office_step = office_step(cf.kind, cf.days_absent, config.thresholds)
+        cf.office_step = office_step(cf.kind, cf.days_absent, config.thresholds,
+                                     _office_told(summaries, cf.streak_start))
         cases.append(cf)
+        pupil_ids.append(r.pupil_id)
+    contacts = _contacts(conn, [(cf.id, pid) for cf, pid in zip(cases, pupil_ids, strict=True)
+                                if cf.office_step is not None])
+    for cf in cases:
+        cf.contacts = contacts.get(cf.id, [])
     cases.sort(key=lambda x: (-(STAGES.index(x.stage) if x.stage in STAGES else -1), -x.school_days, x.ref))
     since = _last_summary_before(conn, as_of)
     returns = [{"pupil": f"{r.legal_forename or ''} {r.legal_surname or ''}".strip(), "year": _year(r.year_group),

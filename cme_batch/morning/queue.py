@@ -161,11 +161,16 @@ def _office_action(conn: Connection, c: CaseFact, recipient: str, tokens: Tokens
         subtitle=f"{config.school.name}. Registers as of {as_of:%d %b %Y}.",
         sections=[Section(
             "The pupil", ["", ""], [Row(["Pupil", c.pupil]), Row(["Year", c.year_group]),
-                                    Row(["Class", c.reg_group]), Row(["School days absent", str(c.school_days)])],
+                                    Row(["Class", c.reg_group]), Row(["School days absent", c.days_shown])],
             notes=[f"When done, reply with the first line: NOTE {c.ref} <action>: <outcome>",
                    f"for example: NOTE {c.ref} first-day-call: spoke to mum, child ill, back Monday",
                    "Actions: first-day-call, contacts-tried, home-visit, social-media, other-agency. "
-                   "Keep the subject as it is; write plain text, with no attachments."])],
+                   "Keep the subject as it is; write plain text, with no attachments."]),
+            Section("Emergency contacts recorded", ["Contact", "Numbers and email"],
+                    [Row([who, how]) for who, how in c.contacts],
+                    intro="As the MIS export gave them, first priority first: check the MIS for a later change.",
+                    empty="No emergency contact is recorded for this child: the office cannot make this call. "
+                          "Tell the DSL (or the deputy DSL) today, and record the contacts in the MIS.")],
         footer="Sent by cme-batch to the school office.")
     _case_message(conn, c, recipient, tokens, config, now, purpose="office_action",
                   key=f"{_action_key(c, recipient)}:{as_of.isoformat()}", what=f"{step} needed", doc=doc)
