@@ -23,6 +23,7 @@ Rules kept here, beyond the tables of DOMAIN.md 5:
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
@@ -315,8 +316,22 @@ def _close(case: CaseState, reason: str, f: PupilFacts, ctx: Context) -> Change:
     return Change("close", case.kind, case.id, values, [Event("closed", case.stage, detail, evidence)])
 
 
+def window_floor(window_start: date, calendar: SchoolCalendar) -> date:
+    """The earliest date within the repeat window whose first school day is ``window_start``: the
+    days with no school just before it count as within (a weekend, an INSET day; when the calendar
+    knows no earlier school day, as in a school's first year on the system, the summer holiday back
+    to 1 August). Before, an agreed first day or a leaving on the INSET day or the 31 August before
+    the first term the calendar knew was never looked at: no case, ever."""
+    days = calendar.days
+    i = bisect_left(days, window_start)
+    if i > 0:
+        return days[i - 1] + timedelta(days=1)
+    return date(window_start.year if window_start.month >= 8 else window_start.year - 1, 8, 1)
+
+
 def _in_window(d: date | None, ctx: Context) -> bool:
-    return d is not None and ctx.window_start <= d <= ctx.as_of
+    return d is not None and d <= ctx.as_of and (d >= ctx.window_start or d >= window_floor(ctx.window_start,
+                                                                                               ctx.calendar))
 
 
 def _judged(d: date | None, ctx: Context, case: CaseState | None) -> bool:

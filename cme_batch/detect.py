@@ -245,7 +245,7 @@ class Evaluation:
         An unexplained streak, unexplained episodes in the repeat window, or a current admission
         starting or ending in it.
         """
-        lo, hi = self.window_start, self.as_of
+        lo, hi = criteria.window_floor(self.window_start, self.calendar), self.as_of
         out = {pid for pid, s in self.results.streaks.items() if s.unexplained.days}
         out.update(self.results.repeats)
         out.update(pid for pid, e in self.enrolments.items()
