@@ -51,6 +51,7 @@ ACTIONS: dict[str, str] = {
     "other_agencies": "Other agencies and school community asked",
     "social_care": "Social Care informed",
     "note": "Note",
+    "closed_by_school": "Case closed by reply (raised again: the register still said unexplained)",
 }
 CHECKLIST = ("first_day_call", "emergency_contacts", "home_visit", "social_media_search", "other_agencies")
 #: Other names the store holds for the same actions: a DSL's NOTE reply ``contacts-tried ...`` or
@@ -250,9 +251,16 @@ def _actions(events: list[Row], cfg: Config | None = None) -> list[dict[str, Any
     names = {email: f"{name} ({role})" for email, (name, role) in (staff_roles(cfg) if cfg else {}).items()}
     out = []
     for e in events:
+        d = e["detail"] if isinstance(e["detail"], dict) else {}
+        if e["kind"] == "closed" and d.get("reason") == "closed_by_dsl":
+            # a person's CLOSE, the case raised again since (``criteria.raised_again_at``): what the
+            # school was told then is part of what it knows ("mum rang, he is ill")
+            out.append({"date": _iso(_day(e["at"])), "action": "closed_by_school",
+                        "label": ACTIONS["closed_by_school"], "who": _who(e["actor"], names),
+                        "outcome": str(d.get("text") or "")})
+            continue
         if e["kind"] not in ("action", "note"):
             continue
-        d = e["detail"] if isinstance(e["detail"], dict) else {}
         action = str(d.get("action") or "note")
         action = ACTION_ALIASES.get(action, action)
         when = _day(d.get("date")) or _day(e["as_of"]) or _day(e["at"])  # ``at``: England's date of it

@@ -142,6 +142,18 @@ def test_an_absence_the_dsl_closed_comes_back_on_the_criterion_day_and_every_ten
     assert reopened["previous_reason"] == "closed_by_dsl"
     assert (reopened["unexplained_days_at_close"], reopened["raised_again_at"]) == (8, 10)
 
+    # the LA's form, if the DSL now confirms, says what the school was told when it closed the case
+    from cme_batch.referral.bundle import build_bundle
+    from cme_batch.referral.pdf import render_pdf
+    from tests.referral_support import pdf_text
+
+    with engine.connect() as conn:
+        doc = build_bundle(conn, case.id, school.config, school.now()).document
+    closes = [a for a in doc["actions"] if a["action"] == "closed_by_school"]
+    assert [(a["outcome"], a["who"] != "") for a in closes] == [("mum rang, he has chickenpox", True)]
+    form = " ".join(pdf_text(render_pdf(doc, school.now())).split())
+    assert "Case closed by reply" in form and "mum rang, he has chickenpox" in form
+
     # closed again on the 10th day: raised again only after 10 more school days
     _close_by_reply(school, engine, case.ref, case.id)
     for d in absent[10:19]:
