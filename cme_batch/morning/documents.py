@@ -20,14 +20,16 @@ def _d(day: date | None) -> str:
     return day.strftime("%a %d %b %Y") if day else "-"
 
 
-def _banners(f: Facts) -> list[tuple[str, str]]:
+def data_banners(f: Facts, stale_only: bool = False) -> list[tuple[str, str]]:
+    """The banners saying the MIS data behind the morning's emails is not current (``stale_only``: not
+    the note that no source is configured; what the office's action emails carry)."""
     out: list[tuple[str, str]] = []
     for s in f.stale_or_failed:
         when = s.last_success.strftime("%d %b %Y %H:%M UTC") if s.last_success else "never"
         why = f" Last error: {s.error}" if s.error else ""
         out.append((RED, f"DATA NOT CURRENT: source '{s.name}' last read successfully {when}.{why} "
                          "Absences since then are not counted here: check the MIS export."))
-    if not f.sources:
+    if not f.sources and not stale_only:
         out.append((AMBER, "No MIS source is configured: only imported files are counted."))
     return out
 
@@ -121,7 +123,7 @@ def office_document(f: Facts) -> Document:
     return Document(
         title=f"CME summary: {f.school}",
         subtitle=f"Registers as of {_d(f.as_of)}. {subject_counts(f)}.",
-        banners=_banners(f),
+        banners=data_banners(f),
         sections=_common_sections(f, office=True),
         footer="Sent by cme-batch for the office. Safeguarding detail goes to the DSL only. "
                "To record a call or a contact, reply to the case's own action email (NOTE <case ref> ...).")
@@ -193,7 +195,7 @@ def dsl_document(f: Facts, *, update: bool = False) -> Document:
                 empty="None."),
         _review_section(f.review_replies),
     ]
-    banners = _banners(f)
+    banners = data_banners(f)
     if late:
         banners.insert(0, (RED, f"{len(late)} referral(s) past the due date without your confirmation."))
     if update:

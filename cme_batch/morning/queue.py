@@ -153,7 +153,7 @@ def _review_request(conn: Connection, c: CaseFact, recipient: str, tokens: Token
 
 
 def _office_action(conn: Connection, c: CaseFact, recipient: str, tokens: Tokens, config: Config, now: datetime,
-                   as_of: date) -> None:
+                   as_of: date, banners: list[tuple[str, str]] | None = None) -> None:
     """A per-case message to an office address whose reply can record what the office did (NOTE)."""
     step = "first-day call" if c.office_step == "first_day_call" else "contact every emergency contact"
     doc = Document(
@@ -171,7 +171,7 @@ def _office_action(conn: Connection, c: CaseFact, recipient: str, tokens: Tokens
                     intro="As the MIS export gave them, first priority first: check the MIS for a later change.",
                     empty="No emergency contact is recorded for this child: the office cannot make this call. "
                           "Tell the DSL (or the deputy DSL) today, and record the contacts in the MIS.")],
-        footer="Sent by cme-batch to the school office.")
+        footer="Sent by cme-batch to the school office.", banners=list(banners or []))
     _case_message(conn, c, recipient, tokens, config, now, purpose="office_action",
                   key=f"{_action_key(c, recipient)}:{as_of.isoformat()}", what=f"{step} needed", doc=doc)
 
@@ -248,7 +248,8 @@ def queue_morning(conn: Connection, config: Config, as_of: date, now: datetime, 
                 for person in config.staff.office:
                     asked = t.outbox.c.idempotency_key.startswith(f"{_action_key(c, person.email)}:", autoescape=True)
                     if conn.execute(select(t.outbox.c.id).where(asked).limit(1)).first() is None:
-                        _office_action(conn, c, person.email, tokens, config, now, as_of)
+                        _office_action(conn, c, person.email, tokens, config, now, as_of,
+                                       documents.data_banners(facts, stale_only=True))
                         queued.actions += 1
             if c.awaiting_confirmation or c.kind == "repeat_missing":
                 for addr in dsl:

@@ -315,3 +315,31 @@ def test_the_action_email_counts_the_days_as_the_summary_and_the_step_do(school:
     line = next(x for x in text.splitlines() if x.startswith("School days absent"))
     assert line.split()[3:] == ["2", "(1", "with", "no", "register)"]
 
+
+
+def test_an_action_email_says_when_the_mis_data_is_not_current(tmp_path: Path, store_url: str, engine: Engine,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SIMS export has not been read since yesterday: the summary carries the red "DATA NOT
+    CURRENT" banner, and so must the action email the office works from (it said nothing: the
+    office could call a family whose child had since come in, or miss one absent since)."""
+    monkeypatch.setenv(KEY_ENV, KEY)
+    (tmp_path / "drop").mkdir()
+    cfg = write_config(tmp_path, store_url, f"""
+[sources.sims]
+adapter = "sims-xml"
+drop_dir = "drop"
+
+[replies]
+mailbox = "none"
+token_keys = [{{ id = "k1", secret = {{ env = "{KEY_ENV}" }} }}]
+""")
+    clock = {"now": datetime.combine(TUE, time(5, 30), UTC)}
+    app = App(str(cfg), clock=lambda: clock["now"])
+    app._engine = engine
+    app.clock_box = clock  # type: ignore[attr-defined]
+    lay(app, pupil("1", "Pip"), *regs("1", {date(2025, 11, 7): ("/", "\\"), MON: ("N", "N")}))
+    morning(app, TUE)
+    subject, text = mails(engine, "office_action")[-1]
+    assert "first-day call" in subject
+    assert "DATA NOT CURRENT: source 'sims'" in text
+    assert "No MIS source is configured" not in text
