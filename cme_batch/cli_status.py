@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC
 from typing import Any
 
@@ -39,6 +40,21 @@ def refuse_a_file_that_holds_no_database(url: str) -> None:
     if head != SQLITE_HEADER:
         raise BadInputError(f"the database file {path} is not a SQLite database: check database.url, or restore "
                             "the file from a backup (README: Backing up and restoring); it was left as it is")
+    # another program's SQLite file: looked at read-only, since opening it as the store would switch it
+    # to WAL and change its mode
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as con:
+            tables = {name for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error:
+        return  # locked or unreadable now: opening the store says what is wrong
+    if "alembic_version" not in tables:
+        raise BadInputError(f"the database file {path} is a SQLite database but not a cme-batch one (no "
+                            "alembic_version table): check database.url; it was left as it is"
+                            if tables else
+                            f"the database file {path} holds no tables: run 'cme-batch init' to make the "
+                            "school's database there; it was left as it is")
 
 
 def gather(app: App) -> dict[str, Any]:

@@ -141,3 +141,31 @@ def test_status_leaves_a_database_file_that_is_empty_or_not_a_database_as_it_was
     assert done.stdout == ""
     (line,) = done.stderr.splitlines()
     assert line.startswith(f"error: the database file {db} {says}") and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("tables, says", [
+    (["CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT)", "INSERT INTO notes (text) VALUES ('x')"],
+     "is a SQLite database but not a cme-batch one"),
+    (["PRAGMA user_version = 1"], "holds no tables: run 'cme-batch init'"),
+])
+def test_status_leaves_another_programs_sqlite_file_as_it_was(tmp_path: Path, tables: list[str], says: str) -> None:
+    """database.url pointing at another program's SQLite file: ``status`` switched it to WAL (its
+    header changed, -wal and -shm files appeared) and made it 0600 before failing on a missing table."""
+    import sqlite3
+
+    db = tmp_path / "db.sqlite"
+    con = sqlite3.connect(db)
+    for sql in tables:
+        con.execute(sql)
+    con.commit()
+    con.close()
+    os.chmod(db, 0o644)
+    content, before = db.read_bytes(), db.stat()
+    cfg = write_config(tmp_path, f"sqlite:///{db}")
+    done = run("--config", str(cfg), "status")
+    assert db.read_bytes() == content and db.stat().st_mtime_ns == before.st_mtime_ns
+    assert stat.S_IMODE(db.stat().st_mode) == 0o644
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cme-batch.toml", "db.sqlite"]
+    assert done.returncode == 2, done.stdout + done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(f"error: the database file {db} {says}"), line
