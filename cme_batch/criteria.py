@@ -239,6 +239,10 @@ def _ensure(f: PupilFacts, cases: list[CaseState], kind: str, target: dict[str, 
         return _update(f, open_case, target, ctx, evidence_from)
     days = episode or frozenset({target["episode_start"]})
     same = [c for c in cases if c.kind == kind and c.episode_start in days]
+    if not same and kind == UNEXPLAINED_ABSENCE:
+        # a person closed the absence, then a correction explained its first day(s): what is left of
+        # it is the episode the person decided on, not a new one to ask about the next morning
+        same = [c for c in cases if c.kind == kind and _closed_by_person(c) and _covers(c, target["episode_start"])]
     if same:
         last = max(same, key=lambda c: c.id)
         if last.closed_reason not in SYSTEM_CLOSE_REASONS:
@@ -255,6 +259,17 @@ def _ensure(f: PupilFacts, cases: list[CaseState], kind: str, target: dict[str, 
     detail = {"kind": kind, **{k: _json(v) for k, v in target.items()}, **why}
     return [Change("open", kind, None, values, [Event("opened", target["stage"], detail, evidence_from),
                                                   *alert_events])]
+
+
+def _closed_by_person(case: CaseState) -> bool:
+    return case.status == CLOSED and case.closed_reason is not None and case.closed_reason not in SYSTEM_CLOSE_REASONS
+
+
+def _covers(case: CaseState, start: date | None) -> bool:
+    """Whether a streak starting on ``start`` began while ``case``'s episode went on (from its first day
+    to its close): a streak whose first days a correction explained since the case closed."""
+    return start is not None and case.episode_start is not None and case.closed_on is not None \
+        and case.episode_start <= start <= case.closed_on
 
 
 def raised_again_at(case: CaseState, th: Thresholds) -> int | None:
@@ -316,17 +331,30 @@ def _close(case: CaseState, reason: str, f: PupilFacts, ctx: Context) -> Change:
     return Change("close", case.kind, case.id, values, [Event("closed", case.stage, detail, evidence)])
 
 
+#: The latest September day an academic year's first school day falls on (England: the first week or so).
+SEPTEMBER_START_LATEST = 10
+
+
 def window_floor(window_start: date, calendar: SchoolCalendar) -> date:
     """The earliest date within the repeat window whose first school day is ``window_start``: the
     days with no school just before it count as within (a weekend, an INSET day; when the calendar
-    knows no earlier school day, as in a school's first year on the system, the summer holiday back
-    to 1 August). Before, an agreed first day or a leaving on the INSET day or the 31 August before
+    knows no earlier school day and ``window_start`` opens an academic year, as in a school's first
+    year on the system, the summer holiday back to 1 August; any other first day the calendar knows,
+    only the weekend before it). Before, an agreed first day or a leaving on the INSET day or the 31 August before
     the first term the calendar knew was never looked at: no case, ever."""
     days = calendar.days
     i = bisect_left(days, window_start)
     if i > 0:
         return days[i - 1] + timedelta(days=1)
-    return date(window_start.year if window_start.month >= 8 else window_start.year - 1, 8, 1)
+    if window_start.month == 8 or (window_start.month == 9 and window_start.day <= SEPTEMBER_START_LATEST):
+        return date(window_start.year, 8, 1)  # the academic year's first school day: the summer before it
+    # any other first day the calendar knows (a school that configured its terms from January on): the
+    # days before it were school days or not, nobody said; only the weekend just before is surely none
+    # (back to 1 August, the whole autumn term's leavers were "in the window" in January)
+    floor = window_start
+    while (floor - timedelta(days=1)).weekday() >= 5:
+        floor -= timedelta(days=1)
+    return floor
 
 
 def _in_window(d: date | None, ctx: Context) -> bool:

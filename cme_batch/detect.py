@@ -54,7 +54,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
@@ -130,6 +130,11 @@ def _strip_ranges(ranges: list[Range] | None, year: int) -> tuple[tuple[int, int
 
 
 _Query = TypeVar("_Query", bound=Select[Any])
+
+
+def _utc_date(moment: datetime) -> date:
+    """UTC's date of a stored moment (SQLite gives it back without a zone: it is UTC)."""
+    return (moment.astimezone(UTC) if moment.tzinfo else moment).date()
 #: Positions in an admission row (see ``_Evaluator._admissions``); the names work too, slowly.
 _FIRST, _LEAVING, _WITHDRAWN, _ADMITTED = 1, 2, 3, 4
 
@@ -420,7 +425,10 @@ class _Evaluator:
         out = {}
         for pid, day in found.items():
             laid, left = strips.get((pid, mk.academic_year_of(day))), leavings.get(pid)
-            if laid is not None and left is not None and laid > left:
+            # the marked day itself after the day the leaving was stored: the strip changes for any
+            # correction (an old mark made "late"), and a leaving dated back has marks after it that
+            # were laid before it was stored, so a later strip alone does not say these were
+            if laid is not None and left is not None and laid > left and day > _utc_date(left):
                 out[pid] = day
         return out
 
@@ -491,7 +499,8 @@ class _Evaluator:
         # criterion: a child taken off roll in the MIS without the leaving reaching cme-batch (or gone
         # from its exports altogether) looks just like this, and no streak counts a day with no mark
         unseen = {pid: results.streaks[pid].unexplained for pid in pids}
-        unseen = {pid: s for pid, s in unseen.items() if s.days == 0 and len(s.register_gaps) >= self.th.referral_due}
+        unseen = {pid: s for pid, s in unseen.items() if s.days == 0 and len(s.register_gaps) >= self.th.referral_due
+                  and not self._awaited(pid, results)}
         if unseen:
             since = min(s.register_gaps[0] for s in unseen.values())
             out.append(f"{len(unseen)} pupil(s) on roll have had no register mark at all for {self.th.referral_due} "
@@ -500,6 +509,16 @@ class _Evaluator:
                        "cme-batch, or gone from its exports, looks like this and is on no other list here. Check "
                        "each in the MIS today: record the leaving, with the destination, or complete the registers")
         return out
+
+    def _awaited(self, pid: int, results: Many) -> bool:
+        """A child with an agreed first day not seen since it: a place not taken up, on that list
+        already (``criteria.place_not_taken_up``: its agreed first day in the repeat window), not a
+        child gone from the MIS's exports (on roll for years: no mark this year is just that)."""
+        row = self.current.get(pid)
+        admitted = row[_ADMITTED] if row is not None else None
+        seen = results.streaks[pid].last_attended
+        return admitted is not None and admitted >= criteria.window_floor(self.window_start, self.calendar) \
+            and (seen is None or seen < admitted)
 
     def _classes(self, pids: Iterable[int]) -> str:
         """The registration groups of some pupils, for a warning (never their names)."""

@@ -288,7 +288,9 @@ def _raised_again(conn: Connection, case_ids: list[int]) -> dict[int, str]:
                 ce.case_id.in_(case_ids[i:i + 500]), ce.kind.in_(("closed", "reopened"))).order_by(ce.id)):
             if kind == "closed":
                 closes[case_id] = (at, detail or {})
-            else:
+            elif "raised_again_at" in (detail or {}):
+                # a reopening by a correction since (closed "returned", then the mark put back) says
+                # nothing of why: the latest raising again still stands, with the close before it
                 latest[case_id] = (kind, detail or {}, closes.get(case_id))
     out: dict[int, str] = {}
     for case_id, (_kind, detail, close) in latest.items():
