@@ -9,7 +9,8 @@ encryption is configured the referral is held: an audit event records why (once 
 and the digest shows it.
 
 When a referred child's case closes (the child returned, or a destination became known),
-the LA is sent an update bundle the same way, once per case.
+the LA is sent an update bundle the same way, once per close: a case the DSL closed by reply
+and raised again since (``criteria.raised_again_at``) that closes again is sent a second one.
 
 The bundle machinery (the PDF writer and the cryptography behind it, about a third of a second
 to import) is imported only when there is a case to send: most nights there is none.
@@ -18,11 +19,11 @@ to import) is imported only when there is a case to send: most nights there is n
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from email.message import EmailMessage
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, func, insert, select, update
 
 from cme_batch.app import App
 from cme_batch.config import Config
@@ -64,7 +65,8 @@ def _last_held_reason(conn: Connection, case_id: int) -> str | None:
     return (row.detail or {}).get("reason") if row else None
 
 
-def _receipt(conn: Connection, config: Config, sealed: Encrypted, outbox_id: int, now: datetime) -> None:
+def _receipt(conn: Connection, config: Config, sealed: Encrypted, outbox_id: int, now: datetime,
+             suffix: str = "") -> None:
     dsl = [config.staff.dsl.email] + ([config.staff.deputy_dsl.email] if config.staff.deputy_dsl else [])
     sender = config.mail.from_address or config.school.email or ""
     what = "referral" if sealed.kind == "referral" else "referral update"
@@ -76,7 +78,7 @@ def _receipt(conn: Connection, config: Config, sealed: Encrypted, outbox_id: int
         f"The {what} for case {sealed.ref} has been encrypted ({sealed.method}) and queued for "
         f"{', '.join(sealed.recipients)}.\nArchived copy SHA-256: {sealed.sha256}\n"
         f"Outbox message #{outbox_id}; 'cme-batch outbox' shows when it has been delivered.\n")
-    outbox.enqueue(conn, idempotency_key=f"receipt:{sealed.kind}:{sealed.ref}", purpose="receipt",
+    outbox.enqueue(conn, idempotency_key=f"receipt:{sealed.kind}:{sealed.ref}{suffix}", purpose="receipt",
                    recipients=dsl, subject=str(msg["Subject"]), message=msg, case_id=sealed.case_id,
                    from_address=sender, now=now)
 
@@ -93,7 +95,12 @@ def _send_one(conn: Connection, config: Config, case_id: int, ref: str, kind: st
         report.held.append(ref)
         return
     sender = config.mail.from_address or config.school.email or ""
-    outbox_id = outbox.enqueue(conn, idempotency_key=f"{kind}:{ref}", purpose=kind, recipients=list(sealed.recipients),
+    # a case's second update (after it was raised again and closed again) is a message of its own
+    earlier = conn.execute(select(func.count()).select_from(t.referral_archive).where(
+        t.referral_archive.c.case_id == case_id, t.referral_archive.c.kind == kind)).scalar_one()
+    suffix = f":{earlier + 1}" if kind == "update" and earlier else ""
+    outbox_id = outbox.enqueue(conn, idempotency_key=f"{kind}:{ref}{suffix}", purpose=kind,
+                               recipients=list(sealed.recipients),
                                subject=sealed.subject, message=sealed.raw, case_id=case_id, from_address=sender,
                                now=now)
     archive_id = archive(conn, case_id, sealed, outbox_id)
@@ -105,7 +112,7 @@ def _send_one(conn: Connection, config: Config, case_id: int, ref: str, kind: st
         report.referred.append(ref)
     else:
         report.updates.append(ref)
-    _receipt(conn, config, sealed, outbox_id, now)
+    _receipt(conn, config, sealed, outbox_id, now, suffix)
 
 
 def queue_confirmed_referrals(app: App, as_of: date) -> DispatchReport:
@@ -117,10 +124,7 @@ def queue_confirmed_referrals(app: App, as_of: date) -> DispatchReport:
         todo = [(r.id, r.ref, "referral") for r in conn.execute(select(c.id, c.ref).where(
             c.status == "open", c.confirmed_at.is_not(None), c.hold_reason.is_(None), c.referred_at.is_(None))
             .order_by(c.id))]
-        sent_updates = {r.case_id for r in conn.execute(select(t.referral_archive.c.case_id).where(
-            t.referral_archive.c.kind == "update"))}
-        todo += [(r.id, r.ref, "update") for r in conn.execute(select(c.id, c.ref).where(
-            c.status == "closed", c.referred_at.is_not(None)).order_by(c.id)) if r.id not in sent_updates]
+        todo += [(case_id, ref, "update") for case_id, ref in _updates_due(conn)]
     log = app.log(stage="referrals")
     for case_id, ref, kind in todo:
         try:
@@ -132,6 +136,24 @@ def queue_confirmed_referrals(app: App, as_of: date) -> DispatchReport:
     if report.failed:
         raise ReferralStageFailed(str(report))
     return report
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)  # SQLite gives UTC back without a zone
+
+
+def _updates_due(conn: Connection) -> list[tuple[int, str]]:
+    """Closed referred cases whose latest close the LA has not been sent an update for: none sent
+    yet, or the last one sent before a later close (the case was raised again in between). A close
+    whose audit event ``purge`` has removed counts as told: an update is never sent twice for one."""
+    c, ra, ce = t.cases.c, t.referral_archive.c, t.case_events.c
+    last_update = {case_id: _utc(at) for case_id, at in conn.execute(
+        select(ra.case_id, func.max(ra.created_at)).where(ra.kind == "update").group_by(ra.case_id))}
+    last_close = {case_id: _utc(at) for case_id, at in conn.execute(
+        select(ce.case_id, func.max(ce.at)).where(ce.kind == "closed").group_by(ce.case_id))} if last_update else {}
+    return [(r.id, r.ref) for r in conn.execute(select(c.id, c.ref).where(
+        c.status == "closed", c.referred_at.is_not(None)).order_by(c.id))
+        if r.id not in last_update or (r.id in last_close and last_close[r.id] > last_update[r.id])]
 
 
 class ReferralStageFailed(CmeError):

@@ -289,8 +289,6 @@ def test_the_dsl_is_told_to_tell_the_la_of_a_referred_case_raised_again(
     assert "tell the LA" not in office and "closed by reply" not in office
 
 
-@pytest.mark.xfail(strict=True, reason="needs cme_batch/dispatch.py (not this review's to change): an update "
-                                       "is queued once per case ever, see the report")
 def test_the_la_hears_of_a_referred_case_raised_again_after_the_dsl_closed_it(
         tmp_path: Path, store_url: str, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     """After the above, the child comes back: the LA, told the case was closed, is never told it
