@@ -471,14 +471,35 @@ def pupil_records(rows: Mapping[str, Sequence[Row]], people: PeopleIndex, today:
     return out
 
 
+def named_pupils(rows: Mapping[str, Sequence[Row]], students: Iterable[str], today: date) -> list[PupilRecord]:
+    """A pupil named by its Arbor id and current UPN only, for students Arbor served rows of but no
+    Student row: a stored pupil keeps its details, a new one is stored without names."""
+    upns: dict[str, list[Row]] = defaultdict(list)
+    for r in rows.get(UPN, ()):
+        upns[ref_id(r.get("student")) or ""].append(r)
+    return [PupilRecord.named(sid, _text((_current(upns.get(sid, ()), "startDatetime", "endDatetime", today)
+                                           or {}).get("upn")))
+            for sid in sorted(students, key=lambda x: (len(x), x))]
+
+
+def _destination_of(dests: Sequence[Row], entry: date | None, next_entry: date | None) -> Row | None:
+    """The latest destination of an enrolment that ended: one starting on or after its entry date
+    and before the student's next entry (one with no start date fits any). A destination of an
+    earlier leaving is not where the child went this time."""
+    fits = [d for d in dests if (start := parse_date(d.get("startDate"))) is None
+            or ((entry is None or start >= entry) and (next_entry is None or start < next_entry))]
+    return max(reversed(fits), key=lambda d: parse_date(d.get("startDate")) or date.min, default=None)  # later wins
+
+
 def enrolment_records(rows: Mapping[str, Sequence[Row]]) -> list[EnrolmentRecord]:
     """One record per enrolment; the pupil's latest destination goes on the enrolment that ended."""
-    dest: dict[str, Row] = {}
+    dest: dict[str, list[Row]] = defaultdict(list)
     for d in rows.get(DESTINATION, ()):
-        sid = ref_id(d.get("student")) or ""
-        if sid not in dest or (parse_date(d.get("startDate")) or date.min) >= (
-                parse_date(dest[sid].get("startDate")) or date.min):
-            dest[sid] = d
+        dest[ref_id(d.get("student")) or ""].append(d)
+    entries: dict[str, list[date]] = defaultdict(list)  # each student's entry dates, for the next entry
+    for e in rows.get(ENROLMENT, ()):
+        if (day := parse_date(e.get("entryDate"))) is not None:
+            entries[ref_id(e.get("student")) or ""].append(day)
     # the store keeps one admission per pupil and first day (here the entry date): two enrolments
     # of one student with the same entry date (or none) are one record, or one replaces the other
     kept: dict[tuple[str, date | None], tuple[EnrolmentRecord, str]] = {}
@@ -486,7 +507,8 @@ def enrolment_records(rows: Mapping[str, Sequence[Row]]) -> list[EnrolmentRecord
         sid = ref_id(e.get("student")) or ""
         entry, leaving = parse_date(e.get("entryDate")), parse_date(e.get("leavingDate"))
         reason: Row = e.get("unenrolmentReason") or {}
-        went = dest.get(sid) if leaving else None
+        later = [d for d in entries[sid] if entry is not None and d > entry]
+        went = _destination_of(dest[sid], entry, min(later, default=None)) if leaving else None
         destination = _text(((went or {}).get("linkedRecord") or {}).get("displayName"))
         rec = EnrolmentRecord(
             pupil_key=sid, admission_date=entry, entry_date=entry, leaving_date=leaving,

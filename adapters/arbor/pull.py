@@ -111,6 +111,12 @@ class Reader:
             rows[mapping.STUDENT] = self.all(mapping.STUDENT)
             for entity in mapping.STUDENT_SCOPED:
                 rows[entity] = self.all(entity)
+            # a student whose enrolment Arbor served but whose row its list of students did not hold
+            # (a leaver, should the list hold only current students: UNCONFIRMED) is asked for by id
+            listed = {str(s["id"]) for s in rows[mapping.STUDENT]}
+            missing = {i for r in rows[mapping.ENROLMENT] if (i := mapping.ref_id(r.get("student")))} - listed
+            if missing:
+                rows[mapping.STUDENT] += self.by_ids(mapping.STUDENT, "", missing)
         else:
             rows[mapping.STUDENT] = self.by_ids(mapping.STUDENT, "", students)
             for entity in mapping.STUDENT_SCOPED:
@@ -125,8 +131,15 @@ class Reader:
         people = mapping.PeopleIndex(rows, self.today)
         known = set(student_person)
         records: list[Record] = list(mapping.pupil_records(rows, people, self.today))
+        enrolments = mapping.enrolment_records(rows)
+        # A student Arbor served enrolments of but no Student row for, even by id: its leaving (or
+        # admission) is stored all the same, under the Arbor id and its UPN, without names, since
+        # a leaving left out is a child who left unseen, with no "destination unknown" case.
+        nameless = {rec.pupil_key for rec in enrolments} - known
+        records += mapping.named_pupils(rows, nameless, self.today)
+        known |= nameless
         related: list[EnrolmentRecord | ContactRecord | FlagRecord] = [
-            *mapping.enrolment_records(rows), *mapping.contact_records(rows, people, student_person),
+            *enrolments, *mapping.contact_records(rows, people, student_person),
             *mapping.flag_records(rows, self.tag_flags, self.warnings)]
         unlisted: dict[str, set[str]] = defaultdict(set)  # what of students Arbor did not list -> their ids
         for rec in related:
@@ -134,12 +147,21 @@ class Reader:
                 records.append(rec)
             else:  # no pupil to file it under: left out, but never unsaid
                 unlisted[_ROW_OF[type(rec)]].add(rec.pupil_key)
+        if nameless:
+            ids = sorted(nameless, key=lambda x: (len(x), x))
+            self.warnings.append(Warning_(
+                "arbor_student_not_listed", f"Arbor student(s) {', '.join(ids[:10])}"
+                f"{' and others' if len(ids) > 10 else ''} have rows ({mapping.ENROLMENT}) but Arbor did not "
+                "send their Student row, even asked by id: their enrolments (a leaving, an admission), contacts "
+                "and flags are stored under the Arbor id without names or date of birth (a student added during "
+                "the pull is read whole next time; otherwise check the app's access to Student in Arbor)",
+                where="arbor students"))
         if unlisted:
             ids = sorted(set().union(*unlisted.values()), key=lambda x: (len(x), x))
             self.warnings.append(Warning_(
                 "arbor_student_not_listed", f"rows ({', '.join(sorted(unlisted))}) of Arbor student(s) "
                 f"{', '.join(ids[:10])}{' and others' if len(ids) > 10 else ''}, whom Arbor's list of students did "
-                "not hold, were left out: their enrolments, contacts and flags are not stored (a student added "
+                "not hold, were left out: their contacts and flags are not stored (a student added "
                 "during the pull is read next time; otherwise check the app's access to Student in Arbor)",
                 where="arbor students"))
         return records

@@ -295,6 +295,7 @@ class _Reader:
             if named is None:
                 continue
             key, upn = named
+            self.keep_enrolments()  # a simple file has no school history: it says nothing about enrolments
             yield named_pupil(key, upn)
             plan = plans.get(rest)
             if plan is None:
@@ -370,10 +371,21 @@ class _Reader:
             yield from self.contacts(p, key, address)
         if not tags.isdisjoint(FLAG_PARTS):
             yield from self.flags(p, key)
+        entries = 0
         if "SchoolHistory" in tags:
-            yield from self.history(p, key)
+            for rec in self.history(p, key):
+                entries += 1
+                yield rec
+        if not entries:
+            self.keep_enrolments()
         if "Attendance" in tags:
             yield from self.attendance(p, key)
+
+    def keep_enrolments(self) -> None:
+        """A pupil with no school-history entry of this school says nothing about its enrolments
+        here (the MIS left the history out): the file removes none, even if ``full``. Removing them
+        would take a stored leaving, and its open "destination unknown" case, with them."""
+        self.batch.replaces = self.batch.replaces - {"enrolments"}
 
     def contacts(self, p: Element, key: str, pupil_address: Address | None) -> Iterator[ContactRecord]:
         keys: set[str] = set()
