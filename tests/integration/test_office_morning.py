@@ -16,13 +16,13 @@ from sqlalchemy import Engine, select
 
 from cme_batch import detect
 from cme_batch.app import App
-from cme_batch.model import ContactRecord, FlagRecord, MarksRecord, PupilRecord, SourceBatch
+from cme_batch.model import ContactRecord, FlagRecord
 from cme_batch.morning.queue import queue_morning_mail
 from cme_batch.nightly import run_nightly
-from cme_batch.store import ingest
 from cme_batch.store import tables as t
 from tests.conftest import write_config
-from tests.integration.test_morning_steps import mails, section
+from tests.integration.test_morning_steps import lay, mails, pupil, section
+from tests.integration.test_morning_steps import marks as regs
 from tests.replies_support import KEY, KEY_ENV
 
 CALLS, CONTACTS, STEPS = "First-day calls today", "Emergency contacts to try today", \
@@ -55,20 +55,6 @@ token_keys = [{{ id = "k1", secret = {{ env = "{KEY_ENV}" }} }}]
     app._engine = engine
     app.clock_box = clock  # type: ignore[attr-defined]
     return app
-
-
-def pupil(key: str, forename: str, surname: str = "Pupil", reg_group: str = "4C") -> PupilRecord:
-    return PupilRecord(key, legal_forename=forename, legal_surname=surname, dob=date(2016, 5, 1), year_group="4",
-                       reg_group=reg_group)
-
-
-def lay(app: App, *records: object) -> None:
-    ingest.apply_batch(app.engine(), app.school_id, SourceBatch("test", "test", records=list(records)),  # type: ignore[arg-type]
-                       app.clock_box["now"])  # type: ignore[attr-defined]
-
-
-def regs(key: str, days: dict[date, tuple[str, str]]) -> list[MarksRecord]:
-    return [MarksRecord(key, d, pair) for d, pair in days.items()]
 
 
 def morning(app: App, day: date) -> date:
