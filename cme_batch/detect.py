@@ -132,11 +132,13 @@ def _strip_ranges(ranges: list[Range] | None, year: int) -> tuple[tuple[int, int
 _Query = TypeVar("_Query", bound=Select[Any])
 
 
+#: Positions in an admission row (see ``_Evaluator._admissions``); the names work too, slowly.
+_FIRST, _LEAVING, _WITHDRAWN, _ADMITTED = 1, 2, 3, 4
+
+
 def _utc_date(moment: datetime) -> date:
     """UTC's date of a stored moment (SQLite gives it back without a zone: it is UTC)."""
     return (moment.astimezone(UTC) if moment.tzinfo else moment).date()
-#: Positions in an admission row (see ``_Evaluator._admissions``); the names work too, slowly.
-_FIRST, _LEAVING, _WITHDRAWN, _ADMITTED = 1, 2, 3, 4
 
 
 def _of_school(query: _Query, pupil_id: ColumnElement[int], school_id: int, alone: bool) -> _Query:
