@@ -5,14 +5,18 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from sqlalchemy import Engine, select
 
 from cme_batch.store import ingest, migrate, open_store
 from cme_batch.store import tables as t
+
+if TYPE_CHECKING:
+    from cme_batch.app import App
 
 #: Tables that hold pupil data and case state (not run bookkeeping).
 DATA_TABLES = ("pupils", "pupil_keys", "enrolments", "contacts", "flags", "mark_strips", "mark_alphabet",
@@ -49,3 +53,14 @@ def general_loops_only(m: pytest.MonkeyPatch) -> None:
     laying of one-character runs): what they store is then compared with what the general loops store."""
     m.setattr(ingest._Writer, "_write_named", lambda self, records, first: False)
     m.setattr(ingest, "_plain", lambda known, codes: False)
+
+
+def clocked_app(config: str | Path, engine: Engine, now: datetime) -> App:
+    """An App over ``engine`` whose clock the test moves: ``app.clock_box["now"] = ...``."""
+    from cme_batch.app import App
+
+    clock = {"now": now}
+    app = App(str(config), clock=lambda: clock["now"])
+    app._engine = engine
+    app.clock_box = clock  # type: ignore[attr-defined]
+    return app

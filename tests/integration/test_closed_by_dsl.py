@@ -29,6 +29,7 @@ from cme_batch.replies.process import read_replies
 from cme_batch.store import tables as t
 from cme_batch.store.ingest import apply_batch
 from tests.conftest import write_config
+from tests.helpers import clocked_app
 from tests.replies_support import DEPUTY, DSL, KEY, KEY_ENV, reply
 
 TERM = date(2026, 1, 5), date(2026, 3, 27)
@@ -50,10 +51,7 @@ token_keys = [{{ id = "k1", secret = {{ env = "{KEY_ENV}" }} }}]
 [replies.maildir]
 path = "{tmp_path / 'replies'}"
 """)
-    clock = {"now": datetime(2026, 1, 5, 5, 0, tzinfo=UTC)}
-    app = App(str(cfg), clock=lambda: clock["now"])
-    app._engine = engine
-    app.clock_box = clock  # type: ignore[attr-defined]
+    app = clocked_app(cfg, engine, datetime(2026, 1, 5, 5, 0, tzinfo=UTC))
     return app
 
 

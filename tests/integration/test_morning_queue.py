@@ -27,6 +27,7 @@ from cme_batch.replies.process import read_replies
 from cme_batch.store import ingest
 from cme_batch.store import tables as t
 from tests.conftest import write_config
+from tests.helpers import clocked_app
 from tests.replies_support import KEY, KEY_ENV, reply
 
 AS_OF = date(2025, 12, 19)
@@ -47,10 +48,7 @@ token_keys = [{{ id = "k1", secret = {{ env = "{KEY_ENV}" }} }}]
 [replies.maildir]
 path = "{maildir}"
 """)
-    clock = {"now": NOW}
-    app = App(str(cfg), clock=lambda: clock["now"])
-    app._engine = engine
-    app.clock_box = clock  # type: ignore[attr-defined]
+    app = clocked_app(cfg, engine, NOW)
     return app
 
 

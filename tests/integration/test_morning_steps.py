@@ -23,6 +23,7 @@ from cme_batch.morning.queue import queue_morning_mail
 from cme_batch.store import ingest
 from cme_batch.store import tables as t
 from tests.conftest import write_config
+from tests.helpers import clocked_app
 from tests.replies_support import KEY, KEY_ENV
 
 
@@ -36,10 +37,7 @@ def sapp(tmp_path: Path, store_url: str, engine: Engine, monkeypatch: pytest.Mon
 mailbox = "none"
 token_keys = [{{ id = "k1", secret = {{ env = "{KEY_ENV}" }} }}]
 """)
-    clock = {"now": datetime(2025, 9, 2, 5, 30, tzinfo=UTC)}
-    app = App(str(cfg), clock=lambda: clock["now"])
-    app._engine = engine
-    app.clock_box = clock  # type: ignore[attr-defined]
+    app = clocked_app(cfg, engine, datetime(2025, 9, 2, 5, 30, tzinfo=UTC))
     return app
 
 

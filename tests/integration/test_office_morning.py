@@ -21,6 +21,7 @@ from cme_batch.morning.queue import queue_morning_mail
 from cme_batch.nightly import run_nightly
 from cme_batch.store import tables as t
 from tests.conftest import write_config
+from tests.helpers import clocked_app
 from tests.integration.test_morning_steps import lay, mails, pupil, section
 from tests.integration.test_morning_steps import marks as regs
 from tests.replies_support import KEY, KEY_ENV
@@ -50,10 +51,7 @@ end = "2026-05-22"
 mailbox = "none"
 token_keys = [{{ id = "k1", secret = {{ env = "{KEY_ENV}" }} }}]
 """)
-    clock = {"now": datetime(2025, 9, 2, 5, 30, tzinfo=UTC)}
-    app = App(str(cfg), clock=lambda: clock["now"])
-    app._engine = engine
-    app.clock_box = clock  # type: ignore[attr-defined]
+    app = clocked_app(cfg, engine, datetime(2025, 9, 2, 5, 30, tzinfo=UTC))
     return app
 
 
@@ -319,10 +317,7 @@ drop_dir = "drop"
 mailbox = "none"
 token_keys = [{{ id = "k1", secret = {{ env = "{KEY_ENV}" }} }}]
 """)
-    clock = {"now": datetime.combine(TUE, time(5, 30), UTC)}
-    app = App(str(cfg), clock=lambda: clock["now"])
-    app._engine = engine
-    app.clock_box = clock  # type: ignore[attr-defined]
+    app = clocked_app(cfg, engine, datetime.combine(TUE, time(5, 30), UTC))
     lay(app, pupil("1", "Pip"), *regs("1", {date(2025, 11, 7): ("/", "\\"), MON: ("N", "N")}))
     morning(app, TUE)
     subject, text = mails(engine, "office_action")[-1]

@@ -14,6 +14,7 @@ from cme_batch.dispatch import queue_confirmed_referrals
 from cme_batch.purge import purge
 from cme_batch.store import tables as t
 from tests.conftest import write_config
+from tests.helpers import clocked_app
 from tests.referral_support import NOW, Family, seed_case
 
 PASS_ENV = "CME_TEST_LA_PASSPHRASE"
@@ -28,10 +29,7 @@ passphrase_sharing = "agreed by phone with the Access to Education Team"
 @pytest.fixture
 def referral_app(engine: Engine, store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> App:
     monkeypatch.setenv(PASS_ENV, "correct horse battery staple 42")
-    clock = {"now": NOW}
-    app = App(str(write_config(tmp_path, store_url, PASS_CONFIG)), clock=lambda: clock["now"])
-    app._engine = engine
-    app.clock_box = clock  # type: ignore[attr-defined]
+    app = clocked_app(write_config(tmp_path, store_url, PASS_CONFIG), engine, NOW)
     return app
 
 

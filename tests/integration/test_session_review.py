@@ -23,6 +23,7 @@ from cme_batch.replies.process import read_replies
 from cme_batch.store import tables as t
 from cme_batch.store.ingest import apply_batch
 from tests.conftest import write_config
+from tests.helpers import clocked_app
 from tests.replies_support import DEPUTY, DSL, KEY, KEY_ENV, reply
 
 SPRING = date(2026, 1, 5), date(2026, 3, 27)
@@ -42,10 +43,7 @@ def _app(tmp_path: Path, store_url: str, engine: Engine, extra: str, autumn: boo
     if not autumn:  # a school that configured only the terms from its first day on the system
         cfg.write_text(cfg.read_text(encoding="utf-8").replace(AUTUMN_TERMS.strip(), ""), encoding="utf-8")
         assert "2025-09-02" not in cfg.read_text(encoding="utf-8")
-    clock = {"now": datetime(2026, 1, 5, 5, 0, tzinfo=UTC)}
-    app = App(str(cfg), clock=lambda: clock["now"])
-    app._engine = engine
-    app.clock_box = clock  # type: ignore[attr-defined]
+    app = clocked_app(cfg, engine, datetime(2026, 1, 5, 5, 0, tzinfo=UTC))
     return app
 
 

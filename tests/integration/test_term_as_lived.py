@@ -26,6 +26,7 @@ from cme_batch.replies.process import read_replies
 from cme_batch.store import ingest
 from cme_batch.store import tables as t
 from tests.conftest import write_config
+from tests.helpers import clocked_app
 from tests.replies_support import DSL, KEY, KEY_ENV, reply
 
 AS_OF = date(2025, 12, 19)
@@ -45,10 +46,7 @@ token_keys = [{{ id = "k1", secret = {{ env = "{KEY_ENV}" }} }}]
 [replies.maildir]
 path = "{tmp_path / 'replies'}"
 """)
-    clock = {"now": NOW}
-    app = App(str(cfg), clock=lambda: clock["now"])
-    app._engine = engine
-    app.clock_box = clock  # type: ignore[attr-defined]
+    app = clocked_app(cfg, engine, NOW)
     school = generate(2025, 80)
     ingest.apply_batch(engine, app.school_id, SourceBatch("demo", "demo", records=school.records), NOW)
     return app
