@@ -220,11 +220,16 @@ def make_pki(directory: Path, now: datetime = NOW, la_email: str = "missingpupil
     """Test certificates. The envelope lists recipients in DER order, which with one issuer is serial
     order: ``la_first`` gives the LA the lower serial, so its RecipientInfo comes first."""
     la_serial, archive_serial = (0x1000, 0x2000) if la_first else (0x2000, 0x1000)
-    ca = save(directory, "ca", *issue(None, "Test CA", None, now, days=3650))
-    return PKI(ca, save(directory, "la", *issue(ca, "Access to Education Team", la_email, now, serial=la_serial)),
+    # valid ten years from the tests' fixed date: tests that run the real CLI or openssl check them
+    # against today's clock (a year's validity made them fail from 1 December 2026 on)
+    years = 3650
+    ca = save(directory, "ca", *issue(None, "Test CA", None, now, days=years + 10))
+    return PKI(ca, save(directory, "la", *issue(ca, "Access to Education Team", la_email, now, days=years,
+                                                serial=la_serial)),
                save(directory, "archive", *issue(ca, "School archive", "cme-archive@school.example", now,
-                                                 serial=archive_serial)),
-               save(directory, "signer", *issue(ca, "School CME", "cme-batch@school.example", now, serial=0x3000)))
+                                                 days=years, serial=archive_serial)),
+               save(directory, "signer", *issue(ca, "School CME", "cme-batch@school.example", now, days=years,
+                                                serial=0x3000)))
 
 
 def smime_config(pki: PKI, sign: bool = True) -> str:
