@@ -216,13 +216,12 @@ def save(directory: Path, name: str, cert: x509.Certificate, key: rsa.RSAPrivate
 
 
 def make_pki(directory: Path, now: datetime = NOW, la_email: str = "missingpupils@gloucestershire.gov.uk",
-             la_first: bool = True) -> PKI:
+             la_first: bool = True, years: int = 3650) -> PKI:
     """Test certificates. The envelope lists recipients in DER order, which with one issuer is serial
     order: ``la_first`` gives the LA the lower serial, so its RecipientInfo comes first."""
     la_serial, archive_serial = (0x1000, 0x2000) if la_first else (0x2000, 0x1000)
-    # valid ten years from the tests' fixed date: tests that run the real CLI or openssl check them
-    # against today's clock (a year's validity made them fail from 1 December 2026 on)
-    years = 3650
+    # ``years`` (days): ten years from the tests' fixed date by default, since tests that run the real
+    # CLI or openssl check them against today's clock (a year's validity failed them from 1 December 2026)
     ca = save(directory, "ca", *issue(None, "Test CA", None, now, days=years + 10))
     return PKI(ca, save(directory, "la", *issue(ca, "Access to Education Team", la_email, now, days=years,
                                                 serial=la_serial)),
