@@ -488,10 +488,12 @@ class _Evaluator:
 
         pids = sorted(pid for pid, s in results.streaks.items()
                       if s.unexplained.register_gaps and s.unexplained.register_gaps[-1] == day and on_roll_by(pid))
-        # a gap made by an unknown code is a mark the office can see (the unknown-code warning names it)
+        # a gap made by an unknown code is a mark the office can see (the unknown-code warning names it);
+        # a child whose place was not taken up is a case of its own, on the lists already (``_awaited``)
         year, am = mk.academic_year_of(day), mk.position(day, "AM")
         year_strips = self.strips.get(year, {})
-        pids = [pid for pid in pids if mk.NO_MARK in (year_strips.get(pid) or mk.NO_MARK * (am + 2))[am:am + 2]]
+        pids = [pid for pid in pids if mk.NO_MARK in (year_strips.get(pid) or mk.NO_MARK * (am + 2))[am:am + 2]
+                and not self._awaited(pid, results)]
         if not pids:
             return []
         out = [f"no register mark on {day:%a %d %b %Y} for {len(pids)} pupil(s) on roll (class(es): "
@@ -501,8 +503,7 @@ class _Evaluator:
         # criterion: a child taken off roll in the MIS without the leaving reaching cme-batch (or gone
         # from its exports altogether) looks just like this, and no streak counts a day with no mark
         unseen = {pid: results.streaks[pid].unexplained for pid in pids}
-        unseen = {pid: s for pid, s in unseen.items() if s.days == 0 and len(s.register_gaps) >= self.th.referral_due
-                  and not self._awaited(pid, results)}
+        unseen = {pid: s for pid, s in unseen.items() if s.days == 0 and len(s.register_gaps) >= self.th.referral_due}
         if unseen:
             since = min(s.register_gaps[0] for s in unseen.values())
             out.append(f"{len(unseen)} pupil(s) on roll have had no register mark at all for {self.th.referral_due} "
@@ -515,7 +516,8 @@ class _Evaluator:
     def _awaited(self, pid: int, results: Many) -> bool:
         """A child with an agreed first day not seen since it: a place not taken up, on that list
         already (``criteria.place_not_taken_up``: its agreed first day in the repeat window), not a
-        child gone from the MIS's exports (on roll for years: no mark this year is just that)."""
+        child gone from the MIS's exports (on roll for years: no mark this year is just that), nor
+        a register left incomplete: both no-mark warnings leave it out (``_missing_registers``)."""
         row = self.current.get(pid)
         admitted = row[_ADMITTED] if row is not None else None
         seen = results.streaks[pid].last_attended

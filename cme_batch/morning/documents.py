@@ -46,13 +46,23 @@ def _stage_rows(cases: list[CaseFact], as_of: date, office: bool) -> list[Row]:
     A vulnerable child's case is at the DSL's review from day 1 (DOMAIN.md 5): its step beside
     another child's on the same day would tell the office the child is vulnerable. So the office
     does not get the children still at its own steps (they are on its call lists above, by school
-    days alike), nor the reason the DSL gave for a HOLD (a DSL note).
+    days alike), nor the reason the DSL gave for a HOLD (a DSL note). A child at its office step's
+    school days whose step the office was asked for already in this absence (``CaseFact.office_done``:
+    a correction made the absence shorter) is on no call list: the office gets its school days, by
+    the office's step alone, and that nothing is asked again.
     """
     rows = []
     for c in cases:
         if office and c.office_step is not None:
             continue
-        overdue = c.next_due is not None and c.next_due < as_of
+        if office and c.office_done is not None:
+            rows.append(Row([f"{c.pupil}, {c.year_group}", f"{STAGE_LABEL[c.office_done]}, day {c.days_absent}",
+                             "Office: already asked for this absence (a register correction made it shorter): "
+                             "nothing to do again today", "-"]))
+            continue
+        # read the morning after ``as_of``: a step due by that date is missed, as the digest's
+        # "Awaiting your confirmation" says of the same referral (a 10th day that was yesterday)
+        overdue = c.next_due is not None and c.next_due <= as_of
         step = "On hold by the DSL" if office and c.held else c.next_step
         if not office and c.referred and c.raised_again:
             # the referrals stage sent the LA the close (one update per case): nothing tells it the
@@ -63,6 +73,17 @@ def _stage_rows(cases: list[CaseFact], as_of: date, office: bool) -> list[Row]:
                          f"day {c.days_absent}", step, _d(c.next_due) + (" OVERDUE" if overdue else "")],
                         RED if overdue else ""))
     return rows
+
+
+def _no_stage_rows(absences: list[CaseFact], office: bool) -> str:
+    """What "pupils at each step" says when it lists nobody. For the office, the children on its call
+    lists are left out of it: "no pupil" would then deny that an absence listed above has gone on
+    past the office's steps (a catch-up morning lists children at any day of absence)."""
+    if not office:
+        return "No pupil has an unexplained absence streak."
+    if any(c.office_step is not None for c in absences):
+        return "No other pupil has an unexplained absence streak."
+    return "No pupil has an unexplained absence streak beyond the office's steps."
 
 
 def _office_rows(cases: list[CaseFact], step: str) -> list[Row]:
@@ -96,8 +117,7 @@ def _common_sections(f: Facts, office: bool = False) -> list[Section]:
                 ["Pupil", "Step reached", "Next step", "Due"], _stage_rows(absences, f.as_of, office),
                 intro="Pupils on the first-day call and emergency contact lists above are not repeated here."
                       if office else "",
-                empty="No pupil has an unexplained absence streak beyond the office's steps." if office
-                      else "No pupil has an unexplained absence streak."),
+                empty=_no_stage_rows(absences, office)),
         Section("Places not taken up", ["Pupil", "Year", "Agreed first day", "School days", "Referral due"],
                 [Row([c.pupil, c.year_group, _d(c.streak_start), str(c.school_days), _d(c.referral_due)])
                  for c in f.of_kind("place_not_taken_up")], empty="None."),

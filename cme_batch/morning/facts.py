@@ -9,8 +9,9 @@ vulnerability and safeguarding detail.
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -93,6 +94,9 @@ class CaseFact:
     next_step: str = ""
     next_due: date | None = None
     office_step: str | None = None  # the office's step due today (``office_step``), whatever the stage
+    # the office's step of today's school days of absence, not asked again: the office was asked for
+    # it (or a later one) already in this absence, before a correction made the absence shorter
+    office_done: str | None = None
     raised_again: str | None = None  # closed by a person's reply, raised again as the absence went on
     # the child's emergency contacts as recorded, priority order: (who, numbers and addresses); the
     # office's own steps are to call them (read only for the cases the office acts on)
@@ -112,10 +116,7 @@ class CaseFact:
     def days_absent(self) -> int:
         """School days of absence the policy's steps go by: an unexplained streak's days with its
         register gaps from its first day on (``criteria.absence_days``), else ``school_days``."""
-        if self.kind != "unexplained_absence" or self.streak_start is None:
-            return self.school_days
-        first = self.streak_start.isoformat()
-        return self.school_days + sum(1 for g in self.register_gaps if g >= first)
+        return _days_absent(self.kind, self.school_days, self.register_gaps, self.streak_start)
 
     @property
     def awaiting_confirmation(self) -> bool:
@@ -163,7 +164,8 @@ def _sources(conn: Connection, config: Config, now: datetime) -> list[SourceFact
     return out
 
 
-def office_step(kind: str, school_days: int, th: Thresholds, office_told: bool = True) -> str | None:
+def office_step(kind: str, school_days: int, th: Thresholds, office_told: bool = True,
+                done: Sequence[tuple[str, int]] = ()) -> str | None:
     """The office's step due today for a case (policy steps III and IV), from its school days of absence
     (``CaseFact.days_absent``: register gaps count, as they do for the case's stage).
 
@@ -172,29 +174,168 @@ def office_step(kind: str, school_days: int, th: Thresholds, office_told: bool =
     is at ``dsl_review`` from day 1 (DOMAIN.md 5), but that review is in addition to the office's
     steps, not instead of them: so the case's stage cannot say whether the office has a call to make.
 
-    ``office_told`` is false when no morning summary has gone out since the absence began (the
-    server was off on those mornings, or the store is new): a child already past the office's days
-    then still gets its last step, every emergency contact, once, instead of none at all.
+    ``office_told`` is false when the office has not been asked for its last step (every emergency
+    contact) for this absence (``_office_asks``): the server was off on those mornings, the store is
+    new, or a correction moved the absence's first day earlier and its school days jumped past the
+    office's days overnight. A child already past the office's days then still gets that step, once,
+    instead of none at all.
+
+    ``done`` are the office steps already asked for this absence (step, school days of absence
+    then), the ask standing today left out (``_step_given``). A step asked at as many school days
+    or more, or a later step, is not asked again: a correction that moves the absence's first day
+    later (a shorter streak, or a new case for days already counted) would otherwise put the child
+    back on a list the office has worked through.
     """
     if kind not in OFFICE_KINDS:
         return None
     step = stage_for(school_days, th)
     if step in OFFICE_STAGES:
+        rank = OFFICE_STAGES.index(step)
+        if any(OFFICE_STAGES.index(s) > rank or (s == step and n >= school_days) for s, n in done):
+            return None
         return step
-    return "contact_all" if not office_told and school_days > 0 else None
+    return OFFICE_STAGES[-1] if not office_told and school_days > 0 else None
 
 
-def _summary_dates(conn: Connection, as_of: date) -> list[date]:
-    """The evaluation dates of the summaries queued before ``as_of``, oldest first."""
+@dataclass(frozen=True)
+class OfficeAsk:
+    """An office step a summary gave for a case: the summary's evaluation date, the case, the first
+    day of its absence then, the step, and the school days of absence then."""
+
+    case_id: int
+    on: date
+    start: date | None
+    step: str
+    days: int
+
+
+def _step_given(kind: str, case_id: int, start: date | None, days: int, th: Thresholds, asks: Sequence[OfficeAsk],
+                legacy_told: bool = False) -> tuple[str | None, str | None]:
+    """The office's step for a case today (``CaseFact.office_step``), given what the summaries before
+    asked about the child (``asks``, of any of the child's cases); and, when the step of its school
+    days is not asked again, that step (``CaseFact.office_done``).
+
+    The asks that count are the case's own, and those of the child's other cases given on an
+    evaluation date within this absence (a correction that makes the first day present closes the
+    case and opens another for the days after it: the office has worked on those days already).
+    The ask standing today (the same case, first day and school days: a morning with no new school
+    day of absence, a half term) is listed again. ``legacy_told``: the summaries of the absence's
+    first days may have been purged (``_history_from``), so it counts as told as before.
+    """
+    relevant = [a for a in asks if a.case_id == case_id or (start is not None and a.on >= start)]
+    told = legacy_told or any(a.step == OFFICE_STAGES[-1] for a in relevant)
+    done = [(a.step, a.days) for a in relevant if (a.case_id, a.start, a.days) != (case_id, start, days)]
+    step = office_step(kind, days, th, told, done)
+    natural = stage_for(days, th) if kind in OFFICE_KINDS else None
+    return step, natural if step is None and natural in OFFICE_STAGES else None
+
+
+def _summaries(conn: Connection, as_of: date) -> list[tuple[date, datetime]]:
+    """The evaluation dates of the summaries queued before ``as_of``, with when each was queued, oldest first."""
     out = []
-    for key in conn.execute(select(t.outbox.c.idempotency_key).where(
+    for key, created in conn.execute(select(t.outbox.c.idempotency_key, t.outbox.c.created_at).where(
             t.outbox.c.purpose == "summary", t.outbox.c.idempotency_key.like("summary:%"),
-            t.outbox.c.idempotency_key < f"summary:{as_of.isoformat()}")).scalars():
+            t.outbox.c.idempotency_key < f"summary:{as_of.isoformat()}")):
         try:
-            out.append(date.fromisoformat(key.split(":")[1][:10]))
+            day = date.fromisoformat(key.split(":")[1][:10])
         except ValueError:  # not a key this module wrote
             continue
+        out.append((day, aware(created) or datetime.min.replace(tzinfo=UTC)))
     return sorted(out)
+
+
+#: The case events that change what a case's school days of absence are (``criteria.Change``).
+_STATE_EVENTS = ("opened", "stage", "updated", "reopened", "closed")
+
+
+def _days_absent(kind: str, school_days: int | None, register_gaps: Sequence[str], start: date | None) -> int:
+    """``CaseFact.days_absent`` of a case as stored at any time."""
+    if kind != "unexplained_absence" or start is None:
+        return school_days or 0
+    first = start.isoformat()
+    return (school_days or 0) + sum(1 for g in register_gaps if g >= first)
+
+
+def _iso(value: Any) -> date | None:
+    try:
+        return date.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
+def _history_from(config: Config, now: datetime) -> date:
+    """The first date from which every summary queued is surely still stored: older sent ones are
+    purged after ``retention.outbox_days`` (``cme_batch.purge``)."""
+    return (now - timedelta(days=config.retention.outbox_days)).date()
+
+
+def _office_asks(conn: Connection, config: Config, now: datetime, open_cases: list[tuple[int, int]],
+                 summaries: list[tuple[date, datetime]]) -> dict[int, list[OfficeAsk]]:
+    """The office steps each summary gave about each child (``open_cases``: case id, pupil id of the
+    open cases the office acts on), by pupil, oldest first.
+
+    No summary records its lists, so they are worked out again: each office case's school days of
+    absence when the summary was queued, from the case's events (detect writes every change of its
+    first day, school days and register gaps; a summary reads the cases as the last detect run
+    before it left them), and the step ``_step_given`` gave it then. A correction since then does
+    not change what the office was asked.
+    """
+    pids = sorted({pid for _, pid in open_cases})
+    if not pids or not summaries:
+        return {}
+    c, ce = t.cases.c, t.case_events.c
+    cases: dict[int, tuple[int, str]] = {}  # case id -> pupil id, kind
+    for i in range(0, len(pids), 500):
+        cases.update((r.id, (r.pupil_id, r.kind)) for r in conn.execute(select(c.id, c.pupil_id, c.kind).where(
+            c.pupil_id.in_(pids[i:i + 500]), c.kind.in_(OFFICE_KINDS),
+            (c.status == "open") | c.closed_on.is_(None) | (c.closed_on >= summaries[0][0]))))
+    # each case's states, in order: (from when, open, first day, school days, register gaps)
+    timeline: dict[int, list[tuple[datetime, bool, date | None, int | None, list[str]]]] = defaultdict(list)
+    ids = sorted(cases)
+    for i in range(0, len(ids), 500):
+        for case_id, at, kind, detail in conn.execute(select(ce.case_id, ce.at, ce.kind, ce.detail).where(
+                ce.case_id.in_(ids[i:i + 500]), ce.kind.in_(_STATE_EVENTS)).order_by(ce.id)):
+            d = detail or {}
+            states = timeline[case_id]
+            _, is_open, start, days, gaps = states[-1] if states else (at, True, None, None, [])
+            if kind == "opened":
+                is_open, start, days, gaps = True, _iso(d.get("episode_start")), d.get("school_days"), \
+                    list(d.get("register_gaps") or [])
+            elif kind == "closed":
+                is_open = False
+            else:
+                changed = d.get("changed") or {}
+                is_open = is_open or kind == "reopened"
+                if "episode_start" in changed:
+                    start = _iso(changed["episode_start"][1])
+                if "school_days" in changed:
+                    days = changed["school_days"][1]
+                if "register_gaps" in changed:
+                    gaps = list(changed["register_gaps"][1] or [])
+            states.append((aware(at) or now, is_open, start, days if isinstance(days, int) else None, gaps))
+    by_pupil: dict[int, list[int]] = defaultdict(list)
+    for case_id, (pid, _kind) in sorted(cases.items()):
+        by_pupil[pid].append(case_id)
+    times = {case_id: [s[0] for s in timeline.get(case_id, [])] for case_id in cases}
+    floor, th, dates = _history_from(config, now), config.thresholds, [d for d, _ in summaries]
+    asks: dict[int, list[OfficeAsk]] = {}
+    for pid, case_ids in by_pupil.items():
+        made: list[OfficeAsk] = []
+        for n, (on, queued) in enumerate(summaries):
+            for case_id in case_ids:
+                states = timeline.get(case_id, [])
+                i = bisect_right(times[case_id], queued)  # the state the summary read
+                if i == 0 or not states[i - 1][1]:
+                    continue
+                _, _, start, school_days, gaps = states[i - 1]
+                kind = cases[case_id][1]
+                days = _days_absent(kind, school_days, gaps, start)
+                legacy = start is not None and start < floor and _office_told(dates[:n], start)
+                step, _ = _step_given(kind, case_id, start, days, th, made, legacy)
+                if step is not None:
+                    made.append(OfficeAsk(case_id, on, start, step, days))
+        asks[pid] = made
+    return asks
 
 
 def _contacts(conn: Connection, cases: list[tuple[int, int]]) -> dict[int, list[tuple[str, str]]]:
@@ -217,8 +358,9 @@ def _contacts(conn: Connection, cases: list[tuple[int, int]]) -> dict[int, list[
 
 
 def _office_told(summaries: list[date], since: date | None) -> bool:
-    """Whether a summary went out for an evaluation date on or after the absence's first day (the
-    office had the child on its lists then: by its days of absence, or by this catch-up)."""
+    """Whether a summary went out for an evaluation date on or after the absence's first day: what
+    counts as the office told of an absence begun before the summaries still stored (``_history_from``),
+    whose lists cannot be worked out again (``_office_asks``)."""
     return since is None or bisect_left(summaries, since) < len(summaries)
 
 
@@ -325,7 +467,9 @@ def gather(conn: Connection, config: Config, as_of: date, now: datetime, calenda
         p.reg_group).join(t.pupils, p.id == c.pupil_id).where(c.status == "open").order_by(c.ref)).all()
     cases = []
     raised = _raised_again(conn, [r.id for r in rows])
-    summaries = _summary_dates(conn, as_of)
+    summaries = _summaries(conn, as_of)
+    asks = _office_asks(conn, config, now, [(r.id, r.pupil_id) for r in rows if r.kind in OFFICE_KINDS], summaries)
+    floor = _history_from(config, now)
     pupil_ids: list[int] = []
     stuck: list[str] = []  # why confirmed referrals are not queued, worked out once (``_not_queued``)
     for r in rows:
@@ -341,8 +485,10 @@ def gather(conn: Connection, config: Config, as_of: date, now: datetime, calenda
             cf.referral_held = stuck[0]
         cf.raised_again = raised.get(r.id)
         cf.next_step, cf.next_due = _next_step(cf, as_of, calendar, config)
-        cf.office_step = office_step(cf.kind, cf.days_absent, config.thresholds,
-                                     _office_told(summaries, cf.streak_start))
+        legacy = cf.streak_start is not None and cf.streak_start < floor and _office_told(
+            [d for d, _ in summaries], cf.streak_start)
+        cf.office_step, cf.office_done = _step_given(cf.kind, cf.id, cf.streak_start, cf.days_absent,
+                                                     config.thresholds, asks.get(r.pupil_id, []), legacy)
         cases.append(cf)
         pupil_ids.append(r.pupil_id)
     contacts = _contacts(conn, [(cf.id, pid) for cf, pid in zip(cases, pupil_ids, strict=True)

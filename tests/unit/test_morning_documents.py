@@ -85,6 +85,32 @@ def test_a_referral_due_on_the_evaluation_date_is_overdue_when_the_digest_is_rea
     assert doc.banners[0] == ("red", "1 referral(s) past the due date without your confirmation.")
 
 
+def test_the_step_table_says_overdue_of_the_referral_the_confirmation_table_calls_overdue() -> None:
+    """The demo's digest showed one child's referral due on the evaluation date as OVERDUE in red
+    under "Awaiting your confirmation", and as on time (no mark, no red) in "pupils at each step"."""
+    due_yesterday = _case("CME-2025-0005", "unexplained_absence", "referral_due", "Ivy Marsh", 10,
+                          referral_due=AS_OF, next_due=AS_OF)
+    later = _case("CME-2025-0006", "unexplained_absence", "home_visit", "Noah Pike", 5,
+                  next_due=AS_OF + timedelta(days=1))
+    doc = documents.dsl_document(_facts(cases=[due_yesterday, later]))
+    steps = next(s for s in doc.sections if s.title == "Unexplained absence: pupils at each step")
+    late, not_yet = steps.rows
+    assert late.cells[-1].endswith("OVERDUE") and late.tone == "red"
+    assert "OVERDUE" not in not_yet.cells[-1] and not_yet.tone == ""
+
+
+def test_the_office_is_not_told_no_pupil_is_past_its_steps_when_its_lists_hold_one() -> None:
+    """A catch-up morning asks the office to try the contacts of a child absent for weeks; the steps
+    table leaves that child out (listed above), and must not then say no pupil is past the office's steps."""
+    weeks = _case("CME-2025-0009", "unexplained_absence", "referral_due", "Leo Nowak", 29,
+                  office_step="contact_all")
+    text = render_text(documents.office_document(_facts(cases=[weeks])))
+    assert "Leo Nowak" in text and "beyond the office's steps" not in text
+    assert "No other pupil has an unexplained absence streak." in text
+    alone = render_text(documents.office_document(_facts(cases=[])))
+    assert "No pupil has an unexplained absence streak beyond the office's steps." in alone
+
+
 def test_a_leaver_with_no_known_destination_shows_no_school_days_count() -> None:
     """Their absence is not counted (no longer on roll): "0" read as "not absent at all"."""
     left = _case("CME-2025-0007", "destination_unknown", "referral_prepare", "Ada Vale", 0, referral_due=AS_OF)
