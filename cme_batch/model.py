@@ -77,17 +77,23 @@ class PupilRecord:
     #: applicant is known by until the admission number is given). A record whose key is new but
     #: whose former key is stored is that pupil: one child, one enrolment, not a place "not taken up".
     former_keys: tuple[str, ...] = ()
+    #: What the batch replaces (``SourceBatch.replaces``) that this pupil's entry says nothing of,
+    #: so the store keeps the pupil's stored records of it: a kind of record (``"contacts"``) or of
+    #: flag (``"sen_support"``). A day's register exported as a full CTF has no ``Contacts``: it does
+    #: not mean the child has no emergency contact now. Not part of the record's value (equality,
+    #: hash): it says what the entry left out, not anything about the pupil.
+    keeps: frozenset[str] = field(default=frozenset(), compare=False)
 
     @classmethod
-    def named(cls, pupil_key: str, upn: str | None) -> PupilRecord:
-        """``PupilRecord(pupil_key, upn)``: a pupil named with no details (a day's register has
-        one per pupil), made by copying the defaults instead of through ``__init__``, which sets
-        each of the fourteen fields of a frozen dataclass one call at a time (2.3 against 0.4
+    def named(cls, pupil_key: str, upn: str | None, keeps: frozenset[str] = frozenset()) -> PupilRecord:
+        """``PupilRecord(pupil_key, upn, keeps=keeps)``: a pupil named with no details (a day's
+        register has one per pupil), made by copying the defaults instead of through ``__init__``,
+        which sets each field of a frozen dataclass one call at a time (2.3 against 0.4
         microseconds)."""
         rec = object.__new__(cls)
         fields = rec.__dict__
         fields.update(_NAMED_DEFAULTS)
-        fields["pupil_key"], fields["upn"] = pupil_key, upn
+        fields["pupil_key"], fields["upn"], fields["keeps"] = pupil_key, upn, keeps
         return rec
 
 
@@ -172,8 +178,10 @@ Record = PupilRecord | EnrolmentRecord | ContactRecord | FlagRecord | MarksRecor
 def packed(records: Iterable[Record]) -> list[Any]:
     """Records in the form cheapest to hand to another process (``cme_batch.readahead``): a run of
     marks as a (key, start, codes) tuple, a pupil named with its UPN at most as a (key, UPN) tuple,
-    anything else as it is. Pickling and unpickling tuples of strings takes a fraction of the
-    time the dataclasses take (a day's register is two records a pupil); ``unpacked`` rebuilds them."""
+    or a (key, UPN, keeps) tuple when it keeps something (a day's register in a full CTF), anything
+    else as it is. Pickling and unpickling tuples of strings takes a fraction of the time the
+    dataclasses take (a day's register is two records a pupil; its pupils' ``keeps`` are one set,
+    pickled once a list); ``unpacked`` rebuilds them."""
     named = dict(_NAMED_DEFAULTS)
     out: list[Any] = []
     add = out.append
@@ -184,8 +192,13 @@ def packed(records: Iterable[Record]) -> list[Any]:
             add((m.pupil_key, m.start, m.codes))
         elif cls is PupilRecord:
             fields = rec.__dict__
-            named["pupil_key"], named["upn"] = fields["pupil_key"], fields["upn"]
-            add((fields["pupil_key"], fields["upn"]) if fields == named else rec)
+            named["pupil_key"], named["upn"], named["keeps"] = fields["pupil_key"], fields["upn"], fields["keeps"]
+            if fields != named:
+                add(rec)
+            elif fields["keeps"]:
+                add((fields["pupil_key"], fields["upn"], fields["keeps"]))
+            else:
+                add((fields["pupil_key"], fields["upn"]))
         else:
             add(rec)
     return out
@@ -199,12 +212,14 @@ def unpacked(items: Iterable[Any]) -> list[Record]:
     for item in items:
         if item.__class__ is not tuple:
             add(item)
-        elif len(item) == 3:
+        elif len(item) == 2:
+            add(make_named(item[0], item[1]))
+        elif item[2].__class__ is frozenset:  # (codes are a str or a tuple)
+            add(make_named(item[0], item[1], item[2]))
+        else:
             rec = new(MarksRecord)
             rec.__dict__.update(pupil_key=item[0], start=item[1], codes=item[2])
             add(rec)
-        else:
-            add(make_named(item[0], item[1]))
     return out
 
 

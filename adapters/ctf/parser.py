@@ -15,6 +15,12 @@ become warnings.
 school (no ``LEA`` or no ``Estab``) is the sending school's (``SourceSchool``): ours in the
 school's own export, the previous school's in an incoming pupil's file. A file from another
 school never lists this school's enrolments, so it removes none.
+
+A ``full`` file replaces its pupils' contacts and flags, but each pupil's entry only those it
+speaks of (``PupilRecord.keeps``): its contacts when it lists a ``Contact``, ``looked_after`` when
+``LookedAfter/InCare`` has a value, the SEN flags when ``SENhistory`` has an ``SEN`` of a known
+provision. A day's register exported as a full file (UPN and attendance) keeps every contact and
+flag: a lost emergency contact is worse than a stale one.
 """
 
 from __future__ import annotations
@@ -70,6 +76,8 @@ PUPIL_DETAILS = frozenset({"Surname", "Forename", "BasicDetails", "DOB", "Sex", 
                            "Email"})
 FLAG_PARTS = frozenset({"LookedAfter", "SENhistory"})
 SEN_FLAGS = {"E": "ehcp", "S": "ehcp", "K": "sen_support", "A": "sen_support", "P": "sen_support", "N": None}
+#: The flag kinds an ``SENhistory`` speaks of (see ``_Reader.keeps``).
+SEN_KINDS = frozenset(k for k in SEN_FLAGS.values() if k)
 PLACEHOLDER_SCHOOLS = {"MMM", "MMMM", "XXX", "XXXX", ""}
 BS7666 = ("SAON", "PAON", "Street", "Locality", "Town", "AdministrativeArea", "PostTown")
 NOT_A_DATE, NOT_YES_NO = "is not a date YYYY-MM-DD", "is not true or false"
@@ -136,6 +144,8 @@ class _Reader:
         self.info: SchoolInfo | None = None
         self.n = 0
         self.read: dict[tuple[Callable[[str], Any], str], Any] = {}  # (parser, text) -> value, see value()
+        #: ``keeps`` answers: one set for all the pupils that speak of the same parts.
+        self.kept: dict[tuple[bool, bool, bool, frozenset[str]], frozenset[str]] = {}
         #: The file's first ``Header`` as ``read_file`` found it (the fast way reads no header itself).
         self.first_header: Element | None = None
 
@@ -287,7 +297,7 @@ class _Reader:
         number of a warning), and is called for each run unless it noted nothing the first time.
         """
         field, named_pupil, report = fastread.FIELD, PupilRecord.named, self.report
-        plans: dict[str, tuple[bool, str | None, list[list[Any]]]] = {}
+        plans: dict[str, tuple[bool, bool, str | None, list[list[Any]]]] = {}
         for line in lines:
             self.n += 1
             upn_text, _, rest = line.partition(field)
@@ -296,14 +306,15 @@ class _Reader:
                 continue
             key, upn = named
             self.keep_enrolments()  # a simple file has no school history: it says nothing about enrolments
-            yield named_pupil(key, upn)
             plan = plans.get(rest)
             if plan is None:
                 problems = len(report.problems) + report.dropped
                 plan = self._plan(rest.split(field))
                 if len(report.problems) + report.dropped == problems:
                     plans[rest] = plan
-            looked_after, detail, runs = plan
+            in_care, looked_after, detail, runs = plan
+            # no Contacts, no SENhistory: what the file replaces of them is kept
+            yield named_pupil(key, upn, self.keeps(False, in_care, False))
             if looked_after:
                 yield FlagRecord(key, "looked_after", detail=detail)
             for run in runs:  # [start, codes, whether check.strip notes nothing (None: not known yet)]
@@ -316,10 +327,12 @@ class _Reader:
                     self.check.strip(start, codes, self.n)
                 yield MarksRecord(key, start, codes)
 
-    def _plan(self, f: list[str]) -> tuple[bool, str | None, list[list[Any]]]:
-        """What a pupil's fields after the UPN give (``fastread.pupil_lines``): whether looked after,
-        the care authority, and the runs of marks of this school (problems reported as ``pupil``)."""
-        looked_after = bool(self.parsed(f[0].strip() or None, "LookedAfter/InCare", parse_bool, NOT_YES_NO))
+    def _plan(self, f: list[str]) -> tuple[bool, bool, str | None, list[list[Any]]]:
+        """What a pupil's fields after the UPN give (``fastread.pupil_lines``): whether ``InCare`` has
+        a value, whether looked after, the care authority, and the runs of marks of this school
+        (problems reported as ``pupil``)."""
+        in_care = f[0].strip() or None
+        looked_after = bool(self.parsed(in_care, "LookedAfter/InCare", parse_bool, NOT_YES_NO))
         runs: list[list[Any]] = []
         i, ours = 2, False
         while i < len(f):
@@ -332,7 +345,7 @@ class _Reader:
                 if run is not None:
                     runs.append([*run, None])
             i += 4
-        return looked_after, f[1].strip() or None, runs
+        return in_care is not None, looked_after, f[1].strip() or None, runs
 
     def _noted(self) -> tuple[int, int]:
         """How much ``check.strip`` has noted (marks outside the calendar, unknown codes): a run after
@@ -347,9 +360,14 @@ class _Reader:
         # A day's partial CTF often carries a UPN and attendance only: the parts a pupil does
         # not have are not searched for (each search is a call per pupil).
         tags = {c.tag for c in p}
+        listed = grandchildren(p, "Contacts", "Contact") if "Contacts" in tags else []
+        la = p.find("LookedAfter") if "LookedAfter" in tags else None
+        keeps = self.keeps(bool(listed), la is not None and text_of(la.find("InCare")) is not None,
+                           "SENhistory" in tags and any((text_of(sen.find("SENprovision")) or "").upper() in SEN_FLAGS
+                                                        for sen in grandchildren(p, "SENhistory", "SEN")))
         address: Address | None = None
         if tags.isdisjoint(PUPIL_DETAILS):
-            yield PupilRecord.named(key, upn)
+            yield PupilRecord.named(key, upn, keeps)
         else:
             basic = p.find("BasicDetails")
 
@@ -366,9 +384,9 @@ class _Reader:
                 dob=self.date_of(p.find("DOB"), "DOB"), sex=text_of(child(p, "Sex", "Gender")),
                 year_group=year_group(ncy) if ncy else None, address=address, phones=self.phones(p),
                 emails=tuple(v for e in p.findall("Email") if (v := text_of(e))),
-                former_upns=(former,) if former and former != key and len(former) == 13 else ())
-        if "Contacts" in tags:
-            yield from self.contacts(p, key, address)
+                former_upns=(former,) if former and former != key and len(former) == 13 else (), keeps=keeps)
+        if listed:
+            yield from self.contacts(listed, key, address)
         if not tags.isdisjoint(FLAG_PARTS):
             yield from self.flags(p, key)
         entries = 0
@@ -381,15 +399,39 @@ class _Reader:
         if "Attendance" in tags:
             yield from self.attendance(p, key)
 
+    def keeps(self, contacts: bool, in_care: bool, sen: bool) -> frozenset[str]:
+        """``PupilRecord.keeps`` of a pupil whose entry lists a contact (``contacts``), gives
+        ``LookedAfter/InCare`` a value (``in_care``) and has an ``SEN`` of a known provision (``sen``):
+        of what the file replaces, what the entry says nothing of.
+
+        A part the entry leaves out, or gives empty, is not "none": a day's register exported as
+        a full file has no ``Contacts`` (nor does GIAP's CTF, nor one whose MIS left contacts out of
+        the export), and a schema of 2010 made every file full. Removing the pupil's stored
+        contacts would leave the office no one to call when the child is absent, and its stored
+        looked-after flag, no "inform Social Care" alert: a stale contact or flag is the lesser
+        harm. So the entry replaces the contacts it lists, and says a child is no longer looked
+        after (``InCare`` false) or has no SEN (provision ``N``) only in so many words.
+        """
+        replaces = self.batch.replaces
+        key = (contacts, in_care, sen, replaces)
+        known = self.kept.get(key)
+        if known is None:
+            parts = {"contacts"} if not contacts and "contacts" in replaces else set()
+            if "flags" in replaces:
+                parts |= (set() if in_care else {"looked_after"}) | (set() if sen else SEN_KINDS)
+            known = self.kept[key] = frozenset(parts)
+        return known
+
     def keep_enrolments(self) -> None:
         """A pupil with no school-history entry of this school says nothing about its enrolments
         here (the MIS left the history out): the file removes none, even if ``full``. Removing them
         would take a stored leaving, and its open "destination unknown" case, with them."""
         self.batch.replaces = self.batch.replaces - {"enrolments"}
 
-    def contacts(self, p: Element, key: str, pupil_address: Address | None) -> Iterator[ContactRecord]:
+    def contacts(self, listed: list[Element], key: str, pupil_address: Address | None) -> Iterator[ContactRecord]:
+        """The pupil's contacts, from its ``Contacts/Contact`` elements (``listed``)."""
         keys: set[str] = set()
-        for i, c in enumerate(grandchildren(p, "Contacts", "Contact"), 1):
+        for i, c in enumerate(listed, 1):
             order = self.value(c.find("Order"), f"Contact {i} Order", parse_order,
                                f"is not a whole number from 0 to {MAX_ORDER}")
             ckey = f"order:{order}" if order is not None else f"contact:{i}"

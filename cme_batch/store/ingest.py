@@ -176,6 +176,9 @@ class _Kind:
     key_of: Any  # stored values -> the record's identity among the pupil's rows of one source
     values_of: Any  # record, now -> stored values (without pupil_id and source)
     key_columns: tuple[str, ...]
+    #: Stored values (the key columns) -> the part of the kind a pupil record may keep apart from
+    #: the rest (``PupilRecord.keeps``): a flag's kind. None: the kind is kept whole or not at all.
+    part_of: Any = None
 
 
 KINDS: dict[type, _Kind] = {
@@ -186,7 +189,8 @@ KINDS: dict[type, _Kind] = {
         "phones": list(r.phones), "emails": list(r.emails), "address": _address_json(r.address),
         "updated_at": now}, ("contact_key",)),
     FlagRecord: _Kind("flags", t.flags, lambda v: (v["kind"], v["start_date"]), lambda r, now: {
-        "kind": r.kind, "start_date": r.start, "end_date": r.end, "detail": r.detail}, ("kind", "start_date")),
+        "kind": r.kind, "start_date": r.start, "end_date": r.end, "detail": r.detail}, ("kind", "start_date"),
+        lambda v: v["kind"]),
     EnrolmentRecord: _Kind("enrolments", t.enrolments, lambda v: _enrolment_key(v), lambda r, now: {
         "admission_date": r.admission_date, "entry_date": r.entry_date, "leaving_date": r.leaving_date,
         "leaving_reason": r.leaving_reason, "destination": r.destination, "withdrawn": r.withdrawn,
@@ -232,7 +236,8 @@ class _Writer:
 
     Pupils are matched by the source's own key, then by UPN. A replacing batch (``replaces``)
     removes a pupil's rows it no longer has once the whole batch has been seen, so a pupil's
-    records may arrive in any order and any chunk.
+    records may arrive in any order and any chunk; but not those its pupil record ``keeps`` (a
+    day's register in a full CTF says nothing of the pupil's contacts).
     """
 
     def __init__(self, conn: Connection, school_id: int, batch: SourceBatch, now: datetime, run_id: int) -> None:
@@ -259,6 +264,9 @@ class _Writer:
         self.updated: set[int] = set()  # stored pupils whose details this batch changed
         self.stripped: set[int] = set()  # pupils whose strips this batch wrote
         self.seen: dict[str, _Seen] = {k.name: _Seen() for k in KINDS.values()}
+        #: Stored pupils the batch named -> what their pupil records keep (``note_keeps``); only
+        #: pupils that keep something.
+        self.kept: dict[int, frozenset[str]] = {}
         self.chunk_pupils: list[PupilRecord] = []
         self.chunk_records: list[Any] = []
         self.pending: list[Any] = []  # records naming a pupil not seen yet
@@ -339,6 +347,8 @@ class _Writer:
                     if pid > 0 and r.dob is not None:
                         self.by_upn_only[pid] = (n, r.dob, matched)
             if pid is not None:
+                if pid > 0 and (r.keeps or pid in self.kept):
+                    self.note_keeps(pid, r.keeps, pid not in self.claimed)
                 self._claim(pid, r.pupil_key, n, r.former_keys)
             if pid is not None and pid > 0 and _DETAILS(r) == _NO_DETAILS:
                 # a stored pupil named with its UPN at most (a day's register): nothing else to compare
@@ -409,9 +419,11 @@ class _Writer:
                 any(len(u) > longest for u in upns if u is not None):
             return False
         self.pupils_written += len(records)
-        claimed, upn_changed = self.claimed, self.upn_changed
+        claimed, upn_changed, kept = self.claimed, self.upn_changed, self.kept
         changes: dict[int, dict[str, Any]] = {}
         for n, (r, pid, upn) in enumerate(zip(records, pids, upns, strict=True), first):
+            if r.keeps or pid in kept:
+                self.note_keeps(pid, r.keeps, pid not in claimed)
             if claimed.setdefault(pid, r.pupil_key) != r.pupil_key:
                 self._claim(pid, r.pupil_key, n)  # the same check and message as the general loop
             if upn is None:
@@ -429,6 +441,21 @@ class _Writer:
             by_upn[upn] = pid
         self.update_pupils(changes)
         return True
+
+    def note_keeps(self, pid: int, keeps: frozenset[str], first: bool) -> None:
+        """Note what a pupil record naming stored pupil ``pid`` keeps (``PupilRecord.keeps``);
+        ``first``: no pupil record of the batch named the pupil before. A pupil named twice keeps
+        only what neither entry speaks of: the contacts one entry lists are the pupil's contacts,
+        whichever entry comes first."""
+        if first:
+            if keeps:
+                self.kept[pid] = keeps
+            return
+        both = self.kept.get(pid, frozenset()) & keeps
+        if both:
+            self.kept[pid] = both
+        else:
+            self.kept.pop(pid, None)
 
     def _claim(self, pid: int, key: str, n: int, former: tuple[str, ...] = ()) -> None:
         """Note that the ``n``-th pupil record, key ``key``, names pupil ``pid``; refuse a pupil that
@@ -512,18 +539,23 @@ class _Writer:
             self.counts[f"{kind.name}_updated"] += len(updates)
 
     def remove_missing(self) -> None:
-        """For each kind the batch replaces: remove its pupils' rows that the batch no longer has."""
+        """For each kind the batch replaces: remove its pupils' rows that the batch no longer has,
+        but those their pupil records keep (``kept``)."""
+        kept = self.kept
         for kind in KINDS.values():
             if kind.name not in self.batch.replaces:
                 continue
             table, seen = kind.table, self.seen[kind.name]
-            pids = sorted((self.claimed.keys() | seen.pupils()) - self.created)
+            pids = sorted(pid for pid in (self.claimed.keys() | seen.pupils()) - self.created
+                          if kind.name not in kept.get(pid, ()))
             cols = [table.c.id, table.c.pupil_id, *(table.c[c] for c in kind.key_columns)]
             gone: list[int] = []
             for ids in _chunks(pids):
                 for row in self.conn.execute(select(*cols).where(table.c.pupil_id.in_(ids),
                                                                  table.c.source == self.source)).mappings():
-                    if kind.key_of(row) not in seen.keys_of(row["pupil_id"]):
+                    pid = row["pupil_id"]
+                    if kind.key_of(row) not in seen.keys_of(pid) and (
+                            kind.part_of is None or kind.part_of(row) not in kept.get(pid, ())):
                         gone.append(row["id"])
             for ids in _chunks(gone):
                 self.conn.execute(delete(table).where(table.c.id.in_(ids)))
