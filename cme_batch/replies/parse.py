@@ -6,6 +6,14 @@ reply with no plain-text part (HTML only) or with attachments (an attached e-mai
 is refused rather than guessed at; a person looks at it instead. Every refusal is a short fixed
 phrase without any of the message's own text, so it can be counted, logged and shown without
 leaking personal data.
+
+The rest of the reply's own text (down to where the quoted original starts) is looked at only to
+refuse: a second command there ("CONFIRM ..." then "CLOSE ..."), or a command below a greeting,
+keeps the reply for review rather than acting on one line and dropping the other without a word.
+A CLOSE whose reason reads as a condition or a question ("once the LA confirm ...", "... moved?")
+is not a decision to stop watching the child now: it is kept for review too. An automatic reply
+(``Auto-Submitted``, an out-of-office subject) never acts, whatever its text. Plain text sent as
+``format=flowed`` (RFC 3676) is unwrapped first, so a long reason wrapped by the client is kept whole.
 """
 
 from __future__ import annotations
@@ -44,7 +52,25 @@ NEEDS_TEXT = "command needs a reason or text after the case reference"
 CONFIRM_ONLY_REF = "CONFIRM takes only a case reference"
 TOO_LONG = f"command text is longer than {MAX_TEXT} characters"
 TOO_LARGE = f"reply is larger than {MAX_BYTES >> 20} MB: its text was not read"
+AUTOMATIC = "automatic reply (out of office or a mail rule): only a reply a person writes can act"
+MANY_COMMANDS = "reply has more than one command: none was done, send one command per reply"
+NOT_FIRST = "the command is not the reply's first line (above any greeting or quoted text): nothing was done"
+CONDITIONAL_CLOSE = "CLOSE reads as a condition or a question: the case stays open until a plain CLOSE"
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
+# A line of the reply's own text that reads as a command, however written: "Close CME-2025-0007 too",
+# "- HOLD: CME-2025-0007 ...". Only ever used to refuse, never to act.
+_COMMANDISH = re.compile(r"[\W_]*(?:CONFIRM|HOLD|CLOSE|NOTE)\b[\s:;,.-]*(?=[A-Za-z0-9-]*[0-9])"
+                         r"[A-Za-z0-9]+(?:-[A-Za-z0-9]+)+", re.IGNORECASE)
+# Where the quoted original starts in a top-posted reply: '>' quoting, Outlook's "From:/Sent:" block or
+# its rule, "-----Original Message-----", "On ... wrote:", a phone's or a signature's line.
+_QUOTE_START = re.compile(r">|From:\s|Sent:\s|-+\s*Original Message|_{8,}|-- ?$|Sent from my\b|Get Outlook for\b"
+                          r"|Begin forwarded message|-+\s*Forwarded message|On\s.*\bwrote:?$", re.IGNORECASE)
+# A CLOSE reason that puts the close off or asks: the child must stay watched until the DSL decides.
+_CONDITION = re.compile(r"(?:if|once|when|whenever|unless|until|till|pending|provided|providing|assuming|subject to"
+                        r"|after|before)\b|.*\?|.*\bnot yet\b|.*\b(?:do not|don['\u2019]?t) close\b", re.IGNORECASE)
+# Automatic replies (RFC 3834, and the subjects Exchange, Gmail and others give out-of-office answers).
+_AUTO_SUBJECT = re.compile(r"\s*(?:automatic reply|auto[- ]?reply|auto[- ]?response|out of (?:the )?office)\b",
+                           re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -88,6 +114,56 @@ def subject_of(msg: EmailMessage) -> str:
         return ""
 
 
+def is_automatic(msg: EmailMessage) -> bool:
+    """Whether a message says it was written by a machine: an out-of-office answer, a mail rule's reply.
+
+    ``Auto-Submitted`` other than "no" (RFC 3834), ``X-Autoreply``/``X-Autorespond``, ``Precedence:
+    auto_reply``, or a subject an out-of-office answer gets ("Automatic reply: ...").
+    """
+    try:
+        auto = str(msg.get("Auto-Submitted", "") or "").split(";")[0].strip().lower()
+        if auto and auto != "no":
+            return True
+        for name in ("X-Autoreply", "X-Autorespond", "X-Autoresponder"):
+            value = msg.get(name)
+            if value is not None and str(value).strip().lower() not in ("", "no", "false", "0"):
+                return True
+        if str(msg.get("Precedence", "") or "").strip().lower() == "auto_reply":
+            return True
+    except Exception:  # noqa: BLE001 - a header too broken to read says nothing either way
+        pass
+    return bool(_AUTO_SUBJECT.match(subject_of(msg)))
+
+
+def _unflow(text: str, delsp: bool) -> str:
+    """Plain text sent ``format=flowed`` (RFC 3676) with its soft line breaks joined.
+
+    A line ending in a space continues on the next line of the same quote depth; the signature
+    separator "-- " does not; a leading space added to protect a line ("space-stuffing") is removed.
+    """
+    out: list[str] = []
+    cur: tuple[int, str] | None = None  # quote depth and text of a paragraph being joined
+    for raw in text.split("\n"):
+        line = raw.rstrip("\r")
+        depth = len(line) - len(line.lstrip(">"))
+        body = line[depth:]
+        if body.startswith(" "):
+            body = body[1:]
+        soft = body.endswith(" ") and body != "-- "  # this line's own ending, not the paragraph's so far
+        if soft and delsp:
+            body = body[:-1]
+        if cur is not None and cur[0] == depth:
+            body = cur[1] + body
+        elif cur is not None:
+            out.append(">" * cur[0] + (" " if cur[0] else "") + cur[1])
+        cur = (depth, body) if soft else None
+        if not soft:
+            out.append(">" * depth + (" " if depth else "") + body)
+    if cur is not None:
+        out.append(">" * cur[0] + (" " if cur[0] else "") + cur[1])
+    return "\n".join(out)
+
+
 def plain_text(msg: EmailMessage) -> tuple[str | None, str | None]:
     """The reply's plain text, or why it cannot be used: attachments, HTML only, undecodable.
 
@@ -117,16 +193,32 @@ def plain_text(msg: EmailMessage) -> tuple[str | None, str | None]:
         return None, UNREADABLE
     if not isinstance(content, str):
         return None, UNREADABLE
+    if str(plain.get_param("format", "") or "").lower() == "flowed":
+        content = _unflow(content, str(plain.get_param("delsp", "") or "").lower() == "yes")
     return content, None
+
+
+def _clean(line: str) -> str:
+    return line.strip().lstrip("\ufeff\u200b").strip()
 
 
 def first_unquoted_line(text: str) -> str | None:
     """The first line that is neither blank nor quoted with '>'."""
+    return next(iter(own_lines(text)), None)
+
+
+def own_lines(text: str) -> list[str]:
+    """The reply's own words: its unquoted lines from the first one (blank lines left out), up to where
+    the quoted original starts below them (see ``_QUOTE_START``). The first is ``first_unquoted_line``."""
+    out: list[str] = []
     for line in text.splitlines():
-        s = line.strip().lstrip("\ufeff\u200b").strip()
-        if s and not s.startswith(">"):
-            return s
-    return None
+        s = _clean(line)
+        if not s or (not out and s.startswith(">")):
+            continue
+        if out and _QUOTE_START.match(s):
+            break
+        out.append(s)
+    return out
 
 
 def parse_command(line: str) -> tuple[Command | None, str | None]:
@@ -145,14 +237,28 @@ def parse_command(line: str) -> tuple[Command | None, str | None]:
 
 
 def command_of(msg: EmailMessage) -> tuple[Command | None, str | None]:
-    """The command a reply carries, or the reason it carries none we may act on."""
+    """The command a reply carries, or the reason it carries none we may act on.
+
+    Both are given when a command was read but must not be acted on (a second command below it, a
+    CLOSE that reads as a condition): the reviewer is shown the command and its case.
+    """
     text, why = plain_text(msg)
     if text is None:
         return None, why
-    line = first_unquoted_line(text)
-    if line is None:
+    lines = own_lines(text)
+    if not lines:
         return None, EMPTY
-    return parse_command(line)
+    command, why = parse_command(lines[0])
+    if command is None:
+        # below a greeting, or below the quote (bottom-posted): not acted on, but the DSL is told where it went
+        below = any(_COMMANDISH.match(_clean(x)) for x in text.splitlines()[1:] if not _clean(x).startswith(">"))
+        return None, NOT_FIRST if why == NOT_COMMAND and below else why
+    later = [x for x in lines[1:] if _COMMANDISH.match(x)]
+    if any(parse_command(x)[0] != command for x in later):
+        return command, MANY_COMMANDS
+    if command.verb == "CLOSE" and command.text and _CONDITION.match(command.text):
+        return command, CONDITIONAL_CLOSE
+    return command, None
 
 
 def note_detail(text: str, by: str) -> tuple[str, dict[str, str]]:

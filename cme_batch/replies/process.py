@@ -7,7 +7,8 @@ message is done. A reply is accepted only when every check passes; the first che
 is the reason it is kept for review, and a reply kept for review changes no case.
 
 Checks, in order: one From address, which is the DSL's or the deputy's (an office address may
-only NOTE); a plain-text body without attachments whose first unquoted line is a command; a
+only NOTE); not an automatic reply; a plain-text body without attachments whose first unquoted
+line is a command, the only one in the reply's own text (a CLOSE not put as a condition); a
 case with that reference in a state the command fits; where configured, DKIM or DMARC pass
 from our own receiving server; and last, a valid, unexpired, unused token in the subject,
 issued for this case to this sender, which is then used up.
@@ -23,6 +24,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
+from email.message import EmailMessage
 from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, select, update
@@ -112,15 +114,19 @@ def decide(conn: Connection, raw: bytes, policy: Policy, toks: tokens.Tokens, no
         select(t.cases.c.id, t.cases.c.kind, t.cases.c.status, t.cases.c.confirmed_at, t.cases.c.hold_reason,
                t.cases.c.referred_at)
         .where(t.cases.c.ref == command.ref)).first()
-    # what the reply is about is recorded even when it is kept for review: the reviewer needs it
+    # what the reply is about is recorded even when it is kept for review: the reviewer needs it. With no
+    # case named (no command read, or a mistyped reference), the case its subject's token was issued for
+    # is shown, so the DSL can tell which referral still waits for her; it decides nothing.
     ids: dict[str, Any] = {"sender": sender, "message_id": message_id[:300] if message_id else None,
-                           "command": command, "case_id": case.id if case else None}
+                           "command": command, "case_id": case.id if case else _token_case(conn, msg)}
     if sender is None:
         return _review(NO_SENDER, **ids)
     if sender not in policy.dsl and sender not in policy.office:
         return _review(UNKNOWN_SENDER, **ids)
-    if command is None:
-        return _review(why or parse.NOT_COMMAND, **ids)
+    if parse.is_automatic(msg):
+        return _review(parse.AUTOMATIC, **ids)  # an out-of-office answer or a mail rule is nobody's decision
+    if command is None or why is not None:
+        return _review(why or parse.NOT_COMMAND, **ids)  # a command read but not to act on: two, a conditional CLOSE
     if sender not in policy.dsl and command.verb != "NOTE":
         return _review(OFFICE_NOT_NOTE, **ids)
     if case is None:
@@ -146,6 +152,11 @@ def decide(conn: Connection, raw: bytes, policy: Policy, toks: tokens.Tokens, no
     if not verdict.ok:
         return _review(verdict.reason or tokens.MALFORMED, **ids)
     return Decision("accepted", **ids, written_at=parse.written_at(msg, now))
+
+
+def _token_case(conn: Connection, msg: EmailMessage) -> int | None:
+    token, _ = tokens.find_in_subject(parse.subject_of(msg))
+    return tokens.case_of(conn, token) if token else None
 
 
 def apply(conn: Connection, d: Decision, reply_id: int, now: datetime) -> None:

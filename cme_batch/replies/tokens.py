@@ -101,6 +101,16 @@ class Verdict:
     reason: str | None = None
 
 
+def case_of(conn: Connection, token: str) -> int | None:
+    """The case a token was issued for, found by its nonce, signature unchecked: only to show a reply
+    kept for review under its case, never to act on it."""
+    m = TOKEN_RE.fullmatch(token)
+    if not m:
+        return None
+    case_id = conn.execute(select(t.reply_tokens.c.case_id).where(t.reply_tokens.c.nonce == m.group(2))).scalar()
+    return int(case_id) if case_id is not None else None
+
+
 class Tokens:
     """Issues and verifies reply tokens against the ``reply_tokens`` table."""
 
