@@ -178,6 +178,8 @@ def plain_text(msg: EmailMessage) -> tuple[str | None, str | None]:
         if part.is_multipart():
             continue
         ctype = part.get_content_type()
+        if _shown_picture(part):
+            continue  # a signature's logo, drawn by the HTML alternative: not read, not an attachment
         if part.get_content_disposition() == "attachment" or part.get_filename() \
                 or ctype not in ("text/plain", "text/html"):
             return None, ATTACHMENTS
@@ -196,6 +198,16 @@ def plain_text(msg: EmailMessage) -> tuple[str | None, str | None]:
     if str(plain.get_param("format", "") or "").lower() == "flowed":
         content = _unflow(content, str(plain.get_param("delsp", "") or "").lower() == "yes")
     return content, None
+
+
+def _shown_picture(part: EmailMessage) -> bool:
+    """Whether ``part`` is a picture the reply's HTML shows in its text (a ``Content-ID`` it refers
+    to, not offered as an attachment): the logo of a signature, which Outlook, Gmail and Apple Mail
+    send with every reply of a DSL whose signature has one. Refusing it as an attachment would keep
+    every one of their replies for review. It is never opened: the command is read from the plain
+    text alone. An image sent as an attachment, or with no ``Content-ID``, is still refused."""
+    return (part.get_content_maintype() == "image" and part.get_content_disposition() != "attachment"
+            and bool(str(part.get("Content-ID", "")).strip()))
 
 
 def _clean(line: str) -> str:
