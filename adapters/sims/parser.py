@@ -67,8 +67,23 @@ from cme_batch.xmlstream import (
 
 ROOTS = ("SuperStarReport",)
 PATH = ("SuperStarReport", "Record")
-WITHDRAWN = {"withdrawn", "declined", "refused", "cancelled", "rejected"}
-UNKNOWN_DESTINATION = {"unknown", "not known", "n/a", "mmm", "mmmm", "mmm/mmmm"}
+#: Application statuses that say the child holds no place here, matched on the status's words: the
+#: application ended ("Withdrawn"; SIMS writes "Withdrawal"; "Declined", "Offer Refused", "Rejected"...)
+#: or no place was offered ("Not Offered", "Unsuccessful", "Deadline Missed", "Waiting List"). Only
+#: five exact words used to be known, so a "Withdrawal" read as a live offer: once its start had
+#: passed, a "place not taken up" case opened, for the LA, on a child who never had a place here.
+NO_PLACE = re.compile(r"\b(?:withdr[ae]w\w*|declin\w*|refus\w*|cancel\w*|reject\w*|unsuccessful|not offered"
+                      r"|deadline missed|wait(?:ing)? ?-?list\w*)\b")
+#: Statuses of an application with a place (or one kept as such, as the README says): no warning.
+PLACE_STATUSES = frozenset({"applied", "offered", "offer made", "offer accepted", "accepted", "admitted", "reserved",
+                            "allocated", "confirmed", "current", "on roll", "left", "leaver"})
+#: Destinations that say the destination is not known (lower case, single spaces, no full stop),
+#: stored as none. Beyond these, detect reads "TBC", "whereabouts unknown"... as none itself; "N/K",
+#: "CME", "Lost pupil" (the DfE's lost pupils database) or "No forwarding address" used to be stored
+#: as a destination school, and no "destination unknown" case opened.
+UNKNOWN_DESTINATION = frozenset({
+    "unknown", "not known", "n/k", "nk", "n/a", "na", "not applicable", "not stated", "mmm", "mmmm", "mmm/mmmm",
+    "cme", "lost pupil", "lost pupils", "lost pupil database", "lost pupils database", "no forwarding address"})
 SESSIONS = {"AM": 0, "A": 0, "MORNING": 0, "PM": 1, "P": 1, "AFTERNOON": 1}
 MAX_GAP = 14  # sessions: a pupil's marks closer than a week apart stay in one record
 MAX_BUFFERED = 200_000  # sessions held in open runs before they are all handed on (flat memory)
@@ -137,6 +152,11 @@ def _sen_code(text: str) -> str:
     return SEN_NAMES.get(s.lower(), s)
 
 
+def _no_destination(text: str) -> bool:
+    """Whether a Destination says it is not known (``UNKNOWN_DESTINATION``)."""
+    return " ".join(text.lower().split()).rstrip(".") in UNKNOWN_DESTINATION
+
+
 def _shown(v: object) -> str:
     """A value of an enrolment in a message (none of them personal data)."""
     if v is None:
@@ -147,6 +167,56 @@ def _shown(v: object) -> str:
 #: A contact's fields that hold one value (its numbers and e-mail addresses are gathered from every row).
 _CONTACT_SINGLE = ("priority", "title", "surname", "forename", "relationship", "parental_responsibility",
                    "lives_with", "address")
+
+
+#: A pupil's own fields, which the pupils report repeats on each of the pupil's rows (one per
+#: contact): every row is read for them (``_Reader.more``).
+_OWN = ("adno", "person_id", "upn", "legal_surname", "legal_forename", "preferred_surname", "preferred_forename",
+        "middle_names", "dob", "sex", "year_group", "reg_group", "house_name", "house_number", "street", "district",
+        "town", "county", "postcode")
+#: Of those, the fields that tell one child from another: two rows of one pupil that give two are refused.
+_IDENTITY = frozenset({"upn", "dob", "person_id"})
+
+
+@dataclasses.dataclass
+class _Held:
+    """A pupil's own fields as its rows give them so far (the first row's, filled from later rows)."""
+
+    n: int  # the pupil's first row
+    fields: dict[str, str]
+    dob: date | None
+    phones: list[str]
+    emails: list[str]
+
+
+def _given(rec: Mapping[str, str], fld: str) -> tuple[str, ...]:
+    return (rec[fld],) if rec.get(fld) else ()
+
+
+def _same(fld: str, a: str, b: str) -> bool:
+    """Whether two rows' texts of one field say the same (a UPN as ``upn.normalise`` reads it;
+    any other text ignoring case and runs of spaces)."""
+    if fld == "upn":
+        return upn_mod.normalise(a) == upn_mod.normalise(b)
+    return " ".join(a.split()).casefold() == " ".join(b.split()).casefold()
+
+
+def _pupil_record(rec: Mapping[str, str], key: str, upn: str | None, dob: date | None, phones: tuple[str, ...],
+                  emails: tuple[str, ...]) -> PupilRecord:
+    lines = tuple(x for x in (rec.get("house_name"), " ".join(
+        x for x in (rec.get("house_number"), rec.get("street")) if x) or None,
+        rec.get("district"), rec.get("town"), rec.get("county")) if x)
+    address = Address(lines, rec.get("postcode")) if lines or rec.get("postcode") else None
+    sex = rec.get("sex")
+    return PupilRecord(
+        pupil_key=key, upn=upn, legal_surname=rec.get("legal_surname"), legal_forename=rec.get("legal_forename"),
+        preferred_surname=rec.get("preferred_surname"), preferred_forename=rec.get("preferred_forename"),
+        middle_names=rec.get("middle_names"), dob=dob,
+        sex=sex[0].upper() if sex and sex.lower() in ("male", "female", "m", "f") else sex,
+        year_group=year_group(rec["year_group"]) if "year_group" in rec else None,
+        reg_group=rec.get("reg_group"), address=address, phones=phones, emails=emails,
+        # an admitted pupil with the person id it had as an applicant (keyed by it then)
+        former_keys=("id:" + rec["person_id"],) if rec.get("adno") and rec.get("person_id") else ())
 
 
 def _adno_key(adno: str) -> str:
@@ -163,6 +233,9 @@ class _Reader:
         self.check = MarkCheck(options.get("codes"), options.get("calendar"))
         self.seen_elsewhere: dict[tuple[str, str], str] = options.get("seen", {})
         self.pupils: dict[str, str | None] = {}  # key -> UPN
+        #: a report other than marks: each pupil's own fields, from all its rows (see ``more``)
+        self.held: dict[str, _Held] = {}
+        self.flag_records: list[FlagRecord] = []  # handed on after the pupils they name
         self.by_upn: dict[str, tuple[str, int]] = {}  # UPN -> key, record
         self.done: set[tuple[str, ...]] = set()  # contacts already yielded, warnings already given
         #: each pupil's flags (as its first row gave them, raised by any row since) and that row's number
@@ -204,6 +277,8 @@ class _Reader:
             self.report.problem(None, None, f"after record {self.n}: {exc}")
         for key, run in self.runs.items():
             yield self.flush(key, run)
+        yield from self.held_pupils()
+        yield from self.flag_records
         yield from (e for e, _n in self.enrolments.values())
         yield from (c for c, _n in self.contacts.values())
         if self.kind == "pupils" and self.n:
@@ -297,18 +372,21 @@ class _Reader:
         key = self.key(rec, n)
         if key is None:
             return
-        if key not in self.pupils:
-            pupil = self.pupil(rec, key, n)
-            if pupil is None:
-                return
-            yield pupil
+        if self.kind == "marks":
+            if key not in self.pupils:
+                yield self.pupil(rec, key, n)
+            if (done := self.mark(rec, key, n)) is not None:
+                yield done
+            return
+        if key not in self.held:
+            self.hold(rec, key, n)
+        else:
+            self.more(rec, key, n)
         if self.kind == "pupils":
             self.contact(rec, key, n)
-            yield from self.flags(rec, key, n)
-        if self.kind in ("admissions", "leavers"):
+            self.flag_records.extend(self.flags(rec, key, n))
+        else:
             self.enrolment(rec, key, n)
-        if self.kind == "marks" and (done := self.mark(rec, key, n)) is not None:
-            yield done
 
     def key(self, rec: dict[str, str], n: int) -> str | None:
         adno = rec.get("adno")
@@ -319,44 +397,105 @@ class _Reader:
         self.report.problem(n, display("adno"), "is missing: every row needs the pupil's Adno")
         return None
 
-    def date_of(self, rec: dict[str, str], fld: str, n: int) -> date | None:
+    def date_of(self, rec: Mapping[str, str], fld: str, n: int) -> date | None:
         return self.report.convert(n, display(fld), rec.get(fld), parse_date, "is not a date (YYYY-MM-DD or DD/MM/YYYY)")
 
-    def pupil(self, rec: dict[str, str], key: str, n: int) -> PupilRecord | None:
-        upn = upn_mod.normalise(rec.get("upn"))
+    def identify(self, text: str | None, key: str, n: int) -> str | None:
+        """The pupil's UPN from a row's text (None when there is none, or it is too damaged to keep),
+        checked: a bad one is warned about, one another pupil of the file has is a problem."""
+        upn = upn_mod.normalise(text)
         if upn is not None and (why := upn_mod.problem(upn)):
             self.warn("bad_upn", f"UPN: {why}", n, key)
             if len(upn) != 13:
                 upn = None
-        ident = upn or key
         other = self.by_upn.get(upn) if upn else None
         if other is not None and other[0] != key:
             # a UPN is one child's: two Adnos with one are two children (or one child twice) the
             # store would merge, each one's marks laid over the other's
             self.report.problem(n, display("upn"), f"is also on record {other[1]}, another pupil's ({other[0]}): "
                                 "a UPN belongs to one child; correct it in SIMS")
+        if upn and other is None:
+            self.by_upn[upn] = (key, n)
+        return upn
+
+    def seen(self, key: str, upn: str | None, n: int) -> None:
+        """Note the pupil in this file: one already in another file of this kind (of the run) is warned about."""
+        ident = upn or key
         elsewhere = self.seen_elsewhere.get((self.kind, ident))
         if elsewhere and elsewhere != self.file:
             self.warn("duplicate_pupil", f"this pupil is also in {elsewhere}", n, key)
         self.seen_elsewhere[(self.kind, ident)] = self.file
         self.pupils[key] = upn
-        if upn and other is None:
-            self.by_upn[upn] = (key, n)
-        lines = tuple(x for x in (rec.get("house_name"), " ".join(
-            x for x in (rec.get("house_number"), rec.get("street")) if x) or None,
-            rec.get("district"), rec.get("town"), rec.get("county")) if x)
-        address = Address(lines, rec.get("postcode")) if lines or rec.get("postcode") else None
-        sex = rec.get("sex")
-        return PupilRecord(
-            pupil_key=key, upn=upn, legal_surname=rec.get("legal_surname"), legal_forename=rec.get("legal_forename"),
-            preferred_surname=rec.get("preferred_surname"), preferred_forename=rec.get("preferred_forename"),
-            middle_names=rec.get("middle_names"), dob=self.date_of(rec, "dob", n),
-            sex=sex[0].upper() if sex and sex.lower() in ("male", "female", "m", "f") else sex,
-            year_group=year_group(rec["year_group"]) if "year_group" in rec else None,
-            reg_group=rec.get("reg_group"), address=address,
-            phones=tuple(x for x in (rec.get("telephone"),) if x), emails=tuple(x for x in (rec.get("email"),) if x),
-            # an admitted pupil with the person id it had as an applicant (keyed by it then)
-            former_keys=("id:" + rec["person_id"],) if rec.get("adno") and rec.get("person_id") else ())
+
+    def pupil(self, rec: dict[str, str], key: str, n: int) -> PupilRecord:
+        """The pupil of a marks report's row: its first row is read for it (the rest of its rows
+        are read for their marks alone, see ``mark_rows``)."""
+        upn = self.identify(rec.get("upn"), key, n)
+        self.seen(key, upn, n)
+        return _pupil_record(rec, key, upn, self.date_of(rec, "dob", n), _given(rec, "telephone"),
+                             _given(rec, "email"))
+
+    def hold(self, rec: dict[str, str], key: str, n: int) -> None:
+        """The first row of a pupil of the pupils, admissions or leavers report: its own fields are
+        held until the file is read, every later row of the pupil adding to them (``more``)."""
+        upn = self.identify(rec.get("upn"), key, n)
+        self.seen(key, upn, n)
+        self.held[key] = _Held(n, {k: rec[k] for k in _OWN if k in rec}, self.date_of(rec, "dob", n),
+                               list(_given(rec, "telephone")), list(_given(rec, "email")))
+
+    def more(self, rec: dict[str, str], key: str, n: int) -> None:
+        """A later row of a pupil (the pupils report has one per contact): a field its earlier rows
+        left empty is taken from it, each telephone and e-mail address is kept, and it is checked
+        against them. Only the first row used to be read, so a UPN, date of birth or address that
+        CommandReporter left out of it (an empty field) was lost, and a row with another child's
+        UPN, date of birth or person id under the same Adno was merged into this child unseen.
+        Rows that give two of those are refused; rows that give two of any other field keep the
+        first, with a warning."""
+        held = self.held[key]
+        differ: list[str] = []
+        for fld in _OWN:
+            text = rec.get(fld)
+            if text is None or fld == "adno":
+                continue
+            had = held.fields.get(fld)
+            if fld == "dob":
+                dob = self.date_of(rec, fld, n)
+                if dob is None:
+                    continue  # (a date that is no date is a problem already)
+                if had is None:
+                    held.dob = dob
+                elif held.dob is not None and dob != held.dob:
+                    self.contradicts(fld, key, held.n, n)
+                    continue
+            elif had is not None and not _same(fld, had, text):
+                if fld in _IDENTITY:
+                    self.contradicts(fld, key, held.n, n)
+                else:
+                    differ.append(display(fld))
+                continue
+            elif had is None and fld == "upn":
+                self.pupils[key] = self.identify(text, key, n)
+            held.fields.setdefault(fld, text)
+        for fld, kept in (("telephone", held.phones), ("email", held.emails)):
+            kept.extend(x for x in _given(rec, fld) if x not in kept)
+        if differ and ("pupil_rows_disagree", key) not in self.done:
+            self.done.add(("pupil_rows_disagree", key))
+            self.warn("pupil_rows_disagree", f"the pupil's rows disagree on {', '.join(differ)}: this row and record "
+                      f"{held.n}, an earlier row of the same pupil; the earlier row's are kept: correct the report or "
+                      "the pupil's record in SIMS", n, key)
+
+    def contradicts(self, fld: str, key: str, first: int, n: int) -> None:
+        """A problem: this row and an earlier one of the pupil give two values of an identity field
+        (never shown: a UPN or date of birth is personal data)."""
+        by, value = ("Person ID", key[3:]) if key.startswith("id:") else ("Adno", key)
+        self.report.problem(n, display(fld), f"contradicts record {first}, an earlier row of the same pupil ({by} "
+                            f"{value}): a child has one {display(fld)}, so these are two children with one {by} "
+                            "(or a damaged report), and would be stored as one; correct it in SIMS")
+
+    def held_pupils(self) -> Iterator[PupilRecord]:
+        """The pupils of a report other than marks, each as all its rows give it (see ``more``)."""
+        for key, h in self.held.items():
+            yield _pupil_record(h.fields, key, self.pupils[key], h.dob, tuple(h.phones), tuple(h.emails))
 
     def yes_no(self, rec: dict[str, str], fld: str, n: int) -> bool | None:
         return self.report.convert(n, display(fld), rec.get(fld), parse_bool, "is not Yes/No (or True/False)")
@@ -475,18 +614,34 @@ class _Reader:
         The store keeps one admission per pupil and first day (the agreed one, else the admission
         date): two rows of one are compared here, so that neither replaces the other unseen."""
         dest = rec.get("destination")
-        status = rec.get("application_status", "").lower()
+        status = " ".join(rec.get("application_status", "").lower().split())
+        no_place = NO_PLACE.search(status) is not None
+        if status and not no_place and status not in PLACE_STATUSES and ("unknown_status", status) not in self.done:
+            self.done.add(("unknown_status", status))  # (once a status, not once a child)
+            self.warn("unknown_application_status", f"Application Status {rec['application_status']!r} is not one "
+                      "cme-batch knows: read as a place offered, so a child who does not start opens a \"place not "
+                      "taken up\" case; if it means the child has no place, leave such applications out of the admissions "
+                      "report (its filter in SIMS)", n, None)
         e = EnrolmentRecord(
             pupil_key=key, admission_date=self.date_of(rec, "agreed_start", n),
             entry_date=self.date_of(rec, "admission_date", n), leaving_date=self.date_of(rec, "leaving_date", n),
             leaving_reason=rec.get("leaving_reason"),
-            destination=None if dest is None or dest.lower() in UNKNOWN_DESTINATION else dest,
-            withdrawn=status in WITHDRAWN)
+            destination=None if dest is None or _no_destination(dest) else dest,
+            withdrawn=no_place)
         if self.kind == "admissions" and e.admission_date is None and e.entry_date is None and not e.withdrawn \
                 and ("no_admission_dates", key) not in self.done:
             self.done.add(("no_admission_dates", key))  # (once a pupil)
             self.warn("no_admission_dates", "an admission with neither an agreed start date nor an admission "
                       "date: whether the child took up the place cannot be checked; give the dates in SIMS", n, key)
+        if e.leaving_date is not None and e.admission_date is None and e.entry_date is None \
+                and ("leaving_without_admission", key) not in self.done:
+            # the store knows an admission by its first day: a leaving with none is stored apart from
+            # the admission it ends, which (given by the admissions report) keeps the child on roll
+            self.done.add(("leaving_without_admission", key))
+            self.warn("leaving_without_admission", "a leaving with neither an Agreed Start Date nor an Admission "
+                      "Date cannot be matched with the admission it ends: if cme-batch has that admission (from "
+                      "the admissions report) the child looks still on roll and no \"destination unknown\" case "
+                      "opens; add Admission Date to the leavers report", n, key)
         if "leaving_date" not in rec:
             told = [display(k) for k in ("leaving_reason", "destination") if k in rec] if not e.withdrawn else []
             if told or self.kind == "leavers":
