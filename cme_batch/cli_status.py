@@ -90,6 +90,7 @@ def gather(app: App) -> dict[str, Any]:
                            "started_at": r["started_at"].isoformat(), "duration_s": dur, "detail": r["detail"],
                            "in_last_run": r["run_id"] == last_run_id})
         last_run = _last_run(conn, last_run_id) if last_run_id else None
+        detect_warnings = _detect_warnings(conn)
         cases = {f"{k}/{st or '-'}": n for k, st, n in conn.execute(
             select(t.cases.c.kind, t.cases.c.stage, func.count()).where(t.cases.c.status == "open")
             .group_by(t.cases.c.kind, t.cases.c.stage)).all()}
@@ -103,8 +104,25 @@ def gather(app: App) -> dict[str, Any]:
                    for e in mail_outbox.listing(conn, ("queued", "sending")) if e.last_error]
         problems = [{"id": p.id, "kind": p.kind, "text": p.text} for p in all_problems if p.kind != "failed"]
     return {"as_of_now": now.isoformat(), "sources": sources, "last_run": last_run, "stages": stages,
-            "open_cases": cases,
+            "detect_warnings": detect_warnings, "open_cases": cases,
             "outbox": outbox, "outbox_failed": failed, "outbox_waiting": waiting, "outbox_problems": problems}
+
+
+def _detect_warnings(conn: Any) -> dict[str, Any] | None:
+    """The warnings of the latest detect run (its evaluation date and the texts), as the morning
+    emails give them: the technician who runs ``status`` sees what the configuration lacks (a
+    calendar the registers contradict, term dates missing) without reading the office's mail.
+    They name classes and dates, never a pupil."""
+    from sqlalchemy import select
+
+    from cme_batch.store import tables as t
+
+    run = conn.execute(select(t.detect_runs.c.as_of, t.detect_runs.c.warnings)
+                       .order_by(t.detect_runs.c.id.desc()).limit(1)).first()
+    if run is None:
+        return None
+    texts = [str(w.get("message", w)) if isinstance(w, dict) else str(w) for w in run.warnings or []]
+    return {"as_of": run.as_of.isoformat(), "warnings": texts}
 
 
 def _outcome(row: Any, last_run_id: str | None) -> str:
@@ -164,6 +182,11 @@ def status(app: App, fmt: str) -> None:
         click.echo(f"  {s['source']:<20} {flag:<6} last success {s['last_success'] or 'never'}"
                    + (f"  last error: {s['last_error']}" if s["last_error"] else ""))
     click.echo(_last_run_line(data["last_run"]))
+    found = data["detect_warnings"]
+    if found and found["warnings"]:
+        click.echo(f"Warnings of the last detect run (as of {found['as_of']}):")
+        for w in found["warnings"]:
+            click.echo(f"  - {w}")
     click.echo("Stages (the latest run of each):")
     for st in data["stages"] or [{"stage": "(none yet)"}]:
         if "outcome" not in st:

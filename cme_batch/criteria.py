@@ -30,7 +30,8 @@ from datetime import date, timedelta
 from typing import Any
 
 from cme_batch.config import Thresholds
-from cme_batch.schoolcal import SchoolCalendar
+from cme_batch.marks import academic_year_of
+from cme_batch.schoolcal import SchoolCalendar, opens_academic_year
 from cme_batch.streaks import NO_STREAK, PupilStreaks, Streak
 
 STAGES = ("first_day_call", "contact_all", "dsl_review", "home_visit", "referral_prepare", "referral_due")
@@ -331,22 +332,22 @@ def _close(case: CaseState, reason: str, f: PupilFacts, ctx: Context) -> Change:
     return Change("close", case.kind, case.id, values, [Event("closed", case.stage, detail, evidence)])
 
 
-#: The latest September day an academic year's first school day falls on (England: the first week or so).
-SEPTEMBER_START_LATEST = 10
-
-
 def window_floor(window_start: date, calendar: SchoolCalendar) -> date:
     """The earliest date within the repeat window whose first school day is ``window_start``: the
     days with no school just before it count as within (a weekend, an INSET day; when the calendar
     knows no earlier school day and ``window_start`` opens an academic year, as in a school's first
     year on the system, the summer holiday back to 1 August; any other first day the calendar knows,
     only the weekend before it). Before, an agreed first day or a leaving on the INSET day or the 31 August before
-    the first term the calendar knew was never looked at: no case, ever."""
+    the first term the calendar knew was never looked at: no case, ever.
+
+    A ``window_start`` before every school day the calendar knows was projected there
+    (``window_start_for``): the floor is it, or the weekend just before it."""
     days = calendar.days
     i = bisect_left(days, window_start)
     if i > 0:
         return days[i - 1] + timedelta(days=1)
-    if window_start.month == 8 or (window_start.month == 9 and window_start.day <= SEPTEMBER_START_LATEST):
+    projected = bool(days) and window_start < days[0]
+    if not projected and opens_academic_year(window_start):
         return date(window_start.year, 8, 1)  # the academic year's first school day: the summer before it
     # any other first day the calendar knows (a school that configured its terms from January on): the
     # days before it were school days or not, nobody said; only the weekend just before is surely none
@@ -494,6 +495,36 @@ def decide(f: PupilFacts, cases: list[CaseState], ctx: Context) -> list[Change]:
 
 
 def window_start_for(as_of: date, calendar: SchoolCalendar, school_days: int) -> date:
-    """The first school day of the last ``school_days`` school days up to ``as_of`` (the repeat window)."""
-    return calendar.nth_school_day_back(as_of, school_days) or (calendar.days[0] if calendar.days
-                                                                 else as_of - timedelta(days=1))
+    """The first school day of the last ``school_days`` school days up to ``as_of`` (the repeat window).
+
+    When the calendar knows fewer school days up to ``as_of`` (a school's first weeks on the system,
+    with no term dates nor registers of the year before), the ones it lacks are counted back from
+    its first school day over the weekdays it knows nothing of (``SchoolCalendar.projected_back``:
+    no bank holidays, closures or August), and a warning on the calendar says so. Before, the
+    window stopped at the first school day the calendar knew (the summer holiday before it counted
+    as inside): a school that came to cme-batch in September never looked at a child who left in
+    July with no destination, nor at a July place never taken up.
+    """
+    found = calendar.nth_school_day_back(as_of, school_days)
+    if found is not None:
+        return found
+    if not calendar.days:
+        return as_of - timedelta(days=1)
+    first = calendar.days[0]
+    known = calendar.count(first, as_of)
+    before = min(first, as_of + timedelta(days=1))
+    start = calendar.projected_back(before, school_days - known)
+    calendar.warnings.append(window_warning(as_of, known, before, start, school_days))
+    return start
+
+
+def window_warning(as_of: date, known: int, before: date, start: date, school_days: int) -> str:
+    """The warning for a repeat window the calendar is too short for (``window_start_for``)."""
+    year = academic_year_of(start)
+    floor = window_floor(start, SchoolCalendar([before]))
+    return (f"the calendar knows only {known} school day(s) up to {as_of:%a %d %b %Y}, none before "
+            f"{before:%a %d %b %Y}: no term dates nor registers say which days before it were school days. "
+            f"Leavers and agreed first days are looked at back to {floor:%a %d %b %Y}, the "
+            f"{school_days}-school-day window's other {school_days - known} day(s) counted as "
+            f"weekdays (without bank holidays, closures and August); add the {year}/{(year + 1) % 100:02d} terms "
+            "to [[calendar.terms]] (and import that year's registers) for the exact window")
