@@ -55,10 +55,16 @@ EARLY_DSL_FLAGS = SOCIAL_CARE_FLAGS | frozenset({
 #: The reasons detect closes a case with (a case closed for any other reason was closed by a person).
 SYSTEM_CLOSE_REASONS = frozenset({"returned", "explained", "attended", "withdrawn", "destination_known", "left",
                                   "superseded", "no_longer_applies"})
+#: Words that say the destination is not known, in a destination or a leaving reason: "no forwarding
+#: address", "lost pupil" (the DfE's lost pupils database) and "CME" (children missing education) too.
 _UNKNOWN_DESTINATION = re.compile(
-    r"unknown|whereabouts|missing|not\s+(?:known|recorded|given|yet\s+known)|\btbc\b|to\s+be\s+confirmed",
+    r"unknown|whereabouts|missing|not\s+(?:known|recorded|given|yet\s+known)|\btbc\b|to\s+be\s+confirmed"
+    r"|no\s+forwarding|lost\s+pupil|\bcme\b",
     re.IGNORECASE)
-_PLACEHOLDER_DESTINATIONS = {"", "MMM", "MMMM", "XXX", "XXXX", "UNKNOWN", "N/A", "NA", "NONE", "NIL", "TBA"}
+#: Whole destinations that are no destination (upper case, single spaces, no full stop at the end). "Not
+#: applicable" and "not stated" only as the whole destination: as a leaving reason they say nothing of it.
+_PLACEHOLDER_DESTINATIONS = {"", "MMM", "MMMM", "XXX", "XXXX", "UNKNOWN", "N/A", "NA", "NONE", "NIL", "TBA", "N/K", "NK",
+                             "NOT APPLICABLE", "NOT STATED"}
 #: A placeholder written however the MIS joins it: "MMMMMMM", "MMM/MMMM", "XXX XXXX" (the CTF's
 #: unknown LA and establishment numbers), or no letter or digit at all ("-", "?", "...").
 _PLACEHOLDER_SHAPE = re.compile(r"[^A-Za-z0-9]*|[MmXx\W_]*")
@@ -98,7 +104,7 @@ def compulsory_school_age(dob: date | None, on: date) -> bool | None:
 
 def destination_recorded(destination: str | None) -> bool:
     """A destination is recorded: not empty, not a placeholder, and not itself saying it is unknown."""
-    return not (destination is None or destination.strip().upper() in _PLACEHOLDER_DESTINATIONS
+    return not (destination is None or " ".join(destination.split()).upper().rstrip(".") in _PLACEHOLDER_DESTINATIONS
                 or _PLACEHOLDER_SHAPE.fullmatch(destination.strip()) is not None
                 or _UNKNOWN_DESTINATION.search(destination))
 

@@ -84,6 +84,13 @@ def test_a_leap_day_birthday_and_an_unknown_birthday() -> None:
     # real destinations, including ones with an M or X in them
     ("Mix Lane Academy", None, False), ("Max Primary", None, False), ("MMX Academy Trust school", None, False),
     ("Tbilisi International School", None, False), ("X1", None, False),
+    # what schools type for "not known" in any MIS (the SIMS adapter's own list read these, the CTF
+    # and Arbor ones did not): each was a known destination, so the leaver never had a case
+    ("N/K", None, True), ("nk", None, True), ("Not applicable", None, True), ("Not stated.", None, True),
+    ("CME", None, True), ("Lost Pupil", None, True), ("Lost pupils database", None, True),
+    ("No forwarding address", None, True), ("Abroad", "No forwarding address", True),
+    ("Abroad", "Referred to CME", True), ("Elsewhere", "lost pupil", True),
+    ("Acme Primary", None, False), ("Nkosi Academy", None, False), ("Abroad", "Not applicable", False),
 ])
 def test_destination_unknown(destination: str | None, reason: str | None, unknown: bool) -> None:
     assert cr.destination_unknown(destination, reason) is unknown
