@@ -46,7 +46,7 @@ from email.policy import default as default_policy
 from email.utils import format_datetime, parseaddr
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Connection, exists, func, insert, or_, select, update
 
 from cme_batch.errors import BadInputError
 from cme_batch.mail import STATUSES
@@ -321,14 +321,17 @@ class Problem:
 def problems(conn: Connection, *, include_reported: bool = True) -> list[Problem]:
     """Failed, held with an unknown outcome, partly refused and possibly duplicated messages, oldest first.
 
-    With ``include_reported=False`` only those not yet passed to ``mark_reported``.
+    With ``include_reported=False`` only those not yet passed to ``mark_reported``, or passed to it by a
+    digest that then failed (the digest queued in the same moment, ``created_at`` = ``reported_at``):
+    the DSL never read it, so the next digest shows them again. A referral the LA refused, told only
+    in a digest the DSL's mailbox refused, was otherwise never told at all.
     """
     cond = or_(_OB.c.status == "failed",
                (_OB.c.status == "sent") & (_OB.c.maybe_duplicate.is_(True) | _OB.c.last_error.is_not(None)))
     q = select(_OB.c.id, _OB.c.status, _OB.c.purpose, _OB.c.case_id, _OB.c.message_id, _OB.c.last_error,
                _OB.c.maybe_duplicate).where(cond).order_by(_OB.c.id)
     if not include_reported:
-        q = q.where(_OB.c.reported_at.is_(None))
+        q = q.where(or_(_OB.c.reported_at.is_(None), told_in_failed_digest(_OB.c.reported_at)))
     out = []
     for r in conn.execute(q):
         if r.status == "failed":
@@ -339,8 +342,16 @@ def problems(conn: Connection, *, include_reported: bool = True) -> list[Problem
     return out
 
 
+def told_in_failed_digest(told_at: ColumnElement[Any]) -> ColumnElement[bool]:
+    """Whether the digest queued at ``told_at`` (the moment something was marked as told in it:
+    ``mark_reported``, ``replies.mark_shown``) failed to send: the DSL never read it."""
+    digest = _OB.alias("told_in")
+    return exists().where(digest.c.purpose == "digest", digest.c.status == "failed", digest.c.created_at == told_at)
+
+
 def mark_reported(conn: Connection, ids: Iterable[int], now: datetime) -> None:
     """Record that a summary has told people about these problems."""
     wanted = list(ids)
     if wanted:
-        conn.execute(update(_OB).where(_OB.c.id.in_(wanted)).values(reported_at=now))
+        # the moment the digest that reports them is queued with (``enqueue``'s ``created_at``): see ``problems``
+        conn.execute(update(_OB).where(_OB.c.id.in_(wanted)).values(reported_at=now.astimezone(UTC)))

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import Any
 
@@ -33,6 +33,7 @@ from sqlalchemy.exc import IntegrityError
 from cme_batch import log
 from cme_batch.app import App, in_school_time
 from cme_batch.config import Config
+from cme_batch.mail import outbox
 from cme_batch.replies import authres, parse, tokens
 from cme_batch.replies.mailbox import Mailbox, build_mailbox, store_uid
 from cme_batch.store import tables as t
@@ -256,12 +257,14 @@ def subject_for(case_ref: str, token: str, what: str = "your reply is needed") -
 def pending_review(conn: Connection) -> list[dict[str, Any]]:
     """Replies kept for review and not yet shown in a digest, oldest first, for the DSL's digest.
 
-    The digest writer calls ``mark_shown`` with their ids in the transaction that queues the digest.
+    The digest writer calls ``mark_shown`` with their ids in the transaction that queues the digest;
+    those of a digest that then failed to send are shown again (``outbox.told_in_failed_digest``).
     """
     r = t.replies.c
     rows = conn.execute(select(r.id, r.received_at, r.sender, r.message_id, r.reason, r.command, r.raw,
                                t.cases.c.ref).select_from(t.replies.outerjoin(t.cases, t.cases.c.id == r.case_id))
-                        .where(r.outcome == "review", r.shown_at.is_(None)).order_by(r.id)).all()
+                        .where(r.outcome == "review", r.shown_at.is_(None) | outbox.told_in_failed_digest(r.shown_at))
+                        .order_by(r.id)).all()
     out = []
     for row in rows:
         try:
@@ -277,4 +280,4 @@ def pending_review(conn: Connection) -> list[dict[str, Any]]:
 def mark_shown(conn: Connection, reply_ids: list[int], now: datetime) -> None:
     """Record that these review items went out in a digest, so the next digest does not repeat them."""
     if reply_ids:
-        conn.execute(update(t.replies).where(t.replies.c.id.in_(reply_ids)).values(shown_at=now))
+        conn.execute(update(t.replies).where(t.replies.c.id.in_(reply_ids)).values(shown_at=now.astimezone(UTC)))

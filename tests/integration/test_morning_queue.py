@@ -217,3 +217,46 @@ def test_what_happened_while_no_summary_went_out_is_in_the_next_one(
     closed = _section(digest, "Closed since the last summary")
     assert "Cato Gapp" in closed and "returned" in closed, digest
     assert "Closed since the last summary" not in summary  # the DSL's, not the office's
+
+
+def test_problems_a_failed_digest_carried_are_shown_in_the_next_one(school_app: App, engine: Engine,
+                                                                    tmp_path: Path) -> None:
+    """The LA refuses a referral, and a reply of the DSL is kept for review; the digest that tells the
+    DSL is itself refused (her mailbox full). Before, the refused digest had marked both as told: the
+    next morning's digest listed only the digest's own failure, and **the DSL never learnt that the
+    referral had not reached the LA, nor that her reply was not acted on**."""
+    (tmp_path / "replies" / "new" / "1.dsl").write_bytes(  # HTML only, from a phone: kept for review
+        reply("dsl@school.example", "Re: CME-2025-0001: please confirm", None, html="<p>CONFIRM CME-2025-0001</p>"))
+    assert read_replies(school_app) is not None
+    with engine.begin() as conn:
+        referral = outbox.enqueue(
+            conn, idempotency_key="referral:CME-2025-0001", purpose="referral", recipients=["cme@la.example"],
+            subject="CME referral CME-2025-0001", message=b"Subject: CME referral\r\n\r\n(encrypted)\r\n",
+            from_address="cme-batch@school.example", now=NOW)
+
+    def refuse(purpose: int | None) -> MemoryTransport:
+        def on_send(m: Outgoing) -> None:
+            if m.outbox_id == purpose:
+                raise MessageRejected("552 5.2.2 mailbox full" if purpose != referral else "550 5.7.1 refused")
+        return MemoryTransport(on_send=on_send)
+
+    Drainer(engine, school_app.config.mail, refuse(referral), clock=lambda: NOW, run_id="t1").run()
+    queue_morning_mail(school_app, AS_OF)
+    with engine.connect() as conn:
+        digest = conn.execute(select(t.outbox.c.id).where(t.outbox.c.purpose == "digest")).scalar_one()
+    assert f"#{referral} referral" in _section(_texts(engine, "digest")[0], "Email problems")
+    Drainer(engine, school_app.config.mail, refuse(digest), clock=lambda: NOW, run_id="t2").run()
+
+    tomorrow = NOW + timedelta(days=3)
+    school_app.clock_box["now"] = tomorrow  # type: ignore[attr-defined]
+    queue_morning_mail(school_app, date(2025, 12, 22))
+    problems = _section(_texts(engine, "digest")[-1], "Email problems")
+    assert f"#{digest} digest" in problems and "552 5.2.2" in problems
+    assert f"#{referral} referral" in problems and "550 5.7.1" in problems
+    assert "dsl@school.example" in _section(_texts(engine, "digest")[-1], "Replies kept for review (not acted on)")
+    Drainer(engine, school_app.config.mail, MemoryTransport(), clock=lambda: tomorrow, run_id="t3").run()
+    school_app.clock_box["now"] = tomorrow + timedelta(days=1)  # type: ignore[attr-defined]
+    queue_morning_mail(school_app, date(2025, 12, 23))  # shown in a digest that went: not again
+    last = _texts(engine, "digest")[-1]
+    assert f"#{referral} referral" not in _section(last, "Email problems")
+    assert "dsl@school.example" not in _section(last, "Replies kept for review (not acted on)")
