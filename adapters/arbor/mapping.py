@@ -482,6 +482,23 @@ def named_pupils(rows: Mapping[str, Sequence[Row]], students: Iterable[str], tod
             for sid in sorted(students, key=lambda x: (len(x), x))]
 
 
+def check_one_upn_each(pupils: Iterable[Any]) -> None:
+    """Refuse two Arbor students holding one current UPN, naming both students, never the UPN.
+
+    The store refuses them too (a UPN is one child's), but can name only "pupil n of the file":
+    an Arbor pull has no file, so the school could not tell which students to correct."""
+    holder: dict[str, str] = {}
+    for p in pupils:
+        if not isinstance(p, PupilRecord) or not p.upn:
+            continue
+        other = holder.setdefault(p.upn, p.pupil_key)
+        if other != p.pupil_key:
+            a, b = sorted((other, p.pupil_key), key=lambda x: (len(x), x))
+            raise Conflict(f"{STUDENT} {a} and {b}: two students have one UPN (their current {UPN}): two children "
+                           "with one UPN, or one child entered twice; a UPN belongs to one child: correct the UPN, "
+                           "or merge the duplicate student, in Arbor")
+
+
 def _destination_of(dests: Sequence[Row], entry: date | None, next_entry: date | None) -> Row | None:
     """The latest destination of an enrolment that ended: one starting on or after its entry date
     and before the student's next entry (one with no start date fits any). A destination of an

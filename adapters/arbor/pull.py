@@ -137,6 +137,7 @@ class Reader:
         # a leaving left out is a child who left unseen, with no "destination unknown" case.
         nameless = {rec.pupil_key for rec in enrolments} - known
         records += mapping.named_pupils(rows, nameless, self.today)
+        mapping.check_one_upn_each(records)
         known |= nameless
         related: list[EnrolmentRecord | ContactRecord | FlagRecord] = [
             *enrolments, *mapping.contact_records(rows, people, student_person),
@@ -181,19 +182,27 @@ class Reader:
         return attendance.marks_records(rows, *self._mark_lookups(), self.warnings)
 
     # -- the changelog ------------------------------------------------------------------------------
-    def changes_since(self, revision: int) -> Changes:
-        """Read every followed changelog, then trace each change back to the pupils it concerns."""
+    def changes_since(self, revision: int, settle: bool = False) -> Changes:
+        """Read every followed changelog, then trace each change back to the pupils it concerns.
+
+        ``settle`` (Arbor gave no head revision): the changelogs are read one resource after
+        another, so the newest revision of a later one may be newer than a change made to an
+        earlier one after it was read; a cursor set there would skip that change for ever. So every
+        changelog is read a second time, and ``last_revision`` is the newest revision of the first
+        reading: each second reading began after it, so it holds every change up to it.
+        """
         ch = Changes(last_revision=revision)
-        changed: dict[str, set[str]] = {}
-        for entity in mapping.REST_RESOURCES:
-            ids: set[str] = set()
-            for c in self.client.changelog(entity, revision):
-                ch.last_revision = max(ch.last_revision, c.revision)
-                if c.change_type not in ("create", "update"):
-                    ch.fallback_reason = (f"the {mapping.REST_RESOURCES[entity]} changelog has a "
-                                          f"{c.change_type or 'blank'} change, which cannot be traced to a pupil")
-                ids.add(c.entity_id)
-            changed[entity] = ids
+        changed: dict[str, set[str]] = {e: set() for e in mapping.REST_RESOURCES}
+        for reading in range(2 if settle else 1):
+            for entity in mapping.REST_RESOURCES:
+                for c in self.client.changelog(entity, revision):
+                    if reading == 0:
+                        ch.last_revision = max(ch.last_revision, c.revision)
+                    if c.change_type not in ("create", "update"):
+                        ch.fallback_reason = (f"the {mapping.REST_RESOURCES[entity]} changelog has a "
+                                              f"{c.change_type or 'blank'} change, which cannot be traced to a pupil")
+                    changed[entity].add(c.entity_id)
+        for entity, ids in changed.items():
             ch.counts[mapping.REST_RESOURCES[entity]] = len(ids)
         if ch.fallback_reason:
             return ch

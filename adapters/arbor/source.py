@@ -146,7 +146,8 @@ class ArborSource:
         since = self._stored_revision(ctx, logger)
         records: list[Record]
         complete: dict[str, tuple[date, date]] = {}  # a changes-only pull never says its marks are whole
-        changes = reader.changes_since(since) if since is not None else None
+        # with no head revision, the changelogs are read twice so the cursor skips no change made meanwhile
+        changes = reader.changes_since(since, settle=head is None) if since is not None else None
         if changes is not None and changes.fallback_reason:
             logger.warning("arbor changelog cannot be followed, doing a full pull instead",
                            reason=changes.fallback_reason, from_revision=since)
