@@ -139,12 +139,25 @@ class App:
         a calendar that says otherwise, yesterday. "Today" is the school's date in England, not
         the server's: on a server kept in UTC, a run at 00:30 BST is still the evening before in
         UTC, and would otherwise skip the day that has just ended.
+
+        School days are the configuration's and, as ``detect`` counts them, the weekdays it makes
+        none on which the registers show the school open (a moved INSET day: the morning after it
+        evaluates it, or its absences wait a day and a one-day absence gets no first-day call).
+        The registers are read only when such a weekday lies after the configuration's last school
+        day (``detect.registers_open_days``). A day the registers show closed does not move the date
+        back: evaluating it changes nothing, and an earlier date than the last run's is refused.
         """
         from cme_batch.schoolcal import build
 
         yesterday = in_school_time(self.now()).date() - timedelta(days=1)
         days = build(self.config.calendar, yesterday - timedelta(days=60), yesterday).days
-        return days[-1] if days else yesterday
+        found = days[-1] if days else yesterday
+        if found < yesterday:
+            from cme_batch.detect import registers_open_days
+
+            opened = registers_open_days(self, found + timedelta(days=1), yesterday)
+            found = opened[-1] if opened else found
+        return found
 
     @property
     def state_dir(self) -> Path:

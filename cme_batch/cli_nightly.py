@@ -28,7 +28,7 @@ def nightly(app: App, as_of: Any, only: tuple[str, ...]) -> None:
     day = as_of_date(app, as_of)
     remember_valid_config(app)  # for notify-failure, should a later edit break the file
     try:
-        report = run_nightly(app, day, only)
+        report = run_nightly(app, day, only, defaulted=as_of is None)
     except LockHeld as exc:
         app.log(stage="nightly").warning("another run holds the lock; nothing done", reason=str(exc))
         click.echo(f"{exc}; nothing done")

@@ -152,7 +152,7 @@ class PupilFacts:
     flags: frozenset[str] = frozenset()  # active on the evaluation date
     admission_date: date | None = None  # the current admission's agreed first day
     admission_withdrawn: bool = False
-    leaving_date: date | None = None  # of the latest admission, when on or before the evaluation date
+    leaving_date: date | None = None  # of the latest admission, when passed (``Context.leavings_to``)
     leaving_reason: str | None = None
     destination: str | None = None
     repeat_episodes: tuple[Streak, ...] = ()  # unexplained episodes in the repeat window
@@ -168,6 +168,15 @@ class Context:
     # may hold no registers from before it, nor know whether the child came), but an open case
     # of one is followed to its end
     window_start: date
+    # leavings dated up to this date have passed (None: the evaluation date); see ``leavings_to``
+    left_by: date | None = None
+
+    @property
+    def leavings_to(self) -> date:
+        """The last leaving date that counts as passed: the evaluation date, or later when no school
+        day lies after it up to the leaving date and the leaving date has come (``detect.leavings_to``):
+        a leaving dated in a holiday is seen in the holiday, not on the first day of the next term."""
+        return self.left_by if self.left_by is not None and self.left_by > self.as_of else self.as_of
 
 
 @dataclass(frozen=True)
@@ -364,15 +373,17 @@ def window_floor(window_start: date, calendar: SchoolCalendar) -> date:
     return floor
 
 
-def _in_window(d: date | None, ctx: Context) -> bool:
-    return d is not None and d <= ctx.as_of and (d >= ctx.window_start or d >= window_floor(ctx.window_start,
-                                                                                               ctx.calendar))
+def _in_window(d: date | None, ctx: Context, upto: date | None = None) -> bool:
+    return d is not None and d <= (upto or ctx.as_of) and (
+        d >= ctx.window_start or d >= window_floor(ctx.window_start, ctx.calendar))
 
 
-def _judged(d: date | None, ctx: Context, case: CaseState | None) -> bool:
+def _judged(d: date | None, ctx: Context, case: CaseState | None, upto: date | None = None) -> bool:
     """Whether an admission or leaving on ``d`` is looked at: within the repeat window, or the episode
-    of a case already open (however long ago it began: a case never closes just by growing old)."""
-    return _in_window(d, ctx) or (case is not None and d is not None and case.episode_start == d <= ctx.as_of)
+    of a case already open (however long ago it began: a case never closes just by growing old).
+    ``upto``: the last date that has passed (the evaluation date; for a leaving, ``Context.leavings_to``)."""
+    upto = upto or ctx.as_of
+    return _in_window(d, ctx, upto) or (case is not None and d is not None and case.episode_start == d <= upto)
 
 
 def place_not_taken_up(f: PupilFacts, ctx: Context, case: CaseState | None = None) -> bool:
@@ -399,8 +410,9 @@ def destination_still_unknown(f: PupilFacts, ctx: Context, case: CaseState | Non
     or a leaving reason that says it is unknown); once a case of this leaving exists, it also
     ends when a destination is recorded that was not there when the case opened, even if the
     leaving reason, which schools seldom edit, still says unknown."""
-    left = f.leaving_date is not None and f.leaving_date <= ctx.as_of
-    if not (left and _judged(f.leaving_date, ctx, case if case is not None and case.status == OPEN else None)):
+    left = f.leaving_date is not None and f.leaving_date <= ctx.leavings_to
+    if not (left and _judged(f.leaving_date, ctx, case if case is not None and case.status == OPEN else None,
+                             ctx.leavings_to)):
         return False
     if not destination_unknown(f.destination, f.leaving_reason):
         return False
@@ -469,13 +481,16 @@ def decide(f: PupilFacts, cases: list[CaseState], ctx: Context) -> list[Change]:
         out += _ensure(f, cases, UNEXPLAINED_ABSENCE, target, ctx, streak.start, {}, frozenset(streak.counted))
 
     # destination unknown
-    left = f.leaving_date is not None and f.leaving_date <= as_of
+    left = f.leaving_date is not None and f.leaving_date <= ctx.leavings_to
     du = destination_still_unknown(f, ctx, _du_case(cases, f.leaving_date))
     if du:
+        assert f.leaving_date is not None
         prior = opened.get(DESTINATION_UNKNOWN)
+        # due at once: on the evaluation date, or on the leaving date when that is later (a leaving
+        # dated in a holiday, seen before the next school day): never before the child left
         target = {"stage": "referral_prepare", "episode_start": f.leaving_date, "school_days": None,
                   "last_attended": last_seen, "referral_due": prior.referral_due if prior and prior.referral_due
-                  else as_of, "register_gaps": [], "compulsory_school_age": csa}
+                  else max(as_of, f.leaving_date), "register_gaps": [], "compulsory_school_age": csa}
         out += _ensure(f, cases, DESTINATION_UNKNOWN, target, ctx, None,
                        {"leaving_date": _json(f.leaving_date), "leaving_reason": f.leaving_reason,
                         "destination": f.destination})

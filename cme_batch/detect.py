@@ -28,7 +28,10 @@ What is stored (read by others):
   (streak start, agreed first day, leaving date, or newest repeat episode), ``school_days``,
   ``last_attended``, ``referral_due`` (the streak's 10th school day, register gaps counted as days
   of it; the opening date for the
-  other kinds), ``register_gaps`` (ISO dates), ``alerts`` (list of ``{"kind":
+  other kinds, or for ``destination_unknown`` the leaving date when that is later: a leaving dated in a
+  holiday, after the evaluation date, counts as passed once its date has come and no school day lies
+  before it, ``leavings_to``; the case's ``opened_on`` and events' ``as_of`` stay the evaluation date),
+  ``register_gaps`` (ISO dates), ``alerts`` (list of ``{"kind":
   "immediate_social_care", "raised_on", "flags", "action"}``), ``compulsory_school_age``,
   ``closed_on``/``closed_reason`` (``returned``, ``explained``, ``attended``, ``withdrawn``,
   ``destination_known``, ``left``, ``superseded``, ``no_longer_applies``; any other reason is a
@@ -62,7 +65,7 @@ from sqlalchemy import ColumnElement, Connection, Select, bindparam, func, inser
 
 from cme_batch import codes, criteria, schoolcal
 from cme_batch import marks as mk
-from cme_batch.app import App
+from cme_batch.app import App, in_school_time
 from cme_batch.config import Config
 from cme_batch.errors import BadInputError
 from cme_batch.model import SESSIONS
@@ -212,6 +215,8 @@ class Evaluation:
     #: pupils whose recorded leaving date has passed but whom the registers still mark (see
     #: ``_Evaluator._still_registered``): on roll, their leaving not counted
     still_registered: frozenset[int] = frozenset()
+    #: leavings dated up to this date have passed (``leavings_to``): the evaluation date, or later in a holiday
+    left_by: date | None = None
     _days: dict[date, tuple[str, int, int]] = field(default_factory=dict, repr=False)  # see _day
 
     def load_people(self, pupil_ids: Iterable[int]) -> None:
@@ -234,7 +239,7 @@ class Evaluation:
         upn, dob = self.people[pupil_id]
         cur = self.enrolments.get(pupil_id)
         left: date | None = None
-        if cur is not None and cur.leaving_date is not None and cur.leaving_date <= self.as_of \
+        if cur is not None and cur.leaving_date is not None and cur.leaving_date <= self.leavings_to \
                 and pupil_id not in self.still_registered:
             left = cur.leaving_date
         return criteria.PupilFacts(
@@ -246,18 +251,23 @@ class Evaluation:
             destination=cur.destination if cur is not None and left else None,
             repeat_episodes=self.results.repeats.get(pupil_id, ()))
 
+    @property
+    def leavings_to(self) -> date:
+        """The last leaving date that counts as passed (``leavings_to``; the evaluation date at least)."""
+        return max(self.as_of, self.left_by or self.as_of)
+
     def with_news(self) -> set[int]:
         """Pupils a criterion might apply to (with the pupils who have cases, all that detect looks at).
 
         An unexplained streak, unexplained episodes in the repeat window, or a current admission
         starting or ending in it.
         """
-        lo, hi = criteria.window_floor(self.window_start, self.calendar), self.as_of
+        lo, hi, left = criteria.window_floor(self.window_start, self.calendar), self.as_of, self.leavings_to
         out = {pid for pid, s in self.results.streaks.items() if s.unexplained.days}
         out.update(self.results.repeats)
         out.update(pid for pid, e in self.enrolments.items()
                    if (e[_ADMITTED] is not None and lo <= e[_ADMITTED] <= hi)
-                   or (e[_LEAVING] is not None and lo <= e[_LEAVING] <= hi))
+                   or (e[_LEAVING] is not None and lo <= e[_LEAVING] <= left))
         return out
 
     def marks(self, pupil_id: int, start: date | None, end: date) -> list[dict[str, str]]:
@@ -286,8 +296,9 @@ class _Evaluator:
     """The bulk evaluation: one query per table, then a few C-level string operations per pupil."""
 
     def __init__(self, conn: Connection, config: Config, school_id: int, as_of: date,
-                 read_people: PeopleReader) -> None:
+                 read_people: PeopleReader, today: date | None = None) -> None:
         self.conn, self.config, self.school_id, self.as_of = conn, config, school_id, as_of
+        self.today = today
         self.read_people = read_people
         self.th = config.thresholds
         p, f = t.pupils, t.flags
@@ -468,7 +479,8 @@ class _Evaluator:
                     *self._registered_warning(registered)]
         return Evaluation(self.as_of, self.calendar, warnings, self.window_start, self.base, self.alphabet,
                           self.strips, self.on_roll, results, self.current, self.flags, self.read_people,
-                          still_registered=frozenset(registered))
+                          still_registered=frozenset(registered),
+                          left_by=leavings_to(self.calendar, self.as_of, self.today))
 
     def _missing_registers(self, results: Many) -> list[str]:
         """A warning when pupils on roll have no mark at all on the last school day up to the evaluation date.
@@ -552,13 +564,84 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def evaluate_conn(conn: Connection, config: Config, school_id: int, as_of: date) -> Evaluation:
-    """Every pupil's streaks and facts as of ``as_of`` (read only).
+def leavings_to(calendar: schoolcal.SchoolCalendar, as_of: date, today: date | None) -> date:
+    """The last leaving date that counts as passed when evaluating as of ``as_of`` on ``today``.
+
+    A leaving on or before the evaluation date has passed (DOMAIN.md 5). So has one dated later
+    when no school day lies after the evaluation date up to the leaving date, and the leaving date
+    has come (``today``: the run's date in England; None: the evaluation date alone counts): over a
+    holiday the evaluation date stays on the last school day before it, and a leaving dated in the
+    holiday would otherwise wait for the next term, while the LA's CME team works through it. A
+    leaving dated on a school day after the evaluation date (``--as-of`` an old date, or a leaving
+    recorded in advance) still waits for that day's registers, and one dated ahead in a holiday
+    for its date.
+    """
+    if today is None or today <= as_of:
+        return as_of
+    following = calendar.nth_school_day_after(as_of, 1)
+    last = today if following is None else min(today, following - timedelta(days=1))
+    return max(as_of, last)
+
+
+def registers_open_days(app: App, first: date, last: date) -> list[date]:
+    """The weekdays from ``first`` to ``last`` the configuration makes no school day but the registers
+    show the school open, as ``detect`` counts them (``schoolcal.register_facts``: ``beyond``).
+
+    For the nightly run's default evaluation date and its catch-up of missed nights, which go by the
+    same school days as ``detect``. Cheap: the store is read only when such weekdays lie in the range
+    (holiday, INSET-day and bank-holiday mornings; none on an ordinary school morning), and then
+    only their sessions of each pupil's strip (``substr`` in the query), with the admissions that
+    say who was on roll, as ``_Evaluator`` reads them. A year without term dates is left out: there
+    the configuration counts every weekday, and the registers decide in ``detect``.
+    """
+    if first > last:
+        return []
+    cal = app.config.calendar
+    configured = set(schoolcal.build(cal, first, last).days)
+    wanted: dict[int, list[date]] = defaultdict(list)
+    day = first
+    while day <= last:
+        year = mk.academic_year_of(day)
+        if day.weekday() < 5 and day not in configured and schoolcal.has_terms(cal, year):
+            wanted[year].append(day)
+        day += timedelta(days=1)
+    if not wanted:
+        return []
+    out: list[date] = []
+    with app.engine().connect() as conn:
+        school_id = app.school_id
+        alone = conn.execute(select(t.schools.c.id)).scalars().all() == [school_id]
+        e = t.enrolments
+        ranges = _enrolments(conn.execute(_of_school(select(
+            e.c.pupil_id, e.c.id, e.c.updated_at, e.c.withdrawn, e.c.leaving_date,
+            func.coalesce(e.c.entry_date, e.c.admission_date).label("first")), e.c.pupil_id, school_id, alone)).all(),
+            last)
+        s = t.mark_strips
+        for year, days in sorted(wanted.items()):
+            lo, hi = mk.position(days[0], "AM"), mk.position(days[-1], "PM") + 1
+            rows = conn.execute(_of_school(select(s.c.pupil_id, func.substr(s.c.marks, lo + 1, hi - lo)).where(
+                s.c.academic_year == year), s.c.pupil_id, school_id, alone))
+            opened = schoolcal.opened_sessions(
+                year, ((part, _strip_ranges(ranges[pid].ranges if pid in ranges else None, year)) for pid, part in rows),
+                schoolcal.candidate_sessions(cal, year) or (), lo, hi)
+            out += [d for d in days if mk.position(d, "AM") in opened or mk.position(d, "PM") in opened]
+    return out
+
+
+def school_today(app: App) -> date:
+    """The date of the app's clock in England: the day a run is made."""
+    return in_school_time(app.now()).date()
+
+
+def evaluate_conn(conn: Connection, config: Config, school_id: int, as_of: date,
+                  today: date | None = None) -> Evaluation:
+    """Every pupil's streaks and facts as of ``as_of`` (read only); ``today``: the run's date in England,
+    for a leaving dated after the evaluation date with no school day before it (``leavings_to``).
 
     ``facts`` may read pupils' UPN and date of birth through ``conn``: use the evaluation while it is open.
     """
     with _collector_paused():
-        return _Evaluator(conn, config, school_id, as_of, partial(_people, conn, school_id)).run()
+        return _Evaluator(conn, config, school_id, as_of, partial(_people, conn, school_id), today).run()
 
 
 def evaluate(app: App, as_of: date) -> Evaluation:
@@ -567,7 +650,7 @@ def evaluate(app: App, as_of: date) -> Evaluation:
             return _people(conn, app.school_id, pupil_ids)
 
     with app.engine().connect() as conn, _collector_paused():
-        return _Evaluator(conn, app.config, app.school_id, as_of, read_people).run()
+        return _Evaluator(conn, app.config, app.school_id, as_of, read_people, school_today(app)).run()
 
 
 # -- the write side ---------------------------------------------------------------------------
@@ -678,8 +761,8 @@ def run_detect(app: App, as_of: date) -> DetectReport:
 
 def _detect(conn: Connection, app: App, as_of: date, now: datetime) -> DetectReport:
     """Evaluate, decide and write the cases, their events and the LA return (not the detect_runs row)."""
-    ev = evaluate_conn(conn, app.config, app.school_id, as_of)
-    ctx = criteria.Context(as_of, app.config.thresholds, ev.calendar, ev.window_start)
+    ev = evaluate_conn(conn, app.config, app.school_id, as_of, in_school_time(now).date())
+    ctx = criteria.Context(as_of, app.config.thresholds, ev.calendar, ev.window_start, ev.leavings_to)
     states, case_refs = _case_states(conn, app.school_id)
     refs = _Refs(conn)
     report = DetectReport(as_of, warnings=list(ev.warnings))

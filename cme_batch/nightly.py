@@ -82,14 +82,16 @@ def missed_school_days(app: App, as_of: date) -> list[date]:
     Monday to Wednesday, back on Thursday) would never open a case, reach the DSL's review or the
     LA return, unless each of those days is evaluated in turn.
     """
-    from cme_batch.detect import last_run
+    from cme_batch.detect import last_run, registers_open_days
     from cme_batch.schoolcal import build
 
     with app.engine().connect() as conn:
         last = last_run(conn, app.school_id)
     if last is None or last >= as_of - timedelta(days=1):
         return []
-    return build(app.config.calendar, last + timedelta(days=1), as_of - timedelta(days=1)).days
+    first, end = last + timedelta(days=1), as_of - timedelta(days=1)
+    # the configuration's school days and the days the registers show open, as detect counts them
+    return sorted({*build(app.config.calendar, first, end).days, *registers_open_days(app, first, end)})
 
 
 def _detect(app: App, as_of: date) -> str:
@@ -181,8 +183,28 @@ def run_stage(app: App, name: str, fn: Callable[[App, date], str], as_of: date) 
     return StageResult(name, outcome, detail, secs)
 
 
-def run_nightly(app: App, as_of: date, only: tuple[str, ...] = ()) -> NightlyReport:
-    """Run every stage (or those named) under the run lock."""
+def _after_ingest(app: App, as_of: date) -> date:
+    """The default evaluation date again, once the ingest stage has read the night's registers.
+
+    ``cme-batch nightly`` takes its default date before any stage runs: the registers of a day
+    the configuration makes no school day but the school was open on (a moved INSET day) are read
+    by this night's ingest, and only then can they make it the last school day. Never earlier
+    than the date taken (nor, so, than a run already made for it).
+    """
+    later = app.default_as_of()
+    if later <= as_of:
+        return as_of
+    app.log(stage="nightly").info("evaluation date moved by the registers read", as_of=later.isoformat(),
+                                  taken=as_of.isoformat())
+    return later
+
+
+def run_nightly(app: App, as_of: date, only: tuple[str, ...] = (), defaulted: bool = False) -> NightlyReport:
+    """Run every stage (or those named) under the run lock.
+
+    ``defaulted``: ``as_of`` is the date ``app.default_as_of`` gave (the command line gave no
+    ``--as-of``); it is then taken again after the ingest stage (``_after_ingest``), and the stages
+    after it, and the report, use that date. A date given on the command line is kept as given."""
     from cme_batch import logfilter
     from cme_batch.runlock import run_lock
 
@@ -193,6 +215,8 @@ def run_nightly(app: App, as_of: date, only: tuple[str, ...] = ()) -> NightlyRep
             if only and name not in only:
                 continue
             report.stages.append(run_stage(app, name, fn, as_of))
+            if name == "ingest" and defaulted:
+                as_of = report.as_of = _after_ingest(app, as_of)
         guard = logfilter.active()
         app.log(stage="nightly").info(
             "nightly finished", failed=[s.name for s in report.stages if s.outcome == "failed"],

@@ -177,20 +177,33 @@ def _mask(length: int, positions: Iterable[int]) -> int:
 class _Beyond:
     """Counts, over the pupils on roll, the marks that say something about them in the sessions the
     configuration makes no school session (``YearRegisters.beyond``): every pupil's for the first
-    ``BEYOND_SAMPLE``, then, for the rest, only in the sessions where those showed a quarter marked."""
+    ``BEYOND_SAMPLE``, then, for the rest, only in the sessions where those showed a quarter marked.
 
-    def __init__(self, academic_year: int, school: frozenset[int]) -> None:
-        self.length = length = mk.strip_length(academic_year)
+    ``lo``/``hi``: only the strip positions from ``lo`` to ``hi`` (excluded); each strip given is then
+    ``strip[lo:hi]`` (``opened_sessions``). Every position's count is the same as over whole strips."""
+
+    def __init__(self, academic_year: int, school: frozenset[int], lo: int = 0, hi: int | None = None) -> None:
+        hi = mk.strip_length(academic_year) if hi is None else hi
+        self.lo, self.length = lo, hi - lo
+        length = self.length
         start = mk.year_start(academic_year)
         # weekdays only: the configuration cannot make a weekend a school day, so a warning about one
         # could never be cleared (DOMAIN.md 3's fallback counts weekdays too)
-        weekdays = (p for p in range(length) if (start + timedelta(days=p // 2)).weekday() < 5)
-        self.first = _Tally(length, _SAYS, _mask(length, (p for p in weekdays if p not in school)))
+        weekdays = (p for p in range(lo, hi) if (start + timedelta(days=p // 2)).weekday() < 5)
+        self.first = _Tally(length, _SAYS, _mask(length, (p - lo for p in weekdays if p not in school)))
         self.rest: _Tally | None = None
         self.n = 0
         self.wanted = True  # whether more strips are wanted
+        self._shifted: dict[tuple[tuple[int, int], ...], tuple[tuple[int, int], ...]] = {}
 
     def add(self, strip: str, ranges: tuple[tuple[int, int], ...]) -> None:
+        if self.lo or self.length != len(strip):
+            shifted = self._shifted.get(ranges)
+            if shifted is None:  # on roll within the window, counted from its start (a range outside it dropped)
+                shifted = self._shifted[ranges] = tuple(
+                    (max(a - self.lo, 0), min(b - self.lo, self.length)) for a, b in ranges
+                    if b > self.lo and a < self.lo + self.length)
+            ranges = shifted
         if self.rest is not None:
             self.rest.add(strip, ranges)
             return
@@ -210,7 +223,22 @@ class _Beyond:
             more, more_roll = self.rest.done()
             counts = [a + b for a, b in zip(counts, more)]
             roll = [a + b for a, b in zip(roll, more_roll)]
-        return frozenset(p for p, (c, r) in enumerate(zip(counts, roll)) if c and 2 * c >= r)
+        return frozenset(p + self.lo for p, (c, r) in enumerate(zip(counts, roll)) if c and 2 * c >= r)
+
+
+def opened_sessions(academic_year: int, rows: Iterable[tuple[str, Sequence[tuple[int, int]]]],
+                    candidates: Iterable[int], lo: int, hi: int) -> frozenset[int]:
+    """``YearRegisters.beyond`` for the strip positions ``lo`` to ``hi`` (excluded) alone, as
+    ``register_facts`` finds it for a whole year: ``rows`` hold each pupil's ``strip[lo:hi]`` with the
+    strip positions they were on roll (of the whole strip); ``candidates`` the configuration's school
+    sessions (``candidate_sessions``). For the nightly run's evaluation date, which needs a few days
+    of the registers, not every pupil's whole year (``cme_batch.detect.registers_open_days``)."""
+    beyond = _Beyond(academic_year, frozenset(candidates), lo, hi)
+    for strip, ranges in rows:
+        if not beyond.wanted:
+            break
+        beyond.add(strip, tuple(ranges))
+    return beyond.result()
 
 
 def register_facts(academic_year: int, rows: Iterable[tuple[str, Sequence[tuple[int, int]]]],
@@ -385,8 +413,8 @@ def opened_warning(opened: Mapping[date, str]) -> str:
     more = f" and {len(runs) - OPENED_SHOWN} more" if len(runs) > OPENED_SHOWN else ""
     return (f"the registers show the school open on {len(opened)} day(s) the configuration makes no school day: "
             f"{'; '.join(shown)}{more}. At least half the pupils on roll have a mark on each, so they count as "
-            "school days (an absence on them counts); correct [calendar] in the configuration (terms, closures, "
-            "extra_holidays or not_holidays): the nightly run's evaluation date goes by the configuration and skips them")
+            "school days (an absence on them counts, and the nightly run evaluates them); correct [calendar] in the "
+            "configuration (terms, closures, extra_holidays or not_holidays)")
 
 
 def term_warnings(cfg: CalendarConfig, as_of: date) -> list[str]:
