@@ -30,7 +30,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from cme_batch import codes
+from cme_batch import codes, schoolcal
 from cme_batch import marks as mk
 from cme_batch.app import in_school_time
 from cme_batch.config import Config
@@ -164,6 +164,18 @@ def evaluation_date(case: Row, events: list[Row], now: datetime, last_detect: da
     return max(days) if days else today
 
 
+def _left_by(cfg: Config, as_of: date, now: datetime) -> date:
+    """The last leaving date that has passed when the facts are as of ``as_of`` and read at ``now``:
+    as ``detect`` reads leavings (``detect.leavings_to``), a leaving dated in the holiday after the
+    evaluation date has passed once its date has come."""
+    from cme_batch.detect import leavings_to
+
+    today = in_school_time(_utc(now)).date()
+    if today <= as_of:
+        return as_of
+    return leavings_to(schoolcal.build(cfg.calendar, as_of, today), as_of, today)
+
+
 def _last_detect(conn: Connection, school_id: int) -> date | None:
     return _day(conn.execute(select(func.max(t.detect_runs.c.as_of)).where(
         t.detect_runs.c.school_id == school_id)).scalar())
@@ -295,7 +307,10 @@ def _update(conn: Connection, case: Row, enrol: Row | None, as_of: date,
     referred = _day(case["referred_at"])
     destination = (enrol or {}).get("destination")
     returned = _last_attended(conn, case["pupil_id"], referred, as_of, classifier)
-    if (destination and case["kind"] == "destination_unknown") or case["closed_reason"] == "destination_known":
+    # a child referred for absence, then taken off roll with the new school recorded, has a destination
+    # the LA needs to know of: not merely "closed"
+    if (destination and (case["kind"] == "destination_unknown" or case["closed_reason"] == "left")) \
+            or case["closed_reason"] == "destination_known":
         reason = "destination_known"
     elif returned or case["closed_reason"] == "returned":
         reason = "returned"
@@ -354,7 +369,7 @@ def build_document(conn: Connection, case_id: int, cfg: Config, now: datetime, k
     doc.update({
         "contacts": contacts,
         "lives_with": [c["name"] for c in contacts if c["lives_with"]],
-        "siblings": siblings(conn, pupil, contact_rows, as_of),
+        "siblings": siblings(conn, pupil, contact_rows, as_of, _left_by(cfg, as_of, now)),
         "vulnerability": _vulnerability(conn, pupil["id"], case, as_of),
         "actions": actions,
         "checklist": _checklist(actions),

@@ -90,17 +90,22 @@ def _address_key(raw: Any) -> str | None:
     return a.match_key() if a else None
 
 
-def _on_roll(enrolments: Sequence[Row], as_of: date) -> bool:
-    """On roll unless every known admission was withdrawn or ended on or before ``as_of``."""
+def _on_roll(enrolments: Sequence[Row], left_by: date) -> bool:
+    """On roll unless every known admission was withdrawn or ended on or before ``left_by``."""
     if not enrolments:
         return True
-    return any(not e["withdrawn"] and (e["leaving_date"] is None or e["leaving_date"] > as_of)
+    return any(not e["withdrawn"] and (e["leaving_date"] is None or e["leaving_date"] > left_by)
                for e in enrolments)
 
 
 def siblings(conn: Connection, pupil: Row, own_contacts: Sequence[Row],
-             as_of: date) -> list[dict[str, Any]]:
-    """Other pupils on roll sharing a contact or the home address with ``pupil``."""
+             as_of: date, left_by: date | None = None) -> list[dict[str, Any]]:
+    """Other pupils on roll sharing a contact or the home address with ``pupil``.
+
+    ``left_by``: the last leaving date that has passed (``detect.leavings_to``; default ``as_of``).
+    Over a holiday the evaluation date stays on the last school day before it, but a sibling whose
+    leaving is dated in the holiday, on a day that has come, is no longer on roll: listed, the LA
+    would take them to be at school and seen every day."""
     mine: set[tuple[str, ...]] = set()
     for c in own_contacts:
         mine |= contact_keys(c)
@@ -129,4 +134,4 @@ def siblings(conn: Connection, pupil: Row, own_contacts: Sequence[Row],
         "date_of_birth": r["dob"].isoformat() if r["dob"] else None,
         "year_group": r["year_group"],
         "link": sorted(links[r["id"]]),
-    } for r in rows if _on_roll(enrol[r["id"]], as_of)]
+    } for r in rows if _on_roll(enrol[r["id"]], max(as_of, left_by or as_of))]
