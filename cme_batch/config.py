@@ -111,6 +111,7 @@ class RetentionConfig:
     case_events_days: int = 2190
     registers_years: int = 6
     outbox_days: int = 90
+    archive_days: int = 90  # drop-folder archives of imported MIS exports (the newest of each report stays)
 
 
 @dataclass(frozen=True)
@@ -294,6 +295,7 @@ def parse(data: dict[str, Any], path: Path | None = None) -> Config:
         case_events_days=rt.int("case_events_days", rd.case_events_days, min=1) or rd.case_events_days,
         registers_years=rt.int("registers_years", rd.registers_years, min=6) or rd.registers_years,
         outbox_days=rt.int("outbox_days", rd.outbox_days, min=1) or rd.outbox_days,
+        archive_days=rt.int("archive_days", rd.archive_days, min=1) or rd.archive_days,
     )
     rt.unknown_keys()
     mail = parse_mail(root.sub("mail"), base)

@@ -178,6 +178,41 @@ class DropFolder:
         return folder / name
 
 
+    def purge_archive(self, before: datetime, dry_run: bool = False) -> int:
+        """Remove archived files last changed before ``before``, except the newest of each name group
+        (what ``check_fresh`` reads); return how many (would) go.
+
+        Archived exports are whole pupil records (names, dates of birth, addresses) already in the
+        store. Only plain files directly in the archive folder are touched, never the drop folder's
+        unread files, and nothing in an archive folder that is a link or is the drop folder itself.
+        """
+        folder = self.s.archive_dir
+        try:
+            if folder.resolve() == self.s.drop_dir.resolve():
+                return 0
+            dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return 0  # none yet, or a link: nothing of ours to remove
+        try:
+            files = []
+            with os.scandir(dir_fd) as entries:
+                for entry in entries:
+                    if entry.is_file(follow_symlinks=False) and is_complete_name(entry.name):
+                        files.append((entry.stat(follow_symlinks=False).st_mtime, entry.name))
+            newest: dict[str, tuple[float, str]] = {}
+            for f in files:
+                g = group_of(f[1])
+                newest[g] = max(newest.get(g, f), f)
+            keep = set(newest.values())
+            old = [name for mtime, name in files if (mtime, name) not in keep and mtime < before.timestamp()]
+            if not dry_run:
+                for name in old:
+                    os.unlink(name, dir_fd=dir_fd)
+            return len(old)
+        finally:
+            os.close(dir_fd)
+
+
 class AtomicText:
     """A text file written under ``NAME.tmp`` and renamed to ``NAME`` only when complete, as an
     MIS export task must write into a drop folder (the writers of test and demo files use it)."""

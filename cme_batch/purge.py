@@ -11,13 +11,20 @@
   those sent since the latest evaluation date: through a holiday every morning evaluates the last
   school day again, and the morning stage knows that day's summary, digest and office emails went
   only by finding them in the outbox (without them it would send them all again);
+- failed emails older than ``retention.outbox_days`` once a digest has reported them, if they are
+  the school's own (summaries, digests: no case) or about a case whose audit events go too; never
+  a failed email about a case still open or closed recently (the DSL must still see that it never
+  went), nor a failed digest that is the only one to have shown a problem or a reply (the next
+  digest shows those again only while that failed digest is there: ``told_in_failed_digest``);
 - attendance marks of academic years that ended more than ``retention.registers_years`` ago,
   with the corrections recorded for them;
 - every pupil who left before the oldest academic year kept, with all that is stored about
   them (details, contacts, flags, cases and their mail), once nothing about them is younger
   than its own retention period (``_expired_pupils``).
 
-Everything happens in one transaction; ``dry_run`` counts without deleting.
+Everything happens in one transaction; ``dry_run`` counts without deleting. On SQLite what is
+deleted is overwritten with zeros (``secure_delete``) and the WAL is folded into the file and
+emptied afterwards: deleted rows must not stay readable in the file's free space.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, delete, func, select, update
+from sqlalchemy import Connection, Engine, Table, delete, exists, func, select, update
 
 from cme_batch.config import RetentionConfig
 from cme_batch.marks import academic_year_of, year_start
@@ -108,23 +115,48 @@ def purge(engine: Engine, cfg: RetentionConfig, now: datetime, dry_run: bool = F
         ("register_years", t.mark_strips, (t.mark_strips.c.academic_year < c.registers_year,)),
         ("mark_corrections", t.mark_changes, (t.mark_changes.c.day < year_start(c.registers_year),)),
     ]
+    ob, told = t.outbox.c, t.outbox.alias("told")
+    failed_mail = (ob.status == "failed", ob.created_at < c.outbox, ob.reported_at.is_not(None),
+                   ob.case_id.is_(None) | ob.case_id.in_(old_cases),
+                   (ob.purpose != "digest") | (~exists().where(told.c.reported_at == ob.created_at)
+                                               & ~exists().where(t.replies.c.shown_at == ob.created_at)))
+    plan.insert(0, ("failed_emails", t.outbox, failed_mail))  # first: what it looks at is deleted below
     a = t.referral_archive.c
     old_bundles = (a.created_at < c.bundles, func.length(a.encrypted) > 0)
     counts: dict[str, int] = {}
+    sqlite = engine.dialect.name == "sqlite"
     with engine.begin() as conn:
+        if sqlite and not dry_run:  # overwrite what is deleted: no name left in the file's free pages
+            conn.exec_driver_sql("PRAGMA secure_delete=ON")
         counts["referral_bundles"] = _count(conn, t.referral_archive, *old_bundles)
         for name, table, where in plan:
             counts[name] = _count(conn, table, *where)
+        if not counts["failed_emails"]:  # named only when there are some (the keys callers know stay as they were)
+            del counts["failed_emails"]
         pupils = list(conn.execute(_expired_pupils(c)).scalars())
         counts["pupils"] = len(pupils)
         if dry_run:
             conn.rollback()
             return counts
-        old_mail = select(t.outbox.c.id).where(t.outbox.c.status == "sent", t.outbox.c.created_at < c.outbox)
+        old_mail = select(t.outbox.c.id).where(
+            (t.outbox.c.status == "sent") & (t.outbox.c.created_at < c.outbox) | t.outbox.c.id.in_(
+                select(ob.id).where(*failed_mail)))
         conn.execute(update(t.referral_archive).where(t.referral_archive.c.outbox_id.in_(old_mail))
                      .values(outbox_id=None))
         conn.execute(update(t.referral_archive).where(*old_bundles).values(encrypted=b""))
         for _name, table, where in plan:
             conn.execute(delete(table).where(*where))
         _delete_pupils(conn, pupils)
+    if sqlite:
+        _fold_wal(engine)
     return counts
+
+
+def _fold_wal(engine: Engine) -> None:
+    """Write the WAL (old copies of the pages just cleared among them) into the database file and
+    empty it, then turn ``secure_delete`` off again on the pooled connection. A reader still open
+    elsewhere can keep part of the WAL until the next checkpoint; nothing is lost either way."""
+    with engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA secure_delete=OFF")
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.commit()
