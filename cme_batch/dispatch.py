@@ -9,8 +9,10 @@ encryption is configured the referral is held: an audit event records why (once 
 and the digest shows it.
 
 When a referred child's case closes (the child returned, or a destination became known),
-the LA is sent an update bundle the same way, once per close: a case the DSL closed by reply
-and raised again since (``criteria.raised_again_at``) that closes again is sent a second one.
+the LA is sent an update bundle the same way, once per close. A referred case opened again after
+the LA was told it closed (the DSL closed it by reply and the register went on saying
+unexplained: ``criteria.raised_again_at``; or a correction brought the episode back) is sent an
+update that it is open again, and another when it closes again.
 
 The bundle machinery (the PDF writer and the cryptography behind it, about a third of a second
 to import) is imported only when there is a case to send: most nights there is none.
@@ -143,17 +145,28 @@ def _utc(moment: datetime) -> datetime:
 
 
 def _updates_due(conn: Connection) -> list[tuple[int, str]]:
-    """Closed referred cases whose latest close the LA has not been sent an update for: none sent
-    yet, or the last one sent before a later close (the case was raised again in between). A close
-    whose audit event ``purge`` has removed counts as told: an update is never sent twice for one."""
+    """Referred cases the LA has not been sent an update for since their latest change of state:
+    closed ones with no update sent yet, or whose last update went before a later close (the case
+    was raised again in between); and open ones whose last update (a close) went before the case
+    was opened again (``reopened``: raised again after the DSL's close, or a correction that
+    brought the episode back), so the LA, told it was closed, learns it is not. A change whose
+    audit event ``purge`` has removed counts as told: an update is never sent twice for one."""
     c, ra, ce = t.cases.c, t.referral_archive.c, t.case_events.c
     last_update = {case_id: _utc(at) for case_id, at in conn.execute(
         select(ra.case_id, func.max(ra.created_at)).where(ra.kind == "update").group_by(ra.case_id))}
-    last_close = {case_id: _utc(at) for case_id, at in conn.execute(
-        select(ce.case_id, func.max(ce.at)).where(ce.kind == "closed").group_by(ce.case_id))} if last_update else {}
-    return [(r.id, r.ref) for r in conn.execute(select(c.id, c.ref).where(
-        c.status == "closed", c.referred_at.is_not(None)).order_by(c.id))
-        if r.id not in last_update or (r.id in last_close and last_close[r.id] > last_update[r.id])]
+    last: dict[str, dict[int, datetime]] = {"closed": {}, "reopened": {}}
+    if last_update:
+        for case_id, kind, at in conn.execute(select(ce.case_id, ce.kind, func.max(ce.at)).where(
+                ce.kind.in_(("closed", "reopened")), ce.case_id.in_(list(last_update))).group_by(ce.case_id, ce.kind)):
+            last[kind][case_id] = _utc(at)
+
+    def due(case_id: int, status: str) -> bool:
+        if status == "closed":
+            return case_id not in last_update or last["closed"].get(case_id, last_update[case_id]) > last_update[case_id]
+        return case_id in last_update and last["reopened"].get(case_id, last_update[case_id]) > last_update[case_id]
+
+    return [(r.id, r.ref) for r in conn.execute(select(c.id, c.ref, c.status).where(
+        c.referred_at.is_not(None)).order_by(c.id)) if due(r.id, r.status)]
 
 
 class ReferralStageFailed(CmeError):

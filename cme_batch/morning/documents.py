@@ -65,10 +65,9 @@ def _stage_rows(cases: list[CaseFact], as_of: date, office: bool) -> list[Row]:
         overdue = c.next_due is not None and c.next_due <= as_of
         step = "On hold by the DSL" if office and c.held else c.next_step
         if not office and c.referred and c.raised_again:
-            # the referrals stage sent the LA the close (one update per case): nothing tells it the
-            # case is back, nor, later, that the child returned; until it does, the DSL must
+            # the referrals stage sent the LA the close, then an update that the case is open again
             step = ("Referred; closed by reply (the LA was sent the close), raised again as the register "
-                    "still says unexplained: tell the LA the case is open again")
+                    "still says unexplained: the LA is sent an update that the case is open again")
         rows.append(Row([f"{c.pupil}, {c.year_group}", f"{STAGE_LABEL.get(c.stage or '', c.stage or '-')}, "
                          f"day {c.days_absent}", step, _d(c.next_due) + (" OVERDUE" if overdue else "")],
                         RED if overdue else ""))

@@ -335,6 +335,10 @@ def _update(pdf: ReferralPDF, doc: Mapping[str, Any]) -> None:
     pdf.section("C. What has changed")
     reason = {"returned": "The child has returned to school", "destination_known": "The destination is now known",
               "closed": "The school has closed the case", "other": "Other change"}[u["reason"]]
+    if u["reason"] == "other" and doc["case"]["status"] == "open" and u["closed_on"] is None:
+        # sent when a case the LA was told had closed is open again (``dispatch._updates_due``)
+        reason = ("The case is OPEN AGAIN: the school had closed it (see our last update), and the register "
+                  "still records the child absent without explanation")
     pct = "not known" if att["attendance_percent"] is None else f"{att['attendance_percent']}%"
     pdf.fields([("Update", reason), ("Referred on", fmt_date(u["referred_on"])),
                 ("Date last attended", fmt_date(u["last_attended"])), ("Destination", u["destination"] or ""),

@@ -276,27 +276,41 @@ def _summary(engine: Engine) -> str:
     return " ".join(msg.get_body(("plain",)).get_content().split())  # type: ignore[union-attr]
 
 
-def test_the_dsl_is_told_to_tell_the_la_of_a_referred_case_raised_again(
+def test_the_la_is_told_a_referred_case_it_was_told_had_closed_is_open_again(
         tmp_path: Path, store_url: str, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The LA was sent the close and nothing sends it anything more about this case (see the next
-    test). Before, the DSL's digest said only "Referred to the LA: watch for the child's return",
-    as if the LA still had it. Now it says the LA must be told; the office's summary does not."""
-    _referred_then_closed_then_raised_again(tmp_path, store_url, engine, monkeypatch)
-    assert "tell the LA the case is open again" in _digest(engine)
+    """The LA was sent the close. Before, nothing told it the case was raised again: the DSL's digest
+    asked her to tell the LA herself, and **the LA believed the case of a child still missing was
+    closed**. Now the referrals stage sends an update that the case is open again, on the night it
+    is raised again, once; the digest says so, and the office's summary says nothing of it."""
+    from cme_batch.referral.bundle import build_bundle
+
+    app, _days, _night = _referred_then_closed_then_raised_again(tmp_path, store_url, engine, monkeypatch)
+    with engine.connect() as conn:
+        kinds = conn.execute(select(t.referral_archive.c.kind).order_by(t.referral_archive.c.id)).scalars().all()
+        case_id = conn.execute(select(t.cases.c.id).where(t.cases.c.kind == "unexplained_absence")).scalar_one()
+        queued = conn.execute(select(t.outbox.c.idempotency_key).where(
+            t.outbox.c.purpose == "update").order_by(t.outbox.c.id)).scalars().all()
+    assert kinds == ["referral", "update", "update"], "the close, then open again: one update each"
+    assert len(queued) == 2 and queued[1].endswith(":2")
+    with engine.connect() as conn:
+        doc = build_bundle(conn, case_id, app.config, app.now(), "update").document
+    assert (doc["update"]["reason"], doc["case"]["status"], doc["update"]["closed_on"]) == ("other", "open", None)
+    assert "the LA is sent an update that the case is open again" in _digest(engine)
     office = _summary(engine)
-    assert "tell the LA" not in office and "closed by reply" not in office
+    assert "open again" not in office and "closed by reply" not in office
 
 
 def test_the_la_hears_of_a_referred_case_raised_again_after_the_dsl_closed_it(
         tmp_path: Path, store_url: str, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
-    """After the above, the child comes back: the LA, told the case was closed, is never told it
-    was open again nor that the child returned: the referrals stage sends one update per case."""
+    """After the above, the child comes back: the LA, told the case was closed and then open again,
+    is told the child returned: one update for each change, never one twice."""
     _app, days, night = _referred_then_closed_then_raised_again(tmp_path, store_url, engine, monkeypatch)
     night(days[21], "/")
     assert (_ua(engine)[-1].status, _ua(engine)[-1].closed_reason) == ("closed", "returned")
+    night(days[22], "/")
     with engine.connect() as conn:
         updates = conn.execute(select(t.referral_archive.c.id).where(t.referral_archive.c.kind == "update")).all()
-    assert len(updates) == 2, "the LA was told only of the DSL's close"
+    assert len(updates) == 3, "the DSL's close, open again, the return"
 
 
 def test_a_correction_of_a_leavers_earlier_mark_does_not_take_the_child_back_on_roll(
