@@ -335,6 +335,10 @@ def _update(pdf: ReferralPDF, doc: Mapping[str, Any]) -> None:
     pdf.section("C. What has changed")
     reason = {"returned": "The child has returned to school", "destination_known": "The destination is now known",
               "closed": "The school has closed the case", "other": "Other change"}[u["reason"]]
+    if u["reason"] == "closed" and u["closed_reason"] == "left" and not u["destination"]:
+        # the school's own "destination unknown" case opens for the leaving, referred on its own confirmation
+        reason = ("The child has LEFT the school's roll with NO DESTINATION KNOWN: the child is still missing; "
+                  "our Designated Safeguarding Lead is asked to confirm a referral for the leaving")
     if u["reason"] == "other" and doc["case"]["status"] == "open" and u["closed_on"] is None:
         # sent when a case the LA was told had closed is open again (``dispatch._updates_due``)
         reason = ("The case is OPEN AGAIN: the school had closed it (see our last update), and the register "

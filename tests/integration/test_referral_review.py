@@ -97,3 +97,18 @@ def test_an_update_for_a_referred_child_who_left_for_a_known_school_says_the_des
     assert (u["reason"], u["destination"], u["leaving_date"]) == (
         "destination_known", "Tewkesbury Academy, Gloucestershire", "2025-12-05")
     assert "The destination is now known" in pdf_text(bundle.pdf)
+
+
+def test_an_update_for_a_referred_child_who_left_with_no_destination_says_the_child_is_still_missing(
+        engine: Engine, cfg: Config) -> None:
+    """A child referred for unexplained absence is taken off roll with no destination (the case closes
+    as "left", and a "destination unknown" case of its own opens). The update's form said only "The
+    school has closed the case": the LA could read the child as accounted for."""
+    case_id = seed_case(engine, Family(referred=True))
+    _closed_as_left(engine, case_id, None)
+    bundle = bundle_of(engine, cfg, case_id, datetime(2025, 12, 6, 5, 0, tzinfo=UTC), kind="update")
+    u = bundle.document["update"]
+    assert (u["reason"], u["closed_reason"], u["destination"]) == ("closed", "left", None)
+    text = " ".join(pdf_text(bundle.pdf).split())
+    assert "NO DESTINATION KNOWN: the child is still missing" in text
+    assert "The school has closed the case" not in text
