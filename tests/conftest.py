@@ -32,6 +32,22 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 FIXED_NOW = datetime(2025, 12, 1, 6, 0, tzinfo=UTC)
 
+
+@pytest.fixture(autouse=True)
+def _fresh_log_filter() -> Iterator[None]:
+    """Each test starts with no log filter. The filter (``cme_batch.logfilter``) lives as long as the
+    process and learns the names of every store it is installed on: a command's process runs one
+    night, but the test process runs them all, and a pupil called "Pupil" in one test withheld the
+    word "pupil" from another test's error message, which that test then failed to find."""
+    yield
+    from cme_batch import log, logfilter
+
+    if logfilter._active is not None:
+        if logfilter._active in log.extra_processors:
+            log.extra_processors.remove(logfilter._active)
+        logfilter._active = None
+        log.reconfigure()
+
 BASE_CONFIG = """
 [school]
 name = "The John Moore Primary School"

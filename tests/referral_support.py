@@ -215,19 +215,24 @@ def save(directory: Path, name: str, cert: x509.Certificate, key: rsa.RSAPrivate
     return Identity(cert, key, cp, kp)
 
 
+#: How long ``make_pki``'s certificates are valid from the date they are made for: a century. Tests that
+#: run the real CLI, openssl or gpgsm check them against today's clock, not the tests' fixed date, so a
+#: year's validity failed them from 1 December 2026 and ten years' would have from 29 November 2035.
+PKI_VALID_DAYS = 36525
+
+
 def make_pki(directory: Path, now: datetime = NOW, la_email: str = "missingpupils@gloucestershire.gov.uk",
-             la_first: bool = True, years: int = 3650) -> PKI:
-    """Test certificates. The envelope lists recipients in DER order, which with one issuer is serial
-    order: ``la_first`` gives the LA the lower serial, so its RecipientInfo comes first."""
+             la_first: bool = True, days: int = PKI_VALID_DAYS) -> PKI:
+    """Test certificates, valid from the day before ``now`` for ``days``. The envelope lists recipients in
+    DER order, which with one issuer is serial order: ``la_first`` gives the LA the lower serial, so its
+    RecipientInfo comes first."""
     la_serial, archive_serial = (0x1000, 0x2000) if la_first else (0x2000, 0x1000)
-    # ``years`` (days): ten years from the tests' fixed date by default, since tests that run the real
-    # CLI or openssl check them against today's clock (a year's validity failed them from 1 December 2026)
-    ca = save(directory, "ca", *issue(None, "Test CA", None, now, days=years + 10))
-    return PKI(ca, save(directory, "la", *issue(ca, "Access to Education Team", la_email, now, days=years,
+    ca = save(directory, "ca", *issue(None, "Test CA", None, now, days=days + 10))
+    return PKI(ca, save(directory, "la", *issue(ca, "Access to Education Team", la_email, now, days=days,
                                                 serial=la_serial)),
                save(directory, "archive", *issue(ca, "School archive", "cme-archive@school.example", now,
-                                                 days=years, serial=archive_serial)),
-               save(directory, "signer", *issue(ca, "School CME", "cme-batch@school.example", now, days=years,
+                                                 days=days, serial=archive_serial)),
+               save(directory, "signer", *issue(ca, "School CME", "cme-batch@school.example", now, days=days,
                                                 serial=0x3000)))
 
 

@@ -14,7 +14,7 @@ import email
 import email.policy
 import os
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
@@ -33,12 +33,24 @@ def _name(cn: str) -> x509.Name:
                       x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
 
+#: How long the demo's certificates stay valid after the later of the demo's date and today.
+VALID = timedelta(days=825)
+
+
+def _valid_to(now: datetime) -> datetime:
+    """The end of a demo certificate's validity: ``VALID`` after the demo's own date (its clock runs
+    in a past term) or after today, whichever is later. The demo's configuration is also tried by
+    hand on the real clock (``check-config``, ``referral --out``): measured from the demo's date
+    alone, its certificates expired on 7 October 2027 and every such command failed from then on."""
+    return max(now, datetime.now(UTC)) + VALID
+
+
 def _issue(ca: tuple[x509.Certificate, rsa.RSAPrivateKey] | None, cn: str, mail: str | None, now: datetime,
            serial: int) -> tuple[x509.Certificate, rsa.RSAPrivateKey]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     b = (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(ca[0].subject if ca else _name(cn))
          .public_key(key.public_key()).serial_number(serial)
-         .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=825)))
+         .not_valid_before(now - timedelta(days=1)).not_valid_after(_valid_to(now)))
     if ca is None:
         b = b.add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).add_extension(
             x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)

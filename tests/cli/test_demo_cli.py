@@ -115,3 +115,21 @@ def test_the_commands_options_agree_with_the_demo() -> None:
     """The command repeats two of the demo's constants so that start-up does not import the demo."""
     assert cli_demo.MIN_PUPILS == generator.MIN_PUPILS
     assert cli_demo.SOURCES == loaders.SOURCES
+
+
+def test_the_demo_certificates_outlast_today_not_only_the_demo_term(tmp_path: Path) -> None:
+    """The demo runs on a clock in a past term, but its configuration is also tried by hand on the real
+    clock. Its certificates were valid 825 days from 60 days before that term: from 7 October 2027,
+    ``check-config`` on a fresh demo refused them as expired. They now run two years past today."""
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+
+    from cme_batch.demo import confirm
+
+    confirm.make_pki(tmp_path / "pki", "la@la.example.org", "cme@school.example.org", datetime(2025, 7, 7, tzinfo=UTC))
+    today = datetime.now(UTC)
+    for name in ("ca", "la", "archive", "signer"):
+        cert = x509.load_pem_x509_certificate((tmp_path / "pki" / f"{name}.pem").read_bytes())
+        assert cert.not_valid_before_utc <= datetime(2025, 7, 7, tzinfo=UTC), name
+        assert cert.not_valid_after_utc >= today + timedelta(days=2 * 365), name

@@ -92,7 +92,7 @@ def test_a_confirmed_referral_an_expired_la_certificate_stops_is_shown_to_the_ds
     with engine.connect() as conn:
         ref = conn.execute(select(t.cases.c.ref).where(t.cases.c.id == case_id)).scalar_one()
     engine.dispose()
-    expired = make_pki(tmp_path / "pki", datetime.now(UTC) - timedelta(days=800), years=365)
+    expired = make_pki(tmp_path / "pki", datetime.now(UTC) - timedelta(days=800), days=365)
     cfg = write_config(tmp_path, url, smime_config(expired))
 
     night = _cli(cfg, "nightly", "--as-of", "2025-11-28", "--only", "referrals", "--only", "summary",
