@@ -5,13 +5,14 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from sqlalchemy import Engine, select
 
+from cme_batch.model import PupilRecord
 from cme_batch.store import ingest, migrate, open_store
 from cme_batch.store import tables as t
 
@@ -64,3 +65,15 @@ def clocked_app(config: str | Path, engine: Engine, now: datetime) -> App:
     app._engine = engine
     app.clock_box = clock  # type: ignore[attr-defined]
     return app
+
+
+def weekdays(first: date, last: date) -> list[date]:
+    """Every Monday to Friday from ``first`` to ``last``, both included."""
+    return [first + timedelta(days=i) for i in range((last - first).days + 1)
+            if (first + timedelta(days=i)).weekday() < 5]
+
+
+def year4_pupil(key: str) -> PupilRecord:
+    """A Year 4 pupil of class 4B under ``key``, with a made-up name and a date of birth."""
+    return PupilRecord(key, legal_surname=f"Surname{key}", legal_forename=f"Forename{key}", dob=date(2017, 3, 1),
+                       year_group="4", reg_group="4B")

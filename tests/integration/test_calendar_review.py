@@ -26,10 +26,10 @@ from adapters.sims.writer import write_enrolments, write_marks, write_pupils
 from cme_batch import detect
 from cme_batch.cli import cli
 from cme_batch.importer import import_files
-from cme_batch.model import EnrolmentRecord, MarksRecord, PupilRecord
+from cme_batch.model import EnrolmentRecord, MarksRecord
 from cme_batch.store import tables as t
 from tests.conftest import BASE_CONFIG
-from tests.helpers import clocked_app
+from tests.helpers import clocked_app, weekdays, year4_pupil
 
 D = date.fromisoformat
 AUTUMN_2025 = """
@@ -44,16 +44,6 @@ end = "2025-12-19"
 ADMITTED = D("2021-09-06")
 
 
-def _weekdays(first: date, last: date) -> list[date]:
-    return [first + timedelta(days=i) for i in range((last - first).days + 1)
-            if (first + timedelta(days=i)).weekday() < 5]
-
-
-def _pupil(key: str) -> PupilRecord:
-    return PupilRecord(key, legal_surname=f"Surname{key}", legal_forename=f"Forename{key}", dob=D("2017-03-01"),
-                       year_group="4", reg_group="4B")
-
-
 class School:
     """One school's store, configured with ``calendar`` (TOML: [calendar] and its terms), and its SIMS drop."""
 
@@ -65,7 +55,7 @@ class School:
         self.app = clocked_app(path, engine, datetime(2025, 9, 1, 19, tzinfo=UTC))
         self.folder = tmp_path / "sims"
         self.n = 0
-        self.pupils = {k: _pupil(k) for k in "12345678"}
+        self.pupils = {k: year4_pupil(k) for k in "12345678"}
 
     def export(self, on: date, enrolments: Iterable[EnrolmentRecord], marks: Mapping[str, Mapping[date, str]]) -> None:
         """The evening export of ``on``: the pupils with marks or an admission given, those admissions
@@ -124,7 +114,7 @@ def test_an_absence_on_a_moved_inset_day_opens_its_case(engine: Engine, store_ur
     counted**, no case, no first-day call, and no warning (the 24th, all '#', was found closed)."""
     school = School(engine, store_url, tmp_path, '[calendar]\nclosures = ["2025-09-01", "2025-11-03"]\n'
                     + AUTUMN_2025)
-    october = _weekdays(D("2025-10-20"), D("2025-10-24"))
+    october = weekdays(D("2025-10-20"), D("2025-10-24"))
     marks = _everyone(october)
     for k in marks:
         marks[k][D("2025-10-24")] = "##"
@@ -169,8 +159,8 @@ end = "2026-02-13"
 start = "2026-04-13"
 end = "2026-07-17"
 """)
-    spring1 = _weekdays(D("2026-02-02"), D("2026-02-13"))
-    spring2 = _weekdays(D("2026-02-23"), D("2026-03-06"))
+    spring1 = weekdays(D("2026-02-02"), D("2026-02-13"))
+    spring2 = weekdays(D("2026-02-23"), D("2026-03-06"))
     school.export(D("2026-03-06"), [], _everyone(spring1 + spring2, "4", spring2))
     # the nightly's evaluation date stays on the last configured school day: the warning says why
     report = school.night(D("2026-02-13"))
@@ -199,7 +189,7 @@ def test_a_bank_holiday_the_school_opened_on_counts_and_the_day_given_instead_do
 start = "2026-04-13"
 end = "2026-05-22"
 """)
-    days = _weekdays(D("2026-04-27"), D("2026-05-15"))
+    days = weekdays(D("2026-04-27"), D("2026-05-15"))
     marks = _everyone(days, "4", [d for d in days if d >= D("2026-05-04")])
     for k in marks:
         marks[k][D("2026-05-08")] = "##"

@@ -28,11 +28,11 @@ from sqlalchemy import Engine, select
 from adapters.sims.writer import write_enrolments, write_marks, write_pupils
 from cme_batch import detect
 from cme_batch.importer import import_files
-from cme_batch.model import EnrolmentRecord, MarksRecord, PupilRecord
+from cme_batch.model import EnrolmentRecord, MarksRecord
 from cme_batch.nightly import NightlyReport, run_nightly
 from cme_batch.store import tables as t
 from tests.conftest import write_config
-from tests.helpers import clocked_app
+from tests.helpers import clocked_app, weekdays, year4_pupil
 from tests.replies_support import DSL, KEY, KEY_ENV
 
 D = date.fromisoformat
@@ -68,16 +68,6 @@ path = "replies"
 ADMITTED = D("2021-09-06")
 
 
-def _weekdays(first: date, last: date) -> list[date]:
-    return [first + timedelta(days=i) for i in range((last - first).days + 1)
-            if (first + timedelta(days=i)).weekday() < 5]
-
-
-def _pupil(key: str) -> PupilRecord:
-    return PupilRecord(key, legal_surname=f"Surname{key}", legal_forename=f"Forename{key}", dob=D("2017-03-01"),
-                       year_group="4", reg_group="4B")
-
-
 def _present(keys: str, days: Iterable[date]) -> Iterator[MarksRecord]:
     return (MarksRecord(k, d, ("/", "\\")) for d in days for k in keys)
 
@@ -89,7 +79,7 @@ class School:
         self.app = clocked_app(write_config(tmp_path, store_url, TERMS), engine, datetime(2025, 9, 1, 19, tzinfo=UTC))
         self.folder = tmp_path / "sims"
         self.n = 0
-        self.pupils = [_pupil(k) for k in "123"]
+        self.pupils = [year4_pupil(k) for k in "123"]
 
     def export(self, on: date, enrolments: Iterable[EnrolmentRecord], marks: Iterable[MarksRecord]) -> None:
         """The export made on ``on`` at 19:00 (after the registers close), imported at once."""
@@ -160,7 +150,7 @@ def test_a_leaving_dated_in_a_holiday_opens_destination_unknown_that_morning(
     Before: the leaving counted only once the evaluation date reached it, **on the first morning of
     the next term**: in the summer six weeks on, while the LA's CME team works through the holiday."""
     school = School(engine, store_url, tmp_path)
-    school.export(last_week[1], ROLL, _present("123", _weekdays(*last_week)))
+    school.export(last_week[1], ROLL, _present("123", weekdays(*last_week)))
     school.morning(last_week[1] + timedelta(days=3))  # the Monday after the last day of term
     left = EnrolmentRecord("3", None, ADMITTED, leaving_date=leaving)
     school.export(recorded, [*ROLL[:2], left], [])
@@ -198,20 +188,20 @@ def test_a_future_dated_leaving_and_a_leaving_after_an_old_evaluation_date_wait_
     Child 3's is a holiday's: it counts on the morning of 20 July, not in September (before: **on
     Friday 4 September**, the first morning after the first school day of the autumn term)."""
     school = School(engine, store_url, tmp_path)
-    july = _weekdays(D("2026-07-06"), D("2026-07-10"))
+    july = weekdays(D("2026-07-06"), D("2026-07-10"))
     school.export(D("2026-07-09"), ROLL, _present("123", july[:-1]))
     school.morning(D("2026-07-10"))  # Thursday's registers
     leavings = [ROLL[0], EnrolmentRecord("2", None, ADMITTED, leaving_date=D("2026-07-15")),
                 EnrolmentRecord("3", None, ADMITTED, leaving_date=D("2026-07-20"))]
     school.export(D("2026-07-10"), leavings, _present("123", july))
-    for morning in _weekdays(D("2026-07-13"), D("2026-07-15")):  # Friday 10 .. Tuesday 14 July evaluated
+    for morning in weekdays(D("2026-07-13"), D("2026-07-15")):  # Friday 10 .. Tuesday 14 July evaluated
         school.morning(morning)
         assert school.cases() == [], morning
     # detect run by hand on Friday 17 July with an older date: child 2's leaving is still ahead of it
     school.app.clock_box["now"] = datetime(2026, 7, 17, 9, tzinfo=UTC)  # type: ignore[attr-defined]
     detect.run_detect(school.app, D("2026-07-14"))
     assert school.cases() == []
-    school.export(D("2026-07-17"), leavings, _present("13", _weekdays(D("2026-07-13"), D("2026-07-17"))))
+    school.export(D("2026-07-17"), leavings, _present("13", weekdays(D("2026-07-13"), D("2026-07-17"))))
     as_of, _ = school.morning(D("2026-07-16"))  # Wednesday 15 July evaluated: child 2 has left
     assert as_of == D("2026-07-15")
     assert [(c["pupil_key"], c["episode_start"], c["opened_on"], c["referral_due"]) for c in school.cases()] == [
