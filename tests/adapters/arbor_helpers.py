@@ -139,3 +139,9 @@ def stored_cursor(engine: Engine, source: str = "arbor") -> str | None:
 def stored_upns(engine: Engine) -> set[str]:
     with engine.connect() as conn:
         return set(conn.execute(select(t.pupils.c.upn)).scalars())
+
+
+def ingest_ok(app: App) -> None:
+    """One night's ingest of ``app``'s sources, which must succeed."""
+    (outcome,) = ingest_sources(app)
+    assert outcome.status == "ok", outcome.detail

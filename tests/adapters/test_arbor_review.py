@@ -3,7 +3,6 @@ and ``detect`` into a real SQLite store, looking for a child missed or a record 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -11,14 +10,12 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, func, select
 
-from adapters.arbor.fake_school import FakeSchool
 from adapters.arbor.fake_server import FakeArbor
-from cme_batch.app import App
 from cme_batch.detect import run_detect
 from cme_batch.importer import ingest_sources
 from cme_batch.model import EnrolmentRecord, PupilRecord
 from cme_batch.store import tables as t
-from tests.adapters.arbor_helpers import PASSWORD, arbor_app, small_school, stored_cursor
+from tests.adapters.arbor_helpers import arbor_app, ingest_ok, stored_cursor
 from tests.helpers import snapshot
 
 P4_UPN = "D916299925004"
@@ -29,18 +26,6 @@ def store_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'store.sqlite'}"
 
 
-@pytest.fixture
-def arbor() -> Iterator[FakeArbor]:
-    school = FakeSchool()
-    school.load(small_school())
-    server = FakeArbor(school, password=PASSWORD).start()
-    yield server
-    server.close()
-
-
-def _ingest(app: App) -> None:
-    (outcome,) = ingest_sources(app)
-    assert outcome.status == "ok", outcome.detail
 
 
 def du_cases(engine: Engine) -> list[tuple[Any, ...]]:
@@ -60,7 +45,7 @@ def test_a_leaving_entered_while_the_changelogs_are_read_is_not_skipped_by_the_c
     no "destination unknown" case, until some deletion forced a full pull."""
     arbor.head_revision_supported = False
     app = arbor_app(tmp_path, store_url, engine, arbor)
-    _ingest(app)  # full
+    ingest_ok(app)  # full
 
     fired: list[str] = []
 
@@ -73,11 +58,11 @@ def test_a_leaving_entered_while_the_changelogs_are_read_is_not_skipped_by_the_c
         return rows
 
     arbor.mangle = meanwhile
-    _ingest(app)  # changes only, while Arbor changes
+    ingest_ok(app)  # changes only, while Arbor changes
     assert fired
     arbor.mangle = None
-    _ingest(app)  # the next night
-    _ingest(app)  # and the one after
+    ingest_ok(app)  # the next night
+    ingest_ok(app)  # and the one after
     run_detect(app, date(2025, 11, 28))
     assert du_cases(engine) == [(P4_UPN, "open")]
 

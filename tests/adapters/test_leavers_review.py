@@ -8,7 +8,6 @@ at what a user would see: the ``destination_unknown`` case, or the child still o
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from cme_batch.detect import run_detect
 from cme_batch.importer import import_files, ingest_sources
 from cme_batch.model import EnrolmentRecord, MarksRecord, PupilRecord, Record, SchoolInfo
 from cme_batch.store import tables as t
-from tests.adapters.arbor_helpers import PASSWORD, arbor_app, small_school
+from tests.adapters.arbor_helpers import arbor_app, ingest_ok
 
 LEFT = date(2025, 11, 20)  # a Thursday
 AS_OF = date(2025, 11, 28)  # the Friday after
@@ -61,25 +60,13 @@ def p4_leaves(school: FakeSchool, leaving: date = LEFT, destination: str | None 
                                  leaving_date=leaving, leaving_reason="Moved away", destination=destination)])
 
 
-@pytest.fixture
-def arbor() -> Iterator[FakeArbor]:
-    school = FakeSchool()
-    school.load(small_school())
-    server = FakeArbor(school, password=PASSWORD).start()
-    yield server
-    server.close()
-
-
-def _ingest(app: App) -> None:
-    (outcome,) = ingest_sources(app)
-    assert outcome.status == "ok", outcome.detail
 
 
 def test_arbor_leaver_without_destination_opens_a_case_on_a_full_pull(
         tmp_path: Path, store_url: str, engine: Engine, arbor: FakeArbor) -> None:
     p4_leaves(arbor.school)
     app = arbor_app(tmp_path, store_url, engine, arbor)
-    _ingest(app)
+    ingest_ok(app)
     run_detect(app, AS_OF)
     assert du_cases(engine) == [(P4_UPN, "open", None)]
 
@@ -88,17 +75,17 @@ def test_arbor_leaver_without_destination_opens_a_case_on_a_full_pull(
 def test_arbor_leaving_recorded_between_pulls_reaches_the_store_on_a_changes_only_night(
         tmp_path: Path, store_url: str, engine: Engine, arbor: FakeArbor, leaving: date) -> None:
     app = arbor_app(tmp_path, store_url, engine, arbor)
-    _ingest(app)  # full
+    ingest_ok(app)  # full
     run_detect(app, date(2025, 11, 27))
     assert du_cases(engine) == []
     p4_leaves(arbor.school, leaving)
     arbor.seen.clear()
-    _ingest(app)  # changes only
+    ingest_ok(app)  # changes only
     assert all(any(a.endswith("id_in") for a in s.args) for s in arbor.requests_for("Student")), "changes only"
     run_detect(app, AS_OF)
     assert du_cases(engine) == [(P4_UPN, "open", None)]
     p4_leaves(arbor.school, leaving, "Abbey Primary")  # the destination is recorded a week later
-    _ingest(app)
+    ingest_ok(app)
     run_detect(app, date(2025, 12, 1))
     assert du_cases(engine) == [(P4_UPN, "closed", "destination_known")]
 
@@ -120,11 +107,11 @@ def test_arbor_leaver_whom_the_student_list_no_longer_holds_still_opens_a_case(
     """If Arbor lists only current students, a leaver's Student row goes the night the leaving is
     entered while the enrolment (with its leaving date) is still served: the leaving must be stored."""
     app = arbor_app(tmp_path, store_url, engine, arbor)
-    _ingest(app)
+    ingest_ok(app)
     arbor.mangle = hidden = OnlyCurrentStudents()
     p4_leaves(arbor.school)
     hidden.left.add(arbor.school.student("p4"))
-    _ingest(app)
+    ingest_ok(app)
     run_detect(app, AS_OF)
     assert stored_enrolments(engine, P4_UPN) == [(date(2025, 9, 8), LEFT, None)]
     assert du_cases(engine) == [(P4_UPN, "open", None)]
@@ -162,7 +149,7 @@ def test_arbor_destination_of_an_earlier_leaving_is_not_the_destination_of_this_
         "linkedRecord": {"displayName": "Abbey Primary"}})
     p4_leaves(school)
     app = arbor_app(tmp_path, store_url, engine, arbor)
-    _ingest(app)
+    ingest_ok(app)
     run_detect(app, AS_OF)
     assert stored_enrolments(engine, P4_UPN) == [(date(2023, 9, 4), date(2024, 7, 19), "Abbey Primary"),
                                                  (date(2025, 9, 8), LEFT, None)]
