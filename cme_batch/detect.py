@@ -69,6 +69,7 @@ from cme_batch.app import App, in_school_time
 from cme_batch.config import Config
 from cme_batch.errors import BadInputError
 from cme_batch.model import SESSIONS
+from cme_batch.store import bulk
 from cme_batch.store import tables as t
 from cme_batch.store.ingest import load_alphabet
 from cme_batch.streaks import Many, Streak, evaluate_many
@@ -156,8 +157,11 @@ def _of_school(query: _Query, pupil_id: ColumnElement[int], school_id: int, alon
 
 
 def _strips(conn: Connection, school_id: int, year: int, alone: bool) -> dict[int, str]:
-    """Every pupil's strip for one academic year: one query."""
+    """Every pupil's strip for one academic year: one query (for a store of one school, straight
+    from the driver: half the time of SQLAlchemy's rows for 100,000 strips)."""
     s = t.mark_strips
+    if alone:
+        return dict(bulk.column_equals(conn, s, ("pupil_id", "marks"), "academic_year", year))
     return dict(conn.execute(_of_school(select(s.c.pupil_id, s.c.marks).where(s.c.academic_year == year),
                                         s.c.pupil_id, school_id, alone)).all())
 

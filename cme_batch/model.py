@@ -111,6 +111,11 @@ class EnrolmentRecord:
     leaving_reason: str | None = None
     destination: str | None = None  # destination school (name or LA/estab), None when unknown
     withdrawn: bool = False  # an admission withdrawn before the child started
+    #: Whether the record speaks of the leaving (``leaving_date``, ``leaving_reason``, ``destination``).
+    #: False for an export with no leaving fields at all (a SIMS admissions report without them): its
+    #: "no leaving" says nothing, and the store keeps the leaving another export stored for the same
+    #: admission. Not part of the record's value: it says what the export left out.
+    leaving_given: bool = field(default=True, compare=False)
 
 
 @dataclass(frozen=True)

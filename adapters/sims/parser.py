@@ -279,7 +279,7 @@ class _Reader:
             yield self.flush(key, run)
         yield from self.held_pupils()
         yield from self.flag_records
-        yield from (e for e, _n in self.enrolments.values())
+        yield from self.enrolment_records()
         yield from (c for c, _n in self.contacts.values())
         if self.kind == "pupils" and self.n:
             self.keep_parts_not_given()
@@ -608,12 +608,26 @@ class _Reader:
         for kind in new:
             yield FlagRecord(key, kind)
 
+    def enrolment_records(self) -> Iterator[EnrolmentRecord]:
+        """The admissions noted (``enrolment``). A report none of whose rows has a leaving field (an
+        admissions report without those columns: CommandReporter leaves out only empty fields, so
+        one row with any of them shows the report has them) says nothing of leavings: its records
+        keep a leaving the leavers report stored that has passed (``EnrolmentRecord.leaving_given``;
+        a planned leaving it lists without is taken as cancelled, as before). Read as "no leaving",
+        a leaver it still listed looked on roll until the leavers report was read again, and on a
+        night that export failed, an open "destination unknown" case closed."""
+        silent = "leaving" not in self.parts_given
+        for e, _n in self.enrolments.values():
+            yield dataclasses.replace(e, leaving_given=False) if silent else e
+
     def enrolment(self, rec: dict[str, str], key: str, n: int) -> None:
         """Note the row's admission; all of them are handed on once the file is read (``enrolments``).
 
         The store keeps one admission per pupil and first day (the agreed one, else the admission
         date): two rows of one are compared here, so that neither replaces the other unseen."""
         dest = rec.get("destination")
+        if "leaving" not in self.parts_given and any(f in rec for f in ("leaving_date", "leaving_reason", "destination")):
+            self.parts_given.add("leaving")
         status = " ".join(rec.get("application_status", "").lower().split())
         no_place = NO_PLACE.search(status) is not None
         if status and not no_place and status not in PLACE_STATUSES and ("unknown_status", status) not in self.done:

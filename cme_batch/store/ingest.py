@@ -179,7 +179,17 @@ class _Kind:
     #: Stored values (the key columns) -> the part of the kind a pupil record may keep apart from
     #: the rest (``PupilRecord.keeps``): a flag's kind. None: the kind is kept whole or not at all.
     part_of: Any = None
+    #: Record -> the columns of a stored row it does not speak of, and (stored row, today) -> whether
+    #: the row's values of them are kept (an enrolment from an export without leaving fields keeps a
+    #: stored leaving that has passed). None: a record speaks of every column.
+    silent_on: Any = None
+    kept_as_stored: Any = None
 
+
+#: An enrolment's leaving, which an export without leaving fields says nothing of. A leaving that
+#: has passed is kept (one undone in the MIS is told by the registers: ``detect._still_registered``);
+#: a planned one such an export no longer ends the admission with is taken as cancelled, as before.
+LEAVING_COLUMNS = ("leaving_date", "leaving_reason", "destination")
 
 KINDS: dict[type, _Kind] = {
     ContactRecord: _Kind("contacts", t.contacts, lambda v: v["contact_key"], lambda r, now: {
@@ -194,7 +204,9 @@ KINDS: dict[type, _Kind] = {
     EnrolmentRecord: _Kind("enrolments", t.enrolments, lambda v: _enrolment_key(v), lambda r, now: {
         "admission_date": r.admission_date, "entry_date": r.entry_date, "leaving_date": r.leaving_date,
         "leaving_reason": r.leaving_reason, "destination": r.destination, "withdrawn": r.withdrawn,
-        "updated_at": now}, ("admission_date", "entry_date")),
+        "updated_at": now}, ("admission_date", "entry_date"),
+        silent_on=lambda r: () if r.leaving_given else LEAVING_COLUMNS,
+        kept_as_stored=lambda row, today: row["leaving_date"] is not None and row["leaving_date"] <= today),
 }
 
 
@@ -511,9 +523,15 @@ class _Writer:
         """Insert or update one chunk's records of one kind (removals wait for the end of the batch)."""
         table = kind.table
         wanted: dict[tuple[int, Any], dict[str, Any]] = {}
+        silent: dict[tuple[int, Any], tuple[str, ...]] = {}  # columns kept as stored (``_Kind.silent_on``)
         for pid, rec in items:
             vals = kind.values_of(rec, self.now)
-            wanted[(pid, kind.key_of(vals))] = vals  # one record twice: the later entry wins
+            key = (pid, kind.key_of(vals))
+            wanted[key] = vals  # one record twice: the later entry wins
+            if kind.silent_on is not None and (columns := kind.silent_on(rec)):
+                silent[key] = columns
+            else:
+                silent.pop(key, None)
         check_rows(self.batch.origin, table, list(wanted.values()))
         existing: dict[tuple[int, Any], Any] = {}
         seen = self.seen[kind.name]
@@ -527,6 +545,8 @@ class _Writer:
         for (pid, key), vals in wanted.items():
             seen.add(pid, key)
             row = existing.get((pid, key))
+            if row is not None and (pid, key) in silent and kind.kept_as_stored(row, self.now.date()):
+                vals = {**vals, **{c: row[c] for c in silent[(pid, key)]}}
             if row is None:
                 inserts.append({"pupil_id": pid, "source": self.source, **vals})
             elif any(row[c] != v for c, v in vals.items() if c != "updated_at"):

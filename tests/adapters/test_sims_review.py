@@ -233,3 +233,49 @@ def test_a_leaving_without_its_admission_dates_is_warned_about(app: App, tmp_pat
     assert [(w.code, w.where, w.pupil_key) for w in warnings] == [
         ("leaving_without_admission", "leavers-1.xml record 1", "1234")]
     assert "Admission Date" in warnings[0].message and "Example" not in warnings[0].message
+
+
+# -- the admissions report read after the leavers report, on a night the leavers export failed ------
+def _leavings(engine: Engine) -> list[tuple[Any, ...]]:
+    e = t.enrolments.c
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(select(e.admission_date, e.leaving_date, e.leaving_reason,
+                                                      e.destination).order_by(e.id))]
+
+
+def test_an_admissions_report_without_leaving_fields_keeps_the_stored_leaving(app: App, tmp_path: Path) -> None:
+    """An admissions report whose columns say nothing of leaving (no Leaving Date, Reason for
+    Leaving or Destination in any row) stored its rows as admissions with no leaving: a leaver
+    it still lists lost the leaving the leavers report had stored. The leavers report read later
+    the same night put it back, but on a night its export failed the child looked on roll again,
+    and the open "destination unknown" case closed. Such a report now keeps a stored leaving whose
+    date has passed (a planned leaving it lists without one is still taken as cancelled:
+    ``test_leavers_review.py``)."""
+    admitted = {**CHILD, "Admission Date": "2022-09-05T00:00:00", "Application Status": "Admitted"}
+    imported(app, export(tmp_path / "leavers-1.xml", {**CHILD, "Admission Date": "2022-09-05T00:00:00",
+                                                        "Leaving Date": "2025-11-14T00:00:00",
+                                                        "Reason for Leaving": "Moved away"}))
+    run_detect(app, date(2025, 11, 21))
+    assert cases(app.engine()) == [("destination_unknown", "open")]
+    stored = _leavings(app.engine())
+    assert stored == [(None, date(2025, 11, 14), "Moved away", None)]
+
+    imported(app, export(tmp_path / "admissions-2.xml", admitted))  # the leavers export failed that night
+    assert _leavings(app.engine()) == stored, "the leaving is kept"
+    run_detect(app, date(2025, 11, 24))
+    assert cases(app.engine()) == [("destination_unknown", "open")], "the child is still missing"
+
+
+def test_an_admissions_report_with_leaving_fields_still_clears_a_leaving_undone_in_sims(app: App,
+                                                                                       tmp_path: Path) -> None:
+    """A report that has a leaving column (some row gives a Leaving Date) speaks of every row's
+    leaving: a row without one is an admission not ended (a leaving undone in SIMS), as before."""
+    imported(app, export(tmp_path / "leavers-1.xml", {**CHILD, "Admission Date": "2022-09-05T00:00:00",
+                                                        "Leaving Date": "2025-11-14T00:00:00",
+                                                        "Reason for Leaving": "Moved away"}))
+    imported(app, export(tmp_path / "admissions-2.xml",
+                         {**CHILD, "Admission Date": "2022-09-05T00:00:00", "Application Status": "Admitted"},
+                         {"Adno": "1300", "Legal Surname": "Other", "Admission Date": "2022-09-05T00:00:00",
+                          "Application Status": "Admitted", "Leaving Date": "2025-10-10T00:00:00"}))
+    leavings = [row[1] for row in _leavings(app.engine())]
+    assert leavings == [None, date(2025, 10, 10)]
