@@ -52,8 +52,9 @@ What is stored (read by others):
 
 from __future__ import annotations
 
+import functools
 import gc
-from collections import defaultdict
+from collections import defaultdict, namedtuple
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -99,13 +100,55 @@ def _enrolments(rows: Iterable[Any], as_of: date) -> dict[int, _Enrolments]:
     for r in sorted(rows, key=lambda r: (r.updated_at, r.id)):
         latest[(r.pupil_id, r.first)] = r
     out: dict[int, _Enrolments] = defaultdict(_Enrolments)
-    for r in sorted(latest.values(), key=lambda r: (r.first or date.min, r.id)):
+    kept: list[Any] = list(latest.values())
+    dateless = {r.pupil_id for r in kept if r.first is None and r.leaving_date is not None}
+    if dateless:  # a few pupils: each such leaving ends its admission
+        kept = [r for r in kept if r.pupil_id not in dateless]
+        for pid in dateless:
+            kept += ended_by_dateless_leavings([r for (p, _first), r in latest.items() if p == pid])
+    for r in sorted(kept, key=lambda r: (r.first or date.min, r.id)):
         e = out[r.pupil_id]
         start = r.first
         if not r.withdrawn:
             e.ranges.append((start, r.leaving_date))
         if start is None or start <= as_of:
             e.current = r
+    return out
+
+
+#: What a leaving gives the admission it ends (those of the columns a query read).
+_LEAVING_FIELDS = ("leaving_date", "leaving_reason", "destination")
+
+@functools.cache
+def _row_type(fields: tuple[str, ...]) -> Any:
+    """A named tuple with these fields: a row read by position and by name, as a query's."""
+    return namedtuple("Admission", fields)  # noqa: PYI024
+
+
+def ended_by_dateless_leavings(rows: list[Any]) -> list[Any]:
+    """One pupil's admission rows (each with ``first``, its first day, and ``_fields``: a query's
+    rows or named tuples), with each leaving that has no first day put on the admission it ends.
+
+    The store knows an admission by its first day, so a leaving an export gives without one (a
+    SIMS leavers report without Admission Date) is a row of its own, and the admission another
+    export gave stayed open: the child on roll, no "destination unknown" case. Such a leaving ends
+    the latest admission that began on or before it and has no leaving (nor a withdrawal) of its
+    own; with none, it stays as it is (on roll until it, as before)."""
+    def dateless(r: Any) -> bool:
+        return r.first is None and r.leaving_date is not None and not r.withdrawn
+
+    leavings = [r for r in rows if dateless(r)]
+    out = [r for r in rows if not dateless(r)]
+    for leaving in sorted(leavings, key=lambda r: r.leaving_date):
+        ended = [i for i, r in enumerate(out) if r.first is not None and r.first <= leaving.leaving_date
+                 and r.leaving_date is None and not r.withdrawn]
+        if not ended:
+            out.append(leaving)
+            continue
+        i = max(ended, key=lambda i: out[i].first)
+        admission = out[i]
+        fields: tuple[str, ...] = admission._fields
+        out[i] = _row_type(fields)(*(getattr(leaving if f in _LEAVING_FIELDS else admission, f) for f in fields))
     return out
 
 

@@ -650,12 +650,12 @@ class _Reader:
         if e.leaving_date is not None and e.admission_date is None and e.entry_date is None \
                 and ("leaving_without_admission", key) not in self.done:
             # the store knows an admission by its first day: a leaving with none is stored apart from
-            # the admission it ends, which (given by the admissions report) keeps the child on roll
+            # the admission it ends; detect puts it on the latest admission begun before it
             self.done.add(("leaving_without_admission", key))
             self.warn("leaving_without_admission", "a leaving with neither an Agreed Start Date nor an Admission "
-                      "Date cannot be matched with the admission it ends: if cme-batch has that admission (from "
-                      "the admissions report) the child looks still on roll and no \"destination unknown\" case "
-                      "opens; add Admission Date to the leavers report", n, key)
+                      "Date cannot be matched with the admission it ends: cme-batch takes it to end the pupil's "
+                      "latest admission begun before it that has no leaving; add Admission Date to the leavers "
+                      "report so that it ends the right one", n, key)
         if "leaving_date" not in rec:
             told = [display(k) for k in ("leaving_reason", "destination") if k in rec] if not e.withdrawn else []
             if told or self.kind == "leavers":

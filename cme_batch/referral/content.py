@@ -211,10 +211,16 @@ def _confirmation(case: Row, cfg: Config) -> dict[str, Any]:
             "at": _iso(case["confirmed_at"]), "message_id": case["confirmation_message_id"]}
 
 
-def _latest_enrolment(conn: Connection, pupil_id: int) -> Row | None:
-    rows = list(conn.execute(select(t.enrolments).where(t.enrolments.c.pupil_id == pupil_id)).mappings())
-    rows.sort(key=lambda e: (e["entry_date"] or e["admission_date"] or date.min, e["id"]))
-    return rows[-1] if rows else None
+def _latest_enrolment(conn: Connection, pupil_id: int) -> dict[str, Any] | None:
+    """The pupil's latest admission, ended by a leaving stored without a first day as ``detect``
+    ends it (``detect.ended_by_dateless_leavings``)."""
+    from cme_batch.detect import ended_by_dateless_leavings
+
+    e = t.enrolments
+    rows = conn.execute(select(e, func.coalesce(e.c.entry_date, e.c.admission_date).label("first")).where(
+        e.c.pupil_id == pupil_id)).all()
+    admissions = sorted(ended_by_dateless_leavings(list(rows)), key=lambda r: (r.first or date.min, r.id))
+    return admissions[-1]._asdict() if admissions else None
 
 
 def _child(p: Row, enrol: Row | None, as_of: date) -> dict[str, Any]:

@@ -279,3 +279,32 @@ def test_an_admissions_report_with_leaving_fields_still_clears_a_leaving_undone_
                           "Application Status": "Admitted", "Leaving Date": "2025-10-10T00:00:00"}))
     leavings = [row[1] for row in _leavings(app.engine())]
     assert leavings == [None, date(2025, 10, 10)]
+
+
+def test_a_leaving_without_its_admission_dates_ends_the_admission_the_admissions_report_gave(
+        app: App, tmp_path: Path) -> None:
+    """The leaving above, stored apart from the admission it ends (the store knows an admission
+    by its first day), left the child on roll: **no "destination unknown" case** for a child gone
+    nobody knows where. It now ends the latest admission begun before it that has no leaving of
+    its own, in ``detect`` and on the referral's form; a child with a later admission (back
+    since) stays on roll."""
+    from cme_batch.referral.content import build_document
+
+    imported(app, export(tmp_path / "admissions-1.xml",
+                         {**CHILD, "Admission Date": "2022-09-05T00:00:00", "Application Status": "Admitted"},
+                         {"Adno": "1300", "Legal Surname": "Other", "Admission Date": "2022-09-05T00:00:00",
+                          "Application Status": "Admitted"},
+                         {"Adno": "1300", "Legal Surname": "Other", "Admission Date": "2025-11-17T00:00:00",
+                          "Application Status": "Admitted"}))
+    imported(app, export(tmp_path / "leavers-1.xml",
+                         {**CHILD, "Leaving Date": "2025-11-14T00:00:00", "Reason for Leaving": "Moved away"},
+                         {"Adno": "1300", "Leaving Date": "2025-11-14T00:00:00"}))
+    run_detect(app, date(2025, 11, 21))
+    with app.engine().connect() as conn:
+        opened = conn.execute(select(t.pupil_keys.c.pupil_key, t.cases.c.kind, t.cases.c.id).join(
+            t.cases, t.cases.c.pupil_id == t.pupil_keys.c.pupil_id)).all()
+        assert [(k, kind) for k, kind, _id in opened] == [("1234", "destination_unknown")], \
+            "the child back since (a later admission) is on roll"
+        child = build_document(conn, opened[0][2], app.config, app.now())["child"]
+    assert (child["entry_date"], child["leaving_date"], child["leaving_reason"]) == \
+        ("2022-09-05", "2025-11-14", "Moved away")
