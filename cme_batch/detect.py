@@ -180,7 +180,7 @@ _Query = TypeVar("_Query", bound=Select[Any])
 
 
 #: Positions in an admission row (see ``_Evaluator._admissions``); the names work too, slowly.
-_FIRST, _LEAVING, _WITHDRAWN, _ADMITTED = 1, 2, 3, 4
+_FIRST, _LEAVING, _WITHDRAWN, _ADMITTED, _REASON, _DESTINATION = 1, 2, 3, 4, 5, 6
 
 
 def _utc_date(moment: datetime) -> date:
@@ -200,13 +200,11 @@ def _of_school(query: _Query, pupil_id: ColumnElement[int], school_id: int, alon
 
 
 def _strips(conn: Connection, school_id: int, year: int, alone: bool) -> dict[int, str]:
-    """Every pupil's strip for one academic year: one query (for a store of one school, straight
-    from the driver: half the time of SQLAlchemy's rows for 100,000 strips)."""
+    """Every pupil's strip for one academic year: one query, straight from the driver (half the
+    time of SQLAlchemy's rows for 100,000 strips)."""
     s = t.mark_strips
-    if alone:
-        return dict(bulk.column_equals(conn, s, ("pupil_id", "marks"), "academic_year", year))
-    return dict(conn.execute(_of_school(select(s.c.pupil_id, s.c.marks).where(s.c.academic_year == year),
-                                        s.c.pupil_id, school_id, alone)).all())
+    return dict(bulk.select_rows(conn, _of_school(select(s.c.pupil_id, s.c.marks).where(s.c.academic_year == year),
+                                                  s.c.pupil_id, school_id, alone)))
 
 
 Person = tuple[str | None, date | None]  # UPN, date of birth
@@ -286,16 +284,16 @@ class Evaluation:
         upn, dob = self.people[pupil_id]
         cur = self.enrolments.get(pupil_id)
         left: date | None = None
-        if cur is not None and cur.leaving_date is not None and cur.leaving_date <= self.leavings_to \
+        if cur is not None and cur[_LEAVING] is not None and cur[_LEAVING] <= self.leavings_to \
                 and pupil_id not in self.still_registered:
-            left = cur.leaving_date
+            left = cur[_LEAVING]
         return criteria.PupilFacts(
             pupil_id=pupil_id, on_roll=pupil_id in self.on_roll, streaks=self.results.get(pupil_id), dob=dob,
             flags=self.flags.get(pupil_id, frozenset()), upn=upn,
-            admission_date=cur.admission_date if cur is not None else None,
-            admission_withdrawn=bool(cur.withdrawn) if cur is not None else False,
-            leaving_date=left, leaving_reason=cur.leaving_reason if cur is not None and left else None,
-            destination=cur.destination if cur is not None and left else None,
+            admission_date=cur[_ADMITTED] if cur is not None else None,
+            admission_withdrawn=bool(cur[_WITHDRAWN]) if cur is not None else False,
+            leaving_date=left, leaving_reason=cur[_REASON] if cur is not None and left else None,
+            destination=cur[_DESTINATION] if cur is not None and left else None,
             repeat_episodes=self.results.repeats.get(pupil_id, ()))
 
     @property
@@ -350,7 +348,8 @@ class _Evaluator:
         self.th = config.thresholds
         p, f = t.pupils, t.flags
         self.alone = conn.execute(select(t.schools.c.id)).scalars().all() == [school_id]
-        self.pupils: Sequence[int] = conn.execute(select(p.c.id).where(p.c.school_id == school_id)).scalars().all()
+        self.pupils: Sequence[int] = [pid for (pid,) in bulk.select_rows(conn, select(p.c.id).where(
+            p.c.school_id == school_id))]
         self._admissions()
         flags: dict[int, set[str]] = defaultdict(set)
         for pid, kind, start, end in conn.execute(self._of_school(
@@ -379,7 +378,7 @@ class _Evaluator:
         e, as_of = t.enrolments, self.as_of
         columns = (e.c.pupil_id, func.coalesce(e.c.entry_date, e.c.admission_date).label("first"), e.c.leaving_date,
                    e.c.withdrawn, e.c.admission_date, e.c.leaving_reason, e.c.destination)
-        rows = self.conn.execute(self._of_school(select(*columns), e.c.pupil_id)).all()
+        rows = bulk.select_rows(self.conn, self._of_school(select(*columns), e.c.pupil_id))
         only: dict[int, Any] = {r[0]: r for r in rows}  # pupil id -> their only admission row
         several: dict[int, _Enrolments] = {}
         if len(only) < len(rows):

@@ -15,7 +15,7 @@ from datetime import date, datetime
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Connection, Table, func, insert, select
+from sqlalchemy import Connection, Select, Table, func, insert, select
 
 _Processor = Callable[[Any], Any] | None
 _processors: dict[tuple[str, str, str], _Processor] = {}
@@ -155,21 +155,45 @@ def rows_in(conn: Connection, table: Table, columns: Sequence[str], key: str, va
     return driver_rows(conn, sql, (*equal.values(), *values))
 
 
-def column_equals(conn: Connection, table: Table, columns: Sequence[str], column: str, value: Any
-                  ) -> list[tuple[Any, ...]]:
-    """``SELECT columns FROM table WHERE column = value``, straight to the driver (as ``rows_in``)."""
-    sql = (f"SELECT {', '.join(_quoted(conn, c) for c in columns)} FROM {_quoted(conn, table.name)} "
-           f"WHERE {_quoted(conn, column)} = {_placeholders(conn, 1)}")
-    return driver_rows(conn, sql, (value,))
+def select_rows(conn: Connection, query: Select[Any]) -> list[tuple[Any, ...]]:
+    """The rows of a query as plain tuples, straight from the driver's cursor, each column's values
+    made what SQLAlchemy makes them (a date from SQLite's text, a boolean from its integer), a
+    distinct value once: for 100,000 rows a third of the time of SQLAlchemy's result rows. Read by
+    position (the query's columns in order)."""
+    compiled = query.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    params = compiled.construct_params()
+    args: Any = [params[k] for k in compiled.positiontup] if compiled.positiontup is not None else params
+    rows = driver_rows(conn, str(compiled), args)
+    dialect = conn.dialect
+    procs = [c.type.dialect_impl(dialect).result_processor(dialect, None) for c in query.selected_columns]
+    if not rows or not any(procs):
+        return rows
+    columns = [values if proc is None else _converted(values, proc)
+               for values, proc in zip(zip(*rows, strict=True), procs, strict=True)]
+    return list(zip(*columns, strict=True))
 
 
-def driver_rows(conn: Connection, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+def _converted(values: Sequence[Any], proc: Callable[[Any], Any]) -> list[Any]:
+    """``proc`` of each value, each distinct value converted once (the same few dates again and again)."""
+    seen: dict[Any, Any] = {None: None}
+    out: list[Any] = []
+    add = out.append
+    for v in values:
+        try:
+            add(seen[v])
+        except KeyError:
+            got = seen[v] = proc(v)
+            add(got)
+    return out
+
+
+def driver_rows(conn: Connection, sql: str, params: Sequence[Any] | Mapping[str, Any]) -> list[tuple[Any, ...]]:
     """The rows of one query as the driver's cursor gives them (tuples of plain values), in the
     connection's transaction: SQLAlchemy's result rows cost more to make than the query takes
     when there are 100,000 of them."""
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
-        cursor.execute(sql, tuple(params))
+        cursor.execute(sql, params if isinstance(params, Mapping) else tuple(params))
         return [tuple(r) for r in cursor.fetchall()]
     finally:
         cursor.close()
