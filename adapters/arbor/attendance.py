@@ -86,13 +86,15 @@ def marks_records(records: Iterable[Row], roll_calls: Sequence[Row], marks: Sequ
                   warnings: list[Warning_]) -> list[MarksRecord]:
     """One MarksRecord per pupil, spanning its marked sessions; unmarked sessions in between say nothing.
 
-    A roll-call record without a mark is a register gap (``-``). Where two records share a
-    session, the one with the higher revision wins. Cross-check warnings are added once per
-    mark type and code set.
+    A roll-call record without a mark is a register gap (``-``). Of one roll call's records for a
+    pupil and session, the newest revision counts (a mark removed is no mark); where two roll
+    calls share a session, one with a mark wins over one without, and of two with a mark (or
+    two without) the newer. Cross-check warnings are added once per mark type and code set.
     """
     sessions = {str(r["id"]): session_of(r) for r in roll_calls}
     by_id = {str(m["id"]): m for m in marks}
-    best: dict[str, dict[tuple[date, str], tuple[int, str]]] = defaultdict(dict)
+    #: pupil -> session -> roll call -> (revision, code): a session may have two roll calls
+    best: dict[str, dict[tuple[date, str], dict[str, tuple[int, str]]]] = defaultdict(dict)
     checked: set[tuple[str, bool]] = set()
     skipped = 0
     for r in records:
@@ -118,9 +120,10 @@ def marks_records(records: Iterable[Row], roll_calls: Sequence[Row], marks: Sequ
                 if (w := cross_check(mark, day)) is not None:
                     warnings.append(w)
         rev = int(r.get("revisionId") or 0)
-        cur = best[sid].get((day, sess))
-        if cur is None or rev >= cur[0]:
-            best[sid][(day, sess)] = (rev, code)
+        calls = best[sid].setdefault((day, sess), {})
+        call = ref_id(r.get("attendanceRollCall")) or ""
+        if call not in calls or rev >= calls[call][0]:  # one roll call's record: its newest revision
+            calls[call] = (rev, code)
     if skipped:
         warnings.append(Warning_(SKIPPED_ROLL_CALLS,
                                  f"{skipped} roll-call record(s) had no pupil, date or AM/PM register and "
@@ -128,10 +131,13 @@ def marks_records(records: Iterable[Row], roll_calls: Sequence[Row], marks: Sequ
     return [_strip(sid, cells) for sid, cells in best.items()]
 
 
-def _strip(pupil_key: str, cells: Mapping[tuple[date, str], tuple[int, str]]) -> MarksRecord:
+def _strip(pupil_key: str, cells: Mapping[tuple[date, str], Mapping[str, tuple[int, str]]]) -> MarksRecord:
     first = min(d for d, _ in cells)
     last = max(d for d, _ in cells)
     codes = [""] * (2 * ((last - first).days + 1))
-    for (day, sess), (_rev, code) in cells.items():
+    for (day, sess), calls in cells.items():
+        # two roll calls for one session (a second morning register): one with a mark wins over one
+        # left unmarked, which would have made the child's N a session with no mark; of two, the newer
+        _marked, _rev, code = max((code != "-", rev, code) for rev, code in calls.values())
         codes[2 * (day - first).days + (0 if sess == "AM" else 1)] = code
     return MarksRecord(pupil_key, first, tuple(codes))

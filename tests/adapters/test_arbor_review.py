@@ -87,3 +87,33 @@ def test_two_students_with_one_upn_are_refused_naming_the_arbor_students(
     assert snapshot(engine) == before and stored_cursor(engine) is None
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(t.pupils)).scalar_one() == 0
+
+
+def test_a_second_roll_call_of_a_session_left_unmarked_does_not_hide_the_first_ones_mark() -> None:
+    """A school with two roll calls for the morning (registration, then a second register): the
+    newer record won even with no mark, so the child's N became a session with no mark, which no
+    absence streak counts: **a day of unexplained absence lost from the count** towards the 10th
+    day. A mark now wins over a roll call left unmarked; of two marks, the newer still wins."""
+    from adapters.arbor import attendance
+
+    roll_calls = [{"id": 1, "attendanceRegisterType": {"isMorning": True}},
+                  {"id": 2, "attendanceRegisterType": {"isMorning": True}},
+                  {"id": 3, "attendanceRegisterType": {"isAfternoon": True}}]
+    marks = [{"id": 7, "code": "N"}, {"id": 8, "code": "/"}]
+
+    def record(roll_call: int, revision: int, mark: int | None, day: str = "2025-09-22") -> dict[str, Any]:
+        r: dict[str, Any] = {"student": {"id": 5}, "recordDate": day, "attendanceRollCall": {"id": roll_call},
+                             "revisionId": revision}
+        return r if mark is None else {**r, "attendanceMark": {"id": mark}}
+
+    [got] = attendance.marks_records([record(1, 3, 7), record(2, 5, None), record(3, 4, None),
+                                      record(2, 6, None, "2025-09-23"), record(1, 2, 7, "2025-09-23")],
+                                     roll_calls, marks, [])
+    assert got.codes == ("N", "-", "N", "")
+    [newer] = attendance.marks_records([record(1, 3, 7), record(2, 5, 8)], roll_calls, marks, [])
+    assert newer.codes == ("/", "")
+    [alone] = attendance.marks_records([record(3, 4, None)], roll_calls, marks, [])
+    assert alone.codes == ("", "-"), "a roll call with no mark and no other is still a register gap"
+    [removed] = attendance.marks_records([record(1, 3, 7), record(1, 6, None), record(2, 5, None)],
+                                         roll_calls, marks, [])
+    assert removed.codes == ("-", ""), "a mark removed from its roll call (a newer revision of it) is gone"
