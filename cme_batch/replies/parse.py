@@ -233,6 +233,24 @@ def own_lines(text: str) -> list[str]:
     return out
 
 
+def continued(text: str) -> list[str]:
+    """The lines that continue the reply's first own line (``own_lines``) in its paragraph: up to a
+    blank line, the start of the quoted original, or a line that reads as a command. A client that
+    does not send ``format=flowed`` (Outlook's plain text) breaks a long line at about 76
+    characters: this is the rest of what the first line began."""
+    out: list[str] = []
+    started = False
+    for line in text.splitlines():
+        s = _clean(line)
+        if not started:
+            started = bool(s) and not s.startswith(">")
+            continue
+        if not s or _QUOTE_START.match(s) or _COMMANDISH.match(s):
+            break
+        out.append(s)
+    return out
+
+
 def parse_command(line: str) -> tuple[Command | None, str | None]:
     """One command from one line, or why the line is not one."""
     m = COMMAND_RE.fullmatch(line.strip())
@@ -265,6 +283,10 @@ def command_of(msg: EmailMessage) -> tuple[Command | None, str | None]:
         # below a greeting, or below the quote (bottom-posted): not acted on, but the DSL is told where it went
         below = any(_COMMANDISH.match(_clean(x)) for x in text.splitlines()[1:] if not _clean(x).startswith(">"))
         return None, NOT_FIRST if why == NOT_COMMAND and below else why
+    if command.text is not None and (more := continued(text)):  # a reason wrapped onto more lines: read whole
+        command = Command(command.verb, command.ref, " ".join([command.text, *more]))
+        if len(command.text or "") > MAX_TEXT:
+            return None, TOO_LONG
     later = [x for x in lines[1:] if _COMMANDISH.match(x)]
     if any(parse_command(x)[0] != command for x in later):
         return command, MANY_COMMANDS

@@ -166,3 +166,26 @@ def test_microsoft_365s_own_header_is_believed_only_as_the_topmost() -> None:
     # without the setting a header that names no server is nobody's: never believed
     assert m365(M365, microsoft365=False, trusted=(MX,)) == authres.NO_TRUSTED
     assert m365(M365_SPOOF, required=False, microsoft365=False, trusted=(MX,)) is None
+
+
+def test_a_reason_the_mail_client_wrapped_onto_more_lines_is_read_whole() -> None:
+    """Outlook's plain-text replies (and others not sending ``format=flowed``) break a long line at
+    about 76 characters. Only the command's first line was read: the rest of the DSL's reason was
+    lost from the case's history, and **a CLOSE asked as a question on its second line ("has the
+    new school confirmed the place?") closed the case**. A command's text now runs on to the end of
+    its paragraph (a blank line, the quoted original, or another command ends it); CONFIRM takes
+    nothing after it, so a "Thanks" under it changes nothing."""
+    wrapped = ("CLOSE CME-2026-0007 family moved to Bristol, the new school is St Mary's and\n"
+               "they confirmed the place on the phone today\n\nDee\n\nOn Monday cme-batch wrote:\n> x\n")
+    assert command(reply(DSL, "Re: x", wrapped)) == (p.Command(
+        "CLOSE", "CME-2026-0007", "family moved to Bristol, the new school is St Mary's and they confirmed the "
+        "place on the phone today"), None)
+    asked = "CLOSE CME-2026-0007 family moved to Bristol, has the new school\nconfirmed the place?\n\nDee\n"
+    assert command(reply(DSL, "Re: x", asked)) == (p.Command(
+        "CLOSE", "CME-2026-0007", "family moved to Bristol, has the new school confirmed the place?"),
+        p.CONDITIONAL_CLOSE)
+    held = "HOLD CME-2026-0007 the social worker is visiting the family\ntomorrow morning\nFrom: cme-batch\n> x\n"
+    assert command(reply(DSL, "Re: x", held)) == (p.Command(
+        "HOLD", "CME-2026-0007", "the social worker is visiting the family tomorrow morning"), None)
+    assert command(reply(DSL, "Re: x", "CONFIRM CME-2026-0007\nThanks\nDee\n")) == (
+        p.Command("CONFIRM", "CME-2026-0007"), None)
