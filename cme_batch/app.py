@@ -103,6 +103,9 @@ class App:
     def close(self) -> None:
         """Close the store's connections (a SQLite store folds its write-ahead log back into the file)."""
         if self._engine is not None:
+            from cme_batch.store import checkpoint
+
+            checkpoint.wait()  # (an import's write-ahead log being copied into the file)
             self._engine.dispose()
 
     def init_store(self) -> list[str]:

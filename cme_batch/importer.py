@@ -7,7 +7,7 @@ root element picks the adapter whose ``root_elements`` name it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC
 from functools import partial
@@ -25,6 +25,7 @@ from cme_batch.errors import BadInputError, CmeError, ImportRejected
 from cme_batch.model import SourceBatch
 from cme_batch.readahead import read_ahead
 from cme_batch.sources import SourceContext, SourceState, available_adapters, build_source, load_factory
+from cme_batch.store import checkpoint
 from cme_batch.store import ingest as store_ingest
 from cme_batch.store import tables as t
 
@@ -159,16 +160,24 @@ def ingest_sources(app: App, only: Iterable[str] = ()) -> list[Outcome]:
     return [o for o in outcomes if o is not None]
 
 
-def _import_lock(app: App) -> AbstractContextManager[None]:
+@contextmanager
+def _import_lock(app: App) -> Iterator[None]:
     """The ``import`` lock, waited for: one import or ingest writes pupils at a time.
 
     Two at once (a file imported by hand while the night ingests) both looked the same new
     pupils up before either had stored them; on PostgreSQL the second then failed on the
     store's unique keys. The second now reads the store once the first has committed.
+
+    Once the import is done, a SQLite store's write-ahead log is copied into the database file
+    on a thread (its commits ran no checkpoint: ``store/checkpoint.py``), while what follows runs.
     """
     from cme_batch.runlock import STAGE_WAIT_SECONDS, run_lock
 
-    return run_lock(app.engine(), app.state_dir, "import", wait=STAGE_WAIT_SECONDS)
+    try:
+        with run_lock(app.engine(), app.state_dir, "import", wait=STAGE_WAIT_SECONDS):
+            yield
+    finally:
+        checkpoint.in_background(app.engine())
 
 
 def _ingest_one(app: App, scfg: SourceConfig, wanted: set[str]) -> Outcome | None:

@@ -37,6 +37,7 @@ from typing import Any
 
 from cme_batch.errors import CmeError
 from cme_batch.model import Record, SourceBatch, packed, unpacked
+from cme_batch.store import checkpoint
 
 #: Files smaller than this are read in this process (starting a child costs a few milliseconds).
 MIN_BYTES = 4 << 20
@@ -82,6 +83,7 @@ def read_ahead(batch: SourceBatch, force: bool = False, then: Callable[[], None]
     if not (force or wanted(batch)):
         yield batch
         return
+    checkpoint.wait()  # no other thread of this process runs while the child is forked
     ctx = multiprocessing.get_context("fork")
     receiver, sender = ctx.Pipe(duplex=False)
     _widen(receiver)

@@ -32,7 +32,7 @@ from cme_batch.model import (
     SourceBatch,
     Warning_,
 )
-from cme_batch.store import bulk
+from cme_batch.store import bulk, checkpoint
 from cme_batch.store import tables as t
 
 PUPIL_FIELDS = ("upn", "legal_surname", "legal_forename", "preferred_surname", "preferred_forename",
@@ -750,7 +750,8 @@ def apply_batch(engine: Engine, school_id: int, batch: SourceBatch, now: datetim
     """Store one batch in one transaction. Raises (and stores nothing) on any bad record."""
     if batch.checksum and already_imported(engine, batch.source, batch.checksum):
         return IngestResult(batch.source, batch.origin, "skipped")
-    with engine.begin() as conn:
+    # the WAL is copied into the database file after the import, not at this commit (checkpoint.py)
+    with engine.connect() as conn, checkpoint.deferred(conn), conn.begin():
         run_id = _new_id(conn.execute(insert(t.ingest_runs).values(
             source=batch.source, origin=batch.origin, checksum=batch.checksum, status="running", started_at=now)))
         w = _Writer(conn, school_id, batch, now, run_id)
