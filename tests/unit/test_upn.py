@@ -37,3 +37,17 @@ def test_known_upns_and_wrong_bodies() -> None:
     for body in ("12345678901", "1234567890I2", "12345678901S", "x23456789012"):
         with pytest.raises(ValueError):
             upn.check_letter(body)
+
+
+@given(st.sampled_from("ABCDEFGHIJKLMNOPQRSTUVWXYZa1 "), st.text(DIGITS + OTHER_DIGITS + "x ", min_size=11, max_size=11),
+       st.sampled_from(DIGITS + "ABCDEFGHIJKLMNOPQRSTUVWXYZ" + "\u0663"), st.integers(12, 14))
+def test_a_upn_is_valid_exactly_when_its_first_letter_is_the_check_letter(first: str, digits: str, last: str,
+                                                                          size: int) -> None:
+    """``problem`` (whose usual case is worked out in one expression) against the definition: any
+    first character, digits of any script, any last character, 12 to 14 characters."""
+    text = (first + digits + last + "7")[:size]
+    try:
+        valid = len(text) == 13 and upn._SHAPE.fullmatch(text) is not None and text[0] == by_definition(text[1:])
+    except ValueError:  # (a last character that is no digit nor check-alphabet letter)
+        valid = False
+    assert (upn.problem(text) is None) == valid
