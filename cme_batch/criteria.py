@@ -454,6 +454,14 @@ def decide(f: PupilFacts, cases: list[CaseState], ctx: Context) -> list[Change]:
     goes_on = ua is not None and live and ua.episode_start is not None and (
         streak.after is None or streak.after < ua.episode_start) and not (
         last_seen is not None and last_seen >= ua.episode_start)
+    # A referred case whose child is absent today, but a day inside it now shows her seen (a mark
+    # corrected or laid late, after the night that day was evaluated): the LA has a missing child,
+    # and she still is one. Closing it "returned" sent the LA an update that the child had returned
+    # to school, and asked the DSL to refer the same child again under a new reference; the case goes
+    # on with the streak since that day, and the LA is told when the child really comes back.
+    goes_on = goes_on or (ua is not None and ua.referred and live and ua.episode_start is not None
+                          and streak.start is not None and streak.after is not None
+                          and ua.episode_start <= streak.after < streak.start)
     if ua is not None and not goes_on:
         seen = last_seen is not None and ua.episode_start is not None and last_seen >= ua.episode_start
         reason = "left" if not f.on_roll else "superseded" if pntu else "returned" if seen else "explained"
