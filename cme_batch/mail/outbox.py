@@ -216,6 +216,35 @@ def due(conn: Connection, now: datetime, *, ignore_backoff: bool = False) -> lis
     return [int(i) for i in conn.execute(q).scalars()]
 
 
+#: Messages to the LA about one case (``dispatch``): each is read against the ones before it.
+CASE_SEQUENCE = ("referral", "update")
+
+
+def waiting_for(conn: Connection, outbox_id: int) -> int | None:
+    """The earlier message of the same case's referral sequence that must reach the LA first, if any.
+
+    An update says "this is an update to our referral ..., sent on ...": handed over while that
+    referral is still queued, or was refused and kept for a person to requeue, it reaches the LA
+    before (or without) the referral it updates. It waits, queued, until the earlier message is
+    sent. A message held with an unknown outcome (``maybe_duplicate``) may already be with the LA
+    and does not hold the next one back, nor does one ``purge`` has removed.
+    """
+    row = conn.execute(select(_OB.c.purpose, _OB.c.case_id).where(_OB.c.id == outbox_id)).first()
+    if row is None or row.case_id is None or row.purpose not in CASE_SEQUENCE:
+        return None
+    blocking = or_(_OB.c.status.in_(("queued", "sending")),
+                   (_OB.c.status == "failed") & _OB.c.maybe_duplicate.is_not(True))
+    return conn.execute(select(func.min(_OB.c.id)).where(
+        _OB.c.case_id == row.case_id, _OB.c.purpose.in_(CASE_SEQUENCE), _OB.c.id < outbox_id, blocking)).scalar()
+
+
+def note_waiting(conn: Connection, outbox_id: int, earlier: int) -> None:
+    """Say on a queued message why it was not sent (``cme-batch outbox`` shows it); it stays queued."""
+    conn.execute(update(_OB).where(_OB.c.id == outbox_id, _OB.c.status == "queued").values(
+        last_error=f"waiting for message #{earlier} of the same case to be sent first: an update must not "
+                   "reach the LA before the referral it updates (requeue that message once its cause is fixed)"))
+
+
 def recover_interrupted(conn: Connection, now: datetime) -> list[int]:
     """Queue again, flagged as possible duplicates, the rows a dead run left in ``sending``.
 

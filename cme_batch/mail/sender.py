@@ -21,6 +21,8 @@ lock, a run:
    already have it, but marked ``failed`` with ``maybe_duplicate`` and reported for a person
    to check whether it arrived (``outbox.mark_outcome_unknown``), and the run goes on;
 6. stops at a fatal error (credentials, certificate): the message is put back untouched.
+7. leaves queued an update to the LA whose case's referral (or earlier update) is not yet sent,
+   saying so on the row (``outbox.waiting_for``): the LA never reads an update before the referral.
 
 Test-only hook: with the environment variable ``CME_TEST_CRASH_AFTER_SEND=1`` the process
 exits abruptly right after the transport accepted a message and before it is recorded, to
@@ -153,6 +155,12 @@ class Drainer:
 
     def _one(self, outbox_id: int) -> Outcome | None:
         with self.engine.begin() as conn:
+            earlier = outbox.waiting_for(conn, outbox_id)
+            if earlier is not None:  # an update never overtakes the referral it updates
+                outbox.note_waiting(conn, outbox_id, earlier)
+                self._log("warning", "message waits for an earlier one of its case", outbox_id=outbox_id,
+                          waiting_for=earlier)
+                return None
             if not outbox.claim(conn, outbox_id, run_id=self.run_id, now=self.clock()):
                 return None  # another run took it: not ours to send
             entry = outbox.get(conn, outbox_id)

@@ -360,6 +360,7 @@ def build_document(conn: Connection, case_id: int, cfg: Config, now: datetime, k
             "referral_due": _iso(case["referral_due"]),
             "register_gaps": [str(g) for g in (case["register_gaps"] or [])],
             "referred_at": _iso(case["referred_at"]),
+            "earlier_referrals": _earlier_referrals(conn, case, now),
         },
         "child": _child(pupil, enrol, as_of),
         "attendance": att.as_dict(),
@@ -382,6 +383,18 @@ def build_document(conn: Connection, case_id: int, cfg: Config, now: datetime, k
         "evidence": _evidence(sessions(conn, pupil["id"], start, as_of) if start else iter(()), gaps),
     })
     return doc
+
+
+def _earlier_referrals(conn: Connection, case: Row, now: datetime) -> list[dict[str, Any]]:
+    """The child's other cases referred to the LA before this one (a "destination unknown" case
+    after an absence referral): a second referral under a new reference, saying nothing of the
+    first, reads as a new child, and its "no actions recorded" hides what the school did."""
+    c = t.cases.c
+    before = _utc(case["referred_at"]) if case["referred_at"] is not None else _utc(now)
+    rows = conn.execute(select(c.ref, c.kind, c.referred_at, c.status, c.closed_reason).where(
+        c.pupil_id == case["pupil_id"], c.id != case["id"], c.referred_at.is_not(None)).order_by(c.referred_at, c.id))
+    return [{"ref": r.ref, "kind": r.kind, "referred_on": _iso(_day(r.referred_at)), "status": r.status,
+             "closed_reason": r.closed_reason} for r in rows if _utc(r.referred_at) < before]
 
 
 def _evidence(marks: Iterator[tuple[date, str, str]], gaps: set[str]) -> list[dict[str, str]]:

@@ -232,9 +232,20 @@ def _people(pdf: ReferralPDF, doc: Mapping[str, Any]) -> None:
                "\n".join(c["phones"]), "\n".join(c["emails"]), _address(c["address"])] for c in doc["contacts"]],
              (29, 23, 16, 13, 24, 37, 38), "No parents or carers are recorded for this child.")
     pdf.section("D. Siblings (other pupils on roll sharing a contact or the address)")
-    pdf.grid(["Name", "Date of birth", "Year group", "Shares"],
-             [[s["name"], fmt_date(s["date_of_birth"]), s["year_group"] or "", " and ".join(s["link"])]
-              for s in doc["siblings"]], (70, 35, 30, 45), "No siblings found on roll at this school.")
+    pdf.grid(["Name", "Date of birth", "Year group", "Shares", "Missing too?"],
+             [[s["name"], fmt_date(s["date_of_birth"]), s["year_group"] or "", " and ".join(s["link"]),
+               _sibling_cases(s.get("open_cases") or [])] for s in doc["siblings"]],
+             (48, 26, 18, 28, 60), "No siblings found on roll at this school.")
+
+
+def _sibling_cases(cases: Sequence[Mapping[str, Any]]) -> str:
+    """A sibling's open cases: a brother listed "on roll" reads as seen at school every day."""
+    if not cases:
+        return "No: no open case"
+    return "\n".join(
+        f"ALSO MISSING: case {c['ref']} ({c['kind'].replace('_', ' ')} since {fmt_date(c['episode_start'])}"
+        + (f"; referred {fmt_date(c['referred_on'])})" if c["referred_on"] else "; not yet referred)")
+        for c in cases)
 
 
 def _days_missed(case: Mapping[str, Any]) -> str:
@@ -260,6 +271,10 @@ def _criterion(pdf: ReferralPDF, doc: Mapping[str, Any]) -> None:
                        ("destination_unknown", "Left the school suddenly and the destination is unknown")):
         pdf.note(("☒ " if case["criterion"] == code else "☐ ") + text, bold=case["criterion"] == code)
     pdf.ln(1)
+    for e in case.get("earlier_referrals") or []:
+        pdf.note(f"Earlier referral of this child: {e['ref']} ({e['kind'].replace('_', ' ')}, referred "
+                 f"{fmt_date(e['referred_on'])}; its actions taken were sent with it)", WARN, bold=True)
+        pdf.ln(1)
     pct = "not known" if att["attendance_percent"] is None else f"{att['attendance_percent']}%"
     pdf.fields([
         ("Case", f"{case['criterion_text']} ({case['kind'].replace('_', ' ')})"),

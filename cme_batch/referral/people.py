@@ -9,6 +9,7 @@ person is, are not used for matching. Only a family contact counts: one with par
 responsibility (or not recorded either way) or whom the child lives with. A childminder, a
 social worker or a neighbour recorded without parental responsibility is an emergency contact
 of children of other families too, and sharing them makes no sibling.
+Each sibling carries its own open CME cases (``open_cases``): a sibling missing too is said to be.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import date
+from datetime import UTC, date
 from typing import Any
 
 from sqlalchemy import Connection, select
 
+from cme_batch.app import in_school_time
 from cme_batch.store import tables as t
 from cme_batch.store.ingest import address_from_json
 
@@ -128,10 +130,30 @@ def siblings(conn: Connection, pupil: Row, own_contacts: Sequence[Row],
         enrol[e["pupil_id"]].append(e)
     rows = conn.execute(select(t.pupils).where(t.pupils.c.id.in_(list(links))).order_by(
         t.pupils.c.dob, t.pupils.c.id)).mappings().all()
+    cases = open_cases(conn, list(links))
     return [{
         "name": full_name(r["legal_forename"], r["legal_surname"]),
         "preferred_name": full_name(r["preferred_forename"], r["preferred_surname"]) or None,
         "date_of_birth": r["dob"].isoformat() if r["dob"] else None,
         "year_group": r["year_group"],
         "link": sorted(links[r["id"]]),
+        "open_cases": cases.get(r["id"], []),
     } for r in rows if _on_roll(enrol[r["id"]], max(as_of, left_by or as_of))]
+
+
+def open_cases(conn: Connection, pupil_ids: Sequence[int]) -> dict[int, list[dict[str, Any]]]:
+    """The open CME cases of these pupils, oldest first. A sibling on roll who is missing too is
+    not a brother seen at school every day: the LA is told, with the case's reference, so two
+    referrals of one family gone can be read together."""
+    c = t.cases.c
+    out: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for r in conn.execute(select(c.pupil_id, c.ref, c.kind, c.episode_start, c.referred_at).where(
+            c.pupil_id.in_(list(pupil_ids)), c.status == "open").order_by(c.id)):
+        referred = None
+        if r.referred_at is not None:
+            moment = r.referred_at if r.referred_at.tzinfo else r.referred_at.replace(tzinfo=UTC)
+            referred = in_school_time(moment).date().isoformat()
+        out[r.pupil_id].append({"ref": r.ref, "kind": r.kind,
+                                "episode_start": r.episode_start.isoformat() if r.episode_start else None,
+                                "referred_on": referred})
+    return out

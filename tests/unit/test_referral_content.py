@@ -99,7 +99,7 @@ def test_siblings_are_pupils_on_roll_sharing_a_contact_or_the_address(engine: En
     ]), NOW)
     sibs = _doc(engine, cfg, case_id)["siblings"]
     assert sibs == [{"name": "Oliver Marsh-Ellery", "preferred_name": None, "date_of_birth": "2019-06-02",
-                     "year_group": "1", "link": ["address", "contact"]}]
+                     "year_group": "1", "link": ["address", "contact"], "open_cases": []}]
 
 
 def test_a_case_with_no_contacts_or_siblings_is_still_a_valid_referral(engine: Engine, cfg: Config) -> None:
