@@ -174,17 +174,14 @@ def select_rows(conn: Connection, query: Select[Any]) -> list[tuple[Any, ...]]:
 
 
 def _converted(values: Sequence[Any], proc: Callable[[Any], Any]) -> list[Any]:
-    """``proc`` of each value, each distinct value converted once (the same few dates again and again)."""
-    seen: dict[Any, Any] = {None: None}
-    out: list[Any] = []
-    add = out.append
-    for v in values:
-        try:
-            add(seen[v])
-        except KeyError:
-            got = seen[v] = proc(v)
-            add(got)
-    return out
+    """``proc`` of each value, each distinct value converted once (the same few dates again and
+    again), the values looked up at C speed."""
+    try:
+        distinct = set(values)
+    except TypeError:  # (a value that cannot be hashed: each converted)
+        return [None if v is None else proc(v) for v in values]
+    converted = {v: None if v is None else proc(v) for v in distinct}
+    return list(map(converted.__getitem__, values))
 
 
 def driver_rows(conn: Connection, sql: str, params: Sequence[Any] | Mapping[str, Any]) -> list[tuple[Any, ...]]:
@@ -194,6 +191,7 @@ def driver_rows(conn: Connection, sql: str, params: Sequence[Any] | Mapping[str,
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
         cursor.execute(sql, params if isinstance(params, Mapping) else tuple(params))
-        return [tuple(r) for r in cursor.fetchall()]
+        rows = cursor.fetchall()
+        return rows if not rows or rows[0].__class__ is tuple else [tuple(r) for r in rows]
     finally:
         cursor.close()
