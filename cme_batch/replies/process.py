@@ -149,7 +149,7 @@ def decide(conn: Connection, raw: bytes, policy: Policy, toks: tokens.Tokens, no
         body, _ = parse.plain_text(msg)
         in_body = why == tokens.NO_TOKEN and body is not None and tokens.TAG_RE.search(body)
         return _review(TOKEN_IN_BODY if in_body else (why or tokens.NO_TOKEN), **ids)
-    verdict = toks.verify(conn, token, case.id, sender, now)
+    verdict = toks.verify(conn, token, case.id, sender, now, use=command.verb != "NOTE")  # a NOTE decides nothing
     if not verdict.ok:
         return _review(verdict.reason or tokens.MALFORMED, **ids)
     return Decision("accepted", **ids, written_at=parse.written_at(msg, now))

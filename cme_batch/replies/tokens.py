@@ -4,8 +4,9 @@ A token is ``<key id>.<nonce>.<expiry>.<mac>``; it rides in the subject of the m
 (``[cme:<token>]``) so that it comes back in the subject of the reply. The MAC (HMAC-SHA256,
 truncated to 128 bits) covers the key id, nonce, expiry, the case and the recipient's address,
 so a token forwarded to someone else, or pasted into a reply about another case, fails. Each
-token is also a row in ``reply_tokens``: it can be used once, and that use is marked with a
-conditional UPDATE so two replies racing for one token cannot both win.
+token is also a row in ``reply_tokens``: a decision (CONFIRM, HOLD, CLOSE) can use it once, and
+that use is marked with a conditional UPDATE so two replies racing for one token cannot both win.
+A NOTE, which records an action and decides nothing, is checked the same way but uses nothing up.
 """
 
 from __future__ import annotations
@@ -135,11 +136,16 @@ class Tokens:
             expires_at=datetime.fromtimestamp(expiry, UTC)))
         return f"{kid}.{nonce}.{expiry}.{_mac(key, kid, nonce, expiry, case_id, recipient)}"
 
-    def verify(self, conn: Connection, token: str, case_id: int, sender: str, now: datetime) -> Verdict:
+    def verify(self, conn: Connection, token: str, case_id: int, sender: str, now: datetime,
+               use: bool = True) -> Verdict:
         """Check ``token`` for this case and the address the reply came from, and use it up.
 
         Call this last, once everything else about the reply is acceptable, inside the
         transaction that applies the reply: the token is marked used only if that commits.
+        With ``use`` false (a NOTE, which decides nothing) the token is checked as above but not
+        used up, nor need it be unused: the CONFIRM the DSL sends later to the same request still
+        counts, she can note a home visit on the request she confirmed, and the office can note
+        two calls on one action email.
         """
         m = TOKEN_RE.fullmatch(token)
         if not m:
@@ -161,6 +167,8 @@ class Tokens:
         now = _aware(now)
         if now.timestamp() >= expiry or now >= _aware(row.expires_at):
             return Verdict(False, EXPIRED)
+        if not use:
+            return Verdict(True)
         used = conn.execute(update(t.reply_tokens).where(
             t.reply_tokens.c.nonce == nonce, t.reply_tokens.c.used_at.is_(None)).values(used_at=now))
         if used.rowcount != 1:

@@ -159,3 +159,30 @@ def test_a_reply_is_never_processed_twice(engine: Engine) -> None:
     report = process.run(engine, again, policy, toks, LATER)
     assert (report.stored, report.seen_before) == (0, 1) and again.processed == ["1"]
     assert len(events(engine, case_id)) == 1
+
+
+def test_a_note_does_not_use_up_the_request_it_answers(app: App, engine: Engine,
+                                                       maildir: stdlib_mailbox.Maildir) -> None:
+    """A NOTE records what was done and decides nothing, but it used up its email's reply code:
+    **the DSL's CONFIRM sent later to the same confirmation request was kept for review** ("reply
+    token was already used"), the referral waiting for the next morning's request; and an office
+    action email took one NOTE, a second call that morning kept for review. A NOTE now leaves the
+    code as it was, and may be sent on a code a decision used; a CONFIRM, HOLD or CLOSE still uses
+    it up, and a second decision on it is still refused."""
+    case_id = make_case(engine, REF, FIXED_NOW)
+    toks = make_tokens()
+    request = issue(engine, toks, case_id, DSL, FIXED_NOW)
+    office = issue(engine, toks, case_id, OFFICE, FIXED_NOW)
+    report = deliver_and_run(
+        app, maildir,
+        dsl_reply(f"NOTE {REF} home-visit: nobody in, neighbour says they moved", request, REF),
+        dsl_reply(f"NOTE {REF} first-day-call: no answer", office, REF, sender=OFFICE),
+        dsl_reply(f"NOTE {REF} contacts-tried: grandmother has not seen them", office, REF, sender=OFFICE))
+    assert dict(report.accepted) == {"NOTE": 3} and not report.review
+    report = deliver_and_run(app, maildir, dsl_reply(f"CONFIRM {REF}", request, REF))
+    assert dict(report.accepted) == {"CONFIRM": 1} and not report.review
+    assert case_row(engine, case_id).confirmed_by == DSL
+    report = deliver_and_run(app, maildir, dsl_reply(f"CLOSE {REF} mum rang, all well", request, REF),
+                             dsl_reply(f"NOTE {REF} social-media: no posts since the 3rd", request, REF))
+    assert dict(report.accepted) == {"NOTE": 1} and dict(report.review) == {"reply token was already used": 1}
+    assert case_row(engine, case_id).status == "open"
