@@ -94,6 +94,18 @@ def _case_message(conn: Connection, c: CaseFact, recipient: str, tokens: Tokens,
                    case_id=c.id, from_address=sender, now=now)
 
 
+def _recorded(conn: Connection, c: CaseFact, config: Config) -> Section:
+    """What the office and staff have recorded on the case by reply (NOTE), oldest first: the policy's
+    step V, the office passing on to the DSL what its calls and visits found, before she decides."""
+    from cme_batch.referral.content import recorded_actions
+
+    rows = [Row([f"{date.fromisoformat(a['date']):%a %d %b %Y}" if a["date"] else "-", a["label"], a["who"],
+                 a["outcome"]]) for a in recorded_actions(conn, c.id, config)]
+    return Section("Recorded on this case", ["Date", "Action", "By", "Outcome"], rows,
+                   empty=f"Nothing has been recorded on this case yet (the office records its calls by replying "
+                         f"NOTE {c.ref} <action>: <outcome> to its action emails).")
+
+
 def _request(conn: Connection, c: CaseFact, recipient: str, tokens: Tokens, config: Config, now: datetime,
              as_of: date) -> None:
     """A confirmation request to the DSL or the deputy: the reply CONFIRM sends the referral.
@@ -117,7 +129,7 @@ def _request(conn: Connection, c: CaseFact, recipient: str, tokens: Tokens, conf
             notes=[*held, f"To send the referral to the LA, reply to this email with the first line: CONFIRM {c.ref}",
                    f"Or: HOLD {c.ref} <reason> | CLOSE {c.ref} <reason> | NOTE {c.ref} <text>",
                    "Keep the subject as it is: it carries the code that proves the reply is yours. "
-                   "Write plain text, with no attachments."])],
+                   "Write plain text, with no attachments."]), _recorded(conn, c, config)],
         footer="Only the DSL and the deputy DSL receive this request, each with their own code.")
     _case_message(conn, c, recipient, tokens, config, now, purpose="confirm_request",
                   key=f"confirm:{c.ref}:{recipient.lower()}:{{nonce}}",
@@ -145,7 +157,7 @@ def _review_request(conn: Connection, c: CaseFact, recipient: str, tokens: Token
                    f"To record what was done meanwhile: NOTE {c.ref} <action>: <outcome> "
                    "(actions: home-visit, social-media, other-agency, contacts-tried, first-day-call)",
                    "Keep the subject as it is: it carries the code that proves the reply is yours. "
-                   "Write plain text, with no attachments."])],
+                   "Write plain text, with no attachments."]), _recorded(conn, c, config)],
         footer="Only the DSL and the deputy DSL receive this request, each with their own code.")
     _case_message(conn, c, recipient, tokens, config, now, purpose="review_request",
                   key=f"review:{c.ref}:{recipient.lower()}:{{nonce}}", what="please review the repeated absences",

@@ -263,6 +263,11 @@ def staff_roles(cfg: Config) -> dict[str, tuple[str, str]]:
             if person is not None and person.email.strip() and person.name.strip()}
 
 
+def recorded_actions(conn: Connection, case_id: int, cfg: Config | None = None) -> list[dict[str, Any]]:
+    """The case's actions log as the referral gives it (``_actions``): date, action, label, who, outcome."""
+    return _actions(_events(conn, case_id), cfg)
+
+
 def _actions(events: list[Row], cfg: Config | None = None) -> list[dict[str, Any]]:
     """The actions log; ``who`` is the member of staff's name and role when the address is one of
     theirs (the LA's officer reads a person, not a mailbox), else as recorded."""

@@ -260,3 +260,32 @@ def test_problems_a_failed_digest_carried_are_shown_in_the_next_one(school_app: 
     last = _texts(engine, "digest")[-1]
     assert f"#{referral} referral" not in _section(last, "Email problems")
     assert "dsl@school.example" not in _section(last, "Replies kept for review (not acted on)")
+
+
+def test_the_dsls_request_shows_what_the_office_recorded(school_app: App, engine: Engine) -> None:
+    """The policy's step V: the office passes its concerns to the DSL. What the office learnt and
+    recorded by reply (NOTE: "grandmother says they moved abroad", "number disconnected") reached
+    only the LA's referral form: **the DSL's confirmation request, from which she decides the
+    referral, said nothing of it**. The request now lists what has been recorded on the case, by
+    whom and when; with nothing recorded, it says so."""
+    queue_morning_mail(school_app, AS_OF)
+    with engine.connect() as conn:
+        case_ids = sorted({r.case_id for r in conn.execute(select(t.outbox.c.case_id).where(
+            t.outbox.c.purpose == "confirm_request"))})
+    assert len(case_ids) >= 2
+    noted, quiet = case_ids[0], case_ids[1]
+    with engine.begin() as conn:
+        conn.execute(t.case_events.insert().values(
+            case_id=noted, at=NOW, kind="action", actor="office@school.example",
+            detail={"action": "contacts_tried", "outcome": "grandmother says they moved abroad",
+                    "by": "office@school.example", "date": "2025-12-18"}))
+        ref = conn.execute(select(t.cases.c.ref).where(t.cases.c.id == noted)).scalar_one()
+        other = conn.execute(select(t.cases.c.ref).where(t.cases.c.id == quiet)).scalar_one()
+    school_app.clock_box["now"] = NOW + timedelta(days=15)  # type: ignore[attr-defined]  # (the codes expired)
+    queue_morning_mail(school_app, AS_OF + timedelta(days=1))
+    texts = _texts(engine, "confirm_request")
+    mine = [x for x in texts[len(texts) // 2:] if ref in x]
+    assert mine and all("grandmother says they moved abroad" in x and "Thu 18 Dec 2025" in x
+                        and "Every emergency contact tried" in x for x in mine), mine[:1]
+    theirs = [x for x in texts[len(texts) // 2:] if other in x]
+    assert theirs and all("Nothing has been recorded on this case yet" in x for x in theirs)
