@@ -1,7 +1,9 @@
 """Arbor roll-call attendance: wire shapes of marks, their national codes, and the cross-check.
 
-Arbor names each mark type by its own id (``PRESENT``, ``LATE``...) and carries the national
-code in ``attendanceMark.code``: that code is what the adapter stores. Arbor also flags each
+Arbor names each mark type by its own id and code (``PRESENT``, ``LATE``, ``PRESENT_AM``...: the
+SDK fetches mark types by these codes), and the mark type also has an ``attendanceMark`` text.
+The national code stored is whichever of ``code`` and ``attendanceMark`` is one (``code`` first,
+as the adapter read it before), else ``code`` as a local code (``mark_code``). Arbor also flags each
 mark type as statistically present, authorised absent and so on; those flags are kept only to
 cross-check the code against the class DOMAIN.md section 2 gives it, and a disagreement becomes
 a data-quality warning (a school's local code, or a mark type set up wrongly in Arbor).
@@ -47,9 +49,24 @@ def arbor_reading(mark: Row) -> tuple[str, frozenset[str]]:
     return "nothing", frozenset()
 
 
+def _clean(v: object) -> str:
+    return v.strip() if isinstance(v, str) else ""  # blanks around a code are no part of it
+
+
+def mark_code(mark: Row, day: date) -> str:
+    """The code to store for a mark type on a day: its ``code`` if that is a national code, else its
+    ``attendanceMark`` if that is one (Arbor's own code, e.g. ``PRESENT_AM``, with the national
+    ``/`` beside it), else its ``code`` (a local code, or blank)."""
+    table = national_set(day)
+    code, shown = _clean(mark.get("code")), _clean(mark.get("attendanceMark"))
+    if code not in table and shown in table:
+        return shown
+    return code or shown
+
+
 def cross_check(mark: Row, day: date) -> Warning_ | None:
     """A warning when Arbor's own flags on a mark type disagree with the national code's class."""
-    code = str(mark.get("code") or "").strip()
+    code = mark_code(mark, day)
     cls = code_class(code, day)
     label, allowed = arbor_reading(mark)
     if not allowed:
@@ -111,7 +128,7 @@ def marks_records(records: Iterable[Row], roll_calls: Sequence[Row], marks: Sequ
                 raise BadShape(f"a roll-call record names attendance mark {mid}, which Arbor's list of "
                                "attendance marks does not hold")
             raw = mark.get("code")
-            code = raw.strip() if isinstance(raw, str) else ""  # blanks around a code are no part of it
+            code = mark_code(mark, day)
             if not code:  # laid as "no mark" it would replace a real mark, as above
                 raise BadShape(f"{MARK} {mid}: field code is {'null' if raw is None else 'blank'}, expected the "
                                "mark's code: roll-call records have this mark, and cannot be stored without it")

@@ -114,6 +114,11 @@ def _as_date(v: Any) -> date:
     return date.fromisoformat(str(v)[:10])
 
 
+#: Fields whose value is served whole, as a JSON scalar, even when it is an object: a student's
+#: ``userTags`` in the SDK's shape is a map of tag name to value, not a related object.
+JSON_SCALARS = frozenset({"userTags"})
+
+
 class Executor:
     """Answers queries from a FakeSchool, caching each filtered list until the school changes."""
 
@@ -169,7 +174,9 @@ class Executor:
             if name not in obj:
                 raise QueryError(f'Cannot query field "{name}" on type "{entity}".')
             v = self._follow(obj[name])
-            if isinstance(v, dict):
+            if isinstance(v, dict) and name in JSON_SCALARS and sub is None:
+                out[name] = dict(v)
+            elif isinstance(v, dict):
                 if sub is None:
                     raise QueryError(f'Field "{name}" of type "{entity}" must have a selection of subfields.')
                 out[name] = self.render(str(v.get("entityType", name)), v, sub)

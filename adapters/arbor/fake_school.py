@@ -41,6 +41,11 @@ TAGS = {"domestic_abuse": "Domestic abuse", "highly_mobile": "Traveller", "medic
         "parent_learning_difficulty": "Parent learning difficulty"}
 STAT_FLAG_NAMES = ("isStatisticalPresent", "isStatisticalApprovedEducationalActivity",
                    "isStatisticalAuthorizedAbsent", "isStatisticalUnauthorizedAbsent")
+#: Arbor's own names of a few mark types (``AttendanceMark`` ids and codes such as ``PRESENT``,
+#: ``LATE`` in the SDK's examples, ``PRESENT_AM`` in the BI connector's data dictionary), used when
+#: the school is set to ``mark_codes="arbor"``; other national marks get ``MARK_<letter>``.
+ARBOR_MARK_NAMES = {"/": "PRESENT_AM", "\\": "PRESENT_PM", "L": "LATE", "N": "NO_REASON_YET", "O": "UNAUTHORISED",
+                    "I": "ILLNESS", "#": "SCHOOL_CLOSED"}
 
 
 def ref(entity: str, obj_id: int) -> Obj:
@@ -73,7 +78,13 @@ def mark_flags(code: str) -> dict[str, bool]:
 class FakeSchool:
     """Arbor-shaped objects of one school; thread-safe, so the server can read while a test writes."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, mark_codes: str = "national", tags: str = "list", titles: str = "text") -> None:
+        """``mark_codes``: "national" (a mark type's ``code`` is the national code) or "arbor" (its
+        ``code`` is Arbor's own name, ``PRESENT_AM``, and the national mark is in its
+        ``attendanceMark`` field); ``tags``: a student's ``userTags`` as a "list" of names or as a
+        "map" of tag name to value (the SDK's shape); ``titles``: a person's ``title`` as "text" or
+        as an "object" (the SDK's ``Title``: ``code`` and ``title``). Set before ``load``."""
+        self.mark_codes, self.tag_shape, self.title_shape = mark_codes, tags, titles
         self.lock = threading.RLock()
         self.revision = 0
         self.objects: dict[str, dict[int, Obj]] = {}
@@ -164,7 +175,7 @@ class FakeSchool:
             "displayAcademicLevel": {"displayName": levels.get(r.year_group or "", f"Year {r.year_group}")}
             if r.year_group else None,
             "registrationForm": {"displayName": r.reg_group} if r.reg_group else None,
-            "userTags": self._tags.get(r.pupil_key, [])})
+            "userTags": self._user_tags(self._tags.get(r.pupil_key, []))})
         if r.upn:
             self._upsert("UkDfe_UpnAssignment", r.pupil_key, {
                 "student": ref("Student", sid), "upn": r.upn,
@@ -194,8 +205,11 @@ class FakeSchool:
             "effectiveDate": None, "endDate": None, "isCorrespondenceAddress": True})
 
     def _contact(self, r: ContactRecord) -> None:
+        title: Any = r.title
+        if r.title and self.title_shape == "object":
+            title = {"code": r.title.strip(".").upper(), "title": r.title}
         person = self._upsert("Person", ("guardian", r.contact_key), {
-            "title": r.title, "legalFirstName": r.forename, "legalLastName": r.surname, "dateOfBirth": None})
+            "title": title, "legalFirstName": r.forename, "legalLastName": r.surname, "dateOfBirth": None})
         gid = self._upsert("Guardian", r.contact_key, {"person": ref("Person", person)})
         self._upsert("StudentGuardianRelationship", (r.pupil_key, r.contact_key), {
             "student": ref("Student", self.student(r.pupil_key)), "guardian": ref("Guardian", gid),
@@ -236,7 +250,10 @@ class FakeSchool:
             student = self.get("Student", self.student(pupil_key)) or {}
             self._upsert("Student", pupil_key, {**{k: v for k, v in student.items()
                                                    if k not in ("entityType", "id", "revisionId")},
-                                                "userTags": list(tags)})
+                                                "userTags": self._user_tags(tags)})
+
+    def _user_tags(self, tags: list[str]) -> Any:
+        return {t: True for t in tags} if self.tag_shape == "map" else list(tags)
 
     def key_map(self) -> dict[str, str]:
         """Arbor student id -> the pupil key of the record the student was loaded from."""
@@ -245,7 +262,11 @@ class FakeSchool:
 
     def mark_type(self, code: str, **flags: bool) -> int:
         """The AttendanceMark for a national code (flags as Arbor would set them, unless overridden)."""
-        return self._upsert("AttendanceMark", code, {"code": code, **mark_flags(code), **flags})
+        if self.mark_codes == "arbor":  # Arbor's own code, the national mark beside it
+            names: Obj = {"code": ARBOR_MARK_NAMES.get(code, f"MARK_{code}"), "attendanceMark": code}
+        else:  # the shape the adapter was first written for: the national code, no mark text
+            names = {"code": code, "attendanceMark": None}
+        return self._upsert("AttendanceMark", code, {**names, **mark_flags(code), **flags})
 
     def _marks(self, r: MarksRecord) -> None:
         sid = self.student(r.pupil_key)

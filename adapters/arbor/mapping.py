@@ -67,7 +67,9 @@ SELECTIONS: dict[str, str] = {
                  "linkedRecord { displayName }",
     RELATIONSHIP: "id revisionId student { id } guardian { id } guardianRelationshipType { relationshipName } "
                   "emergencyContactPriority isLegalGuardian",
-    GUARDIAN: "id revisionId person { id title legalFirstName legalLastName }",
+    # a person's title is a Title object (code, title) in Arbor's SDK, not text: a bare ``title``
+    # would be refused; ``title_text`` reads the object (or text, as a server might give it)
+    GUARDIAN: "id revisionId person { id title { code title } legalFirstName legalLastName }",
     PHONE: "id revisionId numberOwner { id } number telephoneNumberRanking",
     EMAIL: "id revisionId emailAddressOwner { id } emailAddress dataOrder",
     OCCUPANCY: "id revisionId occupant { id } effectiveDate endDate "
@@ -78,8 +80,8 @@ SELECTIONS: dict[str, str] = {
     YOUNG_CARER: "id revisionId student { id } startDate endDate",
     ROLL_CALL_RECORD: "id revisionId student { id } recordDate attendanceRollCall { id } attendanceMark { id }",
     ROLL_CALL: "id attendanceRegisterType { isMorning isAfternoon }",
-    MARK: "id code isStatisticalPresent isStatisticalApprovedEducationalActivity isStatisticalAuthorizedAbsent "
-          "isStatisticalUnauthorizedAbsent isStatisticalPossibleAttendance",
+    MARK: "id code attendanceMark isStatisticalPresent isStatisticalApprovedEducationalActivity "
+          "isStatisticalAuthorizedAbsent isStatisticalUnauthorizedAbsent isStatisticalPossibleAttendance",
 }
 
 #: The type of every field ``SELECTIONS`` reads (a dotted path inside a nested object), checked
@@ -87,9 +89,11 @@ SELECTIONS: dict[str, str] = {
 #: the entity, the Arbor id and the field, never the value. ``id``: a number (or a string of one),
 #: never null; ``ref``: an object holding an ``id``; ``obj``: an object; ``str``, ``int``, ``bool``;
 #: ``rev``: a revision number (or a string of digits);
-#: ``date``: either date encoding; ``strs``: a list of strings. A trailing ``?`` allows null or
-#: absence. Which fields may be null is UNCONFIRMED: a null that decides what is stored (whose
-#: enrolment, which status) is refused rather than guessed at.
+#: ``date``: either date encoding; ``strs``: a list of strings; ``tags``: a list of tag names or an
+#: object of tag name to value (the SDK's shape); ``named``: a string or an object (a lookup such
+#: as a person's ``Title``). A trailing ``?`` allows null or absence. Which fields may be null is
+#: UNCONFIRMED: a null that decides what is stored (whose enrolment, which status) is refused
+#: rather than guessed at.
 _COMMON = {"id": "id", "revisionId": "rev?"}
 _SPAN = {"startDate": "date?", "endDate": "date?"}
 FIELDS: dict[str, dict[str, str]] = {
@@ -97,7 +101,7 @@ FIELDS: dict[str, dict[str, str]] = {
               "legalLastName": "str?", "preferredFirstName": "str?", "preferredLastName": "str?",
               "dateOfBirth": "date?", "gender": "str?", "displayAcademicLevel": "obj?",
               "displayAcademicLevel.displayName": "str?", "registrationForm": "obj?",
-              "registrationForm.displayName": "str?", "userTags": "strs?"},
+              "registrationForm.displayName": "str?", "userTags": "tags?"},
     UPN: {**_COMMON, "student": "ref", "upn": "str?", "startDatetime": "date?", "endDatetime": "date?"},
     ENROLMENT: {**_COMMON, "student": "ref", "entryDate": "date?", "leavingDate": "date?",
                 "unenrolmentReason": "obj?", "unenrolmentReason.code": "str?",
@@ -108,7 +112,8 @@ FIELDS: dict[str, dict[str, str]] = {
     RELATIONSHIP: {**_COMMON, "student": "ref", "guardian": "ref", "guardianRelationshipType": "obj?",
                    "guardianRelationshipType.relationshipName": "str?", "emergencyContactPriority": "int?",
                    "isLegalGuardian": "bool?"},
-    GUARDIAN: {**_COMMON, "person": "ref?", "person.title": "str?", "person.legalFirstName": "str?",
+    GUARDIAN: {**_COMMON, "person": "ref?", "person.title": "named?", "person.title.code": "str?",
+               "person.title.title": "str?", "person.legalFirstName": "str?",
                "person.legalLastName": "str?"},
     PHONE: {**_COMMON, "numberOwner": "ref", "number": "str?", "telephoneNumberRanking": "int?"},
     EMAIL: {**_COMMON, "emailAddressOwner": "ref", "emailAddress": "str?", "dataOrder": "int?"},
@@ -127,7 +132,7 @@ FIELDS: dict[str, dict[str, str]] = {
                        "attendanceMark": "ref?"},
     ROLL_CALL: {"id": "id", "attendanceRegisterType": "obj?", "attendanceRegisterType.isMorning": "bool?",
                 "attendanceRegisterType.isAfternoon": "bool?"},
-    MARK: {"id": "id", "code": "str?", "isStatisticalPresent": "bool?",
+    MARK: {"id": "id", "code": "str?", "attendanceMark": "str?", "isStatisticalPresent": "bool?",
            "isStatisticalApprovedEducationalActivity": "bool?", "isStatisticalAuthorizedAbsent": "bool?",
            "isStatisticalUnauthorizedAbsent": "bool?", "isStatisticalPossibleAttendance": "bool?"},
 }
@@ -233,6 +238,10 @@ def _kind_ok(kind: str, v: Any) -> bool:
         return isinstance(v, bool)
     if kind == "strs":
         return isinstance(v, list) and all(isinstance(x, str) for x in v)
+    if kind == "tags":
+        return _kind_ok("strs", v) or isinstance(v, dict)
+    if kind == "named":
+        return isinstance(v, (str, dict))
     if kind == "date":
         parse_date(v)  # raises BadShape, naming the encoding but not the value
         return True
@@ -281,6 +290,7 @@ def check_rows(entity: str, rows: Sequence[Row]) -> None:
 
 _KIND_WORDS = {"id": "an id (a number)", "ref": "an object with an id", "obj": "an object", "str": "a string",
                "int": "a whole number", "rev": "a revision number", "bool": "true or false", "strs": "a list of strings",
+               "tags": "a list of strings or an object of tag names", "named": "a string or an object",
                "date": "a date"}
 
 
@@ -381,6 +391,21 @@ def ref_id(v: Any) -> str | None:
 
 def _text(v: Any) -> str | None:
     return None if v is None or v == "" else str(v)
+
+
+def title_text(v: Any) -> str | None:
+    """A person's title: text, or Arbor's ``Title`` object (its ``title``, else its ``code``)."""
+    if isinstance(v, dict):
+        return _text(v.get("title")) or _text(v.get("code"))
+    return _text(v)
+
+
+def tag_names(v: Any) -> list[str]:
+    """A student's tags: a list of names, or (the SDK's ``userTags``) an object of tag name to
+    value, where a tag whose value is null or false is taken as not set."""
+    if isinstance(v, dict):
+        return [str(name) for name, value in v.items() if value is not None and value is not False]
+    return [str(t) for t in v or ()]
 
 
 _LEVELS = {"reception": "R", "nursery": "N1"}
@@ -559,7 +584,7 @@ def contact_records(rows: Mapping[str, Sequence[Row]], people: PeopleIndex,
         home, child_home = people.address_id(pid), people.address_id(student_person.get(sid))
         out.append(ContactRecord(
             pupil_key=sid, contact_key=gid, priority=rel.get("emergencyContactPriority"),
-            title=_text(person.get("title")), surname=_text(person.get("legalLastName")),
+            title=title_text(person.get("title")), surname=_text(person.get("legalLastName")),
             forename=_text(person.get("legalFirstName")),
             relationship=_text((rel.get("guardianRelationshipType") or {}).get("relationshipName")),
             parental_responsibility=rel.get("isLegalGuardian"),
@@ -620,6 +645,6 @@ def flag_records(rows: Mapping[str, Sequence[Row]], tag_flags: Mapping[str, str]
         add(r, "young_carer")
     wanted = {_tag(name): kind for name, kind in tag_flags.items()}
     for s in rows.get(STUDENT, ()):
-        kinds = {wanted[t] for tag in s.get("userTags") or () if (t := _tag(str(tag))) in wanted}
+        kinds = {wanted[t] for tag in tag_names(s.get("userTags")) if (t := _tag(tag)) in wanted}
         out += [FlagRecord(str(s["id"]), kind, detail="Arbor student tag") for kind in sorted(kinds)]
     return out

@@ -126,7 +126,7 @@ def _selected(selection: str) -> set[str]:
         elif token == "}":
             stack.pop()
         else:
-            last = ".".join([*stack, token])
+            last = f"{stack[-1]}.{token}" if stack else token  # (the stack holds whole paths)
             out.add(last)
     return out
 
