@@ -438,14 +438,19 @@ class _Reader:
             if ckey in keys:
                 ckey = f"contact:{i}"
             keys.add(ckey)
-            as_pupil = self.yes_no(c.find("AddressAsPupil"), f"Contact {i} AddressAsPupil")
+            # ``AddressAsPupil`` straight in ``Contact``, or inside its ``Address`` (Aspen's writer)
+            addr = c.find("Address")
+            as_pupil_el = c.find("AddressAsPupil")
+            if as_pupil_el is None and addr is not None:
+                as_pupil_el = addr.find("AddressAsPupil")
+            as_pupil = self.yes_no(as_pupil_el, f"Contact {i} AddressAsPupil")
             yield ContactRecord(
                 pupil_key=key, contact_key=ckey, priority=order, title=text_of(c.find("Title")),
                 surname=text_of(c.find("Surname")), forename=text_of(c.find("Forename")),
                 relationship=text_of(c.find("Relationship")),
                 parental_responsibility=self.yes_no(c.find("Responsibility"), f"Contact {i} Responsibility"),
                 phones=self.phones(c), emails=tuple(v for e in c.findall("Email") if (v := text_of(e))),
-                address=pupil_address if as_pupil else self.address(c.find("Address")))
+                address=pupil_address if as_pupil else self.address(addr))
 
     def flags(self, p: Element, key: str) -> Iterator[FlagRecord]:
         la = p.find("LookedAfter")
