@@ -3,12 +3,24 @@
 No emulator of Entra ID or Graph exists, so this serves the few requests cme-batch makes, in
 the shapes Microsoft documents: OpenID discovery and the client-credentials token endpoint
 (enough for msal), and one mailbox's folders and messages (list, ``$value``, mark read, move,
-find or create a folder). It checks the client secret and the bearer token like the real ones,
-so a wrong secret or a missing token fails the way it would in production.
+find or create a folder), and ``sendMail`` in MIME form. It checks the client secret and the
+bearer token like the real ones, so a wrong secret or a missing token fails the way it would in
+production.
+
+``sendMail`` follows Microsoft's page (https://learn.microsoft.com/en-us/graph/api/user-sendmail):
+the body is the MIME message base64-encoded, sent as ``Content-Type: text/plain``; malformed
+base64 is ``400`` "Invalid base64 string for MIME content."; success is ``202 Accepted`` with an
+empty body. A payload over 4 MB is ``413`` (https://learn.microsoft.com/en-us/graph/api/user-post-messages).
+``send_script`` scripts other answers (429/503 with Retry-After, or 504 after the message was taken:
+https://learn.microsoft.com/en-us/graph/errors). ``token_script`` scripts the token endpoint's
+answers, such as the ``429`` with ``Retry-After: 60`` Entra ID gives a client-credentials caller it
+throttles (https://learn.microsoft.com/en-us/entra/msal/dotnet/advanced/client-and-server-throttling)
+or a 5xx.
 """
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import ssl
@@ -46,6 +58,12 @@ class FakeMicrosoft:
     messages: dict[str, Message] = field(default_factory=dict)
     folders: dict[str, str] = field(default_factory=lambda: {"inbox": "Inbox"})  # id -> display name
     scopes: list[str] = field(default_factory=list)  # every scope a token was asked for
+    # scripted token endpoint answers, used before the normal one: (status, headers, body bytes)
+    token_script: list[tuple[int, dict[str, str], bytes]] = field(default_factory=list)
+    token_requests: int = 0
+    sent: list[bytes] = field(default_factory=list)  # MIME messages sendMail took
+    # scripted sendMail answers: (status, headers, JSON body, whether Graph took the message first)
+    send_script: list[tuple[int, dict[str, str], Any, bool]] = field(default_factory=list)
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
     def deliver(self, raw: bytes) -> str:
@@ -64,10 +82,14 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
         pass
 
-    def _send(self, status: int, body: Any = None, raw: bytes | None = None) -> None:
+    def _send(self, status: int, body: Any = None, raw: bytes | None = None,
+              headers: dict[str, str] | None = None) -> None:
         data = raw if raw is not None else json.dumps(body if body is not None else {}).encode()
         self.send_response(status)
-        self.send_header("Content-Type", "message/rfc822" if raw is not None else "application/json")
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        if data and "Content-Type" not in (headers or {}):
+            self.send_header("Content-Type", "message/rfc822" if raw is not None else "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
@@ -104,6 +126,10 @@ class _Handler(BaseHTTPRequestHandler):
                                     "token_endpoint": f"{ms.base}/{ms.tenant}/oauth2/v2.0/token"})
         if method == "POST" and rest == ["oauth2", "v2.0", "token"]:
             form = {k: v[0] for k, v in parse_qs(self._body().decode()).items()}
+            ms.token_requests += 1
+            if ms.token_script:
+                status, headers, raw = ms.token_script.pop(0)
+                return self._send(status, raw=raw, headers=headers)
             if form.get("client_id") != ms.client_id or form.get("client_secret") != ms.client_secret:
                 return self._send(401, {"error": "invalid_client", "error_description": "AADSTS7000215"})
             ms.scopes.append(form.get("scope", ""))
@@ -112,6 +138,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _mail(self, method: str, rest: list[str], query: dict[str, list[str]]) -> None:
         ms = self.server.state
+        if method == "POST" and rest == ["sendMail"]:
+            return self._send_mail()
         if method == "GET" and len(rest) == 3 and rest[0] == "mailFolders" and rest[2] == "messages":
             folder = next((fid for fid, n in ms.folders.items() if rest[1] in (fid, n.lower())), None)
             ids = [mid for mid, m in ms.messages.items() if m.folder == folder]
@@ -140,6 +168,34 @@ class _Handler(BaseHTTPRequestHandler):
             msg.folder = dest
             return self._send(201, {"id": rest[1]})
         self._send(404)
+
+
+    def _send_mail(self) -> None:
+        """``sendMail`` with a MIME body, answered as Microsoft documents it."""
+        ms = self.server.state
+        body = self._body()
+        if self.headers.get("Content-Type", "").split(";")[0].strip().lower() != "text/plain":
+            return self._send(400, {"error": {"code": "RequestBodyRead", "message": "Cannot read the request body."}})
+        if len(body) > MAX_SEND_BYTES:
+            return self._send(413, {"error": {"code": "RequestEntityTooLarge",
+                                              "message": "The request size exceeds the maximum limit."}})
+        try:
+            mime = base64.b64decode(body, validate=True)
+        except ValueError:
+            mime = b""
+        if not mime:
+            return self._send(400, {"error": {"code": "ErrorMimeContentInvalidBase64String",
+                                              "message": "Invalid base64 string for MIME content."}})
+        if ms.send_script:
+            status, headers, reply, taken = ms.send_script.pop(0)
+            if taken:
+                ms.sent.append(mime)
+            return self._send(status, reply, headers=headers)
+        ms.sent.append(mime)
+        self._send(202, raw=b"", headers={"request-id": f"req-{len(ms.sent)}"})
+
+
+MAX_SEND_BYTES = 4 * 1024 * 1024  # "S/MIME message payloads are currently limited to 4 MB"
 
 
 class _Server(ThreadingHTTPServer):

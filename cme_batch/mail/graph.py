@@ -12,7 +12,10 @@ outbox's recipients must appear there (they do for every message cme-batch build
 Throttling (429) and server errors (5xx) are temporary; their Retry-After is passed on so
 the sender waits at least that long. 401/403/404 mean the app or mailbox is misconfigured.
 A timeout or a lost connection once the whole body has been handed to the HTTP library is
-``OutcomeUnknown``: Graph may have taken the message before its 202 was lost.
+``OutcomeUnknown``: Graph may have taken the message before its 202 was lost. So is a 504:
+Microsoft documents it as a gateway that "didn't receive a timely response from the upstream
+server" (https://learn.microsoft.com/en-us/graph/errors), i.e. the service handling this
+``sendMail`` may have sent it; retrying could deliver it twice.
 """
 
 from __future__ import annotations
@@ -84,6 +87,9 @@ class GraphTransport:
                 raise OutcomeUnknown(f"{where}: the whole message was sent but no answer came back "
                                      f"({exc.__class__.__name__}); Graph may have accepted it") from exc
             raise request_error(where, exc) from exc
+        if resp.status_code == 504:  # the upstream that had the whole message did not answer in time
+            raise OutcomeUnknown(f"{where}: HTTP 504 Gateway Timeout after the whole message was sent "
+                                 f"({_graph_error(resp) or 'no detail'}); Graph may have accepted it")
         if resp.status_code in (200, 202):
             request_id = resp.headers.get("request-id", "")
             return Delivery(f"accepted by Microsoft Graph ({resp.status_code}"

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from cme_batch.errors import BadInputError, CmeError, FatalError
 from cme_batch.mail.settings import MICROSOFT_AUTHORITY, GoogleAccount, MicrosoftApp
-from cme_batch.mail.transport import TemporarySendError
+from cme_batch.mail.transport import TemporarySendError, parse_retry_after
 
 OUTLOOK_SCOPE = "https://outlook.office365.com/.default"
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
@@ -69,6 +69,43 @@ def request_error(where: str, exc: requests.RequestException) -> CmeError:
     return TemporarySendError(f"{where}: {exc.__class__.__name__} (temporary)")
 
 
+class _NotedSession:
+    """The HTTP client msal is given: it notes the status and Retry-After of the last answer.
+
+    msal hands back a token endpoint's error body but not its HTTP status, and raises its own
+    ``MsalServiceError`` (not a requests exception) for a 5xx. Entra ID throttles the
+    client-credentials grant with ``429`` and ``Retry-After: 60``
+    (https://learn.microsoft.com/en-us/entra/msal/dotnet/advanced/client-and-server-throttling),
+    whatever the body says; the status is what tells a throttled request from a refused one.
+    msal itself replays a throttled answer from its cache until the Retry-After is over, without
+    calling this client: the last noted answer is then that same one, which is what is wanted.
+    """
+
+    def __init__(self, session: requests.Session) -> None:
+        self.session = session
+        self.last: tuple[int, str | None] | None = None
+
+    def _note(self, resp: requests.Response) -> requests.Response:
+        self.last = (resp.status_code, resp.headers.get("Retry-After"))
+        return resp
+
+    def post(self, *args: Any, **kwargs: Any) -> requests.Response:
+        return self._note(self.session.post(*args, **kwargs))
+
+    def get(self, *args: Any, **kwargs: Any) -> requests.Response:
+        return self._note(self.session.get(*args, **kwargs))
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def _busy(last: tuple[int, str | None] | None) -> tuple[bool, float | None]:
+    """Whether the last answer was a throttle (429) or a server error (5xx), and its Retry-After."""
+    if last is None or not (last[0] == 429 or last[0] >= 500):
+        return False, None
+    return True, parse_retry_after(last[1])
+
+
 class MicrosoftToken:
     """Client-credentials tokens for one Entra ID app and one scope."""
 
@@ -76,6 +113,7 @@ class MicrosoftToken:
         self.app_cfg = app
         self.scope = scope
         self.session = http_session(ca_file, timeout)
+        self._http = _NotedSession(self.session)
         self._client: Any = None
         self._lock = threading.Lock()
 
@@ -91,26 +129,40 @@ class MicrosoftToken:
                 # the default authority is known to msal; another one (a national cloud, a test
                 # server) must not be checked against Microsoft's instance-discovery service
                 instance_discovery=None if a.authority_url == MICROSOFT_AUTHORITY else False,
-                http_client=self.session)
+                http_client=self._http)
         return self._client
 
     def token(self) -> str:
+        from msal.exceptions import MsalServiceError
+
         where = "Microsoft token endpoint"
         with self._lock:
             try:
                 result = self._msal().acquire_token_for_client(scopes=[self.scope])
             except requests.RequestException as exc:
                 raise request_error(where, exc) from exc
-            except ValueError as exc:  # msal: the tenant's OpenID discovery answered 4xx
+            except MsalServiceError as exc:  # msal raises this for a 5xx (token endpoint or discovery)
+                busy, wait = _busy(self._http.last)
+                status = self._http.last[0] if self._http.last else "5xx"
+                raise TemporarySendError(f"{where}: HTTP {status} (temporary)", retry_after=wait if busy else None) \
+                    from exc
+            except ValueError as exc:  # msal: discovery answered 4xx, or an answer was not JSON
+                busy, wait = _busy(self._http.last)
+                if busy:  # a throttled or failing endpoint whose body is not an OAuth error
+                    raise TemporarySendError(f"{where}: HTTP {self._http.last[0]} (temporary)",  # type: ignore[index]
+                                             retry_after=wait) from exc
                 raise FatalError(f"{where}: tenant {self.app_cfg.tenant_id!r} not found or not usable "
                                  f"({str(exc).splitlines()[0][:200]})") from exc
+            last = self._http.last
         if "access_token" in result:
             return str(result["access_token"])
         err = str(result.get("error", "unknown_error"))
         desc = str(result.get("error_description", "")).splitlines()[0][:200] if result.get(
             "error_description") else ""
-        if err in _TEMPORARY_OAUTH_ERRORS:
-            raise TemporarySendError(f"{where}: {err} (temporary)")
+        busy, wait = _busy(last)
+        if busy or err in _TEMPORARY_OAUTH_ERRORS:
+            said = f"HTTP {last[0]}, {err}" if busy and last else err
+            raise TemporarySendError(f"{where}: {said} (temporary)", retry_after=wait)
         raise FatalError(f"{where} refused the app's credentials: {err}{': ' + desc if desc else ''}")
 
 
