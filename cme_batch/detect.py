@@ -119,6 +119,7 @@ def _enrolments(rows: Iterable[Any], as_of: date) -> dict[int, _Enrolments]:
 #: What a leaving gives the admission it ends (those of the columns a query read).
 _LEAVING_FIELDS = ("leaving_date", "leaving_reason", "destination")
 
+
 @functools.cache
 def _row_type(fields: tuple[str, ...]) -> Any:
     """A named tuple with these fields: a row read by position and by name, as a query's."""
