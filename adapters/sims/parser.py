@@ -88,6 +88,8 @@ SESSIONS = {"AM": 0, "A": 0, "MORNING": 0, "PM": 1, "P": 1, "AFTERNOON": 1}
 MAX_GAP = 14  # sessions: a pupil's marks closer than a week apart stay in one record
 MAX_BUFFERED = 200_000  # sessions held in open runs before they are all handed on (flat memory)
 MARK_FIELDS = frozenset({"adno", "person_id", "date", "session", "mark"})
+#: Records looked at, at most, for one whose fields tell its report (a file not named after one, ``detect_kind``).
+DETECT_RECORDS = 1000
 
 
 def detect_kind(prep: Prepared, fmap: FieldMap) -> str:
@@ -96,8 +98,13 @@ def detect_kind(prep: Prepared, fmap: FieldMap) -> str:
     group = group_of(prep.path.name)
     if group in KINDS:
         return group
-    for raw in iter_flat(prep, ROOTS, PATH):
-        return kind_of_fields(set(fmap.record(raw)))
+    # the first record whose fields tell its report: a record of identity fields alone (a pupil
+    # with no sessions in a marks report: CommandReporter leaves the sub-report's empty fields
+    # out) tells nothing, and read as the pupils report, the marks rows after it were refused
+    for i, raw in enumerate(iter_flat(prep, ROOTS, PATH)):
+        keys = set(fmap.record(raw))
+        if report_of(keys) is not None or i >= DETECT_RECORDS:
+            return kind_of_fields(keys)
     return "pupils"
 
 
@@ -684,8 +691,17 @@ class _Reader:
 
     # -- marks -------------------------------------------------------------------------------
     def mark(self, rec: dict[str, str], key: str, n: int) -> MarksRecord | None:
-        """Lay one row's mark into the pupil's run; a finished run (the row starts a new one) is returned."""
-        return self.lay(key, rec.get("date"), rec.get("session"), rec.get("mark"), n)
+        """Lay one row's mark into the pupil's run; a finished run (the row starts a new one) is returned.
+
+        A row with none of Date, Session and Mark is a pupil with no session in the report's range
+        (a new starter before the first register): for a parent record whose sub-report has no
+        rows, CommandReporter still writes one row, the sub-report's fields left out as empty.
+        Such a row gives the pupil and no mark; it used to be refused ("Date is missing"), and
+        with it the whole night's marks of every pupil."""
+        day, sess, mark = rec.get("date"), rec.get("session"), rec.get("mark")
+        if day is None and sess is None and mark is None:
+            return None
+        return self.lay(key, day, sess, mark, n)
 
     def lay(self, key: str, day_text: str | None, sess_text: str | None, mark_text: str | None,
             n: int) -> MarksRecord | None:
