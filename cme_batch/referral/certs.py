@@ -17,6 +17,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from cme_batch.errors import BadInputError
@@ -25,18 +26,56 @@ from cme_batch.settings import SecretRef
 MIN_RSA_BITS = 2048
 
 
-def load_certificate(path: Path, key: str) -> x509.Certificate:
-    """Read one certificate, PEM or DER."""
+def load_certificates(path: Path, key: str) -> list[x509.Certificate]:
+    """Every certificate in a file: one PEM or DER certificate, a PEM bundle (a chain, in any order),
+    or a PKCS#7 certificates-only file (``.p7b``/``.p7c``, PEM or DER), as Windows and Outlook export."""
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise BadInputError(f"{key}: cannot read certificate {path}: {exc.strerror}") from exc
     try:
+        if b"-----BEGIN PKCS7-----" in data:
+            return list(pkcs7.load_pem_pkcs7_certificates(data))
         if b"-----BEGIN" in data:
-            return x509.load_pem_x509_certificate(data)
-        return x509.load_der_x509_certificate(data)
+            return x509.load_pem_x509_certificates(data)
+        try:
+            return [x509.load_der_x509_certificate(data)]
+        except ValueError:
+            return list(pkcs7.load_der_pkcs7_certificates(data))
     except ValueError as exc:
-        raise BadInputError(f"{key}: {path} is not an X.509 certificate in PEM or DER form") from exc
+        raise BadInputError(f"{key}: {path} is not an X.509 certificate (PEM or DER) nor a PKCS#7 (.p7b) "
+                            "file of certificates") from exc
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
+def load_chain(path: Path, key: str, email: str | None = None) -> tuple[x509.Certificate, list[x509.Certificate]]:
+    """The one end-entity certificate in a file, and the others (its issuers) as they came.
+
+    A file holding a chain is read whatever its order: the end entity is the certificate that is
+    not a CA and issued none of the others. Several end entities are told apart by ``email``.
+    """
+    found = load_certificates(path, key)
+    issuers = {c.issuer for c in found if c.issuer != c.subject}
+    leaves = [c for c in found if not _is_ca(c) and c.subject not in issuers]
+    if len(leaves) > 1 and email:
+        leaves = [c for c in leaves if email.lower() in certificate_emails(c)] or leaves
+    if len(leaves) != 1:
+        what = "no end-entity certificate (only CA certificates)" if not leaves else \
+            f"{len(leaves)} end-entity certificates ({'; '.join(_describe(c) for c in leaves)})"
+        raise BadInputError(f"{key}: {path} holds {what}; keep the one certificate to use, with its issuers")
+    leaf = leaves[0]
+    return leaf, [c for c in found if c is not leaf]
+
+
+def load_certificate(path: Path, key: str, email: str | None = None) -> x509.Certificate:
+    """The end-entity certificate of a file (see ``load_chain``)."""
+    return load_chain(path, key, email)[0]
 
 
 def certificate_emails(cert: x509.Certificate) -> list[str]:

@@ -20,7 +20,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from fpdf.encryption import StandardSecurityHandler
 from fpdf.enums import AccessPermission, EncryptionMethod
+from fpdf.errors import FPDFException
 from fpdf.output import OutputProducer
 from fpdf.syntax import PDFString
 from fpdf.syntax import create_dictionary_string as pdf_dict
@@ -57,6 +59,18 @@ def check_passphrase(passphrase: str) -> None:
     if len(set(passphrase)) < MIN_DISTINCT:
         raise BadInputError(f"referral.passphrase is too simple (only {len(set(passphrase))} different characters); "
                             f"agree one with at least {MIN_DISTINCT} different characters with the LA")
+    # AES-256 (revision 6) keys on the passphrase after SASLprep (ISO 32000-2, 7.6.4.3.3). fpdf2 applies
+    # it; qpdf and poppler-based readers use the bytes as typed. A passphrase SASLprep changes (full-width
+    # letters, a non-breaking space, decomposed accents) opens in some readers and not in others; one it
+    # refuses (a tab, a control character) made fpdf2 raise an error quoting the passphrase itself.
+    try:
+        prepared = StandardSecurityHandler.prepare_string(passphrase)
+    except FPDFException:
+        prepared = None
+    if prepared != passphrase.encode("utf-8")[:127]:
+        raise BadInputError("referral.passphrase holds a character PDF readers do not all read alike (a tab or "
+                            "other control character, a non-breaking space, full-width or decomposed letters); "
+                            "agree one of ordinary letters, digits, spaces and punctuation with the LA")
 
 
 def read_passphrase(ref: SecretRef) -> str:

@@ -101,7 +101,7 @@ def _check_combinations(t: Table, cfg: ReferralConfig) -> None:
     if method == "smime":
         if cfg.la_certificate is None:
             t.problems.add(t.key("la_certificate"), "is missing while method is 'smime'",
-                           "the path of the LA's S/MIME certificate (PEM or DER)")
+                           "the path of the LA's S/MIME certificate (PEM, DER or a .p7b export)")
         if cfg.archive_certificate is None:
             t.problems.add(t.key("archive_certificate"), "is missing while referrals are sent by S/MIME",
                            "the path of the school's own archive certificate, so the school can read what it sent")
