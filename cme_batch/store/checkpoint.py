@@ -30,6 +30,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 
 _running: list[threading.Thread] = []
+_guard = threading.Lock()  # (imports may run in two threads of one process: tests do)
 
 
 @contextmanager
@@ -54,14 +55,19 @@ def in_background(engine: Engine) -> None:
         return
     wait()
     thread = threading.Thread(target=_checkpoint, args=(database,), name="cme-batch checkpoint", daemon=True)
-    _running.append(thread)
     thread.start()
+    with _guard:
+        _running.append(thread)
 
 
 def wait() -> None:
-    """Wait for a checkpoint started by ``in_background`` to end."""
-    while _running:
-        _running.pop().join()
+    """Wait for the checkpoints started by ``in_background`` to end."""
+    while True:
+        with _guard:
+            if not _running:
+                return
+            thread = _running.pop()
+        thread.join()
 
 
 def _checkpoint(database: str) -> None:

@@ -56,3 +56,34 @@ def test_a_refused_import_changes_nothing_and_still_leaves_the_log_copied(app: A
     with file_alone(tmp_path) as con:
         assert con.execute("SELECT origin, status FROM ingest_runs ORDER BY id").fetchall() == [
             ("ctf-25.xml", "ok"), ("ctf-bad-records.xml", "rejected")]
+
+
+def test_imports_in_threads_of_one_process_start_and_wait_for_checkpoints_safely(tmp_path: Path) -> None:
+    """Two imports at once in one process (a test does it; so could an embedding program): the
+    list of running checkpoints was shared unguarded, and one thread joined another's thread
+    before it had started ("cannot join thread before it is started"), failing its import."""
+    import threading
+
+    from sqlalchemy import create_engine
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'threads.sqlite'}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+        conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+    errors: list[BaseException] = []
+
+    def imports() -> None:
+        try:
+            for _ in range(50):
+                checkpoint.in_background(engine)
+                checkpoint.wait()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=imports) for _ in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=60)
+    engine.dispose()
+    assert errors == []
