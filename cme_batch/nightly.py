@@ -5,7 +5,8 @@
 Each stage is recorded in ``stage_runs`` (outcome and duration, for ``status``). A stage that
 fails is reported and the others still run on the data there is (a failed ingest must not
 stop the morning summary, which must say that the data is stale). The run holds the run lock
-throughout, so two runs never overlap. Nights that never ran (the server was off) are caught up
+throughout, so two runs never overlap; a whole night started while the daytime pass holds it
+waits for the pass (``_night_locks``). Nights that never ran (the server was off) are caught up
 by the detect stage, which evaluates each missed school day in turn before the night's date;
 the other stages run once, for the night's date.
 
@@ -19,7 +20,8 @@ from __future__ import annotations
 import importlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
@@ -199,6 +201,45 @@ def _after_ingest(app: App, as_of: date) -> date:
     return later
 
 
+class NightBlocked(CmeError):
+    """A whole night waited the longest it may for a daytime pass still holding the run lock, and did not run."""
+
+
+@contextmanager
+def _night_locks(app: App, *, whole: bool) -> Iterator[None]:
+    """The ``run`` lock, which every ``nightly`` holds throughout; a daytime pass holds ``pass`` too.
+
+    Two whole nights never overlap (the second is refused at once, ``LockHeld``), nor does a daytime
+    pass (``--only``) with a night or another pass (refused at once). A whole night that finds the
+    run lock held by a daytime pass still sending (the timer's catch-up at boot, or ``systemctl
+    start`` by hand after a fix, during the school day) waits for it: refused, it would do nothing,
+    and that morning's summary and digest would never be queued. If the pass still holds the lock
+    after ``STAGE_WAIT_SECONDS``, the night fails (exit 1), so that the failure is reported, rather
+    than saying "nothing done".
+    """
+    from cme_batch.errors import LockHeld
+    from cme_batch.runlock import POLL_SECONDS, STAGE_WAIT_SECONDS, is_held, run_lock
+
+    engine, state = app.engine(), app.state_dir
+    if not whole:  # ``pass`` waits a moment: a night may be looking at it (``is_held``) just then
+        with run_lock(engine, state), run_lock(engine, state, "pass", wait=5.0):
+            yield
+        return
+    with ExitStack() as held:
+        try:
+            held.enter_context(run_lock(engine, state))
+        except LockHeld:
+            time.sleep(POLL_SECONDS)  # a pass takes ``run``, then ``pass``: let it take both
+            if not is_held(engine, state, "pass"):
+                raise  # another whole night: nothing to wait for
+            try:
+                held.enter_context(run_lock(engine, state, wait=STAGE_WAIT_SECONDS))
+            except LockHeld as exc:
+                raise NightBlocked(f"the night waited {STAGE_WAIT_SECONDS / 60:g} minutes for a daytime pass "
+                                   f"and did not run ({exc}); run it again once the pass has ended") from exc
+        yield
+
+
 def run_nightly(app: App, as_of: date, only: tuple[str, ...] = (), defaulted: bool = False) -> NightlyReport:
     """Run every stage (or those named) under the run lock.
 
@@ -206,10 +247,9 @@ def run_nightly(app: App, as_of: date, only: tuple[str, ...] = (), defaulted: bo
     ``--as-of``); it is then taken again after the ingest stage (``_after_ingest``), and the stages
     after it, and the report, use that date. A date given on the command line is kept as given."""
     from cme_batch import logfilter
-    from cme_batch.runlock import run_lock
 
     report = NightlyReport(as_of)
-    with run_lock(app.engine(), app.state_dir):
+    with _night_locks(app, whole=not only):
         app.log(stage="nightly").info("nightly started", as_of=as_of.isoformat())
         for name, fn in STAGES:
             if only and name not in only:

@@ -7,7 +7,9 @@ otherwise leave the night's summary unsent until the next night because a person
 ran; a ``summary`` stage, whose second copy must see what the first queued) passes ``wait``:
 the lock is tried again every ``POLL_SECONDS`` until it is free or ``wait`` seconds have gone.
 
-Locks by name: ``run`` (the nightly run), ``import`` (storing what sources give), ``detect``
+Locks by name: ``run`` (any ``nightly``), ``pass`` (a daytime pass, ``nightly --only ...``, holds it
+with ``run``: a whole night that finds ``run`` taken waits only for a pass, since refused it would
+leave that morning without its summary), ``import`` (storing what sources give), ``detect``
 (bringing the cases in line), ``summary`` (queueing the morning emails), ``send`` (draining the
 outbox). Each name is its own lock.
 
@@ -29,7 +31,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import structlog
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import DBAPIError
 
 from cme_batch.errors import LockHeld
 from cme_batch.store import sqlite_path
@@ -63,6 +66,26 @@ def _retrying(take: Callable[[], bool], wait: float, name: str) -> bool:
     return True
 
 
+def _pg_unlock(conn: Connection, key: int, name: str) -> None:
+    """Release an advisory lock; if its session has already ended, the lock ended with it.
+
+    The connection holding the lock sits idle for the whole run, and the server or a firewall may
+    end it (``idle_session_timeout``, an idle-connection cut, ``pg_terminate_backend``). The run's
+    work, done on other connections, is committed: failing the run here would report a night
+    that did everything as a database failure. It is logged, as a second run could have started
+    once the lock was gone.
+    """
+    try:
+        conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+        conn.commit()
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+        structlog.get_logger().warning(
+            "the database connection holding the lock was ended before the run finished; the lock "
+            "ended with it", lock=name, error=str(exc.orig).splitlines()[0] if exc.orig else "")
+
+
 @contextmanager
 def run_lock(engine: Engine, state_dir: Path, name: str = "run", *, wait: float = 0.0) -> Iterator[None]:
     """Hold the lock ``name`` for the body; raise LockHeld if another process has it (after ``wait`` s)."""
@@ -80,8 +103,7 @@ def run_lock(engine: Engine, state_dir: Path, name: str = "run", *, wait: float 
             try:
                 yield
             finally:
-                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-                conn.commit()
+                _pg_unlock(conn, key, name)
         finally:
             conn.close()
         return
@@ -106,3 +128,12 @@ def run_lock(engine: Engine, state_dir: Path, name: str = "run", *, wait: float 
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+def is_held(engine: Engine, state_dir: Path, name: str) -> bool:
+    """Whether another process holds the lock ``name`` now (taken and let go at once if free)."""
+    try:
+        with run_lock(engine, state_dir, name):
+            return False
+    except LockHeld:
+        return True
