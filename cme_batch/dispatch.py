@@ -131,6 +131,8 @@ def queue_confirmed_referrals(app: App, as_of: date) -> DispatchReport:
     for case_id, ref, kind in todo:
         try:
             with engine.begin() as conn:
+                if kind == "referral" and not _still_due(conn, case_id):
+                    continue  # a HOLD or CLOSE read since the list was made (``replies`` run meanwhile)
                 _send_one(conn, config, case_id, ref, kind, as_of, now, report)
         except CmeError as exc:
             report.failed.append(ref)
@@ -138,6 +140,19 @@ def queue_confirmed_referrals(app: App, as_of: date) -> DispatchReport:
     if report.failed:
         raise ReferralStageFailed(str(report))
     return report
+
+
+def _still_due(conn: Connection, case_id: int) -> bool:
+    """Whether the case is still open, confirmed, not on hold and not referred, checked again in the
+    transaction that queues its referral, which then keeps it so: a ``replies`` run by hand while
+    the stage runs may have read a HOLD or CLOSE since the cases were listed. (The bundle would
+    refuse it too, but as a failure of the stage: exit 1 and a failure notice for a DSL's answer.)
+    The update changes nothing but takes the case's lock (SQLite: the store's) until the
+    referral is queued."""
+    c = t.cases.c
+    return conn.execute(update(t.cases).where(
+        c.id == case_id, c.status == "open", c.confirmed_at.is_not(None), c.hold_reason.is_(None),
+        c.referred_at.is_(None)).values(updated_at=c.updated_at)).rowcount == 1
 
 
 def _utc(moment: datetime) -> datetime:

@@ -121,3 +121,32 @@ def test_a_held_case_gets_a_fresh_request_so_the_dsl_can_lift_the_hold_by_reply(
     text = " ".join(str(body.get_content()).split())
     assert "on hold: police are visiting the family today, do not send; CONFIRM lifts it" in text
     assert referrals_queued(engine) == 0
+
+
+@pytest.mark.parametrize("command", [HOLD, f"CLOSE {REF} mum rang: he is with his dad in Leeds, school place found"])
+def test_a_hold_or_close_read_while_the_referrals_stage_runs_stops_the_referral(
+        app: App, engine: Engine, maildir: stdlib_mailbox.Maildir, monkeypatch: pytest.MonkeyPatch,
+        command: str) -> None:
+    """`replies` run by hand while the night's referrals stage runs: the stage lists the confirmed
+    cases, then queues each in a transaction of its own. A CLOSE the replies run accepted in
+    between **did not stop the referral**: the closed case was queued for the LA as listed; a HOLD
+    was refused by the bundle, but as a failure of the stage (exit 1, a failure notice). Each case
+    is now checked again, and kept from changing, in the transaction that queues it: a case no
+    longer confirmed, open and not on hold is left, and the stage succeeds."""
+    from cme_batch import dispatch
+
+    case_id = make_case(engine, REF, FIXED_NOW)
+    toks = make_tokens()
+    report = deliver_and_run(app, maildir, dsl_reply(f"CONFIRM {REF}", issue(engine, toks, case_id, DSL, FIXED_NOW), REF))
+    assert dict(report.accepted) == {"CONFIRM": 1}
+    reply = dsl_reply(command, issue(engine, toks, case_id, DSL, FIXED_NOW), REF)
+    listed = dispatch._updates_due
+
+    def replied_meanwhile(conn: object) -> object:  # (called once the confirmed cases are listed)
+        assert dict(deliver_and_run(app, maildir, reply).accepted) == {command.split()[0]: 1}
+        return listed(conn)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(dispatch, "_updates_due", replied_meanwhile)
+    stage = queue_confirmed_referrals(app, AS_OF)
+    assert stage.referred == [] and referrals_queued(engine) == 0, "the DSL said do not send"
+    assert case_row(engine, case_id).referred_at is None
