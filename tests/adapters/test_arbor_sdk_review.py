@@ -48,6 +48,16 @@ def pull(server: FakeArbor, tmp_path: Path) -> tuple[SourceBatch, list[Any]]:
     return batch, list(batch.records)
 
 
+def pulled(tmp_path: Path, **shapes: str) -> tuple[SourceBatch, list[Any], dict[str, str]]:
+    """One pull from a fake Arbor serving these shapes: the batch, its records, Arbor ids -> our keys."""
+    server = serve(**shapes)
+    try:
+        batch, records = pull(server, tmp_path)
+        return batch, records, server.school.key_map()
+    finally:
+        server.close()
+
+
 @pytest.fixture
 def sdk_server() -> Iterator[FakeArbor]:
     s = serve(mark_codes="arbor", tags="map")
@@ -56,12 +66,7 @@ def sdk_server() -> Iterator[FakeArbor]:
 
 
 def test_mark_types_named_by_arbor_store_the_national_mark(tmp_path: Path) -> None:
-    server = serve(mark_codes="arbor")
-    try:
-        batch, records = pull(server, tmp_path)
-        keys = server.school.key_map()
-    finally:
-        server.close()
+    batch, records, keys = pulled(tmp_path, mark_codes="arbor")
     marks = {keys[m.pupil_key]: m for m in records if isinstance(m, MarksRecord)}
     # Amelia's two days of N (no reason yet) are absences, not neutral local codes
     assert "".join(c or "." for c in marks["p1"].codes[:16]) == "////NNNN....NN//"
@@ -70,32 +75,18 @@ def test_mark_types_named_by_arbor_store_the_national_mark(tmp_path: Path) -> No
 
 
 def test_student_tags_sent_as_a_map_raise_their_flags(tmp_path: Path) -> None:
-    server = serve(tags="map")
-    try:
-        batch, records = pull(server, tmp_path)
-        keys = server.school.key_map()
-    finally:
-        server.close()
+    _, records, keys = pulled(tmp_path, tags="map")
     assert ("p4", "domestic_abuse") in {(keys[f.pupil_key], f.kind) for f in records if isinstance(f, FlagRecord)}
 
 
 def test_a_guardians_title_sent_as_a_title_object_is_read(tmp_path: Path) -> None:
-    server = serve(titles="object")
-    try:
-        _, records = pull(server, tmp_path)
-        keys = server.school.key_map()
-    finally:
-        server.close()
+    _, records, keys = pulled(tmp_path, titles="object")
     mum = {keys[c.pupil_key]: c for c in records if isinstance(c, ContactRecord) and c.forename == "Alice"}
     assert mum["p1"].title == "Mrs" and mum["p2"].title == "Mrs"
 
 
 def test_sdk_shapes_and_the_earlier_shapes_give_the_same_records(sdk_server: FakeArbor, tmp_path: Path) -> None:
-    plain = serve()
-    try:
-        _, before = pull(plain, tmp_path)
-    finally:
-        plain.close()
+    _, before, _ = pulled(tmp_path)
     batch, after = pull(sdk_server, tmp_path)
     assert sorted(map(repr, after)) == sorted(map(repr, before))
     assert batch.warnings == []
