@@ -7,10 +7,9 @@ root element picks the adapter whose ``root_elements`` name it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass
 from datetime import UTC
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from cme_batch.app import App
 from cme_batch.config import SourceConfig
 from cme_batch.errors import BadInputError, CmeError, ImportRejected
 from cme_batch.model import SourceBatch
-from cme_batch.readahead import read_ahead
+from cme_batch.readahead import ReadingHost, read_ahead, wanted_path
 from cme_batch.sources import SourceContext, SourceState, available_adapters, build_source, load_factory
 from cme_batch.store import checkpoint
 from cme_batch.store import ingest as store_ingest
@@ -88,25 +87,56 @@ def import_files(app: App, paths: Sequence[Path], fmt: str | None, options: dict
     """Import files in order, each all or nothing in its own transaction; yields each result.
 
     A rejected file raises (``BadInputError``) after its rejection is recorded, and the files
-    after it are not imported. A large file is read in a second process (``readahead``); the
-    next file's reading begins as soon as this one's has finished, while its last records are
-    still being stored, so neither process waits for the other between files.
+    after it are not imported. The large files are read in a second process, one for all of them
+    (``readahead.ReadingHost``), which reads each file as soon as it has read the one before,
+    while this process stores them: neither waits for the other between files.
     """
     engine = app.engine()
     opts = {**shared_options(app), **(options or {})}
     opened: dict[int, _Opened] = {}
+    formats: dict[int, Any] = {}  # a file's number -> the adapter class reading it, or why none does
+    host: list[ReadingHost] = []  # the process reading the large files, once started
     with ExitStack() as readers:
         readers.enter_context(_import_lock(app))
+
+        def format_of(i: int) -> Any:
+            if i not in formats:
+                try:
+                    formats[i] = file_format(paths[i], fmt)
+                except BadInputError as exc:
+                    formats[i] = exc
+            if isinstance(formats[i], BadInputError):
+                raise formats[i]
+            return formats[i]
+
+        def hosted(i: int) -> ReadingHost | None:
+            """The reading host, if it reads file ``i``: started at the first large file's turn, with
+            every large file from there on (a file no adapter reads is left to its turn's error)."""
+            if not host:
+                if not wanted_path(paths[i]):
+                    return None
+                jobs = []
+                for j in range(i, len(paths)):
+                    if wanted_path(paths[j]):
+                        try:
+                            jobs.append((j, format_of(j), paths[j]))
+                        except BadInputError:
+                            continue
+                host.append(readers.enter_context(closing(ReadingHost(jobs, opts))))
+            return host[0] if i in host[0].jobs else None
 
         def open_file(i: int) -> None:
             if i >= len(paths) or i in opened:
                 return
             got = opened[i] = _Opened(fmt or "file", readers.enter_context(ExitStack()))
             try:
-                factory = file_format(paths[i], fmt)
+                factory = format_of(i)
                 got.source = str(fmt or getattr(factory, "format_name", "file"))
-                got.batch = got.reading.enter_context(read_ahead(factory.parse_file(paths[i], opts),
-                                                                 then=partial(open_file, i + 1)))
+                reader = hosted(i)
+                if reader is not None:  # opened and read by the host
+                    got.batch = got.reading.enter_context(reader.reading(i, paths[i].name))
+                else:  # read here (a small file)
+                    got.batch = factory.parse_file(paths[i], opts)
             except BadInputError as exc:  # raised when this file's turn comes, not while another is stored
                 got.error = exc
 

@@ -98,7 +98,7 @@ def reading(second_process: bool) -> Iterator[list[bool]]:
         return lines
 
     with mock.patch.object(fastread, "pupil_lines", spy), \
-            mock.patch.object(readahead, "wanted", lambda batch: second_process):
+            mock.patch.object(readahead, "MIN_BYTES", 0 if second_process else 1 << 62):
         yield taken
 
 

@@ -149,24 +149,3 @@ def test_leaving_before_the_last_record_stops_the_reader_and_its_thread() -> Non
         time.sleep(0.5)  # the reader fills the buffer, and its pump waits to hand over more
     assert not [t for t in threading.enumerate() if t.name == "cme-batch reader pipe"]
     assert multiprocessing.active_children() == []
-
-
-def test_the_next_reading_begins_once_the_pipe_thread_has_ended(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The next file's reader is forked when ``then`` is called. A child forked while another thread
-    holds a lock inherits it held for ever (Python 3.12 warns of it), so that thread has ended by
-    then, even when it found the end of the pipe with the buffer full and no room to say so."""
-    import threading
-
-    monkeypatch.setattr("cme_batch.readahead.CHUNK", 1)
-    monkeypatch.setattr("cme_batch.readahead.BUFFERED", 6)
-    records = [PupilRecord(f"P{i}") for i in range(5)]  # five messages, then the end: the buffer is full
-    threads_then: list[list[str]] = []
-
-    def then() -> None:
-        threads_then.append([th.name for th in threading.enumerate()])
-
-    with read_ahead(SourceBatch("ctf", "f.xml", records=iter(records)), force=True, then=then) as batch:
-        time.sleep(0.5)  # the child has sent everything and closed the pipe
-        got = list(batch.records)
-    assert got == records
-    assert len(threads_then) == 1 and "cme-batch reader pipe" not in threads_then[0], threads_then
