@@ -32,8 +32,9 @@ import pickle
 import queue
 import threading
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -200,25 +201,36 @@ def _take(buffer: queue.Queue[bytes | None], finished: threading.Event) -> bytes
 
 
 def _received(batch: SourceBatch, buffer: queue.Queue[bytes | None], finished: threading.Event) -> Iterator[Record]:
-    while True:
+    def next_message() -> Any:
         raw = _take(buffer, finished)
         if raw is None:
             raise ReadAheadFailed(f"{batch.origin}: the process reading the file ended before the end of the "
                                   "file (killed or out of memory?); nothing imported")
-        message = pickle.loads(raw)
-        kind = message[0]
-        if kind == "records":
+        return pickle.loads(raw)
+
+    return _taken(batch, next_message)
+
+
+def _taken(batch: SourceBatch, next_message: Callable[[], Any], taken: threading.Event | None = None
+           ) -> Iterator[Record]:
+    """The records of ``batch`` from its reader's messages, then what the reader learnt (its
+    warnings, ``replaces``, cursor and shared maps); ``taken`` is set once the last message is."""
+    while True:
+        message = next_message()
+        if message[0] == "records":
             yield from unpacked(message[1])
-        elif kind == "end":
-            _kind, rest, warnings, replaces, cursor, maps = message
-            batch.warnings[:] = warnings
-            batch.replaces, batch.cursor = replaces, cursor
-            for mine, theirs in zip(batch.shared, maps, strict=True):
-                mine.update(theirs)
-            yield from unpacked(rest)
-            return
-        else:
+            continue
+        if taken is not None:
+            taken.set()
+        if message[0] != "end":
             _raise(message)
+        _kind, rest, warnings, replaces, cursor, maps = message
+        batch.warnings[:] = warnings
+        batch.replaces, batch.cursor = replaces, cursor
+        for mine, theirs in zip(batch.shared, maps, strict=True):
+            mine.update(theirs)
+        yield from unpacked(rest)
+        return
 
 
 # -- one reading process for the files of one import -------------------------------------------------
@@ -279,7 +291,7 @@ class ReadingHost:
                 taken.set()
                 _raise(message)
             batch = SourceBatch(**message[1])
-            batch.records = self._records(index, batch, taken)
+            batch.records = _taken(batch, partial(self._message, index, batch.origin), taken)
             yield batch
         finally:
             if not taken.is_set():
@@ -301,25 +313,6 @@ class ReadingHost:
         self._pump.join()
         self._receiver.close()
         self._orders.close()
-
-    def _records(self, index: int, batch: SourceBatch, taken: threading.Event) -> Iterator[Record]:
-        while True:
-            message = self._message(index, batch.origin)
-            kind = message[0]
-            if kind == "records":
-                yield from unpacked(message[1])
-            elif kind == "end":
-                taken.set()
-                _kind, rest, warnings, replaces, cursor, maps = message
-                batch.warnings[:] = warnings
-                batch.replaces, batch.cursor = replaces, cursor
-                for mine, theirs in zip(batch.shared, maps, strict=True):
-                    mine.update(theirs)
-                yield from unpacked(rest)
-                return
-            else:
-                taken.set()
-                _raise(message)
 
     def _message(self, index: int, origin: str) -> Any:
         """The host's next message about file ``index``; those about files left unread are dropped."""
