@@ -120,7 +120,8 @@ def import_files(app: App, paths: Sequence[Path], fmt: str | None, options: dict
                     if wanted_path(paths[j]):
                         try:
                             jobs.append((j, format_of(j), paths[j]))
-                        except BadInputError:
+                        except (BadInputError, OSError):
+                            formats.pop(j, None)  # left to its turn, which says what is wrong
                             continue
                 host.append(readers.enter_context(closing(ReadingHost(jobs, opts))))
             return host[0] if i in host[0].jobs else None
