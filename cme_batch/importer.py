@@ -94,19 +94,14 @@ def import_files(app: App, paths: Sequence[Path], fmt: str | None, options: dict
     engine = app.engine()
     opts = {**shared_options(app), **(options or {})}
     opened: dict[int, _Opened] = {}
-    formats: dict[int, Any] = {}  # a file's number -> the adapter class reading it, or why none does
+    formats: dict[int, Any] = {}  # a file's number -> the adapter class reading it
     host: list[ReadingHost] = []  # the process reading the large files, once started
     with ExitStack() as readers:
         readers.enter_context(_import_lock(app))
 
         def format_of(i: int) -> Any:
             if i not in formats:
-                try:
-                    formats[i] = file_format(paths[i], fmt)
-                except BadInputError as exc:
-                    formats[i] = exc
-            if isinstance(formats[i], BadInputError):
-                raise formats[i]
+                formats[i] = file_format(paths[i], fmt)
             return formats[i]
 
         def hosted(i: int) -> ReadingHost | None:
@@ -121,8 +116,7 @@ def import_files(app: App, paths: Sequence[Path], fmt: str | None, options: dict
                         try:
                             jobs.append((j, format_of(j), paths[j]))
                         except (BadInputError, OSError):
-                            formats.pop(j, None)  # left to its turn, which says what is wrong
-                            continue
+                            continue  # left to its turn, which says what is wrong
                 host.append(readers.enter_context(closing(ReadingHost(jobs, opts))))
             return host[0] if i in host[0].jobs else None
 
