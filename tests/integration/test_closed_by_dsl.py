@@ -30,7 +30,7 @@ from cme_batch.store import tables as t
 from cme_batch.store.ingest import apply_batch
 from tests.conftest import write_config
 from tests.helpers import clocked_app
-from tests.replies_support import DEPUTY, DSL, KEY, KEY_ENV, reply
+from tests.replies_support import DEPUTY, DSL, KEY, KEY_ENV, MAILDIR_REPLIES, reply
 
 TERM = date(2026, 1, 5), date(2026, 3, 27)
 
@@ -43,14 +43,7 @@ def school(tmp_path: Path, store_url: str, engine: Engine, monkeypatch: pytest.M
 [[calendar.terms]]
 start = "{TERM[0]}"
 end = "{TERM[1]}"
-
-[replies]
-mailbox = "maildir"
-token_keys = [{{ id = "k1", secret = {{ env = "{KEY_ENV}" }} }}]
-
-[replies.maildir]
-path = "{tmp_path / 'replies'}"
-""")
+{MAILDIR_REPLIES}""")
     app = clocked_app(cfg, engine, datetime(2026, 1, 5, 5, 0, tzinfo=UTC))
     return app
 

@@ -34,7 +34,7 @@ from cme_batch.store.ingest import apply_batch
 from tests.conftest import write_config
 from tests.helpers import clocked_app
 from tests.referral_support import PKI, make_pki, pdf_text, smime_config
-from tests.replies_support import DSL, KEY, KEY_ENV, reply
+from tests.replies_support import DSL, KEY, KEY_ENV, MAILDIR_REPLIES, reply
 from tests.servers import need_tool
 
 LA = "missingpupils@gloucestershire.gov.uk"
@@ -99,14 +99,7 @@ class School:
 [[calendar.terms]]
 start = "{SPRING[0]}"
 end = "{SPRING[1]}"
-
-[replies]
-mailbox = "maildir"
-token_keys = [{{ id = "k1", secret = {{ env = "{KEY_ENV}" }} }}]
-
-[replies.maildir]
-path = "{tmp_path / 'replies'}"
-""" + smime_config(self.pki))
+{MAILDIR_REPLIES}""" + smime_config(self.pki))
         self.tmp, self.engine = tmp_path, engine
         self.app: App = clocked_app(cfg, engine, datetime(2026, 1, 5, 5, 0, tzinfo=UTC))
         self.days = detect.evaluate(self.app, SPRING[1]).calendar.school_days(*SPRING)

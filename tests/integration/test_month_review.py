@@ -37,7 +37,7 @@ from cme_batch.store import tables as t
 from cme_batch.store.ingest import apply_batch
 from tests.conftest import write_config
 from tests.helpers import clocked_app
-from tests.replies_support import DSL, KEY, KEY_ENV, reply
+from tests.replies_support import DSL, KEY, KEY_ENV, MAILDIR_REPLIES, reply
 
 PASS_ENV = "CME_TEST_LA_PASSPHRASE"
 LA = "missingpupils@gloucestershire.gov.uk"
@@ -65,14 +65,7 @@ end = "2026-02-13"
 [[calendar.terms]]
 start = "2026-02-23"
 end = "2026-03-27"
-
-[replies]
-mailbox = "maildir"
-token_keys = [{{ id = "k1", secret = {{ env = "{KEY_ENV}" }} }}]
-
-[replies.maildir]
-path = "replies"
-
+{MAILDIR_REPLIES}
 [referral]
 passphrase = {{ env = "{PASS_ENV}" }}
 """)

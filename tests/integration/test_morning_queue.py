@@ -28,7 +28,7 @@ from cme_batch.store import ingest
 from cme_batch.store import tables as t
 from tests.conftest import write_config
 from tests.helpers import clocked_app
-from tests.replies_support import KEY, KEY_ENV, reply
+from tests.replies_support import KEY, KEY_ENV, MAILDIR_REPLIES, reply
 
 AS_OF = date(2025, 12, 19)
 NOW = datetime(2025, 12, 20, 5, 30, tzinfo=UTC)
@@ -40,14 +40,7 @@ def _app_with_replies(tmp_path: Path, store_url: str, engine: Engine, monkeypatc
     maildir = tmp_path / "replies"
     for sub in ("new", "cur", "tmp"):
         (maildir / sub).mkdir(parents=True)
-    cfg = write_config(tmp_path, store_url, f"""
-[replies]
-mailbox = "maildir"
-token_keys = [{{ id = "k1", secret = {{ env = "{KEY_ENV}" }} }}]
-
-[replies.maildir]
-path = "{maildir}"
-""")
+    cfg = write_config(tmp_path, store_url, MAILDIR_REPLIES)
     app = clocked_app(cfg, engine, NOW)
     return app
 

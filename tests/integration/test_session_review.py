@@ -24,7 +24,7 @@ from cme_batch.store import tables as t
 from cme_batch.store.ingest import apply_batch
 from tests.conftest import write_config
 from tests.helpers import clocked_app
-from tests.replies_support import DEPUTY, DSL, KEY, KEY_ENV, reply
+from tests.replies_support import DEPUTY, DSL, KEY, KEY_ENV, MAILDIR_REPLIES, reply
 
 SPRING = date(2026, 1, 5), date(2026, 3, 27)
 AUTUMN_TERMS = """
@@ -94,14 +94,7 @@ def _replies_app(tmp_path: Path, store_url: str, engine: Engine, monkeypatch: py
 [[calendar.terms]]
 start = "{SPRING[0]}"
 end = "{SPRING[1]}"
-
-[replies]
-mailbox = "maildir"
-token_keys = [{{ id = "k1", secret = {{ env = "{KEY_ENV}" }} }}]
-
-[replies.maildir]
-path = "{tmp_path / 'replies'}"
-{extra}""")
+{MAILDIR_REPLIES}{extra}""")
 
 
 def _night(app: App, day: date, *marks: Any) -> None:

@@ -27,7 +27,7 @@ from cme_batch.store import ingest
 from cme_batch.store import tables as t
 from tests.conftest import write_config
 from tests.helpers import clocked_app
-from tests.replies_support import DSL, KEY, KEY_ENV, reply
+from tests.replies_support import DSL, KEY, KEY_ENV, MAILDIR_REPLIES, reply
 
 AS_OF = date(2025, 12, 19)
 NOW = datetime(2025, 12, 20, 5, 30, tzinfo=UTC)
@@ -38,14 +38,7 @@ def term_app(tmp_path: Path, store_url: str, engine: Engine, monkeypatch: pytest
     """The demo school (80 pupils) in a store whose replies come from the Maildir ``tmp_path/replies``."""
     monkeypatch.setenv(KEY_ENV, KEY)
     stdlib_mailbox.Maildir(str(tmp_path / "replies"), create=True)
-    cfg = write_config(tmp_path, store_url, f"""
-[replies]
-mailbox = "maildir"
-token_keys = [{{ id = "k1", secret = {{ env = "{KEY_ENV}" }} }}]
-
-[replies.maildir]
-path = "{tmp_path / 'replies'}"
-""")
+    cfg = write_config(tmp_path, store_url, f"""{MAILDIR_REPLIES}""")
     app = clocked_app(cfg, engine, NOW)
     school = generate(2025, 80)
     ingest.apply_batch(engine, app.school_id, SourceBatch("demo", "demo", records=school.records), NOW)
