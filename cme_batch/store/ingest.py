@@ -10,7 +10,7 @@ pupil's yearly strips; a real mark that changes is a correction and gets a row i
 from __future__ import annotations
 
 import dataclasses
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -105,6 +105,9 @@ def already_imported(engine: Engine, source: str, checksum: str) -> bool:
 #: Records held before they are written: pupils per chunk, and other records per chunk.
 PUPIL_CHUNK = 2000
 RECORD_CHUNK = 20000
+#: A register is laid in the database itself (``_Writer._splice_registers``) when it gives at most
+#: this many sessions (a week's), for at least this many pupils of a chunk.
+SPLICE_MOST, SPLICE_FROM = 10, 50
 #: Ids per ``IN (...)`` list (well under every database's parameter limit).
 IN_CHUNK = 500
 
@@ -585,8 +588,9 @@ class _Writer:
     # -- marks ------------------------------------------------------------------------------
     def write_marks(self, items: list[tuple[int, MarksRecord]]) -> None:
         pids = {pid for pid, _ in items}
+        items = self._splice_registers(items)
         strips: dict[tuple[int, int], str] = {}
-        for ids in _chunks(sorted(p for p in pids if p not in self.created or p in self.stripped)):
+        for ids in _chunks(sorted({pid for pid, _ in items if pid not in self.created or pid in self.stripped})):
             strips.update({(pid, yr): m for pid, yr, m in bulk.rows_in(
                 self.conn, t.mark_strips, ("pupil_id", "academic_year", "marks"), "pupil_id", ids)})
         original = dict(strips)
@@ -647,6 +651,62 @@ class _Writer:
         if changes:
             bulk.insert_rows(self.conn, t.mark_changes, changes)
             self.counts["marks_corrected"] += len(changes)
+
+    def _splice_registers(self, items: list[tuple[int, MarksRecord]]) -> list[tuple[int, MarksRecord]]:
+        """Lay a day's (or a week's) register in the database itself, and return the items left
+        for ``write_marks``' own way.
+
+        Each stored pupil named once here whose marks are a short run of plain codes (not all
+        no-mark) within one academic year has the run put into its strip by ``bulk.splice_texts``,
+        where the strip has no mark in those sessions yet: nothing to compare, no correction
+        possible, and no strip read into Python or written back from it. Where that did not change every such strip (a register
+        sent again, a correction, a pupil with no strip that year), the strips are read: a run
+        already in place is done; the others are left for ``write_marks``, as is everything else.
+        """
+        if len(items) < SPLICE_FROM or self.batch.marks_complete:
+            return items
+        named = Counter(pid for pid, _ in items)
+        created, stripped, plain = self.created, self.stripped, self.plain
+        first, last = DATES[0].year, DATES[1].year
+        placed: dict[date, tuple[int, int, int]] = {}  # start -> (academic year, index, sessions left in it)
+        short: list[tuple[int, int, int, str]] = []
+        at: dict[int, tuple[int, MarksRecord]] = {}  # the items spliced, by pupil
+        rest: list[tuple[int, MarksRecord]] = []
+        for item in items:
+            pid, rec = item
+            codes = rec.codes
+            if codes.__class__ is str and 0 < len(codes) <= SPLICE_MOST and named[pid] == 1 and codes.strip(
+                    mk.NO_MARK) and (
+                    pid not in created or pid in stripped) and (plain[codes] if codes in plain else _plain(plain, codes)):
+                where = placed.get(rec.start)
+                if where is None:
+                    yr = mk.academic_year_of(rec.start)
+                    idx = mk.position(rec.start, "AM")
+                    where = placed[rec.start] = (yr, idx, mk.strip_length(yr) - idx if first <= yr <= last else -1)
+                if len(codes) <= where[2]:
+                    short.append((pid, where[0], where[1], codes))
+                    at[pid] = item
+                    continue
+            rest.append(item)
+        if len(short) < SPLICE_FROM:
+            return items
+        changed = bulk.splice_texts(self.conn, t.mark_strips, ("pupil_id", "academic_year"), "marks", short,
+                                    mk.NO_MARK, {"updated_at": self.now})
+        if changed != len(short):
+            stored: dict[tuple[int, int], str] = {}
+            for ids in _chunks(sorted(at)):
+                stored.update({(pid, yr): m for pid, yr, m in bulk.rows_in(
+                    self.conn, t.mark_strips, ("pupil_id", "academic_year", "marks"), "pupil_id", ids)})
+            done = []
+            for run in short:
+                pid, yr, idx, codes = run
+                if stored.get((pid, yr), "")[idx:idx + len(codes)] == codes:
+                    done.append(run)
+                else:
+                    rest.append(at[pid])
+            short = done
+        self.counts["marks"] += sum(len(codes) for *_, codes in short)
+        return rest
 
     def _corrections(self, pid: int, yr: int, fixed: list[tuple[int, str, str]]) -> list[dict[str, Any]]:
         """``mark_changes`` rows for marks of one strip that changed: (strip index, old, new symbol)."""

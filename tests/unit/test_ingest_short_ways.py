@@ -65,7 +65,9 @@ def _store(template: Path, folder: Path, name: str, first: list[Any], second: li
         with monkeypatch.context() as m:
             m.setattr(ingest, "PUPIL_CHUNK", 3)  # several chunks in a batch of a few pupils
             m.setattr(ingest, "RECORD_CHUNK", 4)
-            if not short:
+            if short:
+                m.setattr(ingest, "SPLICE_FROM", 1)  # the database's splice for a few pupils too
+            else:
                 general_loops_only(m)
             records: list[Any] = []
             for key, upn, start, run in second:
@@ -115,11 +117,20 @@ def test_a_day_of_known_pupils_takes_the_short_ways(template: Path, tmp_path: Pa
         return lay(strip, start, symbols)
 
     monkeypatch.setattr(ingest.mk.StripWriter, "lay", staticmethod(laying))
+    spliced: list[int] = []
+    splice = ingest.bulk.splice_texts
+
+    def splicing(*args: Any) -> int:
+        spliced.append(splice(*args))
+        return spliced[-1]
+
+    monkeypatch.setattr(ingest.bulk, "splice_texts", splicing)
     first = [(k, date(2026, 7, 20), "/\\") for k in KEYS]
     second = [(k, k, date(2026, 7, 21), "N\\") for k in KEYS]
     snap, error, counts = _store(template, tmp_path, "day", first, second, True, monkeypatch)
     assert error is None and counts["marks"] == 2 * len(KEYS)
     assert taken == {"named": 2, "general": 1}  # the day in chunks of 3; the year (detailed pupils) the general way
     assert general_runs == []  # every run laid the short way
+    assert sum(spliced) == len(KEYS)  # each pupil's day laid by the database (chunks of 4 records: 2 pupils each)
     strips = {row[0]: row[2] for row in snap["mark_strips"]}
     assert all(s.count("N\\") == 1 and s.count("/\\") == 1 for s in strips.values())

@@ -93,3 +93,27 @@ def test_rows_in_reads_what_sqlalchemy_reads(engine: Engine) -> None:
         assert found == expected and [r[0] for r in found] == ["A123456789012", "B123456789012"]
         assert len(bulk.rows_in(conn, t.pupils, ("id",), "upn", ["A123456789012"])) == 2  # no other condition
         assert bulk.rows_in(conn, t.pupils, ("id",), "upn", [], school_id=one) == []
+
+
+def test_splice_puts_a_run_where_no_mark_is_and_leaves_other_strips_alone(engine: Engine) -> None:
+    later = datetime(2025, 9, 10, 5, 30, tzinfo=UTC)
+    with engine.begin() as conn:
+        school = _school(conn)
+        ids = bulk.insert_with_ids(conn, t.pupils, [{"school_id": school, "created_at": NOW, "updated_at": NOW}] * 4)
+        first = "\ue000-" + "-" * 6  # a multi-character code's symbol before the run: splices count characters
+        bulk.insert_rows(conn, t.mark_strips, [
+            {"pupil_id": ids[0], "academic_year": 2025, "marks": first, "updated_at": NOW},
+            {"pupil_id": ids[1], "academic_year": 2025, "marks": "--/\\----", "updated_at": NOW},
+            {"pupil_id": ids[2], "academic_year": 2025, "marks": "--------", "updated_at": NOW}])
+        runs = [(ids[0], 2025, 2, "N\\"), (ids[1], 2025, 2, "N\\"), (ids[2], 2025, 6, "//"),
+                (ids[3], 2025, 0, "/\\")]  # the last pupil has no strip that year
+        changed = bulk.splice_texts(conn, t.mark_strips, ("pupil_id", "academic_year"), "marks", runs, "-",
+                                    {"updated_at": later})
+        assert changed == 2  # the second pupil has marks there, the fourth no strip
+        got = {pid: (marks, stamp) for pid, marks, stamp in conn.execute(select(
+            t.mark_strips.c.pupil_id, t.mark_strips.c.marks, t.mark_strips.c.updated_at)).all()}
+        assert {pid: marks for pid, (marks, _) in got.items()} == {
+            ids[0]: "\ue000-N\\----", ids[1]: "--/\\----", ids[2]: "------//"}
+        stamps = {pid: stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp for pid, (_, stamp) in got.items()}
+        assert stamps == {ids[0]: later, ids[1]: NOW, ids[2]: later}
+        assert bulk.splice_texts(conn, t.mark_strips, ("pupil_id", "academic_year"), "marks", [], "-", {}) == 0

@@ -219,3 +219,41 @@ def test_a_replacing_batch_leaves_each_of_its_pupils_exactly_the_records_it_gave
         want_contacts, want_flags = second[p] if p in second else first[p]
         assert sorted({c for pid, c in contacts if keys[pid] == key}) == sorted(set(want_contacts)), p
         assert {(k, s) for pid, k, s in flags if keys[pid] == key} == set(want_flags), p
+
+
+def test_a_days_register_for_many_pupils_laid_by_the_database(engine: Engine) -> None:
+    """At least ``SPLICE_FROM`` pupils in a chunk: the register is laid by the database. Sent again it
+    changes nothing; a changed mark in it is a correction; a pupil with no strip that year gets one."""
+    school = _school(engine)
+    keys = [f"P{i}" for i in range(ingest.SPLICE_FROM + 5)]
+    monday, tuesday = date(2025, 11, 3), date(2025, 11, 4)
+    ingest.apply_batch(engine, school, SourceBatch("mis", "year", records=[
+        *(PupilRecord(k) for k in keys), *(MarksRecord(k, monday, "/\\") for k in keys[1:])]), NOW)
+    spliced: list[int] = []
+    splice = ingest.bulk.splice_texts
+
+    def day(origin: str, first_code: str) -> SourceBatch:
+        return SourceBatch("mis", origin, records=[
+            *(PupilRecord.named(k, None) for k in keys),
+            *(MarksRecord(k, tuesday, (first_code if k == keys[2] else "N") + "\\") for k in keys)])
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(ingest.bulk, "splice_texts", lambda *a: spliced.append(splice(*a)) or spliced[-1])
+        first = ingest.apply_batch(engine, school, day("tuesday", "N"), NOW)
+        after_first = snapshot(engine)["mark_strips"]
+        again = ingest.apply_batch(engine, school, day("tuesday again", "N"), NOW)
+        assert snapshot(engine)["mark_strips"] == after_first
+        fixed = ingest.apply_batch(engine, school, day("tuesday corrected", "/"), NOW)
+    assert spliced == [len(keys) - 1, 0, 0]  # the pupil with no strip that year, then every pupil, the other way
+    assert first.counts["marks"] == again.counts["marks"] == fixed.counts["marks"] == 2 * len(keys)
+    assert "marks_corrected" not in first.counts and "marks_corrected" not in again.counts
+    assert fixed.counts["marks_corrected"] == 1
+    with engine.connect() as conn:
+        strips = dict(conn.execute(select(t.mark_strips.c.pupil_id, t.mark_strips.c.marks)).all())
+        ids = dict(conn.execute(select(t.pupil_keys.c.pupil_key, t.pupil_keys.c.pupil_id)).all())
+        changes = conn.execute(select(t.mark_changes.c.day, t.mark_changes.c.session, t.mark_changes.c.old_code,
+                                      t.mark_changes.c.new_code)).all()
+    at = ingest.mk.position(monday, "AM")
+    assert {k: strips[ids[k]][at:at + 4] for k in keys} == {
+        k: ("--" if k == keys[0] else "/\\") + ("/" if k == keys[2] else "N") + "\\" for k in keys}
+    assert [tuple(c) for c in changes] == [(tuesday, "AM", "N", "/")]
