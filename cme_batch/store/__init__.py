@@ -58,8 +58,18 @@ def _prepare_sqlite_file(path: Path) -> None:
     os.chmod(path, 0o600)
 
 
+#: The page size of a new SQLite store (SQLite's default is 4,096 bytes). A strip is about 760
+#: bytes: with pages four times as large, a local authority's day (100,000 strips changed) took
+#: a fifth less time to write, and ``detect`` read them faster (see the README's benchmarks). An
+#: existing store keeps the size it was made with (``cme-batch`` works with any).
+PAGE_SIZE = 16384
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
+    # Before anything else: it sets the size of a store not yet written (an empty file) and
+    # changes nothing in one that exists (a WAL database's page size is fixed).
+    cur.execute(f"PRAGMA page_size={PAGE_SIZE}")
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA synchronous=NORMAL")

@@ -44,6 +44,27 @@ def test_sqlite_file_is_private_and_in_wal_mode(tmp_path: Path) -> None:
     engine.dispose()
 
 
+def test_a_new_store_has_large_pages_and_an_older_store_keeps_its_own(tmp_path: Path) -> None:
+    import sqlite3
+
+    engine = open_store(f"sqlite:///{tmp_path / 'new.sqlite'}")
+    migrate(engine)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA page_size").scalar() == store.PAGE_SIZE == 16384
+    engine.dispose()
+    older = tmp_path / "older.sqlite"  # a store made with SQLite's default pages, as before
+    raw = sqlite3.connect(older)
+    raw.execute("PRAGMA journal_mode=WAL")
+    raw.close()
+    engine = open_store(f"sqlite:///{older}")
+    migrate(engine)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA page_size").scalar() == 4096
+        assert conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
+    assert current_revisions(engine) == head_revisions()
+    engine.dispose()
+
+
 def test_heads_and_current_revisions_read_without_alembic_agree_with_alembic(store_url: str) -> None:
     """``require_current`` reads the scripts and the version table itself (start-up time): as Alembic would."""
     assert head_revisions() == store._alembic_heads()
