@@ -659,9 +659,10 @@ class _Writer:
         Each stored pupil named once here whose marks are a short run of plain codes (not all
         no-mark) within one academic year has the run put into its strip by ``bulk.splice_texts``,
         where the strip has no mark in those sessions yet: nothing to compare, no correction
-        possible, and no strip read into Python or written back from it. Where that did not change every such strip (a register
-        sent again, a correction, a pupil with no strip that year), the strips are read: a run
-        already in place is done; the others are left for ``write_marks``, as is everything else.
+        possible, and no strip read into Python or written back from it. Where that did not change
+        every such strip (a register sent again, a correction, a pupil with no strip that year),
+        the strips are read: a run already in place is done. The items not done are returned in
+        their order (corrections are numbered in the register's order).
         """
         if len(items) < SPLICE_FROM or self.batch.marks_complete:
             return items
@@ -670,43 +671,35 @@ class _Writer:
         first, last = DATES[0].year, DATES[1].year
         placed: dict[date, tuple[int, int, int]] = {}  # start -> (academic year, index, sessions left in it)
         short: list[tuple[int, int, int, str]] = []
-        at: dict[int, tuple[int, MarksRecord]] = {}  # the items spliced, by pupil
-        rest: list[tuple[int, MarksRecord]] = []
-        for item in items:
-            pid, rec = item
+        for pid, rec in items:
             codes = rec.codes
-            if codes.__class__ is str and 0 < len(codes) <= SPLICE_MOST and named[pid] == 1 and codes.strip(
-                    mk.NO_MARK) and (
-                    pid not in created or pid in stripped) and (plain[codes] if codes in plain else _plain(plain, codes)):
+            if codes.__class__ is str and 0 < len(codes) <= SPLICE_MOST and named[pid] == 1 and (
+                    pid not in created or pid in stripped) and codes.strip(mk.NO_MARK) and (
+                    plain[codes] if codes in plain else _plain(plain, codes)):
                 where = placed.get(rec.start)
                 if where is None:
                     yr = mk.academic_year_of(rec.start)
-                    idx = mk.position(rec.start, "AM")
-                    where = placed[rec.start] = (yr, idx, mk.strip_length(yr) - idx if first <= yr <= last else -1)
+                    if first <= yr <= last:  # (else no room: refused the usual way)
+                        idx = mk.position(rec.start, "AM")
+                        where = (yr, idx, mk.strip_length(yr) - idx)
+                    else:
+                        where = (yr, 0, -1)
+                    placed[rec.start] = where
                 if len(codes) <= where[2]:
                     short.append((pid, where[0], where[1], codes))
-                    at[pid] = item
-                    continue
-            rest.append(item)
         if len(short) < SPLICE_FROM:
             return items
         changed = bulk.splice_texts(self.conn, t.mark_strips, ("pupil_id", "academic_year"), "marks", short,
                                     mk.NO_MARK, {"updated_at": self.now})
         if changed != len(short):
             stored: dict[tuple[int, int], str] = {}
-            for ids in _chunks(sorted(at)):
+            for ids in _chunks(sorted(run[0] for run in short)):
                 stored.update({(pid, yr): m for pid, yr, m in bulk.rows_in(
                     self.conn, t.mark_strips, ("pupil_id", "academic_year", "marks"), "pupil_id", ids)})
-            done = []
-            for run in short:
-                pid, yr, idx, codes = run
-                if stored.get((pid, yr), "")[idx:idx + len(codes)] == codes:
-                    done.append(run)
-                else:
-                    rest.append(at[pid])
-            short = done
+            short = [run for run in short if stored.get((run[0], run[1]), "")[run[2]:run[2] + len(run[3])] == run[3]]
         self.counts["marks"] += sum(len(codes) for *_, codes in short)
-        return rest
+        done = {run[0] for run in short}  # (each named once in the chunk)
+        return [item for item in items if item[0] not in done]  # in the register's order
 
     def _corrections(self, pid: int, yr: int, fixed: list[tuple[int, str, str]]) -> list[dict[str, Any]]:
         """``mark_changes`` rows for marks of one strip that changed: (strip index, old, new symbol)."""
