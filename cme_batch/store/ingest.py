@@ -288,6 +288,7 @@ class _Writer:
         self.alphabet = load_alphabet(conn)
         self.marks = mk.StripWriter(self.alphabet)
         self.plain: dict[str, bool] = {}  # short runs of codes -> mk.plain(run) (see _plain)
+        self.placed: dict[date, tuple[int, int, int]] = {}  # a run's start -> _place(start)
         #: For the pupils of ``batch.marks_complete`` only: (pupil, academic year) -> one byte per
         #: session, non-zero where the batch gave a mark (see ``clear_omitted``).
         self.given: dict[tuple[int, int], bytearray] = {}
@@ -595,7 +596,7 @@ class _Writer:
                 self.conn, t.mark_strips, ("pupil_id", "academic_year", "marks"), "pupil_id", ids)})
         original = dict(strips)
         changes: list[dict[str, Any]] = []
-        placed: dict[date, tuple[int, int, int]] = {}  # start -> (academic year, index, sessions left in it)
+        placed = self.placed
         first, last = DATES[0].year, DATES[1].year
         complete = self.batch.marks_complete  # empty for files of marks: nothing below is done for them
         plain = self.plain
@@ -604,13 +605,7 @@ class _Writer:
             codes = rec.codes
             where = placed.get(rec.start)
             if where is None:
-                yr = mk.academic_year_of(rec.start)
-                if first <= yr <= last:
-                    idx = mk.position(rec.start, "AM")
-                    where = (yr, idx, mk.strip_length(yr) - idx)
-                else:
-                    where = (yr, 0, -1)  # a year the store does not keep: no room, refused below
-                placed[rec.start] = where
+                where = placed[rec.start] = _place(rec.start)  # (no room in a year the store does not keep)
             if codes.__class__ is str and 0 < (n := len(codes)) <= where[2] and (
                     plain[codes] if codes in plain else _plain(plain, codes)):
                 # One year's run of one-character codes (a CTF's marks, a day's register): what
@@ -667,9 +662,7 @@ class _Writer:
         if len(items) < SPLICE_FROM or self.batch.marks_complete:
             return items
         named = Counter(pid for pid, _ in items)
-        created, stripped, plain = self.created, self.stripped, self.plain
-        first, last = DATES[0].year, DATES[1].year
-        placed: dict[date, tuple[int, int, int]] = {}  # start -> (academic year, index, sessions left in it)
+        created, stripped, plain, placed = self.created, self.stripped, self.plain, self.placed
         short: list[tuple[int, int, int, str]] = []
         for pid, rec in items:
             codes = rec.codes
@@ -678,13 +671,7 @@ class _Writer:
                     plain[codes] if codes in plain else _plain(plain, codes)):
                 where = placed.get(rec.start)
                 if where is None:
-                    yr = mk.academic_year_of(rec.start)
-                    if first <= yr <= last:  # (else no room: refused the usual way)
-                        idx = mk.position(rec.start, "AM")
-                        where = (yr, idx, mk.strip_length(yr) - idx)
-                    else:
-                        where = (yr, 0, -1)
-                    placed[rec.start] = where
+                    where = placed[rec.start] = _place(rec.start)  # (no room: refused the usual way)
                 if len(codes) <= where[2]:
                     short.append((pid, where[0], where[1], codes))
         if len(short) < SPLICE_FROM:
@@ -778,6 +765,16 @@ class _Writer:
                                     "map it under [codes] subcodes or correct the export; nothing imported")
         if new:
             self.conn.execute(insert(t.mark_alphabet), [{"code": c, "symbol": s} for c, s in new.items()])
+
+
+def _place(start: date) -> tuple[int, int, int]:
+    """Where a run starting on ``start`` goes: (academic year, index in its strip, sessions left in
+    that strip), or (academic year, 0, -1) for a year the store does not keep (no room)."""
+    yr = mk.academic_year_of(start)
+    if not DATES[0].year <= yr <= DATES[1].year:
+        return yr, 0, -1
+    idx = mk.position(start, "AM")
+    return yr, idx, mk.strip_length(yr) - idx
 
 
 def _plain(known: dict[str, bool], codes: str) -> bool:
