@@ -179,21 +179,40 @@ def _review_section(replies: list[dict[str, Any]]) -> Section:
     return section
 
 
+def _social_care(alerts: list[Any]) -> bool:
+    return any((a.get("kind") if isinstance(a, dict) else a) == "immediate_social_care" for a in alerts)
+
+
+def _vulnerable(flags: list[str], alerts: list[Any]) -> str:
+    """What made a child's absence call for Social Care: the flags recorded now, and those the alert
+    was raised for (a flag a later export removed is still the reason)."""
+    raised = [k for a in alerts if isinstance(a, dict) and a.get("kind") == "immediate_social_care"
+              for k in a.get("flags") or []]
+    return ", ".join(FLAG_LABEL.get(x, x) for x in dict.fromkeys([*flags, *raised]))
+
+
 def dsl_document(f: Facts, *, update: bool = False) -> Document:
     """The DSL's digest; ``update`` for a further digest of the same date (see ``queue.queue_morning``)."""
-    alerts = [c for c in f.cases if any((a.get("kind") if isinstance(a, dict) else a) == "immediate_social_care"
-                                        for a in c.alerts)]
+    alerts = [c for c in f.cases if _social_care(c.alerts)]
+    # a case that opened and closed between two summaries (nights caught up after the server was
+    # off): its alert was never on a morning's digest, and Social Care is still to be told
+    alerts_closed = [x for x in f.closed if _social_care(x["alerts"])]
     awaiting = [c for c in f.cases if c.awaiting_confirmation]
     # The digest is read the morning after its evaluation date: a referral due by that date and not
     # confirmed has missed it ("by the 10th day"), though the date is not yet "before" the evaluation.
     late = {c.ref for c in awaiting if c.referral_due is not None and c.referral_due <= f.as_of}
     sections = [
         Section("IMMEDIATE: inform Social Care", ["Pupil", "Year", "Case", "Vulnerability", "Absent since"],
-                [Row([c.pupil, c.year_group, c.ref, ", ".join(FLAG_LABEL.get(x, x) for x in c.flags),
-                      _d(c.streak_start)], RED) for c in alerts],
+                [*(Row([c.pupil, c.year_group, c.ref, _vulnerable(c.flags, c.alerts), _d(c.streak_start)], RED)
+                   for c in alerts),
+                 *(Row([x["pupil"], x["year"], x["ref"], _vulnerable([], x["alerts"]),
+                        f"{_d(x['episode_start'])} (case closed {_d(x['closed_on'])}: "
+                        f"{str(x['reason'] or '').replace('_', ' ')})"], RED) for x in alerts_closed)],
                 intro="Child protection plan or looked-after child absent without explanation: inform Social "
-                      "Care immediately and follow the safeguarding partnership's procedures.",
-                empty="No alerts.", tone=RED if alerts else ""),
+                      "Care immediately and follow the safeguarding partnership's procedures."
+                      + (" A case closed since the last summary is listed too: its absence was never on a "
+                         "morning's digest." if alerts_closed else ""),
+                empty="No alerts.", tone=RED if alerts or alerts_closed else ""),
         Section("Awaiting your confirmation", ["Case", "Pupil", "Why", "School days", "Referral due"],
                 [Row([c.ref, c.pupil, KIND_LABEL.get(c.kind, c.kind) + (
                       f" (on hold: {c.held or 'no reason given'}; CONFIRM lifts it)" if c.held is not None else "") + (

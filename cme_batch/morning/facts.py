@@ -506,9 +506,11 @@ def gather(conn: Connection, config: Config, as_of: date, now: datetime, calenda
                                      .order_by(t.la_returns.c.listed_on, t.la_returns.c.id))]
     closed = [{"ref": r.ref, "kind": r.kind, "pupil": f"{r.preferred_forename or r.legal_forename or ''} "
                                                        f"{r.legal_surname or ''}".strip() or "(no name)",
-               "opened_on": r.opened_on, "closed_on": r.closed_on, "reason": r.closed_reason}
-              for r in conn.execute(select(c.ref, c.kind, c.opened_on, c.closed_on, c.closed_reason,
-                                           p.legal_forename, p.legal_surname, p.preferred_forename)
+               "opened_on": r.opened_on, "closed_on": r.closed_on, "reason": r.closed_reason,
+               "episode_start": r.episode_start, "year": _year(r.year_group), "alerts": list(r.alerts or [])}
+              for r in conn.execute(select(c.ref, c.kind, c.opened_on, c.closed_on, c.closed_reason, c.episode_start,
+                                           c.alerts, p.legal_forename, p.legal_surname, p.preferred_forename,
+                                           p.year_group)
                                     .join(t.pupils, p.id == c.pupil_id)
                                     .where(c.status == "closed", c.closed_on > since, c.closed_on <= as_of)
                                     .order_by(c.closed_on, c.ref))]

@@ -240,13 +240,20 @@ def _child(p: Row, enrol: Row | None, as_of: date) -> dict[str, Any]:
 
 
 def _vulnerability(conn: Connection, pupil_id: int, case: Row, as_of: date) -> dict[str, Any]:
+    """What is recorded of the child's vulnerability at any time from the absence's first day to
+    ``as_of``: a plan that ended during the absence (the alert was raised for it) is still the
+    LA's to know, with the day it ended (``until``)."""
+    first = min(_day(case["episode_start"]) or as_of, as_of)
     flags = []
     for f in conn.execute(select(t.flags).where(t.flags.c.pupil_id == pupil_id).order_by(
             t.flags.c.kind, t.flags.c.start_date)).mappings():
-        if (f["start_date"] and f["start_date"] > as_of) or (f["end_date"] and f["end_date"] < as_of):
+        if (f["start_date"] and f["start_date"] > as_of) or (f["end_date"] and f["end_date"] < first):
             continue
-        flags.append({"kind": f["kind"], "label": FLAG_LABELS.get(f["kind"], f["kind"]),
-                      "since": _iso(f["start_date"]), "detail": f["detail"]})
+        flag = {"kind": f["kind"], "label": FLAG_LABELS.get(f["kind"], f["kind"]),
+                "since": _iso(f["start_date"]), "detail": f["detail"]}
+        if f["end_date"] and f["end_date"] < as_of:
+            flag["until"] = _iso(f["end_date"])
+        flags.append(flag)
     kinds = {f["kind"] for f in flags}
     alerts = [a.get("kind", str(a)) if isinstance(a, dict) else str(a) for a in (case["alerts"] or [])]
     return {"child_protection_plan": "child_protection_plan" in kinds, "looked_after": "looked_after" in kinds,

@@ -289,9 +289,14 @@ def _criterion(pdf: ReferralPDF, doc: Mapping[str, Any]) -> None:
     ])
 
 
+def _flag_details(f: Mapping[str, Any]) -> str:
+    """What is recorded with a flag: its detail, and the day it ended if it ended during the absence."""
+    return "; ".join(x for x in (f["detail"], f.get("until") and f"ended {fmt_date(f['until'])}") if x)
+
+
 def _with_details(value: str, flags: Iterable[Mapping[str, Any]], kind: str) -> str:
     """A box's value followed by the details recorded with its flag, so they are shown there and only there."""
-    details = "; ".join(f["detail"] for f in flags if f["kind"] == kind and f["detail"])
+    details = "; ".join(d for f in flags if f["kind"] == kind and (d := _flag_details(f)))
     return f"{value} ({details})" if details else value
 
 
@@ -308,7 +313,7 @@ def _vulnerability(pdf: ReferralPDF, v: Mapping[str, Any]) -> None:
         ("Looked after", _with_details(yes_no(v["looked_after"]), flags, "looked_after")),
         ("SEN or EHCP", _with_details(sen, flags, v["sen"])),
         ("Young carer", _with_details(yes_no(v["young_carer"]), flags, "young_carer")),
-        ("Also recorded", "\n".join(f"{f['label']}{' (' + f['detail'] + ')' if f['detail'] else ''}"
+        ("Also recorded", "\n".join(f"{f['label']}{' (' + d + ')' if (d := _flag_details(f)) else ''}"
                                     for f in flags if f["kind"] not in boxed) or "nothing else"),
         ("Alerts raised", ", ".join(a.replace("_", " ") for a in v["alerts"]) or "none"),
     ])
