@@ -869,11 +869,13 @@ def record_returns(conn: Connection, school_id: int, ev: Evaluation, days: int) 
            if pid in ev.on_roll and s.unauthorised.days >= days}
     if not due:
         return []
-    seen: dict[int, list[date]] = defaultdict(list)
-    for pid, start in conn.execute(select(t.la_returns.c.pupil_id, t.la_returns.c.episode_start).join(
+    seen: dict[int, list[tuple[date, date]]] = defaultdict(list)
+    for pid, start, reached in conn.execute(select(
+            t.la_returns.c.pupil_id, t.la_returns.c.episode_start, t.la_returns.c.reached_on).join(
             t.pupils, t.pupils.c.id == t.la_returns.c.pupil_id).where(t.pupils.c.school_id == school_id)):
-        seen[pid].append(start)
-    listed = [pid for pid, s in sorted(due.items()) if not _listed_already(seen.get(pid, []), s, ev.on_roll[pid])]
+        seen[pid].append((start, reached))
+    listed = [pid for pid, s in sorted(due.items()) if not _listed_already(
+        seen.get(pid, []), s, ev.on_roll[pid], ev.results.get(pid).last_attended)]
     if listed:
         conn.execute(insert(t.la_returns), [
             {"pupil_id": pid, "episode_start": due[pid].start, "reached_on": due[pid].nth_day(days),
@@ -881,17 +883,25 @@ def record_returns(conn: Connection, school_id: int, ev: Evaluation, days: int) 
     return listed
 
 
-def _listed_already(starts: list[date], streak: Streak, on_roll_since: date | None) -> bool:
-    """Whether the episode ``streak`` belongs to was listed, under any start it has had.
+def _listed_already(listings: list[tuple[date, date]], streak: Streak, on_roll_since: date | None,
+                    last_attended: date | None) -> bool:
+    """Whether the episode ``streak`` belongs to was listed (``listings``: each one's start and the
+    day it reached the count), under any start it has had.
 
     A correction can move an episode's start without ending it (its first day made a missing
-    register, the day before it made unauthorised), and a streak longer than the strips read
-    shows a later start than its own: a listing since the last break before the streak (or,
-    with no break read, since the pupil came on roll) is this episode's.
+    register, the day before it made unauthorised, its first day explained), and a streak longer
+    than the strips read shows a later start than its own: a listing since the last break before
+    the streak (or, with no break read, since the pupil came on roll) is this episode's, and so is
+    one whose days run into the streak when the child has not been seen since it began.
     """
-    if streak.after is not None:
-        return any(s > streak.after for s in starts)
-    return any(on_roll_since is None or s >= on_roll_since for s in starts)
+    for start, reached in listings:
+        if streak.after is not None and start > streak.after:
+            return True
+        if streak.after is None and (on_roll_since is None or start >= on_roll_since):
+            return True
+        if streak.start is not None and reached >= streak.start and (last_attended is None or last_attended < start):
+            return True
+    return False
 
 
 def list_returns(conn: Connection, school_id: int, listed_on: date) -> list[dict[str, Any]]:

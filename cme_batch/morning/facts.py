@@ -379,7 +379,8 @@ def _next_step(c: CaseFact, as_of: date, calendar: SchoolCalendar, config: Confi
     if c.kind != "unexplained_absence":
         return "DSL: confirm the referral to the LA at the earliest opportunity", c.referral_due
     nxt, text = NEXT_STEP.get(c.stage, (None, ""))
-    if nxt is None:
+    if nxt is None or (nxt == "referral_due" and c.referral_due is not None):
+        # the case's own due date, as detect worked it out (with the closures the registers show)
         return text, c.referral_due
     day_no = getattr(config.thresholds, nxt)
     ahead = day_no - c.days_absent
