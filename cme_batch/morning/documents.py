@@ -12,7 +12,8 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from cme_batch.morning.facts import FLAG_LABEL, KIND_LABEL, STAGE_LABEL, CaseFact, Facts
+from cme_batch.criteria import STAGES
+from cme_batch.morning.facts import FLAG_LABEL, KIND_LABEL, NEXT_STEP, STAGE_LABEL, CaseFact, Facts
 from cme_batch.report import AMBER, RED, Document, Row, Section
 
 
@@ -64,6 +65,11 @@ def _stage_rows(cases: list[CaseFact], as_of: date, office: bool) -> list[Row]:
         # "Awaiting your confirmation" says of the same referral (a 10th day that was yesterday)
         overdue = c.next_due is not None and c.next_due <= as_of
         step = "On hold by the DSL" if office and c.held else c.next_step
+        missed = [] if office else [NEXT_STEP[STAGES[STAGES.index(x) - 1]][1] for x in c.dsl_not_asked]
+        if missed:  # nights caught up: the case went past steps no morning's digest asked for
+            step = ("NOT ASKED on any morning before (the nights were caught up): " + "; ".join(missed)
+                    + ". Do them now. Then: " + step)
+            overdue = True
         if not office and c.referred and c.raised_again:
             # the referrals stage sent the LA the close, then an update that the case is open again
             step = ("Referred; closed by reply (the LA was sent the close), raised again as the register "
@@ -191,16 +197,24 @@ def _vulnerable(flags: list[str], alerts: list[Any]) -> str:
     return ", ".join(FLAG_LABEL.get(x, x) for x in dict.fromkeys([*flags, *raised]))
 
 
-def dsl_document(f: Facts, *, update: bool = False) -> Document:
-    """The DSL's digest; ``update`` for a further digest of the same date (see ``queue.queue_morning``)."""
+def overdue(f: Facts) -> set[str]:
+    """The cases awaiting the DSL's confirmation whose referral was due by the evaluation date.
+
+    The digest is read the morning after its evaluation date: a referral due by that date and not
+    confirmed has missed it ("by the 10th day"), though the date is not yet "before" the evaluation."""
+    return {c.ref for c in f.cases if c.awaiting_confirmation and c.referral_due is not None
+            and c.referral_due <= f.as_of}
+
+
+def dsl_document(f: Facts, *, update: bool = False, reminder: bool = False) -> Document:
+    """The DSL's digest; ``update`` for a further digest of the same date (see ``queue.queue_morning``),
+    ``reminder`` for one sent again on a morning with no new school day because a referral is overdue."""
     alerts = [c for c in f.cases if _social_care(c.alerts)]
     # a case that opened and closed between two summaries (nights caught up after the server was
     # off): its alert was never on a morning's digest, and Social Care is still to be told
     alerts_closed = [x for x in f.closed if _social_care(x["alerts"])]
     awaiting = [c for c in f.cases if c.awaiting_confirmation]
-    # The digest is read the morning after its evaluation date: a referral due by that date and not
-    # confirmed has missed it ("by the 10th day"), though the date is not yet "before" the evaluation.
-    late = {c.ref for c in awaiting if c.referral_due is not None and c.referral_due <= f.as_of}
+    late = overdue(f)
     sections = [
         Section("IMMEDIATE: inform Social Care", ["Pupil", "Year", "Case", "Vulnerability", "Absent since"],
                 [*(Row([c.pupil, c.year_group, c.ref, _vulnerable(c.flags, c.alerts), _d(c.streak_start)], RED)
@@ -241,6 +255,10 @@ def dsl_document(f: Facts, *, update: bool = False) -> Document:
     banners = data_banners(f)
     if late:
         banners.insert(0, (RED, f"{len(late)} referral(s) past the due date without your confirmation."))
+    if reminder:
+        banners.insert(1 if late else 0, (RED, "Sent again this morning (no school day since the last digest: a "
+                                               "weekend or holiday) because a referral is past its due date without "
+                                               "your confirmation: the LA's CME team works through the holidays."))
     if update:
         banners.insert(0, (AMBER, "An update to this morning's digest: the summary ran again and found email "
                                   "problems or replies kept for review that the first digest could not show."))

@@ -34,6 +34,8 @@ NEXT_STEP = {
     "referral_prepare": ("referral_due", "DSL: confirm the referral; it must reach the LA by the due date"),
     "referral_due": (None, "DSL: the referral is due to the LA now"),
 }
+#: The DSL's steps of an absence (policy VI and VII) that a digest asks for as a case's next step.
+DSL_STEPS = ("dsl_review", "home_visit")
 #: The office's steps of the policy (III and IV): a first-day call, then every emergency contact.
 OFFICE_STAGES = ("first_day_call", "contact_all")
 #: The cases of a child absent from school that the office calls about: a child who has not come on
@@ -98,6 +100,9 @@ class CaseFact:
     # it (or a later one) already in this absence, before a correction made the absence shorter
     office_done: str | None = None
     raised_again: str | None = None  # closed by a person's reply, raised again as the absence went on
+    # the DSL's steps of this absence (``DSL_STEPS``) that no digest gave as the next step: the case
+    # went past them on nights whose morning sent none (the server was off), or in one night's jump
+    dsl_not_asked: list[str] = field(default_factory=list)
     # the child's emergency contacts as recorded, priority order: (who, numbers and addresses); the
     # office's own steps are to call them (read only for the cases the office acts on)
     contacts: list[tuple[str, str]] = field(default_factory=list)
@@ -364,6 +369,43 @@ def _office_told(summaries: list[date], since: date | None) -> bool:
     return since is None or bisect_left(summaries, since) < len(summaries)
 
 
+def _dsl_not_asked(conn: Connection, cases: list[tuple[int, str | None]]) -> dict[int, list[str]]:
+    """For each absence case at or past one of the DSL's steps: those of them no digest gave as its
+    next step (``DSL_STEPS``).
+
+    A step is asked on a digest's date when the case was then at the stage before it. The case's
+    stages come from its events (``opened``, ``stage``: the evaluation date each began, and those a
+    night passed over at once). A step whose stage before it the case never had (a vulnerable child's
+    case opens at the DSL's review) is not one it missed.
+    """
+    wanted = {cid: stage for cid, stage in cases
+              if stage in STAGES and STAGES.index(stage) >= STAGES.index(DSL_STEPS[0])}
+    if not wanted:
+        return {}
+    digests = sorted({date.fromisoformat(k.split(":")[1][:10]) for (k,) in conn.execute(
+        select(t.outbox.c.idempotency_key).where(t.outbox.c.purpose == "digest",
+                                                 t.outbox.c.idempotency_key.like("digest:%")))})
+    history: dict[int, list[tuple[date, str, list[str]]]] = defaultdict(list)
+    e = t.case_events.c
+    for cid, on, stage, detail in conn.execute(select(e.case_id, e.as_of, e.stage, e.detail).where(
+            e.case_id.in_(sorted(wanted)), e.kind.in_(("opened", "stage")), e.as_of.is_not(None),
+            e.stage.is_not(None)).order_by(e.id)):
+        history[cid].append((on, stage, list((detail or {}).get("passed") or []) if isinstance(detail, dict) else []))
+    out: dict[int, list[str]] = {}
+    for cid, stage in wanted.items():
+        shown: set[str] = set()  # the stages the case was at on a digest's date
+        had: set[str] = set()  # every stage the case had, or passed over
+        entries = history.get(cid, [])
+        for i, (on, st, passed) in enumerate(entries):
+            had.update([st, *passed])
+            until = entries[i + 1][0] if i + 1 < len(entries) else date.max
+            if bisect_left(digests, on) < bisect_left(digests, until):
+                shown.add(st)
+        out[cid] = [step for step in DSL_STEPS if STAGES.index(step) <= STAGES.index(stage)
+                    and STAGES[STAGES.index(step) - 1] in had and STAGES[STAGES.index(step) - 1] not in shown]
+    return out
+
+
 def _next_step(c: CaseFact, as_of: date, calendar: SchoolCalendar, config: Config) -> tuple[str, date | None]:
     """The policy's next step for a case, and the school day by which it falls due."""
     if c.kind == "repeat_missing":
@@ -470,6 +512,7 @@ def gather(conn: Connection, config: Config, as_of: date, now: datetime, calenda
     raised = _raised_again(conn, [r.id for r in rows])
     summaries = _summaries(conn, as_of)
     asks = _office_asks(conn, config, now, [(r.id, r.pupil_id) for r in rows if r.kind in OFFICE_KINDS], summaries)
+    not_asked = _dsl_not_asked(conn, [(r.id, r.stage) for r in rows if r.kind == "unexplained_absence"])
     floor = _history_from(config, now)
     pupil_ids: list[int] = []
     stuck: list[str] = []  # why confirmed referrals are not queued, worked out once (``_not_queued``)
@@ -486,6 +529,8 @@ def gather(conn: Connection, config: Config, as_of: date, now: datetime, calenda
             cf.referral_held = stuck[0]
         cf.raised_again = raised.get(r.id)
         cf.next_step, cf.next_due = _next_step(cf, as_of, calendar, config)
+        cf.dsl_not_asked = not_asked.get(r.id, []) if cf.next_due is not None and not (
+            cf.held or cf.confirmed or cf.referred or cf.raised_again) else []
         legacy = cf.streak_start is not None and cf.streak_start < floor and _office_told(
             [d for d, _ in summaries], cf.streak_start)
         cf.office_step, cf.office_done = _step_given(cf.kind, cf.id, cf.streak_start, cf.days_absent,

@@ -22,12 +22,12 @@ from email.message import EmailMessage
 
 from sqlalchemy import Connection, select
 
-from cme_batch.app import App
+from cme_batch.app import App, in_school_time
 from cme_batch.config import Config
 from cme_batch.errors import BadInputError
 from cme_batch.mail import outbox
 from cme_batch.morning import documents
-from cme_batch.morning.facts import KIND_LABEL, OFFICE_STAGES, CaseFact, Facts, gather
+from cme_batch.morning.facts import KIND_LABEL, OFFICE_STAGES, CaseFact, Facts, aware, gather
 from cme_batch.replies import process as replies_process
 from cme_batch.replies.tokens import Tokens
 from cme_batch.report import Document, Row, Section, render_html, render_text
@@ -218,7 +218,7 @@ def _queue_digest(conn: Connection, config: Config, facts: Facts, counts: str, d
     first = _queued_id(conn, key)
     if first is not None:
         if not facts.outbox_problems and not facts.review_replies:
-            return first
+            return _overdue_reminder(conn, config, facts, counts, dsl, now, key, first)
         n = 1
         while _queued_id(conn, f"{key}:update:{n}") is not None:
             n += 1
@@ -231,6 +231,26 @@ def _queue_digest(conn: Connection, config: Config, facts: Facts, counts: str, d
     outbox.mark_reported(conn, [p.id for p in facts.outbox_problems], now)
     replies_process.mark_shown(conn, [r["id"] for r in facts.review_replies], now)
     return digest
+
+
+def _overdue_reminder(conn: Connection, config: Config, facts: Facts, counts: str, dsl: list[str], now: datetime,
+                      key: str, first: int) -> int:
+    """On a morning with no new school day (a weekend or holiday: the night evaluated the same date
+    again), the date's digest again, once that morning, while a referral is past its due date without
+    the DSL's confirmation (DOMAIN.md 5: "told every morning, in red"). Returns the latest digest's id."""
+    today = in_school_time(now).date()
+    created = conn.execute(select(t.outbox.c.created_at).where(t.outbox.c.id == first)).scalar_one()
+    if not documents.overdue(facts) or in_school_time(aware(created) or now).date() >= today:
+        return first
+    key = f"{key}:reminder:{today.isoformat()}"
+    found = _queued_id(conn, key)
+    if found is not None:
+        return found
+    subject = f"CME digest {config.school.name} {facts.as_of.isoformat()} (reminder {today.isoformat()}): {counts}"
+    sender = _sender(config)
+    doc = documents.dsl_document(facts, reminder=True)
+    return outbox.enqueue(conn, idempotency_key=key, purpose="digest", recipients=dsl, subject=subject,
+                          message=email_for(doc, subject, sender, dsl), from_address=sender, now=now)
 
 
 def queue_morning(conn: Connection, config: Config, as_of: date, now: datetime, tokens: Tokens | None
