@@ -77,3 +77,24 @@ def year4_pupil(key: str) -> PupilRecord:
     """A Year 4 pupil of class 4B under ``key``, with a made-up name and a date of birth."""
     return PupilRecord(key, legal_surname=f"Surname{key}", legal_forename=f"Forename{key}", dob=date(2017, 3, 1),
                        year_group="4", reg_group="4B")
+
+
+#: The terms of 2025/26 after the base configuration's autumn 2025 (which ``tests.conftest`` gives:
+#: 2 Sep - 24 Oct, 3 Nov - 19 Dec), with the February half term, and the first half of autumn 2026.
+TERMS_2026 = """
+[[calendar.terms]]
+start = "2026-01-05"
+end = "2026-02-13"
+
+[[calendar.terms]]
+start = "2026-02-23"
+end = "2026-03-27"
+
+[[calendar.terms]]
+start = "2026-04-13"
+end = "2026-07-17"
+
+[[calendar.terms]]
+start = "2026-09-03"
+end = "2026-10-23"
+"""

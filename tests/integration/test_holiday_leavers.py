@@ -32,28 +32,12 @@ from cme_batch.model import EnrolmentRecord, MarksRecord
 from cme_batch.nightly import NightlyReport, run_nightly
 from cme_batch.store import tables as t
 from tests.conftest import write_config
-from tests.helpers import clocked_app, weekdays, year4_pupil
+from tests.helpers import TERMS_2026, clocked_app, weekdays, year4_pupil
 from tests.replies_support import DSL, KEY, KEY_ENV
 
 D = date.fromisoformat
 # the rest of 2025/26 (the autumn term 2025 is in the base configuration) and the autumn of 2026/27
-TERMS = """
-[[calendar.terms]]
-start = "2026-01-05"
-end = "2026-02-13"
-
-[[calendar.terms]]
-start = "2026-02-23"
-end = "2026-03-27"
-
-[[calendar.terms]]
-start = "2026-04-13"
-end = "2026-07-17"
-
-[[calendar.terms]]
-start = "2026-09-03"
-end = "2026-10-23"
-
+TERMS = TERMS_2026 + """
 [[calendar.terms]]
 start = "2026-11-02"
 end = "2026-12-18"

@@ -25,7 +25,7 @@ from cme_batch.nightly import run_nightly
 from cme_batch.store import ingest
 from cme_batch.store import tables as t
 from tests.conftest import write_config
-from tests.helpers import clocked_app
+from tests.helpers import TERMS_2026, clocked_app
 from tests.replies_support import KEY, KEY_ENV
 
 D = date.fromisoformat
@@ -34,23 +34,7 @@ LA_RETURN = "LA 10-day return: new entries"
 
 # the base configuration's autumn 2025 (2 Sep - 24 Oct, 3 Nov - 19 Dec; closures 1 Sep and 3 Nov), then
 # the rest of 2025/26 and the autumn of 2026/27
-TERMS = """
-[[calendar.terms]]
-start = "2026-01-05"
-end = "2026-02-13"
-
-[[calendar.terms]]
-start = "2026-02-23"
-end = "2026-03-27"
-
-[[calendar.terms]]
-start = "2026-04-13"
-end = "2026-07-17"
-
-[[calendar.terms]]
-start = "2026-09-03"
-end = "2026-10-23"
-"""
+TERMS = TERMS_2026
 
 
 @pytest.fixture
