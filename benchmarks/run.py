@@ -287,6 +287,7 @@ def new_days(args: argparse.Namespace) -> dict[str, Any]:
             path.unlink(missing_ok=True)
             if (kept / path.name).exists():
                 shutil.copy(kept / path.name, path)
+        os.sync()  # on the server the night before's store is long on disk: no write-back during the run
         probe = cpu_probe()
         runs.append({**run_phase("la-day", args), "cpu_probe": probe})
     shutil.rmtree(kept)
