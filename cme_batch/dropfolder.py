@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack, closing
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from operator import itemgetter
@@ -35,6 +36,7 @@ from cme_batch.codes import CODES_2024, LEGACY
 from cme_batch.config import SourceConfig
 from cme_batch.errors import BadInputError, RetriableError
 from cme_batch.model import SourceBatch, Warning_
+from cme_batch.readahead import ReadingHost, wanted_path
 from cme_batch.settings import Table
 from cme_batch.xmlstream import Prepared, XmlRefused, prepare
 
@@ -258,6 +260,12 @@ def file_batches(folder: DropFolder, ctx: Any, read: Callable[..., SourceBatch],
     in a warning on the import of the file that superseded them, and in the log, so no file
     leaves the drop folder unread unseen. ``options`` is shared by the files of this run (a
     ``seen`` map lets the reader warn about one pupil in two files).
+
+    The large files are read by one reading process (``readahead.ReadingHost``, as ``cme-batch
+    import`` reads its files), each as soon as it has read the one before, while this process
+    stores them: a local authority's ten day files took twice as long read one by one, each in a
+    process forked at its turn. Close the generator (``contextlib.closing``) to stop that process
+    when the batches are not all taken.
     """
     files, older = folder.ready(order)
     superseded = _superseded_by(files, older)
@@ -267,22 +275,50 @@ def file_batches(folder: DropFolder, ctx: Any, read: Callable[..., SourceBatch],
         folder.archive(p)
     unread = _names_by_newest(superseded)
     opts = {**(getattr(ctx, "options", None) or {}), **options, "seen": {}}
-    for path in files:
-        try:
-            prep: Prepared | None = prepare(path)
-        except XmlRefused:
-            prep = None  # the reader reports the refusal with the file's name
-        if prep is not None and prep.checksum in ctx.state.imported_checksums:
-            folder.archive(path)
-            continue
-        batch = read(path, opts, prep=prep)
-        batch.shared = (opts["seen"],)
-        if names := unread.get(path.name):
-            batch.warnings.append(Warning_(
-                "superseded_export", f"{len(names)} older export(s) of this report archived unread, as this "
-                f"newer one replaces them: {', '.join(names)}", path.name))
-        yield batch
+    imported = ctx.state.imported_checksums
+    large = [(i, _Reader(read), path) for i, path in enumerate(files) if wanted_path(path)]
+    with ExitStack() as run:
+        host = run.enter_context(closing(ReadingHost(large, opts))) if large else None
+        for i, path in enumerate(files):
+            with ExitStack() as turn:
+                if host is not None and i in host.jobs:
+                    batch = turn.enter_context(host.reading(i, path.name))  # left unread: the host stops it
+                    if batch.checksum is not None and batch.checksum in imported:
+                        folder.archive(path)
+                        continue
+                else:
+                    prep = _prepared(path)
+                    if prep is not None and prep.checksum in imported:
+                        folder.archive(path)
+                        continue
+                    batch = read(path, opts, prep=prep)
+                batch.shared = (opts["seen"],)
+                if names := unread.get(path.name):
+                    batch.warnings.append(Warning_(
+                        "superseded_export", f"{len(names)} older export(s) of this report archived unread, as "
+                        f"this newer one replaces them: {', '.join(names)}", path.name))
+                yield batch
     folder.check_fresh(ctx.now)
+
+
+def _prepared(path: Path) -> Prepared | None:
+    """``prepare(path)``, or None for a file it refuses (the reader then says why, naming the file)."""
+    try:
+        return prepare(path)
+    except XmlRefused:
+        return None
+
+
+class _Reader:
+    """A file adapter's ``read`` as the reading host calls an adapter: ``parse_file(path, options)``."""
+
+    def __init__(self, read: Callable[..., SourceBatch]) -> None:
+        self.read = read
+
+    def parse_file(self, path: Path, options: dict[str, Any]) -> SourceBatch:
+        batch = self.read(path, options, prep=_prepared(path))
+        batch.shared = (options["seen"],)  # (brought back with the file's last records)
+        return batch
 
 
 def _superseded_by(files: list[Path], older: list[Path]) -> dict[str, str]:

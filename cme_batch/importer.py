@@ -214,19 +214,30 @@ def _ingest_one(app: App, scfg: SourceConfig, wanted: set[str]) -> Outcome | Non
     try:
         source = build_source(scfg)
         ctx = SourceContext(now=app.now(), state=source_state(app, scfg.name), options=shared_options(app))
-        for batch in source.batches(ctx):
-            now = app.now()
-            with read_ahead(batch):
-                result = store_ingest.apply_batch(app.engine(), app.school_id, batch, now)
-            source.committed(batch)
-            logfilter.install(app.engine(), pupil_ids=result.pupil_ids)
-            stored += result.status == "ok"
-            log.info("batch stored", origin=batch.origin, status=result.status, counts=result.counts)
+        batches = source.batches(ctx)
+        try:
+            for batch in batches:
+                now = app.now()
+                with read_ahead(batch):
+                    result = store_ingest.apply_batch(app.engine(), app.school_id, batch, now)
+                source.committed(batch)
+                logfilter.install(app.engine(), pupil_ids=result.pupil_ids)
+                stored += result.status == "ok"
+                log.info("batch stored", origin=batch.origin, status=result.status, counts=result.counts)
+        finally:
+            _close(batches)  # a drop folder's reading process stops here if a batch failed
         return Outcome(scfg.name, "ok", f"{stored} batch(es) stored")
     except CmeError as exc:
         store_ingest.record_source_failure(app.engine(), scfg.name, scfg.name, app.now(), exc)
         log.error("source failed", error=str(exc).splitlines()[0])
         return Outcome(scfg.name, "failed", str(exc))
+
+
+def _close(batches: Any) -> None:
+    """Close a source's batches if they are a generator (its reading process, if any, ends)."""
+    close = getattr(batches, "close", None)
+    if close is not None:
+        close()
 
 
 def stale_sources(app: App) -> list[str]:

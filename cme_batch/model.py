@@ -270,3 +270,6 @@ class SourceBatch:
     #: Maps the reader fills in that outlive the batch (the pupils seen in a run's earlier files):
     #: when the records are read in another process (``cme_batch.readahead``) they are brought back.
     shared: tuple[dict[Any, Any], ...] = ()
+    #: Its records already come from a reading process (``readahead.ReadingHost``): ``read_ahead``
+    #: leaves it as it is.
+    read_elsewhere: bool = False

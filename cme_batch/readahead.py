@@ -60,8 +60,8 @@ class ReadAheadFailed(CmeError):
 
 
 def wanted(batch: SourceBatch) -> bool:
-    """Whether ``batch`` is worth reading in a second process here."""
-    return batch.path is not None and wanted_path(batch.path)
+    """Whether ``batch`` is worth reading in a second process here (and is not read in one already)."""
+    return batch.path is not None and not batch.read_elsewhere and wanted_path(batch.path)
 
 
 def wanted_path(path: Path) -> bool:
@@ -84,7 +84,7 @@ def read_ahead(batch: SourceBatch, force: bool = False) -> Iterator[SourceBatch]
     block stops a child that is still reading. (The files of one ``import`` are read by one
     process, a ``ReadingHost``.)
     """
-    if not (force or wanted(batch)):
+    if batch.read_elsewhere or not (force or wanted(batch)):
         yield batch
         return
     checkpoint.wait()  # no other thread of this process runs while the child is forked
@@ -290,7 +290,7 @@ class ReadingHost:
             if message[0] != "begin":
                 taken.set()
                 _raise(message)
-            batch = SourceBatch(**message[1])
+            batch = SourceBatch(**message[1], read_elsewhere=True)
             batch.records = _taken(batch, partial(self._message, index, batch.origin), taken)
             yield batch
         finally:
