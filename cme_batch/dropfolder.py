@@ -276,7 +276,10 @@ def file_batches(folder: DropFolder, ctx: Any, read: Callable[..., SourceBatch],
     unread = _names_by_newest(superseded)
     opts = {**(getattr(ctx, "options", None) or {}), **options, "seen": {}}
     imported = ctx.state.imported_checksums
-    large = [(i, _Reader(read), path) for i, path in enumerate(files) if wanted_path(path)]
+    hosted = [i for i, path in enumerate(files) if wanted_path(path)]
+    # The host keeps its ``seen`` map from one file to the next; it is brought back here only for a
+    # file read here later (a small one), not with every file: a day file's map is 10,000 pupils.
+    large = [(i, _Reader(read, any(j not in hosted for j in range(i + 1, len(files)))), files[i]) for i in hosted]
     with ExitStack() as run:
         host = run.enter_context(closing(ReadingHost(large, opts))) if large else None
         for i, path in enumerate(files):
@@ -286,13 +289,14 @@ def file_batches(folder: DropFolder, ctx: Any, read: Callable[..., SourceBatch],
                     if batch.checksum is not None and batch.checksum in imported:
                         folder.archive(path)
                         continue
+                    batch.shared = (opts["seen"],) if batch.shared else ()
                 else:
                     prep = _prepared(path)
                     if prep is not None and prep.checksum in imported:
                         folder.archive(path)
                         continue
                     batch = read(path, opts, prep=prep)
-                batch.shared = (opts["seen"],)
+                    batch.shared = (opts["seen"],)
                 if names := unread.get(path.name):
                     batch.warnings.append(Warning_(
                         "superseded_export", f"{len(names)} older export(s) of this report archived unread, as "
@@ -310,14 +314,15 @@ def _prepared(path: Path) -> Prepared | None:
 
 
 class _Reader:
-    """A file adapter's ``read`` as the reading host calls an adapter: ``parse_file(path, options)``."""
+    """A file adapter's ``read`` as the reading host calls an adapter: ``parse_file(path, options)``;
+    ``share``: the host's ``seen`` map comes back with the file's last records."""
 
-    def __init__(self, read: Callable[..., SourceBatch]) -> None:
-        self.read = read
+    def __init__(self, read: Callable[..., SourceBatch], share: bool) -> None:
+        self.read, self.share = read, share
 
     def parse_file(self, path: Path, options: dict[str, Any]) -> SourceBatch:
         batch = self.read(path, options, prep=_prepared(path))
-        batch.shared = (options["seen"],)  # (brought back with the file's last records)
+        batch.shared = (options["seen"],) if self.share else ()
         return batch
 
 

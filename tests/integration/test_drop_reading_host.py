@@ -150,3 +150,18 @@ def test_a_file_dropped_again_is_archived_unread_and_the_new_ones_are_stored(
     assert [origin for origin, _s, _w in runs(host_app)] == ["a.xml", "c.xml"]
     assert snapshot(host_app.engine()) == snapshot(here_app.engine())
     assert left_in_drop(host_app) == [] and readers() == []
+
+
+def test_a_small_file_read_here_after_a_large_one_still_knows_the_pupils_it_held(
+        host_and_here: tuple[App, App], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The host brings its ``seen`` map back only for a file read here later: that file is still
+    warned about a pupil who was in the large file before it."""
+    monkeypatch.setattr("cme_batch.dropfolder.wanted_path", lambda path: path.name != "b.xml")
+    files = [("ctf-25.xml", "a.xml"), ("ctf-namespace.xml", "b.xml"), ("ctf-leaver.xml", "c.xml")]
+    host_app, here_app = host_and_here
+    said = both(monkeypatch, host_and_here, files)
+    assert said[0] == said[1] == [("ok", "3 batch(es) stored")]
+    b_warnings = next(w for origin, _status, w in runs(host_app) if origin == "b.xml")
+    assert any("also in a.xml" in w for w in b_warnings), b_warnings
+    assert runs(host_app) == runs(here_app) and snapshot(host_app.engine()) == snapshot(here_app.engine())
+    assert readers() == []
