@@ -64,7 +64,13 @@ _UNKNOWN_DESTINATION = re.compile(
 #: Whole destinations that are no destination (upper case, single spaces, no full stop at the end). "Not
 #: applicable" and "not stated" only as the whole destination: as a leaving reason they say nothing of it.
 _PLACEHOLDER_DESTINATIONS = {"", "MMM", "MMMM", "XXX", "XXXX", "UNKNOWN", "N/A", "NA", "NONE", "NIL", "TBA", "N/K", "NK",
-                             "NOT APPLICABLE", "NOT STATED"}
+                             "NOT APPLICABLE", "NOT STATED",
+                             # whole destinations that name no school: a child gone where nobody can check
+                             "OTHER", "OTHERS", "OTHER SCHOOL", "ANOTHER SCHOOL", "A SCHOOL", "SCHOOL", "NEW SCHOOL",
+                             "A NEW SCHOOL", "DIFFERENT SCHOOL", "A DIFFERENT SCHOOL", "ELSEWHERE", "MOVED",
+                             "MOVED AWAY", "MOVED HOUSE", "MOVED AREA", "MOVED OUT OF AREA", "OUT OF AREA",
+                             "OUT OF COUNTY", "OUT OF BOROUGH", "ABROAD", "MOVED ABROAD", "OVERSEAS", "EMIGRATED",
+                             "LEFT THE COUNTRY", "LEFT THE UK", "LEFT UK"}
 #: A placeholder written however the MIS joins it: "MMMMMMM", "MMM/MMMM", "XXX XXXX" (the CTF's
 #: unknown LA and establishment numbers), or no letter or digit at all ("-", "?", "...").
 _PLACEHOLDER_SHAPE = re.compile(r"[^A-Za-z0-9]*|[MmXx\W_]*")
@@ -150,7 +156,7 @@ class PupilFacts:
     streaks: PupilStreaks = field(default_factory=lambda: PupilStreaks(NO_STREAK, NO_STREAK, None))
     dob: date | None = None
     flags: frozenset[str] = frozenset()  # active on the evaluation date
-    admission_date: date | None = None  # the current admission's agreed first day
+    admission_date: date | None = None  # the current admission's agreed first day (else its entry date)
     admission_withdrawn: bool = False
     leaving_date: date | None = None  # of the latest admission, when passed (``Context.leavings_to``)
     leaving_reason: str | None = None

@@ -184,6 +184,13 @@ _Query = TypeVar("_Query", bound=Select[Any])
 _FIRST, _LEAVING, _WITHDRAWN, _ADMITTED, _REASON, _DESTINATION = 1, 2, 3, 4, 5, 6
 
 
+def _agreed_first(row: Any) -> date | None:
+    """The first day an admission gave the child: its agreed start date, else the day it put the
+    child on roll (a CTF's ``EntryDate``, SIMS's Admission Date without an Agreed Start Date: a
+    transfer put straight on roll). A child not seen since is a place not taken up either way."""
+    return row[_ADMITTED] if row[_ADMITTED] is not None else row[_FIRST]
+
+
 def _utc_date(moment: datetime) -> date:
     """UTC's date of a stored moment (SQLite gives it back without a zone: it is UTC)."""
     return (moment.astimezone(UTC) if moment.tzinfo else moment).date()
@@ -291,7 +298,7 @@ class Evaluation:
         return criteria.PupilFacts(
             pupil_id=pupil_id, on_roll=pupil_id in self.on_roll, streaks=self.results.get(pupil_id), dob=dob,
             flags=self.flags.get(pupil_id, frozenset()), upn=upn,
-            admission_date=cur[_ADMITTED] if cur is not None else None,
+            admission_date=_agreed_first(cur) if cur is not None else None,
             admission_withdrawn=bool(cur[_WITHDRAWN]) if cur is not None else False,
             leaving_date=left, leaving_reason=cur[_REASON] if cur is not None and left else None,
             destination=cur[_DESTINATION] if cur is not None and left else None,
@@ -312,7 +319,7 @@ class Evaluation:
         out = {pid for pid, s in self.results.streaks.items() if s.unexplained.days}
         out.update(self.results.repeats)
         out.update(pid for pid, e in self.enrolments.items()
-                   if (e[_ADMITTED] is not None and lo <= e[_ADMITTED] <= hi)
+                   if ((first := _agreed_first(e)) is not None and lo <= first <= hi)
                    or (e[_LEAVING] is not None and lo <= e[_LEAVING] <= left))
         return out
 
@@ -578,7 +585,7 @@ class _Evaluator:
         child gone from the MIS's exports (on roll for years: no mark this year is just that), nor
         a register left incomplete: both no-mark warnings leave it out (``_missing_registers``)."""
         row = self.current.get(pid)
-        admitted = row[_ADMITTED] if row is not None else None
+        admitted = _agreed_first(row) if row is not None else None
         seen = results.streaks[pid].last_attended
         return admitted is not None and admitted >= criteria.window_floor(self.window_start, self.calendar) \
             and (seen is None or seen < admitted)

@@ -90,7 +90,15 @@ def test_a_leap_day_birthday_and_an_unknown_birthday() -> None:
     ("CME", None, True), ("Lost Pupil", None, True), ("Lost pupils database", None, True),
     ("No forwarding address", None, True), ("Abroad", "No forwarding address", True),
     ("Abroad", "Referred to CME", True), ("Elsewhere", "lost pupil", True),
-    ("Acme Primary", None, False), ("Nkosi Academy", None, False), ("Abroad", "Not applicable", False),
+    ("Acme Primary", None, False), ("Nkosi Academy", None, False), ("St Mary's CE Primary", "Not applicable", False),
+    # whole destinations that name no school (fifteenth session): each was a known destination, so a
+    # child gone where nobody could check never had a case
+    ("Other", None, True), ("Another school", "Moved house", True), ("another  school.", None, True),
+    ("New school", None, True), ("Moved away", None, True), ("Out of area", None, True), ("Abroad", None, True),
+    ("Moved abroad", "Not applicable", True), ("Emigrated", None, True),
+    # ... not a destination that names one, or says where the child is educated
+    ("Another School Academy", None, False), ("New School Lane Primary", None, False),
+    ("Elective home education", None, False), ("Overseas International School, Dubai", None, False),
 ])
 def test_destination_unknown(destination: str | None, reason: str | None, unknown: bool) -> None:
     assert cr.destination_unknown(destination, reason) is unknown
