@@ -480,8 +480,13 @@ class _Reader:
                 continue
             entry = self.date_of(s.find("EntryDate"), "SchoolHistory/EntryDate")
             leaving = self.date_of(s.find("LeavingDate"), "SchoolHistory/LeavingDate")
-            rec = EnrolmentRecord(pupil_key=key, entry_date=entry, leaving_date=leaving,
-                                  leaving_reason=text_of(s.find("LeavingReason")),
+            reason = text_of(s.find("LeavingReason"))
+            if leaving is None and reason is not None:
+                # a leaving without its date: stored, the child stayed on roll and no "destination
+                # unknown" case could open, whatever the reason said
+                self.report.problem(self.n, "SchoolHistory/LeavingDate", "is missing where a LeavingReason is "
+                                    "given: record the date the child left in the MIS (or remove the reason)")
+            rec = EnrolmentRecord(pupil_key=key, entry_date=entry, leaving_date=leaving, leaving_reason=reason,
                                   destination=self.dest if leaving else None)
             first = done.get(entry)
             if first is None:

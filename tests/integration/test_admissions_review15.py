@@ -185,7 +185,6 @@ def test_a_leaver_whose_destination_names_no_school_is_destination_unknown(schoo
     assert "Forename3 Surname3" in section(digest, LEFT_UNKNOWN)
 
 
-@pytest.mark.xfail(strict=True, reason="known bug (fifteenth review): a CTF leaving reason with no leaving date stored without a word")
 def test_a_ctf_leaving_with_no_leaving_date_is_not_dropped_without_a_word(school: School) -> None:
     """The school's own CTF gives child 3's school history with a LeavingReason "Moved away, whereabouts
     unknown" but no LeavingDate (the office recorded why the child left and not yet when).
