@@ -302,7 +302,9 @@ def test_a_leaving_without_its_admission_dates_ends_the_admission_the_admissions
     run_detect(app, date(2025, 11, 21))
     with app.engine().connect() as conn:
         opened = conn.execute(select(t.pupil_keys.c.pupil_key, t.cases.c.kind, t.cases.c.id).join(
-            t.cases, t.cases.c.pupil_id == t.pupil_keys.c.pupil_id)).all()
+            t.cases, t.cases.c.pupil_id == t.pupil_keys.c.pupil_id).where(
+            t.cases.c.kind == "destination_unknown")).all()
+        # (no register has been imported here: 1300, not seen since the readmission, is a place not taken up)
         assert [(k, kind) for k, kind, _id in opened] == [("1234", "destination_unknown")], \
             "the child back since (a later admission) is on roll"
         child = build_document(conn, opened[0][2], app.config, app.now())["child"]
