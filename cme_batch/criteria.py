@@ -203,8 +203,11 @@ class CaseState:
     compulsory_school_age: bool | None = None
     closed_reason: str | None = None
     closed_on: date | None = None
-    opened_destination: str | None = None  # destination_unknown: the destination recorded when it opened
+    opened_destination: str | None = None  # destination_unknown: the destination recorded when it (re)opened
     referred: bool = False  # the referral went to the LA
+    #: destination_unknown: the leaving reason recorded when it (re)opened, if its event says (``opened_reason_known``)
+    opened_reason: str | None = None
+    opened_reason_known: bool = False
 
 
 @dataclass(frozen=True)
@@ -275,7 +278,7 @@ def _ensure(f: PupilFacts, cases: list[CaseState], kind: str, target: dict[str, 
             return _update(f, last, target, ctx, evidence_from, reopen=True, why={
                 "unexplained_days_at_close": _days_absent(last.school_days, last.register_gaps, last.episode_start),
                 "raised_again_at": again})
-        return _update(f, last, target, ctx, evidence_from, reopen=True)
+        return _update(f, last, target, ctx, evidence_from, reopen=True, facts=why)
     alerts, alert_events = _alerts(f, kind, (), ctx.as_of)
     values = {**target, "alerts": alerts, "status": OPEN, "opened_on": ctx.as_of}
     detail = {"kind": kind, **{k: _json(v) for k, v in target.items()}, **why}
@@ -317,7 +320,10 @@ def _days_absent(school_days: int | None, register_gaps: Sequence[str], start: d
 
 
 def _update(f: PupilFacts, case: CaseState, target: dict[str, Any], ctx: Context, evidence_from: date | None,
-            reopen: bool = False, why: dict[str, Any] | None = None) -> list[Change]:
+            reopen: bool = False, why: dict[str, Any] | None = None, facts: dict[str, Any] | None = None
+            ) -> list[Change]:
+    """``why``: a person's close overridden (the reopening's reason); ``facts``: what the criterion
+    found, kept on a reopening's event as on an opening's (a leaving's reason and destination)."""
     old = _current(case)
     new = dict(target)
     if stage_rank(new["stage"]) < stage_rank(old["stage"]):
@@ -332,7 +338,8 @@ def _update(f: PupilFacts, case: CaseState, target: dict[str, Any], ctx: Context
             # (one already sent keeps its confirmation: the LA's update says who confirmed it)
             values.update(confirmed_at=None, confirmed_by=None, confirmation_message_id=None, hold_reason=None)
         events.insert(0, Event("reopened", new["stage"], {"previous_reason": case.closed_reason,
-                                                           "changed": changed, **(why or {})}, evidence_from))
+                                                           "changed": changed, **(facts or {}), **(why or {})},
+                               evidence_from))
     elif "stage" in changed:
         passed = [s for s in STAGES if stage_rank(old["stage"]) < stage_rank(s) < stage_rank(new["stage"])]
         events.insert(0, Event("stage", new["stage"], {"from": old["stage"], "to": new["stage"], "passed": passed,
@@ -422,7 +429,12 @@ def destination_still_unknown(f: PupilFacts, ctx: Context, case: CaseState | Non
         return False
     if not destination_unknown(f.destination, f.leaving_reason):
         return False
-    return case is None or not (destination_recorded(f.destination) and f.destination != case.opened_destination)
+    if case is None or not (destination_recorded(f.destination) and f.destination != case.opened_destination):
+        return True
+    # a destination recorded since the case (re)opened, but the leaving reason edited since to say it is
+    # unknown (the school named says the child never arrived): the destination has proved false
+    return case.opened_reason_known and f.leaving_reason != case.opened_reason and \
+        bool(f.leaving_reason and _UNKNOWN_DESTINATION.search(f.leaving_reason))
 
 
 def decide(f: PupilFacts, cases: list[CaseState], ctx: Context) -> list[Change]:

@@ -188,7 +188,8 @@ def _agreed_first(row: Any) -> date | None:
     """The first day an admission gave the child: its agreed start date, else the day it put the
     child on roll (a CTF's ``EntryDate``, SIMS's Admission Date without an Agreed Start Date: a
     transfer put straight on roll). A child not seen since is a place not taken up either way."""
-    return row[_ADMITTED] if row[_ADMITTED] is not None else row[_FIRST]
+    first: date | None = row[_ADMITTED] if row[_ADMITTED] is not None else row[_FIRST]
+    return first
 
 
 def _utc_date(moment: datetime) -> date:
@@ -742,26 +743,31 @@ def _case_states(conn: Connection, school_id: int) -> tuple[dict[int, list[crite
                    c.c.compulsory_school_age, c.c.closed_reason, c.c.closed_on, c.c.referred_at).join(
         t.pupils, t.pupils.c.id == c.c.pupil_id).where(t.pupils.c.school_id == school_id).order_by(c.c.id)
     rows = conn.execute(query).all()
-    destinations = _opened_destinations(conn, [r[0] for r in rows if r[3] == criteria.DESTINATION_UNKNOWN])
+    leavings = _opened_leavings(conn, [r[0] for r in rows if r[3] == criteria.DESTINATION_UNKNOWN])
     for (case_id, ref, pid, kind, status, stage, start, opened, days, last, due, gaps, alerts, csa, reason,
          closed, referred) in rows:
         refs[case_id] = ref
+        destination, why, known = leavings.get(case_id, (None, None, False))
         out[pid].append(criteria.CaseState(case_id, kind, status, stage, start, opened, days, last, due,
                                            tuple(gaps or ()), tuple(alerts or ()), csa, reason, closed,
-                                           destinations.get(case_id), referred is not None))
+                                           destination, referred is not None, why, known))
     return out, refs
 
 
-def _opened_destinations(conn: Connection, case_ids: Sequence[int]) -> dict[int, str | None]:
-    """The destination recorded when each destination_unknown case opened (its ``opened`` event).
+def _opened_leavings(conn: Connection, case_ids: Sequence[int]) -> dict[int, tuple[str | None, str | None, bool]]:
+    """The destination and the leaving reason recorded when each destination_unknown case last
+    opened or reopened (the latest such event that gives them), and whether the event gave the reason.
 
-    A case opened before the event carried it counts as opened with none recorded.
+    A case opened before its event carried them counts as opened with no destination recorded.
     """
     e, out = t.case_events, {}
     for i in range(0, len(case_ids), _PEOPLE_CHUNK):
-        query = select(e.c.case_id, e.c.detail).where(e.c.kind == "opened", e.c.case_id.in_(case_ids[i:i + _PEOPLE_CHUNK]))
-        for case_id, detail in conn.execute(query):
-            out[case_id] = (detail or {}).get("destination")
+        query = select(e.c.case_id, e.c.kind, e.c.detail).where(
+            e.c.kind.in_(("opened", "reopened")), e.c.case_id.in_(case_ids[i:i + _PEOPLE_CHUNK])).order_by(e.c.id)
+        for case_id, kind, detail in conn.execute(query):
+            detail = detail or {}
+            if kind == "opened" or "destination" in detail:
+                out[case_id] = (detail.get("destination"), detail.get("leaving_reason"), "leaving_reason" in detail)
     return out
 
 

@@ -280,7 +280,6 @@ def test_a_destination_cleared_in_the_mis_raises_the_case_again(school: School) 
     _raised_again(school, leaving)
 
 
-@pytest.mark.xfail(strict=True, reason="known bug (fifteenth review): a leaving reason edited to unknown is ignored once a destination was given")
 def test_a_destination_that_proves_false_by_the_leaving_reason_raises_the_case_again(school: School) -> None:
     """After ``_left_then_named``, St Mary's says on Tuesday 20 January that the child never arrived.
     The office leaves St Mary's as the destination (the school the child was expected at) and edits

@@ -251,6 +251,35 @@ def test_destination_unknown_opens_and_closes_when_a_destination_is_recorded() -
     assert (done.action, done.values["closed_reason"]) == ("close", "destination_known")
 
 
+def test_a_destination_proved_false_by_an_edited_leaving_reason_raises_the_case_again() -> None:
+    """Fifteenth session: the school named in a destination says the child never came; the office edits
+    the leaving reason to say so and leaves the destination as it was."""
+    leaving, named = date(2025, 11, 10), "St Mary's"
+
+    def du(**kw: object) -> cr.PupilFacts:
+        return facts(0, on_roll=False, leaving_date=leaving, **kw)
+
+    def closed(opened_destination: str | None, reason: str | None, known: bool = True) -> cr.CaseState:
+        return cr.CaseState(10, cr.DESTINATION_UNKNOWN, "closed", "referral_prepare", leaving, leaving,
+                            closed_reason="destination_known", closed_on=AS_OF, opened_destination=opened_destination,
+                            opened_reason=reason, opened_reason_known=known)
+
+    false = du(destination=named, leaving_reason="Did not arrive at St Mary's: whereabouts unknown")
+    [again] = cr.decide(false, [closed(None, "Moved house")], CTX)
+    assert again.action == "reopen" and again.events[0].detail["leaving_reason"].startswith("Did not arrive")
+    # the reason the case opened with, left as it was, still says unknown: the destination closes it
+    kept = du(destination=named, leaving_reason="Moved, whereabouts unknown")
+    assert cr.decide(kept, [closed(None, "Moved, whereabouts unknown")], CTX) == []
+    # ... and so does one whose opening did not record the reason (cases opened before it did)
+    assert cr.decide(false, [closed(None, None, known=False)], CTX) == []
+    # reopened with St Mary's and the edited reason: a new destination closes it again
+    reopened = cr.CaseState(**{**closed(named, false.leaving_reason).__dict__, "status": "open",
+                               "closed_reason": None, "closed_on": None})
+    assert all(c.action != "close" for c in cr.decide(false, [reopened], CTX))
+    [done] = cr.decide(du(destination="St John's", leaving_reason=false.leaving_reason), [reopened], CTX)
+    assert (done.action, done.values["closed_reason"]) == ("close", "destination_known")
+
+
 def test_leaving_closes_an_unexplained_case() -> None:
     [ch] = cr.decide(facts(4), [], CTX)
     changes = cr.decide(facts(0, on_roll=False, leaving_date=AS_OF, destination="St Mary's"), [state(ch)], CTX)
