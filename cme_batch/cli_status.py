@@ -10,7 +10,7 @@ import click
 
 from cme_batch.app import App
 from cme_batch.cli import echo_json, format_option, handle_errors, pass_app
-from cme_batch.errors import BadInputError
+from cme_batch.errors import BadInputError, brief
 
 #: The first 16 bytes of every SQLite database file.
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -78,7 +78,7 @@ def gather(app: App) -> dict[str, Any]:
                 "last_success": last_ok.isoformat() if last_ok else None,
                 "hours_since_success": round(age_h, 1) if age_h is not None else None,
                 "stale": age_h is None or age_h > stale_hours,
-                "last_error": (row.last_error or "").splitlines()[0] if row and row.last_error else None,
+                "last_error": brief(row.last_error) if row and row.last_error else None,
             })
         stages = []
         last_run_id = conn.execute(select(t.stage_runs.c.run_id).order_by(t.stage_runs.c.id.desc()).limit(1)).scalar()

@@ -7,6 +7,8 @@ into exit codes. Messages never carry a pupil's name, UPN or date of birth.
 
 from __future__ import annotations
 
+import re
+
 
 class CmeError(Exception):
     """Root of every error cme-batch raises on purpose."""
@@ -74,3 +76,20 @@ class LockHeld(CmeError):
     """Another run holds the run lock. Not a failure: the caller should exit 0."""
 
     exit_code = 0
+
+
+def brief(text: str, most: int = 5) -> str:
+    """An error on one line, for a person: its first line, then the first ``most`` lines after it (a
+    refused file's problems: the record and field each names; never a personal value, which the
+    readers withhold), then how many more there are."""
+    first, *rest = text.splitlines() or [""]
+    problems = [line.strip().removeprefix("- ") for line in rest if line.strip()]
+    beyond = 0  # problems the text itself left out ("... and 10 more")
+    if problems and (m := re.fullmatch(r"\.\.\. and (\d+) more", problems[-1])):
+        beyond = int(m.group(1))
+        problems.pop()
+    shown = problems[:most]
+    if len(problems) + beyond > most:
+        shown.append(f"and {len(problems) + beyond - most} more")
+    return " ".join([first, "; ".join(shown)]) if shown else first
+

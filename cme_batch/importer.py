@@ -20,7 +20,7 @@ from sqlalchemy import select
 from cme_batch import logfilter
 from cme_batch.app import App
 from cme_batch.config import SourceConfig
-from cme_batch.errors import BadInputError, CmeError, ImportRejected
+from cme_batch.errors import BadInputError, CmeError, ImportRejected, brief
 from cme_batch.model import SourceBatch
 from cme_batch.readahead import ReadingHost, read_ahead, wanted_path
 from cme_batch.sources import SourceContext, SourceState, available_adapters, build_source, load_factory
@@ -229,7 +229,7 @@ def _ingest_one(app: App, scfg: SourceConfig, wanted: set[str]) -> Outcome | Non
         return Outcome(scfg.name, "ok", f"{stored} batch(es) stored")
     except CmeError as exc:
         store_ingest.record_source_failure(app.engine(), scfg.name, scfg.name, app.now(), exc)
-        log.error("source failed", error=str(exc).splitlines()[0])
+        log.error("source failed", error=brief(str(exc)))
         return Outcome(scfg.name, "failed", str(exc))
 
 

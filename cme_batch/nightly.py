@@ -27,7 +27,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from cme_batch.app import App
-from cme_batch.errors import CmeError
+from cme_batch.errors import CmeError, brief
 
 
 @dataclass
@@ -60,7 +60,7 @@ def _ingest(app: App, as_of: date) -> str:
     stale = stale_sources(app)
     detail = "; ".join(f"{o.source}: {o.status} ({o.detail})" for o in outcomes) or "no sources configured"
     if failed or stale:
-        parts = [f"{o.source} failed" for o in failed] + [f"{s} stale" for s in stale if
+        parts = [f"{o.source} failed ({brief(o.detail)})" for o in failed] + [f"{s} stale" for s in stale if
                                                            s not in {o.source for o in failed}]
         raise StageFailed(", ".join(parts))
     return detail

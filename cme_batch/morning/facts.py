@@ -21,6 +21,7 @@ from sqlalchemy import Connection, func, select
 from cme_batch.app import in_school_time
 from cme_batch.config import Config, Thresholds
 from cme_batch.criteria import STAGES, stage_for
+from cme_batch.errors import brief
 from cme_batch.schoolcal import SchoolCalendar
 from cme_batch.store import tables as t
 
@@ -163,7 +164,7 @@ def _sources(conn: Connection, config: Config, now: datetime) -> list[SourceFact
         r = rows.get(s.name)
         last = aware(r.last_success_at) if r else None
         attempt = aware(r.last_attempt_at) if r else None
-        error = (r.last_error or "").splitlines()[0] if r is not None and r.last_error else None
+        error = brief(r.last_error) if r is not None and r.last_error else None
         failed_after = error is not None and (last is None or (attempt is not None and attempt > last))
         out.append(SourceFact(s.name, last, last is None or now - last > limit, error if failed_after else None))
     return out

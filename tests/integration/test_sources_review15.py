@@ -334,7 +334,6 @@ def _cli(cfg: Path, *args: str) -> subprocess.CompletedProcess[str]:
                           env={**os.environ, KEY_ENV: KEY})
 
 
-@pytest.mark.xfail(strict=True, reason="known bug (fifteenth review): only the first line of a rejection is shown")
 def test_the_night_names_the_refused_record_and_field_where_the_school_can_read_them(
         tmp_path: Path, store_url: str, engine: Engine) -> None:
     """Tonight's SIMS marks export has one bad row (record 7: a session "XX"). ``cme-batch
