@@ -275,7 +275,14 @@ def file_batches(folder: DropFolder, ctx: Any, read: Callable[..., SourceBatch],
         folder.archive(p)
     unread = _names_by_newest(superseded)
     opts = {**(getattr(ctx, "options", None) or {}), **options, "seen": {}}
-    imported = ctx.state.imported_checksums
+    if folder.supersede:  # each file the whole of a report: skipped when the same as its report's latest
+        latest = ctx.state.latest_of_reports
+
+        def stored(path: Path, checksum: str | None) -> bool:
+            return checksum is not None and latest.get(group_of(path.name)) == checksum
+    else:
+        def stored(path: Path, checksum: str | None) -> bool:
+            return checksum is not None and checksum in ctx.state.imported_checksums
     hosted = [i for i, path in enumerate(files) if wanted_path(path)]
     # The host keeps its ``seen`` map from one file to the next; it is brought back here only for a
     # file read here later (a small one), not with every file: a day file's map is 10,000 pupils.
@@ -286,13 +293,13 @@ def file_batches(folder: DropFolder, ctx: Any, read: Callable[..., SourceBatch],
             with ExitStack() as turn:
                 if host is not None and i in host.jobs:
                     batch = turn.enter_context(host.reading(i, path.name))  # left unread: the host stops it
-                    if batch.checksum is not None and batch.checksum in imported:
+                    if stored(path, batch.checksum):
                         folder.archive(path)
                         continue
                     batch.shared = (opts["seen"],) if batch.shared else ()
                 else:
                     prep = _prepared(path)
-                    if prep is not None and prep.checksum in imported:
+                    if prep is not None and stored(path, prep.checksum):
                         folder.archive(path)
                         continue
                     batch = read(path, opts, prep=prep)

@@ -170,7 +170,9 @@ def source_state(app: App, name: str) -> SourceState:
         sums = conn.execute(select(t.ingest_runs.c.checksum).where(
             t.ingest_runs.c.source == name, t.ingest_runs.c.status == "ok",
             t.ingest_runs.c.checksum.is_not(None))).scalars().all()
+        latest = store_ingest.latest_of_reports(conn, name)
     return SourceState(cursor=row.cursor if row else None, imported_checksums=frozenset(sums),
+                       latest_of_reports=latest,
                        last_success_at=row.last_success_at if row else None)
 
 

@@ -273,3 +273,8 @@ class SourceBatch:
     #: Its records already come from a reading process (``readahead.ReadingHost``): ``read_ahead``
     #: leaves it as it is.
     read_elsewhere: bool = False
+    #: The report this file is the whole of (a SIMS export), named by its file name's group
+    #: (``dropfolder.group_of``): skipped as already imported only when it is the same as the latest
+    #: file of that group stored from this source, for a report may come back to an earlier state (a
+    #: destination recorded, then cleared). None: skipped whenever the same bytes were stored before.
+    whole_report: str | None = None

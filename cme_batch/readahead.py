@@ -361,7 +361,7 @@ def _host(jobs: list[tuple[int, Any, Path]], options: dict[str, Any], sender: An
                 sender.send_bytes(tag + pickle.dumps(("begin", {
                     "source": batch.source, "origin": batch.origin, "checksum": batch.checksum,
                     "warnings": batch.warnings, "cursor": batch.cursor, "replaces": batch.replaces,
-                    "marks_complete": batch.marks_complete, "path": batch.path,
+                    "marks_complete": batch.marks_complete, "path": batch.path, "whole_report": batch.whole_report,
                     "shared": tuple(dict(m) for m in batch.shared)}), pickle.HIGHEST_PROTOCOL))
                 chunk: list[Record] = []
                 for rec in batch.records:

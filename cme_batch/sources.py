@@ -7,7 +7,7 @@ adapter module by name: it asks the entry points, so a third party can ship its 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib.metadata import entry_points
@@ -28,6 +28,9 @@ class SourceState:
     cursor: str | None = None  # e.g. the last Arbor changelog revision stored
     imported_checksums: frozenset[str] = frozenset()
     last_success_at: datetime | None = None
+    #: The checksum of the latest file stored of each report (a file name's group): a source whose
+    #: files are each the whole of a report skips only a file the same as its report's latest.
+    latest_of_reports: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -123,7 +123,7 @@ def read_file(path: Path, options: Mapping[str, Any], source: str = "sims-xml",
     except XmlRefused as exc:
         raise ImportRejected(path.name, [str(exc)]) from None
     batch = SourceBatch(source=source, origin=path.name, checksum=prep.checksum,
-                        replaces=REPLACES.get(kind, frozenset()), path=path)
+                        replaces=REPLACES.get(kind, frozenset()), path=path, whole_report=group_of(path.name))
     batch.warnings.extend(Warning_("encoding", w, path.name) for w in prep.warnings)
     reader = _Reader(prep, kind, fmap, batch, options)
     batch.records = reader.records()

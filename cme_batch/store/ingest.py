@@ -95,11 +95,27 @@ def _new_id(result: Any) -> int:
     return int(result.inserted_primary_key[0])
 
 
-def already_imported(engine: Engine, source: str, checksum: str) -> bool:
+def already_imported(engine: Engine, source: str, checksum: str, whole_report: str | None = None) -> bool:
+    """Whether a file with these bytes was stored from ``source`` before: ever, or for the whole of a
+    report (``SourceBatch.whole_report``), as the latest file of that report stored."""
     with engine.connect() as conn:
+        if whole_report is not None:
+            return latest_of_reports(conn, source).get(whole_report) == checksum
         return conn.execute(select(t.ingest_runs.c.id).where(
             t.ingest_runs.c.source == source, t.ingest_runs.c.checksum == checksum,
             t.ingest_runs.c.status == "ok").limit(1)).first() is not None
+
+
+def latest_of_reports(conn: Connection, source: str) -> dict[str, str]:
+    """The checksum of the latest file stored from ``source`` of each report (its name's group)."""
+    from cme_batch.dropfolder import group_of
+
+    r = t.ingest_runs.c
+    out: dict[str, str] = {}
+    for origin, checksum in conn.execute(select(r.origin, r.checksum).where(
+            r.source == source, r.status == "ok", r.checksum.is_not(None)).order_by(r.id)):
+        out[group_of(origin)] = checksum
+    return out
 
 
 #: Records held before they are written: pupils per chunk, and other records per chunk.
@@ -798,7 +814,7 @@ def _enrolment_key(v: Any) -> tuple[str, Any]:
 
 def apply_batch(engine: Engine, school_id: int, batch: SourceBatch, now: datetime) -> IngestResult:
     """Store one batch in one transaction. Raises (and stores nothing) on any bad record."""
-    if batch.checksum and already_imported(engine, batch.source, batch.checksum):
+    if batch.checksum and already_imported(engine, batch.source, batch.checksum, batch.whole_report):
         return IngestResult(batch.source, batch.origin, "skipped")
     # the WAL is copied into the database file after the import, not at this commit (checkpoint.py)
     with engine.connect() as conn, checkpoint.deferred(conn), conn.begin():

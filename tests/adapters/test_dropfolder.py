@@ -108,9 +108,22 @@ def test_already_imported_checksum_is_skipped_and_archived(tmp_path: Path) -> No
     put(drop, "sims-marks.xml", "marks-1.xml", 1)
     from cme_batch.xmlstream import prepare
 
-    done = SourceState(imported_checksums=frozenset({prepare(drop / "marks-1.xml").checksum}))
+    marks = prepare(drop / "marks-1.xml").checksum
+    done = SourceState(imported_checksums=frozenset({marks}), latest_of_reports={"marks": marks})
     assert run(sims(tmp_path), done) == ["pupils-1.xml"]
     assert (drop / "archive" / "marks-1.xml").exists()
+
+
+def test_a_report_back_to_an_earlier_state_is_read_again(tmp_path: Path) -> None:
+    """A SIMS report is the whole of it: the same bytes as an earlier file of the report, but not the
+    latest one stored (a destination recorded, then cleared), are read again (fifteenth session)."""
+    drop = tmp_path / "drop"
+    put(drop, "sims-marks.xml", "marks-1.xml", 1)
+    from cme_batch.xmlstream import prepare
+
+    earlier = prepare(drop / "marks-1.xml").checksum
+    state = SourceState(imported_checksums=frozenset({earlier, "0" * 64}), latest_of_reports={"marks": "0" * 64})
+    assert run(sims(tmp_path, reports=["marks"]), state) == ["marks-1.xml"]
 
 
 def test_stale_export_is_an_error_after_the_fresh_files_are_read(tmp_path: Path) -> None:

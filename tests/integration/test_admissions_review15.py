@@ -253,7 +253,6 @@ def _raised_again(school: School, leaving: date) -> None:
     assert "Forename3 Surname3" in section(digest, LEFT_UNKNOWN)
 
 
-@pytest.mark.xfail(strict=True, reason="known bug (fifteenth review): an export the same as an earlier one but not the latest is skipped")
 def test_a_destination_cleared_in_the_mis_raises_the_case_again(school: School) -> None:
     """After ``_left_then_named``, St Mary's says on Tuesday 20 January that the child never arrived,
     and the office removes the destination in SIMS. That night's leavers report is then **byte for

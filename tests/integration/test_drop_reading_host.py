@@ -165,3 +165,35 @@ def test_a_small_file_read_here_after_a_large_one_still_knows_the_pupils_it_held
     assert any("also in a.xml" in w for w in b_warnings), b_warnings
     assert runs(host_app) == runs(here_app) and snapshot(host_app.engine()) == snapshot(here_app.engine())
     assert readers() == []
+
+
+def test_a_sims_report_back_to_an_earlier_state_is_stored_again_when_read_by_the_host(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SIMS export is the whole of its report: the marks back to Monday's bytes after Tuesday's
+    correction are stored again (the reading process hands the batch's report over with it)."""
+    monkeypatch.setattr("cme_batch.readahead.MIN_BYTES", 0)
+    sims = '\n[sources.sims]\nadapter = "sims-xml"\ndrop_dir = "drop"\nmax_age_hours = 0\n'
+    apps = []
+    for side in ("host", "here"):
+        folder = tmp_path / side
+        folder.mkdir()
+        url = f"sqlite:///{folder / 'store.sqlite'}"
+        engine = open_store(url)
+        migrate(engine)
+        engine.dispose()
+        (folder / "drop").mkdir()
+        apps.append(App(str(write_config(folder, url, sims)), clock=lambda: NOW))
+    nights = [[("sims-pupils.xml", "pupils-1.xml"), ("sims-marks.xml", "marks-1.xml")],
+              [("sims-marks-corrected.xml", "marks-2.xml")], [("sims-marks.xml", "marks-3.xml")]]
+    try:
+        for app, ahead in zip(apps, ("1", "0"), strict=True):
+            with monkeypatch.context() as m:
+                m.setenv("CME_READ_AHEAD", ahead)
+                assert [night(app, files)[0] for files in nights] == ["ok", "ok", "ok"]
+        host_app, here_app = apps
+        assert [(origin, status) for origin, status, _w in runs(host_app)] == [
+            ("pupils-1.xml", "ok"), ("marks-1.xml", "ok"), ("marks-2.xml", "ok"), ("marks-3.xml", "ok")]
+        assert runs(host_app) == runs(here_app) and snapshot(host_app.engine()) == snapshot(here_app.engine())
+    finally:
+        for app in apps:
+            app.close()
