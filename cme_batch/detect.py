@@ -638,6 +638,20 @@ def leavings_to(calendar: schoolcal.SchoolCalendar, as_of: date, today: date | N
     return max(as_of, last)
 
 
+def registers_taken(app: App, day: date) -> bool:
+    """Whether any pupil of the school has a register mark (any code, a closure's too) on ``day``:
+    the store read for that day's two sessions only."""
+    s = t.mark_strips
+    at = mk.position(day, "AM") + 1  # (substr counts from 1)
+    with app.engine().connect() as conn:
+        school_id = app.school_id
+        alone = conn.execute(select(t.schools.c.id)).scalars().all() == [school_id]
+        found = conn.execute(_of_school(select(s.c.pupil_id).where(
+            s.c.academic_year == mk.academic_year_of(day), func.substr(s.c.marks, at, 2) != mk.NO_MARK * 2),
+            s.c.pupil_id, school_id, alone).limit(1)).first()
+    return found is not None
+
+
 def registers_open_days(app: App, first: date, last: date) -> list[date]:
     """The weekdays from ``first`` to ``last`` the configuration makes no school day but the registers
     show the school open, as ``detect`` counts them (``schoolcal.register_facts``: ``beyond``).

@@ -99,6 +99,10 @@ def missed_school_days(app: App, as_of: date) -> list[date]:
 def _detect(app: App, as_of: date) -> str:
     run_detect = _call("cme_batch.detect:run_detect")
     missed = missed_school_days(app, as_of)
+    if len(missed) < MAX_CATCH_UP_DAYS - 1 and _registers_not_in(app, as_of):
+        return (f"as of {as_of}: not evaluated: the night's ingest failed and no register of that day is "
+                "stored; it is evaluated, day by day with any other day missed, the first night the registers "
+                "come in")
     skipped = missed[:-MAX_CATCH_UP_DAYS]
     for day in missed[len(skipped):]:
         run_detect(app, day)
@@ -109,6 +113,30 @@ def _detect(app: App, as_of: date) -> str:
     if skipped:
         text += f"; {len(skipped)} older missed school day(s) not evaluated ({skipped[0]}..{skipped[-1]})"
     return text
+
+
+def _registers_not_in(app: App, as_of: date) -> bool:
+    """Whether this night's ingest failed and not one register mark of ``as_of`` is stored.
+
+    Evaluating such a day would spend it on no registers: a child absent that day (and back before
+    the registers came in) would never have a case, where the days a server was off are each
+    evaluated once it is on again (``missed_school_days``). So the day is left to be caught up,
+    as one of those, by the first night whose registers come in. A night whose ingest failed with
+    the day's registers stored (an export older than ``max_age_hours`` on a Monday) is evaluated
+    as any other; so is one whose ingest ran well, with or without registers (the warnings of
+    ``detect`` say which are missing); and after ``MAX_CATCH_UP_DAYS`` school days ``detect``
+    evaluates whatever is stored, so that a source broken for good never stops the watching.
+    """
+    from sqlalchemy import select
+
+    from cme_batch.detect import registers_taken
+    from cme_batch.store import tables as t
+
+    with app.engine().connect() as conn:
+        outcome = conn.execute(select(t.stage_runs.c.outcome).where(
+            t.stage_runs.c.run_id == app.run_id, t.stage_runs.c.stage == "ingest")
+            .order_by(t.stage_runs.c.id.desc()).limit(1)).scalar()
+    return outcome == "failed" and not registers_taken(app, as_of)
 
 
 def _replies(app: App, as_of: date) -> str:

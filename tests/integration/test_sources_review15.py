@@ -465,7 +465,6 @@ def test_a_refused_ctf_corrected_and_exported_again_lets_the_next_night_take_the
         ("unexplained_absence", "open", TUE, 2)]
 
 
-@pytest.mark.xfail(strict=True, reason="known bug (fifteenth review): days evaluated on stale data are not evaluated again when the registers arrive")
 # -- 3. an absence that ended while the data was stale --------------------------------------------
 def test_an_absence_that_ended_while_the_exports_were_stale_is_raised_when_they_arrive(
         tmp_path: Path, store_url: str, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:

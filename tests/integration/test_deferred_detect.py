@@ -1,0 +1,83 @@
+"""The night's ``detect`` when its ingest failed and no register of the evaluation date is stored:
+the day is left to be evaluated, day by day, the first night the registers come in (as the days a
+server was off are), so that a child absent while the exports failed, and back before they came in,
+still has a case (``tests/integration/test_sources_review15.py``). The limits of that rule are here.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+from sqlalchemy import Engine, func, select
+
+from cme_batch import nightly
+from cme_batch.app import App
+from cme_batch.store import tables as t
+from tests.integration.test_sources_review15 import (
+    ABSENT,
+    FRI,
+    NEXT_MON,
+    THU,
+    TUE,
+    WED,
+    Clock,
+    SimsExports,
+    cases,
+    night,
+    stage,
+)
+from tests.integration.test_sources_review15 import sims as sims  # noqa: F401 (the fixture)
+from tests.integration.test_sources_review15 import store_url as store_url  # noqa: F401 (the fixture)
+
+
+def last_evaluated(engine: Engine) -> date | None:
+    with engine.connect() as conn:
+        return conn.execute(select(func.max(t.detect_runs.c.as_of))).scalar()
+
+
+def test_a_monday_whose_export_is_old_but_holds_fridays_registers_is_evaluated(
+        sims: tuple[App, Clock, SimsExports], engine: Engine) -> None:
+    """The task exports on weekday evenings only: on Monday morning Friday's export is 58 hours old,
+    past ``max_age_hours`` (26), and the ingest fails; but Friday's registers are stored, so Friday
+    is evaluated that morning as any other day: a child absent on Friday is on Monday's lists."""
+    app, clock, exports = sims
+    for day in (TUE, WED, THU):
+        exports.day(day)
+    exports.export(THU)
+    assert not night(app, clock, FRI).failed
+    exports.day(FRI, absent=(ABSENT,))
+    exports.export(FRI)
+    report = night(app, clock, NEXT_MON)
+    assert stage(report, "ingest")[0] == "failed", "58 hours: the export is older than allowed"
+    assert not stage(report, "detect")[1].startswith(f"as of {FRI}: not evaluated"), stage(report, "detect")
+    assert last_evaluated(engine) == FRI
+    assert [(c.kind, c.episode_start, c.school_days) for c in cases(engine)] == [("unexplained_absence", FRI, 1)]
+
+
+def test_days_without_registers_are_evaluated_anyway_once_the_catch_up_would_lose_them(
+        sims: tuple[App, Clock, SimsExports], engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing arrives from Tuesday evening on. Wednesday's and Thursday's nights leave their day to
+    be caught up; once waiting longer would put days beyond what the catch-up evaluates
+    (``MAX_CATCH_UP_DAYS``, 3 here), the night evaluates the days missed, in turn, on what is stored:
+    a source broken for good never stops the watching."""
+    monkeypatch.setattr(nightly, "MAX_CATCH_UP_DAYS", 3)
+    app, clock, _exports = sims
+    for morning, as_of in ((WED, TUE), (THU, WED)):
+        report = night(app, clock, morning)
+        assert stage(report, "ingest")[0] == "failed"
+        assert stage(report, "detect")[1].startswith(f"as of {as_of}: not evaluated"), stage(report, "detect")
+    assert last_evaluated(engine) == date(2025, 11, 10)  # Monday, evaluated on Tuesday's night
+    report = night(app, clock, FRI)
+    assert "2 missed school day(s) evaluated first" in stage(report, "detect")[1], stage(report, "detect")
+    assert last_evaluated(engine) == THU
+
+
+def test_a_night_whose_ingest_ran_well_is_evaluated_with_or_without_registers(
+        sims: tuple[App, Clock, SimsExports], engine: Engine) -> None:
+    """The exports arrive, but Tuesday's registers were never taken in the MIS: the night evaluates
+    Tuesday (its warnings say which registers are missing), as before."""
+    app, clock, exports = sims
+    exports.export(TUE)  # Monday's registers and nothing of Tuesday
+    report = night(app, clock, WED)
+    assert stage(report, "ingest")[0] == "ok" and last_evaluated(engine) == TUE, report.stages
