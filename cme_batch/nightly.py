@@ -63,7 +63,31 @@ def _ingest(app: App, as_of: date) -> str:
         parts = [f"{o.source} failed ({brief(o.detail)})" for o in failed] + [f"{s} stale" for s in stale if
                                                            s not in {o.source for o in failed}]
         raise StageFailed(", ".join(parts))
+    if outcomes and not _registers_taken(app, as_of):
+        _no_registers(app, as_of, [o.source for o in outcomes])
     return detail
+
+
+def _registers_taken(app: App, as_of: date) -> bool:
+    from cme_batch.detect import registers_taken
+
+    return bool(registers_taken(app, as_of))
+
+
+def _no_registers(app: App, as_of: date, sources: list[str]) -> None:
+    """Every source read well, and not one register of the evaluation date is stored: say so as a
+    failure of those sources (the morning's red banner, the night's exit status), not as the grey note
+    on missing registers. A marks export the MIS's task drops unchanged night after night (a file the
+    same as the last one stored is not read again) looked like a quiet night while the reports beside
+    it changed."""
+    from cme_batch.store.ingest import record_source_failure
+
+    message = (f"no register of {as_of:%a %d %b %Y} is stored after reading the MIS: its export of the registers "
+               "may have stopped (an export the same as the last one stored brings nothing new), or no register "
+               "was taken that day")
+    for name in sources:
+        record_source_failure(app.engine(), name, name, app.now(), CmeError(message))
+    raise StageFailed(message)
 
 
 def _call(path: str) -> Callable[[App, date], Any]:

@@ -27,6 +27,8 @@ def data_banners(f: Facts, stale_only: bool = False) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     for s in f.stale_or_failed:
         when = s.last_success.strftime("%d %b %Y %H:%M UTC") if s.last_success else "never"
+        if s.registers_at is not None:  # its other reports were read later: absences count from this
+            when = f"{s.registers_at:%d %b %Y %H:%M UTC} for its registers (its other reports: {when})"
         why = f" Last error: {s.error}" if s.error else ""
         out.append((RED, f"DATA NOT CURRENT: source '{s.name}' last read successfully {when}.{why} "
                          "Absences since then are not counted here: check the MIS export."))

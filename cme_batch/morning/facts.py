@@ -71,6 +71,9 @@ class SourceFact:
     last_success: datetime | None
     stale: bool
     error: str | None
+    #: When the source last stored registers (a file or pull with marks), when earlier than
+    #: ``last_success`` (its other reports read since): absences after it are not counted.
+    registers_at: datetime | None = None
 
 
 @dataclass
@@ -166,8 +169,22 @@ def _sources(conn: Connection, config: Config, now: datetime) -> list[SourceFact
         attempt = aware(r.last_attempt_at) if r else None
         error = brief(r.last_error) if r is not None and r.last_error else None
         failed_after = error is not None and (last is None or (attempt is not None and attempt > last))
-        out.append(SourceFact(s.name, last, last is None or now - last > limit, error if failed_after else None))
+        stale = last is None or now - last > limit
+        registers = _registers_stored_at(conn, s.name) if (stale or failed_after) and last is not None else None
+        out.append(SourceFact(s.name, last, stale, error if failed_after else None,
+                              registers if registers is not None and registers < last else None))  # type: ignore[operator]
     return out
+
+
+def _registers_stored_at(conn: Connection, source: str) -> datetime | None:
+    """When ``source`` last stored registers: its latest import that laid marks (a SIMS marks
+    export, a CTF, an Arbor pull with marks), of its last 500 imports; None if none did."""
+    r = t.ingest_runs.c
+    for started, counts in conn.execute(select(r.started_at, r.counts).where(r.source == source, r.status == "ok")
+                                        .order_by(r.id.desc()).limit(500)):
+        if (counts or {}).get("marks"):
+            return aware(started)
+    return None
 
 
 def office_step(kind: str, school_days: int, th: Thresholds, office_told: bool = True,

@@ -24,6 +24,7 @@ from tests.integration.test_sources_review15 import (
     Clock,
     SimsExports,
     cases,
+    mail,
     night,
     stage,
 )
@@ -73,11 +74,24 @@ def test_days_without_registers_are_evaluated_anyway_once_the_catch_up_would_los
     assert last_evaluated(engine) == THU
 
 
-def test_a_night_whose_ingest_ran_well_is_evaluated_with_or_without_registers(
+def test_exports_with_no_register_of_the_day_fail_the_night_in_red_and_the_day_waits_for_them(
         sims: tuple[App, Clock, SimsExports], engine: Engine) -> None:
-    """The exports arrive, but Tuesday's registers were never taken in the MIS: the night evaluates
-    Tuesday (its warnings say which registers are missing), as before."""
+    """The exports arrive, but not one register of Tuesday is in them (the marks export stuck, or
+    the registers not taken): the night fails with a red DATA NOT CURRENT banner saying so, not the
+    grey note on missing registers, and Tuesday is left for the night its registers come in. They
+    do on Wednesday evening, Amelia absent on Tuesday: Thursday's night evaluates Tuesday, then
+    Wednesday, and her case opens from Tuesday."""
     app, clock, exports = sims
     exports.export(TUE)  # Monday's registers and nothing of Tuesday
     report = night(app, clock, WED)
-    assert stage(report, "ingest")[0] == "ok" and last_evaluated(engine) == TUE, report.stages
+    assert stage(report, "ingest")[0] == "failed" and "no register of Tue 11 Nov 2025" in stage(report, "ingest")[1]
+    assert last_evaluated(engine) == date(2025, 11, 10)
+    subject, body = mail(engine, "summary")
+    assert "DATA NOT CURRENT" in subject and "no register of Tue 11 Nov 2025 is stored" in body, body
+    exports.day(TUE, absent=(ABSENT,))
+    exports.day(WED, absent=(ABSENT,))
+    exports.export(WED)
+    report = night(app, clock, THU)
+    assert not report.failed, report.stages
+    assert last_evaluated(engine) == WED
+    assert [(c.kind, c.episode_start, c.school_days) for c in cases(engine)] == [("unexplained_absence", TUE, 2)]

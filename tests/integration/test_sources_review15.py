@@ -203,7 +203,6 @@ def sims(tmp_path: Path, store_url: str, engine: Engine, monkeypatch: pytest.Mon
     app.close()
 
 
-@pytest.mark.xfail(strict=True, reason="known bug (fifteenth review): freshness judged for the whole source, not each report")
 # -- 1. an export dropped again unchanged ---------------------------------------------------------
 def test_a_marks_export_dropped_again_unchanged_is_data_not_current_though_the_pupils_export_changed(
         sims: tuple[App, Clock, SimsExports], engine: Engine) -> None:
@@ -291,7 +290,6 @@ def spoil(path: Path, record: int, old: str, new: str) -> None:
     path.write_text("<Record>".join(parts), encoding="iso-8859-1")
 
 
-@pytest.mark.xfail(strict=True, reason="known bug (fifteenth review): freshness judged for the whole source, not each report")
 def test_a_refused_marks_export_is_not_called_read_successfully_because_the_pupils_export_was(
         sims: tuple[App, Clock, SimsExports], engine: Engine) -> None:
     """From Tuesday evening SIMS's marks export has one bad row (a session that is neither AM nor
