@@ -124,7 +124,7 @@ class DropFolder:
         if self.s.max_age_hours == 0:
             return
         latest: dict[str, float] = {}
-        for p in self._files(self.s.drop_dir) + self._files(self.s.archive_dir):
+        for p in self._files(self.s.drop_dir) + self._files(self.s.archive_dir) + self._files(self.refused_dir):
             g = group_of(p.name)
             latest[g] = max(latest.get(g, 0.0), p.stat().st_mtime)
         problems = []
@@ -147,22 +147,39 @@ class DropFolder:
         if batch.path is not None and batch.path.exists():
             self.archive(batch.path)
 
-    def archive(self, path: Path) -> Path:
-        """Move a processed file into the archive folder (never overwriting an earlier one).
+    @property
+    def refused_dir(self) -> Path:
+        """Where a refused file is set aside (``set_aside``): ``refused`` in the archive folder."""
+        return self.s.archive_dir / "refused"
+
+    def set_aside(self, path: Path) -> Path:
+        """Move a file the store refused out of the way of the files after it (a folder whose files
+        are each read, oldest first: a refused CTF stayed first in line every night, and the
+        corrected export after it was never read). It waits in ``refused_dir`` until a person deletes
+        it; the morning's summary names it until then (``set_aside_files``)."""
+        return self.archive(path, self.refused_dir)
+
+    def set_aside_files(self) -> list[str]:
+        """The names of the refused files waiting in ``refused_dir``, oldest first."""
+        return [p.name for p in sorted(self._files(self.refused_dir), key=_mtime_then_name)]
+
+    def archive(self, path: Path, folder: Path | None = None) -> Path:
+        """Move a processed file into the archive folder, or ``folder`` (never overwriting an earlier one).
 
         The archive folder usually lies in the drop folder, which the MIS server's share can
         change: one replaced by a link would have processed exports moved wherever it points
         (the state directory, another school's drop folder). The folder is opened without
         following a link, and the file is moved into what was opened.
         """
-        folder = self.s.archive_dir
+        what = "archive folder" if folder is None else "folder for refused files"
+        folder = folder or self.s.archive_dir
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
             dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError as exc:
             why = "is a symbolic link" if exc.errno in (errno.ELOOP, errno.ENOTDIR) and folder.is_symlink() \
                 else f"cannot be opened ({exc.strerror})"
-            raise BadInputError(f"source {self.source}: the archive folder {folder} {why}: nothing is moved into "
+            raise BadInputError(f"source {self.source}: the {what} {folder} {why}: nothing is moved into "
                                 "it; make it a plain folder") from exc
         try:
             name, i = path.name, 1
@@ -291,25 +308,36 @@ def file_batches(folder: DropFolder, ctx: Any, read: Callable[..., SourceBatch],
         host = run.enter_context(closing(ReadingHost(large, opts))) if large else None
         for i, path in enumerate(files):
             with ExitStack() as turn:
-                if host is not None and i in host.jobs:
-                    batch = turn.enter_context(host.reading(i, path.name))  # left unread: the host stops it
-                    if stored(path, batch.checksum):
-                        folder.archive(path)
-                        continue
-                    batch.shared = (opts["seen"],) if batch.shared else ()
-                else:
-                    prep = _prepared(path)
-                    if prep is not None and stored(path, prep.checksum):
-                        folder.archive(path)
-                        continue
-                    batch = read(path, opts, prep=prep)
-                    batch.shared = (opts["seen"],)
+                try:
+                    if host is not None and i in host.jobs:
+                        batch = turn.enter_context(host.reading(i, path.name))  # left unread: the host stops it
+                        if stored(path, batch.checksum):
+                            folder.archive(path)
+                            continue
+                        batch.shared = (opts["seen"],) if batch.shared else ()
+                    else:
+                        prep = _prepared(path)
+                        if prep is not None and stored(path, prep.checksum):
+                            folder.archive(path)
+                            continue
+                        batch = read(path, opts, prep=prep)
+                        batch.shared = (opts["seen"],)
+                except BadInputError as exc:  # refused before its records: refused when they are taken
+                    batch = SourceBatch(folder.source, path.name, records=_refusing(exc), path=path)
                 if names := unread.get(path.name):
                     batch.warnings.append(Warning_(
                         "superseded_export", f"{len(names)} older export(s) of this report archived unread, as "
                         f"this newer one replaces them: {', '.join(names)}", path.name))
                 yield batch
     folder.check_fresh(ctx.now)
+
+
+def _refusing(exc: BadInputError) -> Iterator[Any]:
+    """The records of a file refused as it was opened: the refusal, raised where the store takes
+    them (in the file's transaction, as any refusal; a source whose files are each read sets the
+    file aside there and goes on)."""
+    raise exc
+    yield  # (a generator)
 
 
 def _prepared(path: Path) -> Prepared | None:

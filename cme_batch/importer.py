@@ -217,17 +217,36 @@ def _ingest_one(app: App, scfg: SourceConfig, wanted: set[str]) -> Outcome | Non
         source = build_source(scfg)
         ctx = SourceContext(now=app.now(), state=source_state(app, scfg.name), options=shared_options(app))
         batches = source.batches(ctx)
+        set_aside = getattr(source, "set_aside", None)  # a source whose files are each read (CTFs)
+        refused: list[str] = []
         try:
             for batch in batches:
                 now = app.now()
-                with read_ahead(batch):
-                    result = store_ingest.apply_batch(app.engine(), app.school_id, batch, now)
+                try:
+                    with read_ahead(batch):
+                        result = store_ingest.apply_batch(app.engine(), app.school_id, batch, now)
+                except BadInputError as exc:
+                    moved = set_aside(batch) if set_aside is not None else None
+                    if moved is None:
+                        raise
+                    store_ingest.record_source_failure(app.engine(), scfg.name, batch.origin, now, exc,
+                                                       checksum=batch.checksum, status="rejected")
+                    log.error("file refused and set aside", file=batch.origin, moved_to=moved, error=brief(str(exc)))
+                    refused.append(f"{brief(str(exc))} (set aside in {Path(moved).parent}: the files after it "
+                                   "were read)")
+                    continue
                 source.committed(batch)
                 logfilter.install(app.engine(), pupil_ids=result.pupil_ids)
                 stored += result.status == "ok"
                 log.info("batch stored", origin=batch.origin, status=result.status, counts=result.counts)
+        except CmeError as exc:
+            if refused:  # the files refused before it are said too
+                raise CmeError("; ".join([*refused, str(exc)])) from exc
+            raise
         finally:
             _close(batches)  # a drop folder's reading process stops here if a batch failed
+        if refused:  # after the files stored since: the morning says what was refused tonight
+            raise BadInputError("; ".join(refused))
         return Outcome(scfg.name, "ok", f"{stored} batch(es) stored")
     except CmeError as exc:
         store_ingest.record_source_failure(app.engine(), scfg.name, scfg.name, app.now(), exc)

@@ -69,5 +69,15 @@ class CtfSource:
     def committed(self, batch: SourceBatch) -> None:
         self.drop.committed(batch)
 
+    def set_aside(self, batch: SourceBatch) -> str | None:
+        """A CTF the store refused goes out of the way of the ones after it (which are each read):
+        where it now waits, or None if there is no file to move."""
+        if batch.path is None or not batch.path.exists():
+            return None
+        return str(self.drop.set_aside(batch.path))
+
+    def set_aside_files(self) -> list[str]:
+        return self.drop.set_aside_files()
+
 
 

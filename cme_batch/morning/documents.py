@@ -32,6 +32,13 @@ def data_banners(f: Facts, stale_only: bool = False) -> list[tuple[str, str]]:
         why = f" Last error: {s.error}" if s.error else ""
         out.append((RED, f"DATA NOT CURRENT: source '{s.name}' last read successfully {when}.{why} "
                          "Absences since then are not counted here: check the MIS export."))
+    for s in f.sources:
+        if s.set_aside is not None:
+            folder, names = s.set_aside
+            out.append((RED, f"NOT IMPORTED: source '{s.name}' refused {len(names)} file(s), set aside in {folder} so that "
+                             f"the files after them could be read: {', '.join(names)}. Correct the records named on the "
+                             "morning each was refused in the MIS and export again, then delete the file(s) from "
+                             "that folder."))
     if not f.sources and not stale_only:
         out.append((AMBER, "No MIS source is configured: only imported files are counted."))
     return out

@@ -21,7 +21,7 @@ from sqlalchemy import Connection, func, select
 from cme_batch.app import in_school_time
 from cme_batch.config import Config, Thresholds
 from cme_batch.criteria import STAGES, stage_for
-from cme_batch.errors import brief
+from cme_batch.errors import CmeError, brief
 from cme_batch.schoolcal import SchoolCalendar
 from cme_batch.store import tables as t
 
@@ -74,6 +74,9 @@ class SourceFact:
     #: When the source last stored registers (a file or pull with marks), when earlier than
     #: ``last_success`` (its other reports read since): absences after it are not counted.
     registers_at: datetime | None = None
+    #: Files the store refused, set aside in this folder to let the files after them be read
+    #: (a CTF drop folder): (folder, names), until a person deletes them.
+    set_aside: tuple[str, tuple[str, ...]] | None = None
 
 
 @dataclass
@@ -172,8 +175,22 @@ def _sources(conn: Connection, config: Config, now: datetime) -> list[SourceFact
         stale = last is None or now - last > limit
         registers = _registers_stored_at(conn, s.name) if (stale or failed_after) and last is not None else None
         out.append(SourceFact(s.name, last, stale, error if failed_after else None,
-                              registers if registers is not None and registers < last else None))  # type: ignore[operator]
+                              registers if registers is not None and registers < last else None,  # type: ignore[operator]
+                              _set_aside(s)))
     return out
+
+
+def _set_aside(cfg: Any) -> tuple[str, tuple[str, ...]] | None:
+    """The refused files a source set aside and a person has not dealt with yet (see ``SourceFact``)."""
+    from cme_batch.sources import build_source
+
+    try:
+        source = build_source(cfg)
+    except CmeError:
+        return None  # (a configuration the night's ingest already reports)
+    listed = getattr(source, "set_aside_files", None)
+    names = tuple(listed()) if listed is not None else ()
+    return (str(source.drop.refused_dir), names) if names else None  # type: ignore[attr-defined]
 
 
 def _registers_stored_at(conn: Connection, source: str) -> datetime | None:

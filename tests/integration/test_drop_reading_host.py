@@ -125,18 +125,20 @@ def test_the_files_are_read_by_one_other_process_and_stored_as_if_read_here(
     assert left_in_drop(host_app) == [] and readers() == []
 
 
-def test_a_bad_file_stops_the_source_at_its_turn_as_before_and_no_reader_is_left(
+def test_a_bad_file_is_set_aside_at_its_turn_as_before_and_no_reader_is_left(
         host_and_here: tuple[App, App], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refused CTF is set aside (``tests/integration/test_refused_set_aside.py``) and the files
+    after it read, the same whether the files are read by the reading process or here."""
     files = [("ctf-25.xml", "a.xml"), ("ctf-bad-records.xml", "b.xml"), ("ctf-leaver.xml", "c.xml")]
     host_app, here_app = host_and_here
     said = both(monkeypatch, host_and_here, files)
     (status, detail), = said[0]
-    assert said[0] == said[1] and status == "failed"
+    assert status == "failed" and said[0] == [(s, d.replace("/here/", "/host/")) for s, d in said[1]]
     assert "b.xml" in detail and "record" in detail, detail
-    assert [(origin, status) for origin, status, _w in runs(host_app)] == [("a.xml", "ok"), ("ctf", "failed")]
-    assert runs(host_app) == runs(here_app)
+    assert [(origin, status) for origin, status, _w in runs(host_app)] == [
+        ("a.xml", "ok"), ("b.xml", "rejected"), ("c.xml", "ok"), ("ctf", "failed")]
     assert snapshot(host_app.engine()) == snapshot(here_app.engine())
-    assert left_in_drop(host_app) == left_in_drop(here_app) == ["b.xml", "c.xml"], "the bad file and the next wait"
+    assert left_in_drop(host_app) == left_in_drop(here_app) == [], "the bad file set aside, the next read"
     assert readers() == []
 
 

@@ -407,7 +407,6 @@ def test_a_half_written_marks_export_stores_nothing_and_the_complete_one_the_nex
     assert "Amelia Quartermain" in section(summary, "Emergency contacts to try today")
 
 
-@pytest.mark.xfail(strict=True, reason="known bug (fifteenth review): a refused CTF stays first in line every night")
 def test_a_refused_ctf_corrected_and_exported_again_lets_the_next_night_take_the_registers_in(
         tmp_path: Path, store_url: str, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     """The school's MIS exports a whole-school CTF every evening into a ``ctf`` drop folder.
