@@ -36,15 +36,15 @@ def readers() -> list[multiprocessing.Process]:
     return [p for p in multiprocessing.active_children() if p.name == "cme-batch reader"]
 
 
-def school(folder: Path) -> App:
-    """A school with a CTF drop folder, over its own SQLite store."""
+def school(folder: Path, source: str = DROP) -> App:
+    """A school with a drop folder (a CTF one unless ``source`` says), over its own SQLite store."""
     folder.mkdir()
     url = f"sqlite:///{folder / 'store.sqlite'}"
     engine = open_store(url)
     migrate(engine)
     engine.dispose()
     (folder / "drop").mkdir()
-    return App(str(write_config(folder, url, DROP)), clock=lambda: NOW)
+    return App(str(write_config(folder, url, source)), clock=lambda: NOW)
 
 
 def drop(app: App, files: list[tuple[str, str]]) -> None:
@@ -175,16 +175,7 @@ def test_a_sims_report_back_to_an_earlier_state_is_stored_again_when_read_by_the
     correction are stored again (the reading process hands the batch's report over with it)."""
     monkeypatch.setattr("cme_batch.readahead.MIN_BYTES", 0)
     sims = '\n[sources.sims]\nadapter = "sims-xml"\ndrop_dir = "drop"\nmax_age_hours = 0\n'
-    apps = []
-    for side in ("host", "here"):
-        folder = tmp_path / side
-        folder.mkdir()
-        url = f"sqlite:///{folder / 'store.sqlite'}"
-        engine = open_store(url)
-        migrate(engine)
-        engine.dispose()
-        (folder / "drop").mkdir()
-        apps.append(App(str(write_config(folder, url, sims)), clock=lambda: NOW))
+    apps = [school(tmp_path / side, sims) for side in ("host", "here")]
     nights = [[("sims-pupils.xml", "pupils-1.xml"), ("sims-marks.xml", "marks-1.xml")],
               [("sims-marks-corrected.xml", "marks-2.xml")], [("sims-marks.xml", "marks-3.xml")]]
     try:

@@ -13,29 +13,23 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from adapters.ctf.writer import write_ctf
-from cme_batch.model import SchoolInfo
 from tests.integration.test_sources_review15 import (
     ABSENT,
     FRI,
-    MON,
     NEXT_MON,
     THU,
     TUE,
     WED,
-    SimsExports,
     banners,
     cases,
     mail,
     night,
-    school_app,
+    refused_tuesday,
+    school_ctf,
     stage,
 )
 from tests.integration.test_sources_review15 import store_url as store_url  # noqa: F401 (the fixture)
 from tests.replies_support import KEY, KEY_ENV
-
-CTF = '\n[sources.ctf]\nadapter = "ctf"\ndrop_dir = "drop"\n'
-SCHOOL = SchoolInfo("916", "2999", "The John Moore Primary School")
 
 
 def not_imported(text: str) -> list[str]:
@@ -45,22 +39,11 @@ def not_imported(text: str) -> list[str]:
 def test_a_refused_ctf_is_named_every_morning_until_deleted_and_the_files_after_it_are_read(
         tmp_path: Path, store_url: str, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
     monkeypatch.setenv(KEY_ENV, KEY)
-    app, clock = school_app(tmp_path, store_url, engine, CTF)
-    exports = SimsExports(tmp_path / "drop")  # the registers in the MIS, written here as CTFs
-    exports.folder.mkdir()
+    app, clock, exports = refused_tuesday(tmp_path, store_url, engine)
 
     def ctf(evening: date, seq: int) -> Path:
-        path = write_ctf(exports.folder / f"9162999_CTF_9162999_{seq:03}.xml", exports.records(), SCHOOL)
-        exports.touch(path, evening)
-        return path
+        return school_ctf(exports, evening, seq)
 
-    ctf(MON, 1)
-    assert not night(app, clock, TUE).failed
-    exports.day(TUE, absent=(ABSENT,))
-    bad = ctf(TUE, 2)
-    bad.write_text(bad.read_text(encoding="utf-8").replace("<DOB>2017-01-21</DOB>", "<DOB>2017-02-30</DOB>"),
-                   encoding="utf-8")
-    exports.touch(bad, TUE)
     exports.day(WED, absent=(ABSENT,))
     ctf(WED, 3)  # corrected in the MIS and exported again, the same night
     report = night(app, clock, THU)

@@ -188,6 +188,34 @@ class SimsExports:
         os.utime(path, (stamp, stamp))
 
 
+def school_ctf(exports: SimsExports, evening: date, seq: int) -> Path:
+    """The school's whole-roll CTF of the registers in the MIS, written that evening at 19:00."""
+    from adapters.ctf.writer import write_ctf
+    from cme_batch.model import SchoolInfo
+
+    school = SchoolInfo("916", "2999", "The John Moore Primary School")
+    path = write_ctf(exports.folder / f"9162999_CTF_9162999_{seq:03}.xml", exports.records(), school)
+    exports.touch(path, evening)
+    return path
+
+
+def refused_tuesday(tmp_path: Path, store_url: str, engine: Engine) -> tuple[App, Clock, SimsExports]:
+    """A school whose MIS writes a whole-roll CTF into a ``ctf`` drop folder every evening:
+    Monday's read on Tuesday morning; Tuesday's (Amelia absent) with one bad record, a date of
+    birth 30 February, in the folder."""
+    app, clock = school_app(tmp_path, store_url, engine, '\n[sources.ctf]\nadapter = "ctf"\ndrop_dir = "drop"\n')
+    exports = SimsExports(tmp_path / "drop")  # the registers in the MIS (written here as CTFs)
+    exports.folder.mkdir()
+    school_ctf(exports, MON, 1)
+    assert not night(app, clock, TUE).failed
+    exports.day(TUE, absent=(ABSENT,))
+    bad = school_ctf(exports, TUE, 2)
+    bad.write_text(bad.read_text(encoding="utf-8").replace("<DOB>2017-01-21</DOB>", "<DOB>2017-02-30</DOB>"),
+                   encoding="utf-8")
+    exports.touch(bad, TUE)
+    return app, clock, exports
+
+
 @pytest.fixture
 def sims(tmp_path: Path, store_url: str, engine: Engine, monkeypatch: pytest.MonkeyPatch
          ) -> Iterator[tuple[App, Clock, SimsExports]]:
@@ -429,27 +457,12 @@ def test_a_refused_ctf_corrected_and_exported_again_lets_the_next_night_take_the
     ``refused/`` folder, named in the banner until it is dealt with) and go on with the files after
     it, each being all or nothing; or let a later full CTF from the same school supersede it.
     """
-    from adapters.ctf.writer import write_ctf
-    from cme_batch.model import SchoolInfo
-
     monkeypatch.setenv(KEY_ENV, KEY)
-    app, clock = school_app(tmp_path, store_url, engine, '\n[sources.ctf]\nadapter = "ctf"\ndrop_dir = "drop"\n')
-    exports = SimsExports(tmp_path / "drop")  # the registers in the MIS (written here as CTFs)
-    exports.folder.mkdir()
-    school = SchoolInfo("916", "2999", "The John Moore Primary School")
+    app, clock, exports = refused_tuesday(tmp_path, store_url, engine)
 
     def ctf(evening: date, seq: int) -> Path:
-        path = write_ctf(exports.folder / f"9162999_CTF_9162999_{seq:03}.xml", exports.records(), school)
-        exports.touch(path, evening)
-        return path
+        return school_ctf(exports, evening, seq)
 
-    ctf(MON, 1)
-    assert not night(app, clock, TUE).failed
-    exports.day(TUE, absent=(ABSENT,))
-    bad = ctf(TUE, 2)
-    bad.write_text(bad.read_text(encoding="utf-8").replace("<DOB>2017-01-21</DOB>", "<DOB>2017-02-30</DOB>"),
-                   encoding="utf-8")
-    exports.touch(bad, TUE)
     report = night(app, clock, WED)
     assert stage(report, "ingest")[0] == "failed"
     assert "9162999_CTF_9162999_002.xml: rejected" in banners(mail(engine, "summary")[1])[0]
