@@ -184,12 +184,39 @@ _Query = TypeVar("_Query", bound=Select[Any])
 _FIRST, _LEAVING, _WITHDRAWN, _ADMITTED, _REASON, _DESTINATION = 1, 2, 3, 4, 5, 6
 
 
-def _agreed_first(row: Any) -> date | None:
-    """The first day an admission gave the child: its agreed start date, else the day it put the
-    child on roll (a CTF's ``EntryDate``, SIMS's Admission Date without an Agreed Start Date: a
-    transfer put straight on roll). A child not seen since is a place not taken up either way."""
-    first: date | None = row[_ADMITTED] if row[_ADMITTED] is not None else row[_FIRST]
-    return first
+class _FirstDays:
+    """The first day each admission gave its child (``of``): its agreed start date, else the day it
+    put the child on roll (a CTF's ``EntryDate``, SIMS's Admission Date without an Agreed Start
+    Date: a transfer put straight on roll). A child not seen since is a place not taken up either
+    way; but an entry date counts only where the registers read hold the school's first school
+    day from it (any pupil marked then): in a school's first weeks on the system, with no register
+    from before them, a child on roll since before is not a child who never came."""
+
+    def __init__(self, strips: dict[int, dict[int, str]], calendar: schoolcal.SchoolCalendar) -> None:
+        self.strips, self.calendar = strips, calendar
+        self.covered: dict[date, bool] = {}
+
+    def of(self, row: Any) -> date | None:
+        agreed: date | None = row[_ADMITTED]
+        if agreed is not None:
+            return agreed
+        entry: date | None = row[_FIRST]
+        if entry is None:
+            return None
+        if entry not in self.covered:
+            self.covered[entry] = self._registers_from(entry)
+        return entry if self.covered[entry] else None
+
+    def _registers_from(self, entry: date) -> bool:
+        days = self.calendar.school_days(entry, entry + timedelta(days=31))
+        if not days:
+            return False
+        day = days[0]
+        strips = self.strips.get(mk.academic_year_of(day))
+        if not strips:
+            return False
+        at, blank = mk.position(day, "AM"), mk.NO_MARK * 2
+        return any(s[at:at + 2] != blank for s in strips.values())
 
 
 def _utc_date(moment: datetime) -> date:
@@ -273,6 +300,9 @@ class Evaluation:
     left_by: date | None = None
     _days: dict[date, tuple[str, int, int]] = field(default_factory=dict, repr=False)  # see _day
 
+    def __post_init__(self) -> None:
+        self.first_days = _FirstDays(self.strips, self.calendar)
+
     def load_people(self, pupil_ids: Iterable[int]) -> None:
         """Read the UPN and date of birth of these pupils now, in a few queries (before asking their ``facts``)."""
         missing = [pid for pid in pupil_ids if pid not in self.people]
@@ -299,7 +329,7 @@ class Evaluation:
         return criteria.PupilFacts(
             pupil_id=pupil_id, on_roll=pupil_id in self.on_roll, streaks=self.results.get(pupil_id), dob=dob,
             flags=self.flags.get(pupil_id, frozenset()), upn=upn,
-            admission_date=_agreed_first(cur) if cur is not None else None,
+            admission_date=self.first_days.of(cur) if cur is not None else None,
             admission_withdrawn=bool(cur[_WITHDRAWN]) if cur is not None else False,
             leaving_date=left, leaving_reason=cur[_REASON] if cur is not None and left else None,
             destination=cur[_DESTINATION] if cur is not None and left else None,
@@ -320,7 +350,7 @@ class Evaluation:
         out = {pid for pid, s in self.results.streaks.items() if s.unexplained.days}
         out.update(self.results.repeats)
         out.update(pid for pid, e in self.enrolments.items()
-                   if ((first := _agreed_first(e)) is not None and lo <= first <= hi)
+                   if ((first := self.first_days.of(e)) is not None and lo <= first <= hi)
                    or (e[_LEAVING] is not None and lo <= e[_LEAVING] <= left))
         return out
 
@@ -528,6 +558,7 @@ class _Evaluator:
             results.last_attended.update(again.last_attended)
             results.repeats.update(again.repeats)
         unknown = self.classifier.unknown_codes(results.unknown.values())
+        self.first_days = _FirstDays(self.strips, self.calendar)  # (the calendar as last loaded)
         warnings = [*self.classifier.warnings, *self.calendar.warnings,
                     *schoolcal.term_warnings(self.config.calendar, self.as_of),
                     *(codes.warning_text(u) for u in unknown), *self._missing_registers(results),
@@ -586,7 +617,7 @@ class _Evaluator:
         child gone from the MIS's exports (on roll for years: no mark this year is just that), nor
         a register left incomplete: both no-mark warnings leave it out (``_missing_registers``)."""
         row = self.current.get(pid)
-        admitted = _agreed_first(row) if row is not None else None
+        admitted = self.first_days.of(row) if row is not None else None
         seen = results.streaks[pid].last_attended
         return admitted is not None and admitted >= criteria.window_floor(self.window_start, self.calendar) \
             and (seen is None or seen < admitted)

@@ -6,6 +6,7 @@ root element picks the adapter whose ``root_elements`` name it.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass
@@ -226,11 +227,15 @@ def _ingest_one(app: App, scfg: SourceConfig, wanted: set[str]) -> Outcome | Non
                     with read_ahead(batch):
                         result = store_ingest.apply_batch(app.engine(), app.school_id, batch, now)
                 except BadInputError as exc:
-                    moved = set_aside(batch) if set_aside is not None else None
-                    if moved is None:
+                    if set_aside is None or batch.path is None or not batch.path.is_file():
                         raise
+                    digest = _digest(batch.path)
+                    settled = _record_level(exc) or _refused_before(app, scfg.name, batch.origin, digest)
                     store_ingest.record_source_failure(app.engine(), scfg.name, batch.origin, now, exc,
-                                                       checksum=batch.checksum, status="rejected")
+                                                       checksum=digest, status="rejected")
+                    if not settled:  # perhaps still being written: it stays first in line for a night
+                        raise
+                    moved = set_aside(batch)
                     log.error("file refused and set aside", file=batch.origin, moved_to=moved, error=brief(str(exc)))
                     refused.append(f"{brief(str(exc))} (set aside in {Path(moved).parent}: the files after it "
                                    "were read)")
@@ -252,6 +257,32 @@ def _ingest_one(app: App, scfg: SourceConfig, wanted: set[str]) -> Outcome | Non
         store_ingest.record_source_failure(app.engine(), scfg.name, scfg.name, app.now(), exc)
         log.error("source failed", error=brief(str(exc)))
         return Outcome(scfg.name, "failed", str(exc))
+
+
+def _record_level(exc: BadInputError) -> bool:
+    """Whether a refusal names records only (bad values), not the file itself (not well-formed,
+    unreadable: perhaps a file the MIS is still writing under its final name)."""
+    return isinstance(exc, ImportRejected) and bool(exc.problems) and all(
+        p.startswith("record ") for p in exc.problems)
+
+
+def _digest(path: Path) -> str:
+    """The SHA-256 of a refused file's bytes, kept with its refusal."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _refused_before(app: App, source: str, origin: str, digest: str) -> bool:
+    """Whether the same file, byte for byte, was refused on an earlier night: a file refused as a
+    whole (not well-formed) is set aside only then, for one the MIS was still writing is whole by
+    the next night and read."""
+    r = t.ingest_runs.c
+    with app.engine().connect() as conn:
+        return conn.execute(select(r.id).where(r.source == source, r.origin == origin, r.status == "rejected",
+                                               r.checksum == digest).limit(1)).first() is not None
 
 
 def _close(batches: Any) -> None:

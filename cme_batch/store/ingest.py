@@ -816,6 +816,11 @@ def apply_batch(engine: Engine, school_id: int, batch: SourceBatch, now: datetim
     """Store one batch in one transaction. Raises (and stores nothing) on any bad record."""
     if batch.checksum and already_imported(engine, batch.source, batch.checksum, batch.whole_report):
         return IngestResult(batch.source, batch.origin, "skipped")
+    if batch.checksum and batch.whole_report is not None and already_imported(engine, batch.source, batch.checksum):
+        batch.warnings.append(Warning_(
+            "earlier_state", f"the same as a file of the '{batch.whole_report}' report stored before, but not as the "
+            "latest of it: stored again, as an export that came back to that state (an older file imported again "
+            "by hand puts the store back to it too)", batch.origin))
     # the WAL is copied into the database file after the import, not at this commit (checkpoint.py)
     with engine.connect() as conn, checkpoint.deferred(conn), conn.begin():
         run_id = _new_id(conn.execute(insert(t.ingest_runs).values(

@@ -69,3 +69,27 @@ def test_a_refused_ctf_is_named_every_morning_until_deleted_and_the_files_after_
     ctf(FRI, 5)
     night(app, clock, NEXT_MON)  # (58 hours since Friday evening's export: stale, a separate matter)
     assert not_imported(mail(engine, "summary")[1]) == []
+
+
+def test_a_file_refused_whole_waits_a_night_then_is_set_aside_if_unchanged(
+        tmp_path: Path, store_url: str, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """A file refused as a whole (cut off: not well-formed) may be one the MIS is still writing
+    under its final name: the first night leaves it first in line (the files after it wait a night);
+    refused again the next night, byte for byte, it is set aside and the files after it are read."""
+    monkeypatch.setenv(KEY_ENV, KEY)
+    app, clock, exports = refused_tuesday(tmp_path, store_url, engine)
+    cut = tmp_path / "drop" / "9162999_CTF_9162999_002.xml"
+    whole = cut.read_bytes()
+    cut.write_bytes(whole[: len(whole) // 2])
+    exports.touch(cut, TUE)
+    exports.day(WED, absent=(ABSENT,))
+    school_ctf(exports, WED, 3)
+    report = night(app, clock, THU)
+    assert stage(report, "ingest")[0] == "failed" and cut.exists(), "left in place the first night"
+    assert cases(engine) == []
+    exports.day(THU)
+    school_ctf(exports, THU, 4)
+    night(app, clock, FRI)
+    assert not cut.exists() and (tmp_path / "drop" / "archive" / "refused" / cut.name).exists()
+    assert [(c.kind, c.episode_start, c.school_days) for c in cases(engine)] == [("unexplained_absence", TUE, 2)]
+    assert len(not_imported(mail(engine, "summary")[1])) == 1
