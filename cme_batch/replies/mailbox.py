@@ -122,10 +122,14 @@ class MaildirMailbox:
         return [uid for uid, _ in sorted(entries.items(), key=lambda e: (e[1], e[0]))]
 
     def fetch(self, uid: str) -> bytes:
-        try:
-            return self._md.get_bytes(uid)
-        except (KeyError, OSError) as exc:
-            raise RetriableError(f"cannot read message {uid} from Maildir {self.path}") from exc
+        for _ in range(3):
+            try:
+                return self._md.get_bytes(uid)
+            except FileNotFoundError:
+                continue  # renamed between finding and opening it (another replies run flagged it): again
+            except (KeyError, OSError) as exc:
+                raise RetriableError(f"cannot read message {uid} from Maildir {self.path}") from exc
+        raise RetriableError(f"cannot read message {uid} from Maildir {self.path}: it keeps moving")
 
     def done(self, uid: str) -> None:
         """Flag a message Seen. Another replies run (the hourly one beside the night's) may have

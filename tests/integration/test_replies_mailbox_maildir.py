@@ -73,3 +73,26 @@ def test_a_message_another_replies_run_flags_first_is_not_an_error(
 
     monkeypatch.setattr(Path, "stat", gone)
     assert ours.waiting() == []
+
+
+def test_a_message_renamed_between_finding_and_opening_it_is_still_read(tmp_path: Path) -> None:
+    """Two replies runs at once (the hourly one beside the night's): one flags a message Seen (new/
+    to cur/) just as the other opens it by the name it had found. The second read it again under
+    its new name; it used to fail ("cannot read message"), found by the full suite under load."""
+    from cme_batch.replies.mailbox import MaildirMailbox
+
+    folder = tmp_path / "md"
+    md = stdlib_mailbox.Maildir(str(folder), create=True)
+    key = md.add(b"Subject: CONFIRM CME-2025-0041\r\n\r\nCONFIRM\r\n")
+    mb = MaildirMailbox(folder)
+    assert mb.waiting() == [key]
+    stale = f"new/{key}"
+    (folder / "new" / key).rename(folder / "cur" / f"{key}:2,S")  # the other run flagged it
+    real, calls = mb._md._lookup, []
+
+    def found_before_the_rename(k: str) -> str:
+        calls.append(k)
+        return stale if len(calls) == 1 else real(k)
+
+    mb._md._lookup = found_before_the_rename  # type: ignore[method-assign]
+    assert b"CONFIRM CME-2025-0041" in mb.fetch(key) and len(calls) == 2
