@@ -211,10 +211,14 @@ def _received(batch: SourceBatch, buffer: queue.Queue[bytes | None], finished: t
     return _taken(batch, next_message)
 
 
-def _taken(batch: SourceBatch, next_message: Callable[[], Any], taken: threading.Event | None = None
-           ) -> Iterator[Record]:
+def _taken(batch: SourceBatch, next_message: Callable[[], Any], taken: threading.Event | None = None,
+           opened_with: int | None = None) -> Iterator[Record]:
     """The records of ``batch`` from its reader's messages, then what the reader learnt (its
-    warnings, ``replaces``, cursor and shared maps); ``taken`` is set once the last message is."""
+    warnings, ``replaces``, cursor and shared maps); ``taken`` is set once the last message is.
+
+    ``opened_with``: the warnings the batch had when the reader opened it (a reading host's file);
+    those this process added since (a superseded export, named by the drop folder) are kept, after
+    them, as a reader given the batch would have kept them."""
     while True:
         message = next_message()
         if message[0] == "records":
@@ -225,7 +229,10 @@ def _taken(batch: SourceBatch, next_message: Callable[[], Any], taken: threading
         if message[0] != "end":
             _raise(message)
         _kind, rest, warnings, replaces, cursor, maps = message
-        batch.warnings[:] = warnings
+        if opened_with is None:
+            batch.warnings[:] = warnings
+        else:
+            batch.warnings[:] = [*warnings[:opened_with], *batch.warnings[opened_with:], *warnings[opened_with:]]
         batch.replaces, batch.cursor = replaces, cursor
         for mine, theirs in zip(batch.shared, maps, strict=True):
             mine.update(theirs)
@@ -291,7 +298,7 @@ class ReadingHost:
                 taken.set()
                 _raise(message)
             batch = SourceBatch(**message[1], read_elsewhere=True)
-            batch.records = _taken(batch, partial(self._message, index, batch.origin), taken)
+            batch.records = _taken(batch, partial(self._message, index, batch.origin), taken, len(batch.warnings))
             yield batch
         finally:
             if not taken.is_set():

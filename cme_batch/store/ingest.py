@@ -816,8 +816,9 @@ def apply_batch(engine: Engine, school_id: int, batch: SourceBatch, now: datetim
     """Store one batch in one transaction. Raises (and stores nothing) on any bad record."""
     if batch.checksum and already_imported(engine, batch.source, batch.checksum, batch.whole_report):
         return IngestResult(batch.source, batch.origin, "skipped")
+    again: list[Warning_] = []  # (kept apart: a reading process hands the batch's warnings over at its end)
     if batch.checksum and batch.whole_report is not None and already_imported(engine, batch.source, batch.checksum):
-        batch.warnings.append(Warning_(
+        again.append(Warning_(
             "earlier_state", f"the same as a file of the '{batch.whole_report}' report stored before, but not as the "
             "latest of it: stored again, as an export that came back to that state (an older file imported again "
             "by hand puts the store back to it too)", batch.origin))
@@ -830,6 +831,7 @@ def apply_batch(engine: Engine, school_id: int, batch: SourceBatch, now: datetim
             w.add(rec)
         w.finish()
         counts = dict(w.counts)
+        batch.warnings.extend(again)
         warnings = [dataclasses.asdict(x) for x in batch.warnings]
         conn.execute(update(t.ingest_runs).where(t.ingest_runs.c.id == run_id).values(
             status="ok", finished_at=now, counts=counts, warnings=warnings, cursor=batch.cursor))

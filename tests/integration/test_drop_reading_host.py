@@ -190,3 +190,26 @@ def test_a_sims_report_back_to_an_earlier_state_is_stored_again_when_read_by_the
     finally:
         for app in apps:
             app.close()
+
+
+def test_a_superseded_export_is_named_on_the_newer_one_read_by_the_host(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The warning naming the older export of a report archived unread, which this process adds to
+    the newer one's batch, is kept when the reading process hands over the file's own warnings."""
+    monkeypatch.setattr("cme_batch.readahead.MIN_BYTES", 0)
+    sims = '\n[sources.sims]\nadapter = "sims-xml"\ndrop_dir = "drop"\nmax_age_hours = 0\n'
+    apps = [school(tmp_path / side, sims) for side in ("host", "here")]
+    files = [("sims-pupils.xml", "pupils-1.xml"), ("sims-marks.xml", "marks-1.xml"),
+             ("sims-marks-corrected.xml", "marks-2.xml")]
+    try:
+        for app, ahead in zip(apps, ("1", "0"), strict=True):
+            with monkeypatch.context() as m:
+                m.setenv("CME_READ_AHEAD", ahead)
+                assert night(app, files)[0] == "ok"
+        host_app, here_app = apps
+        marks = next(w for origin, _status, w in runs(host_app) if origin == "marks-2.xml")
+        assert any("archived unread" in w and "marks-1.xml" in w for w in marks), marks
+        assert runs(host_app) == runs(here_app)
+    finally:
+        for app in apps:
+            app.close()
