@@ -218,8 +218,7 @@ def _ingest_one(app: App, scfg: SourceConfig, wanted: set[str]) -> Outcome | Non
         source = build_source(scfg)
         ctx = SourceContext(now=app.now(), state=source_state(app, scfg.name), options=shared_options(app))
         batches = source.batches(ctx)
-        set_aside = getattr(source, "set_aside", None)  # a source whose files are each read (CTFs)
-        refused: list[str] = []
+        refused: list[str] = []  # files set aside tonight, as the morning says them
         try:
             for batch in batches:
                 now = app.now()
@@ -227,18 +226,10 @@ def _ingest_one(app: App, scfg: SourceConfig, wanted: set[str]) -> Outcome | Non
                     with read_ahead(batch):
                         result = store_ingest.apply_batch(app.engine(), app.school_id, batch, now)
                 except BadInputError as exc:
-                    if set_aside is None or batch.path is None or not batch.path.is_file():
+                    said = _set_aside(app, scfg.name, source, batch, exc, now)
+                    if said is None:
                         raise
-                    digest = _digest(batch.path)
-                    settled = _record_level(exc) or _refused_before(app, scfg.name, batch.origin, digest)
-                    store_ingest.record_source_failure(app.engine(), scfg.name, batch.origin, now, exc,
-                                                       checksum=digest, status="rejected")
-                    if not settled:  # perhaps still being written: it stays first in line for a night
-                        raise
-                    moved = set_aside(batch)
-                    log.error("file refused and set aside", file=batch.origin, moved_to=moved, error=brief(str(exc)))
-                    refused.append(f"{brief(str(exc))} (set aside in {Path(moved).parent}: the files after it "
-                                   "were read)")
+                    refused.append(said)
                     continue
                 source.committed(batch)
                 logfilter.install(app.engine(), pupil_ids=result.pupil_ids)
@@ -257,6 +248,25 @@ def _ingest_one(app: App, scfg: SourceConfig, wanted: set[str]) -> Outcome | Non
         store_ingest.record_source_failure(app.engine(), scfg.name, scfg.name, app.now(), exc)
         log.error("source failed", error=brief(str(exc)))
         return Outcome(scfg.name, "failed", str(exc))
+
+
+def _set_aside(app: App, name: str, source: Any, batch: SourceBatch, exc: BadInputError, now: Any) -> str | None:
+    """A file the store refused, of a source whose files are each read (a CTF drop folder), moved
+    out of the way of the files after it (``set_aside``); what the morning says of it. None where
+    it stays first in line and the source stops for the night: another source's file, or one
+    refused as a whole for the first time (perhaps still being written)."""
+    set_aside = getattr(source, "set_aside", None)
+    if set_aside is None or batch.path is None or not batch.path.is_file():
+        return None
+    digest = _digest(batch.path)
+    settled = _record_level(exc) or _refused_before(app, name, batch.origin, digest)
+    store_ingest.record_source_failure(app.engine(), name, batch.origin, now, exc, checksum=digest, status="rejected")
+    if not settled:
+        return None
+    moved = set_aside(batch)
+    app.log(stage="ingest", source=name).error("file refused and set aside", file=batch.origin, moved_to=moved,
+                                               error=brief(str(exc)))
+    return f"{brief(str(exc))} (set aside in {Path(moved).parent}: the files after it were read)"
 
 
 def _record_level(exc: BadInputError) -> bool:
