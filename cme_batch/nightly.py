@@ -149,18 +149,20 @@ def _registers_not_in(app: App, as_of: date) -> bool:
     the day's registers stored (an export older than ``max_age_hours`` on a Monday) is evaluated
     as any other; so is one whose ingest ran well, with or without registers (the warnings of
     ``detect`` say which are missing); and after ``MAX_CATCH_UP_DAYS`` school days ``detect``
-    evaluates whatever is stored, so that a source broken for good never stops the watching.
+    evaluates whatever is stored, so that a source broken for good never stops the watching. So
+    does a store's first night: with no run before it, no day is caught up from it.
     """
     from sqlalchemy import select
 
-    from cme_batch.detect import registers_taken
+    from cme_batch.detect import last_run, registers_taken
     from cme_batch.store import tables as t
 
     with app.engine().connect() as conn:
         outcome = conn.execute(select(t.stage_runs.c.outcome).where(
             t.stage_runs.c.run_id == app.run_id, t.stage_runs.c.stage == "ingest")
             .order_by(t.stage_runs.c.id.desc()).limit(1)).scalar()
-    return outcome == "failed" and not registers_taken(app, as_of)
+        first = last_run(conn, app.school_id) is None
+    return outcome == "failed" and not first and not registers_taken(app, as_of)
 
 
 def _replies(app: App, as_of: date) -> str:

@@ -7,6 +7,7 @@ still has a case (``tests/integration/test_sources_review15.py``). The limits of
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, func, select
@@ -17,7 +18,9 @@ from cme_batch.store import tables as t
 from tests.integration.test_sources_review15 import (
     ABSENT,
     FRI,
+    MON,
     NEXT_MON,
+    SIMS,
     THU,
     TUE,
     WED,
@@ -26,10 +29,12 @@ from tests.integration.test_sources_review15 import (
     cases,
     mail,
     night,
+    school_app,
     stage,
 )
 from tests.integration.test_sources_review15 import sims as sims  # noqa: F401 (the fixture)
 from tests.integration.test_sources_review15 import store_url as store_url  # noqa: F401 (the fixture)
+from tests.replies_support import KEY, KEY_ENV
 
 
 def last_evaluated(engine: Engine) -> date | None:
@@ -95,3 +100,15 @@ def test_exports_with_no_register_of_the_day_fail_the_night_in_red_and_the_day_w
     assert not report.failed, report.stages
     assert last_evaluated(engine) == WED
     assert [(c.kind, c.episode_start, c.school_days) for c in cases(engine)] == [("unexplained_absence", TUE, 2)]
+
+
+def test_a_stores_first_night_is_evaluated_whatever_came_in(
+        tmp_path: Path, store_url: str, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """A new school's first night, its MIS task not yet writing: with no run before it, nothing
+    would ever catch its day up, so it is evaluated on what is stored (nothing), as before."""
+    monkeypatch.setenv(KEY_ENV, KEY)
+    app, clock = school_app(tmp_path, store_url, engine, SIMS)
+    (tmp_path / "drop").mkdir()
+    report = night(app, clock, TUE)
+    assert stage(report, "ingest")[0] == "failed"
+    assert last_evaluated(engine) == MON
