@@ -3,7 +3,8 @@
 Each test lives a few nights of a small school through the harnesses of the fifteenth review
 (``test_sources_review15``: the whole night with a drop folder; ``test_holiday_leavers.School``:
 SIMS exports imported, then ``detect`` and ``summary``). A failing test is a finding: its
-docstring says what the school would notice, the rule broken and the cause.
+docstring says what the school would notice, the rule broken and the cause. Each finding was
+fixed the same session (README, "Found by a review of the fifteenth session's own changes").
 """
 
 from __future__ import annotations
@@ -28,14 +29,12 @@ from tests.integration.test_admissions_review15 import school as school  # noqa:
 from tests.integration.test_holiday_leavers import ADMITTED, School, _present
 from tests.integration.test_sources_review15 import (
     ABSENT,
-    MON,
     THU,
     TUE,
     WED,
-    SimsExports,
+    ctf_school,
     mail,
     night,
-    school_app,
     school_ctf,
     stage,
 )
@@ -43,7 +42,6 @@ from tests.integration.test_sources_review15 import store_url as store_url  # no
 from tests.replies_support import KEY, KEY_ENV
 
 D = date.fromisoformat
-CTF = '\n[sources.ctf]\nadapter = "ctf"\ndrop_dir = "drop"\n'
 
 
 # -- 5. the whole-report rule: a file re-imported by hand ---------------------------------------------
@@ -147,11 +145,7 @@ def test_a_ctf_read_while_still_being_written_is_read_once_complete(
     once its size and mtime have not changed for some minutes).
     """
     monkeypatch.setenv(KEY_ENV, KEY)
-    app, clock = school_app(tmp_path, store_url, engine, CTF)
-    exports = SimsExports(tmp_path / "drop")
-    exports.folder.mkdir()
-    school_ctf(exports, MON, 1)
-    assert not night(app, clock, TUE).failed
+    app, clock, exports = ctf_school(tmp_path, store_url, engine)
     exports.day(TUE, absent=(ABSENT,))
     path = school_ctf(exports, TUE, 2)
     whole = path.read_bytes()
@@ -180,11 +174,7 @@ def test_two_refused_ctfs_of_one_name_are_both_kept_and_named(
     ``archive/refused`` when another, different, 002 is refused. Neither is overwritten; the morning
     names both (the second under the name it was given), and the good CTFs after each are read."""
     monkeypatch.setenv(KEY_ENV, KEY)
-    app, clock = school_app(tmp_path, store_url, engine, CTF)
-    exports = SimsExports(tmp_path / "drop")
-    exports.folder.mkdir()
-    school_ctf(exports, MON, 1)
-    assert not night(app, clock, TUE).failed
+    app, clock, exports = ctf_school(tmp_path, store_url, engine)
 
     def bad(evening: date, seq: int) -> bytes:
         p = school_ctf(exports, evening, seq)

@@ -199,15 +199,21 @@ def school_ctf(exports: SimsExports, evening: date, seq: int) -> Path:
     return path
 
 
-def refused_tuesday(tmp_path: Path, store_url: str, engine: Engine) -> tuple[App, Clock, SimsExports]:
+def ctf_school(tmp_path: Path, store_url: str, engine: Engine) -> tuple[App, Clock, SimsExports]:
     """A school whose MIS writes a whole-roll CTF into a ``ctf`` drop folder every evening:
-    Monday's read on Tuesday morning; Tuesday's (Amelia absent) with one bad record, a date of
-    birth 30 February, in the folder."""
+    Monday's read on Tuesday morning."""
     app, clock = school_app(tmp_path, store_url, engine, '\n[sources.ctf]\nadapter = "ctf"\ndrop_dir = "drop"\n')
     exports = SimsExports(tmp_path / "drop")  # the registers in the MIS (written here as CTFs)
     exports.folder.mkdir()
     school_ctf(exports, MON, 1)
     assert not night(app, clock, TUE).failed
+    return app, clock, exports
+
+
+def refused_tuesday(tmp_path: Path, store_url: str, engine: Engine) -> tuple[App, Clock, SimsExports]:
+    """``ctf_school``, with Tuesday's CTF (Amelia absent) in the folder holding one bad record, a
+    date of birth 30 February."""
+    app, clock, exports = ctf_school(tmp_path, store_url, engine)
     exports.day(TUE, absent=(ABSENT,))
     bad = school_ctf(exports, TUE, 2)
     bad.write_text(bad.read_text(encoding="utf-8").replace("<DOB>2017-01-21</DOB>", "<DOB>2017-02-30</DOB>"),
