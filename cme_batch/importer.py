@@ -243,6 +243,9 @@ def _ingest_one(app: App, scfg: SourceConfig, wanted: set[str]) -> Outcome | Non
             _close(batches)  # a drop folder's reading process stops here if a batch failed
         if refused:  # after the files stored since: the morning says what was refused tonight
             raise BadInputError("; ".join(refused))
+        if not stored:  # read well with nothing new (a folder of incoming CTFs, empty most nights): read all the same
+            with app.engine().begin() as conn:
+                store_ingest.record_source_success(conn, scfg.name, app.now(), None)
         return Outcome(scfg.name, "ok", f"{stored} batch(es) stored")
     except CmeError as exc:
         store_ingest.record_source_failure(app.engine(), scfg.name, scfg.name, app.now(), exc)

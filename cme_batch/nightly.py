@@ -80,12 +80,16 @@ def _no_registers(app: App, as_of: date, sources: list[str]) -> None:
     on missing registers. A marks export the MIS's task drops unchanged night after night (a file the
     same as the last one stored is not read again) looked like a quiet night while the reports beside
     it changed."""
+    from cme_batch.morning.facts import registers_stored_at
     from cme_batch.store.ingest import record_source_failure
 
     message = (f"no register of {as_of:%a %d %b %Y} is stored after reading the MIS: its export of the registers "
                "may have stopped (an export the same as the last one stored brings nothing new), or no register "
                "was taken that day")
-    for name in sources:
+    with app.engine().connect() as conn:
+        # the sources that have brought registers (a CTF folder of incoming children may never have)
+        bring = [name for name in sources if registers_stored_at(conn, name) is not None]
+    for name in bring or sources:
         record_source_failure(app.engine(), name, name, app.now(), CmeError(message))
     raise StageFailed(message)
 

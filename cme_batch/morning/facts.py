@@ -173,7 +173,7 @@ def _sources(conn: Connection, config: Config, now: datetime) -> list[SourceFact
         error = brief(r.last_error) if r is not None and r.last_error else None
         failed_after = error is not None and (last is None or (attempt is not None and attempt > last))
         stale = last is None or now - last > limit
-        registers = _registers_stored_at(conn, s.name) if (stale or failed_after) and last is not None else None
+        registers = registers_stored_at(conn, s.name) if (stale or failed_after) and last is not None else None
         out.append(SourceFact(s.name, last, stale, error if failed_after else None,
                               registers if registers is not None and registers < last else None,  # type: ignore[operator]
                               _set_aside(s)))
@@ -193,7 +193,7 @@ def _set_aside(cfg: Any) -> tuple[str, tuple[str, ...]] | None:
     return (str(source.drop.refused_dir), names) if names else None  # type: ignore[attr-defined]
 
 
-def _registers_stored_at(conn: Connection, source: str) -> datetime | None:
+def registers_stored_at(conn: Connection, source: str) -> datetime | None:
     """When ``source`` last stored registers: its latest import that laid marks (a SIMS marks
     export, a CTF, an Arbor pull with marks), of its last 500 imports; None if none did."""
     r = t.ingest_runs.c

@@ -112,3 +112,21 @@ def test_a_stores_first_night_is_evaluated_whatever_came_in(
     report = night(app, clock, TUE)
     assert stage(report, "ingest")[0] == "failed"
     assert last_evaluated(engine) == MON
+
+
+def test_no_register_of_the_day_is_said_of_the_source_that_brings_registers(
+        tmp_path: Path, store_url: str, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """A school with its SIMS reports and a folder of incoming children's CTFs (empty tonight, never
+    a register): when no register of the day comes in, the banner names SIMS, not the CTF folder."""
+    monkeypatch.setenv(KEY_ENV, KEY)
+    incoming = '\n[sources.incoming]\nadapter = "ctf"\ndrop_dir = "incoming"\nmax_age_hours = 0\n'
+    app, clock = school_app(tmp_path, store_url, engine, SIMS + incoming)
+    (tmp_path / "incoming").mkdir()
+    exports = SimsExports(tmp_path / "drop")
+    exports.export(MON)
+    assert not night(app, clock, TUE).failed
+    exports.export(TUE)  # Monday's registers again, nothing of Tuesday
+    report = night(app, clock, WED)
+    assert stage(report, "ingest")[0] == "failed"
+    (banner,) = [line for line in mail(engine, "summary")[1].splitlines() if "DATA NOT CURRENT:" in line]
+    assert "source 'sims'" in banner and "no register of Tue 11 Nov 2025" in banner, banner
