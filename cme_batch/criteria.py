@@ -521,7 +521,9 @@ def decide(f: PupilFacts, cases: list[CaseState], ctx: Context) -> list[Change]:
                        {"leaving_date": _json(f.leaving_date), "leaving_reason": f.leaving_reason,
                         "destination": f.destination})
     elif DESTINATION_UNKNOWN in opened:
-        out.append(_close(opened[DESTINATION_UNKNOWN], "destination_known" if left else "no_longer_applies", f, ctx))
+        # readmitted and not come: the place not taken up is the child's case now, not "no longer applies"
+        reason = "destination_known" if left else "superseded" if pntu else "no_longer_applies"
+        out.append(_close(opened[DESTINATION_UNKNOWN], reason, f, ctx))
 
     # repeat missing: never closed here (the DSL closes it)
     qualifying = [e for e in f.repeat_episodes if e.days >= th.repeat_min_days]

@@ -359,6 +359,10 @@ def _update(pdf: ReferralPDF, doc: Mapping[str, Any]) -> None:
         # the school's own "destination unknown" case opens for the leaving, referred on its own confirmation
         reason = ("The child has LEFT the school's roll with NO DESTINATION KNOWN: the child is still missing; "
                   "our Designated Safeguarding Lead is asked to confirm a referral for the leaving")
+    if u["reason"] == "closed" and u["closed_reason"] == "superseded":
+        # a place not taken up took over (the child admitted again, or first, and not come)
+        reason = ("The child is STILL MISSING: the school has opened a new case for the child, a place not taken "
+                  "up, and closed this one; our Designated Safeguarding Lead is asked to confirm a referral for it")
     if u["reason"] == "other" and doc["case"]["status"] == "open" and u["closed_on"] is None:
         # sent when a case the LA was told had closed is open again (``dispatch._updates_due``)
         reason = ("The case is OPEN AGAIN: the school had closed it (see our last update), and the register "

@@ -372,7 +372,7 @@ def test_a_child_readmitted_after_leaving_to_an_unknown_destination_who_never_co
         if day < D("2026-01-19"):
             assert all_cases(school) == [("3", "destination_unknown", "open", JAN_WEEK1[-1], None)], day
     assert all_cases(school) == [("3", "place_not_taken_up", "open", D("2026-01-19"), None),
-                                 ("3", "destination_unknown", "closed", JAN_WEEK1[-1], "no_longer_applies")]
+                                 ("3", "destination_unknown", "closed", JAN_WEEK1[-1], "superseded")]
     [pntu] = school.cases("place_not_taken_up")
     [(_, _, digest)] = mails(school.app.engine(), "digest")[-1:]
     assert "Mon 19 Jan 2026" in section(digest, PLACES) and "None." in section(digest, LEFT_UNKNOWN)

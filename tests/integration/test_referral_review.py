@@ -112,3 +112,23 @@ def test_an_update_for_a_referred_child_who_left_with_no_destination_says_the_ch
     text = " ".join(pdf_text(bundle.pdf).split())
     assert "NO DESTINATION KNOWN: the child is still missing" in text
     assert "The school has closed the case" not in text
+
+
+def test_an_update_for_a_referred_case_a_place_not_taken_up_took_over_says_the_child_is_still_missing(
+        engine: Engine, cfg: Config) -> None:
+    """A referred child admitted again (or first) and not come: the place not taken up becomes the
+    child's case and this one closes as superseded (a "destination unknown" case closed as "no longer
+    applies" before, the fifteenth session). The update said "The school has closed the case": the LA
+    could read the child as accounted for."""
+    case_id = seed_case(engine, Family(referred=True))
+    with engine.begin() as conn:
+        conn.execute(update(t.cases).where(t.cases.c.id == case_id).values(
+            status="closed", closed_on=D("2025-12-05"), closed_reason="superseded"))
+        conn.execute(insert(t.case_events).values(
+            case_id=case_id, at=datetime(2025, 12, 5, 23, 0, tzinfo=UTC), as_of=D("2025-12-05"), kind="closed",
+            actor="system", detail={"reason": "superseded"}, evidence=[]))
+    bundle = bundle_of(engine, cfg, case_id, datetime(2025, 12, 6, 5, 0, tzinfo=UTC), kind="update")
+    assert (bundle.document["update"]["reason"], bundle.document["update"]["closed_reason"]) == ("closed", "superseded")
+    text = " ".join(pdf_text(bundle.pdf).split())
+    assert "STILL MISSING" in text and "a place not taken up" in text
+    assert "The school has closed the case" not in text
