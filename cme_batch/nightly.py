@@ -53,6 +53,7 @@ class StageFailed(CmeError):
 
 
 def _ingest(app: App, as_of: date) -> str:
+    from cme_batch.detect import registers_taken
     from cme_batch.importer import ingest_sources, stale_sources
 
     outcomes = ingest_sources(app)
@@ -63,15 +64,9 @@ def _ingest(app: App, as_of: date) -> str:
         parts = [f"{o.source} failed ({brief(o.detail)})" for o in failed] + [f"{s} stale" for s in stale if
                                                            s not in {o.source for o in failed}]
         raise StageFailed(", ".join(parts))
-    if outcomes and not _registers_taken(app, as_of):
+    if outcomes and not registers_taken(app, as_of):
         _no_registers(app, as_of, [o.source for o in outcomes])
     return detail
-
-
-def _registers_taken(app: App, as_of: date) -> bool:
-    from cme_batch.detect import registers_taken
-
-    return bool(registers_taken(app, as_of))
 
 
 def _no_registers(app: App, as_of: date, sources: list[str]) -> None:
@@ -80,8 +75,7 @@ def _no_registers(app: App, as_of: date, sources: list[str]) -> None:
     on missing registers. A marks export the MIS's task drops unchanged night after night (a file the
     same as the last one stored is not read again) looked like a quiet night while the reports beside
     it changed."""
-    from cme_batch.morning.facts import registers_stored_at
-    from cme_batch.store.ingest import record_source_failure
+    from cme_batch.store.ingest import record_source_failure, registers_stored_at
 
     message = (f"no register of {as_of:%a %d %b %Y} is stored after reading the MIS: its export of the registers "
                "may have stopped (an export the same as the last one stored brings nothing new), or no register "

@@ -76,8 +76,9 @@ class CtfSource:
             return None
         return str(self.drop.set_aside(batch.path))
 
-    def set_aside_files(self) -> list[str]:
-        return self.drop.set_aside_files()
+    def set_aside_files(self) -> tuple[str, list[str]]:
+        """Where refused CTFs wait, and their names, oldest first."""
+        return str(self.drop.refused_dir), self.drop.set_aside_files()
 
 
 

@@ -23,6 +23,7 @@ from cme_batch.config import Config, Thresholds
 from cme_batch.criteria import STAGES, stage_for
 from cme_batch.errors import CmeError, brief
 from cme_batch.schoolcal import SchoolCalendar
+from cme_batch.store import ingest
 from cme_batch.store import tables as t
 
 #: The policy's next step once a case has reached a stage (DOMAIN.md 5, policy steps I-IX).
@@ -173,10 +174,9 @@ def _sources(conn: Connection, config: Config, now: datetime) -> list[SourceFact
         error = brief(r.last_error) if r is not None and r.last_error else None
         failed_after = error is not None and (last is None or (attempt is not None and attempt > last))
         stale = last is None or now - last > limit
-        registers = registers_stored_at(conn, s.name) if (stale or failed_after) and last is not None else None
-        out.append(SourceFact(s.name, last, stale, error if failed_after else None,
-                              registers if registers is not None and registers < last else None,  # type: ignore[operator]
-                              _set_aside(s)))
+        registers = ingest.registers_stored_at(conn, s.name) if (stale or failed_after) and last is not None else None
+        earlier = registers if registers is not None and last is not None and registers < last else None
+        out.append(SourceFact(s.name, last, stale, error if failed_after else None, earlier, _set_aside(s)))
     return out
 
 
@@ -188,20 +188,9 @@ def _set_aside(cfg: Any) -> tuple[str, tuple[str, ...]] | None:
         source = build_source(cfg)
     except CmeError:
         return None  # (a configuration the night's ingest already reports)
-    listed = getattr(source, "set_aside_files", None)
-    names = tuple(listed()) if listed is not None else ()
-    return (str(source.drop.refused_dir), names) if names else None  # type: ignore[attr-defined]
-
-
-def registers_stored_at(conn: Connection, source: str) -> datetime | None:
-    """When ``source`` last stored registers: its latest import that laid marks (a SIMS marks
-    export, a CTF, an Arbor pull with marks), of its last 500 imports; None if none did."""
-    r = t.ingest_runs.c
-    for started, counts in conn.execute(select(r.started_at, r.counts).where(r.source == source, r.status == "ok")
-                                        .order_by(r.id.desc()).limit(500)):
-        if (counts or {}).get("marks"):
-            return aware(started)
-    return None
+    waiting = getattr(source, "set_aside_files", None)
+    folder, names = waiting() if waiting is not None else ("", [])
+    return (folder, tuple(names)) if names else None
 
 
 def office_step(kind: str, school_days: int, th: Thresholds, office_told: bool = True,

@@ -13,7 +13,7 @@ import dataclasses
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from operator import attrgetter, methodcaller
 from typing import Any, cast
 
@@ -104,6 +104,18 @@ def already_imported(engine: Engine, source: str, checksum: str, whole_report: s
         return conn.execute(select(t.ingest_runs.c.id).where(
             t.ingest_runs.c.source == source, t.ingest_runs.c.checksum == checksum,
             t.ingest_runs.c.status == "ok").limit(1)).first() is not None
+
+
+def registers_stored_at(conn: Connection, source: str) -> datetime | None:
+    """When ``source`` last stored registers: its latest import that laid marks (a SIMS marks
+    export, a CTF, an Arbor pull with marks), of its last 500 imports; None if none did."""
+    r = t.ingest_runs.c
+    for started, counts in conn.execute(select(r.started_at, r.counts).where(r.source == source, r.status == "ok")
+                                        .order_by(r.id.desc()).limit(500)):
+        if (counts or {}).get("marks"):
+            at: datetime = started
+            return at if at.tzinfo else at.replace(tzinfo=UTC)  # (SQLite gives back naive UTC)
+    return None
 
 
 def latest_of_reports(conn: Connection, source: str) -> dict[str, str]:
