@@ -13,6 +13,7 @@ classify them with ``str.translate`` instead of 38 million rows.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import date, timedelta
 from typing import Protocol, cast
@@ -36,6 +37,7 @@ def year_start(academic_year: int) -> date:
     return date(academic_year, 8, 1)
 
 
+@functools.cache
 def strip_length(academic_year: int) -> int:
     return 2 * (date(academic_year + 1, 8, 1) - date(academic_year, 8, 1)).days
 

@@ -7,6 +7,8 @@ adapter module by name: it asks the entry points, so a third party can ship its 
 
 from __future__ import annotations
 
+import functools
+import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -79,7 +81,15 @@ class FileFormat(Protocol):
 
 def available_adapters() -> dict[str, object]:
     """Every adapter registered under the entry-point group, by name (loaded lazily)."""
-    return {ep.name: ep for ep in entry_points(group=GROUP)}
+    return dict(_registered(tuple(sys.path)))
+
+
+@functools.lru_cache(maxsize=4)
+def _registered(path: tuple[str, ...]) -> tuple[tuple[str, object], ...]:
+    """The group's entry points as found on the import path ``path``: looked up once per process
+    and path (reading every installed package's metadata takes a few milliseconds, and an import
+    of ten files asked for its adapter ten times)."""
+    return tuple((ep.name, ep) for ep in entry_points(group=GROUP))
 
 
 def load_factory(adapter: str) -> SourceFactory:

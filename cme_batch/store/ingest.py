@@ -705,7 +705,7 @@ class _Writer:
         if len(short) < SPLICE_FROM:
             return items
         changed = bulk.splice_texts(self.conn, t.mark_strips, ("pupil_id", "academic_year"), "marks", short,
-                                    mk.NO_MARK, {"updated_at": self.now})
+                                    mk.NO_MARK, {"updated_at": self.now}, _strip_length)
         if changed != len(short):
             stored: dict[tuple[int, int], str] = {}
             for ids in _chunks(sorted(run[0] for run in short)):
@@ -793,6 +793,11 @@ class _Writer:
                                     "map it under [codes] subcodes or correct the export; nothing imported")
         if new:
             self.conn.execute(insert(t.mark_alphabet), [{"code": c, "symbol": s} for c, s in new.items()])
+
+
+def _strip_length(run: tuple[int, int, int, str]) -> int:
+    """The characters of the strip a spliced run goes into (one per session of its year)."""
+    return mk.strip_length(run[1])
 
 
 def _place(start: date) -> tuple[int, int, int]:

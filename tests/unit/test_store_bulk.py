@@ -6,7 +6,7 @@ import json
 from datetime import UTC, date, datetime
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, insert, select
 
@@ -117,3 +117,42 @@ def test_splice_puts_a_run_where_no_mark_is_and_leaves_other_strips_alone(engine
         stamps = {pid: stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp for pid, (_, stamp) in got.items()}
         assert stamps == {ids[0]: later, ids[1]: NOW, ids[2]: later}
         assert bulk.splice_texts(conn, t.mark_strips, ("pupil_id", "academic_year"), "marks", [], "-", {}) == 0
+
+
+STRIP_SYMBOLS = st.sampled_from(["-", "-", "-", "/", "\\", "N", "\ue000", "\ue001"])  # (two multi-character codes')
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])  # (rolled back)
+@given(strips=st.lists(st.text(STRIP_SYMBOLS, min_size=8, max_size=8) | st.text("-/N", min_size=6, max_size=10),
+                       min_size=1, max_size=6),
+       runs=st.lists(st.tuples(st.integers(0, 9), st.integers(0, 9), st.text(st.sampled_from("/\\N"), min_size=1,
+                                                                             max_size=3)), max_size=8))
+def test_a_splice_told_the_strips_length_cuts_by_bytes_only_the_ascii_strips_of_that_length(
+        engine: Engine, strips: list[str], runs: list[tuple[int, int, str]]) -> None:
+    """With ``length`` (here 8 characters, which every strip has), SQLite cuts an ASCII strip by
+    byte offsets; a strip holding a multi-character code's symbol by characters, as does an
+    ASCII strip of another length. Each must end exactly as the splice said: the run put in
+    where every session was still blank."""
+    with engine.connect() as conn, conn.begin() as tx:
+        school = _school(conn)
+        ids = bulk.insert_with_ids(conn, t.pupils, [{"school_id": school, "created_at": NOW, "updated_at": NOW}]
+                                   * (len(strips) + 1))  # the last pupil has no strip
+        bulk.insert_rows(conn, t.mark_strips, [{"pupil_id": pid, "academic_year": 2025, "marks": marks,
+                                                "updated_at": NOW} for pid, marks in zip(ids, strips, strict=False)])
+        first: dict[int, tuple[int, int, str]] = {}
+        for who, at, text in runs:  # one run a pupil, as a day's register gives
+            first.setdefault(ids[who % len(ids)], (ids[who % len(ids)], at, text))
+        wanted = dict(zip(ids, strips, strict=False))
+        changed = 0
+        for pid, at, text in first.values():
+            marks = wanted.get(pid)
+            if marks is not None and marks[at:at + len(text)] == "-" * len(text) and at + len(text) <= len(marks):
+                wanted[pid] = marks[:at] + text + marks[at + len(text):]
+                changed += 1
+        got_changed = bulk.splice_texts(conn, t.mark_strips, ("pupil_id", "academic_year"), "marks",
+                                        [(pid, 2025, at, text) for pid, at, text in first.values()], "-",
+                                        {"updated_at": NOW}, lambda run: 8)
+        stored = dict(conn.execute(select(t.mark_strips.c.pupil_id, t.mark_strips.c.marks)).all())
+        tx.rollback()
+    assert stored == wanted
+    assert got_changed == changed
