@@ -99,7 +99,7 @@ def read_ahead(batch: SourceBatch, force: bool = False) -> Iterator[SourceBatch]
     pump = threading.Thread(target=_pump, args=(receiver, buffer, finished, stop), name="cme-batch reader pipe",
                             daemon=True)
     pump.start()
-    batch.records = _received(batch, buffer, finished)
+    batch.records, batch.packed_records = _received(batch, buffer, finished), None
     try:
         yield batch
     finally:  # also when the records were not all taken (a batch already imported, a failed store)
@@ -109,6 +109,21 @@ def read_ahead(batch: SourceBatch, force: bool = False) -> Iterator[SourceBatch]
         child.join()
         pump.join()  # the pipe is at its end now: the pump stops within its next wait
         receiver.close()
+
+
+def packed_items(batch: SourceBatch) -> Iterator[Any]:
+    """The batch's records as ``packed`` gives them: as its reader makes them so, when it can
+    (``SourceBatch.packed_records``), else packed a thousand at a time."""
+    if batch.packed_records is not None:
+        yield from batch.packed_records
+        return
+    chunk: list[Record] = []
+    for rec in batch.records:
+        chunk.append(rec)
+        if len(chunk) >= CHUNK:
+            yield from packed(chunk)
+            chunk = []
+    yield from packed(chunk)
 
 
 def _widen(receiver: Any) -> None:
@@ -126,13 +141,13 @@ def _read(batch: SourceBatch, sender: Any, receiver: Any) -> None:
     """The child: read every record and send them on, then what the reader learnt."""
     receiver.close()  # else the pipe would stay open for reading after the storing process died
     try:
-        chunk: list[Record] = []
-        for rec in batch.records:
-            chunk.append(rec)
+        chunk: list[Any] = []
+        for item in packed_items(batch):
+            chunk.append(item)
             if len(chunk) >= CHUNK:
-                sender.send_bytes(pickle.dumps(("records", packed(chunk)), pickle.HIGHEST_PROTOCOL))
+                sender.send_bytes(pickle.dumps(("records", chunk), pickle.HIGHEST_PROTOCOL))
                 chunk = []
-        end = ("end", packed(chunk), batch.warnings, batch.replaces, batch.cursor, [dict(m) for m in batch.shared])
+        end = ("end", chunk, batch.warnings, batch.replaces, batch.cursor, [dict(m) for m in batch.shared])
         sender.send_bytes(pickle.dumps(end, pickle.HIGHEST_PROTOCOL))
     except (BrokenPipeError, ConnectionResetError):
         pass  # the storing process has gone: nothing to hand over
@@ -370,17 +385,17 @@ def _host(jobs: list[tuple[int, Any, Path]], options: dict[str, Any], sender: An
                     "warnings": batch.warnings, "cursor": batch.cursor, "replaces": batch.replaces,
                     "marks_complete": batch.marks_complete, "path": batch.path, "whole_report": batch.whole_report,
                     "shared": tuple(dict(m) for m in batch.shared)}), pickle.HIGHEST_PROTOCOL))
-                chunk: list[Record] = []
-                for rec in batch.records:
-                    chunk.append(rec)
+                chunk: list[Any] = []
+                for item in packed_items(batch):
+                    chunk.append(item)
                     if len(chunk) >= CHUNK:
-                        sender.send_bytes(tag + pickle.dumps(("records", packed(chunk)), pickle.HIGHEST_PROTOCOL))
+                        sender.send_bytes(tag + pickle.dumps(("records", chunk), pickle.HIGHEST_PROTOCOL))
                         chunk = []
                         read_orders()
                         if index in cancelled:
                             break
                 else:
-                    end = ("end", packed(chunk), batch.warnings, batch.replaces, batch.cursor,
+                    end = ("end", chunk, batch.warnings, batch.replaces, batch.cursor,
                            [dict(m) for m in batch.shared])
                     sender.send_bytes(tag + pickle.dumps(end, pickle.HIGHEST_PROTOCOL))
             except (BrokenPipeError, ConnectionResetError):

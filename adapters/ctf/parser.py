@@ -56,6 +56,7 @@ from cme_batch.model import (
     SourceBatch,
     Warning_,
 )
+from cme_batch.model import packed as pack_records
 from cme_batch.xmlstream import (
     Prepared,
     XmlRefused,
@@ -104,6 +105,7 @@ def read_file(path: Path, options: Mapping[str, Any], source: str = "ctf", prep:
     if header is not None:
         list(reader.header(header))  # settles "this school" and replaces before any record is read
     batch.records = reader.records()
+    batch.packed_records = reader.records(packed=True)
     return batch
 
 
@@ -152,7 +154,9 @@ class _Reader:
     def warn(self, code: str, message: str) -> None:
         self.batch.warnings.append(Warning_(code, message, f"{self.file} record {self.n}"))
 
-    def records(self) -> Iterator[Record]:
+    def records(self, packed: bool = False) -> Iterator[Any]:
+        """The file's records; with ``packed``, each as ``model.packed`` gives it (a day's
+        register's made so directly, without the records: a reading process hands them over so)."""
         # A simple file (a day's register: UPN, LookedAfter, Attendance) is read by libxml2 and
         # libxslt into one line per pupil (fastread.py), with the same records, warnings and
         # problems as this general reading's.
@@ -161,24 +165,32 @@ class _Reader:
             if lines is not None and self.first_header is not None:
                 if self.info is not None:  # (read_file has read the header)
                     yield self.info
-                yield from self.simple_pupils(lines)
+                yield from self.simple_pupils(lines, packed)
             else:
-                headers = 0
-                for path, el in iter_elements(self.prep, ROOTS, (HEADER, PUPIL)):
-                    if path == HEADER:
-                        headers += 1
-                        if self.info is None and (headers > 1 or self.first_header is None):
-                            list(self.header(el))  # (the first header, read_file has read: its warnings once)
-                        if self.info is not None:
-                            yield self.info
-                    else:
-                        self.n += 1
-                        yield from self.pupil(el)
+                yield from self.records_read(packed)
         except XmlRefused as exc:
             self.report.problem(None, None, f"after record {self.n}: {exc}")
         if self.report.problems:
             raise ImportRejected(self.file, self.report.all_problems())
         self.batch.warnings.extend(self.check.warnings(self.file))
+
+    def records_read(self, packed: bool) -> Iterator[Any]:
+        """The general reading's records (expat building each ``Pupil``, walked here); with
+        ``packed``, each pupil's packed as ``model.packed`` packs them."""
+        headers = 0
+        for path, el in iter_elements(self.prep, ROOTS, (HEADER, PUPIL)):
+            if path == HEADER:
+                headers += 1
+                if self.info is None and (headers > 1 or self.first_header is None):
+                    list(self.header(el))  # (the first header, read_file has read: its warnings once)
+                if self.info is not None:
+                    yield self.info
+            else:
+                self.n += 1
+                if packed:
+                    yield from pack_records(self.pupil(el))
+                else:
+                    yield from self.pupil(el)
 
     def simple_lines(self) -> list[str] | None:
         """``fastread.pupil_lines``, or None (the general reading) should it fail in any way: it is
@@ -287,7 +299,7 @@ class _Reader:
         self.seen[key] = self.file
         return key, upn
 
-    def simple_pupils(self, lines: list[str]) -> Iterator[Record]:
+    def simple_pupils(self, lines: list[str], packed: bool = False) -> Iterator[Any]:
         """The records of a simple file's pupils, one line each (``fastread.pupil_lines``): what
         ``pupil`` makes of the same pupils, through the same methods, in the same order.
 
@@ -295,6 +307,8 @@ class _Reader:
         the marks): what such a text gives is worked out once, unless it gave a problem (a problem
         is one for each pupil that has it). Only ``check.strip`` depends on the pupil (the record
         number of a warning), and is called for each run unless it noted nothing the first time.
+        With ``packed``, each record is made as ``model.packed`` would pack it (tuples of texts),
+        without the record: what a reading process hands over.
         """
         field, named_pupil, report = fastread.FIELD, PupilRecord.named, self.report
         plans: dict[str, tuple[bool, bool, str | None, list[list[Any]]]] = {}
@@ -314,7 +328,13 @@ class _Reader:
                     plans[rest] = plan
             in_care, looked_after, detail, runs = plan
             # no Contacts, no SENhistory: what the file replaces of them is kept
-            yield named_pupil(key, upn, self.keeps(False, in_care, False))
+            keeps = self.keeps(False, in_care, False)
+            if not packed:
+                yield named_pupil(key, upn, keeps)
+            elif keeps:
+                yield key, upn, keeps
+            else:
+                yield key, upn
             if looked_after:
                 yield FlagRecord(key, "looked_after", detail=detail)
             for run in runs:  # [start, codes, whether check.strip notes nothing (None: not known yet)]
@@ -325,7 +345,7 @@ class _Reader:
                     run[2] = self._noted() == before
                 elif not quiet:
                     self.check.strip(start, codes, self.n)
-                yield MarksRecord(key, start, codes)
+                yield (key, start, codes) if packed else MarksRecord(key, start, codes)
 
     def _plan(self, f: list[str]) -> tuple[bool, bool, str | None, list[list[Any]]]:
         """What a pupil's fields after the UPN give (``fastread.pupil_lines``): whether ``InCare`` has

@@ -24,7 +24,8 @@ from adapters.ctf import fastread
 from adapters.ctf.parser import read_file
 from adapters.ctf.writer import NS_2010
 from cme_batch import upn
-from cme_batch.model import FlagRecord, MarksRecord, PupilRecord, SchoolInfo
+from cme_batch.model import FlagRecord, MarksRecord, PupilRecord, SchoolInfo, unpacked
+from cme_batch.model import packed as pack_records
 from cme_batch.xmlstream import prepare
 
 UPNS = [upn.make(f"9162000240{i:02d}") for i in range(8)]
@@ -62,8 +63,10 @@ def way(fast: bool) -> Iterator[list[bool]]:
         yield taken
 
 
-def read(path: Path, fast: bool, school: tuple[str, str] | None = None, seen: dict[str, str] | None = None
-         ) -> Outcome:
+def read(path: Path, fast: bool, school: tuple[str, str] | None = None, seen: dict[str, str] | None = None,
+         packed: bool = False) -> Outcome:
+    """The file read the fast way or not; with ``packed``, its records as a reading process hands
+    them over (``SourceBatch.packed_records``), unpacked as the storing process unpacks them."""
     options: dict[str, Any] = {"seen": dict(seen or {})}
     if school:
         options["school"] = _School(*school)
@@ -74,7 +77,10 @@ def read(path: Path, fast: bool, school: tuple[str, str] | None = None, seen: di
             return Outcome(None, (type(exc).__name__, list(getattr(exc, "problems", [str(exc)]))), [],
                            options["seen"], None, taken)
         try:
-            records: list[Any] | None = list(batch.records)
+            items = list(batch.packed_records or ()) if packed else None
+            records: list[Any] | None = unpacked(items) if items is not None else list(batch.records)
+            if items is not None:
+                assert items == pack_records(records)  # the form packed makes: tuples of texts
             rejected = None
         except Exception as exc:
             records, rejected = None, (type(exc).__name__, list(getattr(exc, "problems", [str(exc)])))
@@ -82,11 +88,23 @@ def read(path: Path, fast: bool, school: tuple[str, str] | None = None, seen: di
 
 
 def both_ways(path: Path, **options: Any) -> tuple[Outcome, Outcome]:
+    """The file read the fast way and the general way, each also packed for a reading process:
+    all four the same."""
     fast, general = read(path, True, **options), read(path, False, **options)
     assert general.fast == [False] or general.fast == []
     assert (fast.records, fast.rejected, fast.warnings, fast.seen, fast.replaces) == (
         general.records, general.rejected, general.warnings, general.seen, general.replaces)
+    for way_taken in (True, False):
+        handed = read(path, way_taken, packed=True, **options)
+        assert handed.fast == (fast if way_taken else general).fast
+        assert (handed.records, handed.rejected, handed.warnings, handed.seen, handed.replaces) == (
+            general.records, general.rejected, general.warnings, general.seen, general.replaces)
+        assert _keeps(handed.records) == _keeps(general.records)  # (not part of a record's equality)
     return fast, general
+
+
+def _keeps(records: list[Any] | None) -> list[frozenset[str]]:
+    return [r.keeps for r in records or [] if isinstance(r, PupilRecord)]
 
 
 # -- writing a CTF ----------------------------------------------------------------------------------

@@ -136,3 +136,16 @@ def test_from_july_a_missing_next_year_of_term_dates_is_a_warning_until_it_is_ad
     assert "2026/27" in w and "before September" in w
     autumn = CalendarConfig(terms=(*SUMMER_2026.terms, Term(date(2026, 9, 3), date(2026, 10, 23))))
     assert schoolcal.term_warnings(autumn, date(2026, 7, 1)) == []
+
+
+def test_england_s_bank_holidays_are_those_the_holidays_package_gives_for_england() -> None:
+    """The United Kingdom class is loaded from its module's file (a faster way than the package's
+    registry, which imports every country): the holidays must be the package's own, every year
+    from 2015 to 2035 (Easter, the substitute days, the jubilee and coronation days)."""
+    import holidays
+
+    assert "cme_batch" in schoolcal._united_kingdom().__module__  # the faster way was taken
+    documented = holidays.country_holidays("GB", subdiv="ENG", years=range(2015, 2036))
+    assert schoolcal._england(2015, 2035) == frozenset(documented)
+    assert date(2022, 6, 3) in schoolcal._england(2022, 2022)  # the Platinum Jubilee's extra day
+    assert date(2023, 5, 8) in schoolcal._england(2023, 2023)  # the coronation's
