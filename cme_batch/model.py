@@ -273,10 +273,12 @@ class SourceBatch:
     #: Its records already come from a reading process (``readahead.ReadingHost``): ``read_ahead``
     #: leaves it as it is.
     read_elsewhere: bool = False
-    #: The same records as ``records``, each as ``packed`` gives it, for a reader that can make them
-    #: so without making the records first (the CTF reader's day registers): what a reading process
-    #: hands over (``cme_batch.readahead``). A consumer iterates one of the two, never both.
-    packed_records: Iterable[Any] | None = None
+    #: For a reader that can make its records as ``packed`` gives them without making the records
+    #: first (the CTF reader's day registers), what a reading process hands over
+    #: (``cme_batch.readahead``): ``(records, the same records packed)``. The packed ones are taken
+    #: only while ``records`` is still the first (whoever replaces ``records`` replaces what is read);
+    #: a consumer iterates one of the two, never both.
+    packed_records: tuple[Iterable[Record], Iterable[Any]] | None = None
     #: The report this file is the whole of (a SIMS export), named by its file name's group
     #: (``dropfolder.group_of``): skipped as already imported only when it is the same as the latest
     #: file of that group stored from this source, for a report may come back to an earlier state (a

@@ -99,7 +99,7 @@ def read_ahead(batch: SourceBatch, force: bool = False) -> Iterator[SourceBatch]
     pump = threading.Thread(target=_pump, args=(receiver, buffer, finished, stop), name="cme-batch reader pipe",
                             daemon=True)
     pump.start()
-    batch.records, batch.packed_records = _received(batch, buffer, finished), None
+    batch.records = _received(batch, buffer, finished)
     try:
         yield batch
     finally:  # also when the records were not all taken (a batch already imported, a failed store)
@@ -113,9 +113,10 @@ def read_ahead(batch: SourceBatch, force: bool = False) -> Iterator[SourceBatch]
 
 def packed_items(batch: SourceBatch) -> Iterator[Any]:
     """The batch's records as ``packed`` gives them: as its reader makes them so, when it can
-    (``SourceBatch.packed_records``), else packed a thousand at a time."""
-    if batch.packed_records is not None:
-        yield from batch.packed_records
+    (``SourceBatch.packed_records``, for the records it was made with), else packed a thousand at a
+    time."""
+    if batch.packed_records is not None and batch.packed_records[0] is batch.records:
+        yield from batch.packed_records[1]
         return
     chunk: list[Record] = []
     for rec in batch.records:

@@ -105,7 +105,7 @@ def read_file(path: Path, options: Mapping[str, Any], source: str = "ctf", prep:
     if header is not None:
         list(reader.header(header))  # settles "this school" and replaces before any record is read
     batch.records = reader.records()
-    batch.packed_records = reader.records(packed=True)
+    batch.packed_records = (batch.records, reader.records(packed=True))
     return batch
 
 

@@ -77,7 +77,7 @@ def read(path: Path, fast: bool, school: tuple[str, str] | None = None, seen: di
             return Outcome(None, (type(exc).__name__, list(getattr(exc, "problems", [str(exc)]))), [],
                            options["seen"], None, taken)
         try:
-            items = list(batch.packed_records or ()) if packed else None
+            items = list(batch.packed_records[1]) if packed and batch.packed_records else None
             records: list[Any] | None = unpacked(items) if items is not None else list(batch.records)
             if items is not None:
                 assert items == pack_records(records)  # the form packed makes: tuples of texts

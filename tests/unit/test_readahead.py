@@ -149,3 +149,23 @@ def test_leaving_before_the_last_record_stops_the_reader_and_its_thread() -> Non
         time.sleep(0.5)  # the reader fills the buffer, and its pump waits to hand over more
     assert not [t for t in threading.enumerate() if t.name == "cme-batch reader pipe"]
     assert multiprocessing.active_children() == []
+
+
+def test_records_replaced_after_reading_began_are_the_ones_handed_over() -> None:
+    """A reader's packed records (``SourceBatch.packed_records``) go to the reading process only
+    while ``records`` is still what they were made with: records put in their place (a batch
+    wrapped by whoever opened it) are handed over, packed here, not the file's first reading."""
+    from cme_batch.model import packed
+    from cme_batch.readahead import packed_items
+
+    day = date(2025, 11, 3)
+    first = [PupilRecord.named("K1", None), MarksRecord("K1", day, "/\\")]
+    batch = SourceBatch("mis", "day.xml", records=first)
+    batch.packed_records = (first, iter(packed(first)))
+    assert list(packed_items(batch)) == packed(first)
+
+    later = [PupilRecord.named("K2", None), MarksRecord("K2", day, "N\\")]
+    batch = SourceBatch("mis", "day.xml", records=first)
+    batch.packed_records = (first, iter(packed(first)))
+    batch.records = later
+    assert list(packed_items(batch)) == packed(later)
