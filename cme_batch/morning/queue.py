@@ -86,7 +86,7 @@ def _live_request(conn: Connection, case_id: int, recipient: str, now: datetime)
 def _case_message(conn: Connection, c: CaseFact, recipient: str, tokens: Tokens, config: Config, now: datetime,
                   *, purpose: str, key: str, what: str, doc: Document) -> None:
     """Queue one message about one case to one person, with that person's reply token in the subject."""
-    token = tokens.issue(conn, c.id, recipient, now)
+    token = tokens.issue(conn, c.id, recipient, now, purpose)
     subject = replies_process.subject_for(c.ref, token, what)
     sender = _sender(config)
     outbox.enqueue(conn, idempotency_key=key.format(nonce=token.split(".")[1]), purpose=purpose,

@@ -40,6 +40,11 @@ OTHER_SENDER = "reply token was issued to another address"
 BAD_MAC = "reply token signature does not match"
 EXPIRED = "reply token has expired"
 USED = "reply token was already used"
+NOT_A_REQUEST = ("reply token came with an office action email, not with a request to the DSL: a CONFIRM, "
+                 "HOLD or CLOSE answers the DSL's own request")
+#: What a token must have been sent with to carry a decision (CONFIRM, HOLD, CLOSE): a request put
+#: to the DSL or the deputy (None: a token issued before its purpose was kept).
+DECIDING = frozenset({None, "confirm_request", "review_request"})
 
 
 def _b64(b: bytes) -> str:
@@ -123,8 +128,9 @@ class Tokens:
     def from_config(cls, cfg: RepliesConfig) -> Tokens:
         return cls(KeyRing.from_config(cfg), timedelta(days=cfg.token_lifetime_days))
 
-    def issue(self, conn: Connection, case_id: int, recipient: str, now: datetime) -> str:
-        """A new single-use token for ``recipient`` about ``case_id``, stored so its use can be marked."""
+    def issue(self, conn: Connection, case_id: int, recipient: str, now: datetime, purpose: str | None = None) -> str:
+        """A new single-use token for ``recipient`` about ``case_id``, stored so its use can be marked;
+        ``purpose``, the email it is sent with (see ``DECIDING``)."""
         kid = self.keyring.signing_id
         key = self.keyring.key(kid)
         assert key is not None
@@ -133,7 +139,7 @@ class Tokens:
         expiry = int(expires.timestamp())
         conn.execute(insert(t.reply_tokens).values(
             nonce=nonce, case_id=case_id, recipient=recipient.strip().lower(), issued_at=now,
-            expires_at=datetime.fromtimestamp(expiry, UTC)))
+            expires_at=datetime.fromtimestamp(expiry, UTC), purpose=purpose))
         return f"{kid}.{nonce}.{expiry}.{_mac(key, kid, nonce, expiry, case_id, recipient)}"
 
     def verify(self, conn: Connection, token: str, case_id: int, sender: str, now: datetime,
@@ -145,7 +151,10 @@ class Tokens:
         With ``use`` false (a NOTE, which decides nothing) the token is checked as above but not
         used up, nor need it be unused: the CONFIRM the DSL sends later to the same request still
         counts, she can note a home visit on the request she confirmed, and the office can note
-        two calls on one action email.
+        two calls on one action email. A decision (``use``) needs a token sent with a request put
+        to the DSL (``DECIDING``): a deputy DSL who also works in the office gets the office's
+        action emails too, and her "Confirm" to a first-day call is no confirmation of a referral
+        she was never shown.
         """
         m = TOKEN_RE.fullmatch(token)
         if not m:
@@ -169,6 +178,8 @@ class Tokens:
             return Verdict(False, EXPIRED)
         if not use:
             return Verdict(True)
+        if row.purpose not in DECIDING:
+            return Verdict(False, NOT_A_REQUEST)
         used = conn.execute(update(t.reply_tokens).where(
             t.reply_tokens.c.nonce == nonce, t.reply_tokens.c.used_at.is_(None)).values(used_at=now))
         if used.rowcount != 1:

@@ -342,4 +342,8 @@ reply_tokens = Table(
     _ts("issued_at", False),
     _ts("expires_at", False),
     _ts("used_at"),
+    #: What the token was sent with (the outbox purpose: ``confirm_request``, ``review_request``,
+    #: ``office_action``); only a request put to the DSL can carry a decision. None: issued before
+    #: this was kept.
+    Column("purpose", String(30)),
 )

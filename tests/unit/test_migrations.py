@@ -85,9 +85,9 @@ def test_a_store_behind_the_code_must_be_migrated(tmp_path: Path) -> None:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "0001")
     with pytest.raises(BadInputError, match="schema is at 0001 but this version needs "
-                                            "0002_engine, 0002_mail, 0002_replies: run 'cme-batch init' to migrate"):
+                                            "0002_engine, 0002_mail, 0003_reply_token_purpose: run 'cme-batch init' to migrate"):
         require_current(engine)
-    assert migrate(engine) == ["0002_engine", "0002_mail", "0002_replies"]
+    assert migrate(engine) == ["0002_engine", "0002_mail", "0003_reply_token_purpose"]
     require_current(engine)
     engine.dispose()
 
