@@ -29,6 +29,7 @@ from cme_batch.mail import outbox
 from cme_batch.morning import documents
 from cme_batch.morning.facts import KIND_LABEL, OFFICE_STAGES, CaseFact, Facts, aware, gather
 from cme_batch.replies import process as replies_process
+from cme_batch.replies import tokens as tokens_mod
 from cme_batch.replies.tokens import Tokens
 from cme_batch.report import Document, Row, Section, render_html, render_text
 from cme_batch.schoolcal import SchoolCalendar, build
@@ -77,10 +78,18 @@ def dsl_addresses(config: Config) -> list[str]:
 
 
 def _live_request(conn: Connection, case_id: int, recipient: str, now: datetime) -> bool:
+    """Whether ``recipient`` holds a request about the case she can still decide on: an unused,
+    unexpired code sent with a request to the DSL (not an office action email: a deputy on the
+    office list holds those too), since the case was last reopened (a case the DSL closed and the
+    absence raised again asks both afresh, saying when and why it was closed)."""
     rt = t.reply_tokens.c
-    rows = conn.execute(select(rt.expires_at, rt.used_at).where(
+    since = tokens_mod.reopened_at(conn, case_id)
+    rows = conn.execute(select(rt.expires_at, rt.used_at, rt.issued_at, rt.purpose).where(
         rt.case_id == case_id, rt.recipient == recipient.lower())).all()
-    return any(r.used_at is None and outbox.utc(r.expires_at) > now for r in rows)  # type: ignore[operator]
+    return any(r.used_at is None and outbox.utc(r.expires_at) > now  # type: ignore[operator]
+               and r.purpose in tokens_mod.DECIDING
+               and (since is None or outbox.utc(r.issued_at) >= since)  # type: ignore[operator]
+               for r in rows)
 
 
 def _case_message(conn: Connection, c: CaseFact, recipient: str, tokens: Tokens, config: Config, now: datetime,

@@ -19,7 +19,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, func, insert, select, update
 
 from cme_batch.errors import BadInputError
 from cme_batch.replies_settings import RepliesConfig
@@ -40,6 +40,8 @@ OTHER_SENDER = "reply token was issued to another address"
 BAD_MAC = "reply token signature does not match"
 EXPIRED = "reply token has expired"
 USED = "reply token was already used"
+BEFORE_REOPENED = ("reply token came with a request sent before the case was closed and raised again: a CONFIRM, "
+                   "HOLD or CLOSE answers the request sent since")
 NOT_A_REQUEST = ("reply token came with an office action email, not with a request to the DSL: a CONFIRM, "
                  "HOLD or CLOSE answers the DSL's own request")
 #: What a token must have been sent with to carry a decision (CONFIRM, HOLD, CLOSE): a request put
@@ -107,6 +109,13 @@ class Verdict:
     reason: str | None = None
 
 
+def reopened_at(conn: Connection, case_id: int) -> datetime | None:
+    """When the case was last reopened (its latest ``reopened`` event), or None."""
+    ce = t.case_events.c
+    at = conn.execute(select(func.max(ce.at)).where(ce.case_id == case_id, ce.kind == "reopened")).scalar()
+    return _aware(at) if at is not None else None
+
+
 def case_of(conn: Connection, token: str) -> int | None:
     """The case a token was issued for, found by its nonce, signature unchecked: only to show a reply
     kept for review under its case, never to act on it."""
@@ -154,7 +163,8 @@ class Tokens:
         two calls on one action email. A decision (``use``) needs a token sent with a request put
         to the DSL (``DECIDING``): a deputy DSL who also works in the office gets the office's
         action emails too, and her "Confirm" to a first-day call is no confirmation of a referral
-        she was never shown.
+        she was never shown. Nor does a request sent before the case was last reopened (closed by
+        reply, then raised again): a fresh one, saying why it was closed, is sent.
         """
         m = TOKEN_RE.fullmatch(token)
         if not m:
@@ -180,6 +190,9 @@ class Tokens:
             return Verdict(True)
         if row.purpose not in DECIDING:
             return Verdict(False, NOT_A_REQUEST)
+        reopened = reopened_at(conn, case_id)
+        if reopened is not None and _aware(row.issued_at) < reopened:
+            return Verdict(False, BEFORE_REOPENED)
         used = conn.execute(update(t.reply_tokens).where(
             t.reply_tokens.c.nonce == nonce, t.reply_tokens.c.used_at.is_(None)).values(used_at=now))
         if used.rowcount != 1:
