@@ -9,9 +9,10 @@ school, the date and counts, never anything about a child.
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
+from cme_batch.app import in_school_time
 from cme_batch.criteria import STAGES
 from cme_batch.morning.facts import FLAG_LABEL, KIND_LABEL, NEXT_STEP, STAGE_LABEL, CaseFact, Facts
 from cme_batch.report import AMBER, RED, Document, Row, Section
@@ -185,13 +186,19 @@ def _review_section(replies: list[dict[str, Any]]) -> Section:
     others = [r for r in replies if not r.get("staff", True)]
     shown = staff + others[:REVIEW_OTHERS_SHOWN]
     section = Section("Replies kept for review (not acted on)", ["Received", "From", "Case", "Why kept"],
-                      [Row([r["received_at"].strftime("%d %b %H:%M") if r.get("received_at") else "-",
+                      [Row([_received(r["received_at"]) if r.get("received_at") else "-",
                             r.get("sender") or "-", r.get("case_ref") or "-", r.get("reason") or ""],
                            RED if r.get("staff", True) else "") for r in shown], empty="None.")
     if len(others) > REVIEW_OTHERS_SHOWN:
         section.notes = [f"{len(others) - REVIEW_OTHERS_SHOWN} more from senders who are not the school's staff "
                          "are kept, unlisted (newsletters, bounces, out-of-office answers: none can act on a case)."]
     return section
+
+
+def _received(moment: datetime) -> str:
+    """When a reply came, by the school's clocks (GMT or BST, said): stored in UTC, it read an hour
+    early all summer."""
+    return f"{in_school_time(moment if moment.tzinfo else moment.replace(tzinfo=UTC)):%a %d %b %Y %H:%M %Z}"
 
 
 def _social_care(alerts: list[Any]) -> bool:
