@@ -82,6 +82,9 @@ class Reader:
         self.today = today
         self.warnings = warnings
         self.max_revision = 0
+        #: The newest revision seen once the first rows were read (a full pull's students): any change
+        #: made after them has a newer revision (see ``ArborSource._pull``).
+        self.first_revision: int | None = None
         self._lookups: tuple[list[Row], list[Row]] | None = None
 
     # -- reading rows ----------------------------------------------------------------------------
@@ -94,7 +97,10 @@ class Reader:
     def all(self, entity: str, filters: dict[str, Any] | None = None) -> list[Row]:
         rows = list(self.client.graphql_all(entity, filters))
         mapping.check_rows(entity, rows)  # before anything is read from them, revisions included
-        return self._seen(rows)
+        out = self._seen(rows)
+        if self.first_revision is None:
+            self.first_revision = self.max_revision
+        return out
 
     def by_ids(self, entity: str, path: str, ids: Iterable[str]) -> list[Row]:
         """Rows whose ``path`` object (or the row itself, for ``""``) has one of the ids."""
@@ -178,7 +184,21 @@ class Reader:
         return attendance.marks_records(rows, *self._mark_lookups(), self.warnings)
 
     def marks_by_ids(self, ids: set[str]) -> list[MarksRecord]:
+        """The marks of these roll-call records (a changes-only pull's), with, for each one left
+        unmarked, the pupil's other records of that day: a second register of the session may hold
+        the child's mark, which wins over one left unmarked (``attendance.marks_records``), as in a
+        full pull; laid alone, the unmarked record made the child's N a session with no mark."""
         rows = self.by_ids(mapping.ROLL_CALL_RECORD, "", ids)
+        unmarked: dict[date, set[str]] = defaultdict(set)
+        for r in rows:
+            sid, day = mapping.ref_id(r.get("student")), mapping.parse_date(r.get("recordDate"))
+            if mapping.ref_id(r.get("attendanceMark")) is None and sid is not None and day is not None:
+                unmarked[day].add(sid)
+        seen = {str(r["id"]) for r in rows}
+        for day, students in sorted(unmarked.items()):
+            for chunk in _chunks(students):
+                rows += [r for r in self.all(mapping.ROLL_CALL_RECORD, {
+                    mapping.id_filter("student"): chunk, **mapping.marks_window(day, day)}) if str(r["id"]) not in seen]
         return attendance.marks_records(rows, *self._mark_lookups(), self.warnings)
 
     # -- the changelog ------------------------------------------------------------------------------
@@ -204,9 +224,9 @@ class Reader:
                     changed[entity].add(c.entity_id)
         for entity, ids in changed.items():
             ch.counts[mapping.REST_RESOURCES[entity]] = len(ids)
-        if ch.fallback_reason:
-            return ch
         ch.roll_call_records = changed.pop(mapping.ROLL_CALL_RECORD)
+        if ch.fallback_reason:  # (the changed roll-call records still count: a full pull reads one year)
+            return ch
         ch.students = set(changed.pop(mapping.STUDENT))
         for entity in mapping.STUDENT_SCOPED:
             ch.students |= self._refs(self.by_ids(entity, "", changed.pop(entity)), "student")

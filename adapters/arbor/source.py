@@ -164,7 +164,14 @@ class ArborSource:
             complete = marks_windows(records, first, last)
             if any(w.code == SKIPPED_ROLL_CALLS for w in warnings):  # some records could not be placed:
                 complete = {}  # the marks read are not the whole register, so nothing is cleared
-            reached = head if head is not None else reader.max_revision
+            if changes is not None and changes.roll_call_records:
+                # a full pull reads this academic year's marks: records the changelog gave dated before
+                # it (July's, corrected in September) are read by id, or the cursor passed them for good
+                records += [m for m in reader.marks_by_ids(changes.roll_call_records) if m.start < first]
+            # with no head revision, the cursor is the newest revision seen once the first rows (the
+            # students) were read: a change made after them has a newer one, and is read again next
+            # time; the newest revision of the whole pull was past a leaving entered during it
+            reached = head if head is not None else max(reader.first_revision or 0, since or 0)
         else:
             mode = "incremental"
             records = reader.pupils(changes.students) if changes.students else []
