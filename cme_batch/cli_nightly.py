@@ -33,8 +33,10 @@ def nightly(app: App, as_of: Any, only: tuple[str, ...]) -> None:
         app.log(stage="nightly").warning("another run holds the lock; nothing done", reason=str(exc))
         click.echo(f"{exc}; nothing done")
         return
-    for s in report.stages:
-        click.echo(f"{s.name:<10} {s.outcome:<8} {s.seconds:6.2f}s  {s.detail}")
+    from cme_batch.logfilter import scrub  # (here: every command imports this module)
+
+    for s in report.stages:  # (a stage's detail may quote an MIS's error text, which may name a child)
+        click.echo(f"{s.name:<10} {s.outcome:<8} {s.seconds:6.2f}s  {scrub(s.detail or '')}")
     if report.failed:
         sys.exit(EXIT_FAILED)
 

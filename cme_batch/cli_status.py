@@ -60,6 +60,7 @@ def refuse_a_file_that_holds_no_database(url: str) -> None:
 def gather(app: App) -> dict[str, Any]:
     from sqlalchemy import func, select  # here, not at start-up: every command imports this module
 
+    from cme_batch.logfilter import scrub
     from cme_batch.store import tables as t
 
     eng = app.engine()
@@ -78,7 +79,7 @@ def gather(app: App) -> dict[str, Any]:
                 "last_success": last_ok.isoformat() if last_ok else None,
                 "hours_since_success": round(age_h, 1) if age_h is not None else None,
                 "stale": age_h is None or age_h > stale_hours,
-                "last_error": brief(row.last_error) if row and row.last_error else None,
+                "last_error": scrub(brief(row.last_error)) if row and row.last_error else None,
             })
         stages = []
         last_run_id = conn.execute(select(t.stage_runs.c.run_id).order_by(t.stage_runs.c.id.desc()).limit(1)).scalar()
@@ -87,7 +88,8 @@ def gather(app: App) -> dict[str, Any]:
                               .order_by(t.stage_runs.c.id)).mappings():
             dur = (r["finished_at"] - r["started_at"]).total_seconds() if r["finished_at"] else None
             stages.append({"stage": r["stage"], "run_id": r["run_id"], "outcome": _outcome(r, last_run_id),
-                           "started_at": r["started_at"].isoformat(), "duration_s": dur, "detail": r["detail"],
+                           "started_at": r["started_at"].isoformat(), "duration_s": dur,
+                           "detail": scrub(r["detail"]) if r["detail"] else r["detail"],
                            "in_last_run": r["run_id"] == last_run_id})
         last_run = _last_run(conn, last_run_id) if last_run_id else None
         detect_warnings = _detect_warnings(conn)
@@ -98,8 +100,10 @@ def gather(app: App) -> dict[str, Any]:
 
         outbox = mail_outbox.counts(conn)
         all_problems = mail_outbox.problems(conn)
-        failed = [{"id": p.id, "purpose": p.purpose, "error": p.error} for p in all_problems if p.kind == "failed"]
-        waiting = [{"id": e.id, "purpose": e.purpose, "status": e.status, "error": e.last_error,
+        # (an MIS's or a mail server's error text, stored as it came, may quote a child's name: withheld)
+        failed = [{"id": p.id, "purpose": p.purpose, "error": scrub(p.error) if p.error else p.error}
+                  for p in all_problems if p.kind == "failed"]
+        waiting = [{"id": e.id, "purpose": e.purpose, "status": e.status, "error": scrub(e.last_error),
                     "next_attempt_at": e.next_attempt_at.isoformat() if e.next_attempt_at else None}
                    for e in mail_outbox.listing(conn, ("queued", "sending")) if e.last_error]
         problems = [{"id": p.id, "kind": p.kind, "text": p.text} for p in all_problems if p.kind != "failed"]

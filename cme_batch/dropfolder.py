@@ -199,7 +199,10 @@ class DropFolder:
 
     def purge_archive(self, before: datetime, dry_run: bool = False) -> int:
         """Remove archived files last changed before ``before``, except the newest of each name group
-        (what ``check_fresh`` reads); return how many (would) go.
+        (what ``check_fresh`` reads), and that only in a folder it checks: a folder it never checks
+        (``max_age_hours = 0``) is one of incoming children's CTFs, whose file names give each
+        sending school a group of its own, and the last CTF from every school a child ever came
+        from was kept for good. Return how many (would) go.
 
         Archived exports are whole pupil records (names, dates of birth, addresses) already in the
         store. Only plain files directly in the archive folder are touched, never the drop folder's
@@ -222,7 +225,7 @@ class DropFolder:
             for f in files:
                 g = group_of(f[1])
                 newest[g] = max(newest.get(g, f), f)
-            keep = set(newest.values())
+            keep = set() if self.s.max_age_hours == 0 else set(newest.values())
             old = [name for mtime, name in files if (mtime, name) not in keep and mtime < before.timestamp()]
             if not dry_run:
                 for name in old:

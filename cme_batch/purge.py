@@ -76,7 +76,12 @@ def _expired_pupils(c: Cutoffs) -> Any:
     return select(p.id).where(
         p.updated_at < datetime.combine(left_by, datetime.min.time(), tzinfo=c.outbox.tzinfo),
         p.id.in_(select(e.pupil_id)),
-        p.id.not_in(select(e.pupil_id).where(e.leaving_date.is_(None) | (e.leaving_date >= left_by))),
+        # an admission still open or ended since; a place withdrawn before the child started ends at
+        # its first day (it never gets a leaving date: such a child was kept for good)
+        p.id.not_in(select(e.pupil_id).where(
+            (e.withdrawn.is_not(True) & (e.leaving_date.is_(None) | (e.leaving_date >= left_by)))
+            | (e.withdrawn.is_(True) & ((e.leaving_date >= left_by)
+                                        | (func.coalesce(e.entry_date, e.admission_date) >= left_by))))),
         p.id.not_in(select(t.mark_strips.c.pupil_id).where(t.mark_strips.c.academic_year >= c.registers_year)),
         p.id.not_in(select(t.la_returns.c.pupil_id).where(t.la_returns.c.listed_on >= left_by)),
         p.id.not_in(kept_case),
