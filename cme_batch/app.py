@@ -121,10 +121,11 @@ class App:
     @property
     def school_id(self) -> int:
         if self._school_id is None:
-            from cme_batch.store import ingest, refuse_other_schools
+            from cme_batch.store import ingest, lock_schools, refuse_other_schools
 
             s = self.config.school
             with self.engine().begin() as conn:
+                lock_schools(conn)
                 school_id = ingest.ensure_school(conn, s.la_number, s.establishment_number, s.name)
                 # again in the transaction that may record the school: another configuration may have
                 # recorded its own school since this process opened the store (one store, one school)

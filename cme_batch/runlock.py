@@ -110,7 +110,10 @@ def run_lock(engine: Engine, state_dir: Path, name: str = "run", *, wait: float 
     db = sqlite_path(str(engine.url))
     lock_dir = db.parent if db is not None else state_dir
     lock_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    lock_file = lock_dir / f"cme-batch.{name}.lock"
+    # named after the store's own file (cme-batch.sqlite: cme-batch.run.lock), so that two schools'
+    # stores in one folder are not each other's lock: one school's night said "nothing done" while
+    # the other's ran, and its office and DSL had no morning email
+    lock_file = lock_dir / f"{db.stem if db is not None else 'cme-batch'}.{name}.lock"
     fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o600)
 
     def take_file() -> bool:

@@ -63,11 +63,22 @@ def utc(dt: datetime | None) -> datetime | None:
     return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
-def message_id_for(idempotency_key: str, from_address: str) -> str:
-    """A Message-ID that depends only on the key and the sender's domain: the same on every retry."""
+def message_id_for(idempotency_key: str, from_address: str, school: str = "") -> str:
+    """A Message-ID that depends only on the key, the school and the sender's domain: the same on
+    every retry. ``school`` (its LA and establishment numbers) keeps two schools' messages apart:
+    their keys repeat (``summary:<date>``, ``confirm:CME-2025-0001...``), and a trust's schools may
+    send from one domain, through one pickup folder (which names each file by its Message-ID: one
+    school's summary replaced the other's) or to one trust-wide officer."""
     domain = from_address.rsplit("@", 1)[-1].strip().strip(">").lower() or "localhost"
-    digest = hashlib.sha256(idempotency_key.encode("utf-8")).hexdigest()[:32]
+    digest = hashlib.sha256(f"{school}:{idempotency_key}".encode() if school else
+                            idempotency_key.encode("utf-8")).hexdigest()[:32]
     return f"<cme.{digest}@{domain}>"
+
+
+def _school_of(conn: Connection) -> str:
+    """The store's school as ``LA/establishment`` ("" for a store with none yet, or several)."""
+    rows = conn.execute(select(t.schools.c.la_number, t.schools.c.establishment_number).limit(2)).all()
+    return f"{rows[0][0]}/{rows[0][1]}" if len(rows) == 1 else ""
 
 
 def _serialise(message: Message | bytes) -> bytes:
@@ -78,14 +89,14 @@ def _serialise(message: Message | bytes) -> bytes:
 
 
 def prepare(message: Message | bytes, *, idempotency_key: str, from_address: str,
-            now: datetime) -> tuple[bytes, str]:
+            now: datetime, school: str = "") -> tuple[bytes, str]:
     """The bytes to store and the Message-ID, adding Message-ID, Date and From only when missing."""
     raw = _serialise(message)
     headers = BytesHeaderParser(policy=default_policy).parsebytes(raw)
     added: list[str] = []
     message_id = (headers.get("Message-ID") or "").strip()
     if not message_id:
-        message_id = message_id_for(idempotency_key, from_address)
+        message_id = message_id_for(idempotency_key, from_address, school)
         added.append(f"Message-ID: {message_id}")
     if headers.get("Date") is None:
         added.append(f"Date: {format_datetime(now.astimezone(UTC))}")
@@ -126,7 +137,8 @@ def enqueue(conn: Connection, *, idempotency_key: str, purpose: str, recipients:
     if not EMAIL_RE.match(parseaddr(from_address)[1] or ""):
         raise BadInputError(f"outbox: the sender {from_address!r} is not an email address")
     moment = (now or datetime.now(UTC)).astimezone(UTC)
-    raw, message_id = prepare(message, idempotency_key=idempotency_key, from_address=from_address, now=moment)
+    raw, message_id = prepare(message, idempotency_key=idempotency_key, from_address=from_address, now=moment,
+                              school=_school_of(conn))
     _insert_once(conn, {
         "idempotency_key": idempotency_key, "message_id": message_id, "purpose": purpose, "case_id": case_id,
         "recipients": rcpts, "subject": subject[:300], "mime": raw, "status": "queued", "attempts": 0,

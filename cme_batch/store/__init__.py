@@ -20,6 +20,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import zlib
 from json.encoder import encode_basestring_ascii as _quoted
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -228,6 +229,22 @@ def refuse_other_schools(conn: Connection, la_number: str, establishment_number:
             "school, so nothing was read or changed. Give each school a database of its own (a SQLite file, or "
             "a database of its own on the PostgreSQL server); if this is the same school and its numbers have "
             "changed, see 'One database per school' in the README")
+
+
+#: The PostgreSQL advisory lock held while a run records its school (``lock_schools``).
+SCHOOLS_LOCK_KEY = zlib.crc32(b"cme-batch schools")
+
+
+def lock_schools(conn: Connection) -> None:
+    """Until the transaction ends, be the only one recording a school in this store (PostgreSQL).
+
+    Two configurations' first runs on one database at once each read no other school, under
+    PostgreSQL's default isolation neither saw the other's uncommitted row, and the store then
+    held two schools, which every later command of both refused. With the lock the second waits
+    for the first to commit, then sees its school and is refused, changing nothing. (SQLite
+    writers are one at a time already.)"""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHOOLS_LOCK_KEY})
 
 
 def require_one_school(engine: Engine, la_number: str, establishment_number: str) -> None:

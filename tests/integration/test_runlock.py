@@ -44,7 +44,7 @@ def test_the_sqlite_lock_is_private_refuses_a_second_holder_and_is_released(tmp_
     db = tmp_path / "state" / "cme.sqlite"
     engine = create_engine(f"sqlite:///{db}")
     with run_lock(engine, tmp_path / "elsewhere"):
-        lock_file = db.parent / "cme-batch.run.lock"
+        lock_file = db.parent / "cme.run.lock"  # named after the store (cme.sqlite)
         assert stat.S_IMODE(lock_file.stat().st_mode) == 0o600
         with pytest.raises(LockHeld, match=f"holds the run lock \\({lock_file}\\)"), run_lock(engine, tmp_path):
             pass
