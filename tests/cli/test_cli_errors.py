@@ -167,7 +167,7 @@ def test_a_send_while_another_holds_the_lock_is_not_an_error(store: tuple[Path, 
     import fcntl
 
     cfg, db = store
-    lock = db.parent / "cme-batch.send.lock"
+    lock = db.parent / f"{db.stem}.send.lock"  # (named after the store)
     fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
     fcntl.flock(fd, fcntl.LOCK_EX)
     try:

@@ -49,7 +49,7 @@ def store(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
 
 def test_send_json_while_another_send_holds_the_lock_prints_one_json_document(store: tuple[Path, Path]) -> None:
     cfg, db = store
-    lock = db.parent / "cme-batch.send.lock"
+    lock = db.parent / f"{db.stem}.send.lock"  # (named after the store)
     fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
     fcntl.flock(fd, fcntl.LOCK_EX)
     try:
@@ -83,7 +83,7 @@ def test_json_of_a_stage_whose_lock_another_process_holds_is_one_document(
     with run_lock(engine, tmp_path / "state", lock):  # flock: a second open of the file is refused, as another process's
         result = CliRunner().invoke(cli, ["--config", str(cfg), *args, "--format", "json"])
     engine.dispose()
-    note = f"another cme-batch run holds the {lock} lock ({db.parent / f'cme-batch.{lock}.lock'}); nothing done"
+    note = f"another cme-batch run holds the {lock} lock ({db.parent / f'{db.stem}.{lock}.lock'}); nothing done"
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == {"lock_held": True, "command": args[0], "message": note}
     waiting, *_, last = result.stderr.strip().splitlines()

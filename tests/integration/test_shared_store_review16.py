@@ -108,13 +108,12 @@ def test_two_schools_mornings_through_one_pickup_folder_all_arrive(tmp_path: Pat
                          "dsl@second.example, deputy@second.example"]), to
 
 
+@pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)  # (SQLite: one writer at a time)
 def test_two_schools_first_runs_at_once_on_one_postgresql_database(
         engine: Engine, store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The LA's technician sets up two schools from one template, forgetting to change ``database.url``
     in the second, and starts both first runs together. One must be refused; here both meet exactly
     between recording their school and committing (the barrier only holds that moment)."""
-    if not store_url.startswith("postgresql"):
-        pytest.skip("SQLite lets one writer at a time: the second school waits, then is refused")
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     apps = [App(school_config(tmp_path / "a", BASE_CONFIG, store_url), clock=lambda: FIXED_NOW),
@@ -162,13 +161,12 @@ def test_two_schools_first_runs_at_once_on_one_postgresql_database(
     assert len(schools) == 1, schools
 
 
+@pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)  # (SQLite files: the first test)
 def test_on_one_postgresql_server_a_schools_night_runs_while_another_schools_night_runs(
         engine: Engine, store_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     """Each school its own database on the trust's PostgreSQL server (README: ``CREATE DATABASE
     cme_school_3001;``): the run lock (an advisory lock) is the database's own, so the first school's
     night under way does not stop the second school's."""
-    if not store_url.startswith("postgresql"):
-        pytest.skip("the PostgreSQL server's databases; SQLite files: the first test")
     base = request.getfixturevalue("_postgres")
     admin = open_store(base)
     with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
