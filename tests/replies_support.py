@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import mailbox as stdlib_mailbox
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
@@ -12,8 +12,11 @@ from typing import Any
 
 from sqlalchemy import Engine, insert, select
 
+from cme_batch import detect
 from cme_batch.app import App
-from cme_batch.model import PupilRecord, SourceBatch
+from cme_batch.dispatch import DispatchReport, queue_confirmed_referrals
+from cme_batch.model import MarksRecord, PupilRecord, SourceBatch
+from cme_batch.morning.queue import queue_morning_mail
 from cme_batch.replies import Tokens, process, subject_for
 from cme_batch.replies.tokens import KeyRing
 from cme_batch.store import ingest
@@ -122,3 +125,21 @@ def maildir_app(tmp_path: Path, store_url: str, engine: Engine, now: datetime, e
     a = App(str(write_config(tmp_path, store_url, MAILDIR_REPLIES + extra)), clock=lambda: now)
     a._engine = engine
     return a
+
+
+def night_of(app: App, day: date, code: str | None, pupil: PupilRecord | None = None,
+             flags: tuple[Any, ...] = ()) -> DispatchReport:
+    """The night after ``day``, stage by stage as ``nightly`` runs them (sending aside): that day's
+    register of one pupil ("p1", or ``pupil``, with ``flags``) imported, ``code`` in both sessions
+    (None: the register was not taken), detect, the replies read, confirmed referrals queued, the
+    morning's emails. ``app`` is a ``tests.helpers.clocked_app``."""
+    app.clock_box["now"] = datetime.combine(day, time(23, 0), UTC)  # type: ignore[attr-defined]
+    records: list[Any] = [pupil or PupilRecord("p1", upn="A123456789012", dob=date(2017, 3, 1)), *flags]
+    if code is not None:
+        records.append(MarksRecord("p1", day, (code, code)))
+    ingest.apply_batch(app.engine(), app.school_id, SourceBatch("test", "test", records=records), app.now())
+    detect.run_detect(app, day)
+    process.read_replies(app)
+    report = queue_confirmed_referrals(app, day)
+    queue_morning_mail(app, day)
+    return report

@@ -19,6 +19,7 @@ from cme_batch.model import EnrolmentRecord, MarksRecord, PupilRecord
 from cme_batch.store import migrate, open_store
 from cme_batch.store import tables as t
 from tests.adapters.arbor_helpers import PASSWORD, arbor_app, ingest_ok, stored_cursor
+from tests.adapters.test_arbor_review import du_cases
 
 P1_UPN = "A916299925001"
 RECORD = "AttendanceRollCallRecord"
@@ -145,13 +146,6 @@ def test_a_july_mark_corrected_in_september_is_stored_when_a_deletion_forces_a_f
 
 
 # -- the cursor of a full pull when Arbor gives no head revision ---------------------------------------
-def du_cases(engine: Engine) -> list[tuple[Any, ...]]:
-    with engine.connect() as conn:
-        return [tuple(r) for r in conn.execute(
-            select(t.pupils.c.upn, t.cases.c.status).join(t.pupils, t.pupils.c.id == t.cases.c.pupil_id)
-            .where(t.cases.c.kind == "destination_unknown"))]
-
-
 def test_a_leaving_entered_during_a_full_pull_without_head_revision_is_read_the_next_night(
         tmp_path: Path, store_url: str, engine: Engine, arbor: FakeArbor) -> None:
     """Arbor gives no head revision (the endpoint is UNCONFIRMED). While a full pull runs (the

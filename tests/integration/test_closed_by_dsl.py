@@ -12,7 +12,7 @@ from __future__ import annotations
 import email
 import email.policy
 import mailbox as stdlib_mailbox
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -22,15 +22,12 @@ from sqlalchemy import Engine, select
 
 from cme_batch import detect
 from cme_batch.app import App
-from cme_batch.dispatch import DispatchReport, queue_confirmed_referrals
-from cme_batch.model import MarksRecord, PupilRecord, SourceBatch
-from cme_batch.morning.queue import queue_morning_mail
+from cme_batch.dispatch import DispatchReport
 from cme_batch.replies.process import read_replies
 from cme_batch.store import tables as t
-from cme_batch.store.ingest import apply_batch
 from tests.conftest import write_config
 from tests.helpers import clocked_app
-from tests.replies_support import DEPUTY, DSL, KEY, KEY_ENV, MAILDIR_REPLIES, reply
+from tests.replies_support import DEPUTY, DSL, KEY, KEY_ENV, MAILDIR_REPLIES, night_of, reply
 
 TERM = date(2026, 1, 5), date(2026, 3, 27)
 
@@ -57,18 +54,8 @@ def _mailbox(app: App) -> stdlib_mailbox.Maildir:
 
 
 def _night(app: App, day: date, code: str | None) -> DispatchReport:
-    """The night after ``day``, stage by stage as ``nightly`` runs them (sending aside): that day's
-    register imported, detect, the replies read, confirmed referrals queued, the morning's emails."""
-    app.clock_box["now"] = datetime.combine(day, time(23, 0), UTC)  # type: ignore[attr-defined]
-    records: list[Any] = [PupilRecord("p1", upn="A123456789012", dob=date(2017, 3, 1))]
-    if code is not None:  # None: that day's register was not taken
-        records.append(MarksRecord("p1", day, (code, code)))
-    apply_batch(app.engine(), app.school_id, SourceBatch("test", "test", records=records), app.now())
-    detect.run_detect(app, day)
-    read_replies(app)
-    report = queue_confirmed_referrals(app, day)
-    queue_morning_mail(app, day)
-    return report
+    """The night after ``day`` (``night_of``): ``code`` in that day's register, None if not taken."""
+    return night_of(app, day, code)
 
 
 def _case(engine: Engine) -> Any:

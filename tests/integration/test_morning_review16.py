@@ -5,7 +5,7 @@ from __future__ import annotations
 import email
 import email.policy
 import mailbox as stdlib_mailbox
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -15,12 +15,10 @@ from sqlalchemy import Engine, select
 
 from cme_batch import detect
 from cme_batch.app import App
-from cme_batch.dispatch import DispatchReport, queue_confirmed_referrals
-from cme_batch.model import MarksRecord, PupilRecord, SourceBatch
+from cme_batch.dispatch import DispatchReport
+from cme_batch.model import PupilRecord
 from cme_batch.morning.queue import queue_morning_mail
-from cme_batch.replies.process import read_replies
 from cme_batch.store import tables as t
-from cme_batch.store.ingest import apply_batch
 from tests.conftest import write_config
 from tests.helpers import clocked_app
 from tests.referral_support import make_pki, smime_config
@@ -35,6 +33,7 @@ from tests.replies_support import (
     issue,
     make_case,
     make_tokens,
+    night_of,
     reply,
 )
 
@@ -63,17 +62,8 @@ def _mailbox(app: App) -> stdlib_mailbox.Maildir:
 
 def _night(app: App, day: date, code: str | None, flags: tuple[Any, ...] = ()) -> DispatchReport:
     """The night after ``day`` as ``nightly`` runs its stages (sending aside)."""
-    app.clock_box["now"] = datetime.combine(day, time(23, 0), UTC)  # type: ignore[attr-defined]
-    records: list[Any] = [PupilRecord("p1", upn="A123456789012", dob=date(2017, 3, 1), legal_forename="Alex",
-                                      legal_surname="Testchild", year_group="4", reg_group="4B"), *flags]
-    if code is not None:
-        records.append(MarksRecord("p1", day, (code, code)))
-    apply_batch(app.engine(), app.school_id, SourceBatch("test", "test", records=records), app.now())
-    detect.run_detect(app, day)
-    read_replies(app)
-    report = queue_confirmed_referrals(app, day)
-    queue_morning_mail(app, day)
-    return report
+    return night_of(app, day, code, PupilRecord("p1", upn="A123456789012", dob=date(2017, 3, 1), legal_forename="Alex",
+                                                legal_surname="Testchild", year_group="4", reg_group="4B"), flags)
 
 
 def _case(engine: Engine, kind: str = "unexplained_absence") -> Any:
