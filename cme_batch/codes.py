@@ -217,7 +217,10 @@ class Classifier:
         return [UnknownCode(c, sessions[c], pupils[c]) for c in sorted(sessions)]
 
 
-def warning_text(u: UnknownCode) -> str:
-    """The data-quality warning for an unknown code (no pupil is named)."""
-    return (f"unknown attendance code {u.code!r} in {u.sessions} session(s) of {u.pupils} pupil(s): "
-            "treated as neutral; map it under [codes] local or subcodes")
+def warning_text(u: UnknownCode, where: str = "") -> str:
+    """The data-quality warning for an unknown code (no pupil is named); ``where``, the classes and
+    dates it is found in, for the office to find the register."""
+    return (f"unknown attendance code {u.code!r} in {u.sessions} session(s) of {u.pupils} pupil(s)"
+            f"{f' ({where})' if where else ''}: treated as neutral, so an absence it records counts for nothing: "
+            "check those registers in the MIS (a code mistyped?), or have the code mapped under [codes] local "
+            "or subcodes in the configuration")

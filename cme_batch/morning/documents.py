@@ -152,6 +152,17 @@ def _common_sections(f: Facts, office: bool = False) -> list[Section]:
                           empty="No register gaps in open cases.")
     gap_section.notes = list(f.register_warnings)
     sections.append(gap_section)
+    shown = f.import_warnings[:IMPORT_WARNINGS_SHOWN]
+    imported = Section(
+        "Problems in the data the MIS sent", ["Where", "Problem"],
+        [Row([where, what if n == 1 else f"{what} ({n} times)"], AMBER) for where, what, n in shown],
+        intro="Found in the exports imported since the last summary. Nothing here was refused: correct each in "
+              "the MIS, so that the next export is right.",
+        empty="None.")
+    if len(f.import_warnings) > len(shown):
+        imported.notes = [f"{len(f.import_warnings) - len(shown)} more: see 'cme-batch status' or the import's "
+                          "own report."]
+    sections.append(imported)
     sections.append(Section(
         "Email problems", ["Message", "Problem"],
         [Row([f"#{p.id} {p.purpose}", p.text], RED if p.kind in ("failed", "unknown") else "") for p in f.outbox_problems],
@@ -174,6 +185,9 @@ def _how_to_answer(c: CaseFact) -> str:
             f"CONFIRM {c.ref} (or HOLD {c.ref} <reason>, CLOSE {c.ref} <reason>, NOTE {c.ref} <text>). "
             "Keep the subject: its code proves the reply is yours.")
 
+
+#: The import warnings listed in one summary or digest (the rest are counted).
+IMPORT_WARNINGS_SHOWN = 30
 
 #: Replies from other senders than the school's staff listed in one digest (the rest are counted).
 REVIEW_OTHERS_SHOWN = 20
