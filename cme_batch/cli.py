@@ -381,6 +381,10 @@ def check_config(app: App) -> None:
         click.echo(f"  not checked: {what}")
     if not cfg.calendar.terms:
         click.echo("  warning: no term dates configured; school days will be inferred from the registers")
+    from cme_batch.schoolcal import term_doubts
+
+    for doubt in term_doubts(cfg.calendar, date.today()):
+        click.echo(f"  warning: {doubt}")
 
 
 def _safe_url(url: str) -> str:

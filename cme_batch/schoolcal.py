@@ -346,6 +346,34 @@ def has_terms(cfg: CalendarConfig, academic_year: int) -> bool:
     return any(t.start <= end and t.end >= start for t in cfg.terms)
 
 
+#: A term starting further ahead than this looks like a year typed wrong (``term_doubts``).
+TERM_AHEAD_DAYS = 550
+#: The longest gap between two terms of one academic year that is a holiday (Christmas, Easter:
+#: about two or three weeks); a longer one looks like a term left out.
+TERM_GAP_DAYS = 35
+
+
+def term_doubts(cfg: CalendarConfig, today: date) -> list[str]:
+    """What in the configured terms looks like a typing mistake, for ``check-config`` to say: a
+    term starting over a year and a half ahead (2062 for 2026), terms that overlap, or a gap of
+    more than five weeks between two terms of one academic year (a term left out). Such a
+    calendar puts a holiday where the school is open: the registers show it once the days come
+    (``opened_warning``), but due dates worked out ahead cross it."""
+    out: list[str] = []
+    terms = sorted(cfg.terms, key=lambda t: t.start)
+    for t in terms:
+        if (t.start - today).days > TERM_AHEAD_DAYS:
+            out.append(f"the term starting {t.start:%d %b %Y} is {(t.start - today).days // 365 or 1} year(s) ahead: "
+                       "is its year typed right?")
+    for a, b in zip(terms, terms[1:], strict=False):
+        if b.start <= a.end:
+            out.append(f"the terms {a.start:%d %b %Y}-{a.end:%d %b %Y} and {b.start:%d %b %Y}-{b.end:%d %b %Y} overlap")
+        elif mk.academic_year_of(a.end) == mk.academic_year_of(b.start) and (b.start - a.end).days > TERM_GAP_DAYS:
+            out.append(f"no term from {a.end:%d %b %Y} to {b.start:%d %b %Y} ({(b.start - a.end).days} days): "
+                       "is a term left out?")
+    return out
+
+
 def fallback_warning(academic_year: int) -> str:
     return (f"academic year {academic_year}/{(academic_year + 1) % 100:02d} has no term dates configured: "
             "school days are inferred from the registers (a weekday on which at least half the pupils on roll "
@@ -380,6 +408,12 @@ def build(cfg: CalendarConfig, first: date, last: date,
     modes = {y: has_terms(cfg, y) for y in range(mk.academic_year_of(first), mk.academic_year_of(last) + 1)}
     days: list[date] = []
     opened: dict[date, str] = {}  # school days only the registers make: why the configuration did not
+    # After the evaluation date, while the registers up to it show the school open where the
+    # configuration has a holiday (a term typed in the wrong year, or left out), the days ahead are
+    # taken as the school's weekdays until the next configured term: a due date worked out over a
+    # holiday the school is not having came out weeks late (the DSL asked to confirm a referral "due"
+    # after Easter on the 8th day of absence). Earlier is the safe side.
+    projecting: bool | None = None  # (decided on the first day after ``as_of``)
     day = first
     while day <= last:
         weekday = day.weekday() < 5
@@ -387,14 +421,20 @@ def build(cfg: CalendarConfig, first: date, last: date,
         year = mk.academic_year_of(day)
         reg = registers.get(year)
         am = mk.position(day, "AM")
+        if projecting is None and as_of is not None and day > as_of:
+            projecting = bool(days) and days[-1] in opened
         if reg is not None and am in reg.closed and am + 1 in reg.closed:
             pass
         elif modes[year]:
-            if weekday and not off and any(t.start <= day <= t.end for t in terms):
+            in_term = any(t.start <= day <= t.end for t in terms)
+            if weekday and not off and in_term:
                 days.append(day)
+                projecting = projecting and day <= (as_of or day)  # the configured term has come: it counts again
             elif reg is not None and (am in reg.beyond or am + 1 in reg.beyond):
                 days.append(day)
                 opened[day] = _why_not(day, cfg, closures, hols)
+            elif projecting and weekday and day not in hols and not in_term:
+                days.append(day)
         elif not weekday:
             pass
         elif registers_end is None or day > registers_end:
