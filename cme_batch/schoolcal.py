@@ -408,12 +408,6 @@ def build(cfg: CalendarConfig, first: date, last: date,
     modes = {y: has_terms(cfg, y) for y in range(mk.academic_year_of(first), mk.academic_year_of(last) + 1)}
     days: list[date] = []
     opened: dict[date, str] = {}  # school days only the registers make: why the configuration did not
-    # After the evaluation date, while the registers up to it show the school open where the
-    # configuration has a holiday (a term typed in the wrong year, or left out), the days ahead are
-    # taken as the school's weekdays until the next configured term: a due date worked out over a
-    # holiday the school is not having came out weeks late (the DSL asked to confirm a referral "due"
-    # after Easter on the 8th day of absence). Earlier is the safe side.
-    projecting: bool | None = None  # (decided on the first day after ``as_of``)
     day = first
     while day <= last:
         weekday = day.weekday() < 5
@@ -421,20 +415,14 @@ def build(cfg: CalendarConfig, first: date, last: date,
         year = mk.academic_year_of(day)
         reg = registers.get(year)
         am = mk.position(day, "AM")
-        if projecting is None and as_of is not None and day > as_of:
-            projecting = bool(days) and days[-1] in opened
         if reg is not None and am in reg.closed and am + 1 in reg.closed:
             pass
         elif modes[year]:
-            in_term = any(t.start <= day <= t.end for t in terms)
-            if weekday and not off and in_term:
+            if weekday and not off and any(t.start <= day <= t.end for t in terms):
                 days.append(day)
-                projecting = projecting and day <= (as_of or day)  # the configured term has come: it counts again
             elif reg is not None and (am in reg.beyond or am + 1 in reg.beyond):
                 days.append(day)
                 opened[day] = _why_not(day, cfg, closures, hols)
-            elif projecting and weekday and day not in hols and not in_term:
-                days.append(day)
         elif not weekday:
             pass
         elif registers_end is None or day > registers_end:

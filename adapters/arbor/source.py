@@ -171,7 +171,9 @@ class ArborSource:
             # with no head revision, the cursor is the newest revision seen once the first rows (the
             # students) were read: a change made after them has a newer one, and is read again next
             # time; the newest revision of the whole pull was past a leaving entered during it
-            reached = head if head is not None else max(reader.first_revision or 0, since or 0)
+            # (or the newest of the changelog read first, when a deletion forced the pull)
+            reached = head if head is not None else max(reader.first_revision or 0, since or 0,
+                                                        changes.last_revision if changes is not None else 0)
         else:
             mode = "incremental"
             records = reader.pupils(changes.students) if changes.students else []
