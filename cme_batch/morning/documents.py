@@ -152,16 +152,20 @@ def _common_sections(f: Facts, office: bool = False) -> list[Section]:
                           empty="No register gaps in open cases.")
     gap_section.notes = list(f.register_warnings)
     sections.append(gap_section)
-    shown = f.import_warnings[:IMPORT_WARNINGS_SHOWN]
+    # the office is not told of vulnerability records (a child protection status Arbor gave in a code
+    # not read): the DSL is (DOMAIN.md 7: the least data each reader needs)
+    listed = [w for w in f.import_warnings if not (office and w[0] in DSL_ONLY_WARNINGS)]
+    shown = listed[:IMPORT_WARNINGS_SHOWN]
     imported = Section(
         "Problems in the data the MIS sent", ["Where", "Problem"],
-        [Row([where, what if n == 1 else f"{what} ({n} times)"], AMBER) for where, what, n in shown],
+        [Row([where, what if n == 1 else f"{what} ({n} times)"], AMBER) for _code, where, what, n in shown],
         intro="Found in the exports imported since the last summary. Nothing here was refused: correct each in "
               "the MIS, so that the next export is right.",
         empty="None.")
-    if len(f.import_warnings) > len(shown):
-        imported.notes = [f"{len(f.import_warnings) - len(shown)} more: see 'cme-batch status' or the import's "
-                          "own report."]
+    notes = [f"{len(listed) - len(shown)} more: see the import's own report in the log."] if len(listed) > len(shown) else []
+    if len(listed) < len(f.import_warnings):
+        notes.append(f"{len(f.import_warnings) - len(listed)} about vulnerability records: in the DSL's digest.")
+    imported.notes = notes
     sections.append(imported)
     sections.append(Section(
         "Email problems", ["Message", "Problem"],
@@ -188,6 +192,8 @@ def _how_to_answer(c: CaseFact) -> str:
 
 #: The import warnings listed in one summary or digest (the rest are counted).
 IMPORT_WARNINGS_SHOWN = 30
+#: Import warnings about vulnerability records, for the DSL's digest only.
+DSL_ONLY_WARNINGS = frozenset({"arbor_unknown_status", "flag_rows_disagree", "unknown_sen_status"})
 
 #: Replies from other senders than the school's staff listed in one digest (the rest are counted).
 REVIEW_OTHERS_SHOWN = 20

@@ -230,3 +230,17 @@ def test_a_flood_of_other_mail_kept_for_review_does_not_bury_the_staffs_replies(
     assert "dsl@school.example" in section and "CME-2025-0009" in section
     assert section.count("@shop.example") == documents.REVIEW_OTHERS_SHOWN
     assert "480 more from senders who are not the school's staff" in section
+
+
+def test_import_warnings_about_vulnerability_records_go_to_the_dsl_alone() -> None:
+    """The night's import warnings are in both emails, but one about a vulnerability record (a child
+    protection status in a code not read) only in the DSL's digest: the office is told one is there."""
+    f = _facts(import_warnings=[
+        ("bad_upn", "sims: pupils.xml record 4", "UPN: the check letter does not match the rest of the UPN", 1),
+        ("arbor_unknown_status", "arbor: arbor vulnerability statuses",
+         "Arbor ChildProtectionStatusAssignment 77 has status code 'XX': no child protection flag raised", 2)])
+    office, digest = render_text(documents.office_document(f)), render_text(documents.dsl_document(f))
+    assert "check letter does not match" in office and "check letter does not match" in digest
+    assert "ChildProtectionStatusAssignment 77" in digest and "(2 times)" in digest
+    assert "ChildProtectionStatusAssignment" not in office and "child protection" not in office.lower()
+    assert "1 about vulnerability records: in the DSL's digest" in office
