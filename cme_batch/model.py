@@ -233,13 +233,16 @@ class Warning_:
     """A data-quality warning: kept with the ingest run and shown in the summary; never a failure.
 
     ``where`` names file and record number (never a pupil's name); ``pupil_key`` lets the store
-    attach it to a pupil without putting identity into the text.
+    attach it to a pupil without putting identity into the text. ``dsl_only``: it is about a
+    vulnerability record (a child protection, in-care or SEN status), so the morning emails show it
+    to the DSL alone (DOMAIN.md 7: the office is told how many).
     """
 
     code: str  # e.g. "unknown_code", "bad_upn", "mark_outside_calendar", "duplicate_pupil"
     message: str
     where: str | None = None
     pupil_key: str | None = None
+    dsl_only: bool = False
 
 
 @dataclass

@@ -618,7 +618,7 @@ def flag_records(rows: Mapping[str, Sequence[Row]], tag_flags: Mapping[str, str]
             warnings.append(Warning_("arbor_unknown_status", f"Arbor {entity} {r['id']} has {what}: no {flag} flag "
                                      "raised for it; check the status in Arbor (the codes read are in "
                                      "adapters/arbor/mapping.py)", where="arbor vulnerability statuses",
-                                     pupil_key=ref_id(r.get("student"))))
+                                     pupil_key=ref_id(r.get("student")), dsl_only=True))
 
     def coded(entity: str, r: Row, code: Any, kinds: Mapping[str, str], none: frozenset[str], flag: str
               ) -> str | None:

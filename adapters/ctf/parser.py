@@ -151,8 +151,8 @@ class _Reader:
         #: The file's first ``Header`` as ``read_file`` found it (the fast way reads no header itself).
         self.first_header: Element | None = None
 
-    def warn(self, code: str, message: str) -> None:
-        self.batch.warnings.append(Warning_(code, message, f"{self.file} record {self.n}"))
+    def warn(self, code: str, message: str, dsl_only: bool = False) -> None:
+        self.batch.warnings.append(Warning_(code, message, f"{self.file} record {self.n}", dsl_only=dsl_only))
 
     def records(self, packed: bool = False) -> Iterator[Any]:
         """The file's records; with ``packed``, each as ``model.packed`` gives it (a day's
@@ -480,7 +480,7 @@ class _Reader:
         for sen in grandchildren(p, "SENhistory", "SEN"):
             prov = (text_of(sen.find("SENprovision")) or "").upper()
             if prov not in SEN_FLAGS:
-                self.warn("unknown_sen_status", f"SENprovision {prov!r} is not E, K or N; ignored")
+                self.warn("unknown_sen_status", f"SENprovision {prov!r} is not E, K or N; ignored", dsl_only=True)
                 continue
             kind = SEN_FLAGS[prov]
             start = self.date_of(sen.find("StartDate"), "SEN/StartDate")

@@ -262,8 +262,8 @@ class _Reader:
         self.codes: dict[str | None, str] = {}  # mark as written -> national or configured code
         self.n = 0  # records read
 
-    def warn(self, code: str, message: str, n: int, key: str | None) -> None:
-        self.batch.warnings.append(Warning_(code, message, f"{self.file} record {n}", key))
+    def warn(self, code: str, message: str, n: int, key: str | None, dsl_only: bool = False) -> None:
+        self.batch.warnings.append(Warning_(code, message, f"{self.file} record {n}", key, dsl_only))
 
     def records(self) -> Iterator[Record]:
         try:
@@ -592,7 +592,7 @@ class _Reader:
                     kinds.append(SEN_FLAGS[code])  # type: ignore[arg-type]
             elif ("unknown_sen_status", key, sen) not in self.done:  # (once, not on each of its rows)
                 self.done.add(("unknown_sen_status", key, sen))
-                self.warn("unknown_sen_status", f"SEN status {sen!r} is not E, K or N; ignored", n, key)
+                self.warn("unknown_sen_status", f"SEN status {sen!r} is not E, K or N; ignored", n, key, dsl_only=True)
         # every row of the pupil is read (one row per contact): a flag raised on any of them is
         # raised, and rows that disagree are shown (only the first row used to be read, so a Yes
         # on a later row was dropped and its values went unchecked)
@@ -610,7 +610,7 @@ class _Reader:
                 differ = sorted({names.get(k, k) for k in raised ^ first})
                 self.warn("flag_rows_disagree", f"the pupil's rows disagree on {', '.join(differ)}: this row and "
                           f"record {where}, an earlier row of the same pupil; every flag any of its rows raises is "
-                          "kept: correct the report or the pupil's record in SIMS", n, key)
+                          "kept: correct the report or the pupil's record in SIMS", n, key, dsl_only=True)
             first.update(new)
         for kind in new:
             yield FlagRecord(key, kind)

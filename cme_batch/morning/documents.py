@@ -154,11 +154,11 @@ def _common_sections(f: Facts, office: bool = False) -> list[Section]:
     sections.append(gap_section)
     # the office is not told of vulnerability records (a child protection status Arbor gave in a code
     # not read): the DSL is (DOMAIN.md 7: the least data each reader needs)
-    listed = [w for w in f.import_warnings if not (office and w[0] in DSL_ONLY_WARNINGS)]
+    listed = [w for w in f.import_warnings if not (office and w[0])]
     shown = listed[:IMPORT_WARNINGS_SHOWN]
     imported = Section(
         "Problems in the data the MIS sent", ["Where", "Problem"],
-        [Row([where, what if n == 1 else f"{what} ({n} times)"], AMBER) for _code, where, what, n in shown],
+        [Row([where, what if n == 1 else f"{what} ({n} times)"], AMBER) for _dsl_only, where, what, n in shown],
         intro="Found in the exports imported since the last summary. Nothing here was refused: correct each in "
               "the MIS, so that the next export is right.",
         empty="None.")
@@ -192,8 +192,6 @@ def _how_to_answer(c: CaseFact) -> str:
 
 #: The import warnings listed in one summary or digest (the rest are counted).
 IMPORT_WARNINGS_SHOWN = 30
-#: Import warnings about vulnerability records, for the DSL's digest only.
-DSL_ONLY_WARNINGS = frozenset({"arbor_unknown_status", "flag_rows_disagree", "unknown_sen_status"})
 
 #: Replies from other senders than the school's staff listed in one digest (the rest are counted).
 REVIEW_OTHERS_SHOWN = 20

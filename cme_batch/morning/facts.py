@@ -154,9 +154,9 @@ class Facts:
     # cases closed since the last summary (DSL only): with nights caught up after the server was
     # off, a case may have opened and closed without ever being open on a summary's morning
     closed: list[dict[str, Any]] = field(default_factory=list)
-    #: The data-quality warnings of the imports stored since the last summary: (code, where, what,
-    #: how many times), in the order they came (``_import_warnings``)
-    import_warnings: list[tuple[str, str, str, int]] = field(default_factory=list)
+    #: The data-quality warnings of the imports stored since the last summary: (for the DSL alone,
+    #: where, what, how many times), in the order they came (``_import_warnings``)
+    import_warnings: list[tuple[bool, str, str, int]] = field(default_factory=list)
 
     @property
     def stale_or_failed(self) -> list[SourceFact]:
@@ -597,10 +597,10 @@ def gather(conn: Connection, config: Config, as_of: date, now: datetime, calenda
                  import_warnings=_import_warnings(conn, as_of, now))
 
 
-def _import_warnings(conn: Connection, as_of: date, now: datetime) -> list[tuple[str, str, str, int]]:
+def _import_warnings(conn: Connection, as_of: date, now: datetime) -> list[tuple[bool, str, str, int]]:
     """The warnings of the imports stored since the last summary was queued (the last day, if none):
-    (the warning's code, the source and what it read, the warning with where in the file, how
-    many times).
+    (whether for the DSL alone, ``Warning_.dsl_only``; the source and what it read; the warning
+    with where in the file; how many times).
 
     An import keeps its warnings (a UPN whose check letter is wrong, marks dated on a weekend, a
     leaving without an admission...) with its run; the night is run by the timer, so without them
@@ -611,16 +611,16 @@ def _import_warnings(conn: Connection, as_of: date, now: datetime) -> list[tuple
         ob.purpose == "summary", ob.idempotency_key.like("summary:%"),
         ob.idempotency_key < f"summary:{as_of.isoformat()}")).scalar()
     since = aware(since) if since is not None else now - timedelta(days=1)
-    seen: dict[tuple[str, str, str], int] = {}
+    seen: dict[tuple[bool, str, str], int] = {}
     for source, origin, warnings in conn.execute(select(ir.source, ir.origin, ir.warnings).where(
             ir.status == "ok", ir.started_at > since, ir.started_at <= now).order_by(ir.id)):
         for w in warnings or []:
             if not isinstance(w, dict) or not w.get("message"):
                 continue
             where = w.get("where") or origin or ""
-            key = (str(w.get("code") or ""), f"{source}: {where}" if where else str(source), str(w["message"]))
+            key = (bool(w.get("dsl_only")), f"{source}: {where}" if where else str(source), str(w["message"]))
             seen[key] = seen.get(key, 0) + 1
-    return [(code, where, what, n) for (code, where, what), n in seen.items()]
+    return [(dsl_only, where, what, n) for (dsl_only, where, what), n in seen.items()]
 
 
 def _last_summary_before(conn: Connection, as_of: date) -> date:

@@ -151,6 +151,7 @@ def test_leaver_summary_only_attendance_and_warnings() -> None:
     assert (e.leaving_date, e.leaving_reason, e.destination) == (date(2025, 11, 14), "Moved away", None)
     codes = sorted(w.code for w in batch.warnings)
     assert codes == ["bad_upn", "unknown_sen_status"]
+    assert {w.code: w.dsl_only for w in batch.warnings} == {"bad_upn": False, "unknown_sen_status": True}
     assert all("B234567890123" not in (w.message + (w.where or "")) for w in batch.warnings)
 
 

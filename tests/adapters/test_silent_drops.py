@@ -193,6 +193,7 @@ def test_a_sims_sen_status_written_as_its_description_is_read_as_that_status(tmp
     kinds = [f.kind for f in _of(records, FlagRecord)]
     if flag == "warned":
         assert kinds == [] and [w.code for w in warnings] == ["unknown_sen_status"]
+        assert [w.dsl_only for w in warnings] == [True]  # (a vulnerability record: the DSL's digest alone)
     else:
         assert kinds == ([flag] if flag else []) and not warnings
 
@@ -322,6 +323,7 @@ def test_an_arbor_status_the_adapter_cannot_read_is_warned_about(
     """Each was dropped without a word: no flag, no warning."""
     batch = _pull(arbor, tmp_path, _rows(entity, change))
     (warning,) = [w for w in batch.warnings if w.code == "arbor_unknown_status"]
+    assert warning.dsl_only  # (a vulnerability record: the DSL's digest alone)
     assert warning.message.startswith(f"Arbor {entity} ") and words in warning.message, warning.message
     assert warning.pupil_key == str(student)
     for secret in ("Ashdown", "Cole", "A916299925001", "2018-03-04"):

@@ -236,8 +236,8 @@ def test_import_warnings_about_vulnerability_records_go_to_the_dsl_alone() -> No
     """The night's import warnings are in both emails, but one about a vulnerability record (a child
     protection status in a code not read) only in the DSL's digest: the office is told one is there."""
     f = _facts(import_warnings=[
-        ("bad_upn", "sims: pupils.xml record 4", "UPN: the check letter does not match the rest of the UPN", 1),
-        ("arbor_unknown_status", "arbor: arbor vulnerability statuses",
+        (False, "sims: pupils.xml record 4", "UPN: the check letter does not match the rest of the UPN", 1),
+        (True, "arbor: arbor vulnerability statuses",
          "Arbor ChildProtectionStatusAssignment 77 has status code 'XX': no child protection flag raised", 2)])
     office, digest = render_text(documents.office_document(f)), render_text(documents.dsl_document(f))
     assert "check letter does not match" in office and "check letter does not match" in digest
