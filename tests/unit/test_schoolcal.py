@@ -142,9 +142,12 @@ def test_england_s_bank_holidays_are_those_the_holidays_package_gives_for_englan
     """The United Kingdom class is loaded from its module's file (a faster way than the package's
     registry, which imports every country): the holidays must be the package's own, every year
     from 2015 to 2035 (Easter, the substitute days, the jubilee and coronation days)."""
+    from pathlib import Path
+
     import holidays
 
-    assert "cme_batch" in schoolcal._united_kingdom().__module__  # the faster way was taken
+    if (Path(holidays.__file__ or "").parent / "countries" / "united_kingdom.py").is_file():
+        assert "cme_batch" in schoolcal._united_kingdom().__module__  # the faster way was taken
     documented = holidays.country_holidays("GB", subdiv="ENG", years=range(2015, 2036))
     assert schoolcal._england(2015, 2035) == frozenset(documented)
     assert date(2022, 6, 3) in schoolcal._england(2022, 2022)  # the Platinum Jubilee's extra day
