@@ -16,9 +16,12 @@ is the definition the fast path is tested against.
 
 from __future__ import annotations
 
+import itertools
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
+from typing import Any
 
 from cme_batch import marks as mk
 
@@ -95,6 +98,10 @@ class UnknownCode:
     code: str
     sessions: int
     pupils: int
+    #: The keys given with the strips it is in (``unknown_codes``), and its first and last index in them.
+    keys: frozenset[Any] = field(default=frozenset(), compare=False)
+    first: int = field(default=0, compare=False)
+    last: int = field(default=0, compare=False)
 
 
 class Classifier:
@@ -197,12 +204,15 @@ class Classifier:
         table = self._tables[day < CHANGEOVER]
         return bytes(o for o, letter in table.items() if o < 128 and letter != LETTERS[UNKNOWN])
 
-    def unknown_codes(self, strips: Iterable[tuple[str, str]]) -> list[UnknownCode]:
-        """Tally unknown codes over (strip, class letters) pairs: which codes, in how many sessions and pupils."""
+    def unknown_codes(self, strips: Iterable[tuple[str, str]], keys: Iterable[Any] | None = None
+                      ) -> list[UnknownCode]:
+        """Tally unknown codes over (strip, class letters) pairs: which codes, in how many sessions and
+        pupils; with ``keys`` (one a pair: the pupils'), whose strips each is in, and where first and last."""
         unknown = LETTERS[UNKNOWN]
         sessions: dict[str, int] = {}
-        pupils: dict[str, int] = {}
-        for strip, letters in strips:
+        holders: dict[str, list[Any]] = defaultdict(list)
+        span: dict[str, tuple[int, int]] = {}
+        for (strip, letters), key in zip(strips, keys if keys is not None else itertools.repeat(None)):
             if unknown not in letters:
                 continue
             seen: set[str] = set()
@@ -210,11 +220,14 @@ class Classifier:
             while i >= 0:
                 code = self.alphabet.code_for(strip[i])
                 sessions[code] = sessions.get(code, 0) + 1
+                lo, hi = span.get(code, (i, i))
+                span[code] = (min(lo, i), max(hi, i))
                 seen.add(code)
                 i = letters.find(unknown, i + 1)
             for code in seen:
-                pupils[code] = pupils.get(code, 0) + 1
-        return [UnknownCode(c, sessions[c], pupils[c]) for c in sorted(sessions)]
+                holders[code].append(key)
+        return [UnknownCode(c, sessions[c], len(holders[c]), frozenset(holders[c]) if keys is not None else frozenset(),
+                            *span[c]) for c in sorted(sessions)]
 
 
 def warning_text(u: UnknownCode, where: str = "") -> str:

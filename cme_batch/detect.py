@@ -557,12 +557,11 @@ class _Evaluator:
             results.streaks.update(again.streaks)
             results.last_attended.update(again.last_attended)
             results.repeats.update(again.repeats)
-        unknown = self.classifier.unknown_codes(results.unknown.values())
-        found_in = self._unknown_where(results)
+        unknown = self.classifier.unknown_codes(results.unknown.values(), results.unknown.keys())
         self.first_days = _FirstDays(self.strips, self.calendar)  # (the calendar as last loaded)
         warnings = [*self.classifier.warnings, *self.calendar.warnings,
                     *schoolcal.term_warnings(self.config.calendar, self.as_of),
-                    *(codes.warning_text(u, found_in.get(u.code, "")) for u in unknown),
+                    *(codes.warning_text(u, self._unknown_where(u)) for u in unknown),
                     *self._missing_registers(results),
                     *self._registered_warning(registered)]
         return Evaluation(self.as_of, self.calendar, warnings, self.window_start, self.base, self.alphabet,
@@ -570,26 +569,12 @@ class _Evaluator:
                           still_registered=frozenset(registered),
                           left_by=leavings_to(self.calendar, self.as_of, self.today))
 
-    def _unknown_where(self, results: Many) -> dict[str, str]:
-        """For each unknown code of this year's strips: the classes of the pupils it is found with
-        and the first and last day (never a pupil), for the office to find those registers."""
-        unknown_letter = codes.LETTERS[codes.UNKNOWN]
-        pupils: dict[str, set[int]] = defaultdict(set)
-        span: dict[str, tuple[int, int]] = {}
-        for pid, (strip, letters) in results.unknown.items():
-            i = letters.find(unknown_letter)
-            while i >= 0:
-                code = self.alphabet.code_for(strip[i])
-                pupils[code].add(pid)
-                lo, hi = span.get(code, (i, i))
-                span[code] = (min(lo, i), max(hi, i))
-                i = letters.find(unknown_letter, i + 1)
-        out = {}
-        for code, (lo, hi) in span.items():
-            first, last = mk.day_of_position(self.year, lo)[0], mk.day_of_position(self.year, hi)[0]
-            when = f"on {first:%a %d %b %Y}" if first == last else f"from {first:%a %d %b %Y} to {last:%a %d %b %Y}"
-            out[code] = f"class(es): {self._classes(pupils[code])}; {when}"
-        return out
+    def _unknown_where(self, u: codes.UnknownCode) -> str:
+        """The classes and days an unknown code of this year's strips is found in (never a pupil),
+        for the office to find those registers."""
+        first, last = mk.day_of_position(self.year, u.first)[0], mk.day_of_position(self.year, u.last)[0]
+        when = f"on {first:%a %d %b %Y}" if first == last else f"from {first:%a %d %b %Y} to {last:%a %d %b %Y}"
+        return f"class(es): {self._classes(u.keys)}; {when}"
 
     def _missing_registers(self, results: Many) -> list[str]:
         """A warning when pupils on roll have no mark at all on the last school day up to the evaluation date.

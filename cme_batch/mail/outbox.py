@@ -76,9 +76,16 @@ def message_id_for(idempotency_key: str, from_address: str, school: str = "") ->
 
 
 def _school_of(conn: Connection) -> str:
-    """The store's school as ``LA/establishment`` ("" for a store with none yet, or several)."""
+    """The store's school as ``LA/establishment`` ("" for a store with none yet, or several), read
+    once per database connection (a morning queues a message per case and person)."""
+    known = conn.info.get("cme_school")
+    if known:
+        return str(known)
     rows = conn.execute(select(t.schools.c.la_number, t.schools.c.establishment_number).limit(2)).all()
-    return f"{rows[0][0]}/{rows[0][1]}" if len(rows) == 1 else ""
+    school = f"{rows[0][0]}/{rows[0][1]}" if len(rows) == 1 else ""
+    if school:
+        conn.info["cme_school"] = school  # (a store's school never changes its numbers: one store, one school)
+    return school
 
 
 def _serialise(message: Message | bytes) -> bytes:

@@ -156,5 +156,8 @@ def test_unknown_codes_are_tallied_without_naming_anyone() -> None:
     c = Classifier(alphabet=alphabet)
     found = c.unknown_codes([(s, c.classify(s, 2025)) for s in (s1, s2)])
     assert found == [codes.UnknownCode("!", 1, 1), codes.UnknownCode("l", 3, 2)]
+    keyed = c.unknown_codes([(s, c.classify(s, 2025)) for s in (s1, s2)], ["p1", "p2"])
+    assert keyed == found and keyed[1].keys == {"p1", "p2"} and keyed[0].keys == {"p1"}
+    assert (keyed[1].first, keyed[1].last) == (mk.position(day, "AM"), mk.position(date(2025, 9, 9), "AM"))
     text = codes.warning_text(found[1])
     assert "'l'" in text and "3 session(s)" in text and "2 pupil(s)" in text and "neutral" in text
